@@ -1,0 +1,87 @@
+//! The in-sandbox agent. It runs as the sandbox's init and serves the agent API (spec §5) on a unix
+//! socket that the control plane reaches from the host side.
+//!
+//! The agent authenticates nobody: everything it can do, the user's code inside the same sandbox
+//! can do too. Authentication (the sandbox JWT) and limits are enforced outside, by the host-side
+//! proxy and the driver.
+
+mod error;
+mod exec;
+mod init;
+mod languages;
+mod processes;
+mod routes;
+mod state;
+mod time_fmt;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "warren-agent", about = "Warren in-sandbox agent")]
+struct Args {
+    /// Unix socket to listen on.
+    #[arg(long)]
+    socket: PathBuf,
+    #[arg(long, default_value = "")]
+    sandbox_id: String,
+    #[arg(long, default_value = "")]
+    template: String,
+    #[arg(long, default_value_t = 1)]
+    vcpu: u32,
+    #[arg(long, default_value_t = 512)]
+    memory_mb: u32,
+    #[arg(long, default_value_t = 1024)]
+    disk_mb: u32,
+    /// Environment variables applied to every execution (KEY=VALUE), from `env_vars` on create.
+    #[arg(long = "env")]
+    env: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // As pid 1 the agent must reap orphans; a tiny init loop does that in a forked parent so the
+    // async runtime (which waits on its own children) never has its exit statuses stolen.
+    if nix::unistd::getpid().as_raw() == 1 {
+        init::become_init_and_fork_server()?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
+    let mut env = BTreeMap::new();
+    for kv in &args.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            env.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    let state = state::AgentState::new(state::BootInfo {
+        sandbox_id: args.sandbox_id.clone(),
+        template: args.template.clone(),
+        vcpu: args.vcpu,
+        memory_mb: args.memory_mb,
+        disk_mb: args.disk_mb,
+    }, env);
+    let _ = std::fs::remove_file(&args.socket);
+    let listener = tokio::net::UnixListener::bind(&args.socket).with_context(|| format!("bind {}", args.socket.display()))?;
+    // Tell the jail (and through it the control plane) that the agent is ready, then stop using
+    // stdout: nobody reads it after this line.
+    {
+        let mut out = std::io::stdout().lock();
+        out.write_all(b"ready\n").context("report ready")?;
+        out.flush().context("flush ready")?;
+    }
+    nix::unistd::dup2(2, 1).context("redirect stdout")?;
+    tracing::info!(socket = %args.socket.display(), "agent listening");
+    axum::serve(listener, routes::router(state)).await.context("serve")
+}

@@ -1,0 +1,122 @@
+use std::path::Path;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use warren_wire::agent::{ExecuteRequest, ExecuteResponse};
+
+use crate::error::AgentError;
+use crate::exec::{self, Invocation};
+use crate::languages;
+use crate::processes::StartRequest;
+use crate::state::AgentState;
+
+const DEFAULT_TIMEOUT: u64 = 120;
+const DEFAULT_BACKGROUND_TIMEOUT: u64 = 300;
+
+fn language_of(req: &ExecuteRequest) -> Result<&'static str, AgentError> {
+    languages::canonical(&req.language).ok_or_else(|| {
+        AgentError::bad_request(format!("Unsupported language '{}'; supported: {}", req.language, languages::SUPPORTED))
+    })
+}
+
+pub async fn execute(State(state): State<AgentState>, Json(req): Json<ExecuteRequest>) -> Result<Json<ExecuteResponse>, AgentError> {
+    let _guard = state.count_execution();
+    let language = language_of(&req)?;
+    let prepared = languages::prepare(language, &req.code).map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
+    let env = state.process_env(req.env.as_ref());
+    let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));
+    let outcome = exec::run(Invocation {
+        program: &prepared.program,
+        args: &prepared.args,
+        env: &env,
+        workdir: &workdir,
+        timeout: Duration::from_secs(req.timeout.unwrap_or(DEFAULT_TIMEOUT).max(1)),
+    })
+    .await;
+    languages::cleanup(&prepared);
+    let timestamp = crate::time_fmt::now();
+    Ok(Json(match outcome {
+        Ok(o) => ExecuteResponse {
+            success: o.exit_code == 0,
+            error: o.timed_out.then(|| format!("Execution timed out after {} seconds", req.timeout.unwrap_or(DEFAULT_TIMEOUT))),
+            stdout: o.stdout,
+            stderr: o.stderr,
+            exit_code: o.exit_code,
+            execution_time: o.elapsed.as_secs_f64(),
+            language: req.language,
+            timestamp,
+            ..Default::default()
+        },
+        // A missing interpreter or working directory is the user's problem, not a server fault:
+        // report it like a failed run (HTTP 200) so clients do not retry it.
+        Err(e) => ExecuteResponse {
+            success: false,
+            stderr: e.to_string(),
+            error: Some(e.to_string()),
+            exit_code: 127,
+            language: req.language,
+            timestamp,
+            ..Default::default()
+        },
+    }))
+}
+
+pub async fn background(State(state): State<AgentState>, Json(req): Json<ExecuteRequest>) -> Result<Json<Value>, AgentError> {
+    let language = language_of(&req)?;
+    let prepared = languages::prepare(language, &req.code).map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
+    let env = state.process_env(req.env.as_ref());
+    let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));
+    let (program, args) = (prepared.program.clone(), prepared.args.clone());
+    let started = state.processes.start(StartRequest {
+        invocation: Invocation {
+            program: &program,
+            args: &args,
+            env: &env,
+            workdir: Path::new(&workdir),
+            timeout: Duration::from_secs(req.timeout.unwrap_or(DEFAULT_BACKGROUND_TIMEOUT).max(1)),
+        },
+        name: req.name.clone(),
+        language: language.to_owned(),
+        command: format!("{} code", prepared.program),
+        cleanup: Some(prepared),
+    });
+    started.map(Json).map_err(|e| AgentError::bad_request(e.to_string()))
+}
+
+pub async fn list_processes(State(state): State<AgentState>) -> Json<Value> {
+    let processes = state.processes.list();
+    Json(json!({ "count": processes.len(), "processes": processes, "timestamp": crate::time_fmt::now() }))
+}
+
+pub async fn get_process(State(state): State<AgentState>, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, AgentError> {
+    state.processes.get(&id).map(Json).ok_or_else(|| process_not_found(&id))
+}
+
+fn process_not_found(id: &str) -> AgentError {
+    AgentError::new(StatusCode::NOT_FOUND, "PROCESS_NOT_FOUND", format!("Process {id} not found"))
+}
+
+fn killed(state: &AgentState, id: &str) -> Result<Json<Value>, AgentError> {
+    if state.processes.kill(id) {
+        Ok(Json(json!({ "success": true, "process_id": id, "message": "Process killed" })))
+    } else {
+        Err(process_not_found(id))
+    }
+}
+
+pub async fn kill_by_path(State(state): State<AgentState>, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, AgentError> {
+    killed(&state, &id)
+}
+
+#[derive(Deserialize)]
+pub struct KillQuery {
+    process_id: String,
+}
+
+pub async fn kill_by_query(State(state): State<AgentState>, Query(q): Query<KillQuery>) -> Result<Json<Value>, AgentError> {
+    killed(&state, &q.process_id)
+}

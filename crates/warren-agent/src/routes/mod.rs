@@ -1,0 +1,72 @@
+//! The agent API, one module per domain (spec §5).
+
+mod commands;
+mod env;
+mod execute;
+mod files;
+mod system;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::state::AgentState;
+
+/// Uploads and base64 writes can be large; the control plane's proxy applies the real limit.
+const MAX_BODY: usize = 2 * 1024 * 1024 * 1024;
+
+pub fn router(state: AgentState) -> Router {
+    Router::new()
+        .route("/health", get(system::health))
+        .route("/info", get(system::info))
+        .route("/metrics/snapshot", get(system::metrics))
+        .route("/metrics", get(system::metrics))
+        .route("/processes", get(system::system_processes))
+        .route("/processes/{id}/kill", post(execute::kill_by_path))
+        .route("/jupyter/sessions", get(system::jupyter_sessions))
+        .route("/cache/stats", get(system::cache_stats))
+        .route("/cache/clear", post(system::cache_clear))
+        .route("/execute", post(execute::execute))
+        .route("/execute/background", post(execute::background))
+        .route("/execute/processes", get(execute::list_processes))
+        .route("/execute/processes/{id}", get(execute::get_process))
+        .route("/execute/kill/{id}", post(execute::kill_by_path))
+        .route("/execute/kill", delete(execute::kill_by_query))
+        .route("/commands/run", post(commands::run))
+        .route("/commands/background", post(commands::background))
+        .route("/files/read", get(files::read))
+        .route("/files/download", get(files::download))
+        .route("/files/write", post(files::write))
+        .route("/files/list", get(files::list))
+        .route("/files/exists", get(files::exists))
+        .route("/files/remove", delete(files::remove))
+        .route("/files/mkdir", post(files::mkdir))
+        .route("/files/upload", post(files::upload))
+        .route("/env", get(env::get_all).put(env::replace).patch(env::merge).delete(env::clear))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AgentState>, req: Request, next: Next) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    state.total_requests.fetch_add(1, Relaxed);
+    let res = next.run(req).await;
+    if res.status().is_client_error() || res.status().is_server_error() {
+        state.total_errors.fetch_add(1, Relaxed);
+    }
+    res
+}
+
+/// A path from a request, resolved inside the sandbox. Relative paths are relative to
+/// `/workspace`. The agent's root *is* the sandbox root, so no spelling can leave it.
+pub fn resolve(path: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::path::Path::new("/workspace").join(p)
+    }
+}

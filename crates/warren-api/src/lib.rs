@@ -1,0 +1,126 @@
+//! The Warren control plane: the Hopx-compatible HTTP API (`routes`), the host-side sandbox proxy
+//! (`proxy`), sandbox lifecycle (`service`) and the reaper. Only this crate knows HTTP.
+
+mod auth;
+mod clock;
+mod error;
+mod proxy;
+mod request_id;
+mod routes;
+mod service;
+mod state;
+mod tokens;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use warren_core::SandboxStatus;
+use warren_runtime::namespaces::{NamespaceConfig, NamespaceDriver};
+use warren_runtime::templates::{builtin_recipes, TemplateCache};
+use warren_runtime::{AnyDriver, IsolationDriver};
+use warren_store::{Store, TemplateRecord, TemplateStatus};
+
+pub use state::PublicMode;
+
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub public: PublicMode,
+    /// Accepted as a full-rights key if set (stored hashed).
+    pub api_key: Option<String>,
+    pub network_base: Ipv4Addr,
+    pub debian_mirror: Option<String>,
+    pub region: String,
+    /// Build missing built-in templates in the background at start.
+    pub prebuild_templates: bool,
+}
+
+/// Runs the whole single-machine platform until SIGTERM/SIGINT, then stops every sandbox.
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.cache_dir).with_context(|| format!("create cache dir {}", cfg.cache_dir.display()))?;
+    let store = Store::open(&cfg.data_dir).await.context("open store")?;
+    let now = clock::now();
+    if let Some(key) = cfg.api_key.as_deref().filter(|k| !k.is_empty()) {
+        let rec = store.ensure_api_key("WARREN_API_KEY", key, now).await.context("register WARREN_API_KEY")?;
+        tracing::info!(key_id = %rec.id, "WARREN_API_KEY accepted");
+    }
+    let templates = TemplateCache::new(&cfg.cache_dir, cfg.debian_mirror.clone());
+    for r in builtin_recipes() {
+        let status = if templates.is_ready(&r) { TemplateStatus::Active } else { TemplateStatus::Pending };
+        store
+            .upsert_template(&TemplateRecord {
+                id: r.id.to_owned(),
+                name: r.name.to_owned(),
+                display_name: r.display_name.to_owned(),
+                description: Some(r.description.to_owned()),
+                category: Some(r.category.to_owned()),
+                language: Some(r.language.to_owned()),
+                resources: r.resources,
+                status,
+                is_public: true,
+                error_message: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+        store.set_template_status(r.id, status, None, now).await?;
+    }
+
+    let exe = std::env::current_exe().context("locate own executable")?;
+    let agent_exe = exe.with_file_name("warren-agent");
+    let bundle = warren_runtime::agent_bundle::prepare(&agent_exe, &cfg.data_dir.join("agent"))
+        .with_context(|| format!("prepare agent bundle from {}", agent_exe.display()))?;
+    let driver = NamespaceDriver::new(NamespaceConfig {
+        state_dir: cfg.data_dir.join("sandboxes"),
+        agent_bundle: bundle,
+        jail_exe: exe,
+        network_base: cfg.network_base,
+    })
+    .await
+    .context("initialise the namespace driver (needs root)")?;
+    let driver = AnyDriver::Namespaces(driver);
+    driver.remove_leftovers().await;
+    for s in store.live_sandboxes().await? {
+        tracing::warn!(sandbox = %s.id, "sandbox did not survive the previous server; marked stopped");
+        store.set_sandbox_status(&s.id, SandboxStatus::Stopped, now).await?;
+    }
+
+    let tokens = tokens::TokenSigner::load_or_create(&cfg.data_dir).context("load token signing key")?;
+    let service = Arc::new(service::SandboxService::new(store, driver, templates));
+    let node_id = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "local".into());
+    let state = state::AppState { sandboxes: service.clone(), tokens: Arc::new(tokens), public: cfg.public.clone(), node_id, region: cfg.region.clone() };
+
+    tokio::spawn(service.clone().reap_forever());
+    if cfg.prebuild_templates {
+        let svc = service.clone();
+        tokio::spawn(async move {
+            for r in builtin_recipes() {
+                if let Err(e) = svc.ensure_template(&r).await {
+                    tracing::error!(template = r.name, error = %e, "template build failed");
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "warren is serving");
+    axum::serve(listener, routes::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("serve")?;
+    tracing::info!("shutting down: stopping every sandbox");
+    service.stop_all(SandboxStatus::Stopped).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,75 @@
+//! Gives every request an id, sends it as `X-Request-ID`, and renders errors (ours and axum's own
+//! rejections) into the JSON envelope carrying that id.
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use warren_wire::control::ErrorEnvelope;
+
+use crate::error::ApiError;
+
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+pub fn new_id() -> String {
+    format!("req_{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+pub async fn layer(mut req: Request, next: Next) -> Response {
+    let id = new_id();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.run(req).await;
+    if res.status().is_client_error() || res.status().is_server_error() {
+        res = render_error(res, &id).await;
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+async fn render_error(res: Response, id: &str) -> Response {
+    let err = match res.extensions().get::<ApiError>() {
+        Some(e) => e.clone(),
+        None => {
+            let is_json = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if is_json {
+                return res;
+            }
+            // An axum rejection (bad JSON, unknown route, wrong method): keep its text, give it
+            // the envelope. Body-shape errors become 400 so the Py SDK raises ValidationError.
+            let status = res.status();
+            let text = match axum::body::to_bytes(res.into_body(), 64 * 1024).await {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(_) => String::new(),
+            };
+            let (status, code) = match status {
+                StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                    (StatusCode::BAD_REQUEST, "INVALID_REQUEST")
+                }
+                StatusCode::NOT_FOUND => (status, "RESOURCE_NOT_FOUND"),
+                StatusCode::METHOD_NOT_ALLOWED => (status, "METHOD_NOT_ALLOWED"),
+                StatusCode::PAYLOAD_TOO_LARGE => (status, "PAYLOAD_TOO_LARGE"),
+                s if s.is_server_error() => (status, "INTERNAL_ERROR"),
+                _ => (status, "INVALID_REQUEST"),
+            };
+            let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+            ApiError::new(status, code, message)
+        }
+    };
+    let body = ErrorEnvelope::new(err.code, &err.message, id, err.details.clone());
+    let mut out = (err.status, axum::Json(body)).into_response();
+    if err.status == StatusCode::TOO_MANY_REQUESTS {
+        if let Some(s) = err.details.get("retry_after_seconds") {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                out.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+    }
+    out
+}

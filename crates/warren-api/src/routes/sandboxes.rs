@@ -1,0 +1,170 @@
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use warren_core::{SandboxId, SandboxStatus};
+use warren_runtime::IsolationDriver;
+use warren_store::SandboxRecord;
+use warren_wire::control::{CreateSandboxRequest, ListPage, Sandbox, SandboxResources, SetTimeoutRequest, TokenResponse};
+
+use crate::auth::Caller;
+use crate::clock::{now, rfc3339};
+use crate::error::{ApiError, ApiResult};
+use crate::request_id::RequestId;
+use crate::state::{AppState, PublicMode};
+
+fn parse_id(raw: &str) -> ApiResult<SandboxId> {
+    // A malformed id cannot name a sandbox: same answer as an unknown one.
+    SandboxId::parse(raw).map_err(|_| ApiError::sandbox_not_found())
+}
+
+/// Converts a record to the wire object. Internal addresses never appear: only the public host.
+fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sandbox {
+    let public_host = match &state.public {
+        PublicMode::Local { host, .. } => match state.sandboxes.port_of(&r.id) {
+            Some(port) => format!("http://{host}:{port}"),
+            None => String::new(),
+        },
+        PublicMode::Wildcard { domain, scheme } => format!("{scheme}://{}-{}.{domain}", crate::proxy::AGENT_PORT, r.id),
+    };
+    let preview_url = match &state.public {
+        PublicMode::Wildcard { domain, scheme } => Some(format!("{scheme}://{{port}}-{}.{domain}", r.id)),
+        PublicMode::Local { .. } => None,
+    };
+    Sandbox {
+        id: r.id.to_string(),
+        object: "sandbox".into(),
+        status: r.status.to_string(),
+        direct_url: public_host.clone(),
+        public_host,
+        preview_url,
+        template_id: Some(r.template_id.clone()),
+        template_name: Some(r.template_name.clone()),
+        organization_id: 1,
+        node_id: state.node_id.clone(),
+        region: state.region.clone(),
+        resources: SandboxResources { vcpu: r.resources.vcpu, memory_mb: r.resources.memory_mb, disk_mb: r.resources.disk_mb },
+        internet_access: r.internet_access,
+        live_mode: true,
+        timeout_seconds: r.timeout_seconds,
+        expires_at: r.expires_at.map(rfc3339),
+        created_at: rfc3339(r.created_at),
+        isolation: state.sandboxes.driver.name().to_owned(),
+        auth_token: None,
+        token_expires_at: None,
+        request_id: rid.map(|r| r.0.clone()),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    // An empty body (some clients send none) means "all defaults", which then asks for a template.
+    let req: CreateSandboxRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateSandboxRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let created = state.sandboxes.create(req, Some(&caller.key_id)).await?;
+    let id = created.record.id.clone();
+    if let PublicMode::Local { bind, .. } = &state.public {
+        let listener = tokio::net::TcpListener::bind((*bind, 0))
+            .await
+            .map_err(|e| ApiError::internal("cannot open the sandbox's listener", e))?;
+        let port = listener.local_addr().map_err(|e| ApiError::internal("listener address", e))?.port();
+        let handle = crate::proxy::spawn_local_listener(state.clone(), id.clone(), listener);
+        state.sandboxes.attach_listener(&id, port, handle);
+    }
+    let (token, exp) = state.tokens.issue(id.as_str(), now()).map_err(|e| ApiError::internal("cannot sign token", e))?;
+    let mut wire = to_wire(&state, &created.record, Some(&rid));
+    wire.auth_token = Some(token);
+    wire.token_expires_at = Some(rfc3339(exp));
+    Ok((StatusCode::CREATED, Json(wire)))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    status: Option<String>,
+    cursor: Option<String>,
+    #[allow(dead_code)] // accepted for compatibility; a single-node server has one region
+    region: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<ListPage<Sandbox>>> {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(SandboxStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!("unknown status {s:?}: use running, paused, creating, stopped, error or deleted"))
+        })?),
+    };
+    let page = state.sandboxes.store.list_sandboxes(status, q.cursor.as_deref(), q.limit.unwrap_or(100)).await?;
+    Ok(Json(ListPage {
+        object: "list".into(),
+        data: page.items.iter().map(|r| to_wire(&state, r, None)).collect(),
+        has_more: page.next_cursor.is_some(),
+        next_cursor: page.next_cursor,
+        url: "/v1/sandboxes".into(),
+        request_id: Some(rid.0),
+    }))
+}
+
+pub async fn get(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Sandbox>> {
+    let rec = state.sandboxes.get(&parse_id(&id)?).await?;
+    Ok(Json(to_wire(&state, &rec, Some(&rid))))
+}
+
+pub async fn kill(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let rec = state.sandboxes.kill(&parse_id(&id)?).await?;
+    Ok(Json(json!({ "id": rec.id.as_str(), "status": rec.status.as_str(), "message": "Sandbox deleted", "request_id": rid.0 })))
+}
+
+pub async fn pause(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Sandbox>> {
+    let rec = state.sandboxes.pause(&parse_id(&id)?).await?;
+    Ok(Json(to_wire(&state, &rec, Some(&rid))))
+}
+
+pub async fn resume(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Sandbox>> {
+    let rec = state.sandboxes.resume(&parse_id(&id)?).await?;
+    Ok(Json(to_wire(&state, &rec, Some(&rid))))
+}
+
+pub async fn set_timeout(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+    Json(body): Json<SetTimeoutRequest>,
+) -> ApiResult<Json<Value>> {
+    let rec = state.sandboxes.set_timeout(&parse_id(&id)?, body.timeout_seconds).await?;
+    Ok(Json(json!({
+        "id": rec.id.as_str(),
+        "timeout_seconds": rec.timeout_seconds,
+        "expires_at": rec.expires_at.map(rfc3339),
+        "request_id": rid.0,
+    })))
+}
+
+pub async fn refresh_token(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenResponse>> {
+    let rec = state.sandboxes.get(&parse_id(&id)?).await?;
+    if !rec.status.is_live() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "INVALID_STATE", format!("sandbox is {}", rec.status)));
+    }
+    let (token, exp) = state.tokens.issue(rec.id.as_str(), now()).map_err(|e| ApiError::internal("cannot sign token", e))?;
+    Ok(Json(TokenResponse { id: rec.id.to_string(), auth_token: token, token_expires_at: rfc3339(exp), request_id: Some(rid.0) }))
+}

@@ -1,0 +1,22 @@
+use std::sync::Arc;
+
+use crate::service::SandboxService;
+use crate::tokens::TokenSigner;
+
+/// How sandboxes are reached from outside.
+#[derive(Debug, Clone)]
+pub enum PublicMode {
+    /// Each sandbox gets `http://<bind>:<port>` on this machine.
+    Local { bind: std::net::IpAddr, host: String },
+    /// `{port}-{id}.{domain}` routed by Host header on the main listener.
+    Wildcard { domain: String, scheme: String },
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub sandboxes: Arc<SandboxService>,
+    pub tokens: Arc<TokenSigner>,
+    pub public: PublicMode,
+    pub node_id: String,
+    pub region: String,
+}

@@ -1,0 +1,78 @@
+//! Command-line surface: one module per command group.
+
+mod keys;
+mod sandbox;
+mod serve;
+mod template;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/warren";
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/warren";
+
+#[derive(Parser, Debug)]
+#[command(name = "warren", version, about = "Self-hosted, Hopx-compatible code-execution sandboxes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where a client command finds the server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// Control-plane URL.
+    #[arg(long, env = "WARREN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// API key (also read from HOPX_API_KEY).
+    #[arg(long, env = "WARREN_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (control plane, proxy, reaper) on this machine. Needs root.
+    Serve(serve::ServeArgs),
+    /// Manage API keys in a data dir's store (works while the server runs).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Build or list template root file systems.
+    #[command(subcommand)]
+    Template(template::TemplateCommand),
+    /// Create, list, inspect and kill sandboxes.
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
+    /// Run code in a sandbox and print its output.
+    Run(sandbox::RunArgs),
+    /// Run a shell command in a sandbox.
+    Exec(sandbox::ExecArgs),
+    /// Read, write and list files in a sandbox.
+    #[command(subcommand)]
+    Files(sandbox::FilesCommand),
+    /// Internal: set up one sandbox (started by the server; reads its spec on stdin).
+    #[command(hide = true)]
+    Jail,
+}
+
+pub fn data_dir_arg(d: Option<PathBuf>) -> PathBuf {
+    d.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => serve::run(a).await,
+        Command::Keys(c) => keys::run(c).await,
+        Command::Template(c) => template::run(c).await,
+        Command::Sandbox(c) => sandbox::run_sandbox(c).await,
+        Command::Run(a) => sandbox::run_code(a).await,
+        Command::Exec(a) => sandbox::exec(a).await,
+        Command::Files(c) => sandbox::files(c).await,
+        Command::Jail => unreachable_jail(),
+    }
+}
+
+fn unreachable_jail() -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`warren jail` is dispatched before the runtime starts")
+}

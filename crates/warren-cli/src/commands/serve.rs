@@ -1,0 +1,74 @@
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use warren_api::{PublicMode, ServeConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the control-plane API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the store, keys and per-sandbox state live.
+    #[arg(long, env = "WARREN_DATA_DIR", default_value = super::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Template root file systems, shared by every data dir.
+    #[arg(long, env = "WARREN_CACHE_DIR", default_value = super::DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
+    /// Address the per-sandbox agent listeners bind to (local mode).
+    #[arg(long, default_value = "127.0.0.1")]
+    sandbox_bind: IpAddr,
+    /// Host name clients use to reach the sandbox listeners (defaults to --sandbox-bind).
+    #[arg(long)]
+    public_hostname: Option<String>,
+    /// Route sandboxes as `{port}-{id}.<domain>` by Host header on the main listener instead of one
+    /// port per sandbox (needs wildcard DNS pointing at this server).
+    #[arg(long)]
+    wildcard_domain: Option<String>,
+    /// Scheme of wildcard URLs (https when a TLS proxy fronts Warren).
+    #[arg(long, default_value = "http")]
+    wildcard_scheme: String,
+    /// The /16 that sandbox network links are numbered from.
+    #[arg(long, default_value = "10.213.0.0")]
+    network: Ipv4Addr,
+    /// Debian mirror for template builds (default: the one apt uses on this machine).
+    #[arg(long)]
+    debian_mirror: Option<String>,
+    /// Region label reported in sandbox objects.
+    #[arg(long, default_value = "local")]
+    region: String,
+    /// Don't build missing templates at start (they still build on first use).
+    #[arg(long)]
+    no_prebuild: bool,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if a.log_json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let public = match a.wildcard_domain {
+        Some(domain) => PublicMode::Wildcard { domain, scheme: a.wildcard_scheme },
+        None => PublicMode::Local { bind: a.sandbox_bind, host: a.public_hostname.unwrap_or_else(|| a.sandbox_bind.to_string()) },
+    };
+    warren_api::serve(ServeConfig {
+        listen: a.listen,
+        data_dir: a.data_dir,
+        cache_dir: a.cache_dir,
+        public,
+        api_key: std::env::var("WARREN_API_KEY").ok(),
+        network_base: a.network,
+        debian_mirror: a.debian_mirror,
+        region: a.region,
+        prebuild_templates: !a.no_prebuild,
+    })
+    .await
+    .context("server failed")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,13 @@
+//! Domain types shared by every Warren crate: identifiers, the sandbox status machine and resource
+//! limits. This crate does no IO and knows nothing about HTTP or the kernel.
+
+mod id;
+mod resources;
+mod status;
+
+pub use id::{InvalidId, SandboxId};
+pub use resources::Resources;
+pub use status::SandboxStatus;
+
+/// Unix time in whole seconds. All times inside Warren are this; formatting happens at the edges.
+pub type UnixSeconds = i64;

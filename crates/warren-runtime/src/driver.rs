@@ -1,0 +1,113 @@
+//! The isolation driver interface. The control plane sees only this; each isolation tier
+//! (namespaces today; gVisor and microVMs next) is one implementation, dispatched by `AnyDriver`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tokio::sync::oneshot;
+use warren_core::{Resources, SandboxId};
+
+use crate::namespaces::NamespaceDriver;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub id: SandboxId,
+    pub template_name: String,
+    /// The template's root file system on the host.
+    pub rootfs: PathBuf,
+    pub resources: Resources,
+    pub internet_access: bool,
+    pub env_vars: BTreeMap<String, String>,
+}
+
+/// A sandbox whose agent answers.
+pub struct StartedSandbox {
+    /// Host path of the agent's unix socket.
+    pub agent_socket: PathBuf,
+    /// Resolves with the init's exit code when the sandbox dies, for whatever reason.
+    pub exited: oneshot::Receiver<i32>,
+}
+
+/// Resource usage, read from outside the sandbox (the sandbox cannot lie about it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SandboxUsage {
+    pub memory_bytes: u64,
+    pub processes: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] crate::namespaces::cgroups::CgroupError),
+    #[error("network: {0}")]
+    Network(#[from] crate::namespaces::network::NetworkError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// the sandbox did not come up; the message carries the agent's or jail's last words
+    #[error("sandbox failed to start: {0}")]
+    Start(String),
+    #[error("sandbox {0} is not running on this host")]
+    NotFound(SandboxId),
+}
+
+/// One isolation tier.
+#[allow(async_fn_in_trait)] // only used through the `AnyDriver` enum, never as `dyn`
+pub trait IsolationDriver {
+    /// Short name shown in API objects and `warren doctor` ("namespaces", "gvisor", "microvm").
+    fn name(&self) -> &'static str;
+    /// Starts the sandbox and returns once its agent listens.
+    async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError>;
+    /// Freezes every process; memory and files are kept.
+    async fn pause(&self, id: &SandboxId) -> Result<(), DriverError>;
+    async fn resume(&self, id: &SandboxId) -> Result<(), DriverError>;
+    /// Removes every trace: processes, mounts, cgroups, network namespace, veth, files.
+    async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError>;
+    fn usage(&self, id: &SandboxId) -> Option<SandboxUsage>;
+    /// Removes whatever an earlier server process left behind (after a crash).
+    async fn remove_leftovers(&self);
+}
+
+/// The closed set of drivers. An enum rather than `dyn` keeps async methods simple and makes the
+/// set of tiers visible in one place.
+pub enum AnyDriver {
+    Namespaces(NamespaceDriver),
+}
+
+impl IsolationDriver for AnyDriver {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Namespaces(d) => d.name(),
+        }
+    }
+    async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
+        match self {
+            Self::Namespaces(d) => d.start(spec).await,
+        }
+    }
+    async fn pause(&self, id: &SandboxId) -> Result<(), DriverError> {
+        match self {
+            Self::Namespaces(d) => d.pause(id).await,
+        }
+    }
+    async fn resume(&self, id: &SandboxId) -> Result<(), DriverError> {
+        match self {
+            Self::Namespaces(d) => d.resume(id).await,
+        }
+    }
+    async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
+        match self {
+            Self::Namespaces(d) => d.destroy(id).await,
+        }
+    }
+    fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
+        match self {
+            Self::Namespaces(d) => d.usage(id),
+        }
+    }
+    async fn remove_leftovers(&self) {
+        match self {
+            Self::Namespaces(d) => d.remove_leftovers().await,
+        }
+    }
+}

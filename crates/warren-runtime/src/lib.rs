@@ -1,0 +1,9 @@
+//! The sandbox runtime: the isolation driver interface and its implementations, the agent bundle
+//! mounted into every sandbox, and template root file systems. Knows nothing about HTTP.
+
+pub mod agent_bundle;
+pub mod driver;
+pub mod namespaces;
+pub mod templates;
+
+pub use driver::{AnyDriver, DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};

@@ -1,0 +1,234 @@
+//! The default isolation tier: Linux namespaces (user, pid, mount, net, uts, ipc), cgroups, and an
+//! overlay root file system. Starts in milliseconds; shares the host kernel (see docs/security.md
+//! for what that means for hostile code).
+
+pub mod cgroups;
+pub mod jail;
+pub mod network;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::chown;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+use warren_core::SandboxId;
+
+use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+use cgroups::{CgroupRoot, SandboxCgroup};
+use jail::{JailSpec, RUN_MOUNT};
+use network::{Network, SandboxNet};
+
+/// Host uid/gid that root inside every sandbox maps to. Sandboxes share the range: they cannot
+/// see each other's processes (pid namespaces) or files (separate roots), and none of these ids
+/// owns anything on the host outside the template caches.
+pub const ID_BASE: u32 = 100_000;
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct NamespaceConfig {
+    /// Per-sandbox host directories are created below this.
+    pub state_dir: PathBuf,
+    /// Directory with the agent binary, its libraries and loader (see `agent_bundle`).
+    pub agent_bundle: PathBuf,
+    /// The `warren` executable, whose hidden `jail` subcommand sets a sandbox up.
+    pub jail_exe: PathBuf,
+    /// The /16 that sandbox veth links are numbered from.
+    pub network_base: Ipv4Addr,
+}
+
+struct LiveSandbox {
+    cgroup: SandboxCgroup,
+    net: SandboxNet,
+    dir: PathBuf,
+}
+
+pub struct NamespaceDriver {
+    cfg: NamespaceConfig,
+    cgroups: CgroupRoot,
+    network: Network,
+    live: Mutex<HashMap<SandboxId, LiveSandbox>>,
+}
+
+impl NamespaceDriver {
+    pub async fn new(cfg: NamespaceConfig) -> Result<Self, DriverError> {
+        let cgroups = CgroupRoot::discover()?;
+        let network = Network::init(cfg.network_base).await?;
+        tokio::fs::create_dir_all(&cfg.state_dir).await.map_err(|source| DriverError::Io { what: "state dir".into(), source })?;
+        tracing::info!(cgroups = cgroups.version(), "namespace driver ready");
+        Ok(Self { cfg, cgroups, network, live: Mutex::new(HashMap::new()) })
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, LiveSandbox>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cgroup_of(&self, id: &SandboxId) -> Result<SandboxCgroup, DriverError> {
+        self.live().get(id).map(|l| l.cgroup.clone()).ok_or_else(|| DriverError::NotFound(id.clone()))
+    }
+
+    async fn start_inner(&self, spec: &SandboxSpec, dir: &Path, cgroup: &SandboxCgroup, net: &SandboxNet) -> Result<StartedSandbox, DriverError> {
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| DriverError::Io { what, source }
+        };
+        for sub in ["root", "scratch", "run"] {
+            tokio::fs::create_dir_all(dir.join(sub)).await.map_err(io("sandbox dir"))?;
+        }
+        chown(dir.join("run"), Some(ID_BASE), Some(ID_BASE)).map_err(io("chown run dir"))?;
+        if let (true, Some(resolv)) = (spec.internet_access, &self.network.resolv_conf) {
+            tokio::fs::write(dir.join("resolv.conf"), resolv).await.map_err(io("resolv.conf"))?;
+        }
+        let mut agent_args = vec![
+            "--socket".to_owned(),
+            format!("{RUN_MOUNT}/agent.sock"),
+            "--sandbox-id".to_owned(),
+            spec.id.to_string(),
+            "--template".to_owned(),
+            spec.template_name.clone(),
+            "--vcpu".to_owned(),
+            spec.resources.vcpu.to_string(),
+            "--memory-mb".to_owned(),
+            spec.resources.memory_mb.to_string(),
+            "--disk-mb".to_owned(),
+            spec.resources.disk_mb.to_string(),
+        ];
+        for (k, v) in &spec.env_vars {
+            agent_args.push("--env".to_owned());
+            agent_args.push(format!("{k}={v}"));
+        }
+        let jail_spec = JailSpec {
+            hostname: format!("sandbox-{}", &spec.id.as_str()[..8]),
+            lower_dir: spec.rootfs.clone(),
+            sandbox_dir: dir.to_path_buf(),
+            agent_bundle: self.cfg.agent_bundle.clone(),
+            disk_mb: spec.resources.disk_mb,
+            cgroup_procs: cgroup.procs_files(),
+            netns: net.netns_path.clone(),
+            id_base: ID_BASE,
+            agent_args,
+        };
+        let log_path = dir.join("agent.log");
+        let log = std::fs::File::create(&log_path).map_err(io("agent log"))?;
+        let mut child = Command::new(&self.cfg.jail_exe)
+            .arg("jail")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(io("spawn jail"))?;
+        let payload = serde_json::to_vec(&jail_spec).map_err(|e| DriverError::Start(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(&payload).await.map_err(io("send jail spec"))?;
+        }
+        let stdout = child.stdout.take().ok_or_else(|| DriverError::Start("jail has no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim() == "ready" {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !ready {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let log = tokio::fs::read_to_string(&log_path).await.unwrap_or_default();
+            let last = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
+            return Err(DriverError::Start(if last.is_empty() { "agent did not report ready".into() } else { last }));
+        }
+        let (tx, exited) = oneshot::channel();
+        tokio::spawn(async move {
+            let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+            let _ = tx.send(code);
+        });
+        Ok(StartedSandbox { agent_socket: dir.join("run/agent.sock"), exited })
+    }
+
+    async fn teardown(&self, cgroup: SandboxCgroup, net: &SandboxNet, dir: &Path) -> Result<(), DriverError> {
+        let cg = cgroup.clone();
+        let killed = tokio::task::spawn_blocking(move || cg.destroy())
+            .await
+            .map_err(|e| DriverError::Start(format!("cgroup teardown panicked: {e}")))?;
+        self.network.destroy(net).await;
+        if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove sandbox dir");
+            }
+        }
+        killed?;
+        Ok(())
+    }
+}
+
+impl IsolationDriver for NamespaceDriver {
+    fn name(&self) -> &'static str {
+        "namespaces"
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
+        let dir = self.cfg.state_dir.join(spec.id.as_str());
+        let cgroup = self.cgroups.sandbox(spec.id.as_str());
+        cgroup.create(&spec.resources)?;
+        let net = match self.network.create(spec.id.as_str(), spec.internet_access).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = cgroup.destroy();
+                return Err(e.into());
+            }
+        };
+        match self.start_inner(spec, &dir, &cgroup, &net).await {
+            Ok(started) => {
+                self.live().insert(spec.id.clone(), LiveSandbox { cgroup, net, dir });
+                Ok(started)
+            }
+            Err(e) => {
+                if let Err(te) = self.teardown(cgroup, &net, &dir).await {
+                    tracing::warn!(error = %te, "teardown after failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn pause(&self, id: &SandboxId) -> Result<(), DriverError> {
+        Ok(self.cgroup_of(id)?.freeze()?)
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<(), DriverError> {
+        Ok(self.cgroup_of(id)?.thaw()?)
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
+        let Some(live) = self.live().remove(id) else { return Ok(()) };
+        self.teardown(live.cgroup, &live.net, &live.dir).await
+    }
+
+    fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
+        let cg = self.cgroup_of(id).ok()?;
+        Some(SandboxUsage { memory_bytes: cg.memory_bytes().unwrap_or(0), processes: cg.pids().len() as u32 })
+    }
+
+    async fn remove_leftovers(&self) {
+        for name in self.cgroups.leftovers() {
+            let cg = self.cgroups.sandbox(&name);
+            tracing::info!(sandbox = %name, "removing cgroup left by an earlier run");
+            if let Err(e) = tokio::task::spawn_blocking(move || cg.destroy()).await.unwrap_or(Ok(())) {
+                tracing::warn!(sandbox = %name, error = %e, "cannot remove leftover cgroup");
+            }
+        }
+        self.network.remove_leftovers().await;
+        if let Ok(mut dir) = tokio::fs::read_dir(&self.cfg.state_dir).await {
+            while let Ok(Some(e)) = dir.next_entry().await {
+                let _ = tokio::fs::remove_dir_all(e.path()).await;
+            }
+        }
+    }
+}

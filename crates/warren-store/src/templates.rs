@@ -1,0 +1,146 @@
+use sqlx::Row;
+use warren_core::Resources;
+
+use crate::{Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateStatus {
+    /// Registered; its root file system is not built yet (built on first use).
+    Pending,
+    Building,
+    Active,
+    Failed,
+}
+
+impl TemplateStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Building => "building",
+            Self::Active => "active",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "building" => Self::Building,
+            "active" => Self::Active,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateRecord {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub language: Option<String>,
+    pub resources: Resources,
+    pub status: TemplateStatus,
+    pub is_public: bool,
+    pub error_message: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, name, display_name, description, category, language, vcpu, memory_mb, disk_mb, \
+                       status, is_public, error_message, created_at, updated_at";
+
+impl Store {
+    /// Inserts a template, or refreshes the descriptive fields of an existing one with the same id
+    /// (built-in templates are re-registered at every start; their build status is kept).
+    pub async fn upsert_template(&self, t: &TemplateRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO templates (id, name, display_name, description, category, language, vcpu, memory_mb, \
+             disk_mb, status, is_public, error_message, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, display_name = excluded.display_name, \
+             description = excluded.description, category = excluded.category, language = excluded.language, \
+             vcpu = excluded.vcpu, memory_mb = excluded.memory_mb, disk_mb = excluded.disk_mb, \
+             is_public = excluded.is_public",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.display_name)
+        .bind(&t.description)
+        .bind(&t.category)
+        .bind(&t.language)
+        .bind(t.resources.vcpu)
+        .bind(t.resources.memory_mb)
+        .bind(t.resources.disk_mb)
+        .bind(t.status.as_str())
+        .bind(t.is_public)
+        .bind(&t.error_message)
+        .bind(t.created_at)
+        .bind(t.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_template_status(
+        &self,
+        id: &str,
+        status: TemplateStatus,
+        error_message: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE templates SET status = ?, error_message = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(error_message)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM templates ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(template_from_row).collect()
+    }
+
+    /// Looks a template up by id first, then by name (the SDKs use both).
+    pub async fn find_template(&self, id_or_name: &str) -> Result<Option<TemplateRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM templates WHERE id = ? OR name = ? ORDER BY (id = ?) DESC LIMIT 1"
+        ))
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(template_from_row).transpose()
+    }
+
+    pub async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM templates WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+fn template_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TemplateRecord, StoreError> {
+    let status: String = r.get("status");
+    Ok(TemplateRecord {
+        id: r.get("id"),
+        name: r.get("name"),
+        display_name: r.get("display_name"),
+        description: r.get("description"),
+        category: r.get("category"),
+        language: r.get("language"),
+        resources: Resources { vcpu: r.get("vcpu"), memory_mb: r.get("memory_mb"), disk_mb: r.get("disk_mb") },
+        status: TemplateStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("template status {status}")))?,
+        is_public: r.get("is_public"),
+        error_message: r.get("error_message"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    })
+}

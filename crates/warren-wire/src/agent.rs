@@ -1,0 +1,167 @@
+//! Agent shapes (spec §5): what the SDKs send to `public_host` and read back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /execute` (and `/execute/background`). The docs say `working_dir`; the SDKs send
+/// `workdir`. Both are accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    pub code: String,
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// Seconds. Not capped at the docs' 300: `run_code_async` defaults to 1800.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    #[serde(default, alias = "working_dir")]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn default_language() -> String {
+    "python".to_owned()
+}
+
+/// The result of `/execute`. User-code failure is `success: false` with HTTP 200, never a 5xx:
+/// every client retries 5xx and would run the user's code again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecuteResponse {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    /// Seconds as a float. Always present: JS formats it with `toFixed`.
+    pub execution_time: f64,
+    pub language: String,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub png: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+/// `POST /commands/run`. The SDKs always send `command: "bash", args: ["-c", cmd]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandRequest {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    #[serde(default, alias = "working_dir")]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CommandResponse {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    pub execution_time: f64,
+    pub command: String,
+    pub pid: u32,
+    pub timestamp: String,
+}
+
+/// `POST /files/write`. `encoding: "base64"` means `content` is base64 of the real bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileWriteRequest {
+    pub path: String,
+    #[serde(default)]
+    pub content: String,
+    /// Octal string such as `"0644"`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub encoding: Option<String>,
+    #[serde(default)]
+    pub overwrite: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathRequest {
+    pub path: String,
+}
+
+/// One directory entry. Both spellings of each field are sent: Py reads `is_directory` and
+/// `modified_time`, JS reads `is_dir` and `modified`. Times carry an offset (pydantic
+/// `AwareDatetime`) and `permissions` is a string.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub name: String,
+    pub path: String,
+    pub size: u64,
+    pub is_directory: bool,
+    pub is_dir: bool,
+    pub is_symlink: bool,
+    pub permissions: String,
+    pub modified_time: String,
+    pub modified: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileList {
+    pub files: Vec<FileInfo>,
+    pub path: String,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileContent {
+    pub content: String,
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvRequest {
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default)]
+    pub merge: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvResponse {
+    pub env_vars: BTreeMap<String, String>,
+    pub count: usize,
+    pub timestamp: String,
+}
+
+/// The agent's error body (spec §2.4): `error` must stay a string for Py sync; `message` is for
+/// JS and Py-async; `details` is always an object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentErrorBody {
+    pub error: String,
+    pub message: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub details: serde_json::Map<String, serde_json::Value>,
+    pub timestamp: String,
+}
+
+/// Agent configuration handed over by the control plane when the sandbox starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentBootConfig {
+    pub sandbox_id: String,
+    pub template_name: String,
+    pub vcpu: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+}

@@ -1,0 +1,169 @@
+//! Control-plane shapes (`/v1/sandboxes`, `/v1/templates`, errors).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `POST /v1/sandboxes`. Both SDKs drop unset keys; `vcpu`/`memory_mb` are never sent.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct CreateSandboxRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_name: Option<String>,
+    /// Both SDKs stringify the id; the MCP server may send a number, which we also accept.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "string_or_number")]
+    pub template_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet_access: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_vars: Option<BTreeMap<String, String>>,
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err(serde::de::Error::custom("template_id must be a string")),
+    })
+}
+
+/// `resources` on a sandbox: Py requires all three keys whenever the object is present.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SandboxResources {
+    pub vcpu: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+}
+
+/// The sandbox object (spec §4.1). `organization_id` is an integer here (a string on templates).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub object: String,
+    pub status: String,
+    pub public_host: String,
+    pub direct_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_url: Option<String>,
+    pub template_id: Option<String>,
+    pub template_name: Option<String>,
+    pub organization_id: i64,
+    pub node_id: String,
+    pub region: String,
+    pub resources: SandboxResources,
+    pub internet_access: bool,
+    pub live_mode: bool,
+    pub timeout_seconds: Option<i64>,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+    /// Which isolation tier runs this sandbox (a Warren extension; extra keys are safe here).
+    pub isolation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// A page of a list. `has_more: true` must come with a usable `next_cursor` or Py's `iter` loops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListPage<T> {
+    pub object: String,
+    pub data: Vec<T>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetTimeoutRequest {
+    pub timeout_seconds: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub id: String,
+    pub auth_token: String,
+    /// `YYYY-MM-DDTHH:MM:SSZ`: Py parses it with `fromisoformat` outside any try block.
+    pub token_expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Template resources use `disk_gb`, unlike the sandbox's `disk_mb`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TemplateResources {
+    pub vcpu: u32,
+    pub memory_mb: u32,
+    pub disk_gb: u32,
+}
+
+/// The template object (spec §4.3). `id` and `organization_id` must be strings; `features`,
+/// `tags` and `is_active` must never be null.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Template {
+    pub id: String,
+    pub object: String,
+    pub name: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub language: Option<String>,
+    pub default_resources: TemplateResources,
+    pub features: Vec<String>,
+    pub tags: Vec<String>,
+    pub is_active: bool,
+    pub is_public: bool,
+    pub status: String,
+    pub organization_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub isolation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// The error body of the control plane: a hybrid that both SDKs read correctly (spec §2.2).
+/// Py reads `error.{message,code,request_id,details}`; JS reads the top-level `code`/`message`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorObject,
+    pub code: String,
+    pub message: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorObject {
+    pub code: String,
+    pub message: String,
+    pub request_id: String,
+    /// Always an object, never null: Py calls `details.get(..)` unguarded on 403 and 429.
+    pub details: serde_json::Map<String, Value>,
+}
+
+impl ErrorEnvelope {
+    pub fn new(code: &str, message: &str, request_id: &str, details: serde_json::Map<String, Value>) -> Self {
+        Self {
+            error: ErrorObject {
+                code: code.to_owned(),
+                message: message.to_owned(),
+                request_id: request_id.to_owned(),
+                details,
+            },
+            code: code.to_owned(),
+            message: message.to_owned(),
+            request_id: request_id.to_owned(),
+        }
+    }
+}
