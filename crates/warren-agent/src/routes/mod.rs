@@ -50,9 +50,15 @@ pub fn router(state: AgentState) -> Router {
         .with_state(state)
 }
 
-async fn count_requests(State(state): State<AgentState>, req: Request, next: Next) -> Response {
+async fn count_requests(State(state): State<AgentState>, mut req: Request, next: Next) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     state.total_requests.fetch_add(1, Relaxed);
+    // Bodies are JSON unless multipart: some clients omit the header, and curl's `-d` labels JSON
+    // as a form (no agent endpoint takes forms).
+    let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct.is_empty() || ct.starts_with("application/x-www-form-urlencoded") {
+        req.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    }
     let res = next.run(req).await;
     if res.status().is_client_error() || res.status().is_server_error() {
         state.total_errors.fetch_add(1, Relaxed);

@@ -83,10 +83,10 @@ pub fn run_from_stdin() -> Result<i32, JailError> {
 fn run(spec: &JailSpec) -> Result<i32, JailError> {
     let netns = io("open netns", fs::File::open(&spec.netns))?;
     sys("join netns", setns(netns.as_fd(), CloneFlags::CLONE_NEWNET))?;
-    sys(
-        "unshare",
-        unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID),
-    )?;
+    // Only the pid namespace is unshared here (it applies to the child we fork next). The mount
+    // namespace must be the child's alone: pivot_root moves every process of a mount namespace,
+    // and this parent has to keep seeing the host's /proc to write the child's id maps.
+    sys("unshare pid", unshare(CloneFlags::CLONE_NEWPID))?;
     let (to_parent_r, to_parent_w) = sys("pipe", pipe())?;
     let (to_child_r, to_child_w) = sys("pipe", pipe())?;
 
@@ -139,6 +139,7 @@ fn init_child(spec: &JailSpec, to_parent: OwnedFd, from_parent: OwnedFd) -> Resu
     for procs in &spec.cgroup_procs {
         io(format!("join cgroup {}", procs.display()), fs::write(procs, "0"))?;
     }
+    sys("unshare", unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC))?;
     sys("make mounts private", mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>))?;
 
     let root = spec.sandbox_dir.join("root");

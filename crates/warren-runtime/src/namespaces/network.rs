@@ -54,6 +54,23 @@ impl Network {
     /// Prepares host-wide state: forwarding and the nftables table (replaced atomically).
     pub async fn init(base: Ipv4Addr) -> Result<Self, NetworkError> {
         let cidr = format!("{base}/16");
+        let resolv_conf = tokio::fs::read_to_string("/etc/resolv.conf").await.ok();
+        // Sandboxes resolve names through the host's own nameservers, which often sit in a private
+        // range: allow DNS to exactly those before private ranges are dropped.
+        let dns: Vec<String> = resolv_conf
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+            .filter(|a| !a.is_loopback())
+            .map(|a| a.to_string())
+            .collect();
+        let dns_rule = if dns.is_empty() {
+            String::new()
+        } else {
+            format!("iifname \"{VETH_PREFIX}*\" ip daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport 53 accept\n", dns.join(", "))
+        };
         let ruleset = format!(
             "table inet {NFT_TABLE}\n\
              delete table inet {NFT_TABLE}\n\
@@ -65,6 +82,7 @@ impl Network {
                chain forward {{ type filter hook forward priority -10; policy accept;\n\
                  oifname \"{VETH_PREFIX}*\" ct state established,related accept\n\
                  oifname \"{VETH_PREFIX}*\" drop\n\
+                 {dns_rule}\
                  iifname \"{VETH_PREFIX}*\" ip daddr {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 }} drop\n\
                  iifname \"{VETH_PREFIX}*\" meta nfproto ipv6 drop\n\
                  iifname \"{VETH_PREFIX}*\" accept\n\
@@ -78,7 +96,6 @@ impl Network {
         tokio::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .await
             .map_err(|source| NetworkError::Spawn { cmd: "enable ip_forward".into(), source })?;
-        let resolv_conf = tokio::fs::read_to_string("/etc/resolv.conf").await.ok();
         Ok(Self { base, used_slots: Mutex::new(BTreeSet::new()), resolv_conf })
     }
 

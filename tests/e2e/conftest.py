@@ -1,0 +1,98 @@
+"""Starts one real `warren serve` for the whole test session and hands tests its URL and key.
+
+Tests drive it with the official, unmodified SDKs (hopx-ai from PyPI, @hopx-ai/sdk from npm)
+and with raw HTTP for edge cases. Needs root (namespaces, cgroups, netns) and built templates.
+"""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WARREN = os.path.join(ROOT, "target", "release", "warren")
+API_KEY = "wrn_test_" + os.urandom(16).hex()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def leftovers():
+    """Everything of a sandbox that could outlive it on the host."""
+    out = {}
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    out["netns"] = sorted(l.split()[0] for l in netns.splitlines() if l.startswith("warren-"))
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    out["veth"] = sorted(l.split(":")[1].strip().split("@")[0] for l in links.splitlines() if ": wv" in l)
+    mounts = open("/proc/self/mountinfo").read()
+    out["mounts"] = [l for l in mounts.splitlines() if "/sandboxes/" in l]
+    return out
+
+
+@pytest.fixture(scope="session")
+def server():
+    if os.geteuid() != 0:
+        pytest.skip("SKIPPED LOUDLY: Warren's namespace driver needs root (cgroups, netns, overlay)")
+    data_dir = tempfile.mkdtemp(prefix="warren-test-")
+    port = free_port()
+    log = open(os.path.join(data_dir, "server.log"), "w")
+    env = dict(os.environ, WARREN_API_KEY=API_KEY, RUST_LOG="info")
+    proc = subprocess.Popen(
+        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("warren serve exited:\n" + open(log.name).read())
+        try:
+            if requests.get(base + "/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.1)
+    else:
+        raise RuntimeError("warren serve did not become healthy:\n" + open(log.name).read())
+    yield {"base_url": base, "api_key": API_KEY, "data_dir": data_dir, "log": log.name, "proc": proc}
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    left = leftovers()
+    assert left == {"netns": [], "veth": [], "mounts": []}, f"server left traces after SIGTERM: {left}"
+
+
+@pytest.fixture
+def base_url(server):
+    return server["base_url"]
+
+
+@pytest.fixture
+def api_key(server):
+    return server["api_key"]
+
+
+@pytest.fixture
+def sandbox(server):
+    from hopx_ai import Sandbox
+
+    sb = Sandbox.create(template="code-interpreter", base_url=server["base_url"], api_key=server["api_key"])
+    yield sb
+    try:
+        sb.kill()
+    except Exception:
+        pass
+
+
+def raw(server, method, path, **kw):
+    headers = kw.pop("headers", {"X-API-Key": server["api_key"]})
+    return requests.request(method, server["base_url"] + path, headers=headers, timeout=120, **kw)
