@@ -15,7 +15,12 @@ pub struct AgentError {
 
 impl AgentError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), path: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            path: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -23,7 +28,14 @@ impl AgentError {
     }
 
     pub fn file_not_found(path: &str) -> Self {
-        Self { path: Some(path.to_owned()), ..Self::new(StatusCode::NOT_FOUND, "FILE_NOT_FOUND", format!("File not found: {path}")) }
+        Self {
+            path: Some(path.to_owned()),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                "FILE_NOT_FOUND",
+                format!("File not found: {path}"),
+            )
+        }
     }
 
     pub fn with_path(mut self, path: &str) -> Self {
@@ -36,16 +48,40 @@ impl AgentError {
         use std::io::ErrorKind::*;
         match e.kind() {
             NotFound => Self::file_not_found(path),
-            PermissionDenied => Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", format!("Permission denied: {path}")).with_path(path),
-            AlreadyExists => Self::new(StatusCode::CONFLICT, "FILE_ALREADY_EXISTS", format!("File already exists: {path}")).with_path(path),
+            PermissionDenied => Self::new(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                format!("Permission denied: {path}"),
+            )
+            .with_path(path),
+            AlreadyExists => Self::new(
+                StatusCode::CONFLICT,
+                "FILE_ALREADY_EXISTS",
+                format!("File already exists: {path}"),
+            )
+            .with_path(path),
             _ => match e.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
-                    Self::new(StatusCode::INSUFFICIENT_STORAGE, "FILE_OPERATION_FAILED", format!("No space left in the sandbox writing {path}")).with_path(path)
-                }
-                Some(libc::ENOTDIR) | Some(libc::EISDIR) | Some(libc::ENAMETOOLONG) | Some(libc::ELOOP) => {
-                    Self::new(StatusCode::BAD_REQUEST, "INVALID_PATH", format!("Invalid path {path}: {e}")).with_path(path)
-                }
-                _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "FILE_OPERATION_FAILED", format!("{path}: {e}")).with_path(path),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "FILE_OPERATION_FAILED",
+                    format!("No space left in the sandbox writing {path}"),
+                )
+                .with_path(path),
+                Some(libc::ENOTDIR)
+                | Some(libc::EISDIR)
+                | Some(libc::ENAMETOOLONG)
+                | Some(libc::ELOOP) => Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_PATH",
+                    format!("Invalid path {path}: {e}"),
+                )
+                .with_path(path),
+                _ => Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "FILE_OPERATION_FAILED",
+                    format!("{path}: {e}"),
+                )
+                .with_path(path),
             },
         }
     }

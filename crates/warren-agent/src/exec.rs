@@ -63,7 +63,9 @@ pub fn command(inv: &Invocation<'_>) -> Result<Command, SpawnError> {
 
 pub async fn run(inv: Invocation<'_>) -> Result<Outcome, SpawnError> {
     let started = Instant::now();
-    let mut child = command(&inv)?.spawn().map_err(|e| SpawnError::Spawn(inv.program.to_owned(), e))?;
+    let mut child = command(&inv)?
+        .spawn()
+        .map_err(|e| SpawnError::Spawn(inv.program.to_owned(), e))?;
     let pid = child.id().unwrap_or(0);
     let out = tokio::spawn(capture(child.stdout.take()));
     let err = tokio::spawn(capture(child.stderr.take()));
@@ -79,14 +81,26 @@ pub async fn run(inv: Invocation<'_>) -> Result<Outcome, SpawnError> {
     let mut stderr = drain(err).await;
     if timed_out {
         kill_group(pid);
-        stderr.push_str(&format!("\nExecution timed out after {} seconds\n", inv.timeout.as_secs()));
+        stderr.push_str(&format!(
+            "\nExecution timed out after {} seconds\n",
+            inv.timeout.as_secs()
+        ));
     }
     let exit_code = match status {
         _ if timed_out => 124,
-        Some(s) => s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+        Some(s) => s.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
+        }),
         None => -1,
     };
-    Ok(Outcome { stdout, stderr, exit_code, timed_out, elapsed: started.elapsed(), pid })
+    Ok(Outcome {
+        stdout,
+        stderr,
+        exit_code,
+        timed_out,
+        elapsed: started.elapsed(),
+        pid,
+    })
 }
 
 pub fn kill_group(pid: u32) {
@@ -107,7 +121,9 @@ async fn drain(task: tokio::task::JoinHandle<String>) -> String {
 }
 
 async fn capture<R: AsyncRead + Unpin>(stream: Option<R>) -> String {
-    let Some(mut stream) = stream else { return String::new() };
+    let Some(mut stream) = stream else {
+        return String::new();
+    };
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let mut truncated = false;

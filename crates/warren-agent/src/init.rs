@@ -22,7 +22,9 @@ fn reap_forever(server: Pid) -> ! {
     loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == server => std::process::exit(code),
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == server => std::process::exit(128 + sig as i32),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == server => {
+                std::process::exit(128 + sig as i32)
+            }
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(_) => std::process::exit(1),
         }

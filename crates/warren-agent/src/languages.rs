@@ -32,7 +32,11 @@ pub fn prepare(language: &'static str, code: &str) -> std::io::Result<Prepared> 
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let stem = Path::new(SCRATCH).join(format!("exec-{}-{n}", std::process::id()));
     let (program, file, cleanup) = match language {
-        "python" => ("python3", stem.with_extension("py"), stem.with_extension("py")),
+        "python" => (
+            "python3",
+            stem.with_extension("py"),
+            stem.with_extension("py"),
+        ),
         "javascript" => ("node", stem.with_extension("js"), stem.with_extension("js")),
         "bash" => ("bash", stem.with_extension("sh"), stem.with_extension("sh")),
         _ => {
@@ -40,11 +44,19 @@ pub fn prepare(language: &'static str, code: &str) -> std::io::Result<Prepared> 
             let main = stem.join("main.go");
             std::fs::write(&main, wrap_go(code))?;
             let args = vec!["run".to_owned(), main.to_string_lossy().into_owned()];
-            return Ok(Prepared { program: "go".to_owned(), args, cleanup: stem });
+            return Ok(Prepared {
+                program: "go".to_owned(),
+                args,
+                cleanup: stem,
+            });
         }
     };
     std::fs::write(&file, code)?;
-    Ok(Prepared { program: program.to_owned(), args: vec![file.to_string_lossy().into_owned()], cleanup })
+    Ok(Prepared {
+        program: program.to_owned(),
+        args: vec![file.to_string_lossy().into_owned()],
+        cleanup,
+    })
 }
 
 /// Lets a user send a bare Go snippet: adds `package main` and, when there is no `func main`, puts
@@ -74,11 +86,19 @@ fn wrap_go(code: &str) -> String {
             body.push(line);
         }
     }
-    format!("package main\n\n{}\n\nfunc main() {{\n{}\n}}\n", imports.join("\n"), body.join("\n"))
+    format!(
+        "package main\n\n{}\n\nfunc main() {{\n{}\n}}\n",
+        imports.join("\n"),
+        body.join("\n")
+    )
 }
 
 pub fn cleanup(p: &Prepared) {
-    let _ = if p.cleanup.is_dir() { std::fs::remove_dir_all(&p.cleanup) } else { std::fs::remove_file(&p.cleanup) };
+    let _ = if p.cleanup.is_dir() {
+        std::fs::remove_dir_all(&p.cleanup)
+    } else {
+        std::fs::remove_file(&p.cleanup)
+    };
 }
 
 #[cfg(test)]

@@ -58,22 +58,29 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let mut env = BTreeMap::new();
     for kv in &args.env {
         if let Some((k, v)) = kv.split_once('=') {
             env.insert(k.to_owned(), v.to_owned());
         }
     }
-    let state = state::AgentState::new(state::BootInfo {
-        sandbox_id: args.sandbox_id.clone(),
-        template: args.template.clone(),
-        vcpu: args.vcpu,
-        memory_mb: args.memory_mb,
-        disk_mb: args.disk_mb,
-    }, env);
+    let state = state::AgentState::new(
+        state::BootInfo {
+            sandbox_id: args.sandbox_id.clone(),
+            template: args.template.clone(),
+            vcpu: args.vcpu,
+            memory_mb: args.memory_mb,
+            disk_mb: args.disk_mb,
+        },
+        env,
+    );
     let _ = std::fs::remove_file(&args.socket);
-    let listener = tokio::net::UnixListener::bind(&args.socket).with_context(|| format!("bind {}", args.socket.display()))?;
+    let listener = tokio::net::UnixListener::bind(&args.socket)
+        .with_context(|| format!("bind {}", args.socket.display()))?;
     // Tell the jail (and through it the control plane) that the agent is ready, then stop using
     // stdout: nobody reads it after this line.
     {
@@ -83,5 +90,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     nix::unistd::dup2(2, 1).context("redirect stdout")?;
     tracing::info!(socket = %args.socket.display(), "agent listening");
-    axum::serve(listener, routes::router(state)).await.context("serve")
+    axum::serve(listener, routes::router(state))
+        .await
+        .context("serve")
 }

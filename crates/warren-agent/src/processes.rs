@@ -66,9 +66,14 @@ impl ProcessTable {
 
     pub fn start(&self, req: StartRequest<'_>) -> Result<Value, SpawnError> {
         let inv = &req.invocation;
-        let mut child = exec::command(inv)?.kill_on_drop(false).spawn().map_err(|e| SpawnError::Spawn(inv.program.to_owned(), e))?;
+        let mut child = exec::command(inv)?
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| SpawnError::Spawn(inv.program.to_owned(), e))?;
         let pid = child.id().unwrap_or(0);
-        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("proc_{n}_{pid}");
         let timeout = inv.timeout;
         let now = SystemTime::now();
@@ -115,7 +120,11 @@ impl ProcessTable {
                 p.exit_code = Some(code.unwrap_or(-1));
                 p.ended_at = Some(SystemTime::now());
                 if p.status == ProcStatus::Running {
-                    p.status = if code == Some(0) { ProcStatus::Completed } else { ProcStatus::Failed };
+                    p.status = if code == Some(0) {
+                        ProcStatus::Completed
+                    } else {
+                        ProcStatus::Failed
+                    };
                 }
             }
         });
@@ -130,7 +139,12 @@ impl ProcessTable {
         }))
     }
 
-    async fn pump(&self, id: &str, stream: Option<impl tokio::io::AsyncRead + Unpin>, is_stdout: bool) {
+    async fn pump(
+        &self,
+        id: &str,
+        stream: Option<impl tokio::io::AsyncRead + Unpin>,
+        is_stdout: bool,
+    ) {
         let Some(mut stream) = stream else { return };
         let mut chunk = [0u8; 8192];
         while let Ok(n) = stream.read(&mut chunk).await {
@@ -140,7 +154,11 @@ impl ProcessTable {
             let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
             let mut procs = self.lock();
             let Some(p) = procs.get_mut(id) else { break };
-            let buf = if is_stdout { &mut p.stdout } else { &mut p.stderr };
+            let buf = if is_stdout {
+                &mut p.stdout
+            } else {
+                &mut p.stderr
+            };
             if buf.len() < MAX_CAPTURE {
                 buf.push_str(&text);
                 if buf.len() >= MAX_CAPTURE {
@@ -166,7 +184,12 @@ impl ProcessTable {
     /// Kills the process group of `id`. Returns false if there is no such process.
     pub fn kill(&self, id: &str) -> bool {
         let mut procs = self.lock();
-        let Some(p) = procs.values_mut().find(|p| p.id == id || p.pid.to_string() == id) else { return false };
+        let Some(p) = procs
+            .values_mut()
+            .find(|p| p.id == id || p.pid.to_string() == id)
+        else {
+            return false;
+        };
         if p.status == ProcStatus::Running {
             exec::kill_group(p.pid);
             p.status = ProcStatus::Killed;

@@ -73,9 +73,15 @@ impl AgentState {
     }
 
     /// The environment of a user process. Priority: request > global (`/env`) > agent defaults.
-    pub fn process_env(&self, request: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    pub fn process_env(
+        &self,
+        request: Option<&BTreeMap<String, String>>,
+    ) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = [
-            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin"),
+            (
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin",
+            ),
             ("HOME", "/root"),
             ("LANG", "C.UTF-8"),
             ("TERM", "xterm-256color"),

@@ -15,7 +15,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Map::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
@@ -25,18 +30,34 @@ impl ApiError {
     }
     /// "Sandbox not found": JS turns exactly this wording into `SandboxExpiredError`.
     pub fn sandbox_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "Sandbox not found")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            "Sandbox not found",
+        )
     }
     pub fn template_not_found(name: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", format!("Template not found: {name}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            format!("Template not found: {name}"),
+        )
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            message,
+        )
     }
     /// A server-side fault. The detail goes to the log; the client gets a generic message.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{context}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", format!("internal error: {context}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            format!("internal error: {context}"),
+        )
     }
 }
 

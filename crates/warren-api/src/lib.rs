@@ -40,17 +40,26 @@ pub struct ServeConfig {
 
 /// Runs the whole single-machine platform until SIGTERM/SIGINT, then stops every sandbox.
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
-    std::fs::create_dir_all(&cfg.cache_dir).with_context(|| format!("create cache dir {}", cfg.cache_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.cache_dir)
+        .with_context(|| format!("create cache dir {}", cfg.cache_dir.display()))?;
     let store = Store::open(&cfg.data_dir).await.context("open store")?;
     let now = clock::now();
     if let Some(key) = cfg.api_key.as_deref().filter(|k| !k.is_empty()) {
-        let rec = store.ensure_api_key("WARREN_API_KEY", key, now).await.context("register WARREN_API_KEY")?;
+        let rec = store
+            .ensure_api_key("WARREN_API_KEY", key, now)
+            .await
+            .context("register WARREN_API_KEY")?;
         tracing::info!(key_id = %rec.id, "WARREN_API_KEY accepted");
     }
     let templates = TemplateCache::new(&cfg.cache_dir, cfg.debian_mirror.clone());
     for r in builtin_recipes() {
-        let status = if templates.is_ready(&r) { TemplateStatus::Active } else { TemplateStatus::Pending };
+        let status = if templates.is_ready(&r) {
+            TemplateStatus::Active
+        } else {
+            TemplateStatus::Pending
+        };
         store
             .upsert_template(&TemplateRecord {
                 id: r.id.to_owned(),
@@ -86,13 +95,25 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     driver.remove_leftovers().await;
     for s in store.live_sandboxes().await? {
         tracing::warn!(sandbox = %s.id, "sandbox did not survive the previous server; marked stopped");
-        store.set_sandbox_status(&s.id, SandboxStatus::Stopped, now).await?;
+        store
+            .set_sandbox_status(&s.id, SandboxStatus::Stopped, now)
+            .await?;
     }
 
-    let tokens = tokens::TokenSigner::load_or_create(&cfg.data_dir).context("load token signing key")?;
+    let tokens =
+        tokens::TokenSigner::load_or_create(&cfg.data_dir).context("load token signing key")?;
     let service = Arc::new(service::SandboxService::new(store, driver, templates));
-    let node_id = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "local".into());
-    let state = state::AppState { sandboxes: service.clone(), tokens: Arc::new(tokens), public: cfg.public.clone(), node_id, region: cfg.region.clone() };
+    let node_id = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "local".into());
+    let state = state::AppState {
+        sandboxes: service.clone(),
+        tokens: Arc::new(tokens),
+        public: cfg.public.clone(),
+        node_id,
+        region: cfg.region.clone(),
+    };
 
     tokio::spawn(service.clone().reap_forever());
     if cfg.prebuild_templates {
@@ -106,9 +127,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         });
     }
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "warren is serving");
-    axum::serve(listener, routes::app(state)).with_graceful_shutdown(shutdown_signal()).await.context("serve")?;
+    axum::serve(listener, routes::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serve")?;
     tracing::info!("shutting down: stopping every sandbox");
     service.stop_all(SandboxStatus::Stopped).await;
     Ok(())
@@ -116,7 +142,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -34,13 +34,19 @@ fn agent_error(status: StatusCode, code: &str, message: &str) -> Response {
 
 fn bearer(req: &Request) -> Option<&str> {
     let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
 }
 
 /// Handles one agent request for sandbox `id`.
 pub async fn to_agent(state: AppState, id: SandboxId, req: Request) -> Response {
     let Some(target) = state.sandboxes.target(&id) else {
-        return agent_error(StatusCode::NOT_FOUND, "SANDBOX_NOT_FOUND", "Sandbox not found or no longer running");
+        return agent_error(
+            StatusCode::NOT_FOUND,
+            "SANDBOX_NOT_FOUND",
+            "Sandbox not found or no longer running",
+        );
     };
     // The health probe carries no secret and answers only "healthy": let it through unauthenticated
     // so clients that probe before they hold a token see a live sandbox.
@@ -48,13 +54,29 @@ pub async fn to_agent(state: AppState, id: SandboxId, req: Request) -> Response 
     if !is_health {
         match bearer(&req) {
             Some(t) if state.tokens.verify(t, id.as_str()) => {}
-            Some(_) => return agent_error(StatusCode::UNAUTHORIZED, "TOKEN_INVALID", "Invalid or expired sandbox token"),
+            Some(_) => {
+                return agent_error(
+                    StatusCode::UNAUTHORIZED,
+                    "TOKEN_INVALID",
+                    "Invalid or expired sandbox token",
+                )
+            }
             // JS sends the API key when it has no token; 401 makes it refresh and retry (§9.21).
-            None => return agent_error(StatusCode::UNAUTHORIZED, "TOKEN_INVALID", "Sandbox token required (Authorization: Bearer)"),
+            None => {
+                return agent_error(
+                    StatusCode::UNAUTHORIZED,
+                    "TOKEN_INVALID",
+                    "Sandbox token required (Authorization: Bearer)",
+                )
+            }
         }
     }
     if state.sandboxes.status_of(&id) == Some(SandboxStatus::Paused) {
-        return agent_error(StatusCode::CONFLICT, "SANDBOX_STOPPED", "Sandbox is paused; resume it first");
+        return agent_error(
+            StatusCode::CONFLICT,
+            "SANDBOX_STOPPED",
+            "Sandbox is paused; resume it first",
+        );
     }
     forward_unix(&target.agent_socket, req).await
 }
@@ -64,12 +86,23 @@ async fn forward_unix(socket: &std::path::Path, mut req: Request) -> Response {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(socket = %socket.display(), error = %e, "agent unreachable");
-            return agent_error(StatusCode::BAD_GATEWAY, "INTERNAL_ERROR", "Sandbox agent is not reachable");
+            return agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                "Sandbox agent is not reachable",
+            );
         }
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
         Ok(x) => x,
-        Err(e) => return agent_error(StatusCode::BAD_GATEWAY, "INTERNAL_ERROR", &format!("agent handshake failed: {e}")),
+        Err(e) => {
+            return agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                &format!("agent handshake failed: {e}"),
+            )
+        }
     };
     tokio::spawn(async move {
         let _ = conn.await;
@@ -78,11 +111,26 @@ async fn forward_unix(socket: &std::path::Path, mut req: Request) -> Response {
     req.headers_mut().remove(header::AUTHORIZATION);
     req.headers_mut().remove("x-api-key");
     let (mut parts, body) = req.into_parts();
-    parts.uri = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/").parse().unwrap_or_default();
-    parts.headers.insert(header::HOST, header::HeaderValue::from_static("agent"));
-    match sender.send_request(hyper::Request::from_parts(parts, body)).await {
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_default();
+    parts
+        .headers
+        .insert(header::HOST, header::HeaderValue::from_static("agent"));
+    match sender
+        .send_request(hyper::Request::from_parts(parts, body))
+        .await
+    {
         Ok(res) => res.map(Body::new),
-        Err(e) => agent_error(StatusCode::BAD_GATEWAY, "INTERNAL_ERROR", &format!("agent request failed: {e}")),
+        Err(e) => agent_error(
+            StatusCode::BAD_GATEWAY,
+            "INTERNAL_ERROR",
+            &format!("agent request failed: {e}"),
+        ),
     }
 }
 
@@ -98,25 +146,50 @@ pub fn parse_wildcard_host(host: &str, domain: &str) -> Option<(u16, SandboxId)>
 /// sandbox (preview URLs). The connection is opened from inside the sandbox's network namespace.
 pub async fn to_sandbox_port(state: AppState, id: SandboxId, port: u16, req: Request) -> Response {
     let Some(target) = state.sandboxes.target(&id) else {
-        return agent_error(StatusCode::NOT_FOUND, "SANDBOX_NOT_FOUND", "Sandbox not found or no longer running");
+        return agent_error(
+            StatusCode::NOT_FOUND,
+            "SANDBOX_NOT_FOUND",
+            "Sandbox not found or no longer running",
+        );
     };
     let Some(netns) = target.netns.clone() else {
-        return agent_error(StatusCode::BAD_GATEWAY, "INTERNAL_ERROR", "Sandbox has no network namespace");
+        return agent_error(
+            StatusCode::BAD_GATEWAY,
+            "INTERNAL_ERROR",
+            "Sandbox has no network namespace",
+        );
     };
     let stream = match tokio::task::spawn_blocking(move || connect_in_netns(&netns, port)).await {
         Ok(Ok(s)) => s,
-        _ => return agent_error(StatusCode::BAD_GATEWAY, "INTERNAL_ERROR", &format!("nothing listens on port {port} in the sandbox")),
+        _ => {
+            return agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                &format!("nothing listens on port {port} in the sandbox"),
+            )
+        }
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
         Ok(x) => x,
-        Err(e) => return agent_error(StatusCode::BAD_GATEWAY, "INTERNAL_ERROR", &format!("handshake failed: {e}")),
+        Err(e) => {
+            return agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                &format!("handshake failed: {e}"),
+            )
+        }
     };
     tokio::spawn(async move {
         let _ = conn.await;
     });
     match sender.send_request(req).await {
         Ok(res) => res.map(Body::new),
-        Err(e) => agent_error(StatusCode::BAD_GATEWAY, "INTERNAL_ERROR", &format!("request failed: {e}")),
+        Err(e) => agent_error(
+            StatusCode::BAD_GATEWAY,
+            "INTERNAL_ERROR",
+            &format!("request failed: {e}"),
+        ),
     }
 }
 
@@ -126,7 +199,8 @@ fn connect_in_netns(netns: &std::path::Path, port: u16) -> std::io::Result<tokio
     let netns = netns.to_path_buf();
     let std_stream = std::thread::spawn(move || -> std::io::Result<std::net::TcpStream> {
         let f = std::fs::File::open(&netns)?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
         std::net::TcpStream::connect(("127.0.0.1", port))
     })
     .join()
@@ -136,7 +210,11 @@ fn connect_in_netns(netns: &std::path::Path, port: u16) -> std::io::Result<tokio
 }
 
 /// Serves one sandbox's local-mode listener until the returned handle is aborted.
-pub fn spawn_local_listener(state: AppState, id: SandboxId, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+pub fn spawn_local_listener(
+    state: AppState,
+    id: SandboxId,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
     let app = axum::Router::new().fallback(move |req: Request| {
         let state = state.clone();
         let id = id.clone();
@@ -147,18 +225,25 @@ pub fn spawn_local_listener(state: AppState, id: SandboxId, listener: tokio::net
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn wildcard_hosts_name_port_and_sandbox() {
-        let (port, id) = parse_wildcard_host("7777-abcdefghijklmnopqr.sb.example.com:443", "sb.example.com").expect("parse");
+        let (port, id) = parse_wildcard_host(
+            "7777-abcdefghijklmnopqr.sb.example.com:443",
+            "sb.example.com",
+        )
+        .expect("parse");
         assert_eq!(port, 7777);
         assert_eq!(id.as_str(), "abcdefghijklmnopqr");
-        assert!(parse_wildcard_host("7777-abcdefghijklmnopqr.evil.com", "sb.example.com").is_none());
-        assert!(parse_wildcard_host("x-abcdefghijklmnopqr.sb.example.com", "sb.example.com").is_none());
+        assert!(
+            parse_wildcard_host("7777-abcdefghijklmnopqr.evil.com", "sb.example.com").is_none()
+        );
+        assert!(
+            parse_wildcard_host("x-abcdefghijklmnopqr.sb.example.com", "sb.example.com").is_none()
+        );
         assert!(parse_wildcard_host("7777-../etc.sb.example.com", "sb.example.com").is_none());
     }
 }

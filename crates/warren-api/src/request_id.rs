@@ -49,7 +49,9 @@ async fn render_error(res: Response, id: &str) -> Response {
                 Err(_) => String::new(),
             };
             let (status, code) = match status {
-                StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                StatusCode::UNPROCESSABLE_ENTITY
+                | StatusCode::BAD_REQUEST
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                     (StatusCode::BAD_REQUEST, "INVALID_REQUEST")
                 }
                 StatusCode::NOT_FOUND => (status, "RESOURCE_NOT_FOUND"),
@@ -58,7 +60,11 @@ async fn render_error(res: Response, id: &str) -> Response {
                 s if s.is_server_error() => (status, "INTERNAL_ERROR"),
                 _ => (status, "INVALID_REQUEST"),
             };
-            let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+            let message = if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_owned()
+            } else {
+                text
+            };
             ApiError::new(status, code, message)
         }
     };

@@ -98,9 +98,16 @@ impl SandboxService {
                 return Ok(self.templates.rootfs(recipe.name));
             }
             notified.await;
-            return if self.templates.is_ready(recipe) { Ok(self.templates.rootfs(recipe.name)) } else { Err("template build failed; see the server log".into()) };
+            return if self.templates.is_ready(recipe) {
+                Ok(self.templates.rootfs(recipe.name))
+            } else {
+                Err("template build failed; see the server log".into())
+            };
         }
-        let _ = self.store.set_template_status(recipe.id, TemplateStatus::Building, None, now()).await;
+        let _ = self
+            .store
+            .set_template_status(recipe.id, TemplateStatus::Building, None, now())
+            .await;
         let progress = |line: String| tracing::info!(target: "warren::template", "{line}");
         let result = self.templates.ensure(recipe, &progress).await;
         let (status, err) = match &result {
@@ -110,13 +117,23 @@ impl SandboxService {
         if let Some(e) = &err {
             tracing::error!(template = recipe.name, error = %e, "template build failed");
         }
-        let _ = self.store.set_template_status(recipe.id, status, err.as_deref(), now()).await;
-        self.building.lock().unwrap_or_else(|p| p.into_inner()).remove(recipe.name);
+        let _ = self
+            .store
+            .set_template_status(recipe.id, status, err.as_deref(), now())
+            .await;
+        self.building
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(recipe.name);
         notify.notify_waiters();
         result.map_err(|e| e.to_string())
     }
 
-    pub async fn create(self: &Arc<Self>, req: CreateSandboxRequest, key_id: Option<&str>) -> ApiResult<Created> {
+    pub async fn create(
+        self: &Arc<Self>,
+        req: CreateSandboxRequest,
+        key_id: Option<&str>,
+    ) -> ApiResult<Created> {
         let wanted = req
             .template_id
             .as_deref()
@@ -125,20 +142,42 @@ impl SandboxService {
             .ok_or_else(|| ApiError::bad_request("template_name or template_id is required"))?;
         if let Some(t) = req.timeout_seconds {
             if t <= 0 {
-                return Err(ApiError::bad_request("timeout_seconds must be a positive number of seconds"));
+                return Err(ApiError::bad_request(
+                    "timeout_seconds must be a positive number of seconds",
+                ));
             }
         }
         if let Some(env) = &req.env_vars {
-            if env.keys().any(|k| k.is_empty() || k.contains('=') || k.contains('\0')) || env.values().any(|v| v.contains('\0')) {
-                return Err(ApiError::bad_request("env_vars: names must be non-empty without '=' or NUL; values without NUL"));
+            if env
+                .keys()
+                .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+                || env.values().any(|v| v.contains('\0'))
+            {
+                return Err(ApiError::bad_request(
+                    "env_vars: names must be non-empty without '=' or NUL; values without NUL",
+                ));
             }
         }
-        let template = self.store.find_template(wanted).await?.ok_or_else(|| ApiError::template_not_found(wanted))?;
-        let recipe = Self::recipe(&template.name)
-            .ok_or_else(|| ApiError::unavailable(format!("template {} has no root file system on this server", template.name)))?;
-        let rootfs = match tokio::time::timeout(TEMPLATE_WAIT, self.ensure_template(&recipe)).await {
+        let template = self
+            .store
+            .find_template(wanted)
+            .await?
+            .ok_or_else(|| ApiError::template_not_found(wanted))?;
+        let recipe = Self::recipe(&template.name).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "template {} has no root file system on this server",
+                template.name
+            ))
+        })?;
+        let rootfs = match tokio::time::timeout(TEMPLATE_WAIT, self.ensure_template(&recipe)).await
+        {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(ApiError::unavailable(format!("template {} could not be built: {e}", template.name))),
+            Ok(Err(e)) => {
+                return Err(ApiError::unavailable(format!(
+                    "template {} could not be built: {e}",
+                    template.name
+                )))
+            }
             Err(_) => {
                 // The build goes on in the background (the future above is dropped, not the build
                 // when another caller leads it); say so instead of hanging past client timeouts.
@@ -181,16 +220,31 @@ impl SandboxService {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(sandbox = %id, error = %e, "sandbox failed to start");
-                let _ = self.store.set_sandbox_status(&id, SandboxStatus::Error, now()).await;
-                return Err(ApiError::unavailable(format!("sandbox failed to start: {e}")));
+                let _ = self
+                    .store
+                    .set_sandbox_status(&id, SandboxStatus::Error, now())
+                    .await;
+                return Err(ApiError::unavailable(format!(
+                    "sandbox failed to start: {e}"
+                )));
             }
         };
         let target = Arc::new(Target {
             agent_socket: started.agent_socket,
             netns: Some(PathBuf::from(format!("/run/netns/warren-{id}"))),
         });
-        self.live().insert(id.clone(), Live { target, status: SandboxStatus::Running, listener: None, port: None });
-        self.store.set_sandbox_status(&id, SandboxStatus::Running, now()).await?;
+        self.live().insert(
+            id.clone(),
+            Live {
+                target,
+                status: SandboxStatus::Running,
+                listener: None,
+                port: None,
+            },
+        );
+        self.store
+            .set_sandbox_status(&id, SandboxStatus::Running, now())
+            .await?;
         if record.expires_at.is_some() {
             self.expiry_changed.notify_one();
         }
@@ -241,7 +295,10 @@ impl SandboxService {
     }
 
     pub async fn get(&self, id: &SandboxId) -> ApiResult<SandboxRecord> {
-        self.store.get_sandbox(id).await?.ok_or_else(ApiError::sandbox_not_found)
+        self.store
+            .get_sandbox(id)
+            .await?
+            .ok_or_else(ApiError::sandbox_not_found)
     }
 
     pub async fn kill(&self, id: &SandboxId) -> ApiResult<SandboxRecord> {
@@ -274,10 +331,22 @@ impl SandboxService {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "INVALID_STATE",
-                format!("cannot {} a sandbox that is {}", if to == SandboxStatus::Paused { "pause" } else { "resume" }, rec.status),
+                format!(
+                    "cannot {} a sandbox that is {}",
+                    if to == SandboxStatus::Paused {
+                        "pause"
+                    } else {
+                        "resume"
+                    },
+                    rec.status
+                ),
             ));
         }
-        let r = if to == SandboxStatus::Paused { self.driver.pause(id).await } else { self.driver.resume(id).await };
+        let r = if to == SandboxStatus::Paused {
+            self.driver.pause(id).await
+        } else {
+            self.driver.resume(id).await
+        };
         r.map_err(|e| ApiError::internal("pause/resume failed", e))?;
         if let Some(l) = self.live().get_mut(id) {
             l.status = to;
@@ -289,11 +358,17 @@ impl SandboxService {
 
     pub async fn set_timeout(&self, id: &SandboxId, seconds: i64) -> ApiResult<SandboxRecord> {
         if seconds <= 0 {
-            return Err(ApiError::bad_request("timeout_seconds must be a positive number of seconds"));
+            return Err(ApiError::bad_request(
+                "timeout_seconds must be a positive number of seconds",
+            ));
         }
         let rec = self.get(id).await?;
         if !rec.status.is_live() {
-            return Err(ApiError::new(StatusCode::CONFLICT, "INVALID_STATE", format!("sandbox is {}", rec.status)));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "INVALID_STATE",
+                format!("sandbox is {}", rec.status),
+            ));
         }
         self.store.set_sandbox_timeout(id, seconds, now()).await?;
         self.expiry_changed.notify_one();
@@ -314,11 +389,16 @@ impl SandboxService {
                 Err(e) => tracing::error!(error = %e, "reaper cannot read the store"),
             }
             let wait = match self.store.next_expiry().await {
-                Ok(Some(t)) => Duration::from_millis(((t - now()).max(0) as u64) * 1000 + 20).min(Duration::from_secs(30)),
+                Ok(Some(t)) => Duration::from_millis(((t - now()).max(0) as u64) * 1000 + 20)
+                    .min(Duration::from_secs(30)),
                 _ => Duration::from_secs(30),
             };
             // Expiries are whole seconds: wake just after the second boundary.
-            let wait = if wait < Duration::from_millis(1020) { Duration::from_millis(250) } else { wait };
+            let wait = if wait < Duration::from_millis(1020) {
+                Duration::from_millis(250)
+            } else {
+                wait
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.expiry_changed.notified() => {}

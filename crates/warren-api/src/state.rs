@@ -7,7 +7,10 @@ use crate::tokens::TokenSigner;
 #[derive(Debug, Clone)]
 pub enum PublicMode {
     /// Each sandbox gets `http://<bind>:<port>` on this machine.
-    Local { bind: std::net::IpAddr, host: String },
+    Local {
+        bind: std::net::IpAddr,
+        host: String,
+    },
     /// `{port}-{id}.{domain}` routed by Host header on the main listener.
     Wildcard { domain: String, scheme: String },
 }

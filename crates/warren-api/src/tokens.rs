@@ -31,19 +31,39 @@ impl TokenSigner {
             Ok(s) if s.len() >= 32 => s,
             _ => {
                 let s: [u8; 32] = rand::random();
-                let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)?;
                 std::io::Write::write_all(&mut f, &s)?;
                 s.to_vec()
             }
         };
-        Ok(Self { encoding: EncodingKey::from_secret(&secret), decoding: DecodingKey::from_secret(&secret) })
+        Ok(Self {
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+        })
     }
 
     /// Returns (token, expires_at).
-    pub fn issue(&self, sandbox_id: &str, now: i64) -> Result<(String, i64), jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        sandbox_id: &str,
+        now: i64,
+    ) -> Result<(String, i64), jsonwebtoken::errors::Error> {
         let exp = now + TOKEN_TTL_SECONDS;
-        let claims = Claims { sub: sandbox_id.to_owned(), exp, iat: now, iss: "warren".to_owned() };
-        Ok((encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?, exp))
+        let claims = Claims {
+            sub: sandbox_id.to_owned(),
+            exp,
+            iat: now,
+            iss: "warren".to_owned(),
+        };
+        Ok((
+            encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?,
+            exp,
+        ))
     }
 
     /// Whether `token` is valid, unexpired, and issued for `sandbox_id`.
@@ -68,11 +88,23 @@ mod tests {
         assert_eq!(exp, now + TOKEN_TTL_SECONDS);
         assert!(signer.verify(&tok, "aaaaaaaaaaaaaaaaaa"));
         assert!(!signer.verify(&tok, "bbbbbbbbbbbbbbbbbb"));
-        let (old, _) = signer.issue("aaaaaaaaaaaaaaaaaa", now - 2 * TOKEN_TTL_SECONDS).expect("issue");
-        assert!(!signer.verify(&old, "aaaaaaaaaaaaaaaaaa"), "expired token accepted");
-        let other = TokenSigner::load_or_create(tempfile::tempdir().expect("tempdir").path()).expect("signer");
-        assert!(!other.verify(&tok, "aaaaaaaaaaaaaaaaaa"), "token from another key accepted");
+        let (old, _) = signer
+            .issue("aaaaaaaaaaaaaaaaaa", now - 2 * TOKEN_TTL_SECONDS)
+            .expect("issue");
+        assert!(
+            !signer.verify(&old, "aaaaaaaaaaaaaaaaaa"),
+            "expired token accepted"
+        );
+        let other = TokenSigner::load_or_create(tempfile::tempdir().expect("tempdir").path())
+            .expect("signer");
+        assert!(
+            !other.verify(&tok, "aaaaaaaaaaaaaaaaaa"),
+            "token from another key accepted"
+        );
         let again = TokenSigner::load_or_create(dir.path()).expect("reload");
-        assert!(again.verify(&tok, "aaaaaaaaaaaaaaaaaa"), "key not persisted across restarts");
+        assert!(
+            again.verify(&tok, "aaaaaaaaaaaaaaaaaa"),
+            "key not persisted across restarts"
+        );
     }
 }

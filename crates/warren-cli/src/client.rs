@@ -24,7 +24,11 @@ async fn check(res: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     }
     let status = res.status();
     let body: Value = res.json().await.unwrap_or(Value::Null);
-    let msg = body.get("message").and_then(Value::as_str).or_else(|| body.get("error").and_then(Value::as_str)).unwrap_or("request failed");
+    let msg = body
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| body.get("error").and_then(Value::as_str))
+        .unwrap_or("request failed");
     bail!("{msg} (HTTP {status})")
 }
 
@@ -35,38 +39,88 @@ impl Client {
             .clone()
             .or_else(|| std::env::var("HOPX_API_KEY").ok())
             .context("no API key: pass --api-key or set WARREN_API_KEY (or HOPX_API_KEY)")?;
-        Ok(Self { http: reqwest::Client::new(), base: opts.url.trim_end_matches('/').to_owned(), key })
+        Ok(Self {
+            http: reqwest::Client::new(),
+            base: opts.url.trim_end_matches('/').to_owned(),
+            key,
+        })
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).header("X-API-Key", &self.key);
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-API-Key", &self.key);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
         Ok(check(res).await?.json().await?)
     }
 
     /// Connects to a sandbox's agent: reads its public host and a fresh token.
     pub async fn agent(&self, id: &str) -> anyhow::Result<Agent> {
-        let sb = self.call(reqwest::Method::GET, &format!("/v1/sandboxes/{id}"), None).await?;
-        let base = sb["public_host"].as_str().unwrap_or("").trim_end_matches('/').to_owned();
+        let sb = self
+            .call(reqwest::Method::GET, &format!("/v1/sandboxes/{id}"), None)
+            .await?;
+        let base = sb["public_host"]
+            .as_str()
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_owned();
         if sb["status"] != "running" || base.is_empty() {
-            bail!("sandbox {id} is {}", sb["status"].as_str().unwrap_or("unknown"));
+            bail!(
+                "sandbox {id} is {}",
+                sb["status"].as_str().unwrap_or("unknown")
+            );
         }
-        let tok = self.call(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/token/refresh"), None).await?;
-        let token = tok["auth_token"].as_str().context("no token in refresh response")?.to_owned();
-        Ok(Agent { http: self.http.clone(), base, token })
+        let tok = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/sandboxes/{id}/token/refresh"),
+                None,
+            )
+            .await?;
+        let token = tok["auth_token"]
+            .as_str()
+            .context("no token in refresh response")?
+            .to_owned();
+        Ok(Agent {
+            http: self.http.clone(),
+            base,
+            token,
+        })
     }
 }
 
 impl Agent {
-    pub async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         Ok(self.raw(method, path, body).await?.json().await?)
     }
 
-    pub async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<reqwest::Response> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -76,8 +130,17 @@ impl Agent {
     pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
         let form = reqwest::multipart::Form::new()
             .text("path", path.to_owned())
-            .part("file", reqwest::multipart::Part::bytes(bytes).file_name("upload"));
-        let res = self.http.post(format!("{}/files/upload", self.base)).bearer_auth(&self.token).multipart(form).send().await?;
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name("upload"),
+            );
+        let res = self
+            .http
+            .post(format!("{}/files/upload", self.base))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await?;
         Ok(check(res).await?.json().await?)
     }
 }

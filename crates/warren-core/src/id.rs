@@ -60,12 +60,21 @@ mod tests {
     #[test]
     fn generated_ids_parse_back() {
         let id = SandboxId::generate();
-        assert_eq!(SandboxId::parse(id.as_str()).map(|p| p == id).ok(), Some(true));
+        assert_eq!(
+            SandboxId::parse(id.as_str()).map(|p| p == id).ok(),
+            Some(true)
+        );
     }
 
     #[test]
     fn path_tricks_are_rejected() {
-        for bad in ["../../../etc/passwd", "abc", "ABCDEFGHIJKLMNOPQR", "abcdefghijklmnop/.", ""] {
+        for bad in [
+            "../../../etc/passwd",
+            "abc",
+            "ABCDEFGHIJKLMNOPQR",
+            "abcdefghijklmnop/.",
+            "",
+        ] {
             assert!(SandboxId::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

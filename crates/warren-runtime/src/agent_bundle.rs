@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("cannot find the libraries of {0}: {1}")]
     Ldd(String, String),
 }
@@ -19,9 +22,15 @@ pub fn prepare(agent_exe: &Path, dest: &Path) -> Result<PathBuf, BundleError> {
         let what = what.to_owned();
         move |source| BundleError::Io { what, source }
     };
-    let out = std::process::Command::new("ldd").arg(agent_exe).output().map_err(io("run ldd"))?;
+    let out = std::process::Command::new("ldd")
+        .arg(agent_exe)
+        .output()
+        .map_err(io("run ldd"))?;
     if !out.status.success() {
-        return Err(BundleError::Ldd(agent_exe.display().to_string(), String::from_utf8_lossy(&out.stderr).into_owned()));
+        return Err(BundleError::Ldd(
+            agent_exe.display().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     let staging = dest.with_extension("new");
     let _ = std::fs::remove_dir_all(&staging);
@@ -30,18 +39,35 @@ pub fn prepare(agent_exe: &Path, dest: &Path) -> Result<PathBuf, BundleError> {
     let mut found_loader = false;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = line.split("=>").last().unwrap_or("").split_whitespace().next().unwrap_or("");
+        let path = line
+            .split("=>")
+            .last()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
         if !path.starts_with('/') {
             continue;
         }
         let src = Path::new(path);
-        let is_loader = src.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"));
-        let name = if is_loader { "ld-linux-x86-64.so.2".into() } else { src.file_name().map(|n| n.to_os_string()).unwrap_or_default() };
+        let is_loader = src
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"));
+        let name = if is_loader {
+            "ld-linux-x86-64.so.2".into()
+        } else {
+            src.file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default()
+        };
         std::fs::copy(src, staging.join("lib").join(name)).map_err(io("copy library"))?;
         found_loader |= is_loader;
     }
     if !found_loader {
-        return Err(BundleError::Ldd(agent_exe.display().to_string(), "no dynamic loader listed".into()));
+        return Err(BundleError::Ldd(
+            agent_exe.display().to_string(),
+            "no dynamic loader listed".into(),
+        ));
     }
     let _ = std::fs::remove_dir_all(dest);
     std::fs::rename(&staging, dest).map_err(io("install bundle"))?;

@@ -43,7 +43,10 @@ pub enum DriverError {
     #[error("network: {0}")]
     Network(#[from] crate::namespaces::network::NetworkError),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     /// the sandbox did not come up; the message carries the agent's or jail's last words
     #[error("sandbox failed to start: {0}")]
     Start(String),

@@ -6,4 +6,6 @@ pub mod driver;
 pub mod namespaces;
 pub mod templates;
 
-pub use driver::{AnyDriver, DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+pub use driver::{
+    AnyDriver, DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox,
+};

@@ -43,14 +43,24 @@ impl Store {
     }
 
     /// Makes sure `secret` is an accepted key (used for `WARREN_API_KEY`); stores only its hash.
-    pub async fn ensure_api_key(&self, name: &str, secret: &str, now: i64) -> Result<ApiKeyRecord, StoreError> {
+    pub async fn ensure_api_key(
+        &self,
+        name: &str,
+        secret: &str,
+        now: i64,
+    ) -> Result<ApiKeyRecord, StoreError> {
         if let Some(existing) = self.find_key(secret).await? {
             return Ok(existing);
         }
         self.insert_key(name, secret, now).await
     }
 
-    async fn insert_key(&self, name: &str, secret: &str, now: i64) -> Result<ApiKeyRecord, StoreError> {
+    async fn insert_key(
+        &self,
+        name: &str,
+        secret: &str,
+        now: i64,
+    ) -> Result<ApiKeyRecord, StoreError> {
         let record = ApiKeyRecord {
             id: format!("key_{}", random_hex(8)),
             name: name.to_owned(),
@@ -58,14 +68,16 @@ impl Store {
             created_at: now,
             revoked_at: None,
         };
-        sqlx::query("INSERT INTO api_keys (id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&record.id)
-            .bind(&record.name)
-            .bind(&record.prefix)
-            .bind(hash_key(secret))
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&record.id)
+        .bind(&record.name)
+        .bind(&record.prefix)
+        .bind(hash_key(secret))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(record)
     }
 
@@ -81,20 +93,24 @@ impl Store {
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(key_from_row).collect())
     }
 
     /// Revokes a key by id or by name. Returns whether a key was revoked.
     pub async fn revoke_key(&self, id_or_name: &str, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id_or_name)
-            .bind(id_or_name)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 }

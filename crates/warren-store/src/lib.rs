@@ -40,7 +40,10 @@ impl Store {
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("warren.db");
         let url = format!("sqlite://{}", path.display());
-        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let options = SqliteConnectOptions::from_str(&url)
             .map_err(open_err)?
             .create_if_missing(true)

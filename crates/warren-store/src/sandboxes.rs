@@ -33,11 +33,16 @@ pub struct SandboxPage {
     pub next_cursor: Option<String>,
 }
 
-const COLUMNS: &str = "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
+const COLUMNS: &str =
+    "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
                        timeout_seconds, expires_at, created_at, key_id";
 
 impl Store {
-    pub async fn insert_sandbox(&self, s: NewSandbox<'_>, now: i64) -> Result<SandboxRecord, StoreError> {
+    pub async fn insert_sandbox(
+        &self,
+        s: NewSandbox<'_>,
+        now: i64,
+    ) -> Result<SandboxRecord, StoreError> {
         let expires_at = s.timeout_seconds.map(|t| now + t);
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
@@ -81,7 +86,12 @@ impl Store {
         row.as_ref().map(sandbox_from_row).transpose()
     }
 
-    pub async fn set_sandbox_status(&self, id: &SandboxId, status: SandboxStatus, now: i64) -> Result<(), StoreError> {
+    pub async fn set_sandbox_status(
+        &self,
+        id: &SandboxId,
+        status: SandboxStatus,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE sandboxes SET status = ?, updated_at = ? WHERE id = ?")
             .bind(status.as_str())
             .bind(now)
@@ -92,14 +102,21 @@ impl Store {
     }
 
     /// Sets the sandbox to expire `timeout_seconds` from `now`.
-    pub async fn set_sandbox_timeout(&self, id: &SandboxId, timeout_seconds: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sandboxes SET timeout_seconds = ?, expires_at = ?, updated_at = ? WHERE id = ?")
-            .bind(timeout_seconds)
-            .bind(now + timeout_seconds)
-            .bind(now)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_sandbox_timeout(
+        &self,
+        id: &SandboxId,
+        timeout_seconds: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sandboxes SET timeout_seconds = ?, expires_at = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(timeout_seconds)
+        .bind(now + timeout_seconds)
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -136,8 +153,15 @@ impl Store {
         };
         let more = rows.len() as i64 > limit;
         let page = &rows[..rows.len().min(limit as usize)];
-        let next_cursor = if more { page.last().map(|r| r.get::<i64, _>("seq").to_string()) } else { None };
-        let items = page.iter().map(sandbox_from_row).collect::<Result<_, _>>()?;
+        let next_cursor = if more {
+            page.last().map(|r| r.get::<i64, _>("seq").to_string())
+        } else {
+            None
+        };
+        let items = page
+            .iter()
+            .map(sandbox_from_row)
+            .collect::<Result<_, _>>()?;
         Ok(SandboxPage { items, next_cursor })
     }
 
@@ -181,8 +205,13 @@ fn sandbox_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord, StoreE
         id: SandboxId::parse(&id).map_err(|_| StoreError::Corrupt(format!("sandbox id {id}")))?,
         template_id: r.get("template_id"),
         template_name: r.get("template_name"),
-        status: SandboxStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("sandbox status {status}")))?,
-        resources: Resources { vcpu: r.get("vcpu"), memory_mb: r.get("memory_mb"), disk_mb: r.get("disk_mb") },
+        status: SandboxStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("sandbox status {status}")))?,
+        resources: Resources {
+            vcpu: r.get("vcpu"),
+            memory_mb: r.get("memory_mb"),
+            disk_mb: r.get("disk_mb"),
+        },
         internet_access: r.get("internet_access"),
         timeout_seconds: r.get("timeout_seconds"),
         expires_at: r.get("expires_at"),

@@ -49,7 +49,8 @@ pub struct TemplateRecord {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, name, display_name, description, category, language, vcpu, memory_mb, disk_mb, \
+const COLUMNS: &str =
+    "id, name, display_name, description, category, language, vcpu, memory_mb, disk_mb, \
                        status, is_public, error_message, created_at, updated_at";
 
 impl Store {
@@ -91,25 +92,32 @@ impl Store {
         error_message: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE templates SET status = ?, error_message = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(error_message)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE templates SET status = ?, error_message = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(error_message)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     pub async fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM templates ORDER BY created_at, id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM templates ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(template_from_row).collect()
     }
 
     /// Looks a template up by id first, then by name (the SDKs use both).
-    pub async fn find_template(&self, id_or_name: &str) -> Result<Option<TemplateRecord>, StoreError> {
+    pub async fn find_template(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM templates WHERE id = ? OR name = ? ORDER BY (id = ?) DESC LIMIT 1"
         ))
@@ -122,7 +130,10 @@ impl Store {
     }
 
     pub async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM templates WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM templates WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -136,8 +147,13 @@ fn template_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TemplateRecord, Stor
         description: r.get("description"),
         category: r.get("category"),
         language: r.get("language"),
-        resources: Resources { vcpu: r.get("vcpu"), memory_mb: r.get("memory_mb"), disk_mb: r.get("disk_mb") },
-        status: TemplateStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("template status {status}")))?,
+        resources: Resources {
+            vcpu: r.get("vcpu"),
+            memory_mb: r.get("memory_mb"),
+            disk_mb: r.get("disk_mb"),
+        },
+        status: TemplateStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("template status {status}")))?,
         is_public: r.get("is_public"),
         error_message: r.get("error_message"),
         created_at: r.get("created_at"),

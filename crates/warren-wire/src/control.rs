@@ -11,7 +11,11 @@ pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_name: Option<String>,
     /// Both SDKs stringify the id; the MCP server may send a number, which we also accept.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "string_or_number")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_or_number"
+    )]
     pub template_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -153,7 +157,12 @@ pub struct ErrorObject {
 }
 
 impl ErrorEnvelope {
-    pub fn new(code: &str, message: &str, request_id: &str, details: serde_json::Map<String, Value>) -> Self {
+    pub fn new(
+        code: &str,
+        message: &str,
+        request_id: &str,
+        details: serde_json::Map<String, Value>,
+    ) -> Self {
         Self {
             error: ErrorObject {
                 code: code.to_owned(),

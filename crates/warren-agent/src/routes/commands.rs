@@ -16,21 +16,33 @@ fn describe(req: &CommandRequest) -> String {
     // The SDKs send `bash -c <cmd>`: show the user's command, not the wrapper.
     match (req.command.as_str(), req.args.as_slice()) {
         ("bash" | "sh", [flag, cmd]) if flag == "-c" => cmd.clone(),
-        _ => std::iter::once(req.command.clone()).chain(req.args.iter().cloned()).collect::<Vec<_>>().join(" "),
+        _ => std::iter::once(req.command.clone())
+            .chain(req.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
 fn validate(req: &CommandRequest) -> Result<(), AgentError> {
     if req.command.trim().is_empty() {
-        return Err(AgentError::new(axum::http::StatusCode::BAD_REQUEST, "MISSING_PARAMETER", "command must not be empty"));
+        return Err(AgentError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "MISSING_PARAMETER",
+            "command must not be empty",
+        ));
     }
     if req.command.contains('\0') || req.args.iter().any(|a| a.contains('\0')) {
-        return Err(AgentError::bad_request("command and args must not contain NUL bytes"));
+        return Err(AgentError::bad_request(
+            "command and args must not contain NUL bytes",
+        ));
     }
     Ok(())
 }
 
-pub async fn run(State(state): State<AgentState>, Json(req): Json<CommandRequest>) -> Result<Json<CommandResponse>, AgentError> {
+pub async fn run(
+    State(state): State<AgentState>,
+    Json(req): Json<CommandRequest>,
+) -> Result<Json<CommandResponse>, AgentError> {
     validate(&req)?;
     let _guard = state.count_execution();
     let env = state.process_env(req.env.as_ref());
@@ -56,11 +68,21 @@ pub async fn run(State(state): State<AgentState>, Json(req): Json<CommandRequest
             pid: o.pid,
             timestamp,
         },
-        Err(e) => CommandResponse { success: false, stderr: e.to_string(), exit_code: 127, command, timestamp, ..Default::default() },
+        Err(e) => CommandResponse {
+            success: false,
+            stderr: e.to_string(),
+            exit_code: 127,
+            command,
+            timestamp,
+            ..Default::default()
+        },
     }))
 }
 
-pub async fn background(State(state): State<AgentState>, Json(req): Json<CommandRequest>) -> Result<Json<Value>, AgentError> {
+pub async fn background(
+    State(state): State<AgentState>,
+    Json(req): Json<CommandRequest>,
+) -> Result<Json<Value>, AgentError> {
     validate(&req)?;
     let env = state.process_env(req.env.as_ref());
     let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));

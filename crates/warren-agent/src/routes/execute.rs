@@ -19,14 +19,22 @@ const DEFAULT_BACKGROUND_TIMEOUT: u64 = 300;
 
 fn language_of(req: &ExecuteRequest) -> Result<&'static str, AgentError> {
     languages::canonical(&req.language).ok_or_else(|| {
-        AgentError::bad_request(format!("Unsupported language '{}'; supported: {}", req.language, languages::SUPPORTED))
+        AgentError::bad_request(format!(
+            "Unsupported language '{}'; supported: {}",
+            req.language,
+            languages::SUPPORTED
+        ))
     })
 }
 
-pub async fn execute(State(state): State<AgentState>, Json(req): Json<ExecuteRequest>) -> Result<Json<ExecuteResponse>, AgentError> {
+pub async fn execute(
+    State(state): State<AgentState>,
+    Json(req): Json<ExecuteRequest>,
+) -> Result<Json<ExecuteResponse>, AgentError> {
     let _guard = state.count_execution();
     let language = language_of(&req)?;
-    let prepared = languages::prepare(language, &req.code).map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
+    let prepared = languages::prepare(language, &req.code)
+        .map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
     let env = state.process_env(req.env.as_ref());
     let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));
     let outcome = exec::run(Invocation {
@@ -42,7 +50,12 @@ pub async fn execute(State(state): State<AgentState>, Json(req): Json<ExecuteReq
     Ok(Json(match outcome {
         Ok(o) => ExecuteResponse {
             success: o.exit_code == 0,
-            error: o.timed_out.then(|| format!("Execution timed out after {} seconds", req.timeout.unwrap_or(DEFAULT_TIMEOUT))),
+            error: o.timed_out.then(|| {
+                format!(
+                    "Execution timed out after {} seconds",
+                    req.timeout.unwrap_or(DEFAULT_TIMEOUT)
+                )
+            }),
             stdout: o.stdout,
             stderr: o.stderr,
             exit_code: o.exit_code,
@@ -65,9 +78,13 @@ pub async fn execute(State(state): State<AgentState>, Json(req): Json<ExecuteReq
     }))
 }
 
-pub async fn background(State(state): State<AgentState>, Json(req): Json<ExecuteRequest>) -> Result<Json<Value>, AgentError> {
+pub async fn background(
+    State(state): State<AgentState>,
+    Json(req): Json<ExecuteRequest>,
+) -> Result<Json<Value>, AgentError> {
     let language = language_of(&req)?;
-    let prepared = languages::prepare(language, &req.code).map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
+    let prepared = languages::prepare(language, &req.code)
+        .map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
     let env = state.process_env(req.env.as_ref());
     let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));
     let (program, args) = (prepared.program.clone(), prepared.args.clone());
@@ -84,31 +101,51 @@ pub async fn background(State(state): State<AgentState>, Json(req): Json<Execute
         command: format!("{} code", prepared.program),
         cleanup: Some(prepared),
     });
-    started.map(Json).map_err(|e| AgentError::bad_request(e.to_string()))
+    started
+        .map(Json)
+        .map_err(|e| AgentError::bad_request(e.to_string()))
 }
 
 pub async fn list_processes(State(state): State<AgentState>) -> Json<Value> {
     let processes = state.processes.list();
-    Json(json!({ "count": processes.len(), "processes": processes, "timestamp": crate::time_fmt::now() }))
+    Json(
+        json!({ "count": processes.len(), "processes": processes, "timestamp": crate::time_fmt::now() }),
+    )
 }
 
-pub async fn get_process(State(state): State<AgentState>, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, AgentError> {
-    state.processes.get(&id).map(Json).ok_or_else(|| process_not_found(&id))
+pub async fn get_process(
+    State(state): State<AgentState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, AgentError> {
+    state
+        .processes
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| process_not_found(&id))
 }
 
 fn process_not_found(id: &str) -> AgentError {
-    AgentError::new(StatusCode::NOT_FOUND, "PROCESS_NOT_FOUND", format!("Process {id} not found"))
+    AgentError::new(
+        StatusCode::NOT_FOUND,
+        "PROCESS_NOT_FOUND",
+        format!("Process {id} not found"),
+    )
 }
 
 fn killed(state: &AgentState, id: &str) -> Result<Json<Value>, AgentError> {
     if state.processes.kill(id) {
-        Ok(Json(json!({ "success": true, "process_id": id, "message": "Process killed" })))
+        Ok(Json(
+            json!({ "success": true, "process_id": id, "message": "Process killed" }),
+        ))
     } else {
         Err(process_not_found(id))
     }
 }
 
-pub async fn kill_by_path(State(state): State<AgentState>, UrlPath(id): UrlPath<String>) -> Result<Json<Value>, AgentError> {
+pub async fn kill_by_path(
+    State(state): State<AgentState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, AgentError> {
     killed(&state, &id)
 }
 
@@ -117,6 +154,9 @@ pub struct KillQuery {
     process_id: String,
 }
 
-pub async fn kill_by_query(State(state): State<AgentState>, Query(q): Query<KillQuery>) -> Result<Json<Value>, AgentError> {
+pub async fn kill_by_query(
+    State(state): State<AgentState>,
+    Query(q): Query<KillQuery>,
+) -> Result<Json<Value>, AgentError> {
     killed(&state, &q.process_id)
 }

@@ -26,7 +26,11 @@ pub struct PathQuery {
 fn required(q: &PathQuery) -> Result<String, AgentError> {
     match q.path.as_deref() {
         Some(p) if !p.is_empty() => Ok(p.to_owned()),
-        _ => Err(AgentError::new(StatusCode::BAD_REQUEST, "MISSING_PARAMETER", "query parameter 'path' is required")),
+        _ => Err(AgentError::new(
+            StatusCode::BAD_REQUEST,
+            "MISSING_PARAMETER",
+            "query parameter 'path' is required",
+        )),
     }
 }
 
@@ -34,26 +38,50 @@ pub async fn read(Query(q): Query<PathQuery>) -> Result<Json<FileContent>, Agent
     let path = required(&q)?;
     let full = resolve(&path);
     if full.is_dir() {
-        return Err(AgentError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", format!("{path} is a directory")).with_path(&path));
+        return Err(AgentError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PATH",
+            format!("{path} is a directory"),
+        )
+        .with_path(&path));
     }
-    let bytes = tokio::fs::read(&full).await.map_err(|e| AgentError::from_io(&e, &path))?;
-    Ok(Json(FileContent { size: bytes.len() as u64, content: String::from_utf8_lossy(&bytes).into_owned(), path }))
+    let bytes = tokio::fs::read(&full)
+        .await
+        .map_err(|e| AgentError::from_io(&e, &path))?;
+    Ok(Json(FileContent {
+        size: bytes.len() as u64,
+        content: String::from_utf8_lossy(&bytes).into_owned(),
+        path,
+    }))
 }
 
 pub async fn download(Query(q): Query<PathQuery>) -> Result<Response, AgentError> {
     let path = required(&q)?;
     let full = resolve(&path);
     if full.is_dir() {
-        return Err(AgentError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", format!("{path} is a directory")).with_path(&path));
+        return Err(AgentError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PATH",
+            format!("{path} is a directory"),
+        )
+        .with_path(&path));
     }
-    let file = tokio::fs::File::open(&full).await.map_err(|e| AgentError::from_io(&e, &path))?;
+    let file = tokio::fs::File::open(&full)
+        .await
+        .map_err(|e| AgentError::from_io(&e, &path))?;
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let name = full.file_name().map(|n| n.to_string_lossy().replace('"', "")).unwrap_or_default();
+    let name = full
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('"', ""))
+        .unwrap_or_default();
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
             (header::CONTENT_LENGTH, len.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
         ],
         Body::from_stream(tokio_util::io::ReaderStream::new(file)),
     )
@@ -67,16 +95,32 @@ fn parse_mode(mode: Option<&str>) -> Result<Option<u32>, AgentError> {
             .ok()
             .filter(|m| *m <= 0o7777)
             .map(Some)
-            .ok_or_else(|| AgentError::bad_request(format!("invalid mode {m:?}: expected an octal string such as \"0644\""))),
+            .ok_or_else(|| {
+                AgentError::bad_request(format!(
+                    "invalid mode {m:?}: expected an octal string such as \"0644\""
+                ))
+            }),
     }
 }
 
 /// Writes `data` to `target` atomically, creating parent directories.
-async fn write_atomically(target: &Path, data: &[u8], mode: Option<u32>, display: &str) -> Result<(), AgentError> {
+async fn write_atomically(
+    target: &Path,
+    data: &[u8],
+    mode: Option<u32>,
+    display: &str,
+) -> Result<(), AgentError> {
     let parent = target.parent().unwrap_or(Path::new("/"));
-    tokio::fs::create_dir_all(parent).await.map_err(|e| AgentError::from_io(&e, display))?;
+    tokio::fs::create_dir_all(parent)
+        .await
+        .map_err(|e| AgentError::from_io(&e, display))?;
     if target.is_dir() {
-        return Err(AgentError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", format!("{display} is a directory")).with_path(display));
+        return Err(AgentError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PATH",
+            format!("{display} is a directory"),
+        )
+        .with_path(display));
     }
     let tmp = temp_sibling(target);
     let result = async {
@@ -97,14 +141,24 @@ async fn write_atomically(target: &Path, data: &[u8], mode: Option<u32>, display
 }
 
 fn temp_sibling(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let nonce: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nonce: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     target.with_file_name(format!(".{name}.warren-{nonce:x}.tmp"))
 }
 
 pub async fn write(Json(req): Json<FileWriteRequest>) -> Result<Json<Value>, AgentError> {
     if req.path.is_empty() {
-        return Err(AgentError::new(StatusCode::BAD_REQUEST, "MISSING_PARAMETER", "'path' is required"));
+        return Err(AgentError::new(
+            StatusCode::BAD_REQUEST,
+            "MISSING_PARAMETER",
+            "'path' is required",
+        ));
     }
     let full = resolve(&req.path);
     let mode = parse_mode(req.mode.as_deref())?;
@@ -113,10 +167,19 @@ pub async fn write(Json(req): Json<FileWriteRequest>) -> Result<Json<Value>, Age
             .decode(req.content.as_bytes())
             .map_err(|e| AgentError::bad_request(format!("content is not valid base64: {e}")))?,
         None | Some("utf-8") | Some("utf8") | Some("text") => req.content.into_bytes(),
-        Some(other) => return Err(AgentError::bad_request(format!("unknown encoding {other:?}: use \"base64\" or omit it"))),
+        Some(other) => {
+            return Err(AgentError::bad_request(format!(
+                "unknown encoding {other:?}: use \"base64\" or omit it"
+            )))
+        }
     };
     if req.overwrite == Some(false) && full.exists() {
-        return Err(AgentError::new(StatusCode::CONFLICT, "FILE_ALREADY_EXISTS", format!("File already exists: {}", req.path)).with_path(&req.path));
+        return Err(AgentError::new(
+            StatusCode::CONFLICT,
+            "FILE_ALREADY_EXISTS",
+            format!("File already exists: {}", req.path),
+        )
+        .with_path(&req.path));
     }
     write_atomically(&full, &data, mode, &req.path).await?;
     Ok(Json(json!({
@@ -130,7 +193,13 @@ pub async fn write(Json(req): Json<FileWriteRequest>) -> Result<Json<Value>, Age
 
 fn permissions(meta: &std::fs::Metadata) -> String {
     let ft = meta.file_type();
-    let kind = if ft.is_dir() { 'd' } else if ft.is_symlink() { 'l' } else { '-' };
+    let kind = if ft.is_dir() {
+        'd'
+    } else if ft.is_symlink() {
+        'l'
+    } else {
+        '-'
+    };
     let mode = meta.mode();
     let mut s = String::with_capacity(10);
     s.push(kind);
@@ -147,7 +216,10 @@ fn file_info(path: &Path, meta: &std::fs::Metadata) -> FileInfo {
     let modified = crate::time_fmt::rfc3339(meta.modified().unwrap_or(std::time::UNIX_EPOCH));
     let is_dir = meta.is_dir();
     FileInfo {
-        name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into()),
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into()),
         path: path.to_string_lossy().into_owned(),
         size: meta.len(),
         is_directory: is_dir,
@@ -160,18 +232,32 @@ fn file_info(path: &Path, meta: &std::fs::Metadata) -> FileInfo {
 }
 
 pub async fn list(Query(q): Query<PathQuery>) -> Result<Json<FileList>, AgentError> {
-    let path = q.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/workspace".into());
+    let path = q
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/workspace".into());
     let full = resolve(&path);
-    let mut dir = tokio::fs::read_dir(&full).await.map_err(|e| AgentError::from_io(&e, &path))?;
+    let mut dir = tokio::fs::read_dir(&full)
+        .await
+        .map_err(|e| AgentError::from_io(&e, &path))?;
     let mut files = Vec::new();
-    while let Some(entry) = dir.next_entry().await.map_err(|e| AgentError::from_io(&e, &path))? {
+    while let Some(entry) = dir
+        .next_entry()
+        .await
+        .map_err(|e| AgentError::from_io(&e, &path))?
+    {
         let p = entry.path();
         if let Ok(meta) = tokio::fs::symlink_metadata(&p).await {
             files.push(file_info(&p, &meta));
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(FileList { count: files.len(), files, path }))
+    Ok(Json(FileList {
+        count: files.len(),
+        files,
+        path,
+    }))
 }
 
 pub async fn exists(Query(q): Query<PathQuery>) -> Result<Json<Value>, AgentError> {
@@ -184,20 +270,41 @@ pub async fn remove(Query(q): Query<PathQuery>) -> Result<Json<Value>, AgentErro
     let path = required(&q)?;
     let full = resolve(&path);
     if full == Path::new("/") {
-        return Err(AgentError::new(StatusCode::FORBIDDEN, "PATH_NOT_ALLOWED", "refusing to remove /").with_path(&path));
+        return Err(AgentError::new(
+            StatusCode::FORBIDDEN,
+            "PATH_NOT_ALLOWED",
+            "refusing to remove /",
+        )
+        .with_path(&path));
     }
-    let meta = tokio::fs::symlink_metadata(&full).await.map_err(|e| AgentError::from_io(&e, &path))?;
-    let r = if meta.is_dir() { tokio::fs::remove_dir_all(&full).await } else { tokio::fs::remove_file(&full).await };
+    let meta = tokio::fs::symlink_metadata(&full)
+        .await
+        .map_err(|e| AgentError::from_io(&e, &path))?;
+    let r = if meta.is_dir() {
+        tokio::fs::remove_dir_all(&full).await
+    } else {
+        tokio::fs::remove_file(&full).await
+    };
     r.map_err(|e| AgentError::from_io(&e, &path))?;
-    Ok(Json(json!({ "success": true, "path": path, "message": "Removed" })))
+    Ok(Json(
+        json!({ "success": true, "path": path, "message": "Removed" }),
+    ))
 }
 
 pub async fn mkdir(Json(req): Json<PathRequest>) -> Result<Json<Value>, AgentError> {
     if req.path.is_empty() {
-        return Err(AgentError::new(StatusCode::BAD_REQUEST, "MISSING_PARAMETER", "'path' is required"));
+        return Err(AgentError::new(
+            StatusCode::BAD_REQUEST,
+            "MISSING_PARAMETER",
+            "'path' is required",
+        ));
     }
-    tokio::fs::create_dir_all(resolve(&req.path)).await.map_err(|e| AgentError::from_io(&e, &req.path))?;
-    Ok(Json(json!({ "success": true, "path": req.path, "message": "Directory created" })))
+    tokio::fs::create_dir_all(resolve(&req.path))
+        .await
+        .map_err(|e| AgentError::from_io(&e, &req.path))?;
+    Ok(Json(
+        json!({ "success": true, "path": req.path, "message": "Directory created" }),
+    ))
 }
 
 /// Multipart upload: a `file` part and a `path` field, in either order. The file part is streamed
@@ -206,15 +313,21 @@ pub async fn upload(mut form: Multipart) -> Result<Json<Value>, AgentError> {
     let mut dest: Option<String> = None;
     let mut staged: Option<(PathBuf, u64, Option<String>)> = None;
     let staging_dir = Path::new("/tmp/.warren");
-    let bad = |e: axum::extract::multipart::MultipartError| AgentError::bad_request(format!("invalid multipart body: {e}"));
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        AgentError::bad_request(format!("invalid multipart body: {e}"))
+    };
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         match field.name().unwrap_or("") {
             "path" => dest = Some(field.text().await.map_err(bad)?),
             "file" => {
                 let filename = field.file_name().map(str::to_owned);
-                tokio::fs::create_dir_all(staging_dir).await.map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
+                tokio::fs::create_dir_all(staging_dir)
+                    .await
+                    .map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
                 let tmp = temp_sibling(&staging_dir.join("upload"));
-                let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
+                let mut f = tokio::fs::File::create(&tmp)
+                    .await
+                    .map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
                 let mut size = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(bad)? {
                     size += chunk.len() as u64;
@@ -223,21 +336,33 @@ pub async fn upload(mut form: Multipart) -> Result<Json<Value>, AgentError> {
                         return Err(AgentError::from_io(&e, "upload"));
                     }
                 }
-                f.flush().await.map_err(|e| AgentError::from_io(&e, "upload"))?;
+                f.flush()
+                    .await
+                    .map_err(|e| AgentError::from_io(&e, "upload"))?;
                 staged = Some((tmp, size, filename));
             }
             _ => {}
         }
     }
     let Some((tmp, size, filename)) = staged else {
-        return Err(AgentError::new(StatusCode::BAD_REQUEST, "MISSING_PARAMETER", "multipart part 'file' is required"));
+        return Err(AgentError::new(
+            StatusCode::BAD_REQUEST,
+            "MISSING_PARAMETER",
+            "multipart part 'file' is required",
+        ));
     };
     let dest = match dest.filter(|d| !d.is_empty()) {
-        Some(d) if d.ends_with('/') => format!("{d}{}", filename.unwrap_or_else(|| "upload".into())),
+        Some(d) if d.ends_with('/') => {
+            format!("{d}{}", filename.unwrap_or_else(|| "upload".into()))
+        }
         Some(d) => d,
         None => {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(AgentError::new(StatusCode::BAD_REQUEST, "MISSING_PARAMETER", "multipart field 'path' is required"));
+            return Err(AgentError::new(
+                StatusCode::BAD_REQUEST,
+                "MISSING_PARAMETER",
+                "multipart field 'path' is required",
+            ));
         }
     };
     let full = resolve(&dest);
@@ -258,5 +383,7 @@ pub async fn upload(mut form: Multipart) -> Result<Json<Value>, AgentError> {
     .await;
     let _ = tokio::fs::remove_file(&tmp).await;
     moved.map_err(|e| AgentError::from_io(&e, &dest))?;
-    Ok(Json(json!({ "success": true, "path": dest, "size": size, "message": "File uploaded", "timestamp": crate::time_fmt::now() })))
+    Ok(Json(
+        json!({ "success": true, "path": dest, "size": size, "message": "File uploaded", "timestamp": crate::time_fmt::now() }),
+    ))
 }

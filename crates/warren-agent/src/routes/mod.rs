@@ -44,9 +44,18 @@ pub fn router(state: AgentState) -> Router {
         .route("/files/remove", delete(files::remove))
         .route("/files/mkdir", post(files::mkdir))
         .route("/files/upload", post(files::upload))
-        .route("/env", get(env::get_all).put(env::replace).patch(env::merge).delete(env::clear))
+        .route(
+            "/env",
+            get(env::get_all)
+                .put(env::replace)
+                .patch(env::merge)
+                .delete(env::clear),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
@@ -55,9 +64,16 @@ async fn count_requests(State(state): State<AgentState>, mut req: Request, next:
     state.total_requests.fetch_add(1, Relaxed);
     // Bodies are JSON unless multipart: some clients omit the header, and curl's `-d` labels JSON
     // as a form (no agent endpoint takes forms).
-    let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if ct.is_empty() || ct.starts_with("application/x-www-form-urlencoded") {
-        req.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+        req.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
     }
     let res = next.run(req).await;
     if res.status().is_client_error() || res.status().is_server_error() {

@@ -74,33 +74,61 @@ struct ProcSample {
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 fn page_size() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as u64 } else { 4096 }
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
 }
 
 fn sample_processes() -> Vec<ProcSample> {
     let ticks = clock_ticks();
     let page = page_size();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // The name is in parentheses and may contain spaces; fields follow the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
         let name = stat[open + 1..close].to_owned();
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let command = String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_owned();
+        let command = String::from_utf8_lossy(&cmdline)
+            .replace('\0', " ")
+            .trim()
+            .to_owned();
         out.push(ProcSample {
             pid,
-            command: if command.is_empty() { name.clone() } else { command },
+            command: if command.is_empty() {
+                name.clone()
+            } else {
+                command
+            },
             name,
             state: fields.first().map(|s| s.to_string()).unwrap_or_default(),
             // fields[11], [12] are utime, stime; fields[21] is rss in pages.
@@ -117,9 +145,14 @@ pub async fn metrics(State(state): State<AgentState>) -> Json<Value> {
     let used: u64 = procs.iter().map(|p| p.rss_bytes).sum();
     let total = u64::from(state.boot.memory_mb) * 1024 * 1024;
     let usage_percent = {
-        let mut last = state.last_cpu_sample.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = state
+            .last_cpu_sample
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let wall = last.0.elapsed().as_secs_f64().max(0.001);
-        let pct = ((cpu_total - last.1).max(0.0) / wall / f64::from(state.boot.vcpu.max(1)) * 100.0).min(100.0);
+        let pct = ((cpu_total - last.1).max(0.0) / wall / f64::from(state.boot.vcpu.max(1))
+            * 100.0)
+            .min(100.0);
         *last = (Instant::now(), cpu_total);
         pct
     };
@@ -164,10 +197,12 @@ fn disk_usage() -> Value {
 pub async fn system_processes() -> Json<Value> {
     let procs: Vec<Value> = sample_processes()
         .into_iter()
-        .map(|p| json!({
-            "pid": p.pid, "name": p.name, "command": p.command, "status": p.state,
-            "memory_mb": p.rss_bytes as f64 / 1048576.0, "cpu_seconds": p.cpu_seconds,
-        }))
+        .map(|p| {
+            json!({
+                "pid": p.pid, "name": p.name, "command": p.command, "status": p.state,
+                "memory_mb": p.rss_bytes as f64 / 1048576.0, "cpu_seconds": p.cpu_seconds,
+            })
+        })
         .collect();
     Json(json!({ "count": procs.len(), "processes": procs, "timestamp": crate::time_fmt::now() }))
 }
@@ -177,8 +212,10 @@ pub async fn jupyter_sessions() -> Json<Value> {
 }
 
 pub async fn cache_stats() -> Json<Value> {
-    Json(json!({ "cache": { "size": 0, "max_size": 0, "total_hits": 0, "ttl": 0 }, "hits": 0, "misses": 0,
-                 "hit_rate": 0.0, "size": 0, "count": 0, "timestamp": crate::time_fmt::now() }))
+    Json(
+        json!({ "cache": { "size": 0, "max_size": 0, "total_hits": 0, "ttl": 0 }, "hits": 0, "misses": 0,
+                 "hit_rate": 0.0, "size": 0, "count": 0, "timestamp": crate::time_fmt::now() }),
+    )
 }
 
 pub async fn cache_clear() -> Json<Value> {

@@ -16,25 +16,50 @@ use crate::state::{AppState, PublicMode};
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(health::health))
-        .route("/v1/sandboxes", post(sandboxes::create).get(sandboxes::list))
-        .route("/v1/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::kill))
+        .route(
+            "/v1/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route(
+            "/v1/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::kill),
+        )
         .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/v1/sandboxes/{id}/timeout", put(sandboxes::set_timeout))
-        .route("/v1/sandboxes/{id}/token/refresh", post(sandboxes::refresh_token))
+        .route(
+            "/v1/sandboxes/{id}/token/refresh",
+            post(sandboxes::refresh_token),
+        )
         .route("/v1/templates", get(templates::list))
-        .route("/v1/templates/{name_or_id}", get(templates::get).delete(templates::delete));
+        .route(
+            "/v1/templates/{name_or_id}",
+            get(templates::get).delete(templates::delete),
+        );
     let routed = match state.public {
-        PublicMode::Wildcard { .. } => api.layer(middleware::from_fn_with_state(state.clone(), wildcard_router)),
+        PublicMode::Wildcard { .. } => api.layer(middleware::from_fn_with_state(
+            state.clone(),
+            wildcard_router,
+        )),
         PublicMode::Local { .. } => api,
     };
-    routed.layer(middleware::from_fn(crate::request_id::layer)).with_state(state)
+    routed
+        .layer(middleware::from_fn(crate::request_id::layer))
+        .with_state(state)
 }
 
 /// In wildcard mode, requests for `{port}-{id}.{domain}` belong to a sandbox, not to the API.
-async fn wildcard_router(State(state): State<AppState>, req: Request, next: middleware::Next) -> Response {
+async fn wildcard_router(
+    State(state): State<AppState>,
+    req: Request,
+    next: middleware::Next,
+) -> Response {
     if let PublicMode::Wildcard { domain, .. } = &state.public {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         if let Some((port, id)) = crate::proxy::parse_wildcard_host(host, domain) {
             return if port == crate::proxy::AGENT_PORT {
                 crate::proxy::to_agent(state.clone(), id, req).await

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use warren_core::{SandboxId, SandboxStatus};
 use warren_runtime::IsolationDriver;
 use warren_store::SandboxRecord;
-use warren_wire::control::{CreateSandboxRequest, ListPage, Sandbox, SandboxResources, SetTimeoutRequest, TokenResponse};
+use warren_wire::control::{
+    CreateSandboxRequest, ListPage, Sandbox, SandboxResources, SetTimeoutRequest, TokenResponse,
+};
 
 use crate::auth::Caller;
 use crate::clock::{now, rfc3339};
@@ -27,10 +29,14 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
             Some(port) => format!("http://{host}:{port}"),
             None => String::new(),
         },
-        PublicMode::Wildcard { domain, scheme } => format!("{scheme}://{}-{}.{domain}", crate::proxy::AGENT_PORT, r.id),
+        PublicMode::Wildcard { domain, scheme } => {
+            format!("{scheme}://{}-{}.{domain}", crate::proxy::AGENT_PORT, r.id)
+        }
     };
     let preview_url = match &state.public {
-        PublicMode::Wildcard { domain, scheme } => Some(format!("{scheme}://{{port}}-{}.{domain}", r.id)),
+        PublicMode::Wildcard { domain, scheme } => {
+            Some(format!("{scheme}://{{port}}-{}.{domain}", r.id))
+        }
         PublicMode::Local { .. } => None,
     };
     Sandbox {
@@ -45,7 +51,11 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
         organization_id: 1,
         node_id: state.node_id.clone(),
         region: state.region.clone(),
-        resources: SandboxResources { vcpu: r.resources.vcpu, memory_mb: r.resources.memory_mb, disk_mb: r.resources.disk_mb },
+        resources: SandboxResources {
+            vcpu: r.resources.vcpu,
+            memory_mb: r.resources.memory_mb,
+            disk_mb: r.resources.disk_mb,
+        },
         internet_access: r.internet_access,
         live_mode: true,
         timeout_seconds: r.timeout_seconds,
@@ -68,7 +78,8 @@ pub async fn create(
     let req: CreateSandboxRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSandboxRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
     let created = state.sandboxes.create(req, Some(&caller.key_id)).await?;
     let id = created.record.id.clone();
@@ -76,11 +87,17 @@ pub async fn create(
         let listener = tokio::net::TcpListener::bind((*bind, 0))
             .await
             .map_err(|e| ApiError::internal("cannot open the sandbox's listener", e))?;
-        let port = listener.local_addr().map_err(|e| ApiError::internal("listener address", e))?.port();
+        let port = listener
+            .local_addr()
+            .map_err(|e| ApiError::internal("listener address", e))?
+            .port();
         let handle = crate::proxy::spawn_local_listener(state.clone(), id.clone(), listener);
         state.sandboxes.attach_listener(&id, port, handle);
     }
-    let (token, exp) = state.tokens.issue(id.as_str(), now()).map_err(|e| ApiError::internal("cannot sign token", e))?;
+    let (token, exp) = state
+        .tokens
+        .issue(id.as_str(), now())
+        .map_err(|e| ApiError::internal("cannot sign token", e))?;
     let mut wire = to_wire(&state, &created.record, Some(&rid));
     wire.auth_token = Some(token);
     wire.token_expires_at = Some(rfc3339(exp));
@@ -105,13 +122,23 @@ pub async fn list(
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(SandboxStatus::parse(s).ok_or_else(|| {
-            ApiError::bad_request(format!("unknown status {s:?}: use running, paused, creating, stopped, error or deleted"))
+            ApiError::bad_request(format!(
+                "unknown status {s:?}: use running, paused, creating, stopped, error or deleted"
+            ))
         })?),
     };
-    let page = state.sandboxes.store.list_sandboxes(status, q.cursor.as_deref(), q.limit.unwrap_or(100)).await?;
+    let page = state
+        .sandboxes
+        .store
+        .list_sandboxes(status, q.cursor.as_deref(), q.limit.unwrap_or(100))
+        .await?;
     Ok(Json(ListPage {
         object: "list".into(),
-        data: page.items.iter().map(|r| to_wire(&state, r, None)).collect(),
+        data: page
+            .items
+            .iter()
+            .map(|r| to_wire(&state, r, None))
+            .collect(),
         has_more: page.next_cursor.is_some(),
         next_cursor: page.next_cursor,
         url: "/v1/sandboxes".into(),
@@ -119,22 +146,44 @@ pub async fn list(
     }))
 }
 
-pub async fn get(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Sandbox>> {
+pub async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Sandbox>> {
     let rec = state.sandboxes.get(&parse_id(&id)?).await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
 }
 
-pub async fn kill(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn kill(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let rec = state.sandboxes.kill(&parse_id(&id)?).await?;
-    Ok(Json(json!({ "id": rec.id.as_str(), "status": rec.status.as_str(), "message": "Sandbox deleted", "request_id": rid.0 })))
+    Ok(Json(
+        json!({ "id": rec.id.as_str(), "status": rec.status.as_str(), "message": "Sandbox deleted", "request_id": rid.0 }),
+    ))
 }
 
-pub async fn pause(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Sandbox>> {
+pub async fn pause(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Sandbox>> {
     let rec = state.sandboxes.pause(&parse_id(&id)?).await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
 }
 
-pub async fn resume(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Sandbox>> {
+pub async fn resume(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Sandbox>> {
     let rec = state.sandboxes.resume(&parse_id(&id)?).await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
 }
@@ -146,7 +195,10 @@ pub async fn set_timeout(
     Path(id): Path<String>,
     Json(body): Json<SetTimeoutRequest>,
 ) -> ApiResult<Json<Value>> {
-    let rec = state.sandboxes.set_timeout(&parse_id(&id)?, body.timeout_seconds).await?;
+    let rec = state
+        .sandboxes
+        .set_timeout(&parse_id(&id)?, body.timeout_seconds)
+        .await?;
     Ok(Json(json!({
         "id": rec.id.as_str(),
         "timeout_seconds": rec.timeout_seconds,
@@ -163,8 +215,20 @@ pub async fn refresh_token(
 ) -> ApiResult<Json<TokenResponse>> {
     let rec = state.sandboxes.get(&parse_id(&id)?).await?;
     if !rec.status.is_live() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "INVALID_STATE", format!("sandbox is {}", rec.status)));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "INVALID_STATE",
+            format!("sandbox is {}", rec.status),
+        ));
     }
-    let (token, exp) = state.tokens.issue(rec.id.as_str(), now()).map_err(|e| ApiError::internal("cannot sign token", e))?;
-    Ok(Json(TokenResponse { id: rec.id.to_string(), auth_token: token, token_expires_at: rfc3339(exp), request_id: Some(rid.0) }))
+    let (token, exp) = state
+        .tokens
+        .issue(rec.id.as_str(), now())
+        .map_err(|e| ApiError::internal("cannot sign token", e))?;
+    Ok(Json(TokenResponse {
+        id: rec.id.to_string(),
+        auth_token: token,
+        token_expires_at: rfc3339(exp),
+        request_id: Some(rid.0),
+    }))
 }

@@ -27,7 +27,11 @@ fn to_wire(state: &AppState, t: &TemplateRecord, rid: Option<&RequestId>) -> Tem
             memory_mb: t.resources.memory_mb,
             disk_gb: t.resources.disk_mb.div_ceil(1024),
         },
-        features: vec!["code_execution".into(), "file_operations".into(), "commands".into()],
+        features: vec![
+            "code_execution".into(),
+            "file_operations".into(),
+            "commands".into(),
+        ],
         tags: vec![],
         // Built-in templates are usable before their first build: creation builds them.
         is_active: t.status != warren_store::TemplateStatus::Failed,
@@ -54,7 +58,9 @@ pub async fn list(
     Extension(rid): Extension<RequestId>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<ListPage<Template>>> {
-    let matches = |want: &Option<String>, have: &Option<String>| want.as_ref().is_none_or(|w| have.as_ref() == Some(w));
+    let matches = |want: &Option<String>, have: &Option<String>| {
+        want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+    };
     let data = state
         .sandboxes
         .store
@@ -64,19 +70,52 @@ pub async fn list(
         .filter(|t| matches(&q.category, &t.category) && matches(&q.language, &t.language))
         .map(|t| to_wire(&state, t, None))
         .collect();
-    Ok(Json(ListPage { object: "list".into(), data, has_more: false, next_cursor: None, url: "/v1/templates".into(), request_id: Some(rid.0) }))
+    Ok(Json(ListPage {
+        object: "list".into(),
+        data,
+        has_more: false,
+        next_cursor: None,
+        url: "/v1/templates".into(),
+        request_id: Some(rid.0),
+    }))
 }
 
-pub async fn get(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(name): Path<String>) -> ApiResult<Json<Template>> {
-    let t = state.sandboxes.store.find_template(&name).await?.ok_or_else(|| ApiError::template_not_found(&name))?;
+pub async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Template>> {
+    let t = state
+        .sandboxes
+        .store
+        .find_template(&name)
+        .await?
+        .ok_or_else(|| ApiError::template_not_found(&name))?;
     Ok(Json(to_wire(&state, &t, Some(&rid))))
 }
 
-pub async fn delete(State(state): State<AppState>, _caller: Caller, Extension(rid): Extension<RequestId>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let t = state.sandboxes.store.find_template(&id).await?.ok_or_else(|| ApiError::template_not_found(&id))?;
+pub async fn delete(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let t = state
+        .sandboxes
+        .store
+        .find_template(&id)
+        .await?
+        .ok_or_else(|| ApiError::template_not_found(&id))?;
     if t.is_public {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("template {} is built in and cannot be deleted", t.name)));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("template {} is built in and cannot be deleted", t.name),
+        ));
     }
     state.sandboxes.store.delete_template(&t.id).await?;
-    Ok(Json(json!({ "id": t.id, "name": t.name, "deleted": true, "message": "Template deleted", "request_id": rid.0 })))
+    Ok(Json(
+        json!({ "id": t.id, "name": t.name, "deleted": true, "message": "Template deleted", "request_id": rid.0 }),
+    ))
 }

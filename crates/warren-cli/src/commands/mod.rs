@@ -14,7 +14,11 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/warren";
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/warren";
 
 #[derive(Parser, Debug)]
-#[command(name = "warren", version, about = "Self-hosted, Hopx-compatible code-execution sandboxes")]
+#[command(
+    name = "warren",
+    version,
+    about = "Self-hosted, Hopx-compatible code-execution sandboxes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,7 +28,12 @@ pub struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOpts {
     /// Control-plane URL.
-    #[arg(long, env = "WARREN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "WARREN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub url: String,
     /// API key (also read from HOPX_API_KEY).
     #[arg(long, env = "WARREN_API_KEY", hide_env_values = true, global = true)]

@@ -115,36 +115,66 @@ fn s(v: &Value) -> String {
 
 pub async fn run_sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        SandboxCommand::Create { opts, template, timeout, no_internet, env } => {
+        SandboxCommand::Create {
+            opts,
+            template,
+            timeout,
+            no_internet,
+            env,
+        } => {
             let client = Client::new(&opts)?;
             let mut env_vars = serde_json::Map::new();
             for kv in env {
-                let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
                 env_vars.insert(k.to_owned(), v.into());
             }
             let mut body = json!({ "template_name": template, "internet_access": !no_internet, "env_vars": env_vars });
             if let Some(t) = timeout {
                 body["timeout_seconds"] = t.into();
             }
-            let sb = client.call(Method::POST, "/v1/sandboxes", Some(body)).await?;
-            eprintln!("created sandbox from {} at {}", s(&sb["template_name"]), s(&sb["public_host"]));
+            let sb = client
+                .call(Method::POST, "/v1/sandboxes", Some(body))
+                .await?;
+            eprintln!(
+                "created sandbox from {} at {}",
+                s(&sb["template_name"]),
+                s(&sb["public_host"])
+            );
             println!("{}", s(&sb["id"]));
         }
         SandboxCommand::List { opts, status } => {
             let client = Client::new(&opts)?;
             let q = status.map(|st| format!("?status={st}")).unwrap_or_default();
-            let page = client.call(Method::GET, &format!("/v1/sandboxes{q}"), None).await?;
-            println!("{:<20} {:<10} {:<18} {:<22} {:<22}", "ID", "STATUS", "TEMPLATE", "CREATED", "EXPIRES");
+            let page = client
+                .call(Method::GET, &format!("/v1/sandboxes{q}"), None)
+                .await?;
+            println!(
+                "{:<20} {:<10} {:<18} {:<22} {:<22}",
+                "ID", "STATUS", "TEMPLATE", "CREATED", "EXPIRES"
+            );
             for sb in page["data"].as_array().into_iter().flatten() {
-                println!("{:<20} {:<10} {:<18} {:<22} {:<22}", s(&sb["id"]), s(&sb["status"]), s(&sb["template_name"]), s(&sb["created_at"]), s(&sb["expires_at"]));
+                println!(
+                    "{:<20} {:<10} {:<18} {:<22} {:<22}",
+                    s(&sb["id"]),
+                    s(&sb["status"]),
+                    s(&sb["template_name"]),
+                    s(&sb["created_at"]),
+                    s(&sb["expires_at"])
+                );
             }
         }
         SandboxCommand::Get { opts, id } => {
-            let sb = Client::new(&opts)?.call(Method::GET, &format!("/v1/sandboxes/{id}"), None).await?;
+            let sb = Client::new(&opts)?
+                .call(Method::GET, &format!("/v1/sandboxes/{id}"), None)
+                .await?;
             println!("{}", serde_json::to_string_pretty(&sb)?);
         }
         SandboxCommand::Kill { opts, id } => {
-            Client::new(&opts)?.call(Method::DELETE, &format!("/v1/sandboxes/{id}"), None).await?;
+            Client::new(&opts)?
+                .call(Method::DELETE, &format!("/v1/sandboxes/{id}"), None)
+                .await?;
             println!("killed {id}");
         }
     }
@@ -164,7 +194,13 @@ pub async fn run_code(a: RunArgs) -> anyhow::Result<ExitCode> {
         a.code
     };
     let agent = Client::new(&a.opts)?.agent(&a.id).await?;
-    let r = agent.json(Method::POST, "/execute", Some(json!({ "code": code, "language": a.language, "timeout": a.timeout }))).await?;
+    let r = agent
+        .json(
+            Method::POST,
+            "/execute",
+            Some(json!({ "code": code, "language": a.language, "timeout": a.timeout })),
+        )
+        .await?;
     print!("{}", r["stdout"].as_str().unwrap_or(""));
     eprint!("{}", r["stderr"].as_str().unwrap_or(""));
     Ok(exit_with(r["exit_code"].as_i64().unwrap_or(1)))
@@ -173,7 +209,9 @@ pub async fn run_code(a: RunArgs) -> anyhow::Result<ExitCode> {
 pub async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let agent = Client::new(&a.opts)?.agent(&a.id).await?;
     let body = json!({ "command": "bash", "args": ["-c", a.command], "timeout": a.timeout, "workdir": a.workdir });
-    let r = agent.json(Method::POST, "/commands/run", Some(body)).await?;
+    let r = agent
+        .json(Method::POST, "/commands/run", Some(body))
+        .await?;
     print!("{}", r["stdout"].as_str().unwrap_or(""));
     eprint!("{}", r["stderr"].as_str().unwrap_or(""));
     Ok(exit_with(r["exit_code"].as_i64().unwrap_or(1)))
@@ -181,26 +219,55 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn files(cmd: FilesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        FilesCommand::Get { opts, id, remote, local } => {
+        FilesCommand::Get {
+            opts,
+            id,
+            remote,
+            local,
+        } => {
             let agent = Client::new(&opts)?.agent(&id).await?;
             let q: String = url_encode(&remote);
-            let bytes = agent.raw(Method::GET, &format!("/files/download?path={q}"), None).await?.bytes().await?;
+            let bytes = agent
+                .raw(Method::GET, &format!("/files/download?path={q}"), None)
+                .await?
+                .bytes()
+                .await?;
             match local {
-                Some(p) => std::fs::write(&p, &bytes).with_context(|| format!("write {}", p.display()))?,
+                Some(p) => {
+                    std::fs::write(&p, &bytes).with_context(|| format!("write {}", p.display()))?
+                }
                 None => std::io::stdout().write_all(&bytes)?,
             }
         }
-        FilesCommand::Put { opts, id, local, remote } => {
-            let bytes = std::fs::read(&local).with_context(|| format!("read {}", local.display()))?;
+        FilesCommand::Put {
+            opts,
+            id,
+            local,
+            remote,
+        } => {
+            let bytes =
+                std::fs::read(&local).with_context(|| format!("read {}", local.display()))?;
             let agent = Client::new(&opts)?.agent(&id).await?;
             let r = agent.upload(&remote, bytes).await?;
             println!("uploaded {} bytes to {}", s(&r["size"]), s(&r["path"]));
         }
         FilesCommand::Ls { opts, id, path } => {
             let agent = Client::new(&opts)?.agent(&id).await?;
-            let r = agent.json(Method::GET, &format!("/files/list?path={}", url_encode(&path)), None).await?;
+            let r = agent
+                .json(
+                    Method::GET,
+                    &format!("/files/list?path={}", url_encode(&path)),
+                    None,
+                )
+                .await?;
             for f in r["files"].as_array().into_iter().flatten() {
-                println!("{} {:>10} {} {}", s(&f["permissions"]), s(&f["size"]), s(&f["modified"]), s(&f["name"]));
+                println!(
+                    "{} {:>10} {} {}",
+                    s(&f["permissions"]),
+                    s(&f["size"]),
+                    s(&f["modified"]),
+                    s(&f["name"])
+                );
             }
         }
     }
@@ -210,7 +277,9 @@ pub async fn files(cmd: FilesCommand) -> anyhow::Result<ExitCode> {
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

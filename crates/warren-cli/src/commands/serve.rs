@@ -47,15 +47,27 @@ pub struct ServeArgs {
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if a.log_json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let public = match a.wildcard_domain {
-        Some(domain) => PublicMode::Wildcard { domain, scheme: a.wildcard_scheme },
-        None => PublicMode::Local { bind: a.sandbox_bind, host: a.public_hostname.unwrap_or_else(|| a.sandbox_bind.to_string()) },
+        Some(domain) => PublicMode::Wildcard {
+            domain,
+            scheme: a.wildcard_scheme,
+        },
+        None => PublicMode::Local {
+            bind: a.sandbox_bind,
+            host: a
+                .public_hostname
+                .unwrap_or_else(|| a.sandbox_bind.to_string()),
+        },
     };
     warren_api::serve(ServeConfig {
         listen: a.listen,

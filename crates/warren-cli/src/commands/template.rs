@@ -25,24 +25,46 @@ pub enum TemplateCommand {
 
 pub async fn run(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TemplateCommand::Prepare { cache_dir, debian_mirror, names } => {
+        TemplateCommand::Prepare {
+            cache_dir,
+            debian_mirror,
+            names,
+        } => {
             let cache = TemplateCache::new(&cache_dir, debian_mirror);
-            for r in builtin_recipes().into_iter().filter(|r| names.is_empty() || names.iter().any(|n| n == r.name)) {
+            for r in builtin_recipes()
+                .into_iter()
+                .filter(|r| names.is_empty() || names.iter().any(|n| n == r.name))
+            {
                 if cache.is_ready(&r) {
                     println!("[{}] cached at {}", r.name, cache.rootfs(r.name).display());
                     continue;
                 }
                 let started = std::time::Instant::now();
                 cache.ensure(&r, &|line| println!("{line}")).await?;
-                println!("[{}] built in {:.0} s", r.name, started.elapsed().as_secs_f64());
+                println!(
+                    "[{}] built in {:.0} s",
+                    r.name,
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
         TemplateCommand::List { cache_dir } => {
             let cache = TemplateCache::new(&cache_dir, None);
-            println!("{:<4} {:<18} {:<8} {:<6} {:<8} {:<8}", "ID", "NAME", "CACHED", "VCPU", "MEM MB", "DISK MB");
+            println!(
+                "{:<4} {:<18} {:<8} {:<6} {:<8} {:<8}",
+                "ID", "NAME", "CACHED", "VCPU", "MEM MB", "DISK MB"
+            );
             for r in builtin_recipes() {
                 let cached = if cache.is_ready(&r) { "yes" } else { "no" };
-                println!("{:<4} {:<18} {:<8} {:<6} {:<8} {:<8}", r.id, r.name, cached, r.resources.vcpu, r.resources.memory_mb, r.resources.disk_mb);
+                println!(
+                    "{:<4} {:<18} {:<8} {:<6} {:<8} {:<8}",
+                    r.id,
+                    r.name,
+                    cached,
+                    r.resources.vcpu,
+                    r.resources.memory_mb,
+                    r.resources.disk_mb
+                );
             }
         }
     }

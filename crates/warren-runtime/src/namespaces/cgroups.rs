@@ -13,17 +13,29 @@ pub enum CgroupError {
     #[error("no usable cgroup hierarchy: {0}")]
     Unavailable(String),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, CgroupError> {
-    r.map_err(|source| CgroupError::Io { path: path.display().to_string(), source })
+    r.map_err(|source| CgroupError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[derive(Debug, Clone)]
 enum Layout {
     /// One directory per controller: memory, pids, cpu, cpuacct, freezer.
-    V1 { memory: PathBuf, pids: PathBuf, cpu: PathBuf, cpuacct: PathBuf, freezer: PathBuf },
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: PathBuf,
+        cpuacct: PathBuf,
+        freezer: PathBuf,
+    },
     /// The unified hierarchy.
     V2 { base: PathBuf },
 }
@@ -50,21 +62,36 @@ impl CgroupRoot {
             .map_err(|e| CgroupError::Unavailable(format!("/proc/self/cgroup: {e}")))?;
         let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let layout = if v2 {
-            let rel = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/");
-            let base = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/')).join("warren");
+            let rel = own
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or("/");
+            let base = Path::new("/sys/fs/cgroup")
+                .join(rel.trim_start_matches('/'))
+                .join("warren");
             Layout::V2 { base }
         } else {
             let find = |controller: &str| -> Result<PathBuf, CgroupError> {
                 for line in own.lines() {
                     let mut parts = line.splitn(3, ':');
-                    let (_, names, rel) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+                    let (_, names, rel) = (
+                        parts.next(),
+                        parts.next().unwrap_or(""),
+                        parts.next().unwrap_or("/"),
+                    );
                     if names.split(',').any(|n| n == controller) {
                         let mount = Path::new("/sys/fs/cgroup").join(names);
-                        let mount = if mount.exists() { mount } else { Path::new("/sys/fs/cgroup").join(controller) };
+                        let mount = if mount.exists() {
+                            mount
+                        } else {
+                            Path::new("/sys/fs/cgroup").join(controller)
+                        };
                         return Ok(mount.join(rel.trim_start_matches('/')).join("warren"));
                     }
                 }
-                Err(CgroupError::Unavailable(format!("cgroup v1 controller {controller} not mounted")))
+                Err(CgroupError::Unavailable(format!(
+                    "cgroup v1 controller {controller} not mounted"
+                )))
             };
             Layout::V1 {
                 memory: find("memory")?,
@@ -94,8 +121,20 @@ impl CgroupRoot {
 
     fn bases(&self) -> Vec<PathBuf> {
         match &self.layout {
-            Layout::V1 { memory, pids, cpu, cpuacct, freezer } => {
-                let mut v = vec![memory.clone(), pids.clone(), cpu.clone(), cpuacct.clone(), freezer.clone()];
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+                freezer,
+            } => {
+                let mut v = vec![
+                    memory.clone(),
+                    pids.clone(),
+                    cpu.clone(),
+                    cpuacct.clone(),
+                    freezer.clone(),
+                ];
                 v.dedup();
                 v
             }
@@ -107,7 +146,10 @@ impl CgroupRoot {
     pub fn sandbox(&self, name: &str) -> SandboxCgroup {
         let mut dirs: Vec<PathBuf> = self.bases().into_iter().map(|b| b.join(name)).collect();
         dirs.dedup();
-        SandboxCgroup { dirs, layout: self.layout.clone() }
+        SandboxCgroup {
+            dirs,
+            layout: self.layout.clone(),
+        }
     }
 
     /// Names of sandbox cgroups left from an earlier run of the server.
@@ -157,7 +199,13 @@ impl SandboxCgroup {
     fn dir_of(&self, controller: &str) -> Option<&PathBuf> {
         match &self.layout {
             Layout::V2 { .. } => self.dirs.first(),
-            Layout::V1 { memory, pids, cpu, cpuacct, freezer } => {
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                cpuacct,
+                freezer,
+            } => {
                 let base = match controller {
                     "memory" => memory,
                     "pids" => pids,
@@ -165,7 +213,9 @@ impl SandboxCgroup {
                     "cpuacct" => cpuacct,
                     _ => freezer,
                 };
-                self.dirs.iter().find(|d| d.parent() == Some(base.as_path()))
+                self.dirs
+                    .iter()
+                    .find(|d| d.parent() == Some(base.as_path()))
             }
         }
     }
@@ -192,14 +242,23 @@ impl SandboxCgroup {
 
     fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
         match &self.layout {
-            Layout::V1 { .. } => self.write_v1("freezer", "freezer.state", if frozen { "FROZEN" } else { "THAWED" }),
-            Layout::V2 { .. } => write(&self.dirs[0].join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            Layout::V1 { .. } => self.write_v1(
+                "freezer",
+                "freezer.state",
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+            Layout::V2 { .. } => write(
+                &self.dirs[0].join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            ),
         }
     }
 
     /// Pids of every process in the sandbox.
     pub fn pids(&self) -> Vec<i32> {
-        let Some(d) = self.dir_of("pids") else { return Vec::new() };
+        let Some(d) = self.dir_of("pids") else {
+            return Vec::new();
+        };
         fs::read_to_string(d.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
@@ -230,7 +289,10 @@ impl SandboxCgroup {
                 break;
             }
             for pid in pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             let _ = self.thaw();
             std::thread::sleep(Duration::from_millis(5));

@@ -59,17 +59,26 @@ pub enum JailError {
     #[error("{step}: {source}")]
     Sys { step: String, source: nix::Error },
     #[error("{step}: {source}")]
-    Io { step: String, source: std::io::Error },
+    Io {
+        step: String,
+        source: std::io::Error,
+    },
     #[error("bad jail spec: {0}")]
     Spec(String),
 }
 
 fn sys<T>(step: impl Into<String>, r: nix::Result<T>) -> Result<T, JailError> {
-    r.map_err(|source| JailError::Sys { step: step.into(), source })
+    r.map_err(|source| JailError::Sys {
+        step: step.into(),
+        source,
+    })
 }
 
 fn io<T>(step: impl Into<String>, r: std::io::Result<T>) -> Result<T, JailError> {
-    r.map_err(|source| JailError::Io { step: step.into(), source })
+    r.map_err(|source| JailError::Io {
+        step: step.into(),
+        source,
+    })
 }
 
 /// Entry point of `warren jail`. Returns the exit code of the sandbox init.
@@ -93,7 +102,10 @@ fn run(spec: &JailSpec) -> Result<i32, JailError> {
     // SAFETY: this process is single-threaded (the `jail` subcommand runs before any runtime or
     // thread is started), so the child may run arbitrary code after fork.
     match unsafe { fork() } {
-        Err(e) => Err(JailError::Sys { step: "fork".into(), source: e }),
+        Err(e) => Err(JailError::Sys {
+            step: "fork".into(),
+            source: e,
+        }),
         Ok(ForkResult::Child) => {
             drop(to_parent_r);
             drop(to_child_w);
@@ -120,7 +132,12 @@ fn run(spec: &JailSpec) -> Result<i32, JailError> {
                     Ok(WaitStatus::Exited(_, code)) => return Ok(code),
                     Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
                     Ok(_) | Err(nix::Error::EINTR) => continue,
-                    Err(e) => return Err(JailError::Sys { step: "wait".into(), source: e }),
+                    Err(e) => {
+                        return Err(JailError::Sys {
+                            step: "wait".into(),
+                            source: e,
+                        })
+                    }
                 }
             }
         }
@@ -135,12 +152,31 @@ fn write_id_maps(pid: i32, base: u32) -> Result<(), JailError> {
 }
 
 /// Runs as pid 1 of the new pid namespace, still as host root, and ends by exec-ing the agent.
-fn init_child(spec: &JailSpec, to_parent: OwnedFd, from_parent: OwnedFd) -> Result<std::convert::Infallible, JailError> {
+fn init_child(
+    spec: &JailSpec,
+    to_parent: OwnedFd,
+    from_parent: OwnedFd,
+) -> Result<std::convert::Infallible, JailError> {
     for procs in &spec.cgroup_procs {
-        io(format!("join cgroup {}", procs.display()), fs::write(procs, "0"))?;
+        io(
+            format!("join cgroup {}", procs.display()),
+            fs::write(procs, "0"),
+        )?;
     }
-    sys("unshare", unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC))?;
-    sys("make mounts private", mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>))?;
+    sys(
+        "unshare",
+        unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC),
+    )?;
+    sys(
+        "make mounts private",
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )?;
 
     let root = spec.sandbox_dir.join("root");
     build_root(spec, &root)?;
@@ -154,12 +190,24 @@ fn init_child(spec: &JailSpec, to_parent: OwnedFd, from_parent: OwnedFd) -> Resu
     sys("unshare user", unshare(CloneFlags::CLONE_NEWUSER))?;
     io("signal parent", fs::File::from(to_parent).write_all(b"u"))?;
     let mut buf = [0u8; 1];
-    if io("wait for id maps", fs::File::from(from_parent).read(&mut buf))? != 1 {
-        return Err(JailError::Spec("jail parent died before writing id maps".into()));
+    if io(
+        "wait for id maps",
+        fs::File::from(from_parent).read(&mut buf),
+    )? != 1
+    {
+        return Err(JailError::Spec(
+            "jail parent died before writing id maps".into(),
+        ));
     }
     sys("setgroups", nix::unistd::setgroups(&[]))?;
-    sys("setresgid", nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)))?;
-    sys("setresuid", nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)))?;
+    sys(
+        "setresgid",
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
+    )?;
+    sys(
+        "setresuid",
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
+    )?;
     sys("chdir /workspace", chdir("/workspace"))?;
 
     let loader = cstr(&format!("{AGENT_MOUNT}/lib/ld-linux-x86-64.so.2"))?;
@@ -191,27 +239,74 @@ fn build_root(spec: &JailSpec, root: &Path) -> Result<(), JailError> {
     let base = spec.id_base;
     let scratch = spec.sandbox_dir.join("scratch");
     let size = format!("size={}m,mode=0755", spec.disk_mb);
-    sys("mount scratch tmpfs", mount(Some("tmpfs"), &scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(size.as_str())))?;
+    sys(
+        "mount scratch tmpfs",
+        mount(
+            Some("tmpfs"),
+            &scratch,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(size.as_str()),
+        ),
+    )?;
     let upper = scratch.join("upper");
     let work = scratch.join("work");
     io("mkdir upper", fs::create_dir(&upper))?;
     io("mkdir work", fs::create_dir(&work))?;
     // The overlay's root directory takes its owner from the upper layer: root of the sandbox.
     io("chown upper", chown(&upper, Some(base), Some(base)))?;
-    let opts = format!("lowerdir={},upperdir={},workdir={}", spec.lower_dir.display(), upper.display(), work.display());
-    sys("mount overlay", mount(Some("overlay"), root, Some("overlay"), MsFlags::MS_NODEV, Some(opts.as_str())))?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.lower_dir.display(),
+        upper.display(),
+        work.display()
+    );
+    sys(
+        "mount overlay",
+        mount(
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        ),
+    )?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = ensure_dir(root, "proc", base)?;
-    sys("mount proc", mount(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev_noexec, None::<&str>))?;
+    sys(
+        "mount proc",
+        mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            nosuid_nodev_noexec,
+            None::<&str>,
+        ),
+    )?;
     let sys_dir = ensure_dir(root, "sys", base)?;
-    sys("mount sysfs", mount(Some("sysfs"), &sys_dir, Some("sysfs"), nosuid_nodev_noexec | MsFlags::MS_RDONLY, None::<&str>))?;
+    sys(
+        "mount sysfs",
+        mount(
+            Some("sysfs"),
+            &sys_dir,
+            Some("sysfs"),
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            None::<&str>,
+        ),
+    )?;
     build_dev(root, base)?;
 
     for dir in ["workspace", "tmp"] {
         ensure_dir(root, dir, base)?;
     }
-    io("chmod tmp", fs::set_permissions(root.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)))?;
+    io(
+        "chmod tmp",
+        fs::set_permissions(
+            root.join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        ),
+    )?;
 
     let run = ensure_dir(root, RUN_MOUNT.trim_start_matches('/'), base)?;
     bind(&spec.sandbox_dir.join("run"), &run, false)?;
@@ -221,7 +316,10 @@ fn build_root(spec: &JailSpec, root: &Path) -> Result<(), JailError> {
     if resolv.exists() {
         let target = root.join("etc/resolv.conf");
         // resolv.conf may be a dangling symlink in an image; replace it by a plain file to bind over.
-        if fs::symlink_metadata(&target).map(|m| !m.is_file()).unwrap_or(true) {
+        if fs::symlink_metadata(&target)
+            .map(|m| !m.is_file())
+            .unwrap_or(true)
+        {
             let _ = fs::remove_file(&target);
             io("create resolv.conf", fs::write(&target, b""))?;
         }
@@ -234,17 +332,36 @@ fn ensure_dir(root: &Path, rel: &str, owner: u32) -> Result<PathBuf, JailError> 
     let path = root.join(rel);
     if !path.is_dir() {
         io(format!("mkdir /{rel}"), fs::create_dir_all(&path))?;
-        io(format!("chown /{rel}"), chown(&path, Some(owner), Some(owner)))?;
+        io(
+            format!("chown /{rel}"),
+            chown(&path, Some(owner), Some(owner)),
+        )?;
     }
     Ok(path)
 }
 
 fn bind(src: &Path, dst: &Path, read_only: bool) -> Result<(), JailError> {
     let step = format!("bind {}", dst.display());
-    sys(step.clone(), mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>))?;
+    sys(
+        step.clone(),
+        mount(
+            Some(src),
+            dst,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ),
+    )?;
     if read_only {
-        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        sys(step, mount(None::<&str>, dst, None::<&str>, flags, None::<&str>))?;
+        let flags = MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV;
+        sys(
+            step,
+            mount(None::<&str>, dst, None::<&str>, flags, None::<&str>),
+        )?;
     }
     Ok(())
 }
@@ -252,7 +369,16 @@ fn bind(src: &Path, dst: &Path, read_only: bool) -> Result<(), JailError> {
 /// A /dev with only the harmless character devices, bound from the host, and a private devpts.
 fn build_dev(root: &Path, base: u32) -> Result<(), JailError> {
     let dev = ensure_dir(root, "dev", base)?;
-    sys("mount /dev", mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k")))?;
+    sys(
+        "mount /dev",
+        mount(
+            Some("tmpfs"),
+            &dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=0755,size=64k"),
+        ),
+    )?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         io(format!("create /dev/{name}"), fs::write(&target, b""))?;
@@ -262,12 +388,36 @@ fn build_dev(root: &Path, base: u32) -> Result<(), JailError> {
     io("mkdir /dev/pts", fs::create_dir(&pts))?;
     let tty_gid = base + 5;
     let opts = format!("newinstance,ptmxmode=0666,mode=0620,gid={tty_gid}");
-    sys("mount devpts", mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(opts.as_str())))?;
+    sys(
+        "mount devpts",
+        mount(
+            Some("devpts"),
+            &pts,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(opts.as_str()),
+        ),
+    )?;
     let shm = dev.join("shm");
     io("mkdir /dev/shm", fs::create_dir(&shm))?;
-    sys("mount /dev/shm", mount(Some("tmpfs"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=64m")))?;
+    sys(
+        "mount /dev/shm",
+        mount(
+            Some("tmpfs"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777,size=64m"),
+        ),
+    )?;
     io("chown /dev/shm", chown(&shm, Some(base), Some(base)))?;
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         io(format!("link /dev/{link}"), symlink(target, dev.join(link)))?;
     }
     Ok(())

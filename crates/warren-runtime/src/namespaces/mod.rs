@@ -58,9 +58,19 @@ impl NamespaceDriver {
     pub async fn new(cfg: NamespaceConfig) -> Result<Self, DriverError> {
         let cgroups = CgroupRoot::discover()?;
         let network = Network::init(cfg.network_base).await?;
-        tokio::fs::create_dir_all(&cfg.state_dir).await.map_err(|source| DriverError::Io { what: "state dir".into(), source })?;
+        tokio::fs::create_dir_all(&cfg.state_dir)
+            .await
+            .map_err(|source| DriverError::Io {
+                what: "state dir".into(),
+                source,
+            })?;
         tracing::info!(cgroups = cgroups.version(), "namespace driver ready");
-        Ok(Self { cfg, cgroups, network, live: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            cfg,
+            cgroups,
+            network,
+            live: Mutex::new(HashMap::new()),
+        })
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, LiveSandbox>> {
@@ -68,20 +78,33 @@ impl NamespaceDriver {
     }
 
     fn cgroup_of(&self, id: &SandboxId) -> Result<SandboxCgroup, DriverError> {
-        self.live().get(id).map(|l| l.cgroup.clone()).ok_or_else(|| DriverError::NotFound(id.clone()))
+        self.live()
+            .get(id)
+            .map(|l| l.cgroup.clone())
+            .ok_or_else(|| DriverError::NotFound(id.clone()))
     }
 
-    async fn start_inner(&self, spec: &SandboxSpec, dir: &Path, cgroup: &SandboxCgroup, net: &SandboxNet) -> Result<StartedSandbox, DriverError> {
+    async fn start_inner(
+        &self,
+        spec: &SandboxSpec,
+        dir: &Path,
+        cgroup: &SandboxCgroup,
+        net: &SandboxNet,
+    ) -> Result<StartedSandbox, DriverError> {
         let io = |what: &str| {
             let what = what.to_owned();
             move |source| DriverError::Io { what, source }
         };
         for sub in ["root", "scratch", "run"] {
-            tokio::fs::create_dir_all(dir.join(sub)).await.map_err(io("sandbox dir"))?;
+            tokio::fs::create_dir_all(dir.join(sub))
+                .await
+                .map_err(io("sandbox dir"))?;
         }
         chown(dir.join("run"), Some(ID_BASE), Some(ID_BASE)).map_err(io("chown run dir"))?;
         if let (true, Some(resolv)) = (spec.internet_access, &self.network.resolv_conf) {
-            tokio::fs::write(dir.join("resolv.conf"), resolv).await.map_err(io("resolv.conf"))?;
+            tokio::fs::write(dir.join("resolv.conf"), resolv)
+                .await
+                .map_err(io("resolv.conf"))?;
         }
         let mut agent_args = vec![
             "--socket".to_owned(),
@@ -121,11 +144,18 @@ impl NamespaceDriver {
             .stderr(Stdio::from(log))
             .spawn()
             .map_err(io("spawn jail"))?;
-        let payload = serde_json::to_vec(&jail_spec).map_err(|e| DriverError::Start(e.to_string()))?;
+        let payload =
+            serde_json::to_vec(&jail_spec).map_err(|e| DriverError::Start(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&payload).await.map_err(io("send jail spec"))?;
+            stdin
+                .write_all(&payload)
+                .await
+                .map_err(io("send jail spec"))?;
         }
-        let stdout = child.stdout.take().ok_or_else(|| DriverError::Start("jail has no stdout".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| DriverError::Start("jail has no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(START_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -140,19 +170,41 @@ impl NamespaceDriver {
         if !ready {
             let _ = child.start_kill();
             let _ = child.wait().await;
-            let log = tokio::fs::read_to_string(&log_path).await.unwrap_or_default();
-            let last = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
-            return Err(DriverError::Start(if last.is_empty() { "agent did not report ready".into() } else { last }));
+            let log = tokio::fs::read_to_string(&log_path)
+                .await
+                .unwrap_or_default();
+            let last = log
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(DriverError::Start(if last.is_empty() {
+                "agent did not report ready".into()
+            } else {
+                last
+            }));
         }
         let (tx, exited) = oneshot::channel();
         tokio::spawn(async move {
             let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
             let _ = tx.send(code);
         });
-        Ok(StartedSandbox { agent_socket: dir.join("run/agent.sock"), exited })
+        Ok(StartedSandbox {
+            agent_socket: dir.join("run/agent.sock"),
+            exited,
+        })
     }
 
-    async fn teardown(&self, cgroup: SandboxCgroup, net: &SandboxNet, dir: &Path) -> Result<(), DriverError> {
+    async fn teardown(
+        &self,
+        cgroup: SandboxCgroup,
+        net: &SandboxNet,
+        dir: &Path,
+    ) -> Result<(), DriverError> {
         let cg = cgroup.clone();
         let killed = tokio::task::spawn_blocking(move || cg.destroy())
             .await
@@ -177,7 +229,11 @@ impl IsolationDriver for NamespaceDriver {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
         let cgroup = self.cgroups.sandbox(spec.id.as_str());
         cgroup.create(&spec.resources)?;
-        let net = match self.network.create(spec.id.as_str(), spec.internet_access).await {
+        let net = match self
+            .network
+            .create(spec.id.as_str(), spec.internet_access)
+            .await
+        {
             Ok(n) => n,
             Err(e) => {
                 let _ = cgroup.destroy();
@@ -186,7 +242,8 @@ impl IsolationDriver for NamespaceDriver {
         };
         match self.start_inner(spec, &dir, &cgroup, &net).await {
             Ok(started) => {
-                self.live().insert(spec.id.clone(), LiveSandbox { cgroup, net, dir });
+                self.live()
+                    .insert(spec.id.clone(), LiveSandbox { cgroup, net, dir });
                 Ok(started)
             }
             Err(e) => {
@@ -207,20 +264,28 @@ impl IsolationDriver for NamespaceDriver {
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
-        let Some(live) = self.live().remove(id) else { return Ok(()) };
+        let Some(live) = self.live().remove(id) else {
+            return Ok(());
+        };
         self.teardown(live.cgroup, &live.net, &live.dir).await
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
         let cg = self.cgroup_of(id).ok()?;
-        Some(SandboxUsage { memory_bytes: cg.memory_bytes().unwrap_or(0), processes: cg.pids().len() as u32 })
+        Some(SandboxUsage {
+            memory_bytes: cg.memory_bytes().unwrap_or(0),
+            processes: cg.pids().len() as u32,
+        })
     }
 
     async fn remove_leftovers(&self) {
         for name in self.cgroups.leftovers() {
             let cg = self.cgroups.sandbox(&name);
             tracing::info!(sandbox = %name, "removing cgroup left by an earlier run");
-            if let Err(e) = tokio::task::spawn_blocking(move || cg.destroy()).await.unwrap_or(Ok(())) {
+            if let Err(e) = tokio::task::spawn_blocking(move || cg.destroy())
+                .await
+                .unwrap_or(Ok(()))
+            {
                 tracing::warn!(sandbox = %name, error = %e, "cannot remove leftover cgroup");
             }
         }

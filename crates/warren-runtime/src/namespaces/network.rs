@@ -95,15 +95,26 @@ impl Network {
         run_stdin("nft", &["-f", "-"], &ruleset).await?;
         tokio::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .await
-            .map_err(|source| NetworkError::Spawn { cmd: "enable ip_forward".into(), source })?;
-        Ok(Self { base, used_slots: Mutex::new(BTreeSet::new()), resolv_conf })
+            .map_err(|source| NetworkError::Spawn {
+                cmd: "enable ip_forward".into(),
+                source,
+            })?;
+        Ok(Self {
+            base,
+            used_slots: Mutex::new(BTreeSet::new()),
+            resolv_conf,
+        })
     }
 
     /// Creates the namespace of sandbox `id`; with `internet` also its veth link and routes.
     pub async fn create(&self, id: &str, internet: bool) -> Result<SandboxNet, NetworkError> {
         let name = format!("{NETNS_PREFIX}{id}");
         run("ip", &["netns", "add", &name]).await?;
-        let mut net = SandboxNet { netns_path: PathBuf::from("/run/netns").join(&name), netns_name: name, slot: None };
+        let mut net = SandboxNet {
+            netns_path: PathBuf::from("/run/netns").join(&name),
+            netns_name: name,
+            slot: None,
+        };
         let result = self.configure(&mut net, internet).await;
         if let Err(e) = result {
             self.destroy(&net).await;
@@ -122,25 +133,64 @@ impl Network {
         net.slot = Some(slot);
         let (host_ip, guest_ip) = self.addresses(slot);
         let veth = format!("{VETH_PREFIX}{slot}");
-        run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns]).await?;
-        run("ip", &["addr", "add", &format!("{host_ip}/30"), "dev", &veth]).await?;
+        run(
+            "ip",
+            &[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ],
+        )
+        .await?;
+        run(
+            "ip",
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &veth],
+        )
+        .await?;
         run("ip", &["link", "set", &veth, "up"]).await?;
-        run("ip", &["-n", ns, "addr", "add", &format!("{guest_ip}/30"), "dev", "eth0"]).await?;
+        run(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{guest_ip}/30"),
+                "dev",
+                "eth0",
+            ],
+        )
+        .await?;
         run("ip", &["-n", ns, "link", "set", "eth0", "up"]).await?;
-        run("ip", &["-n", ns, "route", "add", "default", "via", &host_ip.to_string()]).await?;
+        run(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &host_ip.to_string(),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     fn take_slot(&self) -> Result<u32, NetworkError> {
         let mut used = self.used_slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = (0..SLOTS).find(|s| !used.contains(s)).ok_or(NetworkError::Exhausted)?;
+        let slot = (0..SLOTS)
+            .find(|s| !used.contains(s))
+            .ok_or(NetworkError::Exhausted)?;
         used.insert(slot);
         Ok(slot)
     }
 
     fn addresses(&self, slot: u32) -> (Ipv4Addr, Ipv4Addr) {
         let base = u32::from(self.base) & 0xffff_0000;
-        (Ipv4Addr::from(base + slot * 4 + 1), Ipv4Addr::from(base + slot * 4 + 2))
+        (
+            Ipv4Addr::from(base + slot * 4 + 1),
+            Ipv4Addr::from(base + slot * 4 + 2),
+        )
     }
 
     /// Removes the namespace and the veth pair. Errors are logged, not returned: removal must go
@@ -148,7 +198,10 @@ impl Network {
     pub async fn destroy(&self, net: &SandboxNet) {
         if let Some(slot) = net.slot {
             let _ = run("ip", &["link", "del", &format!("{VETH_PREFIX}{slot}")]).await;
-            self.used_slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot);
+            self.used_slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&slot);
         }
         if let Err(e) = run("ip", &["netns", "del", &net.netns_name]).await {
             tracing::warn!(netns = %net.netns_name, error = %e, "cannot remove network namespace");
@@ -168,7 +221,10 @@ impl Network {
         if let Ok(mut dir) = tokio::fs::read_dir("/sys/class/net").await {
             while let Ok(Some(e)) = dir.next_entry().await {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.strip_prefix(VETH_PREFIX).is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())) {
+                if name
+                    .strip_prefix(VETH_PREFIX)
+                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+                {
                     let _ = run("ip", &["link", "del", &name]).await;
                 }
             }
@@ -181,7 +237,10 @@ async fn run(cmd: &str, args: &[&str]) -> Result<(), NetworkError> {
         .args(args)
         .output()
         .await
-        .map_err(|source| NetworkError::Spawn { cmd: cmd.into(), source })?;
+        .map_err(|source| NetworkError::Spawn {
+            cmd: cmd.into(),
+            source,
+        })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -200,17 +259,32 @@ async fn run_stdin(cmd: &str, args: &[&str], input: &str) -> Result<(), NetworkE
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
-        .map_err(|source| NetworkError::Spawn { cmd: cmd.into(), source })?;
+        .map_err(|source| NetworkError::Spawn {
+            cmd: cmd.into(),
+            source,
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(input.as_bytes())
             .await
-            .map_err(|source| NetworkError::Spawn { cmd: cmd.into(), source })?;
+            .map_err(|source| NetworkError::Spawn {
+                cmd: cmd.into(),
+                source,
+            })?;
     }
-    let out = child.wait_with_output().await.map_err(|source| NetworkError::Spawn { cmd: cmd.into(), source })?;
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| NetworkError::Spawn {
+            cmd: cmd.into(),
+            source,
+        })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(NetworkError::Command { cmd: cmd.into(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+        Err(NetworkError::Command {
+            cmd: cmd.into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }

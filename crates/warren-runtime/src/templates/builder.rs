@@ -14,7 +14,10 @@ use crate::namespaces::{jail::ID_COUNT, ID_BASE};
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     /// a build step exited non-zero; the last lines of its output are attached
     #[error("step `{step}` failed: {tail}")]
     Step { step: String, tail: String },
@@ -22,7 +25,10 @@ pub enum BuildError {
 
 impl BuildError {
     pub(crate) fn io(what: &str, source: std::io::Error) -> Self {
-        Self::Io { what: what.to_owned(), source }
+        Self::Io {
+            what: what.to_owned(),
+            source,
+        }
     }
 }
 
@@ -43,28 +49,64 @@ pub(crate) async fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>
     .map_err(|e| BuildError::io("lock task", std::io::Error::other(e)))?
 }
 
-pub(crate) async fn build(recipe: &Recipe, root: &Path, mirror: &str, progress: &(dyn Fn(String) + Send + Sync)) -> Result<(), BuildError> {
+pub(crate) async fn build(
+    recipe: &Recipe,
+    root: &Path,
+    mirror: &str,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<(), BuildError> {
     let name = recipe.name;
     let work = root.join(format!(".build-{name}"));
     let _ = tokio::fs::remove_dir_all(&work).await;
     let rootfs = work.join("rootfs");
-    tokio::fs::create_dir_all(&work).await.map_err(|e| BuildError::io("build dir", e))?;
+    tokio::fs::create_dir_all(&work)
+        .await
+        .map_err(|e| BuildError::io("build dir", e))?;
     let dir = rootfs.to_string_lossy().into_owned();
     let steps = 4;
 
-    progress(format!("[{name}] step 1/{steps}: debootstrap {} (minimal Debian) from {mirror}", recipe.suite));
-    run_step(name, "debootstrap", &["--variant=minbase", recipe.suite, &dir, mirror], progress).await?;
+    progress(format!(
+        "[{name}] step 1/{steps}: debootstrap {} (minimal Debian) from {mirror}",
+        recipe.suite
+    ));
+    run_step(
+        name,
+        "debootstrap",
+        &["--variant=minbase", recipe.suite, &dir, mirror],
+        progress,
+    )
+    .await?;
 
-    progress(format!("[{name}] step 2/{steps}: apt-get install {}", recipe.packages.join(" ")));
+    progress(format!(
+        "[{name}] step 2/{steps}: apt-get install {}",
+        recipe.packages.join(" ")
+    ));
     // A private mount namespace with its own /proc, so nothing stays mounted on the host.
     let proc_arg = format!("--mount-proc={dir}/proc");
-    let mut full: Vec<&str> = vec!["--mount", "--propagation", "private", &proc_arg, "chroot", &dir];
-    full.extend(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends"]);
+    let mut full: Vec<&str> = vec![
+        "--mount",
+        "--propagation",
+        "private",
+        &proc_arg,
+        "chroot",
+        &dir,
+    ];
+    full.extend([
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+    ]);
     full.extend(recipe.packages.iter().copied());
     run_step(name, "unshare", &full, progress).await?;
     run_step(name, "chroot", &[&dir, "apt-get", "clean"], progress).await?;
 
-    progress(format!("[{name}] step 3/{steps}: preparing /workspace and shifting ownership to uids {ID_BASE}+"));
+    progress(format!(
+        "[{name}] step 3/{steps}: preparing /workspace and shifting ownership to uids {ID_BASE}+"
+    ));
     let fs_root = rootfs.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(fs_root.join("workspace"))?;
@@ -74,20 +116,31 @@ pub(crate) async fn build(recipe: &Recipe, root: &Path, mirror: &str, progress: 
     .map_err(|e| BuildError::io("shift task", std::io::Error::other(e)))?
     .map_err(|e| BuildError::io("shift ownership", e))?;
 
-    progress(format!("[{name}] step 4/{steps}: installing into the cache"));
+    progress(format!(
+        "[{name}] step 4/{steps}: installing into the cache"
+    ));
     let final_dir = root.join(name);
     let old = root.join(format!(".old-{name}"));
     let _ = tokio::fs::remove_dir_all(&old).await;
     if final_dir.exists() {
-        tokio::fs::rename(&final_dir, &old).await.map_err(|e| BuildError::io("move old", e))?;
+        tokio::fs::rename(&final_dir, &old)
+            .await
+            .map_err(|e| BuildError::io("move old", e))?;
     }
-    tokio::fs::rename(&work, &final_dir).await.map_err(|e| BuildError::io("install", e))?;
+    tokio::fs::rename(&work, &final_dir)
+        .await
+        .map_err(|e| BuildError::io("install", e))?;
     let _ = tokio::fs::remove_dir_all(&old).await;
     progress(format!("[{name}] ready"));
     Ok(())
 }
 
-async fn run_step(template: &str, cmd: &str, args: &[&str], progress: &(dyn Fn(String) + Send + Sync)) -> Result<(), BuildError> {
+async fn run_step(
+    template: &str,
+    cmd: &str,
+    args: &[&str],
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<(), BuildError> {
     let mut child = Command::new(cmd)
         .args(args)
         .stdin(Stdio::null())
@@ -99,7 +152,10 @@ async fn run_step(template: &str, cmd: &str, args: &[&str], progress: &(dyn Fn(S
     let stderr = child.stderr.take();
     let mut tail: Vec<String> = Vec::new();
     let mut seen = 0usize;
-    let (mut out, mut err) = (stdout.map(|s| BufReader::new(s).lines()), stderr.map(|s| BufReader::new(s).lines()));
+    let (mut out, mut err) = (
+        stdout.map(|s| BufReader::new(s).lines()),
+        stderr.map(|s| BufReader::new(s).lines()),
+    );
     loop {
         let line = tokio::select! {
             l = async { match out.as_mut() { Some(o) => o.next_line().await, None => std::future::pending().await } } => match l {
@@ -121,11 +177,17 @@ async fn run_step(template: &str, cmd: &str, args: &[&str], progress: &(dyn Fn(S
             tail.remove(0);
         }
     }
-    let status = child.wait().await.map_err(|e| BuildError::io(&format!("wait {cmd}"), e))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| BuildError::io(&format!("wait {cmd}"), e))?;
     if status.success() {
         Ok(())
     } else {
-        Err(BuildError::Step { step: format!("{cmd} {}", args.join(" ")), tail: tail.join("\n") })
+        Err(BuildError::Step {
+            step: format!("{cmd} {}", args.join(" ")),
+            tail: tail.join("\n"),
+        })
     }
 }
 
@@ -142,7 +204,10 @@ fn shift_ownership(root: &Path) -> std::io::Result<()> {
             if meta.file_type().is_dir() {
                 stack.push(path);
             } else if meta.file_type().is_file() && meta.mode() & 0o6000 != 0 {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+                std::fs::set_permissions(
+                    &path,
+                    std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+                )?;
             }
         }
     }

@@ -22,7 +22,10 @@ pub struct TemplateCache {
 
 impl TemplateCache {
     pub fn new(cache_dir: &Path, mirror: Option<String>) -> Self {
-        Self { root: cache_dir.join("templates"), mirror: mirror.unwrap_or_else(default_mirror) }
+        Self {
+            root: cache_dir.join("templates"),
+            mirror: mirror.unwrap_or_else(default_mirror),
+        }
     }
 
     pub fn rootfs(&self, name: &str) -> PathBuf {
@@ -34,16 +37,23 @@ impl TemplateCache {
     }
 
     pub fn is_ready(&self, recipe: &Recipe) -> bool {
-        std::fs::read_to_string(self.marker(recipe.name)).is_ok_and(|h| h.trim() == recipe_hash(recipe))
+        std::fs::read_to_string(self.marker(recipe.name))
+            .is_ok_and(|h| h.trim() == recipe_hash(recipe))
     }
 
     /// Builds the template unless the cache already has it. `progress` receives human-readable
     /// lines. Concurrent builders (two servers, a server and the CLI) serialise on a file lock.
-    pub async fn ensure(&self, recipe: &Recipe, progress: &(dyn Fn(String) + Send + Sync)) -> Result<PathBuf, BuildError> {
+    pub async fn ensure(
+        &self,
+        recipe: &Recipe,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<PathBuf, BuildError> {
         if self.is_ready(recipe) {
             return Ok(self.rootfs(recipe.name));
         }
-        tokio::fs::create_dir_all(&self.root).await.map_err(|e| BuildError::io("cache dir", e))?;
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(|e| BuildError::io("cache dir", e))?;
         let _lock = builder::lock(&self.root.join(format!("{}.lock", recipe.name))).await?;
         if self.is_ready(recipe) {
             return Ok(self.rootfs(recipe.name));
@@ -82,10 +92,10 @@ fn default_mirror() -> String {
     }
     for t in &texts {
         for line in t.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
-            let url = line
-                .strip_prefix("URIs:")
-                .map(str::trim)
-                .or_else(|| line.strip_prefix("deb ").and_then(|r| r.split_whitespace().find(|w| w.starts_with("http"))));
+            let url = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
+                line.strip_prefix("deb ")
+                    .and_then(|r| r.split_whitespace().find(|w| w.starts_with("http")))
+            });
             if let Some(url) = url {
                 if url.trim_end_matches('/').ends_with("/debian") {
                     return url.to_owned();
