@@ -81,6 +81,35 @@ pub async fn to_agent(state: AppState, id: SandboxId, req: Request) -> Response 
     forward_unix(&target.agent_socket, req).await
 }
 
+/// Sends one request over a fresh HTTP/1 connection on `io` and returns the upstream response.
+/// `what` names the upstream in error messages.
+async fn send_over<IO>(io: IO, req: Request, what: &str) -> Response
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+        Ok(x) => x,
+        Err(e) => {
+            return agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                &format!("{what} handshake failed: {e}"),
+            )
+        }
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    match sender.send_request(req).await {
+        Ok(res) => res.map(Body::new),
+        Err(e) => agent_error(
+            StatusCode::BAD_GATEWAY,
+            "INTERNAL_ERROR",
+            &format!("{what} request failed: {e}"),
+        ),
+    }
+}
+
 async fn forward_unix(socket: &std::path::Path, mut req: Request) -> Response {
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
@@ -93,20 +122,6 @@ async fn forward_unix(socket: &std::path::Path, mut req: Request) -> Response {
             );
         }
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            return agent_error(
-                StatusCode::BAD_GATEWAY,
-                "INTERNAL_ERROR",
-                &format!("agent handshake failed: {e}"),
-            )
-        }
-    };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     // Strip what the agent must never see: the caller's credentials.
     req.headers_mut().remove(header::AUTHORIZATION);
     req.headers_mut().remove("x-api-key");
@@ -121,17 +136,7 @@ async fn forward_unix(socket: &std::path::Path, mut req: Request) -> Response {
     parts
         .headers
         .insert(header::HOST, header::HeaderValue::from_static("agent"));
-    match sender
-        .send_request(hyper::Request::from_parts(parts, body))
-        .await
-    {
-        Ok(res) => res.map(Body::new),
-        Err(e) => agent_error(
-            StatusCode::BAD_GATEWAY,
-            "INTERNAL_ERROR",
-            &format!("agent request failed: {e}"),
-        ),
-    }
+    send_over(stream, Request::from_parts(parts, body), "agent").await
 }
 
 /// Splits a wildcard host `{port}-{id}.{domain}` into port and sandbox id.
@@ -169,28 +174,7 @@ pub async fn to_sandbox_port(state: AppState, id: SandboxId, port: u16, req: Req
             )
         }
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            return agent_error(
-                StatusCode::BAD_GATEWAY,
-                "INTERNAL_ERROR",
-                &format!("handshake failed: {e}"),
-            )
-        }
-    };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    match sender.send_request(req).await {
-        Ok(res) => res.map(Body::new),
-        Err(e) => agent_error(
-            StatusCode::BAD_GATEWAY,
-            "INTERNAL_ERROR",
-            &format!("request failed: {e}"),
-        ),
-    }
+    send_over(stream, req, &format!("port {port}")).await
 }
 
 /// Creates a socket inside `netns` on a short-lived thread (setns changes only the calling

@@ -39,10 +39,6 @@ pub struct SandboxService {
     building: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-pub struct Created {
-    pub record: SandboxRecord,
-}
-
 impl SandboxService {
     pub fn new(store: Store, driver: AnyDriver, templates: TemplateCache) -> Self {
         Self {
@@ -133,7 +129,7 @@ impl SandboxService {
         self: &Arc<Self>,
         req: CreateSandboxRequest,
         key_id: Option<&str>,
-    ) -> ApiResult<Created> {
+    ) -> ApiResult<SandboxRecord> {
         let wanted = req
             .template_id
             .as_deref()
@@ -257,7 +253,7 @@ impl SandboxService {
         });
         let mut record = record;
         record.status = SandboxStatus::Running;
-        Ok(Created { record })
+        Ok(record)
     }
 
     /// Attaches the local-mode listener (done by the HTTP layer, which owns the proxy).

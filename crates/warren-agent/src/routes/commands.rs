@@ -46,7 +46,7 @@ pub async fn run(
     validate(&req)?;
     let _guard = state.count_execution();
     let env = state.process_env(req.env.as_ref());
-    let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));
+    let workdir = crate::routes::workdir(req.workdir.as_deref());
     let outcome = exec::run(Invocation {
         program: &req.command,
         args: &req.args,
@@ -85,7 +85,7 @@ pub async fn background(
 ) -> Result<Json<Value>, AgentError> {
     validate(&req)?;
     let env = state.process_env(req.env.as_ref());
-    let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));
+    let workdir = crate::routes::workdir(req.workdir.as_deref());
     state
         .processes
         .start(StartRequest {

@@ -36,7 +36,7 @@ pub async fn execute(
     let prepared = languages::prepare(language, &req.code)
         .map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
     let env = state.process_env(req.env.as_ref());
-    let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));
+    let workdir = crate::routes::workdir(req.workdir.as_deref());
     let outcome = exec::run(Invocation {
         program: &prepared.program,
         args: &prepared.args,
@@ -86,7 +86,7 @@ pub async fn background(
     let prepared = languages::prepare(language, &req.code)
         .map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
     let env = state.process_env(req.env.as_ref());
-    let workdir = crate::routes::resolve(req.workdir.as_deref().unwrap_or("/workspace"));
+    let workdir = crate::routes::workdir(req.workdir.as_deref());
     let (program, args) = (prepared.program.clone(), prepared.args.clone());
     let started = state.processes.start(StartRequest {
         invocation: Invocation {

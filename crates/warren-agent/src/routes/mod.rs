@@ -92,3 +92,8 @@ pub fn resolve(path: &str) -> std::path::PathBuf {
         std::path::Path::new("/workspace").join(p)
     }
 }
+
+/// The working directory of a run: the requested one (resolved like any path), else `/workspace`.
+pub fn workdir(requested: Option<&str>) -> std::path::PathBuf {
+    resolve(requested.unwrap_or("/workspace"))
+}

@@ -81,8 +81,8 @@ pub async fn create(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
-    let created = state.sandboxes.create(req, Some(&caller.key_id)).await?;
-    let id = created.record.id.clone();
+    let record = state.sandboxes.create(req, Some(&caller.key_id)).await?;
+    let id = record.id.clone();
     if let PublicMode::Local { bind, .. } = &state.public {
         let listener = tokio::net::TcpListener::bind((*bind, 0))
             .await
@@ -98,7 +98,7 @@ pub async fn create(
         .tokens
         .issue(id.as_str(), now())
         .map_err(|e| ApiError::internal("cannot sign token", e))?;
-    let mut wire = to_wire(&state, &created.record, Some(&rid));
+    let mut wire = to_wire(&state, &record, Some(&rid));
     wire.auth_token = Some(token);
     wire.token_expires_at = Some(rfc3339(exp));
     Ok((StatusCode::CREATED, Json(wire)))

@@ -233,57 +233,41 @@ impl Network {
 }
 
 async fn run(cmd: &str, args: &[&str]) -> Result<(), NetworkError> {
-    let out = Command::new(cmd)
+    run_with_input(cmd, args, None).await
+}
+
+async fn run_stdin(cmd: &str, args: &[&str], input: &str) -> Result<(), NetworkError> {
+    run_with_input(cmd, args, Some(input)).await
+}
+
+/// Runs `cmd` with argv (never a shell), feeding `input` on stdin when given; a non-zero exit
+/// becomes an error carrying its stderr.
+async fn run_with_input(cmd: &str, args: &[&str], input: Option<&str>) -> Result<(), NetworkError> {
+    use tokio::io::AsyncWriteExt;
+    let spawn_err = |source| NetworkError::Spawn {
+        cmd: cmd.into(),
+        source,
+    };
+    let mut child = Command::new(cmd)
         .args(args)
-        .output()
-        .await
-        .map_err(|source| NetworkError::Spawn {
-            cmd: cmd.into(),
-            source,
-        })?;
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).await.map_err(spawn_err)?;
+    }
+    let out = child.wait_with_output().await.map_err(spawn_err)?;
     if out.status.success() {
         Ok(())
     } else {
         Err(NetworkError::Command {
             cmd: format!("{cmd} {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
-}
-
-async fn run_stdin(cmd: &str, args: &[&str], input: &str) -> Result<(), NetworkError> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|source| NetworkError::Spawn {
-            cmd: cmd.into(),
-            source,
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .await
-            .map_err(|source| NetworkError::Spawn {
-                cmd: cmd.into(),
-                source,
-            })?;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|source| NetworkError::Spawn {
-            cmd: cmd.into(),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetworkError::Command {
-            cmd: cmd.into(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         })
     }
