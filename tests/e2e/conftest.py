@@ -16,6 +16,20 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WARREN = os.path.join(ROOT, "target", "release", "warren")
 API_KEY = "wrn_test_" + os.urandom(16).hex()
+# scripts/test runs the suite twice: once in local mode (public_host = a loopback port per
+# sandbox, what the SDKs use here) and once with this set, for the tests marked `wildcard`.
+WILDCARD_DOMAIN = os.environ.get("WARREN_TEST_WILDCARD_DOMAIN")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test runs in the mode its server was started in; the other mode's tests are skipped
+    loudly, never silently passed."""
+    for item in items:
+        wants_wildcard = item.get_closest_marker("wildcard") is not None
+        if wants_wildcard and not WILDCARD_DOMAIN:
+            item.add_marker(pytest.mark.skip(reason="SKIPPED: wildcard-mode test; run with WARREN_TEST_WILDCARD_DOMAIN set (scripts/test does)"))
+        elif not wants_wildcard and WILDCARD_DOMAIN:
+            item.add_marker(pytest.mark.skip(reason="SKIPPED: local-mode test in a wildcard-mode run"))
 
 
 def free_port():
@@ -33,6 +47,8 @@ def leftovers():
     out["veth"] = sorted(l.split(":")[1].strip().split("@")[0] for l in links.splitlines() if ": wv" in l)
     mounts = open("/proc/self/mountinfo").read()
     out["mounts"] = [l for l in mounts.splitlines() if "/sandboxes/" in l]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    out["nft"] = [l for l in tables.splitlines() if l.strip() == "table inet warren"]
     return out
 
 
@@ -44,8 +60,9 @@ def server():
     port = free_port()
     log = open(os.path.join(data_dir, "server.log"), "w")
     env = dict(os.environ, WARREN_API_KEY=API_KEY, RUST_LOG="info")
+    mode = ["--wildcard-domain", WILDCARD_DOMAIN] if WILDCARD_DOMAIN else []
     proc = subprocess.Popen(
-        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild"],
+        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild", *mode],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     base = f"http://127.0.0.1:{port}"
@@ -68,7 +85,7 @@ def server():
         proc.kill()
         raise
     left = leftovers()
-    assert left == {"netns": [], "veth": [], "mounts": []}, f"server left traces after SIGTERM: {left}"
+    assert left == {"netns": [], "veth": [], "mounts": [], "nft": []}, f"server left traces after SIGTERM: {left}"
 
 
 @pytest.fixture

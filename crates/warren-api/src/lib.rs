@@ -90,7 +90,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         network_base: cfg.network_base,
     })
     .await
-    .context("initialise the namespace driver (needs root)")?;
+    .context("initialise the namespace driver (run as root)")?;
     let driver = AnyDriver::Namespaces(driver);
     driver.remove_leftovers().await;
     for s in store.live_sandboxes().await? {
@@ -137,6 +137,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .context("serve")?;
     tracing::info!("shutting down: stopping every sandbox");
     service.stop_all(SandboxStatus::Stopped).await;
+    service.driver.release_host().await;
     Ok(())
 }
 

@@ -52,6 +52,12 @@ pub enum DriverError {
     Start(String),
     #[error("sandbox {0} is not running on this host")]
     NotFound(SandboxId),
+    /// The namespace tier owns host-wide names (netns, veth, the nftables table, cgroups), so
+    /// two servers on one host would remove each other's sandboxes.
+    #[error(
+        "another `warren serve` already runs sandboxes on this host (it holds {0}); stop it first"
+    )]
+    HostBusy(String),
 }
 
 /// One isolation tier.
@@ -69,6 +75,8 @@ pub trait IsolationDriver {
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage>;
     /// Removes whatever an earlier server process left behind (after a crash).
     async fn remove_leftovers(&self);
+    /// Undoes host-wide setup (firewall tables and the like) after every sandbox is gone.
+    async fn release_host(&self);
 }
 
 /// The closed set of drivers. An enum rather than `dyn` keeps async methods simple and makes the
@@ -111,6 +119,11 @@ impl IsolationDriver for AnyDriver {
     async fn remove_leftovers(&self) {
         match self {
             Self::Namespaces(d) => d.remove_leftovers().await,
+        }
+    }
+    async fn release_host(&self) {
+        match self {
+            Self::Namespaces(d) => d.release_host().await,
         }
     }
 }

@@ -47,7 +47,11 @@ struct LiveSandbox {
     dir: PathBuf,
 }
 
+/// Held for the driver's lifetime: one namespace-tier server per host.
+const HOST_LOCK: &str = "/run/warren-namespaces.lock";
+
 pub struct NamespaceDriver {
+    _host_lock: nix::fcntl::Flock<std::fs::File>,
     cfg: NamespaceConfig,
     cgroups: CgroupRoot,
     network: Network,
@@ -56,6 +60,7 @@ pub struct NamespaceDriver {
 
 impl NamespaceDriver {
     pub async fn new(cfg: NamespaceConfig) -> Result<Self, DriverError> {
+        let host_lock = lock_host()?;
         let cgroups = CgroupRoot::discover()?;
         let network = Network::init(cfg.network_base).await?;
         tokio::fs::create_dir_all(&cfg.state_dir)
@@ -66,6 +71,7 @@ impl NamespaceDriver {
             })?;
         tracing::info!(cgroups = cgroups.version(), "namespace driver ready");
         Ok(Self {
+            _host_lock: host_lock,
             cfg,
             cgroups,
             network,
@@ -296,4 +302,22 @@ impl IsolationDriver for NamespaceDriver {
             }
         }
     }
+
+    async fn release_host(&self) {
+        self.network.release_host().await;
+    }
+}
+
+fn lock_host() -> Result<nix::fcntl::Flock<std::fs::File>, DriverError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HOST_LOCK)
+        .map_err(|source| DriverError::Io {
+            what: format!("open {HOST_LOCK}"),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| DriverError::HostBusy(HOST_LOCK.into()))
 }

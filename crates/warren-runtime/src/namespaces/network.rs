@@ -208,6 +208,13 @@ impl Network {
         }
     }
 
+    /// Removes the nftables table; called once every sandbox is gone.
+    pub async fn release_host(&self) {
+        if let Err(e) = run("nft", &["delete", "table", "inet", NFT_TABLE]).await {
+            tracing::warn!(error = %e, "cannot remove the nftables table");
+        }
+    }
+
     /// Removes namespaces and links of sandboxes from an earlier run of the server.
     pub async fn remove_leftovers(&self) {
         if let Ok(mut dir) = tokio::fs::read_dir("/run/netns").await {

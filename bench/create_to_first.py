@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Headline benchmark: create -> first result, through the official hopx-ai SDK, against the floor.
+
+Prints p50/p95/p99 for
+  * floor: a bare namespaced `python3 -c 'print(1)'` (unshare user+pid+mount+net+uts+ipc, and bwrap
+    when installed) on this same machine, in this same run;
+  * create -> first `run_code("print(1)")` via `Sandbox.create(...)` + `run_code` (wall time of both);
+  * `commands.run("true")` round trip on a warm sandbox.
+
+Usage (as root, after `scripts/test` has built everything and made tests/.venv):
+  tests/.venv/bin/python bench/create_to_first.py [--runs 50] [--template code-interpreter]
+Starts its own `warren serve` on a free loopback port with a throwaway data dir, unless
+WARREN_URL and WARREN_API_KEY point at a running server.
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+from hopx_ai import Sandbox
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WARREN = os.path.join(ROOT, "target", "release", "warren")
+
+
+def pct(samples, p):
+    s = sorted(samples)
+    k = max(0, min(len(s) - 1, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def report(label, samples_s):
+    ms = [x * 1000 for x in samples_s]
+    print(f"{label:<44} n={len(ms):<4} p50={pct(ms, 50):8.2f} ms  p95={pct(ms, 95):8.2f} ms  "
+          f"p99={pct(ms, 99):8.2f} ms", flush=True)
+
+
+def timed(argv, runs):
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = subprocess.run(argv, capture_output=True, text=True)
+        out.append(time.perf_counter() - t)
+        if r.returncode != 0 or r.stdout != "1\n":
+            raise SystemExit(f"floor command failed: {argv}: {r.stderr}")
+    return out
+
+
+def floor(runs, template):
+    code = ["python3", "-c", "print(1)"]
+    report("floor: bare python3 -c print(1)", timed(code, runs))
+    unshare = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount", "--net",
+               "--uts", "--ipc", "--mount-proc"]
+    report("floor: unshare (6 namespaces) python3", timed(unshare + code, runs))
+    if shutil.which("bwrap"):
+        bwrap = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        report("floor: bwrap --unshare-all python3", timed(bwrap + code, runs))
+    else:
+        print("floor: bwrap not installed (apt-get install bubblewrap) - skipped", flush=True)
+    # The same interpreter the sandbox runs: the host's python3 may be a different, slower build.
+    cache = os.environ.get("WARREN_CACHE_DIR", "/var/cache/warren")
+    rootfs = os.path.join(cache, "templates", template, "rootfs")
+    if os.path.isdir(rootfs):
+        chroot = unshare[:-1] + ["chroot", rootfs]
+        report("floor: unshare + chroot template python3", timed(chroot + code, runs))
+
+
+def start_server():
+    data_dir = tempfile.mkdtemp(prefix="warren-bench-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "wrn_bench_" + os.urandom(16).hex()
+    log = open(os.path.join(data_dir, "server.log"), "w")
+    proc = subprocess.Popen(
+        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild"],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, WARREN_API_KEY=key),
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url, key
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise SystemExit("warren serve did not come up:\n" + open(log.name).read())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--template", default="code-interpreter")
+    args = ap.parse_args()
+
+    proc = None
+    url, key = os.environ.get("WARREN_URL"), os.environ.get("WARREN_API_KEY")
+    if not (url and key):
+        proc, url, key = start_server()
+    try:
+        print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} cpus  template={args.template}",
+              flush=True)
+        floor(args.runs, args.template)
+
+        # One untimed create warms the template's page cache, like any server that has run before.
+        Sandbox.create(template=args.template, base_url=url, api_key=key).kill()
+
+        create, first, total = [], [], []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            sb = Sandbox.create(template=args.template, base_url=url, api_key=key)
+            t1 = time.perf_counter()
+            res = sb.run_code("print(1)")
+            t2 = time.perf_counter()
+            if res.stdout != "1\n":
+                raise SystemExit(f"unexpected output {res.stdout!r}")
+            sb.kill()
+            create.append(t1 - t0)
+            first.append(t2 - t1)
+            total.append(t2 - t0)
+        report("warren: Sandbox.create", create)
+        report("warren: first run_code('print(1)')", first)
+        report("warren: create -> first result", total)
+
+        sb = Sandbox.create(template=args.template, base_url=url, api_key=key)
+        try:
+            sb.commands.run("true")
+            rtt = []
+            for _ in range(max(args.runs, 100)):
+                t = time.perf_counter()
+                r = sb.commands.run("true")
+                rtt.append(time.perf_counter() - t)
+                if r.exit_code != 0:
+                    raise SystemExit("commands.run('true') failed")
+            report("warren: commands.run('true') warm", rtt)
+            rtt = []
+            for _ in range(max(args.runs, 100)):
+                t = time.perf_counter()
+                sb.run_code("print(1)")
+                rtt.append(time.perf_counter() - t)
+            report("warren: run_code('print(1)') warm", rtt)
+        finally:
+            sb.kill()
+    finally:
+        if proc:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
