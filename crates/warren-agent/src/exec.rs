@@ -1,15 +1,15 @@
-//! Running one user process to completion: own process group, bounded output capture, and a
-//! timeout that kills the whole group.
+//! Running one user process to completion: own session, bounded output capture, and a timeout
+//! that kills the whole tree (see `tree`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
+
+use crate::tree;
 
 /// Output beyond this per stream is dropped and a marker appended, so a runaway print loop cannot
 /// exhaust the agent's memory (which counts against the sandbox's own limit).
@@ -44,55 +44,113 @@ pub enum SpawnError {
     Spawn(String, std::io::Error),
 }
 
-pub fn command(inv: &Invocation<'_>) -> Result<Command, SpawnError> {
+/// A started user process: the leader of its own session, tagged with `execution_id`.
+pub struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    pub execution_id: String,
+}
+
+impl Spawned {
+    pub fn kill_tree(&self) {
+        tree::kill_tree(self.pid, &self.execution_id);
+    }
+
+    /// Kills the tree if dropped before `disarm`: a request whose client went away must not
+    /// leave its process running. Processes a finished run left in the background on purpose
+    /// (`server &`) are kept.
+    pub fn guard(&self) -> TreeGuard {
+        TreeGuard(Some((self.pid, self.execution_id.clone())))
+    }
+}
+
+pub struct TreeGuard(Option<(u32, String)>);
+
+impl TreeGuard {
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if let Some((pid, id)) = self.0.take() {
+            tree::kill_tree(pid, &id);
+        }
+    }
+}
+
+/// Starts `inv` with piped stdout/stderr and no stdin.
+pub fn spawn(inv: &Invocation<'_>) -> Result<Spawned, SpawnError> {
     if !inv.workdir.is_dir() {
         return Err(SpawnError::Workdir(inv.workdir.display().to_string()));
     }
+    let execution_id = tree::new_execution_id();
     let mut cmd = Command::new(inv.program);
     cmd.args(inv.args)
         .env_clear()
         .envs(inv.env)
+        .env(tree::MARKER, &execution_id)
         .current_dir(inv.workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    Ok(cmd)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| SpawnError::Spawn(inv.program.to_owned(), e))?;
+    Ok(Spawned {
+        pid: child.id().unwrap_or(0),
+        child,
+        execution_id,
+    })
+}
+
+/// The exit code a shell would report: the code, or 128 + the signal that ended it.
+pub fn exit_code(status: Option<std::process::ExitStatus>) -> i32 {
+    match status {
+        Some(s) => s.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
+        }),
+        None => -1,
+    }
 }
 
 pub async fn run(inv: Invocation<'_>) -> Result<Outcome, SpawnError> {
     let started = Instant::now();
-    let mut child = command(&inv)?
-        .spawn()
-        .map_err(|e| SpawnError::Spawn(inv.program.to_owned(), e))?;
-    let pid = child.id().unwrap_or(0);
-    let out = tokio::spawn(capture(child.stdout.take()));
-    let err = tokio::spawn(capture(child.stderr.take()));
+    let mut spawned = spawn(&inv)?;
+    let guard = spawned.guard();
+    let pid = spawned.pid;
+    let out = tokio::spawn(capture(spawned.child.stdout.take()));
+    let err = tokio::spawn(capture(spawned.child.stderr.take()));
 
-    let (status, timed_out) = match tokio::time::timeout(inv.timeout, child.wait()).await {
+    let waited = tokio::time::timeout(inv.timeout, spawned.child.wait()).await;
+    let (status, timed_out) = match waited {
         Ok(status) => (status.ok(), false),
         Err(_) => {
-            kill_group(pid);
-            (child.wait().await.ok(), true)
+            spawned.kill_tree();
+            (spawned.child.wait().await.ok(), true)
         }
     };
     let stdout = drain(out).await;
     let mut stderr = drain(err).await;
     if timed_out {
-        kill_group(pid);
+        spawned.kill_tree();
         stderr.push_str(&format!(
             "\nExecution timed out after {} seconds\n",
             inv.timeout.as_secs()
         ));
     }
-    let exit_code = match status {
-        _ if timed_out => 124,
-        Some(s) => s.code().unwrap_or_else(|| {
-            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
-        }),
-        None => -1,
-    };
+    guard.disarm();
+    let exit_code = if timed_out { 124 } else { exit_code(status) };
     Ok(Outcome {
         stdout,
         stderr,
@@ -103,13 +161,7 @@ pub async fn run(inv: Invocation<'_>) -> Result<Outcome, SpawnError> {
     })
 }
 
-pub fn kill_group(pid: u32) {
-    if pid > 1 {
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    }
-}
-
-async fn drain(task: tokio::task::JoinHandle<String>) -> String {
+pub async fn drain(task: tokio::task::JoinHandle<String>) -> String {
     let abort = task.abort_handle();
     match tokio::time::timeout(DRAIN_GRACE, task).await {
         Ok(Ok(s)) => s,

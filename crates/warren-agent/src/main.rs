@@ -9,10 +9,13 @@ mod error;
 mod exec;
 mod init;
 mod languages;
+mod output;
 mod processes;
+mod pty;
 mod routes;
 mod state;
 mod time_fmt;
+mod tree;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -10,6 +10,7 @@ mod routes;
 mod service;
 mod state;
 mod tokens;
+mod webhooks;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -111,6 +112,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         sandboxes: service.clone(),
         tokens: Arc::new(tokens),
         public: cfg.public.clone(),
+        webhooks: Arc::new(webhooks::Dispatcher::new()),
         node_id,
         region: cfg.region.clone(),
     };

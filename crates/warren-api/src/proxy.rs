@@ -27,7 +27,7 @@ pub struct Target {
     pub netns: Option<PathBuf>,
 }
 
-fn agent_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn agent_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "error": message, "message": message, "code": code, "details": {}, "timestamp": crate::clock::rfc3339(crate::clock::now()) });
     (status, axum::Json(body)).into_response()
 }
@@ -78,15 +78,24 @@ pub async fn to_agent(state: AppState, id: SandboxId, req: Request) -> Response 
             "Sandbox is paused; resume it first",
         );
     }
+    if crate::webhooks::Dispatcher::handles(&req) {
+        return state
+            .webhooks
+            .accept(id, target.agent_socket.clone(), req)
+            .await;
+    }
     forward_unix(&target.agent_socket, req).await
 }
 
 /// Sends one request over a fresh HTTP/1 connection on `io` and returns the upstream response.
-/// `what` names the upstream in error messages.
-async fn send_over<IO>(io: IO, req: Request, what: &str) -> Response
+/// `what` names the upstream in error messages. A WebSocket upgrade (the agent's streams and
+/// terminals, or an app inside the sandbox) is joined end to end once both sides switched, and
+/// then copied both ways; TCP flow control gives back-pressure in each direction.
+async fn send_over<IO>(io: IO, mut req: Request, what: &str) -> Response
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
         Ok(x) => x,
         Err(e) => {
@@ -98,19 +107,42 @@ where
         }
     };
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
-    match sender.send_request(req).await {
-        Ok(res) => res.map(Body::new),
-        Err(e) => agent_error(
-            StatusCode::BAD_GATEWAY,
-            "INTERNAL_ERROR",
-            &format!("{what} request failed: {e}"),
-        ),
+    let mut res = match sender.send_request(req).await {
+        Ok(res) => res,
+        Err(e) => {
+            return agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                &format!("{what} request failed: {e}"),
+            )
+        }
+    };
+    if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) = (res.status(), client_upgrade) {
+        let upstream = hyper::upgrade::on(&mut res);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(upstream)) = (client.await, upstream.await) {
+                let _ = tokio::io::copy_bidirectional(
+                    &mut TokioIo::new(client),
+                    &mut TokioIo::new(upstream),
+                )
+                .await;
+            }
+        });
     }
+    res.map(Body::new)
 }
 
-async fn forward_unix(socket: &std::path::Path, mut req: Request) -> Response {
+fn is_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+        && req.headers().contains_key(header::UPGRADE)
+}
+
+pub(crate) async fn forward_unix(socket: &std::path::Path, mut req: Request) -> Response {
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(e) => {

@@ -20,6 +20,7 @@ pub struct AppState {
     pub sandboxes: Arc<SandboxService>,
     pub tokens: Arc<TokenSigner>,
     pub public: PublicMode,
+    pub webhooks: Arc<crate::webhooks::Dispatcher>,
     pub node_id: String,
     pub region: String,
 }

@@ -113,13 +113,16 @@ pub async fn list_processes(State(state): State<AgentState>) -> Json<Value> {
     )
 }
 
+/// One process with its output; `?stdout_offset=&stderr_offset=` resume a previous read (the
+/// response says where the next read starts).
 pub async fn get_process(
     State(state): State<AgentState>,
     UrlPath(id): UrlPath<String>,
+    Query(at): Query<crate::processes::Offsets>,
 ) -> Result<Json<Value>, AgentError> {
     state
         .processes
-        .get(&id)
+        .get(&id, &at)
         .map(Json)
         .ok_or_else(|| process_not_found(&id))
 }

@@ -4,7 +4,11 @@ mod commands;
 mod env;
 mod execute;
 mod files;
+mod stream;
 mod system;
+mod terminal;
+mod watch;
+mod ws;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
@@ -30,6 +34,9 @@ pub fn router(state: AgentState) -> Router {
         .route("/cache/clear", post(system::cache_clear))
         .route("/execute", post(execute::execute))
         .route("/execute/background", post(execute::background))
+        .route("/execute/stream", get(stream::execute_stream))
+        .route("/terminal", get(terminal::terminal))
+        .route("/files/watch", get(watch::watch))
         .route("/execute/processes", get(execute::list_processes))
         .route("/execute/processes/{id}", get(execute::get_process))
         .route("/execute/kill/{id}", post(execute::kill_by_path))

@@ -194,14 +194,30 @@ fn disk_usage() -> Value {
     }
 }
 
-pub async fn system_processes() -> Json<Value> {
+/// Every process in the sandbox. Leaders of background runs also carry their `process_id`,
+/// `name` and run status: the async Python SDK lists and kills background work through here.
+pub async fn system_processes(State(state): State<AgentState>) -> Json<Value> {
+    let background: std::collections::HashMap<u32, Value> = state
+        .processes
+        .list()
+        .into_iter()
+        .filter_map(|p| Some((p.get("pid")?.as_u64()? as u32, p)))
+        .collect();
     let procs: Vec<Value> = sample_processes()
         .into_iter()
         .map(|p| {
-            json!({
+            let mut v = json!({
                 "pid": p.pid, "name": p.name, "command": p.command, "status": p.state,
                 "memory_mb": p.rss_bytes as f64 / 1048576.0, "cpu_seconds": p.cpu_seconds,
-            })
+            });
+            if let Some(bg) = background.get(&(p.pid as u32)) {
+                v["process_id"] = bg["process_id"].clone();
+                v["execution_id"] = bg["execution_id"].clone();
+                if !bg["name"].is_null() {
+                    v["name"] = bg["name"].clone();
+                }
+            }
+            v
         })
         .collect();
     Json(json!({ "count": procs.len(), "processes": procs, "timestamp": crate::time_fmt::now() }))
