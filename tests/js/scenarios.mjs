@@ -1,6 +1,7 @@
 // Spec §8.2 scenarios with the official @hopx-ai/sdk, unmodified. Usage: node scenarios.mjs J1
 // (BASE_URL and HOPX_API_KEY in the environment). Exits non-zero on the first failed assertion.
 import assert from "node:assert/strict";
+import http from "node:http";
 import { Sandbox } from "@hopx-ai/sdk";
 
 const baseURL = process.env.BASE_URL;
@@ -54,6 +55,92 @@ const scenarios = {
       assert.deepEqual(await sb.env.getAll(), { ONLY: "x" });
       const r = await sb.runCode("import os; print(os.environ.get('ONLY'))");
       assert.equal(r.stdout, "x\n");
+    } finally {
+      await sb.kill();
+    }
+  },
+  // Background work and processes (J5's background/process calls, and runCodeAsync).
+  async J5() {
+    const sb = await Sandbox.create({ template: "code-interpreter", baseURL, apiKey });
+    const hooks = [];
+    const hook = http.createServer((req, res) => {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        hooks.push({ headers: req.headers, body });
+        res.end("ok");
+      });
+    });
+    await new Promise((r) => hook.listen(0, "127.0.0.1", r));
+    try {
+      const bg = await sb.runCodeBackground("import time; time.sleep(600)", { name: "js-bg" });
+      const listed = (await sb.listProcesses()).find((p) => p.process_id === bg.process_id);
+      assert.ok(listed, "background process listed");
+      assert.equal(listed.status, "running");
+      await sb.killProcess(bg.process_id);
+      const after = (await sb.listProcesses()).find((p) => p.process_id === bg.process_id);
+      assert.equal(after.status, "killed");
+
+      const callbackUrl = `http://127.0.0.1:${hook.address().port}/cb`;
+      const queued = await sb.runCodeAsync("print('js-async')", { callbackUrl, callbackSignatureSecret: "k" });
+      assert.equal(queued.status, "queued");
+      for (let i = 0; i < 100 && hooks.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(hooks.length, 1, "callback received");
+      const payload = JSON.parse(hooks[0].body);
+      assert.equal(payload.execution_id, queued.execution_id);
+      assert.equal(payload.stdout, "js-async\n");
+      assert.match(hooks[0].headers["x-hopx-signature"], /^sha256=[0-9a-f]{64}$/);
+    } finally {
+      hook.close();
+      await sb.kill();
+    }
+  },
+  // Streams, terminals and watches all terminate (a hang fails the test by timeout).
+  async J9() {
+    const sb = await Sandbox.create({ template: "code-interpreter", baseURL, apiKey });
+    try {
+      const msgs = [];
+      for await (const m of sb.runCodeStream("for i in range(3): print(i)")) msgs.push(m);
+      assert.deepEqual(msgs.slice(-2).map((m) => m.type), ["result", "complete"]);
+      assert.equal(msgs.filter((m) => m.type === "stdout").map((m) => m.data).join(""), "0\n1\n2\n");
+
+      // Many small chunks back to back: none may be lost on the way to the JS client.
+      let many = "";
+      for await (const m of sb.runCodeStream("for i in range(3000): print(i, flush=True)")) {
+        if (m.type === "stdout") many += m.data;
+      }
+      assert.equal(many, Array.from({ length: 3000 }, (_, i) => `${i}\n`).join(""));
+
+      const failing = [];
+      for await (const m of sb.runCodeStream("import time; time.sleep(30)", { timeout: 1 })) failing.push(m);
+      assert.equal(failing.at(-1).type, "complete");
+      assert.equal(failing.at(-1).success, false);
+
+      const ws = await sb.terminal.connect();
+      sb.terminal.resize(ws, 100, 30);
+      sb.terminal.sendInput(ws, "echo js-term; exit 4\n");
+      let out = "";
+      let exit;
+      for await (const m of sb.terminal.output(ws)) {
+        if (m.type === "output") out += m.data;
+        if (m.type === "exit") exit = m.code;
+      }
+      assert.ok(out.includes("js-term"), out);
+      assert.equal(exit, 4);
+
+      await sb.files.mkdir("/workspace/jw");
+      let stop = false;
+      const writer = (async () => {
+        for (let i = 0; i < 100 && !stop; i++) {
+          await sb.files.write(`/workspace/jw/f${i}.txt`, "x");
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })();
+      for await (const ev of sb.watchFiles("/workspace")) {
+        if (ev.type === "change" && ev.path.startsWith("/workspace/jw/")) break;
+      }
+      stop = true;
+      await writer;
     } finally {
       await sb.kill();
     }

@@ -1,4 +1,4 @@
-//! `GET /execute/stream` (WebSocket, spec §6.1): output chunks as they are produced, then
+//! `GET /execute/stream` (ws::Socket, spec §6.1): output chunks as they are produced, then
 //! `result`, then `complete` — always, also after errors and timeouts — and only then close.
 //! Output flows through a bounded channel, so a slow client slows the process (its pipe fills)
 //! instead of growing the agent's memory. A client that goes away ends the run.
@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
@@ -39,8 +38,11 @@ fn default_language() -> String {
     "python".into()
 }
 
-pub async fn execute_stream(ws: WebSocketUpgrade, State(state): State<AgentState>) -> Response {
-    ws.on_upgrade(move |socket| run(socket, state))
+pub async fn execute_stream(
+    upgrade: yawc::IncomingUpgrade,
+    State(state): State<AgentState>,
+) -> Response {
+    ws::upgrade(upgrade, move |socket| run(socket, state))
 }
 
 enum Event {
@@ -51,13 +53,13 @@ fn error_message(message: &str, code: &str) -> serde_json::Value {
     json!({ "type": "error", "error": message, "code": code, "timestamp": crate::time_fmt::now() })
 }
 
-async fn fail(mut socket: WebSocket, message: &str, code: &str) {
+async fn fail(mut socket: ws::Socket, message: &str, code: &str) {
     let _ = ws::send(&mut socket, error_message(message, code)).await;
     let _ = ws::send(&mut socket, json!({ "type": "complete", "success": false })).await;
     ws::close(socket).await;
 }
 
-async fn run(mut socket: WebSocket, state: AgentState) {
+async fn run(mut socket: ws::Socket, state: AgentState) {
     let Some(opening) = ws::opening(&mut socket).await else {
         return fail(socket, "expected an execute message", "INVALID_REQUEST").await;
     };

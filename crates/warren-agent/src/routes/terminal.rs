@@ -1,11 +1,10 @@
-//! `GET /terminal` (WebSocket, spec §6.2): an interactive login shell on a PTY in `/workspace`
+//! `GET /terminal` (ws::Socket, spec §6.2): an interactive login shell on a PTY in `/workspace`
 //! with the global env vars. `input` and `resize` in; `output` and finally `exit` out. Any number
 //! of terminals per sandbox; closing the socket ends the shell and everything it started.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use serde_json::{json, Value};
@@ -21,11 +20,11 @@ const CHANNEL_DEPTH: usize = 16;
 /// After the shell exits, how long output still in flight may take to arrive.
 const EXIT_DRAIN: Duration = Duration::from_millis(200);
 
-pub async fn terminal(ws: WebSocketUpgrade, State(state): State<AgentState>) -> Response {
-    ws.on_upgrade(move |socket| run(socket, state))
+pub async fn terminal(upgrade: yawc::IncomingUpgrade, State(state): State<AgentState>) -> Response {
+    ws::upgrade(upgrade, move |socket| run(socket, state))
 }
 
-async fn run(mut socket: WebSocket, state: AgentState) {
+async fn run(mut socket: ws::Socket, state: AgentState) {
     let env = state.process_env(None);
     let (shell, mut child) = match pty::spawn_shell(
         &env,

@@ -1,11 +1,10 @@
-//! `GET /files/watch` (WebSocket, spec §6.3): recursive change events for a directory, until the
+//! `GET /files/watch` (ws::Socket, spec §6.3): recursive change events for a directory, until the
 //! client closes. Events pass through a bounded channel; when a client falls behind, the watcher
 //! thread waits and the kernel's inotify queue absorbs (and at worst drops) the excess, so the
 //! agent's memory stays bounded.
 
 use std::path::Path;
 
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
@@ -16,8 +15,8 @@ use super::ws::{self, Incoming};
 
 const CHANNEL_DEPTH: usize = 256;
 
-pub async fn watch(ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(run)
+pub async fn watch(upgrade: yawc::IncomingUpgrade) -> Response {
+    ws::upgrade(upgrade, run)
 }
 
 fn event_name(kind: &EventKind) -> Option<&'static str> {
@@ -30,7 +29,7 @@ fn event_name(kind: &EventKind) -> Option<&'static str> {
     }
 }
 
-async fn fail(mut socket: WebSocket, message: String, code: &str) {
+async fn fail(mut socket: ws::Socket, message: String, code: &str) {
     let _ = ws::send(
         &mut socket,
         json!({ "type": "error", "error": message, "code": code }),
@@ -39,7 +38,7 @@ async fn fail(mut socket: WebSocket, message: String, code: &str) {
     ws::close(socket).await;
 }
 
-async fn run(mut socket: WebSocket) {
+async fn run(mut socket: ws::Socket) {
     let Some(opening) = ws::opening(&mut socket).await else {
         return fail(
             socket,
