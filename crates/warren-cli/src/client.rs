@@ -127,6 +127,26 @@ impl Agent {
         check(req.send().await.context("cannot reach the sandbox")?).await
     }
 
+    /// Opens a WebSocket to one of the agent's streaming endpoints (spec §6).
+    pub async fn websocket(&self, path: &str) -> anyhow::Result<crate::stream::Socket> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "{}{path}",
+            self.base
+                .replacen("https://", "wss://", 1)
+                .replacen("http://", "ws://", 1)
+        );
+        let mut req = url.as_str().into_client_request()?;
+        req.headers_mut().insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.token).parse()?,
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .with_context(|| format!("cannot open {url}"))?;
+        Ok(socket)
+    }
+
     pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
         let form = reqwest::multipart::Form::new()
             .text("path", path.to_owned())

@@ -55,8 +55,10 @@ pub enum Command {
     Sandbox(sandbox::SandboxCommand),
     /// Run code in a sandbox and print its output.
     Run(sandbox::RunArgs),
-    /// Run a shell command in a sandbox.
+    /// Run a shell command in a sandbox (`--stream` for live output).
     Exec(sandbox::ExecArgs),
+    /// Open an interactive shell in a sandbox (exit or Ctrl-D to leave).
+    Shell(sandbox::ShellArgs),
     /// Read, write and list files in a sandbox.
     #[command(subcommand)]
     Files(sandbox::FilesCommand),
@@ -77,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(c) => sandbox::run_sandbox(c).await,
         Command::Run(a) => sandbox::run_code(a).await,
         Command::Exec(a) => sandbox::exec(a).await,
+        Command::Shell(a) => sandbox::shell(a).await,
         Command::Files(c) => sandbox::files(c).await,
         Command::Jail => unreachable_jail(),
     }

@@ -75,6 +75,17 @@ pub struct ExecArgs {
     timeout: u64,
     #[arg(long, default_value = "/workspace")]
     workdir: String,
+    /// Print output as it is produced (over the agent's /execute/stream WebSocket).
+    #[arg(long)]
+    stream: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// Sandbox id.
+    id: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +219,10 @@ pub async fn run_code(a: RunArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let agent = Client::new(&a.opts)?.agent(&a.id).await?;
+    if a.stream {
+        let code = crate::stream::execute(&agent, &a.command, a.timeout, &a.workdir).await?;
+        return Ok(exit_with(code));
+    }
     let body = json!({ "command": "bash", "args": ["-c", a.command], "timeout": a.timeout, "workdir": a.workdir });
     let r = agent
         .json(Method::POST, "/commands/run", Some(body))
@@ -283,4 +298,10 @@ fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+pub async fn shell(a: ShellArgs) -> anyhow::Result<ExitCode> {
+    let agent = Client::new(&a.opts)?.agent(&a.id).await?;
+    let code = crate::stream::shell(&agent).await?;
+    Ok(exit_with(code))
 }
