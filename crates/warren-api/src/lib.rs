@@ -1,9 +1,11 @@
 //! The Warren control plane: the Hopx-compatible HTTP API (`routes`), the host-side sandbox proxy
 //! (`proxy`), sandbox lifecycle (`service`) and the reaper. Only this crate knows HTTP.
 
+mod audit;
 mod auth;
 mod clock;
 mod error;
+pub mod limits;
 mod proxy;
 mod request_id;
 mod routes;
@@ -37,6 +39,9 @@ pub struct ServeConfig {
     pub region: String,
     /// Build missing built-in templates in the background at start.
     pub prebuild_templates: bool,
+    pub limits: limits::Limits,
+    /// How long audit events are kept.
+    pub audit_retention: std::time::Duration,
 }
 
 /// Runs the whole single-machine platform until SIGTERM/SIGINT, then stops every sandbox.
@@ -48,8 +53,20 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let store = Store::open(&cfg.data_dir).await.context("open store")?;
     let now = clock::now();
     if let Some(key) = cfg.api_key.as_deref().filter(|k| !k.is_empty()) {
+        let environment = if key.starts_with("wrn_test_") {
+            warren_store::KeyEnvironment::Test
+        } else {
+            warren_store::KeyEnvironment::Live
+        };
+        let spec = warren_store::KeySpec {
+            name: "WARREN_API_KEY",
+            tenant: "default",
+            role: warren_store::Role::Admin,
+            environment,
+            expires_at: None,
+        };
         let rec = store
-            .ensure_api_key("WARREN_API_KEY", key, now)
+            .ensure_api_key(&spec, key, now)
             .await
             .context("register WARREN_API_KEY")?;
         tracing::info!(key_id = %rec.id, "WARREN_API_KEY accepted");
@@ -72,6 +89,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 resources: r.resources,
                 status,
                 is_public: true,
+                tenant: None,
                 error_message: None,
                 created_at: now,
                 updated_at: now,
@@ -103,7 +121,23 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let tokens =
         tokens::TokenSigner::load_or_create(&cfg.data_dir).context("load token signing key")?;
-    let service = Arc::new(service::SandboxService::new(store, driver, templates));
+    let audit = audit::Auditor::start(store.clone(), cfg.audit_retention);
+    let rate = Arc::new(limits::RateLimiter::new(&cfg.limits));
+    {
+        let rate = rate.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                rate.forget_idle();
+            }
+        });
+    }
+    let service = Arc::new(service::SandboxService::new(
+        store,
+        driver,
+        templates,
+        cfg.limits.clone(),
+    ));
     let node_id = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -113,6 +147,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         tokens: Arc::new(tokens),
         public: cfg.public.clone(),
         webhooks: Arc::new(webhooks::Dispatcher::new()),
+        audit,
+        rate,
         node_id,
         region: cfg.region.clone(),
     };

@@ -25,6 +25,7 @@ pub const AGENT_PORT: u16 = 7777;
 pub struct Target {
     pub agent_socket: PathBuf,
     pub netns: Option<PathBuf>,
+    pub tenant: String,
 }
 
 pub(crate) fn agent_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -51,16 +52,19 @@ pub async fn to_agent(state: AppState, id: SandboxId, req: Request) -> Response 
     // The health probe carries no secret and answers only "healthy": let it through unauthenticated
     // so clients that probe before they hold a token see a live sandbox.
     let is_health = req.uri().path() == "/health";
+    let mut key_id = None;
     if !is_health {
         match bearer(&req) {
-            Some(t) if state.tokens.verify(t, id.as_str()) => {}
-            Some(_) => {
-                return agent_error(
-                    StatusCode::UNAUTHORIZED,
-                    "TOKEN_INVALID",
-                    "Invalid or expired sandbox token",
-                )
-            }
+            Some(t) => match state.tokens.verified_key(t, id.as_str()) {
+                Some(kid) => key_id = kid,
+                None => {
+                    return agent_error(
+                        StatusCode::UNAUTHORIZED,
+                        "TOKEN_INVALID",
+                        "Invalid or expired sandbox token",
+                    )
+                }
+            },
             // JS sends the API key when it has no token; 401 makes it refresh and retry (§9.21).
             None => {
                 return agent_error(
@@ -70,6 +74,15 @@ pub async fn to_agent(state: AppState, id: SandboxId, req: Request) -> Response 
                 )
             }
         }
+        if let Err(e) = state.rate.check(None, &target.tenant) {
+            let mut res = agent_error(e.status, e.code, &e.message);
+            if let Some(s) = e.details.get("retry_after_seconds") {
+                if let Ok(v) = header::HeaderValue::from_str(&s.to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            return res;
+        }
     }
     if state.sandboxes.status_of(&id) == Some(SandboxStatus::Paused) {
         return agent_error(
@@ -78,13 +91,47 @@ pub async fn to_agent(state: AppState, id: SandboxId, req: Request) -> Response 
             "Sandbox is paused; resume it first",
         );
     }
-    if crate::webhooks::Dispatcher::handles(&req) {
-        return state
+    let Some(action) = crate::audit::agent_action(req.method(), req.uri().path()) else {
+        return forward_unix(&target.agent_socket, req).await;
+    };
+    // Audited: hash the input as it streams through, record the outcome.
+    let started = std::time::Instant::now();
+    let digest = crate::audit::BodyDigest::default();
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, digest.wrap(body));
+    let mut res = if crate::webhooks::Dispatcher::handles(&req) {
+        state
             .webhooks
-            .accept(id, target.agent_socket.clone(), req)
-            .await;
-    }
-    forward_unix(&target.agent_socket, req).await
+            .accept(id.clone(), target.agent_socket.clone(), req)
+            .await
+    } else {
+        forward_unix(&target.agent_socket, req).await
+    };
+    let outcome = if matches!(action, "execute" | "commands.run") && res.status().is_success() {
+        let (r, o) = crate::audit::run_outcome(res).await;
+        res = r;
+        o
+    } else {
+        crate::audit::status_outcome(res.status())
+    };
+    let (input_bytes, input_sha256) = digest.finish();
+    state
+        .audit
+        .record(warren_store::AuditEvent {
+            at: crate::audit::now_ms(),
+            tenant: target.tenant.clone(),
+            key_id,
+            sandbox_id: Some(id.to_string()),
+            action: action.to_owned(),
+            input_bytes,
+            input_sha256,
+            outcome,
+            status_code: Some(i64::from(res.status().as_u16())),
+            duration_ms: started.elapsed().as_millis() as i64,
+            ..Default::default()
+        })
+        .await;
+    res
 }
 
 /// Sends one request over a fresh HTTP/1 connection on `io` and returns the upstream response.

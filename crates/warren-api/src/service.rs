@@ -37,10 +37,18 @@ pub struct SandboxService {
     pub expiry_changed: Notify,
     /// Templates whose build is under way (single flight per template).
     building: Mutex<HashMap<String, Arc<Notify>>>,
+    pub limits: crate::limits::Limits,
+    /// Serialises quota check + insert, so concurrent creates cannot overshoot a quota together.
+    admission: tokio::sync::Mutex<()>,
 }
 
 impl SandboxService {
-    pub fn new(store: Store, driver: AnyDriver, templates: TemplateCache) -> Self {
+    pub fn new(
+        store: Store,
+        driver: AnyDriver,
+        templates: TemplateCache,
+        limits: crate::limits::Limits,
+    ) -> Self {
         Self {
             store,
             driver,
@@ -48,6 +56,19 @@ impl SandboxService {
             live: Mutex::new(HashMap::new()),
             expiry_changed: Notify::new(),
             building: Mutex::new(HashMap::new()),
+            limits,
+            admission: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The sandbox if it belongs to `tenant`; another tenant's sandbox is "not found", exactly
+    /// like one that never existed.
+    pub async fn get_owned(&self, id: &SandboxId, tenant: &str) -> ApiResult<SandboxRecord> {
+        let rec = self.get(id).await?;
+        if rec.tenant == tenant {
+            Ok(rec)
+        } else {
+            Err(ApiError::sandbox_not_found())
         }
     }
 
@@ -128,7 +149,7 @@ impl SandboxService {
     pub async fn create(
         self: &Arc<Self>,
         req: CreateSandboxRequest,
-        key_id: Option<&str>,
+        caller: &crate::auth::Caller,
     ) -> ApiResult<SandboxRecord> {
         let wanted = req
             .template_id
@@ -156,7 +177,7 @@ impl SandboxService {
         }
         let template = self
             .store
-            .find_template(wanted)
+            .find_template(wanted, &caller.tenant)
             .await?
             .ok_or_else(|| ApiError::template_not_found(wanted))?;
         let recipe = Self::recipe(&template.name).ok_or_else(|| {
@@ -189,6 +210,9 @@ impl SandboxService {
         };
 
         let id = SandboxId::generate();
+        let admission = self.admission.lock().await;
+        let usage = self.store.tenant_usage(&caller.tenant).await?;
+        crate::limits::admit(&self.limits, &caller.tenant, usage, template.resources)?;
         let record = self
             .store
             .insert_sandbox(
@@ -199,11 +223,13 @@ impl SandboxService {
                     resources: template.resources,
                     internet_access: req.internet_access.unwrap_or(true),
                     timeout_seconds: req.timeout_seconds,
-                    key_id,
+                    key_id: Some(&caller.key_id),
+                    tenant: &caller.tenant,
                 },
                 now(),
             )
             .await?;
+        drop(admission);
         let spec = SandboxSpec {
             id: id.clone(),
             template_name: template.name.clone(),
@@ -228,6 +254,7 @@ impl SandboxService {
         let target = Arc::new(Target {
             agent_socket: started.agent_socket,
             netns: Some(PathBuf::from(format!("/run/netns/warren-{id}"))),
+            tenant: caller.tenant.clone(),
         });
         self.live().insert(
             id.clone(),

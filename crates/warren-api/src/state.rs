@@ -21,6 +21,8 @@ pub struct AppState {
     pub tokens: Arc<TokenSigner>,
     pub public: PublicMode,
     pub webhooks: Arc<crate::webhooks::Dispatcher>,
+    pub audit: Arc<crate::audit::Auditor>,
+    pub rate: Arc<crate::limits::RateLimiter>,
     pub node_id: String,
     pub region: String,
 }

@@ -15,6 +15,9 @@ struct Claims {
     exp: i64,
     iat: i64,
     iss: String,
+    /// Id of the API key that obtained the token (for the audit trail); never the key itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
 }
 
 pub struct TokenSigner {
@@ -51,6 +54,7 @@ impl TokenSigner {
     pub fn issue(
         &self,
         sandbox_id: &str,
+        key_id: Option<&str>,
         now: i64,
     ) -> Result<(String, i64), jsonwebtoken::errors::Error> {
         let exp = now + TOKEN_TTL_SECONDS;
@@ -59,6 +63,7 @@ impl TokenSigner {
             exp,
             iat: now,
             iss: "warren".to_owned(),
+            kid: key_id.map(str::to_owned),
         };
         Ok((
             encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?,
@@ -67,11 +72,20 @@ impl TokenSigner {
     }
 
     /// Whether `token` is valid, unexpired, and issued for `sandbox_id`.
+    #[cfg(test)]
     pub fn verify(&self, token: &str, sandbox_id: &str) -> bool {
+        self.verified_key(token, sandbox_id).is_some()
+    }
+
+    /// For a valid token of `sandbox_id`: the id of the key that obtained it (if recorded).
+    pub fn verified_key(&self, token: &str, sandbox_id: &str) -> Option<Option<String>> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&["warren"]);
         v.leeway = 0;
-        decode::<Claims>(token, &self.decoding, &v).is_ok_and(|d| d.claims.sub == sandbox_id)
+        decode::<Claims>(token, &self.decoding, &v)
+            .ok()
+            .filter(|d| d.claims.sub == sandbox_id)
+            .map(|d| d.claims.kid)
     }
 }
 
@@ -84,12 +98,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let signer = TokenSigner::load_or_create(dir.path()).expect("signer");
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let (tok, exp) = signer.issue("aaaaaaaaaaaaaaaaaa", now).expect("issue");
+        let (tok, exp) = signer
+            .issue("aaaaaaaaaaaaaaaaaa", Some("key_1"), now)
+            .expect("issue");
         assert_eq!(exp, now + TOKEN_TTL_SECONDS);
         assert!(signer.verify(&tok, "aaaaaaaaaaaaaaaaaa"));
+        assert_eq!(
+            signer.verified_key(&tok, "aaaaaaaaaaaaaaaaaa"),
+            Some(Some("key_1".to_owned()))
+        );
         assert!(!signer.verify(&tok, "bbbbbbbbbbbbbbbbbb"));
         let (old, _) = signer
-            .issue("aaaaaaaaaaaaaaaaaa", now - 2 * TOKEN_TTL_SECONDS)
+            .issue("aaaaaaaaaaaaaaaaaa", None, now - 2 * TOKEN_TTL_SECONDS)
             .expect("issue");
         assert!(
             !signer.verify(&old, "aaaaaaaaaaaaaaaaaa"),

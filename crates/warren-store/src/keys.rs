@@ -4,14 +4,94 @@ use sqlx::Row;
 
 use crate::{Store, StoreError};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "member" => Some(Self::Member),
+            _ => None,
+        }
+    }
+}
+
+/// Separate keys for separate environments; the environment is also the key's visible prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEnvironment {
+    Live,
+    Test,
+}
+
+impl KeyEnvironment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Test => "test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "live" => Some(Self::Live),
+            "test" => Some(Self::Test),
+            _ => None,
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Live => "wrn_live_",
+            Self::Test => "wrn_test_",
+        }
+    }
+}
+
 /// A stored key, without the secret (only its hash is kept).
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
     pub id: String,
     pub name: String,
+    /// The first characters of the key, enough to tell keys apart in a listing.
     pub prefix: String,
+    pub tenant: String,
+    pub role: Role,
+    pub environment: KeyEnvironment,
     pub created_at: i64,
+    /// In the future: a rotation grace period (still valid until then).
     pub revoked_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+impl ApiKeyRecord {
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.revoked_at.is_none_or(|t| t > now) && self.expires_at.is_none_or(|t| t > now)
+    }
+
+    /// `wrn_live_ab12…` — what listings show instead of the key.
+    pub fn masked(&self) -> String {
+        format!("{}…", self.prefix)
+    }
+}
+
+/// What a new key is for.
+pub struct KeySpec<'a> {
+    pub name: &'a str,
+    pub tenant: &'a str,
+    pub role: Role,
+    pub environment: KeyEnvironment,
+    pub expires_at: Option<i64>,
 }
 
 /// A key just created: the only moment its plaintext exists.
@@ -34,93 +114,172 @@ fn random_hex(bytes: usize) -> String {
 /// plus four random characters, far too few to help an attacker.
 const SHOWN_PREFIX: usize = 13;
 
+const COLUMNS: &str =
+    "id, name, prefix, tenant, role, environment, created_at, revoked_at, expires_at";
+
 impl Store {
-    /// Creates a new random key: `wrn_live_` + 256 bits of hex.
-    pub async fn create_api_key(&self, name: &str, now: i64) -> Result<NewApiKey, StoreError> {
-        let secret = format!("wrn_live_{}", random_hex(32));
-        let record = self.insert_key(name, &secret, now).await?;
+    /// Creates a new random key: `wrn_live_`/`wrn_test_` + 256 bits of hex.
+    pub async fn create_api_key(
+        &self,
+        spec: &KeySpec<'_>,
+        now: i64,
+    ) -> Result<NewApiKey, StoreError> {
+        let secret = format!("{}{}", spec.environment.prefix(), random_hex(32));
+        let record = self.insert_key(spec, &secret, now).await?;
         Ok(NewApiKey { record, secret })
     }
 
     /// Makes sure `secret` is an accepted key (used for `WARREN_API_KEY`); stores only its hash.
     pub async fn ensure_api_key(
         &self,
-        name: &str,
+        spec: &KeySpec<'_>,
         secret: &str,
         now: i64,
     ) -> Result<ApiKeyRecord, StoreError> {
-        if let Some(existing) = self.find_key(secret).await? {
+        if let Some(existing) = self.find_key(secret, now).await? {
             return Ok(existing);
         }
-        self.insert_key(name, secret, now).await
+        self.insert_key(spec, secret, now).await
     }
 
     async fn insert_key(
         &self,
-        name: &str,
+        spec: &KeySpec<'_>,
         secret: &str,
         now: i64,
     ) -> Result<ApiKeyRecord, StoreError> {
         let record = ApiKeyRecord {
             id: format!("key_{}", random_hex(8)),
-            name: name.to_owned(),
+            name: spec.name.to_owned(),
             prefix: secret.chars().take(SHOWN_PREFIX).collect(),
+            tenant: spec.tenant.to_owned(),
+            role: spec.role,
+            environment: spec.environment,
             created_at: now,
             revoked_at: None,
+            expires_at: spec.expires_at,
         };
         sqlx::query(
-            "INSERT INTO api_keys (id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, name, prefix, hash, created_at, tenant, role, environment, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&record.id)
         .bind(&record.name)
         .bind(&record.prefix)
         .bind(hash_key(secret))
         .bind(now)
+        .bind(&record.tenant)
+        .bind(record.role.as_str())
+        .bind(record.environment.as_str())
+        .bind(record.expires_at)
         .execute(&self.pool)
         .await?;
         Ok(record)
     }
 
-    /// The active key whose hash matches `secret`, if any.
-    pub async fn find_key(&self, secret: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
-        )
-        .bind(hash_key(secret))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| key_from_row(&r)))
+    /// The key whose hash matches `secret`, if it is valid at `now`.
+    pub async fn find_key(
+        &self,
+        secret: &str,
+        now: i64,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE hash = ?"))
+            .bind(hash_key(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        let key = row.as_ref().map(key_from_row).transpose()?;
+        Ok(key.filter(|k| k.is_valid_at(now)))
     }
 
-    pub async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-        )
+    pub async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// Keys of one tenant, or of all tenants.
+    pub async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE (? IS NULL OR tenant = ?) ORDER BY created_at, id"
+        ))
+        .bind(tenant)
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(key_from_row).collect())
+        rows.iter().map(key_from_row).collect()
     }
 
-    /// Revokes a key by id or by name. Returns whether a key was revoked.
-    pub async fn revoke_key(&self, id_or_name: &str, now: i64) -> Result<bool, StoreError> {
+    /// Revokes a key (by id, or by name within the scope) at `at` (now, or later for a grace
+    /// period). Only keys of `tenant` when one is given. Returns whether a key was revoked.
+    pub async fn revoke_key(
+        &self,
+        id_or_name: &str,
+        tenant: Option<&str>,
+        at: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+            "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) \
+             AND (revoked_at IS NULL OR revoked_at > ?) AND (? IS NULL OR tenant = ?)",
         )
-        .bind(now)
+        .bind(at)
         .bind(id_or_name)
         .bind(id_or_name)
+        .bind(at)
+        .bind(tenant)
+        .bind(tenant)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    /// Replaces key `id` with a new one of the same name, tenant, role and environment; the old
+    /// key keeps working for `grace_seconds`, so clients can switch without downtime.
+    pub async fn rotate_key(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        grace_seconds: i64,
+        now: i64,
+    ) -> Result<Option<NewApiKey>, StoreError> {
+        let Some(old) = self.get_key(id).await? else {
+            return Ok(None);
+        };
+        if tenant.is_some_and(|t| t != old.tenant) || !old.is_valid_at(now) {
+            return Ok(None);
+        }
+        let new = self
+            .create_api_key(
+                &KeySpec {
+                    name: &old.name,
+                    tenant: &old.tenant,
+                    role: old.role,
+                    environment: old.environment,
+                    expires_at: old.expires_at,
+                },
+                now,
+            )
+            .await?;
+        self.revoke_key(&old.id, None, now + grace_seconds.max(0))
+            .await?;
+        Ok(Some(new))
+    }
 }
 
-fn key_from_row(r: &sqlx::sqlite::SqliteRow) -> ApiKeyRecord {
-    ApiKeyRecord {
+fn key_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    let role: String = r.get("role");
+    let env: String = r.get("environment");
+    Ok(ApiKeyRecord {
         id: r.get("id"),
         name: r.get("name"),
         prefix: r.get("prefix"),
+        tenant: r.get("tenant"),
+        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("key role {role}")))?,
+        environment: KeyEnvironment::parse(&env)
+            .ok_or_else(|| StoreError::Corrupt(format!("key environment {env}")))?,
         created_at: r.get("created_at"),
         revoked_at: r.get("revoked_at"),
-    }
+        expires_at: r.get("expires_at"),
+    })
 }

@@ -1,6 +1,7 @@
 //! The control plane's persistent state. SQLite is the embedded default; every query is plain SQL
 //! so that a PostgreSQL backend can implement the same methods for scale-out.
 
+mod audit;
 mod keys;
 mod sandboxes;
 mod templates;
@@ -11,8 +12,9 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use keys::{hash_key, ApiKeyRecord, NewApiKey};
-pub use sandboxes::{NewSandbox, SandboxPage, SandboxRecord};
+pub use audit::{AuditEvent, AuditQuery};
+pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeySpec, NewApiKey, Role};
+pub use sandboxes::{NewSandbox, SandboxPage, SandboxRecord, TenantUsage};
 pub use templates::{TemplateRecord, TemplateStatus};
 
 /// A store operation failed

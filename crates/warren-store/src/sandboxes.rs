@@ -15,6 +15,7 @@ pub struct SandboxRecord {
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub key_id: Option<String>,
+    pub tenant: String,
 }
 
 pub struct NewSandbox<'a> {
@@ -25,6 +26,7 @@ pub struct NewSandbox<'a> {
     pub internet_access: bool,
     pub timeout_seconds: Option<i64>,
     pub key_id: Option<&'a str>,
+    pub tenant: &'a str,
 }
 
 pub struct SandboxPage {
@@ -35,7 +37,7 @@ pub struct SandboxPage {
 
 const COLUMNS: &str =
     "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
-                       timeout_seconds, expires_at, created_at, key_id";
+                       timeout_seconds, expires_at, created_at, key_id, tenant";
 
 impl Store {
     pub async fn insert_sandbox(
@@ -46,8 +48,8 @@ impl Store {
         let expires_at = s.timeout_seconds.map(|t| now + t);
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
-             internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.as_str())
         .bind(s.template_id)
@@ -62,6 +64,7 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(s.key_id)
+        .bind(s.tenant)
         .execute(&self.pool)
         .await?;
         Ok(SandboxRecord {
@@ -75,6 +78,7 @@ impl Store {
             expires_at,
             created_at: now,
             key_id: s.key_id.map(str::to_owned),
+            tenant: s.tenant.to_owned(),
         })
     }
 
@@ -120,9 +124,11 @@ impl Store {
         Ok(())
     }
 
-    /// Lists sandboxes oldest first. Only live ones unless a status filter asks otherwise.
+    /// Lists a tenant's sandboxes oldest first. Only live ones unless a status filter asks
+    /// otherwise.
     pub async fn list_sandboxes(
         &self,
+        tenant: &str,
         status: Option<SandboxStatus>,
         cursor: Option<&str>,
         limit: u32,
@@ -132,8 +138,9 @@ impl Store {
         let rows = match status {
             Some(s) => {
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM sandboxes WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?"
+                    "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ? AND status = ? AND seq > ? ORDER BY seq LIMIT ?"
                 ))
+                .bind(tenant)
                 .bind(s.as_str())
                 .bind(after)
                 .bind(limit + 1)
@@ -142,9 +149,10 @@ impl Store {
             }
             None => {
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM sandboxes WHERE status IN ('creating','running','paused') AND seq > ? \
-                     ORDER BY seq LIMIT ?"
+                    "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ? AND status IN ('creating','running','paused') \
+                     AND seq > ? ORDER BY seq LIMIT ?"
                 ))
+                .bind(tenant)
                 .bind(after)
                 .bind(limit + 1)
                 .fetch_all(&self.pool)
@@ -217,5 +225,31 @@ fn sandbox_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord, StoreE
         expires_at: r.get("expires_at"),
         created_at: r.get("created_at"),
         key_id: r.get("key_id"),
+        tenant: r.get("tenant"),
     })
+}
+
+impl Store {
+    /// Live sandboxes of a tenant and the resources they hold: what quotas are checked against.
+    pub async fn tenant_usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(vcpu), 0) AS vcpu, COALESCE(SUM(memory_mb), 0) AS mem \
+             FROM sandboxes WHERE tenant = ? AND status IN ('creating','running','paused')",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(TenantUsage {
+            sandboxes: row.get::<i64, _>("n") as u64,
+            vcpu: row.get::<i64, _>("vcpu") as u64,
+            memory_mb: row.get::<i64, _>("mem") as u64,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantUsage {
+    pub sandboxes: u64,
+    pub vcpu: u64,
+    pub memory_mb: u64,
 }

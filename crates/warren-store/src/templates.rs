@@ -47,11 +47,13 @@ pub struct TemplateRecord {
     pub error_message: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// None: shared by every tenant (built-in templates).
+    pub tenant: Option<String>,
 }
 
 const COLUMNS: &str =
     "id, name, display_name, description, category, language, vcpu, memory_mb, disk_mb, \
-                       status, is_public, error_message, created_at, updated_at";
+                       status, is_public, error_message, created_at, updated_at, tenant";
 
 impl Store {
     /// Inserts a template, or refreshes the descriptive fields of an existing one with the same id
@@ -59,8 +61,8 @@ impl Store {
     pub async fn upsert_template(&self, t: &TemplateRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO templates (id, name, display_name, description, category, language, vcpu, memory_mb, \
-             disk_mb, status, is_public, error_message, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             disk_mb, status, is_public, error_message, created_at, updated_at, tenant) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT(id) DO UPDATE SET name = excluded.name, display_name = excluded.display_name, \
              description = excluded.description, category = excluded.category, language = excluded.language, \
              vcpu = excluded.vcpu, memory_mb = excluded.memory_mb, disk_mb = excluded.disk_mb, \
@@ -80,6 +82,7 @@ impl Store {
         .bind(&t.error_message)
         .bind(t.created_at)
         .bind(t.updated_at)
+        .bind(&t.tenant)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -104,25 +107,30 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+    /// Templates a tenant can see: the shared ones and its own.
+    pub async fn list_templates(&self, tenant: &str) -> Result<Vec<TemplateRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM templates ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM templates WHERE tenant IS NULL OR tenant = ? ORDER BY created_at, id"
         ))
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(template_from_row).collect()
     }
 
-    /// Looks a template up by id first, then by name (the SDKs use both).
+    /// Looks a template a tenant can see up by id first, then by name (the SDKs use both).
     pub async fn find_template(
         &self,
         id_or_name: &str,
+        tenant: &str,
     ) -> Result<Option<TemplateRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM templates WHERE id = ? OR name = ? ORDER BY (id = ?) DESC LIMIT 1"
+            "SELECT {COLUMNS} FROM templates WHERE (id = ? OR name = ?) AND (tenant IS NULL OR tenant = ?) \
+             ORDER BY (id = ?) DESC LIMIT 1"
         ))
         .bind(id_or_name)
         .bind(id_or_name)
+        .bind(tenant)
         .bind(id_or_name)
         .fetch_optional(&self.pool)
         .await?;
@@ -158,5 +166,6 @@ fn template_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TemplateRecord, Stor
         error_message: r.get("error_message"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
+        tenant: r.get("tenant"),
     })
 }

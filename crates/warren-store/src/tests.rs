@@ -2,7 +2,17 @@
 
 use warren_core::{Resources, SandboxId, SandboxStatus};
 
-use crate::{NewSandbox, Store};
+use crate::{AuditEvent, AuditQuery, KeyEnvironment, KeySpec, NewSandbox, Role, Store};
+
+fn spec<'a>(name: &'a str, tenant: &'a str) -> KeySpec<'a> {
+    KeySpec {
+        name,
+        tenant,
+        role: Role::Member,
+        environment: KeyEnvironment::Live,
+        expires_at: None,
+    }
+}
 
 const RES: Resources = Resources {
     vcpu: 1,
@@ -17,6 +27,10 @@ async fn store() -> (tempfile::TempDir, Store) {
 }
 
 async fn add(store: &Store, now: i64, timeout: Option<i64>) -> SandboxId {
+    add_for(store, "default", now, timeout).await
+}
+
+async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) -> SandboxId {
     let id = SandboxId::generate();
     store
         .insert_sandbox(
@@ -28,6 +42,7 @@ async fn add(store: &Store, now: i64, timeout: Option<i64>) -> SandboxId {
                 internet_access: false,
                 timeout_seconds: timeout,
                 key_id: None,
+                tenant,
             },
             now,
         )
@@ -43,10 +58,18 @@ async fn add(store: &Store, now: i64, timeout: Option<i64>) -> SandboxId {
 #[tokio::test]
 async fn keys_are_stored_hashed_and_can_be_revoked() {
     let (dir, store) = store().await;
-    let key = store.create_api_key("ci", 1).await.expect("create");
-    assert!(store.find_key(&key.secret).await.expect("find").is_some());
+    let key = store
+        .create_api_key(&spec("ci", "acme"), 1)
+        .await
+        .expect("create");
+    assert!(key.secret.starts_with("wrn_live_") && key.secret.len() == 9 + 64);
     assert!(store
-        .find_key("wrn_live_nonsense")
+        .find_key(&key.secret, 1)
+        .await
+        .expect("find")
+        .is_some());
+    assert!(store
+        .find_key("wrn_live_nonsense", 1)
         .await
         .expect("find")
         .is_none());
@@ -59,8 +82,123 @@ async fn keys_are_stored_hashed_and_can_be_revoked() {
             "plaintext key found on disk"
         );
     }
-    assert!(store.revoke_key(&key.record.id, 2).await.expect("revoke"));
-    assert!(store.find_key(&key.secret).await.expect("find").is_none());
+    // another tenant cannot revoke it
+    assert!(!store
+        .revoke_key(&key.record.id, Some("other"), 2)
+        .await
+        .expect("revoke"));
+    assert!(store
+        .revoke_key(&key.record.id, Some("acme"), 2)
+        .await
+        .expect("revoke"));
+    assert!(store
+        .find_key(&key.secret, 2)
+        .await
+        .expect("find")
+        .is_none());
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_old_key_for_the_grace_period_and_expiry_ends_keys() {
+    let (_dir, store) = store().await;
+    let old = store
+        .create_api_key(&spec("app", "acme"), 100)
+        .await
+        .expect("create");
+    let new = store
+        .rotate_key(&old.record.id, Some("acme"), 60, 100)
+        .await
+        .expect("rotate")
+        .expect("rotated");
+    assert_eq!(new.record.tenant, "acme");
+    assert!(store
+        .find_key(&old.secret, 159)
+        .await
+        .expect("find")
+        .is_some());
+    assert!(store
+        .find_key(&old.secret, 160)
+        .await
+        .expect("find")
+        .is_none());
+    assert!(store
+        .find_key(&new.secret, 1000)
+        .await
+        .expect("find")
+        .is_some());
+
+    let mut short = spec("short", "acme");
+    short.expires_at = Some(200);
+    short.environment = KeyEnvironment::Test;
+    let k = store.create_api_key(&short, 100).await.expect("create");
+    assert!(k.secret.starts_with("wrn_test_"));
+    assert!(store
+        .find_key(&k.secret, 199)
+        .await
+        .expect("find")
+        .is_some());
+    assert!(store
+        .find_key(&k.secret, 200)
+        .await
+        .expect("find")
+        .is_none());
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_sandboxes_and_usage() {
+    let (_dir, store) = store().await;
+    let a = add_for(&store, "a", 1, None).await;
+    let _b = add_for(&store, "b", 1, None).await;
+    let page = store
+        .list_sandboxes("a", None, None, 100)
+        .await
+        .expect("list");
+    assert_eq!(
+        page.items.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        vec![a]
+    );
+    let usage = store.tenant_usage("b").await.expect("usage");
+    assert_eq!((usage.sandboxes, usage.vcpu, usage.memory_mb), (1, 1, 512));
+}
+
+#[tokio::test]
+async fn audit_is_queryable_and_purged_by_age() {
+    let (_dir, store) = store().await;
+    let ev = |at: i64, action: &str| AuditEvent {
+        at,
+        tenant: "acme".into(),
+        action: action.into(),
+        outcome: "ok".into(),
+        ..Default::default()
+    };
+    store
+        .append_audit(&[
+            ev(1_000, "execute"),
+            ev(2_000, "files.write"),
+            ev(3_000, "execute"),
+        ])
+        .await
+        .expect("append");
+    let q = AuditQuery {
+        tenant: Some("acme".into()),
+        action: Some("execute".into()),
+        limit: 1,
+        ..Default::default()
+    };
+    let (page, more) = store.query_audit(&q).await.expect("query");
+    assert_eq!((page.len(), more, page[0].at), (1, true, 1_000));
+    let other = AuditQuery {
+        tenant: Some("other".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.query_audit(&other).await.expect("query").0.is_empty());
+    assert_eq!(store.purge_audit(2_500).await.expect("purge"), 2);
+    let all = AuditQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(store.query_audit(&all).await.expect("query").0.len(), 1);
 }
 
 #[tokio::test]
@@ -74,7 +212,7 @@ async fn pages_cover_every_sandbox_exactly_once() {
     let mut cursor = None;
     loop {
         let page = store
-            .list_sandboxes(None, cursor.as_deref(), 3)
+            .list_sandboxes("default", None, cursor.as_deref(), 3)
             .await
             .expect("list");
         seen.extend(page.items.into_iter().map(|s| s.id));

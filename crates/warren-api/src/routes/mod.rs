@@ -1,5 +1,6 @@
 //! Control-plane routes, one module per resource.
 
+pub mod admin;
 pub mod health;
 pub mod sandboxes;
 pub mod templates;
@@ -31,6 +32,16 @@ pub fn app(state: AppState) -> Router {
             "/v1/sandboxes/{id}/token/refresh",
             post(sandboxes::refresh_token),
         )
+        .route(
+            "/v1/admin/keys",
+            get(admin::list_keys).post(admin::create_key),
+        )
+        .route(
+            "/v1/admin/keys/{id}",
+            axum::routing::delete(admin::revoke_key),
+        )
+        .route("/v1/admin/keys/{id}/rotate", post(admin::rotate_key))
+        .route("/v1/audit", get(admin::audit))
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{name_or_id}",
@@ -44,6 +55,10 @@ pub fn app(state: AppState) -> Router {
         PublicMode::Local { .. } => api,
     };
     routed
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::control_plane,
+        ))
         .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }

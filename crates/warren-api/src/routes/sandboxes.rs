@@ -81,7 +81,7 @@ pub async fn create(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
-    let record = state.sandboxes.create(req, Some(&caller.key_id)).await?;
+    let record = state.sandboxes.create(req, &caller).await?;
     let id = record.id.clone();
     if let PublicMode::Local { bind, .. } = &state.public {
         let listener = tokio::net::TcpListener::bind((*bind, 0))
@@ -96,7 +96,7 @@ pub async fn create(
     }
     let (token, exp) = state
         .tokens
-        .issue(id.as_str(), now())
+        .issue(id.as_str(), Some(&caller.key_id), now())
         .map_err(|e| ApiError::internal("cannot sign token", e))?;
     let mut wire = to_wire(&state, &record, Some(&rid));
     wire.auth_token = Some(token);
@@ -115,7 +115,7 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<ListPage<Sandbox>>> {
@@ -130,7 +130,12 @@ pub async fn list(
     let page = state
         .sandboxes
         .store
-        .list_sandboxes(status, q.cursor.as_deref(), q.limit.unwrap_or(100))
+        .list_sandboxes(
+            &caller.tenant,
+            status,
+            q.cursor.as_deref(),
+            q.limit.unwrap_or(100),
+        )
         .await?;
     Ok(Json(ListPage {
         object: "list".into(),
@@ -148,21 +153,26 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    let rec = state.sandboxes.get(&parse_id(&id)?).await?;
+    let rec = state
+        .sandboxes
+        .get_owned(&parse_id(&id)?, &caller.tenant)
+        .await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
 }
 
 pub async fn kill(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let rec = state.sandboxes.kill(&parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    state.sandboxes.get_owned(&id, &caller.tenant).await?;
+    let rec = state.sandboxes.kill(&id).await?;
     Ok(Json(
         json!({ "id": rec.id.as_str(), "status": rec.status.as_str(), "message": "Sandbox deleted", "request_id": rid.0 }),
     ))
@@ -170,34 +180,40 @@ pub async fn kill(
 
 pub async fn pause(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    let rec = state.sandboxes.pause(&parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    state.sandboxes.get_owned(&id, &caller.tenant).await?;
+    let rec = state.sandboxes.pause(&id).await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
 }
 
 pub async fn resume(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
-    let rec = state.sandboxes.resume(&parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    state.sandboxes.get_owned(&id, &caller.tenant).await?;
+    let rec = state.sandboxes.resume(&id).await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
 }
 
 pub async fn set_timeout(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
     Json(body): Json<SetTimeoutRequest>,
 ) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    state.sandboxes.get_owned(&id, &caller.tenant).await?;
     let rec = state
         .sandboxes
-        .set_timeout(&parse_id(&id)?, body.timeout_seconds)
+        .set_timeout(&id, body.timeout_seconds)
         .await?;
     Ok(Json(json!({
         "id": rec.id.as_str(),
@@ -209,11 +225,14 @@ pub async fn set_timeout(
 
 pub async fn refresh_token(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let rec = state.sandboxes.get(&parse_id(&id)?).await?;
+    let rec = state
+        .sandboxes
+        .get_owned(&parse_id(&id)?, &caller.tenant)
+        .await?;
     if !rec.status.is_live() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -223,7 +242,7 @@ pub async fn refresh_token(
     }
     let (token, exp) = state
         .tokens
-        .issue(rec.id.as_str(), now())
+        .issue(rec.id.as_str(), Some(&caller.key_id), now())
         .map_err(|e| ApiError::internal("cannot sign token", e))?;
     Ok(Json(TokenResponse {
         id: rec.id.to_string(),

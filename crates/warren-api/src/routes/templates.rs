@@ -54,7 +54,7 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<ListPage<Template>>> {
@@ -64,7 +64,7 @@ pub async fn list(
     let data = state
         .sandboxes
         .store
-        .list_templates()
+        .list_templates(&caller.tenant)
         .await?
         .iter()
         .filter(|t| matches(&q.category, &t.category) && matches(&q.language, &t.language))
@@ -82,14 +82,14 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Template>> {
     let t = state
         .sandboxes
         .store
-        .find_template(&name)
+        .find_template(&name, &caller.tenant)
         .await?
         .ok_or_else(|| ApiError::template_not_found(&name))?;
     Ok(Json(to_wire(&state, &t, Some(&rid))))
@@ -97,17 +97,17 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let t = state
         .sandboxes
         .store
-        .find_template(&id)
+        .find_template(&id, &caller.tenant)
         .await?
         .ok_or_else(|| ApiError::template_not_found(&id))?;
-    if t.is_public {
+    if t.is_public || t.tenant.is_none() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",

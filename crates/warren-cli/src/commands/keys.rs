@@ -1,9 +1,12 @@
+//! `warren keys`: API keys in a data dir's store (the operator's view across all tenants; tenant
+//! admins use the HTTP admin API). Works while the server runs.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use warren_store::Store;
+use warren_store::{KeyEnvironment, KeySpec, Role, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
@@ -13,11 +16,26 @@ pub enum KeysCommand {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         name: String,
+        /// Organization the key belongs to; its sandboxes and templates are visible only to it.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// admin (may manage keys and read the audit trail of its tenant) or member.
+        #[arg(long, default_value = "admin", value_parser = ["admin", "member"])]
+        role: String,
+        /// live (wrn_live_…) or test (wrn_test_…): separate keys per environment.
+        #[arg(long, default_value = "live", value_parser = ["live", "test"])]
+        env: String,
+        /// Days until the key stops working.
+        #[arg(long)]
+        expires_in_days: Option<i64>,
     },
     /// List keys (masked).
     List {
         #[arg(long, env = "WARREN_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Only this organization's keys.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Revoke a key by id or name.
     Revoke {
@@ -25,10 +43,29 @@ pub enum KeysCommand {
         data_dir: Option<PathBuf>,
         id_or_name: String,
     },
+    /// Replace a key with a new one; the old one keeps working for the grace period.
+    Rotate {
+        #[arg(long, env = "WARREN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        id: String,
+        /// Seconds the old key stays valid.
+        #[arg(long, default_value_t = 86_400)]
+        grace_seconds: i64,
+    },
 }
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn date(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 async fn open(dir: Option<PathBuf>) -> anyhow::Result<Store> {
@@ -41,30 +78,55 @@ async fn open(dir: Option<PathBuf>) -> anyhow::Result<Store> {
 
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        KeysCommand::Create { data_dir, name } => {
+        KeysCommand::Create {
+            data_dir,
+            name,
+            tenant,
+            role,
+            env,
+            expires_in_days,
+        } => {
             let store = open(data_dir).await?;
-            let key = store.create_api_key(&name, now()).await?;
+            let spec = KeySpec {
+                name: &name,
+                tenant: &tenant,
+                role: Role::parse(&role).context("role")?,
+                environment: KeyEnvironment::parse(&env).context("env")?,
+                expires_at: expires_in_days.map(|d| now() + d * 86_400),
+            };
+            let key = store.create_api_key(&spec, now()).await?;
             println!(
-                "Created key {} ({}). It is shown only now; store it safely:",
-                key.record.id, key.record.name
+                "Created {} key {} ({}) for organization {}. It is shown only now; store it safely:",
+                key.record.role.as_str(),
+                key.record.id,
+                key.record.name,
+                key.record.tenant
             );
             println!("{}", key.secret);
         }
-        KeysCommand::List { data_dir } => {
+        KeysCommand::List { data_dir, tenant } => {
             let store = open(data_dir).await?;
-            println!("{:<22} {:<20} {:<18} {:<10}", "ID", "NAME", "KEY", "STATUS");
-            for k in store.list_keys().await? {
-                let status = if k.revoked_at.is_some() {
-                    "revoked"
-                } else {
-                    "active"
+            println!(
+                "{:<22} {:<18} {:<12} {:<7} {:<18} {:<8} EXPIRES",
+                "ID", "NAME", "TENANT", "ROLE", "KEY", "STATUS"
+            );
+            let t = now();
+            for k in store.list_keys(tenant.as_deref()).await? {
+                let status = match (k.is_valid_at(t), k.revoked_at) {
+                    (true, Some(_)) => "grace",
+                    (true, None) => "active",
+                    (false, Some(_)) => "revoked",
+                    (false, None) => "expired",
                 };
                 println!(
-                    "{:<22} {:<20} {:<18} {:<10}",
+                    "{:<22} {:<18} {:<12} {:<7} {:<18} {:<8} {}",
                     k.id,
                     k.name,
-                    format!("{}…", k.prefix),
-                    status
+                    k.tenant,
+                    k.role.as_str(),
+                    k.masked(),
+                    status,
+                    k.expires_at.map(date).unwrap_or_else(|| "-".into())
                 );
             }
         }
@@ -73,10 +135,27 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             id_or_name,
         } => {
             let store = open(data_dir).await?;
-            if !store.revoke_key(&id_or_name, now()).await? {
+            if !store.revoke_key(&id_or_name, None, now()).await? {
                 anyhow::bail!("no active key with id or name {id_or_name:?}");
             }
             println!("revoked {id_or_name}");
+        }
+        KeysCommand::Rotate {
+            data_dir,
+            id,
+            grace_seconds,
+        } => {
+            let store = open(data_dir).await?;
+            let new = store
+                .rotate_key(&id, None, grace_seconds, now())
+                .await?
+                .with_context(|| format!("no active key {id}"))?;
+            println!(
+                "Rotated {id}: it stays valid until {}. New key {} (shown only now):",
+                date(now() + grace_seconds),
+                new.record.id
+            );
+            println!("{}", new.secret);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! Command-line surface: one module per command group.
 
+mod audit;
 mod keys;
 mod sandbox;
 mod serve;
@@ -47,6 +48,8 @@ pub enum Command {
     /// Manage API keys in a data dir's store (works while the server runs).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Show the audit trail of your organization (admin key).
+    Audit(audit::AuditArgs),
     /// Build or list template root file systems.
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -75,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve::run(a).await,
         Command::Keys(c) => keys::run(c).await,
+        Command::Audit(a) => audit::run(a).await,
         Command::Template(c) => template::run(c).await,
         Command::Sandbox(c) => sandbox::run_sandbox(c).await,
         Command::Run(a) => sandbox::run_code(a).await,

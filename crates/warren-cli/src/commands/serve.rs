@@ -44,6 +44,24 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Days audit events are kept before they are purged.
+    #[arg(long, default_value_t = 30)]
+    audit_retention_days: u64,
+    /// Requests per second per API key (bursts of twice that).
+    #[arg(long)]
+    key_rps: Option<u32>,
+    /// Requests per second per organization, control plane and sandboxes together.
+    #[arg(long)]
+    tenant_rps: Option<u32>,
+    /// Live sandboxes per organization.
+    #[arg(long)]
+    max_sandboxes: Option<u64>,
+    /// Total vcpus of live sandboxes per organization (default: 8 per host core).
+    #[arg(long)]
+    max_vcpu: Option<u64>,
+    /// Total memory (MB) of live sandboxes per organization (default: twice the host's memory).
+    #[arg(long)]
+    max_memory_mb: Option<u64>,
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -69,6 +87,22 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| a.sandbox_bind.to_string()),
         },
     };
+    let mut limits = warren_api::limits::Limits::for_this_host();
+    if let Some(v) = a.key_rps {
+        limits.key_requests_per_second = v;
+    }
+    if let Some(v) = a.tenant_rps {
+        limits.tenant_requests_per_second = v;
+    }
+    if let Some(v) = a.max_sandboxes {
+        limits.max_sandboxes_per_tenant = v;
+    }
+    if let Some(v) = a.max_vcpu {
+        limits.max_vcpu_per_tenant = v;
+    }
+    if let Some(v) = a.max_memory_mb {
+        limits.max_memory_mb_per_tenant = v;
+    }
     warren_api::serve(ServeConfig {
         listen: a.listen,
         data_dir: a.data_dir,
@@ -79,6 +113,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         debian_mirror: a.debian_mirror,
         region: a.region,
         prebuild_templates: !a.no_prebuild,
+        limits,
+        audit_retention: std::time::Duration::from_secs(a.audit_retention_days * 86_400),
     })
     .await
     .context("server failed")?;

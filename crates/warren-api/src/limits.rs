@@ -1,0 +1,155 @@
+//! Rate limits (token buckets per key and per tenant, via governor) and tenant quotas (concurrent
+//! sandboxes, total vcpu and memory). Errors use the shapes the SDKs map: 429 with
+//! `details.retry_after_seconds` (retried, then `RateLimitError`) and 403 with "limit" in the
+//! message and `details.{limit,current,available}` (`ResourceLimitError`).
+
+use std::num::NonZeroU32;
+
+use axum::http::StatusCode;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use serde_json::json;
+use warren_core::Resources;
+use warren_store::TenantUsage;
+
+use crate::error::ApiError;
+
+/// Configurable limits. The defaults suit one machine shared by a few teams.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub key_requests_per_second: u32,
+    pub tenant_requests_per_second: u32,
+    pub max_sandboxes_per_tenant: u64,
+    pub max_vcpu_per_tenant: u64,
+    pub max_memory_mb_per_tenant: u64,
+}
+
+impl Limits {
+    /// Quotas scaled to this host: 8 vcpus of sandboxes per core and twice the host's memory
+    /// (sandboxes are mostly idle; cgroups share cpu fairly and cap each sandbox's memory).
+    pub fn for_this_host() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+        let memory_mb = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(8192, |kb| kb / 1024);
+        Self {
+            key_requests_per_second: 100,
+            tenant_requests_per_second: 300,
+            max_sandboxes_per_tenant: 200,
+            max_vcpu_per_tenant: cores * 8,
+            max_memory_mb_per_tenant: memory_mb * 2,
+        }
+    }
+}
+
+pub struct RateLimiter {
+    per_key: DefaultKeyedRateLimiter<String>,
+    per_tenant: DefaultKeyedRateLimiter<String>,
+}
+
+fn quota(per_second: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    // Bursts of twice the rate: SDK start-up fires a few calls at once.
+    let burst = NonZeroU32::new(per_second.max(1).saturating_mul(2)).unwrap_or(rate);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+impl RateLimiter {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            per_key: governor::RateLimiter::keyed(quota(limits.key_requests_per_second)),
+            per_tenant: governor::RateLimiter::keyed(quota(limits.tenant_requests_per_second)),
+        }
+    }
+
+    /// Counts one request of `key_id` (when known) in `tenant`.
+    pub fn check(&self, key_id: Option<&str>, tenant: &str) -> Result<(), ApiError> {
+        if let Some(key) = key_id {
+            if let Err(wait) = self.per_key.check_key(&key.to_owned()) {
+                return Err(too_many(
+                    "API key",
+                    wait.wait_time_from(DefaultClock::default().now()),
+                ));
+            }
+        }
+        if let Err(wait) = self.per_tenant.check_key(&tenant.to_owned()) {
+            return Err(too_many(
+                "organization",
+                wait.wait_time_from(DefaultClock::default().now()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drops idle buckets so the maps stay small.
+    pub fn forget_idle(&self) {
+        self.per_key.retain_recent();
+        self.per_tenant.retain_recent();
+    }
+}
+
+fn too_many(scope: &str, wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMIT_EXCEEDED",
+        format!("Rate limit exceeded for this {scope}; retry in {secs} s"),
+    );
+    e.details.insert("retry_after_seconds".into(), json!(secs));
+    e
+}
+
+/// Checks that `tenant`, using `usage` now, may start a sandbox of `wanted` resources.
+pub fn admit(
+    limits: &Limits,
+    tenant: &str,
+    usage: TenantUsage,
+    wanted: Resources,
+) -> Result<(), ApiError> {
+    let checks = [
+        (
+            "sandbox",
+            "sandboxes",
+            limits.max_sandboxes_per_tenant,
+            usage.sandboxes,
+            1,
+        ),
+        (
+            "vcpu",
+            "vcpus",
+            limits.max_vcpu_per_tenant,
+            usage.vcpu,
+            u64::from(wanted.vcpu),
+        ),
+        (
+            "memory",
+            "MB of memory",
+            limits.max_memory_mb_per_tenant,
+            usage.memory_mb,
+            u64::from(wanted.memory_mb),
+        ),
+    ];
+    for (what, unit, limit, current, need) in checks {
+        if current + need > limit {
+            let mut e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "RESOURCE_LIMIT_EXCEEDED",
+                format!(
+                    "{what} limit reached: organization {tenant} uses {current} of {limit} {unit} and this sandbox needs {need}"
+                ),
+            );
+            e.details.insert("limit".into(), json!(limit));
+            e.details.insert("current".into(), json!(current));
+            e.details
+                .insert("available".into(), json!(limit.saturating_sub(current)));
+            e.details.insert("resource".into(), json!(what));
+            return Err(e);
+        }
+    }
+    Ok(())
+}
