@@ -62,7 +62,9 @@ def server():
     env = dict(os.environ, WARREN_API_KEY=API_KEY, RUST_LOG="info")
     mode = ["--wildcard-domain", WILDCARD_DOMAIN] if WILDCARD_DOMAIN else []
     proc = subprocess.Popen(
-        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild", *mode],
+        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
+         # explicit quotas so tests do not depend on the machine's size
+         "--max-sandboxes", "8", "--max-vcpu", "64", "--max-memory-mb", "65536", *mode],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     base = f"http://127.0.0.1:{port}"
@@ -108,6 +110,14 @@ def sandbox(server):
         sb.kill()
     except Exception:
         pass
+
+
+def new_key(server, tenant, role="admin", env="live"):
+    """A fresh key of `tenant`, made with the CLI against the server's data dir (the operator's way)."""
+    out = subprocess.run([WARREN, "keys", "create", "--data-dir", server["data_dir"], "--name", f"{tenant}-{role}",
+                          "--tenant", tenant, "--role", role, "--env", env],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip().splitlines()[-1]
 
 
 def raw(server, method, path, **kw):
