@@ -123,3 +123,45 @@ def new_key(server, tenant, role="admin", env="live"):
 def raw(server, method, path, **kw):
     headers = kw.pop("headers", {"X-API-Key": server["api_key"]})
     return requests.request(method, server["base_url"] + path, headers=headers, timeout=120, **kw)
+
+
+@pytest.fixture
+def outside_host():
+    """An "outside" host the test creates: a netns on 198.18.0.0/30 (checked unused first)."""
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    assert "198.18." not in routes, "198.18.0.0/15 is in use on this machine; refusing to test against it"
+    name = f"wtout{os.getpid() % 10000}"
+    cmds = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", f"{name}h", "type", "veth", "peer", "name", "eth0", "netns", name],
+        ["ip", "addr", "add", "198.18.0.1/30", "dev", f"{name}h"],
+        ["ip", "link", "set", f"{name}h", "up"],
+        ["ip", "-n", name, "addr", "add", "198.18.0.2/30", "dev", "eth0"],
+        ["ip", "-n", name, "link", "set", "eth0", "up"],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+    ]
+    for c in cmds:
+        subprocess.run(c, check=True)
+    server = subprocess.Popen(["ip", "netns", "exec", name, "python3", "-m", "http.server", "8000", "--bind", "198.18.0.2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        yield "198.18.0.2"
+    finally:
+        server.kill()
+        server.wait()
+        subprocess.run(["ip", "link", "del", f"{name}h"])
+        subprocess.run(["ip", "netns", "del", name])
+
+
+# Filled by test_escape.py, printed at the end of the run.
+ESCAPE_RESULTS = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if ESCAPE_RESULTS:
+        blocked = sum(1 for _, ok, _ in ESCAPE_RESULTS if ok)
+        terminalreporter.write_line(f"Escape suite: {blocked}/{len(ESCAPE_RESULTS)} attacks blocked")
+        for name, ok, evidence in ESCAPE_RESULTS:
+            if not ok:
+                terminalreporter.write_line(f"  NOT BLOCKED: {name}: {evidence}")

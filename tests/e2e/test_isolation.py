@@ -88,35 +88,6 @@ def test_sandboxes_cannot_see_each_other(server, sandbox):
         other.kill()
 
 
-@pytest.fixture
-def outside_host():
-    """An "outside" host the test creates: a netns on 198.18.0.0/30 (checked unused first)."""
-    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
-    assert "198.18." not in routes, "198.18.0.0/15 is in use on this machine; refusing to test against it"
-    name = f"wtout{os.getpid() % 10000}"
-    cmds = [
-        ["ip", "netns", "add", name],
-        ["ip", "link", "add", f"{name}h", "type", "veth", "peer", "name", "eth0", "netns", name],
-        ["ip", "addr", "add", "198.18.0.1/30", "dev", f"{name}h"],
-        ["ip", "link", "set", f"{name}h", "up"],
-        ["ip", "-n", name, "addr", "add", "198.18.0.2/30", "dev", "eth0"],
-        ["ip", "-n", name, "link", "set", "eth0", "up"],
-        ["ip", "-n", name, "link", "set", "lo", "up"],
-    ]
-    for c in cmds:
-        subprocess.run(c, check=True)
-    server = subprocess.Popen(["ip", "netns", "exec", name, "python3", "-m", "http.server", "8000", "--bind", "198.18.0.2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    try:
-        yield "198.18.0.2"
-    finally:
-        server.kill()
-        server.wait()
-        subprocess.run(["ip", "link", "del", f"{name}h"])
-        subprocess.run(["ip", "netns", "del", name])
-
-
 def test_internet_access_false_blocks_egress(server, outside_host):
     probe = f"import urllib.request\ntry:\n print(urllib.request.urlopen('http://{outside_host}:8000/', timeout=3).status)\nexcept Exception as e: print('blocked', type(e).__name__)"
     online = make(server, internet_access=True)

@@ -96,12 +96,12 @@ pub fn spawn(inv: &Invocation<'_>) -> Result<Spawned, SpawnError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // SAFETY: only async-signal-safe calls between fork and exec (setsid, open, write, close).
     unsafe {
         cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
+            nix::unistd::setsid()?;
+            prefer_for_oom_kill();
+            Ok(())
         });
     }
     let child = cmd
@@ -112,6 +112,25 @@ pub fn spawn(inv: &Invocation<'_>) -> Result<Spawned, SpawnError> {
         child,
         execution_id,
     })
+}
+
+/// Makes a user process the OOM killer's first choice within the sandbox. The writable layer is a
+/// tmpfs whose pages count against the sandbox's memory limit, so a full disk is also a full
+/// memory cgroup; the agent (pid 1) must not be the process that dies then, or the sandbox is
+/// lost. Raising one's own score needs no privilege (lowering the agent's would need
+/// CAP_SYS_RESOURCE on the host, which not every host grants). Called between fork and exec, so
+/// it uses raw open/write on a static path (no allocation).
+pub fn prefer_for_oom_kill() {
+    const PATH: &[u8] = b"/proc/self/oom_score_adj\0";
+    // SAFETY: PATH is NUL-terminated; open/write/close are async-signal-safe and the buffers
+    // outlive the calls.
+    unsafe {
+        let fd = libc::open(PATH.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, b"1000".as_ptr().cast(), 4);
+            libc::close(fd);
+        }
+    }
 }
 
 /// The exit code a shell would report: the code, or 128 + the signal that ended it.

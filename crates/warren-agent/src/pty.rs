@@ -57,6 +57,7 @@ pub fn spawn_shell(
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid()?;
+            crate::exec::prefer_for_oom_kill();
             // Make the PTY (stdin) the controlling terminal of the new session, so job control
             // and ^C work.
             if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {

@@ -209,6 +209,8 @@ fn init_child(
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
     )?;
     sys("chdir /workspace", chdir("/workspace"))?;
+    super::harden::drop_capabilities()?;
+    let filters = super::harden::seccomp_programs()?;
 
     let loader = cstr(&format!("{AGENT_MOUNT}/lib/ld-linux-x86-64.so.2"))?;
     let mut argv = vec![
@@ -226,6 +228,7 @@ fn init_child(
         cstr("LANG=C.UTF-8")?,
         cstr("TERM=xterm-256color")?,
     ];
+    super::harden::lock_down(&filters)?;
     sys("exec agent", execve(&loader, &argv, &env))
 }
 
@@ -296,6 +299,7 @@ fn build_root(spec: &JailSpec, root: &Path) -> Result<(), JailError> {
         ),
     )?;
     build_dev(root, base)?;
+    super::harden::mask_kernel_interfaces(root, &root.join("dev/null"))?;
 
     for dir in ["workspace", "tmp"] {
         ensure_dir(root, dir, base)?;

@@ -3,6 +3,7 @@
 //! for what that means for hostile code).
 
 pub mod cgroups;
+pub mod harden;
 pub mod jail;
 pub mod network;
 

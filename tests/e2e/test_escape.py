@@ -1,0 +1,164 @@
+"""The escape suite: each attack runs inside a sandbox the way a user's code would (through the
+official SDK) and must fail. Prints "N/M attacks blocked" at the end of the run; every attack
+that is not blocked fails the test with its evidence."""
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+from hopx_ai import Sandbox
+
+from conftest import ESCAPE_RESULTS
+
+SYSCALL_PROBE = r'''
+import ctypes, errno, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def sc(nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return [r, errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))]
+out = {
+    "init_module": sc(175, 0, 0, 0),
+    "finit_module": sc(313, 0, 0, 0),
+    "delete_module": sc(176, 0, 0),
+    "kexec_load": sc(246, 0, 0, 0, 0),
+    "bpf": sc(321, 0, 0, 0),
+    "perf_event_open": sc(298, 0, 0, -1, -1, 0),
+    "keyctl": sc(250, 0, -3, 0, 0, 0),
+    "userfaultfd": sc(323, 0),
+    "open_by_handle_at": sc(304, 3, 0, 0),
+    "unshare(CLONE_NEWUSER)": sc(272, 0x10000000),
+    "setns": sc(308, 0, 0),
+    "mount tmpfs": [libc.mount(b"none", b"/mnt", b"tmpfs", 0, None), errno.errorcode.get(ctypes.get_errno(), "")],
+    "umount /proc": [libc.umount2(b"/proc", 2), errno.errorcode.get(ctypes.get_errno(), "")],
+}
+for name, fam, typ, proto in [("raw socket", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+                              ("packet socket", socket.AF_PACKET, socket.SOCK_RAW, 0)]:
+    try:
+        socket.socket(fam, typ, proto).close(); out[name] = [0, "opened"]
+    except OSError as e:
+        out[name] = [-1, errno.errorcode.get(e.errno, str(e.errno))]
+for dev in ["/dev/kvm", "/dev/mem", "/dev/kmsg", "/dev/sda", "/dev/vda"]:
+    try:
+        open(dev, "rb").close(); out["open " + dev] = [0, "opened"]
+    except OSError as e:
+        out["open " + dev] = [-1, errno.errorcode.get(e.errno, str(e.errno))]
+for path in ["/proc/sysrq-trigger", "/proc/sys/kernel/hostname"]:
+    try:
+        with open(path, "w") as f: f.write("x")
+        out["write " + path] = [0, "written"]
+    except OSError as e:
+        out["write " + path] = [-1, errno.errorcode.get(e.errno, str(e.errno))]
+print(json.dumps(out))
+'''
+DENIED = {"EPERM", "EACCES", "ENOSYS", "ENOENT", "EROFS", "ENXIO", "EINVAL"}
+
+
+def record(name, blocked, evidence=""):
+    ESCAPE_RESULTS.append((name, bool(blocked), evidence))
+
+
+def sh(sb, cmd, timeout=60):
+    return sb.commands.run(cmd, timeout=timeout)
+
+
+@pytest.fixture
+def host_marker():
+    path = f"/tmp/warren-escape-{uuid.uuid4().hex}"
+    with open(path, "w") as f:
+        f.write("HOST-SECRET")
+    yield path
+    os.unlink(path)
+
+
+def test_escape_suite(server, host_marker, outside_host):
+    url, key = server["base_url"], server["api_key"]
+    a = Sandbox.create(template="base", base_url=url, api_key=key)
+    b = Sandbox.create(template="base", base_url=url, api_key=key)
+    offline = Sandbox.create(template="base", base_url=url, api_key=key, internet_access=False)
+    try:
+        # --- host files ---------------------------------------------------------------------
+        for path in [host_marker, f"/proc/1/root{host_marker}", f"/proc/self/root/../../..{host_marker}"]:
+            r = sh(a, f"cat {path} 2>&1")
+            record(f"read host file via {path.replace(host_marker, '<host file>')}", "HOST-SECRET" not in r.stdout, r.stdout[:80])
+        sh(a, "ln -s / /workspace/rootlink; ln -s /proc/1/root /workspace/p1")
+        for path in [f"/workspace/rootlink{host_marker}", f"/workspace/p1{host_marker}", f"/workspace/../../..{host_marker}"]:
+            try:
+                got = a.files.read(path)
+            except Exception as e:  # FileNotFoundError is the expected outcome
+                got = type(e).__name__
+            record(f"files API read {path.replace(host_marker, '<host file>')}", "HOST-SECRET" not in str(got), str(got)[:80])
+
+        # --- kernel interfaces and privileges ------------------------------------------------
+        probe = json.loads(a.run_code(SYSCALL_PROBE).stdout)
+        for name, (ret, err) in probe.items():
+            record(name, ret == -1 and err in DENIED, f"ret={ret} errno={err}")
+        r = sh(a, "cp /usr/bin/id /tmp/suid-id && chmod 4755 /tmp/suid-id && "
+                  "setpriv --reuid=1000 --regid=1000 --clear-groups /tmp/suid-id -u")
+        record("setuid-root binary run by uid 1000", r.stdout.strip() == "1000", r.stdout + r.stderr)
+        r = sh(a, "unshare --user --map-root-user id 2>&1; echo rc=$?")
+        record("unshare a new user namespace", "rc=0" not in r.stdout, r.stdout.strip())
+        r = sh(a, "grep CapBnd /proc/self/status")
+        bnd = int(r.stdout.split()[1], 16)
+        record("capability bounding set lacks SYS_ADMIN/NET_ADMIN/SYS_PTRACE/SYS_MODULE",
+               not any(bnd & (1 << c) for c in (21, 12, 19, 16)), r.stdout.strip())
+        r = sh(a, "grep NoNewPrivs /proc/self/status")
+        record("no_new_privs set", r.stdout.split()[-1] == "1", r.stdout.strip())
+
+        # --- other sandboxes and the host network ---------------------------------------------
+        sh(b, "nohup sleep 424242 >/dev/null 2>&1 &")
+        time.sleep(0.3)
+        host_pid = subprocess.run(["pgrep", "-f", "sleep 424242"], capture_output=True, text=True).stdout.split()
+        assert host_pid, "control: sandbox b's process is visible from the host"
+        r = sh(a, "ps -eo args")
+        record("see another sandbox's processes", "424242" not in r.stdout, "")
+        ptrace = a.run_code(f"import ctypes; l=ctypes.CDLL(None, use_errno=True); print(l.ptrace(16, {host_pid[0]}, 0, 0), ctypes.get_errno())").stdout.split()
+        record("ptrace another sandbox's process (by its host pid)", ptrace[0] == "-1", " ".join(ptrace))
+        b_ns = f"warren-{b.sandbox_id}"
+        b_ip = subprocess.run(["ip", "-n", b_ns, "-4", "-o", "addr", "show", "scope", "global"],
+                              capture_output=True, text=True).stdout.split()[3].split("/")[0]
+        sh(b, "cd /tmp && nohup python3 -m http.server 8000 >/dev/null 2>&1 &")
+        time.sleep(0.5)
+        connect = "import socket\ns=socket.socket(); s.settimeout(2)\ntry:\n s.connect(({!r}, {})); print('REACHED')\nexcept Exception as e: print('blocked', type(e).__name__)"
+        r = a.run_code(connect.format(b_ip, 8000)).stdout
+        record("connect to another sandbox's address", "REACHED" not in r, r.strip())
+        api_port = int(url.rsplit(":", 1)[1])
+        r = a.run_code(connect.format("127.0.0.1", api_port)).stdout
+        record("connect to the control plane on loopback", "REACHED" not in r, r.strip())
+        gw = sh(a, "awk '$2==\"00000000\"{print $3}' /proc/net/route").stdout.strip()
+        host_ip = ".".join(str(int(gw[i:i + 2], 16)) for i in (6, 4, 2, 0))
+        r = a.run_code(connect.format(host_ip, api_port)).stdout
+        record("connect to the control plane via the host's veth address", "REACHED" not in r, r.strip())
+        r = a.run_code(connect.format("169.254.169.254", 80)).stdout
+        record("connect to the link-local metadata address", "REACHED" not in r, r.strip())
+        r = offline.run_code(connect.format(outside_host, 8000)).stdout
+        record("egress with internet_access=false", "REACHED" not in r, r.strip())
+
+        # --- resource exhaustion --------------------------------------------------------------
+        sh(a, "bash -c ':(){ :|:& };:' ; sleep 2", timeout=10)
+        t = time.time()
+        ok = requests.get(url + "/health", timeout=5).status_code == 200
+        record("fork bomb slows the host", ok and time.time() - t < 1.0, f"{time.time() - t:.2f}s")
+        r = a.run_code("x = bytearray(3 * 1024**3); print('allocated')", timeout=60)
+        alive = requests.get(url + "/health", timeout=5).status_code == 200
+        record("memory bomb beyond the sandbox's limit", "allocated" not in r.stdout and alive, r.stderr[-80:])
+        r = sh(b, "dd if=/dev/zero of=/workspace/fill bs=1M count=4096 2>&1 | tail -1; stat -c %s /workspace/fill", timeout=120)
+        size = int(r.stdout.split()[-1]) if r.stdout.split() and r.stdout.split()[-1].isdigit() else 0
+        # stopped at the quota (ENOSPC, or the writer killed when the layer's pages hit the memory
+        # limit), and the sandbox itself survives and recovers once the file is gone
+        sh(b, "rm -f /workspace/fill")
+        recovered = sh(b, "echo alive").stdout.strip() == "alive"
+        record("disk fill beyond the sandbox's disk", size <= 2048 * 1024 * 1024 and recovered,
+               f"wrote {size} bytes, recovered={recovered}")
+    finally:
+        for sb in (a, b, offline):
+            try:
+                sb.kill()
+            except Exception:
+                pass
+    missed = [(n, e) for n, ok, e in ESCAPE_RESULTS if not ok]
+    assert not missed, f"{len(missed)} attacks not blocked: {missed}"
