@@ -19,17 +19,19 @@ API_KEY = "wrn_test_" + os.urandom(16).hex()
 # scripts/test runs the suite twice: once in local mode (public_host = a loopback port per
 # sandbox, what the SDKs use here) and once with this set, for the tests marked `wildcard`.
 WILDCARD_DOMAIN = os.environ.get("WARREN_TEST_WILDCARD_DOMAIN")
+# ... and once with this set: HTTPS with the server's generated CA, for the tests marked `tls`.
+TLS = os.environ.get("WARREN_TEST_TLS") == "1"
+MODE = "wildcard" if WILDCARD_DOMAIN else "tls" if TLS else "local"
 
 
 def pytest_collection_modifyitems(config, items):
-    """Each test runs in the mode its server was started in; the other mode's tests are skipped
+    """Each test runs in the mode its server was started in; the other modes' tests are skipped
     loudly, never silently passed."""
     for item in items:
-        wants_wildcard = item.get_closest_marker("wildcard") is not None
-        if wants_wildcard and not WILDCARD_DOMAIN:
-            item.add_marker(pytest.mark.skip(reason="SKIPPED: wildcard-mode test; run with WARREN_TEST_WILDCARD_DOMAIN set (scripts/test does)"))
-        elif not wants_wildcard and WILDCARD_DOMAIN:
-            item.add_marker(pytest.mark.skip(reason="SKIPPED: local-mode test in a wildcard-mode run"))
+        wants = "wildcard" if item.get_closest_marker("wildcard") else "tls" if item.get_closest_marker("tls") else "local"
+        if wants != MODE:
+            item.add_marker(pytest.mark.skip(
+                reason=f"SKIPPED: {wants}-mode test in a {MODE}-mode run (scripts/test runs every mode)"))
 
 
 def free_port():
@@ -60,19 +62,24 @@ def server():
     port = free_port()
     log = open(os.path.join(data_dir, "server.log"), "w")
     env = dict(os.environ, WARREN_API_KEY=API_KEY, RUST_LOG="info")
-    mode = ["--wildcard-domain", WILDCARD_DOMAIN] if WILDCARD_DOMAIN else []
+    mode = ["--wildcard-domain", WILDCARD_DOMAIN] if WILDCARD_DOMAIN else ["--tls"] if TLS else []
     proc = subprocess.Popen(
         [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
          # explicit quotas so tests do not depend on the machine's size
-         "--max-sandboxes", "8", "--max-vcpu", "64", "--max-memory-mb", "65536", *mode],
+         "--max-sandboxes", "8", "--max-vcpu", "64", "--max-memory-mb", "65536", "--max-upload-mb", "64", *mode],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if TLS else 'http'}://127.0.0.1:{port}"
+    ca = os.path.join(data_dir, "tls", "ca.pem")
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("warren serve exited:\n" + open(log.name).read())
         try:
+            if TLS and os.path.exists(ca):
+                # The SDKs (httpx, websockets, node) and requests trust the generated CA this way.
+                for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
+                    os.environ[var] = ca
             if requests.get(base + "/health", timeout=1).status_code == 200:
                 break
         except requests.RequestException:

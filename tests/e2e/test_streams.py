@@ -291,3 +291,15 @@ def test_async_webhook_rejects_a_bad_callback_url(server):
         assert res.status_code == 400 and "callback_url" in res.json()["message"]
     finally:
         sb.kill()
+
+
+def test_command_leaving_a_background_child_returns_its_output_promptly(server):
+    sb = Sandbox.create(template="base", base_url=server["base_url"], api_key=server["api_key"])
+    try:
+        t = time.time()
+        r = sb.commands.run("echo started; sleep 30 &")
+        assert r.stdout == "started\n" and r.exit_code == 0 and time.time() - t < 5
+        # the child is still running (left in the background on purpose)
+        assert sb.commands.run("pgrep -x sleep >/dev/null && echo yes").stdout == "yes\n"
+    finally:
+        sb.kill()

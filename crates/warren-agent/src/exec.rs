@@ -148,8 +148,8 @@ pub async fn run(inv: Invocation<'_>) -> Result<Outcome, SpawnError> {
     let mut spawned = spawn(&inv)?;
     let guard = spawned.guard();
     let pid = spawned.pid;
-    let out = tokio::spawn(capture(spawned.child.stdout.take()));
-    let err = tokio::spawn(capture(spawned.child.stderr.take()));
+    let (out, out_buf) = capture(spawned.child.stdout.take());
+    let (err, err_buf) = capture(spawned.child.stderr.take());
 
     let waited = tokio::time::timeout(inv.timeout, spawned.child.wait()).await;
     let (status, timed_out) = match waited {
@@ -159,8 +159,8 @@ pub async fn run(inv: Invocation<'_>) -> Result<Outcome, SpawnError> {
             (spawned.child.wait().await.ok(), true)
         }
     };
-    let stdout = drain(out).await;
-    let mut stderr = drain(err).await;
+    let stdout = drain(out, out_buf).await;
+    let mut stderr = drain(err, err_buf).await;
     if timed_out {
         spawned.kill_tree();
         stderr.push_str(&format!(
@@ -180,37 +180,50 @@ pub async fn run(inv: Invocation<'_>) -> Result<Outcome, SpawnError> {
     })
 }
 
-pub async fn drain(task: tokio::task::JoinHandle<String>) -> String {
-    let abort = task.abort_handle();
-    match tokio::time::timeout(DRAIN_GRACE, task).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            abort.abort();
-            String::new()
+/// Output captured so far, shared with the task reading the pipe.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = String::from_utf8_lossy(&g.0).into_owned();
+        if g.1 {
+            s.push_str(&format!("\n[output truncated at {MAX_CAPTURE} bytes]\n"));
         }
+        s
     }
 }
 
-async fn capture<R: AsyncRead + Unpin>(stream: Option<R>) -> String {
-    let Some(mut stream) = stream else {
-        return String::new();
-    };
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let mut truncated = false;
-    loop {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = MAX_CAPTURE.saturating_sub(buf.len());
-                buf.extend_from_slice(&chunk[..n.min(room)]);
-                truncated |= n > room;
+/// Waits briefly for the pipe to close, then returns what was read. A child left running in the
+/// background (`server &`) keeps the pipe open; its later output is not part of this run.
+async fn drain(task: tokio::task::JoinHandle<()>, captured: Captured) -> String {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(DRAIN_GRACE, task).await.is_err() {
+        abort.abort();
+    }
+    captured.text()
+}
+
+fn capture<R: AsyncRead + Unpin + Send + 'static>(
+    stream: Option<R>,
+) -> (tokio::task::JoinHandle<()>, Captured) {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let task = tokio::spawn(async move {
+        let Some(mut stream) = stream else { return };
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut g = sink.0.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = MAX_CAPTURE.saturating_sub(g.0.len());
+                    g.0.extend_from_slice(&chunk[..n.min(room)]);
+                    g.1 |= n > room;
+                }
             }
         }
-    }
-    let mut s = String::from_utf8_lossy(&buf).into_owned();
-    if truncated {
-        s.push_str(&format!("\n[output truncated at {} bytes]\n", MAX_CAPTURE));
-    }
-    s
+    });
+    (task, captured)
 }

@@ -40,13 +40,17 @@ struct Args {
     memory_mb: u32,
     #[arg(long, default_value_t = 1024)]
     disk_mb: u32,
-    /// Environment variables applied to every execution (KEY=VALUE), from `env_vars` on create.
-    #[arg(long = "env")]
-    env: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // `env_vars` from create arrive as JSON in the environment (not argv, which the host's `ps`
+    // shows); they become the global env of every execution. Removed while still single-threaded.
+    let env: BTreeMap<String, String> = std::env::var("WARREN_BOOT_ENV")
+        .ok()
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default();
+    std::env::remove_var("WARREN_BOOT_ENV");
     // As pid 1 the agent must reap orphans; a tiny init loop does that in a forked parent so the
     // async runtime (which waits on its own children) never has its exit statuses stolen.
     if nix::unistd::getpid().as_raw() == 1 {
@@ -57,20 +61,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start runtime")?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(args, env))
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let mut env = BTreeMap::new();
-    for kv in &args.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            env.insert(k.to_owned(), v.to_owned());
-        }
-    }
+
     let state = state::AgentState::new(
         state::BootInfo {
             sandbox_id: args.sandbox_id.clone(),

@@ -11,6 +11,7 @@ mod request_id;
 mod routes;
 mod service;
 mod state;
+pub mod tls;
 mod tokens;
 mod webhooks;
 
@@ -33,7 +34,7 @@ pub struct ServeConfig {
     pub cache_dir: PathBuf,
     pub public: PublicMode,
     /// Accepted as a full-rights key if set (stored hashed).
-    pub api_key: Option<String>,
+    pub api_key: Option<warren_core::Secret>,
     pub network_base: Ipv4Addr,
     pub debian_mirror: Option<String>,
     pub region: String,
@@ -42,6 +43,63 @@ pub struct ServeConfig {
     pub limits: limits::Limits,
     /// How long audit events are kept.
     pub audit_retention: std::time::Duration,
+    /// HTTPS for the API and the sandbox listeners. None: plain HTTP, which `serve` accepts only
+    /// on loopback unless `allow_plain_http`; elsewhere it generates a local CA instead.
+    pub tls: Option<tls::TlsSource>,
+    pub allow_plain_http: bool,
+    /// Largest request body forwarded to a sandbox.
+    pub max_body_bytes: u64,
+}
+
+/// Host names and addresses a generated certificate must cover.
+fn certificate_names(cfg: &ServeConfig) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Ok(h) = nix::unistd::gethostname() {
+        names.push(h.to_string_lossy().into_owned());
+    }
+    if !cfg.listen.ip().is_unspecified() {
+        names.push(cfg.listen.ip().to_string());
+    }
+    match &cfg.public {
+        PublicMode::Local { host, bind } => {
+            names.push(host.clone());
+            if !bind.is_unspecified() {
+                names.push(bind.to_string());
+            }
+        }
+        PublicMode::Wildcard { domain, .. } => names.push(format!("*.{domain}")),
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Decides between the configured TLS, a generated local CA, and plain HTTP.
+fn tls_setup(cfg: &ServeConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let exposed = !cfg.listen.ip().is_loopback()
+        || matches!(&cfg.public, PublicMode::Local { bind, .. } if !bind.is_loopback());
+    let source = match (&cfg.tls, exposed && !cfg.allow_plain_http) {
+        (Some(s), _) => s.clone(),
+        (None, true) => {
+            tracing::warn!("listening beyond loopback without --tls-cert: generating a local CA (use --allow-plain-http to serve plain HTTP)");
+            tls::TlsSource::Generated {
+                names: certificate_names(cfg),
+            }
+        }
+        (None, false) => return Ok(None),
+    };
+    let source = match source {
+        tls::TlsSource::Generated { names } if names.is_empty() => tls::TlsSource::Generated {
+            names: certificate_names(cfg),
+        },
+        s => s,
+    };
+    let (acceptor, ca) = tls::acceptor(&source, &cfg.data_dir).context("set up TLS")?;
+    if let Some(ca) = ca {
+        tracing::info!(ca = %ca.display(), "HTTPS with a local CA: clients must trust this file (SSL_CERT_FILE / REQUESTS_CA_BUNDLE / NODE_EXTRA_CA_CERTS)");
+        eprintln!("warren: HTTPS certificate authority: {}", ca.display());
+    }
+    Ok(Some(acceptor))
 }
 
 /// Runs the whole single-machine platform until SIGTERM/SIGINT, then stops every sandbox.
@@ -52,7 +110,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("create cache dir {}", cfg.cache_dir.display()))?;
     let store = Store::open(&cfg.data_dir).await.context("open store")?;
     let now = clock::now();
-    if let Some(key) = cfg.api_key.as_deref().filter(|k| !k.is_empty()) {
+    if let Some(key) = cfg
+        .api_key
+        .as_ref()
+        .map(warren_core::Secret::expose)
+        .filter(|k| !k.is_empty())
+    {
         let environment = if key.starts_with("wrn_test_") {
             warren_store::KeyEnvironment::Test
         } else {
@@ -119,6 +182,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             .await?;
     }
 
+    let tls = tls_setup(&cfg)?;
     let tokens =
         tokens::TokenSigner::load_or_create(&cfg.data_dir).context("load token signing key")?;
     let audit = audit::Auditor::start(store.clone(), cfg.audit_retention);
@@ -149,6 +213,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         webhooks: Arc::new(webhooks::Dispatcher::new()),
         audit,
         rate,
+        tls: tls.clone(),
+        max_body_bytes: cfg.max_body_bytes,
         node_id,
         region: cfg.region.clone(),
     };
@@ -168,11 +234,23 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.listen))?;
-    tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), "warren is serving");
-    axum::serve(listener, routes::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serve")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(url = %format!("{scheme}://{}", cfg.listen), data_dir = %cfg.data_dir.display(), "warren is serving");
+    match tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor).context("TLS listener")?;
+            axum::serve(listener, routes::app(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serve")?;
+        }
+        None => {
+            axum::serve(listener, routes::app(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serve")?;
+        }
+    }
     tracing::info!("shutting down: stopping every sandbox");
     service.stop_all(SandboxStatus::Stopped).await;
     service.driver.release_host().await;

@@ -84,6 +84,28 @@ pub async fn to_agent(state: AppState, id: SandboxId, req: Request) -> Response 
             return res;
         }
     }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return agent_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!(
+                "request body of {} bytes exceeds this server's limit of {} bytes",
+                declared.unwrap_or(0),
+                state.max_body_bytes
+            ),
+        );
+    }
+    // Bodies without a declared length are cut off at the same limit as they stream.
+    let req = {
+        let limit = usize::try_from(state.max_body_bytes).unwrap_or(usize::MAX);
+        let (parts, body) = req.into_parts();
+        Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)))
+    };
     if state.sandboxes.status_of(&id) == Some(SandboxStatus::Paused) {
         return agent_error(
             StatusCode::CONFLICT,
@@ -278,13 +300,23 @@ pub fn spawn_local_listener(
     id: SandboxId,
     listener: tokio::net::TcpListener,
 ) -> tokio::task::JoinHandle<()> {
+    let tls = state.tls.clone();
     let app = axum::Router::new().fallback(move |req: Request| {
         let state = state.clone();
         let id = id.clone();
         async move { to_agent(state, id, req).await }
     });
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        match tls {
+            Some(acceptor) => {
+                if let Ok(l) = crate::tls::TlsListener::new(listener, acceptor) {
+                    let _ = axum::serve(l, app).await;
+                }
+            }
+            None => {
+                let _ = axum::serve(listener, app).await;
+            }
+        }
     })
 }
 

@@ -17,9 +17,18 @@ pub fn new_id() -> String {
 }
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let id = new_id();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = next.run(req).await;
+    // One structured line per request: id, method, path (never headers or bodies, which carry
+    // keys and code), status and duration. Everything logged while handling it carries the id.
+    let span = tracing::info_span!("request", request_id = %id);
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let mut res = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(%method, %path, status = res.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    });
     if res.status().is_client_error() || res.status().is_server_error() {
         res = render_error(res, &id).await;
     }

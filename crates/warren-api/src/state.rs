@@ -23,6 +23,10 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhooks::Dispatcher>,
     pub audit: Arc<crate::audit::Auditor>,
     pub rate: Arc<crate::limits::RateLimiter>,
+    /// Set when the API and sandbox listeners speak HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Largest request body forwarded to a sandbox (uploads, file writes, code).
+    pub max_body_bytes: u64,
     pub node_id: String,
     pub region: String,
 }

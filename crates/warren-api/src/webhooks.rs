@@ -50,7 +50,7 @@ struct AsyncRequest {
     callback_url: String,
     #[serde(default)]
     callback_headers: BTreeMap<String, String>,
-    callback_signature_secret: Option<String>,
+    callback_signature_secret: Option<warren_core::Secret>,
 }
 
 fn default_language() -> String {
@@ -157,7 +157,7 @@ impl Dispatcher {
             if let Some(secret) = &run.callback_signature_secret {
                 req = req.header(
                     "X-HOPX-Signature",
-                    format!("sha256={}", sign(secret, &ts, &body)),
+                    format!("sha256={}", sign(secret.expose(), &ts, &body)),
                 );
             }
             match req.body(body.clone()).send().await {

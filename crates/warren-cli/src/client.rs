@@ -32,6 +32,45 @@ async fn check(res: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     bail!("{msg} (HTTP {status})")
 }
 
+/// An extra CA the server's certificate chains to (a Warren-generated local CA): `WARREN_CA_CERT`,
+/// else `SSL_CERT_FILE`, as PEM.
+fn extra_ca_pem() -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = std::env::var_os("WARREN_CA_CERT").or_else(|| std::env::var_os("SSL_CERT_FILE"))
+    else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(&path)
+        .with_context(|| format!("read CA certificate {}", std::path::Path::new(&path).display()))?;
+    Ok(Some(pem))
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder();
+    if let Some(pem) = extra_ca_pem()? {
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).context("parse CA certificate")? {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    Ok(b.build()?)
+}
+
+/// rustls settings for `wss://`: the public roots plus the extra CA, if any.
+pub fn websocket_tls() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem()? {
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.context("parse CA certificate")?)?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 impl Client {
     pub fn new(opts: &ClientOpts) -> anyhow::Result<Self> {
         let key = opts
@@ -40,7 +79,7 @@ impl Client {
             .or_else(|| std::env::var("HOPX_API_KEY").ok())
             .context("no API key: pass --api-key or set WARREN_API_KEY (or HOPX_API_KEY)")?;
         Ok(Self {
-            http: reqwest::Client::new(),
+            http: http_client()?,
             base: opts.url.trim_end_matches('/').to_owned(),
             key,
         })
@@ -141,8 +180,10 @@ impl Agent {
             reqwest::header::AUTHORIZATION,
             format!("Bearer {}", self.token).parse()?,
         );
-        let (socket, _) = tokio_tungstenite::connect_async(req)
-            .await
+        let connector = tokio_tungstenite::Connector::Rustls(websocket_tls()?);
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector))
+                .await
             .with_context(|| format!("cannot open {url}"))?;
         Ok(socket)
     }

@@ -3,10 +3,12 @@
 
 mod id;
 mod resources;
+mod secret;
 mod status;
 
 pub use id::{InvalidId, SandboxId};
 pub use resources::Resources;
+pub use secret::Secret;
 pub use status::SandboxStatus;
 
 /// Unix time in whole seconds. All times inside Warren are this; formatting happens at the edges.

@@ -23,6 +23,9 @@ const DEFAULT_TIMEOUT: u64 = 60;
 /// Messages buffered between the process and a slow client.
 const CHANNEL_DEPTH: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
+/// After the process ends, how long output still in its pipes (or written by children it left
+/// running) may take to arrive before `result` is sent.
+const EXIT_DRAIN: Duration = Duration::from_millis(250);
 
 #[derive(Deserialize)]
 struct StreamRequest {
@@ -153,12 +156,12 @@ async fn run(mut socket: ws::Socket, state: AgentState) {
             },
             waited = spawned.child.wait(), if status.is_none() && !timed_out => {
                 status = waited.ok();
-                drain_until = Some(tokio::time::Instant::now() + Duration::from_millis(100));
+                drain_until = Some(tokio::time::Instant::now() + EXIT_DRAIN);
             }
             () = &mut deadline, if status.is_none() && !timed_out => {
                 timed_out = true;
                 spawned.kill_tree();
-                drain_until = Some(tokio::time::Instant::now() + Duration::from_millis(100));
+                drain_until = Some(tokio::time::Instant::now() + EXIT_DRAIN);
             }
             () = drain_deadline => break,
             incoming = ws::next_json(&mut socket) => {

@@ -26,7 +26,10 @@ fn parse_id(raw: &str) -> ApiResult<SandboxId> {
 fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sandbox {
     let public_host = match &state.public {
         PublicMode::Local { host, .. } => match state.sandboxes.port_of(&r.id) {
-            Some(port) => format!("http://{host}:{port}"),
+            Some(port) => {
+                let scheme = if state.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{host}:{port}")
+            }
             None => String::new(),
         },
         PublicMode::Wildcard { domain, scheme } => {

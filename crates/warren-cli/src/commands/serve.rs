@@ -44,6 +44,22 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a local CA generated in <data-dir>/tls (printed at start; clients trust
+    /// its ca.pem). Automatic when listening beyond loopback without --tls-cert.
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls: bool,
+    /// Allow plain HTTP on a non-loopback address (e.g. behind a TLS-terminating proxy).
+    #[arg(long)]
+    allow_plain_http: bool,
+    /// Largest request body sent to a sandbox (file uploads and writes), in MB.
+    #[arg(long, default_value_t = 1024)]
+    max_upload_mb: u64,
     /// Days audit events are kept before they are purged.
     #[arg(long, default_value_t = 30)]
     audit_retention_days: u64,
@@ -108,13 +124,22 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir: a.data_dir,
         cache_dir: a.cache_dir,
         public,
-        api_key: std::env::var("WARREN_API_KEY").ok(),
+        api_key: std::env::var("WARREN_API_KEY")
+            .ok()
+            .map(warren_core::Secret::new),
         network_base: a.network,
         debian_mirror: a.debian_mirror,
         region: a.region,
         prebuild_templates: !a.no_prebuild,
         limits,
         audit_retention: std::time::Duration::from_secs(a.audit_retention_days * 86_400),
+        tls: match (a.tls_cert, a.tls_key, a.tls) {
+            (Some(cert), Some(key), _) => Some(warren_api::tls::TlsSource::Files { cert, key }),
+            (_, _, true) => Some(warren_api::tls::TlsSource::Generated { names: vec![] }),
+            _ => None,
+        },
+        allow_plain_http: a.allow_plain_http,
+        max_body_bytes: a.max_upload_mb * 1024 * 1024,
     })
     .await
     .context("server failed")?;

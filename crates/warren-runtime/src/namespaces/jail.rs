@@ -45,7 +45,15 @@ pub struct JailSpec {
     pub id_base: u32,
     /// argv of the agent, after the loader.
     pub agent_args: Vec<String>,
+    /// The sandbox's `env_vars`. Handed to the agent in its environment, never on its command
+    /// line: a command line is readable by every user of the host (`ps`), an environment only by
+    /// its owner.
+    #[serde(default)]
+    pub agent_env: std::collections::BTreeMap<String, String>,
 }
+
+/// The variable carrying `agent_env` (JSON) to the agent, which removes it at start.
+pub const BOOT_ENV_VAR: &str = "WARREN_BOOT_ENV";
 
 pub const ID_COUNT: u32 = 65536;
 /// Where the agent bundle appears inside the sandbox.
@@ -222,11 +230,14 @@ fn init_child(
     for a in &spec.agent_args {
         argv.push(cstr(a)?);
     }
+    let boot_env = serde_json::to_string(&spec.agent_env)
+        .map_err(|e| JailError::Spec(format!("env_vars: {e}")))?;
     let env = [
         cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?,
         cstr("HOME=/root")?,
         cstr("LANG=C.UTF-8")?,
         cstr("TERM=xterm-256color")?,
+        cstr(&format!("{BOOT_ENV_VAR}={boot_env}"))?,
     ];
     super::harden::lock_down(&filters)?;
     sys("exec agent", execve(&loader, &argv, &env))

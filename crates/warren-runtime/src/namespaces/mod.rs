@@ -113,7 +113,7 @@ impl NamespaceDriver {
                 .await
                 .map_err(io("resolv.conf"))?;
         }
-        let mut agent_args = vec![
+        let agent_args = vec![
             "--socket".to_owned(),
             format!("{RUN_MOUNT}/agent.sock"),
             "--sandbox-id".to_owned(),
@@ -127,10 +127,6 @@ impl NamespaceDriver {
             "--disk-mb".to_owned(),
             spec.resources.disk_mb.to_string(),
         ];
-        for (k, v) in &spec.env_vars {
-            agent_args.push("--env".to_owned());
-            agent_args.push(format!("{k}={v}"));
-        }
         let jail_spec = JailSpec {
             hostname: format!("sandbox-{}", &spec.id.as_str()[..8]),
             lower_dir: spec.rootfs.clone(),
@@ -141,6 +137,7 @@ impl NamespaceDriver {
             netns: net.netns_path.clone(),
             id_base: ID_BASE,
             agent_args,
+            agent_env: spec.env_vars.clone(),
         };
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path).map_err(io("agent log"))?;

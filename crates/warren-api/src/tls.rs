@@ -1,0 +1,177 @@
+//! HTTPS for the API and every sandbox listener (rustls). Either the operator's certificate
+//! (`--tls-cert/--tls-key`) or a local CA generated on first start in `<data>/tls/`: `ca.pem` is
+//! what SDK users trust (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `NODE_EXTRA_CA_CERTS`); the server
+//! certificate is re-issued from it at every start for the names the server answers to.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// How the server gets its certificate.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files { cert: PathBuf, key: PathBuf },
+    /// A local CA in the data dir, for these host names and addresses.
+    Generated { names: Vec<String> },
+}
+
+/// A TLS handshake slower than this is dropped (slowloris).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name
+        .push(DnType::CommonName, "Warren local CA");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Warren");
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // Fixed dates: the CA is re-derived from its stored key at each start and must keep the same
+    // subject and validity.
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2044, 1, 1);
+    Ok(p)
+}
+
+fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    f.write_all(data.as_bytes())?;
+    Ok(())
+}
+
+/// Loads or creates the local CA and issues a server certificate for `names`. Returns the PEM
+/// chain and key, and the path of the CA certificate clients should trust.
+fn generated(data_dir: &Path, names: &[String]) -> anyhow::Result<(String, String, PathBuf)> {
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir)?;
+    let (ca_key_path, ca_cert_path) = (dir.join("ca.key"), dir.join("ca.pem"));
+    let ca_key = match std::fs::read_to_string(&ca_key_path) {
+        Ok(pem) => KeyPair::from_pem(&pem).context("parse tls/ca.key")?,
+        Err(_) => {
+            let key = KeyPair::generate()?;
+            write_private(&ca_key_path, &key.serialize_pem())?;
+            key
+        }
+    };
+    let ca = ca_params()?.self_signed(&ca_key)?;
+    if !ca_cert_path.exists() {
+        std::fs::write(&ca_cert_path, ca.pem())?;
+    }
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().map_or("warren", String::as_str));
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    // Under 398 days, which clients accept for server certificates; re-issued at every start.
+    params.not_after = now + time::Duration::days(390);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    Ok((cert.pem() + &ca.pem(), key.serialize_pem(), ca_cert_path))
+}
+
+/// Builds the acceptor; for a generated CA also returns the CA path to print.
+pub fn acceptor(source: &TlsSource, data_dir: &Path) -> anyhow::Result<(TlsAcceptor, Option<PathBuf>)> {
+    let (cert_pem, key_pem, ca) = match source {
+        TlsSource::Files { cert, key } => (
+            std::fs::read_to_string(cert).with_context(|| format!("read {}", cert.display()))?,
+            std::fs::read_to_string(key).with_context(|| format!("read {}", key.display()))?,
+            None,
+        ),
+        TlsSource::Generated { names } => {
+            let (c, k, ca) = generated(data_dir, names)?;
+            (c, k, Some(ca))
+        }
+    };
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("parse certificate PEM")?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .context("parse private key PEM")?
+        .context("no private key in the key file")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((TlsAcceptor::from(Arc::new(config)), ca))
+}
+
+/// A listener that yields connections whose TLS handshake completed. Handshakes run on their own
+/// tasks so one slow client cannot hold up the others.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let acceptor = acceptor.clone();
+                let ready = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = ready.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { ready, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
