@@ -53,7 +53,11 @@ pub struct ServeConfig {
 
 /// Host names and addresses a generated certificate must cover.
 fn certificate_names(cfg: &ServeConfig) -> Vec<String> {
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     if let Ok(h) = nix::unistd::gethostname() {
         names.push(h.to_string_lossy().into_owned());
     }

@@ -19,9 +19,14 @@ use tokio_rustls::TlsAcceptor;
 /// How the server gets its certificate.
 #[derive(Debug, Clone)]
 pub enum TlsSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// A local CA in the data dir, for these host names and addresses.
-    Generated { names: Vec<String> },
+    Generated {
+        names: Vec<String>,
+    },
 }
 
 /// A TLS handshake slower than this is dropped (slowloris).
@@ -75,9 +80,10 @@ fn generated(data_dir: &Path, names: &[String]) -> anyhow::Result<(String, Strin
         std::fs::write(&ca_cert_path, ca.pem())?;
     }
     let mut params = CertificateParams::new(names.to_vec())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, names.first().map_or("warren", String::as_str));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().map_or("warren", String::as_str),
+    );
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     // Under 398 days, which clients accept for server certificates; re-issued at every start.
@@ -90,7 +96,10 @@ fn generated(data_dir: &Path, names: &[String]) -> anyhow::Result<(String, Strin
 }
 
 /// Builds the acceptor; for a generated CA also returns the CA path to print.
-pub fn acceptor(source: &TlsSource, data_dir: &Path) -> anyhow::Result<(TlsAcceptor, Option<PathBuf>)> {
+pub fn acceptor(
+    source: &TlsSource,
+    data_dir: &Path,
+) -> anyhow::Result<(TlsAcceptor, Option<PathBuf>)> {
     let (cert_pem, key_pem, ca) = match source {
         TlsSource::Files { cert, key } => (
             std::fs::read_to_string(cert).with_context(|| format!("read {}", cert.display()))?,

@@ -35,12 +35,17 @@ async fn check(res: reqwest::Response) -> anyhow::Result<reqwest::Response> {
 /// An extra CA the server's certificate chains to (a Warren-generated local CA): `WARREN_CA_CERT`,
 /// else `SSL_CERT_FILE`, as PEM.
 fn extra_ca_pem() -> anyhow::Result<Option<Vec<u8>>> {
-    let Some(path) = std::env::var_os("WARREN_CA_CERT").or_else(|| std::env::var_os("SSL_CERT_FILE"))
+    let Some(path) =
+        std::env::var_os("WARREN_CA_CERT").or_else(|| std::env::var_os("SSL_CERT_FILE"))
     else {
         return Ok(None);
     };
-    let pem = std::fs::read(&path)
-        .with_context(|| format!("read CA certificate {}", std::path::Path::new(&path).display()))?;
+    let pem = std::fs::read(&path).with_context(|| {
+        format!(
+            "read CA certificate {}",
+            std::path::Path::new(&path).display()
+        )
+    })?;
     Ok(Some(pem))
 }
 
@@ -184,7 +189,7 @@ impl Agent {
         let (socket, _) =
             tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector))
                 .await
-            .with_context(|| format!("cannot open {url}"))?;
+                .with_context(|| format!("cannot open {url}"))?;
         Ok(socket)
     }
 

@@ -44,7 +44,7 @@ pub struct ClientOpts {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (control plane, proxy, reaper) on this machine. Needs root.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage API keys in a data dir's store (works while the server runs).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -76,7 +76,7 @@ pub fn data_dir_arg(d: Option<PathBuf>) -> PathBuf {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(a) => serve::run(a).await,
+        Command::Serve(a) => serve::run(*a).await,
         Command::Keys(c) => keys::run(c).await,
         Command::Audit(a) => audit::run(a).await,
         Command::Template(c) => template::run(c).await,
