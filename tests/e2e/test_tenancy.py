@@ -102,6 +102,16 @@ def test_audit_records_run_code_with_outcome(server):
                          env=dict(os.environ, WARREN_URL=server["base_url"], WARREN_API_KEY=admin),
                          capture_output=True, text=True, timeout=30).stdout
     assert "failed exit_code=4" in out
+    # key operations by the operator, and expiries by the server, are in the trail too
+    created = as_key(server, admin, "GET", "/v1/audit?action=key.create").json()["data"]
+    assert created and created[0]["outcome"] == "ok (operator cli)"
+    short = Sandbox.create(template="base", base_url=server["base_url"], api_key=admin, timeout_seconds=1)
+    deadline = time.time() + 6
+    expired = []
+    while time.time() < deadline and not expired:
+        time.sleep(0.3)
+        expired = as_key(server, admin, "GET", f"/v1/audit?sandbox_id={short.sandbox_id}&action=sandbox.expire").json()["data"]
+    assert expired and expired[0]["key_id"] is None
 
 
 def test_rate_limit_is_429_with_retry_after_and_sdk_raises(server):

@@ -406,7 +406,21 @@ impl SandboxService {
                 Ok(due) => {
                     for s in due {
                         tracing::info!(sandbox = %s.id, "sandbox expired; removing it and its data");
+                        let started = std::time::Instant::now();
                         self.stop(&s.id, SandboxStatus::Stopped).await;
+                        // Lifecycle actions of the server itself are audited too (no key).
+                        let event = warren_store::AuditEvent {
+                            at: crate::audit::now_ms(),
+                            tenant: s.tenant.clone(),
+                            sandbox_id: Some(s.id.to_string()),
+                            action: "sandbox.expire".into(),
+                            outcome: "ok".into(),
+                            duration_ms: started.elapsed().as_millis() as i64,
+                            ..Default::default()
+                        };
+                        if let Err(e) = self.store.append_audit(&[event]).await {
+                            tracing::warn!(error = %e, "cannot audit an expiry");
+                        }
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "reaper cannot read the store"),

@@ -68,6 +68,22 @@ fn date(t: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Key operations made by the operator on the data dir are audited like the HTTP ones.
+async fn audit(store: &Store, tenant: &str, key_id: &str, action: &str) -> anyhow::Result<()> {
+    let at = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    store
+        .append_audit(&[warren_store::AuditEvent {
+            at: at as i64,
+            tenant: tenant.to_owned(),
+            key_id: Some(key_id.to_owned()),
+            action: action.to_owned(),
+            outcome: "ok (operator cli)".to_owned(),
+            ..Default::default()
+        }])
+        .await?;
+    Ok(())
+}
+
 async fn open(dir: Option<PathBuf>) -> anyhow::Result<Store> {
     let dir = super::data_dir_arg(dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -95,6 +111,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 expires_at: expires_in_days.map(|d| now() + d * 86_400),
             };
             let key = store.create_api_key(&spec, now()).await?;
+            audit(&store, &key.record.tenant, &key.record.id, "key.create").await?;
             println!(
                 "Created {} key {} ({}) for organization {}. It is shown only now; store it safely:",
                 key.record.role.as_str(),
@@ -135,8 +152,16 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             id_or_name,
         } => {
             let store = open(data_dir).await?;
+            let target = store
+                .list_keys(None)
+                .await?
+                .into_iter()
+                .find(|k| k.id == id_or_name || k.name == id_or_name);
             if !store.revoke_key(&id_or_name, None, now()).await? {
                 anyhow::bail!("no active key with id or name {id_or_name:?}");
+            }
+            if let Some(k) = target {
+                audit(&store, &k.tenant, &k.id, "key.revoke").await?;
             }
             println!("revoked {id_or_name}");
         }
@@ -150,6 +175,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 .rotate_key(&id, None, grace_seconds, now())
                 .await?
                 .with_context(|| format!("no active key {id}"))?;
+            audit(&store, &new.record.tenant, &id, "key.rotate").await?;
             println!(
                 "Rotated {id}: it stays valid until {}. New key {} (shown only now):",
                 date(now() + grace_seconds),
