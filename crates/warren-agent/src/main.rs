@@ -8,6 +8,7 @@
 mod error;
 mod exec;
 mod init;
+mod kernel;
 mod languages;
 mod output;
 mod processes;

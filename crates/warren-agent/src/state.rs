@@ -23,6 +23,7 @@ pub struct Inner {
     /// Variables set through `/env` (and `env_vars` on create). Applied to every later run.
     env: RwLock<BTreeMap<String, String>>,
     pub processes: ProcessTable,
+    pub kernel: crate::kernel::Kernel,
     pub started: Instant,
     pub started_at: SystemTime,
     pub total_executions: AtomicU64,
@@ -46,6 +47,7 @@ impl AgentState {
             boot,
             env: RwLock::new(env),
             processes: ProcessTable::default(),
+            kernel: crate::kernel::Kernel::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
             total_executions: AtomicU64::new(0),

@@ -48,6 +48,13 @@ pub struct ExecuteResponse {
     pub json: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markdown: Option<String>,
+    /// The stateful interpreter's cell number, when the run went through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_count: Option<u64>,
 }
 
 /// `POST /commands/run`. The SDKs always send `command: "bash", args: ["-c", cmd]`.

@@ -27,12 +27,91 @@ fn language_of(req: &ExecuteRequest) -> Result<&'static str, AgentError> {
     })
 }
 
+/// Runs a cell in the sandbox's stateful interpreter. None when the template has none.
+async fn run_in_kernel(
+    state: &AgentState,
+    req: &ExecuteRequest,
+    default_timeout: u64,
+) -> Option<ExecuteResponse> {
+    let env = state.process_env(req.env.as_ref());
+    let workdir = crate::routes::workdir(req.workdir.as_deref());
+    let timeout = req.timeout.unwrap_or(default_timeout).max(1);
+    let started = std::time::Instant::now();
+    let outcome = state
+        .kernel
+        .run(crate::kernel::Cell {
+            code: &req.code,
+            env: &env,
+            workdir: &workdir,
+            timeout: Duration::from_secs(timeout),
+        })
+        .await;
+    let timestamp = crate::time_fmt::now();
+    let failed = |message: String, exit_code: i32| ExecuteResponse {
+        success: false,
+        stderr: message.clone(),
+        error: Some(message),
+        exit_code,
+        execution_time: crate::kernel::elapsed(started),
+        language: req.language.clone(),
+        timestamp: timestamp.clone(),
+        ..Default::default()
+    };
+    Some(match outcome {
+        crate::kernel::CellOutcome::Unavailable => return None,
+        crate::kernel::CellOutcome::TimedOut => failed(
+            format!("Execution timed out after {timeout} seconds; the interpreter was restarted and its state is lost"),
+            124,
+        ),
+        crate::kernel::CellOutcome::Crashed(message) => failed(message, 1),
+        crate::kernel::CellOutcome::Done(v) => {
+            let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+            ExecuteResponse {
+                success: v["success"].as_bool().unwrap_or(false),
+                stdout: text("stdout").unwrap_or_default(),
+                stderr: text("stderr").unwrap_or_default(),
+                exit_code: v["exit_code"].as_i64().unwrap_or(1) as i32,
+                execution_time: crate::kernel::elapsed(started),
+                language: req.language.clone(),
+                timestamp,
+                error: text("error"),
+                png: text("png"),
+                html: text("html"),
+                json: v.get("json").cloned().filter(|j| !j.is_null()),
+                result: text("result"),
+                svg: text("svg"),
+                markdown: text("markdown"),
+                execution_count: v["execution_count"].as_u64(),
+            }
+        }
+    })
+}
+
+/// `POST /execute/ipython` (JS `runIpython`): always the stateful interpreter.
+pub async fn execute_ipython(
+    State(state): State<AgentState>,
+    Json(req): Json<ExecuteRequest>,
+) -> Result<Json<ExecuteResponse>, AgentError> {
+    let _guard = state.count_execution();
+    match run_in_kernel(&state, &req, 60).await {
+        Some(r) => Ok(Json(r)),
+        None => Err(AgentError::bad_request(
+            "this template has no IPython; use /execute, or a template with python3-ipython",
+        )),
+    }
+}
+
 pub async fn execute(
     State(state): State<AgentState>,
     Json(req): Json<ExecuteRequest>,
 ) -> Result<Json<ExecuteResponse>, AgentError> {
     let _guard = state.count_execution();
     let language = language_of(&req)?;
+    if language == "python" {
+        if let Some(r) = run_in_kernel(&state, &req, DEFAULT_TIMEOUT).await {
+            return Ok(Json(r));
+        }
+    }
     let prepared = languages::prepare(language, &req.code)
         .map_err(|e| AgentError::from_io(&e, "/tmp/.warren"))?;
     let env = state.process_env(req.env.as_ref());

@@ -34,6 +34,7 @@ pub fn router(state: AgentState) -> Router {
         .route("/cache/clear", post(system::cache_clear))
         .route("/execute", post(execute::execute))
         .route("/execute/background", post(execute::background))
+        .route("/execute/ipython", post(execute::execute_ipython))
         .route("/execute/stream", get(stream::execute_stream))
         .route("/terminal", get(terminal::terminal))
         .route("/files/watch", get(watch::watch))

@@ -223,8 +223,9 @@ pub async fn system_processes(State(state): State<AgentState>) -> Json<Value> {
     Json(json!({ "count": procs.len(), "processes": procs, "timestamp": crate::time_fmt::now() }))
 }
 
-pub async fn jupyter_sessions() -> Json<Value> {
-    Json(json!({ "sessions": [], "count": 0 }))
+pub async fn jupyter_sessions(State(state): State<AgentState>) -> Json<Value> {
+    let sessions = state.kernel.sessions();
+    Json(json!({ "count": sessions.len(), "sessions": sessions }))
 }
 
 pub async fn cache_stats() -> Json<Value> {

@@ -22,6 +22,8 @@ const CODE_INTERPRETER_PACKAGES: &[&str] = &[
     "python3-numpy",
     "python3-pandas",
     "python3-matplotlib",
+    // The stateful interpreter behind run_code (IPython's shell: display hooks, magics).
+    "python3-ipython",
     "nodejs",
     "golang-go",
     "ca-certificates",

@@ -1,0 +1,238 @@
+//! The stateful Python interpreter behind `run_code(language="python")` and `/execute/ipython`:
+//! one IPython shell per sandbox (`driver.py`), started on first use, fed one cell at a time.
+//! Variables, imports and figures survive between calls. A cell that times out kills the
+//! interpreter's whole tree; a crash is reported; either way the next call starts a fresh one.
+//! Templates without IPython fall back to one process per run (see `routes::execute`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Mutex;
+
+use crate::exec::MAX_CAPTURE;
+use crate::tree;
+
+const DRIVER: &str = include_str!("driver.py");
+const DRIVER_PATH: &str = "/tmp/.warren/kernel_driver.py";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one cell needs.
+pub struct Cell<'a> {
+    pub code: &'a str,
+    pub env: &'a BTreeMap<String, String>,
+    pub workdir: &'a Path,
+    pub timeout: Duration,
+}
+
+pub enum CellOutcome {
+    /// The driver's reply: stdout, stderr, exit_code, rich outputs.
+    Done(Value),
+    /// This template has no IPython; run the code as a plain process instead.
+    Unavailable,
+    TimedOut,
+    /// The interpreter died (or could not start); the next call starts a new one.
+    Crashed(String),
+}
+
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    replies: Lines<BufReader<ChildStdout>>,
+    pid: u32,
+    execution_id: String,
+    kernel_id: String,
+    started_at: SystemTime,
+}
+
+impl Running {
+    fn kill(&mut self) {
+        tree::kill_tree(self.pid, &self.execution_id);
+    }
+}
+
+#[derive(Default)]
+struct State {
+    running: Option<Running>,
+    unavailable: Option<String>,
+    executions: u64,
+    last_activity: Option<SystemTime>,
+}
+
+#[derive(Default)]
+pub struct Kernel {
+    state: Mutex<State>,
+    /// Set while a cell runs; read by `/jupyter/sessions` without waiting for the cell.
+    busy: std::sync::atomic::AtomicBool,
+    summary: std::sync::Mutex<Option<Value>>,
+}
+
+async fn start(env: &BTreeMap<String, String>) -> Result<Option<Running>, String> {
+    tokio::fs::create_dir_all("/tmp/.warren")
+        .await
+        .map_err(|e| format!("cannot create /tmp/.warren: {e}"))?;
+    tokio::fs::write(DRIVER_PATH, DRIVER)
+        .await
+        .map_err(|e| format!("cannot write the interpreter driver: {e}"))?;
+    let execution_id = tree::new_execution_id();
+    let mut cmd = Command::new("python3");
+    cmd.arg("-u")
+        .arg(DRIVER_PATH)
+        .env_clear()
+        .envs(env)
+        .env(tree::MARKER, &execution_id)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(false);
+    // SAFETY: only async-signal-safe calls between fork and exec (setsid, open, write, close).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            crate::exec::prefer_for_oom_kill();
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        // No python3 in this template: same as no IPython.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot start python3: {e}")),
+    };
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("interpreter pipes missing".into());
+    };
+    let mut replies = BufReader::new(stdout).lines();
+    let hello = tokio::time::timeout(START_TIMEOUT, replies.next_line()).await;
+    let hello: Value = match hello {
+        Ok(Ok(Some(line))) => serde_json::from_str(&line).unwrap_or(Value::Null),
+        _ => {
+            tree::kill_tree(pid, &execution_id);
+            return Err("the interpreter did not start".into());
+        }
+    };
+    if hello["ready"] != true {
+        let _ = child.wait().await;
+        tracing::info!(reason = %hello["error"], "no IPython in this template; runs are one-shot");
+        return Ok(None);
+    }
+    Ok(Some(Running {
+        child,
+        stdin,
+        replies,
+        pid,
+        execution_id,
+        kernel_id: format!("kernel-{}", tree::new_execution_id()),
+        started_at: SystemTime::now(),
+    }))
+}
+
+impl Kernel {
+    pub async fn run(&self, cell: Cell<'_>) -> CellOutcome {
+        let mut state = self.state.lock().await;
+        if state.unavailable.is_some() {
+            return CellOutcome::Unavailable;
+        }
+        if state.running.is_none() {
+            match start(cell.env).await {
+                Ok(Some(r)) => state.running = Some(r),
+                Ok(None) => {
+                    state.unavailable = Some("no IPython".into());
+                    return CellOutcome::Unavailable;
+                }
+                Err(e) => return CellOutcome::Crashed(e),
+            }
+        }
+        let Some(running) = state.running.as_mut() else {
+            return CellOutcome::Crashed("interpreter missing".into());
+        };
+        let request = json!({
+            "code": cell.code,
+            "env": cell.env,
+            "workdir": cell.workdir,
+            "limit": MAX_CAPTURE,
+        });
+        self.busy.store(true, std::sync::atomic::Ordering::Relaxed);
+        let outcome = async {
+            running
+                .stdin
+                .write_all(format!("{request}\n").as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            running.replies.next_line().await.map_err(|e| e.to_string())
+        };
+        let outcome = tokio::time::timeout(cell.timeout, outcome).await;
+        self.busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        state.last_activity = Some(SystemTime::now());
+        let result = match outcome {
+            Ok(Ok(Some(line))) => match serde_json::from_str::<Value>(&line) {
+                Ok(v) => {
+                    state.executions += 1;
+                    CellOutcome::Done(v)
+                }
+                Err(e) => CellOutcome::Crashed(format!("unreadable reply: {e}")),
+            },
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let status = match state.running.as_mut() {
+                    Some(r) => r.child.wait().await.ok(),
+                    None => None,
+                };
+                CellOutcome::Crashed(format!(
+                    "the Python interpreter died ({}); its state is lost and the next run starts a fresh one",
+                    status.map_or_else(|| "unknown status".to_owned(), |s| s.to_string())
+                ))
+            }
+            Err(_) => CellOutcome::TimedOut,
+        };
+        if matches!(result, CellOutcome::TimedOut | CellOutcome::Crashed(_)) {
+            if let Some(mut r) = state.running.take() {
+                r.kill();
+                let _ = r.child.wait().await;
+            }
+        }
+        *self.summary.lock().unwrap_or_else(|p| p.into_inner()) =
+            state.running.as_ref().map(|r| describe(r, &state));
+        result
+    }
+
+    /// `/jupyter/sessions`: the interpreter, if one runs.
+    pub fn sessions(&self) -> Vec<Value> {
+        let busy = self.busy.load(std::sync::atomic::Ordering::Relaxed);
+        self.summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(|mut v| {
+                v["execution_state"] = if busy { "busy" } else { "idle" }.into();
+                v
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+fn describe(r: &Running, state: &State) -> Value {
+    json!({
+        "kernel_id": r.kernel_id,
+        "id": r.kernel_id,
+        "name": "python3",
+        "language": "python",
+        "execution_state": "idle",
+        "connections": 1,
+        "pid": r.pid,
+        "execution_count": state.executions,
+        "started": crate::time_fmt::rfc3339(r.started_at),
+        "last_activity": state.last_activity.map(crate::time_fmt::rfc3339),
+    })
+}
+
+/// Seconds since `started`, for replies.
+pub fn elapsed(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64()
+}
