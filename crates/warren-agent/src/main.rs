@@ -41,6 +41,9 @@ struct Args {
     memory_mb: u32,
     #[arg(long, default_value_t = 1024)]
     disk_mb: u32,
+    /// The template's WORKDIR: where runs and terminals start by default.
+    #[arg(long, default_value = "/workspace")]
+    workdir: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,6 +84,7 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
         },
         env,
     );
+    routes::set_default_workdir(&args.workdir);
     let _ = std::fs::remove_file(&args.socket);
     let listener = tokio::net::UnixListener::bind(&args.socket)
         .with_context(|| format!("bind {}", args.socket.display()))?;

@@ -94,6 +94,9 @@ fn control_action(method: &Method, path: &str) -> Option<(&'static str, Option<S
             ("sandbox.token_refresh", sandbox(2))
         }
         (&Method::DELETE, ["v1", "templates", _]) => ("template.delete", None),
+        (&Method::POST, ["v1", "templates", "build"]) => ("template.build", None),
+        // Streamed to disk by its handler (can be large); the build that uses it is audited.
+        (&Method::PUT, ["v1", "templates", "files", "upload", _]) => return None,
         (&Method::POST, ["v1", "admin", "keys"]) => ("key.create", None),
         (&Method::DELETE, ["v1", "admin", "keys", _]) => ("key.revoke", None),
         (&Method::POST, ["v1", "admin", "keys", _, "rotate"]) => ("key.rotate", None),

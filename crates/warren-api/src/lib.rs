@@ -1,12 +1,15 @@
 //! The Warren control plane: the Hopx-compatible HTTP API (`routes`), the host-side sandbox proxy
 //! (`proxy`), sandbox lifecycle (`service`) and the reaper. Only this crate knows HTTP.
 
+mod agent_client;
 mod audit;
 mod auth;
+mod builds;
 mod clock;
 mod error;
 pub mod limits;
 mod proxy;
+mod registry;
 mod request_id;
 mod routes;
 mod service;
@@ -49,6 +52,10 @@ pub struct ServeConfig {
     pub allow_plain_http: bool,
     /// Largest request body forwarded to a sandbox.
     pub max_body_bytes: u64,
+    /// Registries reached over plain HTTP (loopback ones always are).
+    pub insecure_registries: Vec<String>,
+    /// Pull Docker Hub images through this registry.
+    pub registry_mirror: Option<String>,
 }
 
 /// Host names and addresses a generated certificate must cover.
@@ -113,6 +120,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.cache_dir)
         .with_context(|| format!("create cache dir {}", cfg.cache_dir.display()))?;
     let store = Store::open(&cfg.data_dir).await.context("open store")?;
+    let interrupted = store.fail_interrupted_builds(clock::now()).await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            builds = interrupted,
+            "template builds interrupted by the last shutdown marked failed"
+        );
+    }
     let now = clock::now();
     if let Some(key) = cfg
         .api_key
@@ -157,6 +171,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 status,
                 is_public: true,
                 tenant: None,
+                spec: None,
+                build_started_at: None,
+                build_finished_at: None,
                 error_message: None,
                 created_at: now,
                 updated_at: now,
@@ -219,6 +236,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         rate,
         tls: tls.clone(),
         max_body_bytes: cfg.max_body_bytes,
+        builds: Arc::new(builds::Builds::default()),
+        layers: Arc::new(warren_runtime::layers::LayerStore::new(&cfg.cache_dir)),
+        uploads: Arc::new(builds::uploads::Uploads::new(&cfg.data_dir)),
+        registry: Arc::new(registry::Registry::new(
+            &cfg.cache_dir,
+            cfg.insecure_registries.clone(),
+            cfg.registry_mirror.clone(),
+        )),
         node_id,
         region: cfg.region.clone(),
     };

@@ -21,6 +21,11 @@ use crate::proxy::Target;
 /// How long a create waits for a template that is still being built before answering 503.
 const TEMPLATE_WAIT: Duration = Duration::from_secs(40);
 
+/// A template resolved to what the driver needs.
+struct Runnable {
+    spec: crate::builds::spec::TemplateSpec,
+}
+
 struct Live {
     target: Arc<Target>,
     status: SandboxStatus,
@@ -146,6 +151,103 @@ impl SandboxService {
         result.map_err(|e| e.to_string())
     }
 
+    /// How to run a template: a built-in one is built on first use; a built one must be active.
+    async fn runnable(
+        self: &Arc<Self>,
+        template: &warren_store::TemplateRecord,
+    ) -> ApiResult<Runnable> {
+        if template.tenant.is_some() {
+            return match (&template.status, &template.spec) {
+                (TemplateStatus::Active, Some(json)) => {
+                    let spec: crate::builds::spec::TemplateSpec = serde_json::from_str(json)
+                        .map_err(|e| ApiError::internal("template spec", e))?;
+                    if let Some(missing) = spec.layers.iter().find(|l| !l.exists()) {
+                        return Err(ApiError::unavailable(format!(
+                            "template {} lost a layer ({}); rebuild it",
+                            template.name,
+                            missing.display()
+                        )));
+                    }
+                    Ok(Runnable { spec })
+                }
+                (status, _) => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "TEMPLATE_NOT_READY",
+                    format!(
+                        "template {} is {}; wait for its build to finish",
+                        template.name,
+                        status.as_str()
+                    ),
+                )),
+            };
+        }
+        let recipe = Self::recipe(&template.name).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "template {} has no root file system on this server",
+                template.name
+            ))
+        })?;
+        match tokio::time::timeout(TEMPLATE_WAIT, self.ensure_template(&recipe)).await {
+            Ok(Ok(rootfs)) => Ok(Runnable {
+                spec: crate::builds::spec::TemplateSpec {
+                    layers: vec![rootfs],
+                    ..Default::default()
+                },
+            }),
+            Ok(Err(e)) => Err(ApiError::unavailable(format!(
+                "template {} could not be built: {e}",
+                template.name
+            ))),
+            Err(_) => {
+                // The build goes on in the background (the future above is dropped, not the build
+                // when another caller leads it); say so instead of hanging past client timeouts.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _ = me.ensure_template(&recipe).await;
+                });
+                Err(ApiError::unavailable(format!(
+                    "template {} is still being built on first use (this takes a few minutes once); retry shortly",
+                    template.name
+                )))
+            }
+        }
+    }
+
+    /// Runs the template's start command and waits for its ready check, if it has them.
+    async fn start_and_wait_ready(
+        socket: &std::path::Path,
+        spec: &crate::builds::spec::TemplateSpec,
+    ) -> Result<(), String> {
+        if let Some(cmd) = &spec.start_cmd {
+            let body = serde_json::json!({ "command": "bash", "args": ["-c", cmd], "timeout": 365 * 86_400 });
+            crate::agent_client::call(
+                socket,
+                axum::http::Method::POST,
+                "/commands/background",
+                Some(body),
+            )
+            .await?;
+        }
+        let Some(ready) = &spec.ready_cmd else {
+            return Ok(());
+        };
+        let probe = ready.probe()?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(ready.timeout_ms());
+        loop {
+            if let Ok((0, _, _)) = crate::agent_client::run(socket, &probe, 10).await {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "ready check ({}) did not pass within {} ms",
+                    ready.kind,
+                    ready.timeout_ms()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(ready.interval_ms().min(1000))).await;
+        }
+    }
+
     pub async fn create(
         self: &Arc<Self>,
         req: CreateSandboxRequest,
@@ -180,34 +282,7 @@ impl SandboxService {
             .find_template(wanted, &caller.tenant)
             .await?
             .ok_or_else(|| ApiError::template_not_found(wanted))?;
-        let recipe = Self::recipe(&template.name).ok_or_else(|| {
-            ApiError::unavailable(format!(
-                "template {} has no root file system on this server",
-                template.name
-            ))
-        })?;
-        let rootfs = match tokio::time::timeout(TEMPLATE_WAIT, self.ensure_template(&recipe)).await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                return Err(ApiError::unavailable(format!(
-                    "template {} could not be built: {e}",
-                    template.name
-                )))
-            }
-            Err(_) => {
-                // The build goes on in the background (the future above is dropped, not the build
-                // when another caller leads it); say so instead of hanging past client timeouts.
-                let me = self.clone();
-                tokio::spawn(async move {
-                    let _ = me.ensure_template(&recipe).await;
-                });
-                return Err(ApiError::unavailable(format!(
-                    "template {} is still being built on first use (this takes a few minutes once); retry shortly",
-                    template.name
-                )));
-            }
-        };
+        let run = self.runnable(&template).await?;
 
         let id = SandboxId::generate();
         let admission = self.admission.lock().await;
@@ -230,13 +305,18 @@ impl SandboxService {
             )
             .await?;
         drop(admission);
+        // The template's environment, overridden by the caller's env_vars.
+        let mut env_vars = run.spec.env.clone();
+        env_vars.extend(req.env_vars.unwrap_or_default());
         let spec = SandboxSpec {
             id: id.clone(),
             template_name: template.name.clone(),
-            rootfs,
+            layers: run.spec.layers.clone(),
+            persistent_upper: None,
+            workdir: run.spec.workdir.clone(),
             resources: template.resources,
             internet_access: record.internet_access,
-            env_vars: req.env_vars.unwrap_or_default(),
+            env_vars,
         };
         let started = match self.driver.start(&spec).await {
             Ok(s) => s,
@@ -251,6 +331,18 @@ impl SandboxService {
                 )));
             }
         };
+        if let Err(e) = Self::start_and_wait_ready(&started.agent_socket, &run.spec).await {
+            tracing::warn!(sandbox = %id, error = %e, "template start/ready check failed");
+            let _ = self.driver.destroy(&id).await;
+            let _ = self
+                .store
+                .set_sandbox_status(&id, SandboxStatus::Error, now())
+                .await;
+            return Err(ApiError::unavailable(format!(
+                "sandbox of template {} did not become ready: {e}",
+                template.name
+            )));
+        }
         let target = Arc::new(Target {
             agent_socket: started.agent_socket,
             netns: Some(PathBuf::from(format!("/run/netns/warren-{id}"))),

@@ -27,6 +27,10 @@ pub struct AppState {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Largest request body forwarded to a sandbox (uploads, file writes, code).
     pub max_body_bytes: u64,
+    pub builds: Arc<crate::builds::Builds>,
+    pub layers: Arc<warren_runtime::layers::LayerStore>,
+    pub uploads: Arc<crate::builds::uploads::Uploads>,
+    pub registry: Arc<crate::registry::Registry>,
     pub node_id: String,
     pub region: String,
 }

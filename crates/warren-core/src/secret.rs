@@ -1,7 +1,7 @@
 /// A value that must never reach a log: API keys, webhook secrets. `Debug` and `Display` print a
 /// placeholder, so logging a struct that holds one cannot leak it; code that needs the value asks
 /// for it by name with `expose`.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 

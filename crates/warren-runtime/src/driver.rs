@@ -14,8 +14,14 @@ use crate::namespaces::NamespaceDriver;
 pub struct SandboxSpec {
     pub id: SandboxId,
     pub template_name: String,
-    /// The template's root file system on the host.
-    pub rootfs: PathBuf,
+    /// The template's read-only layers on the host, topmost first (a built-in template is one
+    /// layer; an image or a built template several).
+    pub layers: Vec<PathBuf>,
+    /// Keep the writable layer here, on disk, instead of a tmpfs that dies with the sandbox (build
+    /// steps: the upper directory becomes the step's layer).
+    pub persistent_upper: Option<PathBuf>,
+    /// The template's WORKDIR, the default working directory of runs and terminals.
+    pub workdir: Option<String>,
     pub resources: Resources,
     pub internet_access: bool,
     pub env_vars: BTreeMap<String, String>,

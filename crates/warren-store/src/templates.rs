@@ -49,11 +49,16 @@ pub struct TemplateRecord {
     pub updated_at: i64,
     /// None: shared by every tenant (built-in templates).
     pub tenant: Option<String>,
+    /// For built templates: how to run them (JSON, see warren-api's `builds`).
+    pub spec: Option<String>,
+    pub build_started_at: Option<i64>,
+    pub build_finished_at: Option<i64>,
 }
 
 const COLUMNS: &str =
     "id, name, display_name, description, category, language, vcpu, memory_mb, disk_mb, \
-                       status, is_public, error_message, created_at, updated_at, tenant";
+                       status, is_public, error_message, created_at, updated_at, tenant, spec, build_started_at, \
+                       build_finished_at";
 
 impl Store {
     /// Inserts a template, or refreshes the descriptive fields of an existing one with the same id
@@ -137,6 +142,76 @@ impl Store {
         row.as_ref().map(template_from_row).transpose()
     }
 
+    /// Records a build's start (status building) for a new or updated template.
+    pub async fn begin_template_build(
+        &self,
+        t: &TemplateRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO templates (id, name, display_name, description, category, language, vcpu, memory_mb, \
+             disk_mb, status, is_public, error_message, created_at, updated_at, tenant, spec, build_started_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'building', 0, NULL, ?, ?, ?, NULL, ?) \
+             ON CONFLICT(id) DO UPDATE SET status = 'building', error_message = NULL, vcpu = excluded.vcpu, \
+             memory_mb = excluded.memory_mb, disk_mb = excluded.disk_mb, description = excluded.description, \
+             updated_at = excluded.updated_at, build_started_at = excluded.build_started_at, build_finished_at = NULL",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.display_name)
+        .bind(&t.description)
+        .bind(&t.category)
+        .bind(&t.language)
+        .bind(t.resources.vcpu)
+        .bind(t.resources.memory_mb)
+        .bind(t.resources.disk_mb)
+        .bind(now)
+        .bind(now)
+        .bind(&t.tenant)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a build's end: active with its spec, or failed with the reason.
+    pub async fn finish_template_build(
+        &self,
+        id: &str,
+        result: Result<&str, &str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (status, spec, error) = match result {
+            Ok(spec) => ("active", Some(spec), None),
+            Err(e) => ("failed", None, Some(e)),
+        };
+        sqlx::query(
+            "UPDATE templates SET status = ?, spec = COALESCE(?, spec), error_message = ?, \
+             build_finished_at = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(spec)
+        .bind(error)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Builds that were running when the server stopped can never finish.
+    pub async fn fail_interrupted_builds(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE templates SET status = 'failed', error_message = 'the server stopped during the build', \
+             build_finished_at = ? WHERE status = 'building' AND tenant IS NOT NULL",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM templates WHERE id = ?")
             .bind(id)
@@ -167,5 +242,8 @@ fn template_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TemplateRecord, Stor
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         tenant: r.get("tenant"),
+        spec: r.get("spec"),
+        build_started_at: r.get("build_started_at"),
+        build_finished_at: r.get("build_finished_at"),
     })
 }

@@ -101,7 +101,28 @@ pub fn resolve(path: &str) -> std::path::PathBuf {
     }
 }
 
-/// The working directory of a run: the requested one (resolved like any path), else `/workspace`.
+static DEFAULT_WORKDIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the template's WORKDIR (created if missing) as the default working directory.
+pub fn set_default_workdir(dir: &str) {
+    let dir = resolve(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = DEFAULT_WORKDIR.set(dir);
+}
+
+pub fn default_workdir() -> std::path::PathBuf {
+    DEFAULT_WORKDIR
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "/workspace".into())
+}
+
+/// The working directory of a run: the requested one (resolved like any path), else the
+/// template's WORKDIR. The SDKs send `/workspace` when the caller named none, so that value also
+/// means "the default" — a template with a WORKDIR runs there.
 pub fn workdir(requested: Option<&str>) -> std::path::PathBuf {
-    resolve(requested.unwrap_or("/workspace"))
+    match requested {
+        None | Some("/workspace") | Some("") => default_workdir(),
+        Some(dir) => resolve(dir),
+    }
 }

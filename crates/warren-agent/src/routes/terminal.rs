@@ -26,12 +26,7 @@ pub async fn terminal(upgrade: yawc::IncomingUpgrade, State(state): State<AgentS
 
 async fn run(mut socket: ws::Socket, state: AgentState) {
     let env = state.process_env(None);
-    let (shell, mut child) = match pty::spawn_shell(
-        &env,
-        std::path::Path::new("/workspace"),
-        80,
-        24,
-    ) {
+    let (shell, mut child) = match pty::spawn_shell(&env, &super::default_workdir(), 80, 24) {
         Ok((shell, child)) => (Arc::new(shell), child),
         Err(e) => {
             let msg = json!({ "type": "error", "error": format!("cannot start a shell: {e}"), "code": "EXECUTION_FAILED" });

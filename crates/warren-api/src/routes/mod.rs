@@ -1,6 +1,7 @@
 //! Control-plane routes, one module per resource.
 
 pub mod admin;
+pub mod builds;
 pub mod health;
 pub mod sandboxes;
 pub mod templates;
@@ -42,6 +43,11 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/admin/keys/{id}/rotate", post(admin::rotate_key))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/templates/files/upload-link", post(builds::upload_link))
+        .route("/v1/templates/files/upload/{token}", put(builds::upload))
+        .route("/v1/templates/build", post(builds::build))
+        .route("/v1/templates/build/{id}/status", get(builds::status))
+        .route("/v1/templates/build/{id}/logs", get(builds::logs))
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{name_or_id}",

@@ -33,8 +33,12 @@ fn to_wire(state: &AppState, t: &TemplateRecord, rid: Option<&RequestId>) -> Tem
             "commands".into(),
         ],
         tags: vec![],
-        // Built-in templates are usable before their first build: creation builds them.
-        is_active: t.status != warren_store::TemplateStatus::Failed,
+        // Built-in templates are usable before their first build (creation builds them); built
+        // ones once their build succeeded.
+        is_active: match t.tenant {
+            None => t.status != warren_store::TemplateStatus::Failed,
+            Some(_) => t.status == warren_store::TemplateStatus::Active,
+        },
         is_public: t.is_public,
         status: t.status.as_str().to_owned(),
         organization_id: None,
@@ -42,6 +46,7 @@ fn to_wire(state: &AppState, t: &TemplateRecord, rid: Option<&RequestId>) -> Tem
         updated_at: rfc3339(t.updated_at),
         isolation: state.sandboxes.driver.name().to_owned(),
         error_message: t.error_message.clone(),
+        build_id: t.tenant.as_ref().map(|_| t.id.clone()),
         request_id: rid.map(|r| r.0.clone()),
     }
 }

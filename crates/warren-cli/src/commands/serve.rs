@@ -60,6 +60,12 @@ pub struct ServeArgs {
     /// Largest request body sent to a sandbox (file uploads and writes), in MB.
     #[arg(long, default_value_t = 1024)]
     max_upload_mb: u64,
+    /// A registry to reach over plain HTTP (repeatable; loopback registries always are).
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Pull Docker Hub images through this registry mirror (host[:port]).
+    #[arg(long)]
+    registry_mirror: Option<String>,
     /// Days audit events are kept before they are purged.
     #[arg(long, default_value_t = 30)]
     audit_retention_days: u64,
@@ -140,6 +146,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         allow_plain_http: a.allow_plain_http,
         max_body_bytes: a.max_upload_mb * 1024 * 1024,
+        insecure_registries: a.insecure_registries,
+        registry_mirror: a.registry_mirror,
     })
     .await
     .context("server failed")?;

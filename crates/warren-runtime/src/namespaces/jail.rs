@@ -30,7 +30,10 @@ use serde::{Deserialize, Serialize};
 pub struct JailSpec {
     pub hostname: String,
     /// The template root file system: the read-only lower layer of the overlay.
-    pub lower_dir: PathBuf,
+    pub lower_dirs: Vec<PathBuf>,
+    /// Host directory for the writable layer instead of a tmpfs (build steps keep it).
+    #[serde(default)]
+    pub persistent_upper: Option<PathBuf>,
     /// Host directory of this sandbox: `root/` (mount point), `scratch/`, `run/` (agent socket).
     pub sandbox_dir: PathBuf,
     /// Host directory with the agent binary and the loader and libraries it runs with.
@@ -251,27 +254,42 @@ fn cstr(s: &str) -> Result<CString, JailError> {
 /// layer, fresh /proc, a minimal /dev, read-only /sys, the agent bundle and the socket directory.
 fn build_root(spec: &JailSpec, root: &Path) -> Result<(), JailError> {
     let base = spec.id_base;
-    let scratch = spec.sandbox_dir.join("scratch");
-    let size = format!("size={}m,mode=0755", spec.disk_mb);
-    sys(
-        "mount scratch tmpfs",
-        mount(
-            Some("tmpfs"),
-            &scratch,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(size.as_str()),
-        ),
-    )?;
-    let upper = scratch.join("upper");
-    let work = scratch.join("work");
+    let (upper, work) = match &spec.persistent_upper {
+        Some(dir) => {
+            io("mkdir persistent upper", fs::create_dir_all(dir))?;
+            (dir.join("upper"), dir.join("work"))
+        }
+        None => {
+            let scratch = spec.sandbox_dir.join("scratch");
+            let size = format!("size={}m,mode=0755", spec.disk_mb);
+            sys(
+                "mount scratch tmpfs",
+                mount(
+                    Some("tmpfs"),
+                    &scratch,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(size.as_str()),
+                ),
+            )?;
+            (scratch.join("upper"), scratch.join("work"))
+        }
+    };
     io("mkdir upper", fs::create_dir(&upper))?;
     io("mkdir work", fs::create_dir(&work))?;
     // The overlay's root directory takes its owner from the upper layer: root of the sandbox.
     io("chown upper", chown(&upper, Some(base), Some(base)))?;
+    if spec.lower_dirs.is_empty() {
+        return Err(JailError::Spec("no template layers".into()));
+    }
+    let lower = spec
+        .lower_dirs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        spec.lower_dir.display(),
+        "lowerdir={lower},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );

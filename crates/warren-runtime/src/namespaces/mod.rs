@@ -126,10 +126,15 @@ impl NamespaceDriver {
             spec.resources.memory_mb.to_string(),
             "--disk-mb".to_owned(),
             spec.resources.disk_mb.to_string(),
+            "--workdir".to_owned(),
+            spec.workdir
+                .clone()
+                .unwrap_or_else(|| "/workspace".to_owned()),
         ];
         let jail_spec = JailSpec {
             hostname: format!("sandbox-{}", &spec.id.as_str()[..8]),
-            lower_dir: spec.rootfs.clone(),
+            lower_dirs: spec.layers.clone(),
+            persistent_upper: spec.persistent_upper.clone(),
             sandbox_dir: dir.to_path_buf(),
             agent_bundle: self.cfg.agent_bundle.clone(),
             disk_mb: spec.resources.disk_mb,

@@ -1,0 +1,479 @@
+//! Template builds (spec §3.9): a base (a local template, or an image from a registry), then
+//! steps. RUN executes in a build sandbox whose writable layer is kept on disk and becomes the
+//! step's layer; COPY unpacks the uploaded context into a layer; ENV, WORKDIR, USER and CMD only
+//! change the template's settings. Every layer is cached under a key that hashes everything its
+//! content depends on (the parent's key, the step, the env and workdir it ran with, the uploaded
+//! bytes), so an unchanged prefix of a recipe is never re-run.
+
+pub mod spec;
+pub mod uploads;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use warren_core::{Resources, SandboxId};
+use warren_runtime::layers::LayerStore;
+use warren_runtime::{IsolationDriver, SandboxSpec};
+
+use crate::clock::now;
+use crate::service::SandboxService;
+use spec::{BuildRequest, Step, TemplateSpec};
+
+/// How long one RUN step may take.
+const RUN_TIMEOUT_SECS: u64 = 3600;
+/// Bytes of build log kept per build.
+const MAX_LOG: usize = 4 * 1024 * 1024;
+
+/// Live state of one build, for the status and logs endpoints.
+pub struct Build {
+    pub template_id: String,
+    inner: Mutex<BuildInner>,
+}
+
+struct BuildInner {
+    log: String,
+    status: &'static str,
+    progress: u32,
+    current_step: Option<String>,
+    finished_at: Option<i64>,
+    error: Option<String>,
+    duration_ms: Option<u64>,
+}
+
+/// A snapshot for the endpoints.
+pub struct BuildView {
+    pub status: &'static str,
+    pub progress: u32,
+    pub current_step: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+impl Build {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BuildInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn log(&self, line: impl AsRef<str>) {
+        let mut g = self.lock();
+        if g.log.len() < MAX_LOG {
+            g.log.push_str(line.as_ref());
+            if !line.as_ref().ends_with('\n') {
+                g.log.push('\n');
+            }
+        }
+    }
+
+    /// Log text from byte `offset`, and the next offset.
+    pub fn logs_from(&self, offset: usize) -> (String, usize) {
+        let g = self.lock();
+        let start = offset.min(g.log.len());
+        let start = (start..=g.log.len())
+            .find(|&i| g.log.is_char_boundary(i))
+            .unwrap_or(g.log.len());
+        (g.log[start..].to_owned(), g.log.len())
+    }
+
+    pub fn view(&self) -> BuildView {
+        let g = self.lock();
+        BuildView {
+            status: g.status,
+            progress: g.progress,
+            current_step: g.current_step.clone(),
+            duration_ms: g.duration_ms,
+        }
+    }
+
+    fn step(&self, progress: u32, step: String) {
+        let mut g = self.lock();
+        g.progress = progress;
+        g.current_step = Some(step);
+    }
+}
+
+/// Builds by template id (the build id is the template id, as on Hopx).
+#[derive(Default)]
+pub struct Builds {
+    running: Mutex<HashMap<String, Arc<Build>>>,
+}
+
+impl Builds {
+    pub fn get(&self, id: &str) -> Option<Arc<Build>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn begin(&self, template_id: &str) -> Arc<Build> {
+        let b = Arc::new(Build {
+            template_id: template_id.to_owned(),
+            inner: Mutex::new(BuildInner {
+                log: String::new(),
+                status: "building",
+                progress: 0,
+                current_step: None,
+                finished_at: None,
+                error: None,
+                duration_ms: None,
+            }),
+        });
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(template_id.to_owned(), b.clone());
+        b
+    }
+}
+
+fn key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Everything a build needs besides the request.
+pub struct BuildContext {
+    pub service: Arc<SandboxService>,
+    pub layers: Arc<LayerStore>,
+    pub uploads: Arc<uploads::Uploads>,
+    pub tenant: String,
+}
+
+/// Runs a build to the end and records the result on the template.
+pub async fn run(ctx: BuildContext, build: Arc<Build>, req: BuildRequest, base: TemplateSpec) {
+    let started = Instant::now();
+    let result = execute(&ctx, &build, &req, base).await;
+    let store = &ctx.service.store;
+    let finished = now();
+    let duration = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(spec) => {
+            let json = serde_json::to_string(&spec).unwrap_or_default();
+            build.log(format!(
+                "✅ Template {} is active ({:.1} s)",
+                req.name,
+                duration as f64 / 1000.0
+            ));
+            if let Err(e) = store
+                .finish_template_build(&build.template_id, Ok(&json), finished)
+                .await
+            {
+                tracing::error!(error = %e, "cannot record a finished build");
+            }
+            let mut g = build.lock();
+            g.status = "active";
+            g.progress = 100;
+            g.finished_at = Some(finished);
+            g.duration_ms = Some(duration);
+        }
+        Err(e) => {
+            build.log(format!("❌ ERROR: {e}"));
+            let _ = store
+                .finish_template_build(&build.template_id, Err(&e), finished)
+                .await;
+            let mut g = build.lock();
+            g.status = "failed";
+            g.error = Some(e);
+            g.finished_at = Some(finished);
+            g.duration_ms = Some(duration);
+        }
+    }
+}
+
+/// Records a build that could not even start (its base is missing).
+pub async fn fail(ctx: &BuildContext, build: &Build, error: String) {
+    let finished = now();
+    let _ = ctx
+        .service
+        .store
+        .finish_template_build(&build.template_id, Err(&error), finished)
+        .await;
+    let mut g = build.lock();
+    g.status = "failed";
+    g.error = Some(error);
+    g.finished_at = Some(finished);
+}
+
+async fn execute(
+    ctx: &BuildContext,
+    build: &Build,
+    req: &BuildRequest,
+    base: TemplateSpec,
+) -> Result<TemplateSpec, String> {
+    let mut spec = base;
+    spec.start_cmd = None;
+    spec.ready_cmd = None;
+    let resources = Resources {
+        vcpu: req.cpu.unwrap_or(2).clamp(1, 64),
+        memory_mb: req.memory.unwrap_or(2048).clamp(128, 262_144),
+        disk_mb: req.disk_gb.unwrap_or(10).clamp(1, 1024) * 1024,
+    };
+    let steps: Vec<(Step, bool)> = req
+        .steps
+        .iter()
+        .map(Step::parse)
+        .collect::<Result<_, _>>()?;
+    let total = steps.len().max(1) as u32;
+    let mut invalidated = req.skip_cache;
+    for (i, (step, skip)) in steps.iter().enumerate() {
+        let n = i + 1;
+        build.step((i as u32 * 100 / total).min(99), step.describe());
+        build.log(format!("Step {n}/{}: {}", steps.len(), step.describe()));
+        invalidated |= *skip;
+        match step {
+            Step::Env(k, v) => {
+                spec.env.insert(k.clone(), v.clone());
+                spec.key = key(&[&spec.key, "ENV", k, v]);
+            }
+            Step::Workdir(p) => {
+                let base = spec.workdir.clone().unwrap_or_else(|| "/".into());
+                let dir = if p.starts_with('/') {
+                    p.clone()
+                } else {
+                    format!("{}/{p}", base.trim_end_matches('/'))
+                };
+                spec.key = key(&[&spec.key, "WORKDIR", &dir]);
+                spec.workdir = Some(dir);
+            }
+            Step::User(u) => {
+                build.log(format!("  USER {u}: recorded; runs keep root inside the sandbox (the sandbox is the boundary)"));
+                spec.user = Some(u.clone());
+            }
+            Step::Cmd(c) => spec.start_cmd = Some(c.clone()),
+            Step::Copy {
+                sources,
+                dest,
+                files_hash,
+                owner,
+                permissions,
+            } => {
+                let (uploads, tenant, hash) =
+                    (ctx.uploads.clone(), ctx.tenant.clone(), files_hash.clone());
+                let (content_hash, path) = tokio::task::spawn_blocking(move || {
+                    uploads.stored(&tenant, &hash)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!("step {n}: no uploaded files for hash {files_hash}; upload them first")
+                })?;
+                let k = key(&[
+                    &spec.key,
+                    "COPY",
+                    &sources.join(","),
+                    dest,
+                    &content_hash,
+                    owner.as_deref().unwrap_or(""),
+                    permissions.as_deref().unwrap_or(""),
+                ]);
+                if !invalidated && ctx.layers.is_ready(&k) {
+                    build.log("  ✓ cached");
+                } else {
+                    invalidated = true;
+                    let staged = ctx.layers.staging(&k).map_err(|e| e.to_string())?;
+                    let (sources, dest) = (sources.clone(), dest.clone());
+                    let owner = parse_owner(owner.as_deref())?;
+                    let mode = match permissions.as_deref() {
+                        Some(p) => Some(u32::from_str_radix(p, 8).map_err(|_| {
+                            format!("step {n}: permissions must be octal, got {p}")
+                        })?),
+                        None => None,
+                    };
+                    let target = staged.clone();
+                    let copied = tokio::task::spawn_blocking(move || {
+                        let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                        warren_runtime::layers::unpack_copy(
+                            f,
+                            &target,
+                            &sources,
+                            &dest,
+                            owner,
+                            mode,
+                            warren_runtime::namespaces::ID_BASE,
+                        )
+                        .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("step {n}: {e}"))?;
+                    ctx.layers.commit(&staged, &k).map_err(|e| e.to_string())?;
+                    build.log(format!("  copied {copied} files"));
+                }
+                spec.layers.insert(0, ctx.layers.path(&k));
+                spec.key = k;
+            }
+            Step::Run(cmd) => {
+                let env_json = serde_json::to_string(&spec.env).unwrap_or_default();
+                let workdir = spec.workdir.clone().unwrap_or_default();
+                let k = key(&[&spec.key, "RUN", cmd, &env_json, &workdir]);
+                if !invalidated && ctx.layers.is_ready(&k) {
+                    build.log("  ✓ cached");
+                } else {
+                    invalidated = true;
+                    run_step(ctx, build, &spec, cmd, resources, &k)
+                        .await
+                        .map_err(|e| format!("step {n} ({}) failed: {e}", step.describe()))?;
+                }
+                spec.layers.insert(0, ctx.layers.path(&k));
+                spec.key = k;
+            }
+        }
+    }
+    if let Some(c) = &req.start_cmd {
+        spec.start_cmd = Some(c.clone());
+    }
+    spec.ready_cmd = req.ready_cmd.clone();
+    if let Some(r) = &spec.ready_cmd {
+        r.probe()?;
+    }
+    build.step(100, "done".into());
+    Ok(spec)
+}
+
+fn parse_owner(owner: Option<&str>) -> Result<(u32, u32), String> {
+    let Some(o) = owner else { return Ok((0, 0)) };
+    let id = |s: &str| match s {
+        "root" | "" => Ok(0),
+        s => s
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n < 65_536)
+            .ok_or_else(|| format!("COPY owner must be numeric (uid:gid) or root, got {o}")),
+    };
+    let (u, g) = o.split_once(':').unwrap_or((o, o));
+    Ok((id(u)?, id(g)?))
+}
+
+/// Runs one RUN step in a build sandbox with internet access; its writable layer becomes layer
+/// `key`. Output goes to the build log as it is produced.
+async fn run_step(
+    ctx: &BuildContext,
+    build: &Build,
+    spec: &TemplateSpec,
+    cmd: &str,
+    resources: Resources,
+    key: &str,
+) -> Result<(), String> {
+    let staged = ctx.layers.staging(key).map_err(|e| e.to_string())?;
+    let id = SandboxId::generate();
+    let driver = &ctx.service.driver;
+    let sandbox = SandboxSpec {
+        id: id.clone(),
+        template_name: format!("build-{key:.12}"),
+        layers: spec.layers.clone(),
+        persistent_upper: Some(staged.clone()),
+        workdir: spec.workdir.clone(),
+        resources,
+        internet_access: true,
+        env_vars: spec.env.clone(),
+    };
+    let started = driver.start(&sandbox).await.map_err(|e| e.to_string())?;
+    let result = follow_run(&started.agent_socket, build, cmd, spec).await;
+    if let Err(e) = driver.destroy(&id).await {
+        tracing::warn!(error = %e, "build sandbox cleanup");
+    }
+    match result {
+        Ok(0) => {
+            let upper = staged.join("upper");
+            let committed = ctx.layers.commit(&upper, key).map_err(|e| e.to_string());
+            let _ = std::fs::remove_dir_all(&staged);
+            committed.map(drop)
+        }
+        Ok(code) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            Err(format!("exit code {code}"))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            Err(e)
+        }
+    }
+}
+
+/// Starts the command in the background and copies its output into the build log until it ends.
+async fn follow_run(
+    socket: &std::path::Path,
+    build: &Build,
+    cmd: &str,
+    spec: &TemplateSpec,
+) -> Result<i64, String> {
+    use axum::http::Method;
+    let mut body = serde_json::json!({ "command": "bash", "args": ["-c", cmd], "timeout": RUN_TIMEOUT_SECS, "env": spec.env });
+    if let Some(w) = &spec.workdir {
+        body["workdir"] = w.clone().into();
+    }
+    let started =
+        crate::agent_client::call(socket, Method::POST, "/commands/background", Some(body)).await?;
+    let pid = started["process_id"]
+        .as_str()
+        .ok_or("no process id")?
+        .to_owned();
+    let (mut out_at, mut err_at) = (0u64, 0u64);
+    let mut partial: BTreeMap<&str, String> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let path =
+            format!("/execute/processes/{pid}?stdout_offset={out_at}&stderr_offset={err_at}");
+        let p = crate::agent_client::call(socket, Method::GET, &path, None).await?;
+        for (stream, offset, next) in [
+            ("stdout", &mut out_at, "stdout_next_offset"),
+            ("stderr", &mut err_at, "stderr_next_offset"),
+        ] {
+            let text = p[stream].as_str().unwrap_or("");
+            let buf = partial.entry(stream).or_default();
+            buf.push_str(text);
+            while let Some(nl) = buf.find('\n') {
+                let line: String = buf.drain(..=nl).collect();
+                build.log(format!("  {}", line.trim_end()));
+            }
+            *offset = p[next].as_u64().unwrap_or(*offset);
+        }
+        if p["status"] != "running" {
+            for rest in partial.values().filter(|r| !r.is_empty()) {
+                build.log(format!("  {rest}"));
+            }
+            return Ok(p["exit_code"].as_i64().unwrap_or(-1));
+        }
+    }
+}
+
+/// The layers and settings a build starts from, when `from_image` names a local template.
+pub async fn local_base(
+    service: &Arc<SandboxService>,
+    name: &str,
+    tenant: &str,
+) -> Result<Option<TemplateSpec>, String> {
+    let Some(t) = service
+        .store
+        .find_template(name, tenant)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    if let Some(recipe) = SandboxService::recipe(&t.name).filter(|_| t.tenant.is_none()) {
+        let rootfs: PathBuf = service.ensure_template(&recipe).await?;
+        let marker = std::fs::read_to_string(rootfs.with_file_name("READY")).unwrap_or_default();
+        return Ok(Some(TemplateSpec {
+            layers: vec![rootfs],
+            key: key(&["builtin", recipe.name, marker.trim()]),
+            ..Default::default()
+        }));
+    }
+    match (&t.status, &t.spec) {
+        (warren_store::TemplateStatus::Active, Some(json)) => serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| format!("template {name} has an unreadable spec: {e}")),
+        _ => Err(format!(
+            "template {name} is not active (status {})",
+            t.status.as_str()
+        )),
+    }
+}

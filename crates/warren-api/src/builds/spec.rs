@@ -1,0 +1,234 @@
+//! What a built template is (stored as JSON with the template) and the build request in both SDK
+//! dialects (spec §3.9).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How to run a built template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TemplateSpec {
+    /// Read-only layers, topmost first.
+    pub layers: Vec<PathBuf>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub start_cmd: Option<String>,
+    #[serde(default)]
+    pub ready_cmd: Option<ReadyCheck>,
+    /// The cache key of the last layer, so builds on top of this template chain their keys.
+    #[serde(default)]
+    pub key: String,
+}
+
+/// `readyCmd` of either SDK: Py sends `processName` and ms `timeout`/`interval`, JS `name`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyCheck {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default, alias = "processName", alias = "name")]
+    pub process_name: Option<String>,
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    #[serde(default)]
+    pub interval: Option<u64>,
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl ReadyCheck {
+    /// The shell command that succeeds once the sandbox is ready.
+    pub fn probe(&self) -> Result<String, String> {
+        let need = |v: &Option<String>, what: &str| {
+            v.clone()
+                .ok_or_else(|| format!("readyCmd of type {} needs {what}", self.kind))
+        };
+        Ok(match self.kind.as_str() {
+            "port" => {
+                let port = self.port.ok_or("readyCmd of type port needs port")?;
+                format!("(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null")
+            }
+            "url" => {
+                let url = need(&self.url, "url")?;
+                format!(
+                    "python3 -c 'import sys,urllib.request; sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status < 400 else 1)' {} 2>/dev/null || curl -fsS -o /dev/null {} 2>/dev/null",
+                    shell_quote(&url),
+                    shell_quote(&url)
+                )
+            }
+            "file" => format!("test -e {}", shell_quote(&need(&self.path, "path")?)),
+            "process" => format!(
+                "pgrep -f {} >/dev/null",
+                shell_quote(&need(&self.process_name, "a process name")?)
+            ),
+            "command" => need(&self.command, "command")?,
+            other => return Err(format!("unknown readyCmd type {other:?}")),
+        })
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout.unwrap_or(30_000).clamp(1_000, 600_000)
+    }
+
+    pub fn interval_ms(&self) -> u64 {
+        self.interval.unwrap_or(2_000).clamp(100, 60_000)
+    }
+}
+
+/// One build step, normalised from either dialect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Run(String),
+    Copy {
+        sources: Vec<String>,
+        dest: String,
+        files_hash: String,
+        owner: Option<String>,
+        permissions: Option<String>,
+    },
+    Env(String, String),
+    Workdir(String),
+    User(String),
+    Cmd(String),
+}
+
+impl Step {
+    pub fn parse(v: &Value) -> Result<(Step, bool), String> {
+        let kind = v["type"].as_str().unwrap_or("").to_ascii_uppercase();
+        let args: Vec<String> = v["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let arg = |i: usize| {
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("{kind} step needs argument {}", i + 1))
+        };
+        let skip = v["skipCache"].as_bool().unwrap_or(false);
+        let step = match kind.as_str() {
+            "RUN" => Step::Run(args.join(" ")),
+            "COPY" => Step::Copy {
+                sources: arg(0)?.split(',').map(str::to_owned).collect(),
+                dest: arg(1)?,
+                files_hash: v["filesHash"].as_str().unwrap_or("").to_owned(),
+                owner: v["owner"].as_str().map(str::to_owned),
+                permissions: v["permissions"].as_str().map(str::to_owned),
+            },
+            // Py: args [k, v]; JS: {key, value}
+            "ENV" => match (v["key"].as_str(), v["value"].as_str()) {
+                (Some(k), Some(val)) => Step::Env(k.to_owned(), val.to_owned()),
+                _ => Step::Env(arg(0)?, arg(1)?),
+            },
+            "WORKDIR" => Step::Workdir(
+                v["path"]
+                    .as_str()
+                    .map_or_else(|| arg(0), |p| Ok(p.to_owned()))?,
+            ),
+            "USER" => Step::User(arg(0)?),
+            "CMD" => Step::Cmd(args.join(" ")),
+            other => return Err(format!("unknown step type {other:?}")),
+        };
+        Ok((step, skip))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Run(c) => format!("RUN {c}"),
+            Step::Copy { sources, dest, .. } => format!("COPY {} {dest}", sources.join(" ")),
+            Step::Env(k, _) => format!("ENV {k}=…"),
+            Step::Workdir(p) => format!("WORKDIR {p}"),
+            Step::User(u) => format!("USER {u}"),
+            Step::Cmd(c) => format!("CMD {c}"),
+        }
+    }
+}
+
+/// `POST /v1/templates/build`.
+#[derive(Debug, Deserialize)]
+pub struct BuildRequest {
+    pub name: String,
+    #[serde(default)]
+    pub from_image: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<Value>,
+    #[serde(default, rename = "startCmd")]
+    pub start_cmd: Option<String>,
+    #[serde(default, rename = "readyCmd")]
+    pub ready_cmd: Option<ReadyCheck>,
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    #[serde(default)]
+    pub memory: Option<u32>,
+    #[serde(default, rename = "diskGB")]
+    pub disk_gb: Option<u32>,
+    #[serde(default, rename = "skipCache")]
+    pub skip_cache: bool,
+    #[serde(default)]
+    pub update: bool,
+    #[serde(default)]
+    pub registry_credentials: Option<RegistryCredentials>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistryCredentials {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: warren_core::Secret,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn both_dialects_parse_to_the_same_steps() {
+        let py = [
+            json!({"type": "ENV", "args": ["A", "1"]}),
+            json!({"type": "WORKDIR", "args": ["/app"]}),
+        ];
+        let js = [
+            json!({"type": "env", "key": "A", "value": "1"}),
+            json!({"type": "workdir", "path": "/app"}),
+        ];
+        for (a, b) in py.iter().zip(js.iter()) {
+            assert_eq!(Step::parse(a).expect("py").0, Step::parse(b).expect("js").0);
+        }
+        let (copy, skip) = Step::parse(&json!({"type": "COPY", "args": ["app/,x.txt", "/srv"], "filesHash": "ab", "skipCache": true})).expect("copy");
+        assert!(skip);
+        assert_eq!(
+            copy,
+            Step::Copy {
+                sources: vec!["app/".into(), "x.txt".into()],
+                dest: "/srv".into(),
+                files_hash: "ab".into(),
+                owner: None,
+                permissions: None
+            }
+        );
+        let ready: ReadyCheck =
+            serde_json::from_value(json!({"type": "process", "name": "nginx"})).expect("js ready");
+        assert!(ready.probe().expect("probe").contains("nginx"));
+    }
+}
