@@ -8,7 +8,7 @@ import pytest
 JS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "js")
 
 
-@pytest.mark.parametrize("scenario", ["J1", "J5", "J7", "J8", "J9"])
+@pytest.mark.parametrize("scenario", ["J1", "J5", "J7", "J8", "J9", "J11"])
 def test_js_sdk(server, scenario):
     if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@hopx-ai", "sdk")):
         pytest.fail("the JS SDK is not installed: run scripts/test (it runs npm install in tests/js)")

@@ -2,7 +2,10 @@
 // (BASE_URL and HOPX_API_KEY in the environment). Exits non-zero on the first failed assertion.
 import assert from "node:assert/strict";
 import http from "node:http";
-import { Sandbox } from "@hopx-ai/sdk";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Sandbox, Template, waitForFile } from "@hopx-ai/sdk";
 
 const baseURL = process.env.BASE_URL;
 const apiKey = process.env.HOPX_API_KEY;
@@ -144,6 +147,36 @@ const scenarios = {
     } finally {
       await sb.kill();
     }
+  },
+  // Templates: list/get/delete and a build with COPY, ENV (JS shape), WORKDIR (JS shape), readyCmd.
+  async J11() {
+    const names = (await Sandbox.listTemplates({ baseURL, apiKey })).map((t) => t.name);
+    assert.ok(names.includes("code-interpreter") && names.includes("base"), names.join(","));
+    const ci = await Sandbox.getTemplate("code-interpreter", { baseURL, apiKey });
+    assert.equal(ci.name, "code-interpreter");
+    const ctx = fs.mkdtempSync(path.join(os.tmpdir(), "j11-"));
+    fs.mkdirSync(path.join(ctx, "site"));
+    fs.writeFileSync(path.join(ctx, "site", "index.html"), "<h1>j11</h1>\n");
+    const name = `j11-${Date.now()}`;
+    const t = new Template("base")
+      .copy("site/", "/srv/site")
+      .setEnv("J11_MODE", "built")
+      .setWorkdir("/srv/site")
+      .runCmd("touch /srv/site/ready.flag")
+      .setStartCmd("sleep 1000", waitForFile("/srv/site/ready.flag"));
+    const logs = [];
+    const result = await Template.build(t, { name, apiKey, baseURL, contextPath: ctx, onLog: (l) => logs.push(l) });
+    const vm = await result.createVM({});
+    const sb = await Sandbox.connect(vm.vmID, apiKey, baseURL);
+    try {
+      const r = await sb.commands.run("cat index.html; echo $J11_MODE; pwd");
+      assert.equal(r.stdout, "<h1>j11</h1>\nbuilt\n/srv/site\n");
+    } finally {
+      await sb.kill();
+    }
+    await Sandbox.deleteTemplate(result.templateID, { baseURL, apiKey });
+    const after = (await Sandbox.listTemplates({ baseURL, apiKey })).map((x) => x.name);
+    assert.ok(!after.includes(name), "deleted template still listed");
   },
 };
 
