@@ -21,3 +21,26 @@ def test_exec_stream_and_shell(server):
         assert r.returncode == 3 and "shell-42" in r.stdout, r.stdout + r.stderr
     finally:
         raw(server, "DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_template_build_from_a_dockerfile_with_progress(server, tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "hello.txt").write_text("hi from the cli\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM base\n# a comment\nCOPY site/ /srv/site\nENV WHO=cli\nWORKDIR /srv/site\n"
+        "RUN echo \"built for $WHO\" > built.txt && \\\n    cat hello.txt\n")
+    import uuid
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    r = cli(server, "template", "build", name, "-f", str(tmp_path / "Dockerfile"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Step 4/4: RUN" in r.stdout and "hi from the cli" in r.stdout and "is active" in r.stderr
+    again = cli(server, "template", "build", name, "-f", str(tmp_path / "Dockerfile"), "--update")
+    assert again.returncode == 0 and again.stdout.count("cached") == 2, again.stdout
+    sid = raw(server, "POST", "/v1/sandboxes", json={"template_name": name}).json()["id"]
+    try:
+        out = cli(server, "exec", sid, "cat built.txt; pwd").stdout
+        assert out == "built for cli\n/srv/site\n"
+    finally:
+        raw(server, "DELETE", f"/v1/sandboxes/{sid}")
+    bad = cli(server, "template", "build", "bad-x", "-f", str(tmp_path / "site" / "hello.txt"))
+    assert bad.returncode != 0 and "FROM" in bad.stderr + bad.stdout or "unsupported" in bad.stderr

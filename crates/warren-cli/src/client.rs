@@ -110,6 +110,19 @@ impl Client {
         Ok(check(res).await?.json().await?)
     }
 
+    /// PUTs bytes to a URL the server handed out (a one-time upload link; no credentials).
+    pub async fn put_bytes(&self, url: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let res = self
+            .http
+            .put(url)
+            .header("Content-Type", "application/gzip")
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        check(res).await.map(drop)
+    }
+
     /// Connects to a sandbox's agent: reads its public host and a fresh token.
     pub async fn agent(&self, id: &str) -> anyhow::Result<Agent> {
         let sb = self

@@ -1,6 +1,7 @@
 //! Command-line surface: one module per command group.
 
 mod audit;
+mod build;
 mod keys;
 mod sandbox;
 mod serve;

@@ -16,6 +16,8 @@ pub enum TemplateCommand {
         /// Only these templates (default: all built-in ones).
         names: Vec<String>,
     },
+    /// Build a template from a Dockerfile-like recipe on a running server, with live logs.
+    Build(Box<super::build::BuildArgs>),
     /// Show the built-in templates and whether they are cached.
     List {
         #[arg(long, env = "WARREN_CACHE_DIR", default_value = super::DEFAULT_CACHE_DIR)]
@@ -25,6 +27,7 @@ pub enum TemplateCommand {
 
 pub async fn run(cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        TemplateCommand::Build(a) => return super::build::run(*a).await,
         TemplateCommand::Prepare {
             cache_dir,
             debian_mirror,
