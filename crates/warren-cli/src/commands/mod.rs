@@ -2,6 +2,7 @@
 
 mod audit;
 mod build;
+mod doctor;
 mod keys;
 mod sandbox;
 mod serve;
@@ -49,6 +50,8 @@ pub enum Command {
     /// Manage API keys in a data dir's store (works while the server runs).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Report which isolation tiers this host can run, why not where not, and how fast.
+    Doctor(doctor::DoctorArgs),
     /// Show the audit trail of your organization (admin key).
     Audit(audit::AuditArgs),
     /// Build or list template root file systems.
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(*a).await,
         Command::Keys(c) => keys::run(c).await,
         Command::Audit(a) => audit::run(a).await,
+        Command::Doctor(a) => doctor::run(a),
         Command::Template(c) => template::run(c).await,
         Command::Sandbox(c) => sandbox::run_sandbox(c).await,
         Command::Run(a) => sandbox::run_code(a).await,
