@@ -71,7 +71,7 @@ def floor(runs, template):
         report("floor: unshare + chroot template python3", timed(chroot + code, runs))
 
 
-def start_server():
+def start_server(extra=()):
     data_dir = tempfile.mkdtemp(prefix="warren-bench-")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,7 +79,7 @@ def start_server():
     key = "wrn_bench_" + os.urandom(16).hex()
     log = open(os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen(
-        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild"],
+        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild", *extra],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, WARREN_API_KEY=key),
     )
     url = f"http://127.0.0.1:{port}"
@@ -99,16 +99,30 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--template", default="code-interpreter")
+    ap.add_argument("--isolation", default="namespaces", help="tier of the created sandboxes (namespaces, gvisor)")
     args = ap.parse_args()
 
     proc = None
     url, key = os.environ.get("WARREN_URL"), os.environ.get("WARREN_API_KEY")
     if not (url and key):
-        proc, url, key = start_server()
+        proc, url, key = start_server(["--isolation", args.isolation])
     try:
-        print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} cpus  template={args.template}",
-              flush=True)
+        print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} cpus  template={args.template}  "
+              f"isolation={args.isolation}", flush=True)
         floor(args.runs, args.template)
+        if args.isolation == "gvisor":
+            for platform in ("systrap", "ptrace"):
+                argv = ["runsc", "--network=none", "--ignore-cgroups", f"--platform={platform}", "do", "true"]
+                try:
+                    samples = [0.0] * 0
+                    for _ in range(min(args.runs, 20)):
+                        t = time.perf_counter()
+                        if subprocess.run(argv, capture_output=True).returncode != 0:
+                            raise RuntimeError
+                        samples.append(time.perf_counter() - t)
+                    report(f"floor: bare runsc do true ({platform})", samples)
+                except (RuntimeError, FileNotFoundError):
+                    print(f"floor: runsc platform {platform} unavailable here", flush=True)
 
         # One untimed create warms the template's page cache, like any server that has run before.
         Sandbox.create(template=args.template, base_url=url, api_key=key).kill()

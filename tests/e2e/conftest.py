@@ -63,6 +63,9 @@ def server():
     log = open(os.path.join(data_dir, "server.log"), "w")
     env = dict(os.environ, WARREN_API_KEY=API_KEY, RUST_LOG="info")
     mode = ["--wildcard-domain", WILDCARD_DOMAIN] if WILDCARD_DOMAIN else ["--tls"] if TLS else []
+    # scripts/test also runs the core scenarios and the escape suite with another default tier.
+    if os.environ.get("WARREN_TEST_ISOLATION"):
+        mode += ["--isolation", os.environ["WARREN_TEST_ISOLATION"]]
     proc = subprocess.Popen(
         [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
          # explicit quotas so tests do not depend on the machine's size
@@ -95,6 +98,10 @@ def server():
         raise
     left = leftovers()
     assert left == {"netns": [], "veth": [], "mounts": [], "nft": []}, f"server left traces after SIGTERM: {left}"
+    runsc = subprocess.run(["pgrep", "-f", f"--root {data_dir}/runsc"], capture_output=True, text=True).stdout.split()
+    assert not runsc, f"gVisor sandboxes left running after SIGTERM: {runsc}"
+    import shutil
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

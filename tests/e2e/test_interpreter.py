@@ -51,10 +51,20 @@ def test_crash_and_timeout_restart_the_interpreter(server, sandbox):
     assert sessions["sessions"][0]["execution_state"] == "idle" and sessions["sessions"][0]["pid"] > 1
 
 
-def test_base_template_without_ipython_still_runs_code(server):
+def test_ipython_syntax_switches_to_ipython_on_the_same_namespace(sandbox):
+    assert sandbox.run_code("y = 21").success
+    r = sandbox.run_code("%time z = y * 2\nprint(z)")
+    assert r.success and "42" in r.stdout, r.stderr
+    assert sandbox.run_code("!echo from-shell").stdout.strip() == "from-shell"
+    assert sandbox.run_code("print(z + 1)").stdout == "43\n"
+
+
+def test_base_template_keeps_state_and_explains_missing_ipython(server):
     sb = Sandbox.create(template="base", base_url=server["base_url"], api_key=server["api_key"])
     try:
-        assert sb.run_code("x = 1\nprint(x)").stdout == "1\n"
-        assert sb.run_code("print('x' in globals())").stdout == "False\n"
+        assert sb.run_code("x = 1").success
+        assert sb.run_code("print(x + 1)").stdout == "2\n"
+        r = sb.run_code("%time 1")
+        assert not r.success and "needs IPython" in r.stderr
     finally:
         sb.kill()

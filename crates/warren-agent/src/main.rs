@@ -97,6 +97,14 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
     }
     nix::unistd::dup2(2, 1).context("redirect stdout")?;
     tracing::info!(socket = %args.socket.display(), "agent listening");
+    {
+        // The stateful interpreter starts now, while the client is still busy creating.
+        let state = state.clone();
+        tokio::spawn(async move {
+            let env = state.process_env(None);
+            state.kernel.warm(&env).await;
+        });
+    }
     axum::serve(listener, routes::router(state))
         .await
         .context("serve")

@@ -56,6 +56,11 @@ pub struct ServeConfig {
     pub insecure_registries: Vec<String>,
     /// Pull Docker Hub images through this registry.
     pub registry_mirror: Option<String>,
+    /// Offer the gVisor tier when `runsc` works here.
+    pub gvisor: bool,
+    pub runsc: PathBuf,
+    /// Tier of sandboxes that do not ask for one.
+    pub default_isolation: String,
 }
 
 /// Host names and addresses a generated certificate must cover.
@@ -194,8 +199,36 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     })
     .await
     .context("initialise the namespace driver (run as root)")?;
-    let driver = AnyDriver::Namespaces(driver);
-    driver.remove_leftovers().await;
+    let namespaces = Arc::new(driver);
+    let mut tiers = vec![AnyDriver::Namespaces(namespaces.clone())];
+    if cfg.gvisor {
+        let gvisor = warren_runtime::gvisor::GvisorDriver::detect(
+            warren_runtime::gvisor::GvisorConfig {
+                runsc: cfg.runsc.clone(),
+                state_dir: cfg.data_dir.join("gvisor"),
+                runsc_root: cfg.data_dir.join("runsc"),
+            },
+            namespaces.clone(),
+        )
+        .await;
+        match gvisor {
+            Some(g) => tiers.push(AnyDriver::Gvisor(Arc::new(g))),
+            None => {
+                tracing::warn!(runsc = %cfg.runsc.display(), "gVisor tier unavailable: runsc not found or not working (see `warren doctor`)")
+            }
+        }
+    }
+    if let Some(pos) = tiers.iter().position(|d| d.name() == cfg.default_isolation) {
+        tiers.swap(0, pos);
+    } else {
+        anyhow::bail!(
+            "default isolation tier {:?} is not available here (see `warren doctor`)",
+            cfg.default_isolation
+        );
+    }
+    for d in &tiers {
+        d.remove_leftovers().await;
+    }
     for s in store.live_sandboxes().await? {
         tracing::warn!(sandbox = %s.id, "sandbox did not survive the previous server; marked stopped");
         store
@@ -219,7 +252,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let service = Arc::new(service::SandboxService::new(
         store,
-        driver,
+        tiers,
         templates,
         cfg.limits.clone(),
     ));
@@ -282,7 +315,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: stopping every sandbox");
     service.stop_all(SandboxStatus::Stopped).await;
-    service.driver.release_host().await;
+    for d in &service.tiers {
+        d.release_host().await;
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@ struct Runnable {
 }
 
 struct Live {
+    driver: AnyDriver,
     target: Arc<Target>,
     status: SandboxStatus,
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -35,7 +36,10 @@ struct Live {
 
 pub struct SandboxService {
     pub store: Store,
+    /// The default tier; also runs build sandboxes.
     pub driver: AnyDriver,
+    /// Every tier this server runs, the default first.
+    pub tiers: Vec<AnyDriver>,
     pub templates: TemplateCache,
     live: Mutex<HashMap<SandboxId, Live>>,
     /// Wakes the reaper when an expiry moves earlier.
@@ -50,13 +54,14 @@ pub struct SandboxService {
 impl SandboxService {
     pub fn new(
         store: Store,
-        driver: AnyDriver,
+        tiers: Vec<AnyDriver>,
         templates: TemplateCache,
         limits: crate::limits::Limits,
     ) -> Self {
         Self {
             store,
-            driver,
+            driver: tiers[0].clone(),
+            tiers,
             templates,
             live: Mutex::new(HashMap::new()),
             expiry_changed: Notify::new(),
@@ -83,6 +88,38 @@ impl SandboxService {
 
     pub fn target(&self, id: &SandboxId) -> Option<Arc<Target>> {
         self.live().get(id).map(|l| l.target.clone())
+    }
+
+    /// The tier that runs template build steps (its writable layer can be kept on disk).
+    pub fn build_driver(&self) -> &AnyDriver {
+        self.tiers
+            .iter()
+            .find(|d| matches!(d, AnyDriver::Namespaces(_)))
+            .unwrap_or(&self.driver)
+    }
+
+    fn driver_of(&self, id: &SandboxId) -> AnyDriver {
+        self.live()
+            .get(id)
+            .map_or_else(|| self.driver.clone(), |l| l.driver.clone())
+    }
+
+    /// The tier a sandbox asks for, or the server's default.
+    fn tier(&self, wanted: Option<&str>) -> ApiResult<AnyDriver> {
+        let Some(name) = wanted.filter(|n| !n.is_empty()) else {
+            return Ok(self.driver.clone());
+        };
+        self.tiers
+            .iter()
+            .find(|d| d.name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                let have: Vec<&str> = self.tiers.iter().map(|d| d.name()).collect();
+                ApiError::bad_request(format!(
+                    "isolation tier {name:?} is not available on this server (available: {}; see `warren doctor`)",
+                    have.join(", ")
+                ))
+            })
     }
 
     pub fn status_of(&self, id: &SandboxId) -> Option<SandboxStatus> {
@@ -282,6 +319,7 @@ impl SandboxService {
             .find_template(wanted, &caller.tenant)
             .await?
             .ok_or_else(|| ApiError::template_not_found(wanted))?;
+        let driver = self.tier(req.isolation.as_deref())?;
         let run = self.runnable(&template).await?;
 
         let id = SandboxId::generate();
@@ -300,6 +338,7 @@ impl SandboxService {
                     timeout_seconds: req.timeout_seconds,
                     key_id: Some(&caller.key_id),
                     tenant: &caller.tenant,
+                    isolation: driver.name(),
                 },
                 now(),
             )
@@ -318,7 +357,7 @@ impl SandboxService {
             internet_access: record.internet_access,
             env_vars,
         };
-        let started = match self.driver.start(&spec).await {
+        let started = match driver.start(&spec).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(sandbox = %id, error = %e, "sandbox failed to start");
@@ -333,7 +372,7 @@ impl SandboxService {
         };
         if let Err(e) = Self::start_and_wait_ready(&started.agent_socket, &run.spec).await {
             tracing::warn!(sandbox = %id, error = %e, "template start/ready check failed");
-            let _ = self.driver.destroy(&id).await;
+            let _ = driver.destroy(&id).await;
             let _ = self
                 .store
                 .set_sandbox_status(&id, SandboxStatus::Error, now())
@@ -351,6 +390,7 @@ impl SandboxService {
         self.live().insert(
             id.clone(),
             Live {
+                driver: driver.clone(),
                 target,
                 status: SandboxStatus::Running,
                 listener: None,
@@ -401,7 +441,10 @@ impl SandboxService {
                 h.abort();
             }
         }
-        if let Err(e) = self.driver.destroy(id).await {
+        let driver = live
+            .as_ref()
+            .map_or_else(|| self.driver.clone(), |l| l.driver.clone());
+        if let Err(e) = driver.destroy(id).await {
             tracing::error!(sandbox = %id, error = %e, "sandbox teardown incomplete");
         }
         if let Err(e) = self.store.set_sandbox_status(id, final_status, now()).await {
@@ -457,10 +500,11 @@ impl SandboxService {
                 ),
             ));
         }
+        let driver = self.driver_of(id);
         let r = if to == SandboxStatus::Paused {
-            self.driver.pause(id).await
+            driver.pause(id).await
         } else {
-            self.driver.resume(id).await
+            driver.resume(id).await
         };
         r.map_err(|e| ApiError::internal("pause/resume failed", e))?;
         if let Some(l) = self.live().get_mut(id) {

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use tokio::sync::oneshot;
 use warren_core::{Resources, SandboxId};
 
-use crate::namespaces::NamespaceDriver;
-
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
@@ -86,50 +84,45 @@ pub trait IsolationDriver {
 }
 
 /// The closed set of drivers. An enum rather than `dyn` keeps async methods simple and makes the
-/// set of tiers visible in one place.
+/// set of tiers visible in one place. Cheap to clone: each variant is shared.
+#[derive(Clone)]
 pub enum AnyDriver {
-    Namespaces(NamespaceDriver),
+    Namespaces(std::sync::Arc<crate::namespaces::NamespaceDriver>),
+    Gvisor(std::sync::Arc<crate::gvisor::GvisorDriver>),
+}
+
+macro_rules! each {
+    ($self:ident, $d:ident => $e:expr) => {
+        match $self {
+            AnyDriver::Namespaces($d) => $e,
+            AnyDriver::Gvisor($d) => $e,
+        }
+    };
 }
 
 impl IsolationDriver for AnyDriver {
     fn name(&self) -> &'static str {
-        match self {
-            Self::Namespaces(d) => d.name(),
-        }
+        each!(self, d => d.name())
     }
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
-        match self {
-            Self::Namespaces(d) => d.start(spec).await,
-        }
+        each!(self, d => d.start(spec).await)
     }
     async fn pause(&self, id: &SandboxId) -> Result<(), DriverError> {
-        match self {
-            Self::Namespaces(d) => d.pause(id).await,
-        }
+        each!(self, d => d.pause(id).await)
     }
     async fn resume(&self, id: &SandboxId) -> Result<(), DriverError> {
-        match self {
-            Self::Namespaces(d) => d.resume(id).await,
-        }
+        each!(self, d => d.resume(id).await)
     }
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
-        match self {
-            Self::Namespaces(d) => d.destroy(id).await,
-        }
+        each!(self, d => d.destroy(id).await)
     }
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
-        match self {
-            Self::Namespaces(d) => d.usage(id),
-        }
+        each!(self, d => d.usage(id))
     }
     async fn remove_leftovers(&self) {
-        match self {
-            Self::Namespaces(d) => d.remove_leftovers().await,
-        }
+        each!(self, d => d.remove_leftovers().await)
     }
     async fn release_host(&self) {
-        match self {
-            Self::Namespaces(d) => d.release_host().await,
-        }
+        each!(self, d => d.release_host().await)
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod agent_bundle;
 pub mod driver;
+pub mod gvisor;
 pub mod layers;
 pub mod namespaces;
 pub mod templates;

@@ -16,6 +16,7 @@ pub struct SandboxRecord {
     pub created_at: i64,
     pub key_id: Option<String>,
     pub tenant: String,
+    pub isolation: String,
 }
 
 pub struct NewSandbox<'a> {
@@ -27,6 +28,7 @@ pub struct NewSandbox<'a> {
     pub timeout_seconds: Option<i64>,
     pub key_id: Option<&'a str>,
     pub tenant: &'a str,
+    pub isolation: &'a str,
 }
 
 pub struct SandboxPage {
@@ -37,7 +39,7 @@ pub struct SandboxPage {
 
 const COLUMNS: &str =
     "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
-                       timeout_seconds, expires_at, created_at, key_id, tenant";
+                       timeout_seconds, expires_at, created_at, key_id, tenant, isolation";
 
 impl Store {
     pub async fn insert_sandbox(
@@ -48,8 +50,8 @@ impl Store {
         let expires_at = s.timeout_seconds.map(|t| now + t);
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
-             internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.as_str())
         .bind(s.template_id)
@@ -65,6 +67,7 @@ impl Store {
         .bind(now)
         .bind(s.key_id)
         .bind(s.tenant)
+        .bind(s.isolation)
         .execute(&self.pool)
         .await?;
         Ok(SandboxRecord {
@@ -79,6 +82,7 @@ impl Store {
             created_at: now,
             key_id: s.key_id.map(str::to_owned),
             tenant: s.tenant.to_owned(),
+            isolation: s.isolation.to_owned(),
         })
     }
 
@@ -226,6 +230,7 @@ fn sandbox_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord, StoreE
         created_at: r.get("created_at"),
         key_id: r.get("key_id"),
         tenant: r.get("tenant"),
+        isolation: r.get("isolation"),
     })
 }
 

@@ -43,6 +43,7 @@ async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) ->
                 timeout_seconds: timeout,
                 key_id: None,
                 tenant,
+                isolation: "namespaces",
             },
             now,
         )

@@ -10,6 +10,10 @@ use serde_json::Value;
 pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_name: Option<String>,
+    /// Isolation tier for this sandbox (Warren extension): "namespaces" or "gvisor"; the
+    /// server's default when absent.
+    #[serde(default)]
+    pub isolation: Option<String>,
     /// Both SDKs stringify the id; the MCP server may send a number, which we also accept.
     #[serde(
         default,

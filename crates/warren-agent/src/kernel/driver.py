@@ -1,17 +1,29 @@
-# Warren's stateful Python interpreter: one IPython shell per sandbox, driven by the agent.
+# Warren's stateful Python interpreter: one per sandbox, driven by the agent.
+# It starts as plain Python (about 10 ms) and keeps one namespace for every cell: notebook
+# semantics (the value of a trailing expression is the cell's result), rich outputs from the
+# objects' own _repr_*_ methods and from open matplotlib figures. A cell that uses IPython syntax
+# (%magic, %%cell magic, !shell, obj?) switches the interpreter to IPython's shell on the same
+# namespace, paying IPython's ~200 ms import only when it is wanted.
 # Protocol: one JSON request per line on stdin, one JSON reply per line on the original stdout
-# (kept on a private fd; fds 1 and 2 are pointed at per-cell capture files, so prints and child
+# (kept on a private fd; fds 1 and 2 point at per-cell capture files, so prints and child
 # processes cannot corrupt the protocol).
+import ast
 import base64
 import io
 import json
 import os
+import re
 import sys
+import traceback
 
 PROTO = os.fdopen(os.dup(1), "w", buffering=1)
 CAPTURE_DIR = os.environ.get("WARREN_KERNEL_DIR", "/tmp/.warren")
 os.makedirs(CAPTURE_DIR, exist_ok=True)
 os.environ.setdefault("MPLBACKEND", "Agg")
+NS = {"__name__": "__main__", "__builtins__": __builtins__}
+IPYTHON = {"shell": None}
+CELL = {}
+IPY_SYNTAX = re.compile(r"^\s*(%|!)|\?\s*$", re.M)
 
 
 def reply(obj):
@@ -19,52 +31,97 @@ def reply(obj):
     PROTO.flush()
 
 
-try:
-    from IPython.core.displayhook import DisplayHook
-    from IPython.core.displaypub import DisplayPublisher
-    from IPython.core.interactiveshell import InteractiveShell
-except Exception as e:  # the template has no IPython: the agent falls back to plain runs
-    reply({"ready": False, "error": f"{type(e).__name__}: {e}"})
-    sys.exit(0)
-
-CELL = {}
-RICH = ("text/plain", "text/html", "image/png", "image/svg+xml", "application/json",
-        "application/vnd.plotly.v1+json", "text/markdown")
-
-
-class CaptureHook(DisplayHook):
-    """The value of a cell's last expression, as mime bundle, instead of an Out[] print."""
-
-    def write_output_prompt(self):
-        pass
-
-    def write_format_data(self, format_dict, md_dict=None):
-        CELL["result"] = format_dict
-
-    def finish_displayhook(self):
-        pass
-
-
-class CapturePublisher(DisplayPublisher):
-    """display(...) calls inside a cell."""
-
-    def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
-        CELL.setdefault("displays", []).append(data)
+def mime_bundle(value):
+    """The rich representations an object offers, like IPython's formatters would find them."""
+    bundle = {"text/plain": repr(value)}
+    try:
+        if hasattr(value, "_repr_mimebundle_"):
+            data = value._repr_mimebundle_()
+            if isinstance(data, tuple):
+                data = data[0]
+            bundle.update({k: v for k, v in (data or {}).items() if v is not None})
+        for method, mime in (("_repr_html_", "text/html"), ("_repr_png_", "image/png"),
+                             ("_repr_svg_", "image/svg+xml"), ("_repr_markdown_", "text/markdown"),
+                             ("_repr_json_", "application/json")):
+            if mime not in bundle and hasattr(value, method):
+                data = getattr(value, method)()
+                if isinstance(data, tuple):
+                    data = data[0]
+                if data is not None:
+                    bundle[mime] = base64.b64encode(data).decode() if isinstance(data, bytes) else data
+        if "application/vnd.plotly.v1+json" not in bundle and hasattr(value, "to_plotly_json"):
+            bundle["application/vnd.plotly.v1+json"] = value.to_plotly_json()
+    except Exception as e:  # a broken _repr_ must not lose the cell
+        print(f"warren: cannot render result: {e}", file=sys.stderr)
+    return bundle
 
 
-shell = InteractiveShell.instance(displayhook_class=CaptureHook, display_pub_class=CapturePublisher, colors="NoColor")
-shell.display_formatter.active_types = list(RICH)
-for mime in RICH:
-    if mime in shell.display_formatter.formatters:
-        shell.display_formatter.formatters[mime].enabled = True
+def display(*objs, **_):
+    """display() inside cells, also without IPython."""
+    for o in objs:
+        CELL.setdefault("displays", []).append(mime_bundle(o))
 
 
-def show_traceback(etype, evalue, stb):
-    print(shell.InteractiveTB.stb2text(stb), file=sys.stderr)
+NS["display"] = display
 
 
-shell._showtraceback = show_traceback
-reply({"ready": True, "pid": os.getpid()})
+def use_ipython():
+    if IPYTHON["shell"] is None:
+        from IPython.core.displayhook import DisplayHook
+        from IPython.core.displaypub import DisplayPublisher
+        from IPython.core.interactiveshell import InteractiveShell
+
+        class CaptureHook(DisplayHook):
+            def write_output_prompt(self):
+                pass
+
+            def write_format_data(self, format_dict, md_dict=None):
+                CELL["result"] = format_dict
+
+            def finish_displayhook(self):
+                pass
+
+        class CapturePublisher(DisplayPublisher):
+            def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+                CELL.setdefault("displays", []).append(data)
+
+        shell = InteractiveShell.instance(user_ns=NS, displayhook_class=CaptureHook,
+                                          display_pub_class=CapturePublisher, colors="NoColor")
+        shell.display_formatter.active_types = ["text/plain", "text/html", "image/png", "image/svg+xml",
+                                                "application/json", "application/vnd.plotly.v1+json", "text/markdown"]
+        for f in shell.display_formatter.formatters.values():
+            f.enabled = True
+        shell._showtraceback = lambda etype, evalue, stb: print(shell.InteractiveTB.stb2text(stb), file=sys.stderr)
+        IPYTHON["shell"] = shell
+    return IPYTHON["shell"]
+
+
+def run_plain(code):
+    """exec the cell; a trailing expression's value becomes the result. Returns the error or None."""
+    try:
+        tree = ast.parse(code, "<cell>", "exec")
+    except SyntaxError as e:
+        traceback.print_exception(type(e), e, None, file=sys.stderr)
+        return e
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    try:
+        exec(compile(tree, "<cell>", "exec"), NS)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), "<cell>", "eval"), NS)
+            if value is not None:
+                NS["_"] = value
+                CELL["result"] = mime_bundle(value)
+    except BaseException as e:  # SystemExit and KeyboardInterrupt are the cell's outcome too
+        if not isinstance(e, SystemExit):
+            tb = e.__traceback__.tb_next if e.__traceback__ else None
+            traceback.print_exception(type(e), e, tb, file=sys.stderr)
+        return e
+    return None
+
+
+def run_ipython(code):
+    result = use_ipython().run_cell(code, store_history=True)
+    return result.error_before_exec or result.error_in_exec
 
 
 def figures_png():
@@ -89,6 +146,8 @@ def read_capture(path, limit):
     return text
 
 
+reply({"ready": True, "pid": os.getpid()})
+count = 0
 for line in sys.stdin:
     req = json.loads(line)
     CELL.clear()
@@ -108,10 +167,17 @@ for line in sys.stdin:
     os.dup2(err.fileno(), 2)
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
     sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
-    result = shell.run_cell(req["code"], store_history=True)
+    code = req["code"]
+    wants_ipython = req.get("ipython") or IPYTHON["shell"] is not None or IPY_SYNTAX.search(code)
+    try:
+        error = run_ipython(code) if wants_ipython else run_plain(code)
+    except ImportError as e:
+        print(f"this cell needs IPython, which this template does not have: {e}", file=sys.stderr)
+        error = e
+    count += 1
     try:
         png = figures_png()
-    except Exception as e:  # a broken figure must not lose the cell's result
+    except Exception as e:
         print(f"warren: cannot render figure: {e}", file=sys.stderr)
         png = None
     sys.stdout.flush()
@@ -120,7 +186,6 @@ for line in sys.stdin:
     stdout, stderr = read_capture(out_path, limit), read_capture(err_path, limit)
     out.close()
     err.close()
-    error = result.error_before_exec or result.error_in_exec
     exit_code = 0
     if error is not None:
         exit_code = 1
@@ -151,6 +216,7 @@ for line in sys.stdin:
         "stderr": stderr,
         "exit_code": exit_code,
         "error": None if error is None else f"{type(error).__name__}: {error}",
-        "execution_count": shell.execution_count - 1,
+        "execution_count": count,
+        "mode": "ipython" if IPYTHON["shell"] is not None else "python",
         **rich,
     })

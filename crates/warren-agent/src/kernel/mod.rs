@@ -1,8 +1,9 @@
 //! The stateful Python interpreter behind `run_code(language="python")` and `/execute/ipython`:
-//! one IPython shell per sandbox (`driver.py`), started on first use, fed one cell at a time.
+//! one per sandbox (`driver.py`: plain Python with notebook semantics, switching to IPython's
+//! shell when a cell uses IPython syntax), started when the agent boots, fed one cell at a time.
 //! Variables, imports and figures survive between calls. A cell that times out kills the
 //! interpreter's whole tree; a crash is reported; either way the next call starts a fresh one.
-//! Templates without IPython fall back to one process per run (see `routes::execute`).
+//! Templates without python3 fall back to one process per run (see `routes::execute`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,12 +28,14 @@ pub struct Cell<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub workdir: &'a Path,
     pub timeout: Duration,
+    /// Run through IPython's shell even without IPython syntax (`/execute/ipython`).
+    pub ipython: bool,
 }
 
 pub enum CellOutcome {
     /// The driver's reply: stdout, stderr, exit_code, rich outputs.
     Done(Value),
-    /// This template has no IPython; run the code as a plain process instead.
+    /// This template has no python3 to keep state in; run the code as a plain process instead.
     Unavailable,
     TimedOut,
     /// The interpreter died (or could not start); the next call starts a new one.
@@ -119,7 +122,7 @@ async fn start(env: &BTreeMap<String, String>) -> Result<Option<Running>, String
     };
     if hello["ready"] != true {
         let _ = child.wait().await;
-        tracing::info!(reason = %hello["error"], "no IPython in this template; runs are one-shot");
+        tracing::info!(reason = %hello["error"], "no stateful interpreter in this template; runs are one-shot");
         return Ok(None);
     }
     Ok(Some(Running {
@@ -134,6 +137,23 @@ async fn start(env: &BTreeMap<String, String>) -> Result<Option<Running>, String
 }
 
 impl Kernel {
+    /// Starts the interpreter ahead of the first cell, so that cell does not pay for it.
+    pub async fn warm(&self, env: &BTreeMap<String, String>) {
+        let mut state = self.state.lock().await;
+        if state.running.is_some() || state.unavailable.is_some() {
+            return;
+        }
+        match start(env).await {
+            Ok(Some(r)) => {
+                *self.summary.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(describe(&r, &state));
+                state.running = Some(r);
+            }
+            Ok(None) => state.unavailable = Some("no python3".into()),
+            Err(e) => tracing::warn!(error = %e, "interpreter did not start ahead of time"),
+        }
+    }
+
     pub async fn run(&self, cell: Cell<'_>) -> CellOutcome {
         let mut state = self.state.lock().await;
         if state.unavailable.is_some() {
@@ -143,7 +163,7 @@ impl Kernel {
             match start(cell.env).await {
                 Ok(Some(r)) => state.running = Some(r),
                 Ok(None) => {
-                    state.unavailable = Some("no IPython".into());
+                    state.unavailable = Some("no python3".into());
                     return CellOutcome::Unavailable;
                 }
                 Err(e) => return CellOutcome::Crashed(e),
@@ -157,6 +177,7 @@ impl Kernel {
             "env": cell.env,
             "workdir": cell.workdir,
             "limit": MAX_CAPTURE,
+            "ipython": cell.ipython,
         });
         self.busy.store(true, std::sync::atomic::Ordering::Relaxed);
         let outcome = async {

@@ -32,6 +32,7 @@ async fn run_in_kernel(
     state: &AgentState,
     req: &ExecuteRequest,
     default_timeout: u64,
+    ipython: bool,
 ) -> Option<ExecuteResponse> {
     let env = state.process_env(req.env.as_ref());
     let workdir = crate::routes::workdir(req.workdir.as_deref());
@@ -44,6 +45,7 @@ async fn run_in_kernel(
             env: &env,
             workdir: &workdir,
             timeout: Duration::from_secs(timeout),
+            ipython,
         })
         .await;
     let timestamp = crate::time_fmt::now();
@@ -93,10 +95,10 @@ pub async fn execute_ipython(
     Json(req): Json<ExecuteRequest>,
 ) -> Result<Json<ExecuteResponse>, AgentError> {
     let _guard = state.count_execution();
-    match run_in_kernel(&state, &req, 60).await {
+    match run_in_kernel(&state, &req, 60, true).await {
         Some(r) => Ok(Json(r)),
         None => Err(AgentError::bad_request(
-            "this template has no IPython; use /execute, or a template with python3-ipython",
+            "this template has no python3 for a stateful interpreter; use /execute",
         )),
     }
 }
@@ -108,7 +110,7 @@ pub async fn execute(
     let _guard = state.count_execution();
     let language = language_of(&req)?;
     if language == "python" {
-        if let Some(r) = run_in_kernel(&state, &req, DEFAULT_TIMEOUT).await {
+        if let Some(r) = run_in_kernel(&state, &req, DEFAULT_TIMEOUT, false).await {
             return Ok(Json(r));
         }
     }

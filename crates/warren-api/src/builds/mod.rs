@@ -363,7 +363,8 @@ async fn run_step(
 ) -> Result<(), String> {
     let staged = ctx.layers.staging(key).map_err(|e| e.to_string())?;
     let id = SandboxId::generate();
-    let driver = &ctx.service.driver;
+    // Build steps need a writable layer kept on disk: the namespace tier provides that.
+    let driver = ctx.service.build_driver();
     let sandbox = SandboxSpec {
         id: id.clone(),
         template_name: format!("build-{key:.12}"),

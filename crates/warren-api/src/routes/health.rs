@@ -17,6 +17,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "message": "Warren is running",
         "version": env!("CARGO_PKG_VERSION"),
         "isolation": state.sandboxes.driver.name(),
+        "isolation_tiers": state.sandboxes.tiers.iter().map(|d| d.name()).collect::<Vec<_>>(),
         "templates": templates,
     }))
 }

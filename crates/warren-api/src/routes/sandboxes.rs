@@ -5,7 +5,6 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_core::{SandboxId, SandboxStatus};
-use warren_runtime::IsolationDriver;
 use warren_store::SandboxRecord;
 use warren_wire::control::{
     CreateSandboxRequest, ListPage, Sandbox, SandboxResources, SetTimeoutRequest, TokenResponse,
@@ -64,7 +63,7 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
         timeout_seconds: r.timeout_seconds,
         expires_at: r.expires_at.map(rfc3339),
         created_at: rfc3339(r.created_at),
-        isolation: state.sandboxes.driver.name().to_owned(),
+        isolation: r.isolation.clone(),
         auth_token: None,
         token_expires_at: None,
         request_id: rid.map(|r| r.0.clone()),

@@ -66,6 +66,16 @@ pub struct ServeArgs {
     /// Pull Docker Hub images through this registry mirror (host[:port]).
     #[arg(long)]
     registry_mirror: Option<String>,
+    /// Do not offer the gVisor tier even if runsc is installed.
+    #[arg(long)]
+    no_gvisor: bool,
+    /// The runsc binary for the gVisor tier.
+    #[arg(long, default_value = "runsc")]
+    runsc: PathBuf,
+    /// Isolation tier of sandboxes that do not ask for one (namespaces or gvisor); a create
+    /// request may pick another available tier with `"isolation"`.
+    #[arg(long, default_value = "namespaces")]
+    isolation: String,
     /// Days audit events are kept before they are purged.
     #[arg(long, default_value_t = 30)]
     audit_retention_days: u64,
@@ -148,6 +158,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: a.max_upload_mb * 1024 * 1024,
         insecure_registries: a.insecure_registries,
         registry_mirror: a.registry_mirror,
+        gvisor: !a.no_gvisor,
+        runsc: a.runsc,
+        default_isolation: a.isolation,
     })
     .await
     .context("server failed")?;

@@ -80,6 +80,19 @@ impl NamespaceDriver {
         })
     }
 
+    /// Host-wide resources other tiers share with this one (one nftables table, one id space).
+    pub fn cgroups(&self) -> &CgroupRoot {
+        &self.cgroups
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn agent_bundle(&self) -> &Path {
+        &self.cfg.agent_bundle
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, LiveSandbox>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }

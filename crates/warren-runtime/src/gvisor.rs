@@ -1,0 +1,413 @@
+//! The gVisor tier: the sandbox runs under `runsc`, whose user-space kernel (the Sentry) stands
+//! between user code and the host kernel. Same agent, same API; the host-side parts are shared
+//! with the namespace tier (network namespace + veth + nftables, cgroup limits), so internet
+//! on/off, resource limits, pause/resume (cgroup freezer) and cleanup behave the same.
+//!
+//! The OCI bundle is generated per sandbox (validated through the oci-spec types): the template's
+//! layers are the read-only root (several layers are first joined by a read-only overlay on the
+//! host), writes go to runsc's memory-backed overlay (`--overlay2=root:memory`, counted against
+//! the sandbox's memory like the namespace tier's tmpfs), the agent bundle is bind-mounted
+//! read-only, and the agent's unix socket is created on the host through `--host-uds`.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+use warren_core::SandboxId;
+
+use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+use crate::namespaces::cgroups::SandboxCgroup;
+use crate::namespaces::network::SandboxNet;
+use crate::namespaces::NamespaceDriver;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct GvisorConfig {
+    pub runsc: PathBuf,
+    /// Bundles and per-sandbox host directories.
+    pub state_dir: PathBuf,
+    /// runsc's own state (`--root`).
+    pub runsc_root: PathBuf,
+}
+
+struct Live {
+    cgroup: SandboxCgroup,
+    net: SandboxNet,
+    dir: PathBuf,
+    lower_mount: Option<PathBuf>,
+}
+
+pub struct GvisorDriver {
+    cfg: GvisorConfig,
+    host: Arc<NamespaceDriver>,
+    platform: &'static str,
+    live: Mutex<HashMap<SandboxId, Live>>,
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> DriverError {
+    let what = what.to_owned();
+    move |source| DriverError::Io { what, source }
+}
+
+impl GvisorDriver {
+    /// None when runsc is not installed or cannot run here.
+    pub async fn detect(cfg: GvisorConfig, host: Arc<NamespaceDriver>) -> Option<Self> {
+        let help = Command::new(&cfg.runsc).arg("flags").output().await.ok()?;
+        let text = String::from_utf8_lossy(&help.stdout).into_owned()
+            + &String::from_utf8_lossy(&help.stderr);
+        // systrap (newer runsc) is much faster than ptrace; kvm hangs on PVM hosts and needs
+        // hardware virtualisation, so it is never chosen automatically.
+        let platform = if text.contains("systrap") {
+            "systrap"
+        } else {
+            "ptrace"
+        };
+        std::fs::create_dir_all(&cfg.state_dir).ok()?;
+        std::fs::create_dir_all(&cfg.runsc_root).ok()?;
+        tracing::info!(platform, "gVisor tier available");
+        Some(Self {
+            cfg,
+            host,
+            platform,
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn platform(&self) -> &'static str {
+        self.platform
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn runsc(&self) -> Command {
+        let mut c = Command::new(&self.cfg.runsc);
+        c.arg("--root")
+            .arg(&self.cfg.runsc_root)
+            .arg(format!("--platform={}", self.platform))
+            // Limits come from the cgroup Warren puts runsc in (v1 and v2 alike).
+            .arg("--ignore-cgroups")
+            .arg("--host-uds=all")
+            // The sandbox's own network namespace (only `lo`, or a veth with NAT) is its network;
+            // runsc's in-Sentry netstack refuses to start here (it misjudges the namespace as the
+            // host's), so sockets use the host kernel's stack *inside that namespace*.
+            .arg("--network=host")
+            .arg("--overlay2=root:memory");
+        c
+    }
+
+    /// The OCI runtime spec of one sandbox.
+    fn bundle(
+        &self,
+        spec: &SandboxSpec,
+        root: &Path,
+        dir: &Path,
+        net: &SandboxNet,
+    ) -> Result<oci_spec::runtime::Spec, DriverError> {
+        let workdir = spec.workdir.clone().unwrap_or_else(|| "/workspace".into());
+        let boot_env =
+            serde_json::to_string(&spec.env_vars).map_err(|e| DriverError::Start(e.to_string()))?;
+        let mut mounts = vec![
+            json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+            json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}),
+            json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "nodev", "mode=1777"]}),
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+            json!({"destination": "/.warren", "type": "bind", "source": self.host.agent_bundle(), "options": ["rbind", "ro"]}),
+            json!({"destination": "/run/warren", "type": "bind", "source": dir.join("run"), "options": ["rbind", "rw"]}),
+        ];
+        if spec.internet_access {
+            if let Some(resolv) = &self.host.network().resolv_conf {
+                let path = dir.join("resolv.conf");
+                std::fs::write(&path, resolv).map_err(io("resolv.conf"))?;
+                mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": path, "options": ["rbind", "ro"]}));
+            }
+        }
+        let config = json!({
+            "ociVersion": "1.0.2",
+            "hostname": format!("sandbox-{}", &spec.id.as_str()[..8]),
+            "root": {"path": root, "readonly": false},
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "cwd": "/",
+                "args": [
+                    "/.warren/lib/ld-linux-x86-64.so.2", "--library-path", "/.warren/lib", "/.warren/warren-agent",
+                    "--socket", "/run/warren/agent.sock", "--sandbox-id", spec.id.as_str(),
+                    "--template", spec.template_name, "--vcpu", spec.resources.vcpu.to_string(),
+                    "--memory-mb", spec.resources.memory_mb.to_string(), "--disk-mb", spec.resources.disk_mb.to_string(),
+                    "--workdir", workdir,
+                ],
+                "env": [
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME=/root", "LANG=C.UTF-8", "TERM=xterm-256color",
+                    format!("WARREN_BOOT_ENV={boot_env}"),
+                ],
+                "capabilities": {
+                    "bounding": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP"],
+                    "effective": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP"],
+                    "permitted": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP"]
+                },
+                "noNewPrivileges": true
+            },
+            "mounts": mounts,
+            "linux": {
+                "namespaces": [
+                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                    {"type": "network", "path": net.netns_path},
+                ],
+            },
+        });
+        serde_json::from_value(config).map_err(|e| DriverError::Start(format!("OCI spec: {e}")))
+    }
+
+    async fn start_inner(
+        &self,
+        spec: &SandboxSpec,
+        dir: &Path,
+        cgroup: &SandboxCgroup,
+        net: &SandboxNet,
+    ) -> Result<(StartedSandbox, Option<PathBuf>), DriverError> {
+        for sub in ["bundle", "run"] {
+            tokio::fs::create_dir_all(dir.join(sub))
+                .await
+                .map_err(io("sandbox dir"))?;
+        }
+        // One read-only root: the single layer itself, or a read-only overlay of several.
+        let (root, lower_mount) = match spec.layers.as_slice() {
+            [] => return Err(DriverError::Start("no template layers".into())),
+            [one] => (one.clone(), None),
+            many => {
+                let mnt = dir.join("lower");
+                std::fs::create_dir_all(&mnt).map_err(io("lower mount point"))?;
+                let lower = many
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":");
+                nix::mount::mount(
+                    Some("overlay"),
+                    &mnt,
+                    Some("overlay"),
+                    nix::mount::MsFlags::MS_RDONLY,
+                    Some(format!("lowerdir={lower}").as_str()),
+                )
+                .map_err(|e| DriverError::Io {
+                    what: "mount layers".into(),
+                    source: e.into(),
+                })?;
+                (mnt.clone(), Some(mnt))
+            }
+        };
+        let oci = self.bundle(spec, &root, dir, net)?;
+        oci.save(dir.join("bundle/config.json"))
+            .map_err(|e| DriverError::Start(format!("write OCI bundle: {e}")))?;
+        let log = std::fs::File::create(dir.join("runsc.log")).map_err(io("runsc log"))?;
+        // runsc and everything it starts (sandbox, gofer) live in the sandbox's cgroup.
+        let procs: Vec<CString> = cgroup
+            .procs_files()
+            .iter()
+            .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
+            .collect();
+        // runsc takes its network from the namespace it runs in: start it inside the sandbox's.
+        let netns = std::fs::File::open(&net.netns_path).map_err(io("open network namespace"))?;
+        let netns_fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
+        let mut cmd = self.runsc();
+        cmd.arg("run")
+            .arg("--bundle")
+            .arg(dir.join("bundle"))
+            .arg(spec.id.as_str())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(false);
+        // SAFETY: only setns/open/write/close on a descriptor and paths prepared before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for p in &procs {
+                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(io("spawn runsc"))?;
+        drop(netns);
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| DriverError::Start("runsc has no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim() == "ready" {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !ready {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let log = tokio::fs::read_to_string(dir.join("runsc.log"))
+                .await
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            return Err(DriverError::Start(format!(
+                "agent did not report ready under gVisor: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("; ")
+            )));
+        }
+        let (tx, exited) = oneshot::channel();
+        tokio::spawn(async move {
+            // Keep reading so the agent's later stdout never blocks on a full pipe.
+            while let Ok(Some(_)) = lines.next_line().await {}
+            let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+            let _ = tx.send(code);
+        });
+        Ok((
+            StartedSandbox {
+                agent_socket: dir.join("run/agent.sock"),
+                exited,
+            },
+            lower_mount,
+        ))
+    }
+
+    async fn teardown(&self, id: &str, live: Live) -> Result<(), DriverError> {
+        let _ = self.runsc().args(["kill", id, "KILL"]).output().await;
+        let _ = self.runsc().args(["delete", "--force", id]).output().await;
+        let cg = live.cgroup.clone();
+        let killed = tokio::task::spawn_blocking(move || cg.destroy())
+            .await
+            .map_err(|e| DriverError::Start(format!("cgroup teardown panicked: {e}")))?;
+        if let Some(m) = &live.lower_mount {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        self.host.network().destroy(&live.net).await;
+        let _ = tokio::fs::remove_dir_all(&live.dir).await;
+        killed?;
+        Ok(())
+    }
+}
+
+impl IsolationDriver for GvisorDriver {
+    fn name(&self) -> &'static str {
+        "gvisor"
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
+        let dir = self.cfg.state_dir.join(spec.id.as_str());
+        let cgroup = self.host.cgroups().sandbox(spec.id.as_str());
+        cgroup.create(&spec.resources)?;
+        let net = match self
+            .host
+            .network()
+            .create(spec.id.as_str(), spec.internet_access)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = cgroup.destroy();
+                return Err(e.into());
+            }
+        };
+        match self.start_inner(spec, &dir, &cgroup, &net).await {
+            Ok((started, lower_mount)) => {
+                self.live().insert(
+                    spec.id.clone(),
+                    Live {
+                        cgroup,
+                        net,
+                        dir,
+                        lower_mount,
+                    },
+                );
+                Ok(started)
+            }
+            Err(e) => {
+                let live = Live {
+                    cgroup,
+                    net,
+                    dir: dir.clone(),
+                    lower_mount: dir.join("lower").exists().then(|| dir.join("lower")),
+                };
+                let _ = self.teardown(spec.id.as_str(), live).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn pause(&self, id: &SandboxId) -> Result<(), DriverError> {
+        let cg = self
+            .live()
+            .get(id)
+            .map(|l| l.cgroup.clone())
+            .ok_or_else(|| DriverError::NotFound(id.clone()))?;
+        Ok(cg.freeze()?)
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<(), DriverError> {
+        let cg = self
+            .live()
+            .get(id)
+            .map(|l| l.cgroup.clone())
+            .ok_or_else(|| DriverError::NotFound(id.clone()))?;
+        Ok(cg.thaw()?)
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
+        let live = self
+            .live()
+            .remove(id)
+            .ok_or_else(|| DriverError::NotFound(id.clone()))?;
+        self.teardown(id.as_str(), live).await
+    }
+
+    fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
+        let cg = self.live().get(id).map(|l| l.cgroup.clone())?;
+        Some(SandboxUsage {
+            memory_bytes: cg.memory_bytes().unwrap_or(0),
+            processes: cg.pids().len() as u32,
+        })
+    }
+
+    async fn remove_leftovers(&self) {
+        // Network namespaces and cgroups are shared with the namespace tier, which removes them.
+        if let Ok(out) = self.runsc().args(["list", "--quiet"]).output().await {
+            for id in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
+                let _ = self.runsc().args(["delete", "--force", id]).output().await;
+            }
+        }
+        if let Ok(mut d) = tokio::fs::read_dir(&self.cfg.state_dir).await {
+            while let Ok(Some(e)) = d.next_entry().await {
+                let _ =
+                    nix::mount::umount2(&e.path().join("lower"), nix::mount::MntFlags::MNT_DETACH);
+                let _ = tokio::fs::remove_dir_all(e.path()).await;
+            }
+        }
+    }
+
+    async fn release_host(&self) {}
+}
