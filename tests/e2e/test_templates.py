@@ -117,3 +117,29 @@ def test_build_errors_are_clear(server):
     import requests
     other = new_key(server, "tenant-builds")
     assert requests.get(f"{server['base_url']}/v1/templates/build/{tid}/status", headers={"X-API-Key": other}, timeout=10).status_code == 404
+
+
+def test_a_template_chooses_its_isolation_tier(server):
+    tiers = raw(server, "GET", "/health").json().get("isolation_tiers", [])
+    if "gvisor" not in tiers:
+        pytest.skip("SKIPPED LOUDLY: the gVisor tier is not available here (install runsc)")
+    name = f"tier-{uuid.uuid4().hex[:8]}"
+    r = raw(server, "POST", "/v1/templates/build",
+            json={"name": name, "from_image": "base", "isolation": "gvisor", "steps": [{"type": "ENV", "args": ["T", "1"]}]})
+    tid = r.json()["template_id"]
+    for _ in range(100):
+        if raw(server, "GET", f"/v1/templates/build/{tid}/status").json()["status"] in ("active", "failed"):
+            break
+        time.sleep(0.1)
+    sb = Sandbox.create(template=name, base_url=server["base_url"], api_key=server["api_key"])
+    try:
+        assert raw(server, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["isolation"] == "gvisor"
+        assert "4.4.0" in sb.commands.run("uname -r").stdout  # gVisor's kernel
+    finally:
+        sb.kill()
+    # a per-sandbox choice overrides the template's, and an unknown tier is a clear 400
+    over = raw(server, "POST", "/v1/sandboxes", json={"template_name": name, "isolation": "namespaces"})
+    assert over.status_code == 201 and over.json()["isolation"] == "namespaces"
+    raw(server, "DELETE", f"/v1/sandboxes/{over.json()['id']}")
+    bad = raw(server, "POST", "/v1/sandboxes", json={"template_name": "base", "isolation": "microvm"})
+    assert bad.status_code == 400 and "not available" in bad.json()["message"]

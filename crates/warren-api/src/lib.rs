@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub runsc: PathBuf,
     /// Tier of sandboxes that do not ask for one.
     pub default_isolation: String,
+    /// Whether a create request may pick its own tier (`"isolation"`).
+    pub allow_isolation_override: bool,
 }
 
 /// Host names and addresses a generated certificate must cover.
@@ -250,12 +252,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             }
         });
     }
-    let service = Arc::new(service::SandboxService::new(
-        store,
-        tiers,
-        templates,
-        cfg.limits.clone(),
-    ));
+    let mut service = service::SandboxService::new(store, tiers, templates, cfg.limits.clone());
+    service.allow_isolation_override = cfg.allow_isolation_override;
+    let service = Arc::new(service);
     let node_id = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -47,6 +47,8 @@ pub struct SandboxService {
     /// Templates whose build is under way (single flight per template).
     building: Mutex<HashMap<String, Arc<Notify>>>,
     pub limits: crate::limits::Limits,
+    /// Whether a create request may pick its own isolation tier.
+    pub allow_isolation_override: bool,
     /// Serialises quota check + insert, so concurrent creates cannot overshoot a quota together.
     admission: tokio::sync::Mutex<()>,
 }
@@ -67,6 +69,7 @@ impl SandboxService {
             expiry_changed: Notify::new(),
             building: Mutex::new(HashMap::new()),
             limits,
+            allow_isolation_override: true,
             admission: tokio::sync::Mutex::new(()),
         }
     }
@@ -319,8 +322,16 @@ impl SandboxService {
             .find_template(wanted, &caller.tenant)
             .await?
             .ok_or_else(|| ApiError::template_not_found(wanted))?;
-        let driver = self.tier(req.isolation.as_deref())?;
         let run = self.runnable(&template).await?;
+        // Per sandbox (when the operator allows it), else the template's tier, else the default.
+        if req.isolation.is_some() && !self.allow_isolation_override {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "choosing the isolation tier per sandbox is disabled on this server",
+            ));
+        }
+        let driver = self.tier(req.isolation.as_deref().or(run.spec.isolation.as_deref()))?;
 
         let id = SandboxId::generate();
         let admission = self.admission.lock().await;

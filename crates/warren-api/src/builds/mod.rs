@@ -330,6 +330,7 @@ async fn execute(
         spec.start_cmd = Some(c.clone());
     }
     spec.ready_cmd = req.ready_cmd.clone();
+    spec.isolation = req.isolation.clone().or(spec.isolation.take());
     if let Some(r) = &spec.ready_cmd {
         r.probe()?;
     }

@@ -25,6 +25,9 @@ pub struct TemplateSpec {
     /// The cache key of the last layer, so builds on top of this template chain their keys.
     #[serde(default)]
     pub key: String,
+    /// The isolation tier sandboxes of this template run on (None: the server's default).
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 /// `readyCmd` of either SDK: Py sends `processName` and ms `timeout`/`interval`, JS `name`.
@@ -187,6 +190,9 @@ pub struct BuildRequest {
     pub update: bool,
     #[serde(default)]
     pub registry_credentials: Option<RegistryCredentials>,
+    /// Warren extension: the tier this template's sandboxes run on.
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

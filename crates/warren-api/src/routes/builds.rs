@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use warren_core::Resources;
+use warren_runtime::IsolationDriver;
 use warren_store::{TemplateRecord, TemplateStatus};
 
 use crate::auth::Caller;
@@ -146,6 +147,13 @@ pub async fn build(
     }
     if let Some(r) = &req.ready_cmd {
         r.probe().map_err(ApiError::bad_request)?;
+    }
+    if let Some(tier) = req.isolation.as_deref() {
+        if !state.sandboxes.tiers.iter().any(|d| d.name() == tier) {
+            return Err(ApiError::bad_request(format!(
+                "isolation tier {tier:?} is not available on this server (see `warren doctor`)"
+            )));
+        }
     }
     let store = &state.sandboxes.store;
     let existing = store.find_template(&req.name, &caller.tenant).await?;

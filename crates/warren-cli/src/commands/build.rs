@@ -37,6 +37,9 @@ pub struct BuildArgs {
     memory_mb: u32,
     #[arg(long, default_value_t = 10)]
     disk_gb: u32,
+    /// Isolation tier of the template's sandboxes (namespaces, gvisor; default: the server's).
+    #[arg(long)]
+    isolation: Option<String>,
 }
 
 /// The recipe's lines with continuations joined and comments dropped.
@@ -187,6 +190,7 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let body = json!({
         "name": a.name, "from_image": recipe.from, "steps": recipe.steps, "cpu": a.cpu,
         "memory": a.memory_mb, "diskGB": a.disk_gb, "skipCache": a.skip_cache, "update": a.update,
+        "isolation": a.isolation,
     });
     let started = client
         .call(reqwest::Method::POST, "/v1/templates/build", Some(body))

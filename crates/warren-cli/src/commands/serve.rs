@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// request may pick another available tier with `"isolation"`.
     #[arg(long, default_value = "namespaces")]
     isolation: String,
+    /// Refuse create requests that pick their own isolation tier (templates still choose theirs).
+    #[arg(long)]
+    no_isolation_override: bool,
     /// Days audit events are kept before they are purged.
     #[arg(long, default_value_t = 30)]
     audit_retention_days: u64,
@@ -161,6 +164,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         gvisor: !a.no_gvisor,
         runsc: a.runsc,
         default_isolation: a.isolation,
+        allow_isolation_override: !a.no_isolation_override,
     })
     .await
     .context("server failed")?;
