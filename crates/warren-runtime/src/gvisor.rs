@@ -15,20 +15,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::oneshot;
 use warren_core::SandboxId;
 
 use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
 use crate::namespaces::cgroups::SandboxCgroup;
 use crate::namespaces::network::SandboxNet;
 use crate::namespaces::NamespaceDriver;
-
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct GvisorConfig {
     pub runsc: PathBuf,
@@ -87,6 +82,13 @@ impl GvisorDriver {
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cgroup_of(&self, id: &SandboxId) -> Result<SandboxCgroup, DriverError> {
+        self.live()
+            .get(id)
+            .map(|l| l.cgroup.clone())
+            .ok_or_else(|| DriverError::NotFound(id.clone()))
     }
 
     fn runsc(&self) -> Command {
@@ -247,65 +249,25 @@ impl GvisorDriver {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(io("spawn runsc"))?;
+        let child = cmd.spawn().map_err(io("spawn runsc"))?;
         drop(netns);
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| DriverError::Start("runsc has no stdout".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(START_TIMEOUT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.trim() == "ready" {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
-        if !ready {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            let log = tokio::fs::read_to_string(dir.join("runsc.log"))
-                .await
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            return Err(DriverError::Start(format!(
-                "agent did not report ready under gVisor: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("; ")
-            )));
-        }
-        let (tx, exited) = oneshot::channel();
-        tokio::spawn(async move {
-            // Keep reading so the agent's later stdout never blocks on a full pipe.
-            while let Ok(Some(_)) = lines.next_line().await {}
-            let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-            let _ = tx.send(code);
-        });
-        Ok((
-            StartedSandbox {
-                agent_socket: dir.join("run/agent.sock"),
-                exited,
-            },
-            lower_mount,
-        ))
+        let started = crate::namespaces::wait_for_agent(
+            child,
+            &dir.join("runsc.log"),
+            dir.join("run/agent.sock"),
+        )
+        .await?;
+        Ok((started, lower_mount))
     }
 
     async fn teardown(&self, id: &str, live: Live) -> Result<(), DriverError> {
         let _ = self.runsc().args(["kill", id, "KILL"]).output().await;
         let _ = self.runsc().args(["delete", "--force", id]).output().await;
-        let cg = live.cgroup.clone();
-        let killed = tokio::task::spawn_blocking(move || cg.destroy())
-            .await
-            .map_err(|e| DriverError::Start(format!("cgroup teardown panicked: {e}")))?;
         if let Some(m) = &live.lower_mount {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
-        self.host.network().destroy(&live.net).await;
-        let _ = tokio::fs::remove_dir_all(&live.dir).await;
-        killed?;
-        Ok(())
+        // The rest (cgroup, network namespace, directory) is the namespace tier's own teardown.
+        self.host.teardown(live.cgroup, &live.net, &live.dir).await
     }
 }
 
@@ -357,21 +319,11 @@ impl IsolationDriver for GvisorDriver {
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<(), DriverError> {
-        let cg = self
-            .live()
-            .get(id)
-            .map(|l| l.cgroup.clone())
-            .ok_or_else(|| DriverError::NotFound(id.clone()))?;
-        Ok(cg.freeze()?)
+        Ok(self.cgroup_of(id)?.freeze()?)
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<(), DriverError> {
-        let cg = self
-            .live()
-            .get(id)
-            .map(|l| l.cgroup.clone())
-            .ok_or_else(|| DriverError::NotFound(id.clone()))?;
-        Ok(cg.thaw()?)
+        Ok(self.cgroup_of(id)?.thaw()?)
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
@@ -383,7 +335,7 @@ impl IsolationDriver for GvisorDriver {
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
-        let cg = self.live().get(id).map(|l| l.cgroup.clone())?;
+        let cg = self.cgroup_of(id).ok()?;
         Some(SandboxUsage {
             memory_bytes: cg.memory_bytes().unwrap_or(0),
             processes: cg.pids().len() as u32,

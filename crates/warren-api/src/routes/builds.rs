@@ -98,7 +98,8 @@ pub async fn upload(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
         written += chunk.len() as u64;
-        if written > max.max(1) && written > MAX_UPLOAD.min(max.saturating_add(1024 * 1024)) {
+        // The announced size, with 1 MiB of slack, and never more than MAX_UPLOAD.
+        if written > max.saturating_add(1024 * 1024).min(MAX_UPLOAD) {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

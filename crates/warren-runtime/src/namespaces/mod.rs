@@ -174,54 +174,12 @@ impl NamespaceDriver {
                 .await
                 .map_err(io("send jail spec"))?;
         }
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| DriverError::Start("jail has no stdout".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(START_TIMEOUT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.trim() == "ready" {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
-        if !ready {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            let log = tokio::fs::read_to_string(&log_path)
-                .await
-                .unwrap_or_default();
-            let last = log
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(DriverError::Start(if last.is_empty() {
-                "agent did not report ready".into()
-            } else {
-                last
-            }));
-        }
-        let (tx, exited) = oneshot::channel();
-        tokio::spawn(async move {
-            let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-            let _ = tx.send(code);
-        });
-        Ok(StartedSandbox {
-            agent_socket: dir.join("run/agent.sock"),
-            exited,
-        })
+        wait_for_agent(child, &log_path, dir.join("run/agent.sock")).await
     }
 
-    async fn teardown(
+    /// Removes a sandbox's host parts: its cgroup (killing what is left in it), network
+    /// namespace and veth, and its host directory. Shared with the gVisor tier.
+    pub(crate) async fn teardown(
         &self,
         cgroup: SandboxCgroup,
         net: &SandboxNet,
@@ -336,4 +294,54 @@ fn lock_host() -> Result<nix::fcntl::Flock<std::fs::File>, DriverError> {
         })?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| DriverError::HostBusy(HOST_LOCK.into()))
+}
+
+/// Waits for the sandbox's agent to print `ready` on `child`'s stdout (the jail, or runsc),
+/// then watches `child` for the sandbox's end. On failure the child is killed and the error
+/// carries the last lines of `log_path`, the sandbox's start-up log.
+pub(crate) async fn wait_for_agent(
+    mut child: tokio::process::Child,
+    log_path: &Path,
+    agent_socket: PathBuf,
+) -> Result<StartedSandbox, DriverError> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| DriverError::Start("sandbox helper has no stdout".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(START_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.trim() == "ready" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if !ready {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let log = tokio::fs::read_to_string(log_path)
+            .await
+            .unwrap_or_default();
+        let mut last: Vec<&str> = log.lines().rev().take(5).collect();
+        last.reverse();
+        return Err(DriverError::Start(if last.is_empty() {
+            "agent did not report ready".into()
+        } else {
+            last.join("; ")
+        }));
+    }
+    let (tx, exited) = oneshot::channel();
+    tokio::spawn(async move {
+        // Keep reading so that later output never blocks on a full pipe.
+        while let Ok(Some(_)) = lines.next_line().await {}
+        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+        let _ = tx.send(code);
+    });
+    Ok(StartedSandbox {
+        agent_socket,
+        exited,
+    })
 }
