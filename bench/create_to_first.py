@@ -13,6 +13,7 @@ Starts its own `warren serve` on a free loopback port with a throwaway data dir,
 WARREN_URL and WARREN_API_KEY point at a running server.
 """
 import argparse
+import atexit
 import os
 import shutil
 import signal
@@ -73,6 +74,8 @@ def floor(runs, template):
 
 def start_server(extra=()):
     data_dir = tempfile.mkdtemp(prefix="warren-bench-")
+    # Removed when the benchmark exits (after the caller has stopped the server).
+    atexit.register(shutil.rmtree, data_dir, True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
