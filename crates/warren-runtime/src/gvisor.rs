@@ -278,20 +278,7 @@ impl IsolationDriver for GvisorDriver {
 
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
-        let cgroup = self.host.cgroups().sandbox(spec.id.as_str());
-        cgroup.create(&spec.resources)?;
-        let net = match self
-            .host
-            .network()
-            .create(spec.id.as_str(), spec.internet_access)
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = cgroup.destroy();
-                return Err(e.into());
-            }
-        };
+        let (cgroup, net) = self.host.provision(spec).await?;
         match self.start_inner(spec, &dir, &cgroup, &net).await {
             Ok((started, lower_mount)) => {
                 self.live().insert(

@@ -81,10 +81,6 @@ impl NamespaceDriver {
     }
 
     /// Host-wide resources other tiers share with this one (one nftables table, one id space).
-    pub fn cgroups(&self) -> &CgroupRoot {
-        &self.cgroups
-    }
-
     pub fn network(&self) -> &Network {
         &self.network
     }
@@ -177,6 +173,27 @@ impl NamespaceDriver {
         wait_for_agent(child, &log_path, dir.join("run/agent.sock")).await
     }
 
+    /// Creates a sandbox's host parts: its cgroup with the template's limits and its network
+    /// namespace (with a veth when it has internet access). Shared with the gVisor tier.
+    pub(crate) async fn provision(
+        &self,
+        spec: &SandboxSpec,
+    ) -> Result<(SandboxCgroup, SandboxNet), DriverError> {
+        let cgroup = self.cgroups.sandbox(spec.id.as_str());
+        cgroup.create(&spec.resources)?;
+        match self
+            .network
+            .create(spec.id.as_str(), spec.internet_access)
+            .await
+        {
+            Ok(net) => Ok((cgroup, net)),
+            Err(e) => {
+                let _ = cgroup.destroy();
+                Err(e.into())
+            }
+        }
+    }
+
     /// Removes a sandbox's host parts: its cgroup (killing what is left in it), network
     /// namespace and veth, and its host directory. Shared with the gVisor tier.
     pub(crate) async fn teardown(
@@ -207,19 +224,7 @@ impl IsolationDriver for NamespaceDriver {
 
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
-        let cgroup = self.cgroups.sandbox(spec.id.as_str());
-        cgroup.create(&spec.resources)?;
-        let net = match self
-            .network
-            .create(spec.id.as_str(), spec.internet_access)
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = cgroup.destroy();
-                return Err(e.into());
-            }
-        };
+        let (cgroup, net) = self.provision(spec).await?;
         match self.start_inner(spec, &dir, &cgroup, &net).await {
             Ok(started) => {
                 self.live()
