@@ -28,9 +28,14 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "warren-agent", about = "Warren in-sandbox agent")]
 struct Args {
-    /// Unix socket to listen on.
-    #[arg(long)]
-    socket: PathBuf,
+    /// Unix socket to listen on (namespace and gVisor tiers: the host reaches it through a
+    /// shared directory).
+    #[arg(long, required_unless_present = "tcp")]
+    socket: Option<PathBuf>,
+    /// TCP address to listen on instead (microVM tier: the host reaches the guest over its
+    /// virtual network link, from inside the sandbox's network namespace).
+    #[arg(long, conflicts_with = "socket")]
+    tcp: Option<std::net::SocketAddr>,
     #[arg(long, default_value = "")]
     sandbox_id: String,
     #[arg(long, default_value = "")]
@@ -85,9 +90,21 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
         env,
     );
     routes::set_default_workdir(&args.workdir);
-    let _ = std::fs::remove_file(&args.socket);
-    let listener = tokio::net::UnixListener::bind(&args.socket)
-        .with_context(|| format!("bind {}", args.socket.display()))?;
+    let listener = match (&args.socket, args.tcp) {
+        (_, Some(addr)) => Listener::Tcp(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr}"))?,
+        ),
+        (Some(path), None) => {
+            let _ = std::fs::remove_file(path);
+            Listener::Unix(
+                tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("bind {}", path.display()))?,
+            )
+        }
+        (None, None) => anyhow::bail!("--socket or --tcp is required"),
+    };
     // Tell the jail (and through it the control plane) that the agent is ready, then stop using
     // stdout: nobody reads it after this line.
     {
@@ -96,7 +113,7 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
         out.flush().context("flush ready")?;
     }
     nix::unistd::dup2(2, 1).context("redirect stdout")?;
-    tracing::info!(socket = %args.socket.display(), "agent listening");
+    tracing::info!(socket = ?args.socket, tcp = ?args.tcp, "agent listening");
     {
         // The stateful interpreter starts now, while the client is still busy creating.
         let state = state.clone();
@@ -105,7 +122,15 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             state.kernel.warm(&env).await;
         });
     }
-    axum::serve(listener, routes::router(state))
-        .await
-        .context("serve")
+    let app = routes::router(state);
+    match listener {
+        Listener::Unix(l) => axum::serve(l, app).await,
+        Listener::Tcp(l) => axum::serve(l, app).await,
+    }
+    .context("serve")
+}
+
+enum Listener {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
 }

@@ -59,6 +59,11 @@ pub struct ServeConfig {
     /// Offer the gVisor tier when `runsc` works here.
     pub gvisor: bool,
     pub runsc: PathBuf,
+    /// Offer the microVM tier when QEMU and a guest kernel are installed.
+    pub microvm: bool,
+    pub qemu: PathBuf,
+    /// An unpacked Debian kernel package for microVM guests (`scripts/guest-kernel`).
+    pub guest_kernel_dir: PathBuf,
     /// Tier of sandboxes that do not ask for one.
     pub default_isolation: String,
     /// Whether a create request may pick its own tier (`"isolation"`).
@@ -217,6 +222,25 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             Some(g) => tiers.push(AnyDriver::Gvisor(Arc::new(g))),
             None => {
                 tracing::warn!(runsc = %cfg.runsc.display(), "gVisor tier unavailable: runsc not found or not working (see `warren doctor`)")
+            }
+        }
+    }
+    if cfg.microvm {
+        let microvm = warren_runtime::microvm::MicrovmDriver::detect(
+            warren_runtime::microvm::MicrovmConfig {
+                qemu: cfg.qemu.clone(),
+                kernel_dir: cfg.guest_kernel_dir.clone(),
+                busybox: PathBuf::from("/bin/busybox"),
+                state_dir: cfg.data_dir.join("microvm"),
+                image_dir: cfg.cache_dir.join("vm-images"),
+            },
+            namespaces.clone(),
+        )
+        .await;
+        match microvm {
+            Ok(m) => tiers.push(AnyDriver::Microvm(Arc::new(m))),
+            Err(why) => {
+                tracing::warn!(reason = %why, "microVM tier unavailable (see `warren doctor`)")
             }
         }
     }

@@ -25,6 +25,8 @@ pub const AGENT_PORT: u16 = 7777;
 pub struct Target {
     pub agent_socket: PathBuf,
     pub netns: Option<PathBuf>,
+    /// Address of the sandbox's ports inside `netns` (its loopback, or a VM guest).
+    pub port_host: std::net::Ipv4Addr,
     pub tenant: String,
 }
 
@@ -265,28 +267,34 @@ pub async fn to_sandbox_port(state: AppState, id: SandboxId, port: u16, req: Req
             "Sandbox has no network namespace",
         );
     };
-    let stream = match tokio::task::spawn_blocking(move || connect_in_netns(&netns, port)).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            return agent_error(
-                StatusCode::BAD_GATEWAY,
-                "INTERNAL_ERROR",
-                &format!("nothing listens on port {port} in the sandbox"),
-            )
-        }
-    };
+    let host = target.port_host;
+    let stream =
+        match tokio::task::spawn_blocking(move || connect_in_netns(&netns, host, port)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                return agent_error(
+                    StatusCode::BAD_GATEWAY,
+                    "INTERNAL_ERROR",
+                    &format!("nothing listens on port {port} in the sandbox"),
+                )
+            }
+        };
     send_over(stream, req, &format!("port {port}")).await
 }
 
 /// Creates a socket inside `netns` on a short-lived thread (setns changes only the calling
-/// thread's namespace, and this thread exits right after), then connects to its loopback.
-fn connect_in_netns(netns: &std::path::Path, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+/// thread's namespace, and this thread exits right after), then connects to `host:port` there.
+fn connect_in_netns(
+    netns: &std::path::Path,
+    host: std::net::Ipv4Addr,
+    port: u16,
+) -> std::io::Result<tokio::net::TcpStream> {
     let netns = netns.to_path_buf();
     let std_stream = std::thread::spawn(move || -> std::io::Result<std::net::TcpStream> {
         let f = std::fs::File::open(&netns)?;
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(std::io::Error::from)?;
-        std::net::TcpStream::connect(("127.0.0.1", port))
+        std::net::TcpStream::connect((host, port))
     })
     .join()
     .map_err(|_| std::io::Error::other("netns thread panicked"))??;

@@ -396,6 +396,7 @@ impl SandboxService {
         let target = Arc::new(Target {
             agent_socket: started.agent_socket,
             netns: Some(PathBuf::from(format!("/run/netns/warren-{id}"))),
+            port_host: started.port_host,
             tenant: caller.tenant.clone(),
         });
         self.live().insert(

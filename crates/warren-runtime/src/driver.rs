@@ -1,5 +1,5 @@
 //! The isolation driver interface. The control plane sees only this; each isolation tier
-//! (namespaces today; gVisor and microVMs next) is one implementation, dispatched by `AnyDriver`.
+//! (namespaces, gVisor, microVMs) is one implementation, dispatched by `AnyDriver`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +29,9 @@ pub struct SandboxSpec {
 pub struct StartedSandbox {
     /// Host path of the agent's unix socket.
     pub agent_socket: PathBuf,
+    /// Where ports the sandbox listens on are reached from inside its network namespace: its
+    /// loopback, or a VM guest's address.
+    pub port_host: std::net::Ipv4Addr,
     /// Resolves with the init's exit code when the sandbox dies, for whatever reason.
     pub exited: oneshot::Receiver<i32>,
 }
@@ -89,6 +92,7 @@ pub trait IsolationDriver {
 pub enum AnyDriver {
     Namespaces(std::sync::Arc<crate::namespaces::NamespaceDriver>),
     Gvisor(std::sync::Arc<crate::gvisor::GvisorDriver>),
+    Microvm(std::sync::Arc<crate::microvm::MicrovmDriver>),
 }
 
 macro_rules! each {
@@ -96,6 +100,7 @@ macro_rules! each {
         match $self {
             AnyDriver::Namespaces($d) => $e,
             AnyDriver::Gvisor($d) => $e,
+            AnyDriver::Microvm($d) => $e,
         }
     };
 }

@@ -10,8 +10,6 @@
 //! read-only, and the agent's unix socket is created on the host through `--host-uds`.
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -190,23 +188,7 @@ impl GvisorDriver {
             [one] => (one.clone(), None),
             many => {
                 let mnt = dir.join("lower");
-                std::fs::create_dir_all(&mnt).map_err(io("lower mount point"))?;
-                let lower = many
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(":");
-                nix::mount::mount(
-                    Some("overlay"),
-                    &mnt,
-                    Some("overlay"),
-                    nix::mount::MsFlags::MS_RDONLY,
-                    Some(format!("lowerdir={lower}").as_str()),
-                )
-                .map_err(|e| DriverError::Io {
-                    what: "mount layers".into(),
-                    source: e.into(),
-                })?;
+                crate::layers::mount_read_only_union(many, &mnt).map_err(io("mount layers"))?;
                 (mnt.clone(), Some(mnt))
             }
         };
@@ -214,15 +196,6 @@ impl GvisorDriver {
         oci.save(dir.join("bundle/config.json"))
             .map_err(|e| DriverError::Start(format!("write OCI bundle: {e}")))?;
         let log = std::fs::File::create(dir.join("runsc.log")).map_err(io("runsc log"))?;
-        // runsc and everything it starts (sandbox, gofer) live in the sandbox's cgroup.
-        let procs: Vec<CString> = cgroup
-            .procs_files()
-            .iter()
-            .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
-            .collect();
-        // runsc takes its network from the namespace it runs in: start it inside the sandbox's.
-        let netns = std::fs::File::open(&net.netns_path).map_err(io("open network namespace"))?;
-        let netns_fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
         let mut cmd = self.runsc();
         cmd.arg("run")
             .arg("--bundle")
@@ -232,29 +205,17 @@ impl GvisorDriver {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(false);
-        // SAFETY: only setns/open/write/close on a descriptor and paths prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for p in &procs {
-                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                }
-                Ok(())
-            });
-        }
+        // runsc and everything it starts (sandbox, gofer) live in the sandbox's cgroup, and runsc
+        // takes its network from the namespace it runs in.
+        let netns = crate::namespaces::start_inside(&mut cmd, cgroup, net)?;
         let child = cmd.spawn().map_err(io("spawn runsc"))?;
         drop(netns);
         let started = crate::namespaces::wait_for_agent(
             child,
             &dir.join("runsc.log"),
             dir.join("run/agent.sock"),
+            crate::namespaces::START_TIMEOUT,
+            std::net::Ipv4Addr::LOCALHOST,
         )
         .await?;
         Ok((started, lower_mount))

@@ -285,6 +285,25 @@ pub fn unpack_copy(
     Ok(copied)
 }
 
+/// Joins `layers` (topmost first) into one read-only tree at `at` with an overlay mount on the
+/// host, for tiers that need a single root directory (gVisor's bundle, the microVM root image).
+pub fn mount_read_only_union(layers: &[PathBuf], at: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(at)?;
+    let lower = layers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    nix::mount::mount(
+        Some("overlay"),
+        at,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(format!("lowerdir={lower}").as_str()),
+    )
+    .map_err(std::io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

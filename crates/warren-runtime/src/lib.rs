@@ -5,6 +5,7 @@ pub mod agent_bundle;
 pub mod driver;
 pub mod gvisor;
 pub mod layers;
+pub mod microvm;
 pub mod namespaces;
 pub mod templates;
 

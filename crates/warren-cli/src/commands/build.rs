@@ -37,7 +37,7 @@ pub struct BuildArgs {
     memory_mb: u32,
     #[arg(long, default_value_t = 10)]
     disk_gb: u32,
-    /// Isolation tier of the template's sandboxes (namespaces, gvisor; default: the server's).
+    /// Isolation tier of the template's sandboxes (namespaces, gvisor, microvm; default: the server's).
     #[arg(long)]
     isolation: Option<String>,
 }

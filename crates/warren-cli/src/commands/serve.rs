@@ -72,7 +72,16 @@ pub struct ServeArgs {
     /// The runsc binary for the gVisor tier.
     #[arg(long, default_value = "runsc")]
     runsc: PathBuf,
-    /// Isolation tier of sandboxes that do not ask for one (namespaces or gvisor); a create
+    /// Do not offer the microVM tier even if QEMU and a guest kernel are installed.
+    #[arg(long)]
+    no_microvm: bool,
+    /// The QEMU binary for the microVM tier.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    /// Unpacked Debian kernel package that microVM guests boot (see scripts/guest-kernel).
+    #[arg(long, default_value = "/var/cache/warren/guest-kernel")]
+    guest_kernel_dir: PathBuf,
+    /// Isolation tier of sandboxes that do not ask for one (namespaces, gvisor or microvm); a create
     /// request may pick another available tier with `"isolation"`.
     #[arg(long, default_value = "namespaces")]
     isolation: String,
@@ -163,6 +172,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         registry_mirror: a.registry_mirror,
         gvisor: !a.no_gvisor,
         runsc: a.runsc,
+        microvm: !a.no_microvm,
+        qemu: a.qemu,
+        guest_kernel_dir: a.guest_kernel_dir,
         default_isolation: a.isolation,
         allow_isolation_override: !a.no_isolation_override,
     })

@@ -29,7 +29,7 @@ use network::{Network, SandboxNet};
 /// see each other's processes (pid namespaces) or files (separate roots), and none of these ids
 /// owns anything on the host outside the template caches.
 pub const ID_BASE: u32 = 100_000;
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct NamespaceConfig {
     /// Per-sandbox host directories are created below this.
@@ -170,7 +170,14 @@ impl NamespaceDriver {
                 .await
                 .map_err(io("send jail spec"))?;
         }
-        wait_for_agent(child, &log_path, dir.join("run/agent.sock")).await
+        wait_for_agent(
+            child,
+            &log_path,
+            dir.join("run/agent.sock"),
+            START_TIMEOUT,
+            Ipv4Addr::LOCALHOST,
+        )
+        .await
     }
 
     /// Creates a sandbox's host parts: its cgroup with the template's limits and its network
@@ -301,6 +308,44 @@ fn lock_host() -> Result<nix::fcntl::Flock<std::fs::File>, DriverError> {
         .map_err(|_| DriverError::HostBusy(HOST_LOCK.into()))
 }
 
+/// Makes `cmd` start inside a sandbox's network namespace and cgroup (for the processes of the
+/// other tiers: runsc, QEMU). Keep the returned namespace handle open until `cmd` is spawned.
+pub(crate) fn start_inside(
+    cmd: &mut Command,
+    cgroup: &SandboxCgroup,
+    net: &SandboxNet,
+) -> Result<std::fs::File, DriverError> {
+    use std::os::unix::ffi::OsStrExt;
+    let procs: Vec<std::ffi::CString> = cgroup
+        .procs_files()
+        .iter()
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok())
+        .collect();
+    let netns = std::fs::File::open(&net.netns_path).map_err(|source| DriverError::Io {
+        what: "open network namespace".into(),
+        source,
+    })?;
+    let netns_fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
+    // SAFETY: only setns/open/write/close on a descriptor and paths prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    Ok(netns)
+}
+
 /// Waits for the sandbox's agent to print `ready` on `child`'s stdout (the jail, or runsc),
 /// then watches `child` for the sandbox's end. On failure the child is killed and the error
 /// carries the last lines of `log_path`, the sandbox's start-up log.
@@ -308,17 +353,25 @@ pub(crate) async fn wait_for_agent(
     mut child: tokio::process::Child,
     log_path: &Path,
     agent_socket: PathBuf,
+    timeout: Duration,
+    port_host: Ipv4Addr,
 ) -> Result<StartedSandbox, DriverError> {
     let stdout = child
         .stdout
         .take()
         .ok_or_else(|| DriverError::Start("sandbox helper has no stdout".into()))?;
     let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(START_TIMEOUT, async {
+    // A VM's console arrives here too: keep its last words for the error message.
+    let mut console: std::collections::VecDeque<String> = Default::default();
+    let ready = tokio::time::timeout(timeout, async {
         while let Ok(Some(line)) = lines.next_line().await {
             if line.trim() == "ready" {
                 return true;
             }
+            if console.len() == 5 {
+                console.pop_front();
+            }
+            console.push_back(line.trim().to_owned());
         }
         false
     })
@@ -332,6 +385,7 @@ pub(crate) async fn wait_for_agent(
             .unwrap_or_default();
         let mut last: Vec<&str> = log.lines().rev().take(5).collect();
         last.reverse();
+        last.extend(console.iter().map(String::as_str).filter(|l| !l.is_empty()));
         return Err(DriverError::Start(if last.is_empty() {
             "agent did not report ready".into()
         } else {
@@ -347,6 +401,7 @@ pub(crate) async fn wait_for_agent(
     });
     Ok(StartedSandbox {
         agent_socket,
+        port_host,
         exited,
     })
 }

@@ -30,6 +30,10 @@ pub enum NetworkError {
 const NETNS_PREFIX: &str = "warren-";
 const VETH_PREFIX: &str = "wv";
 const NFT_TABLE: &str = "warren";
+/// A VM guest's link inside its sandbox's namespace (see `add_guest_link`).
+pub const GUEST_TAP: &str = "wtap0";
+pub const GUEST_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 1);
+pub const GUEST_ADDRESS: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 2);
 
 /// Networking of all sandboxes of one server.
 pub struct Network {
@@ -191,6 +195,49 @@ impl Network {
             Ipv4Addr::from(base + slot * 4 + 1),
             Ipv4Addr::from(base + slot * 4 + 2),
         )
+    }
+
+    /// Gives a VM guest a link into the sandbox's namespace: a tap device (`GUEST_TAP`) whose
+    /// namespace side is `GUEST_GATEWAY` and whose guest side is `GUEST_ADDRESS`. Every sandbox
+    /// namespace uses the same pair, so a guest's address never depends on the host (a restored
+    /// snapshot works anywhere) and the host never routes to it. With internet access the
+    /// namespace forwards the guest's traffic and masks it behind its own veth address, so the
+    /// host's rules apply to it exactly as to a namespace-tier sandbox.
+    pub async fn add_guest_link(
+        &self,
+        net: &SandboxNet,
+        internet: bool,
+    ) -> Result<(), NetworkError> {
+        let ns = net.netns_name.as_str();
+        let gateway = format!("{GUEST_GATEWAY}/30");
+        run(
+            "ip",
+            &["-n", ns, "tuntap", "add", "dev", GUEST_TAP, "mode", "tap"],
+        )
+        .await?;
+        run("ip", &["-n", ns, "addr", "add", &gateway, "dev", GUEST_TAP]).await?;
+        run("ip", &["-n", ns, "link", "set", GUEST_TAP, "up"]).await?;
+        if internet {
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ],
+            )
+            .await?;
+            run_stdin(
+                "ip",
+                &["netns", "exec", ns, "nft", "-f", "-"],
+                "table ip warren_guest {\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"eth0\" masquerade\n  }\n}\n",
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Removes the namespace and the veth pair. Errors are logged, not returned: removal must go

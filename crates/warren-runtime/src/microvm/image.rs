@@ -1,0 +1,243 @@
+//! The microVM tier's disks. Every guest gets three virtio-blk disks:
+//!
+//! * the template's root image, read-only and shared by all of the template's sandboxes: the
+//!   union of its layers as one ext4 file system, built on first use and cached by the layers'
+//!   paths (layers are immutable, so their paths name their content);
+//! * a writable disk of the sandbox's disk size, a fresh sparse ext4 file that the guest puts on
+//!   top of the root with overlayfs (copy-on-write without qcow2, so any VMM can serve it);
+//! * the agent bundle, read-only, built once per server start.
+//!
+//! Layer files are owned by the sandboxes' shifted ids (root inside = `ID_BASE` outside). A guest
+//! has its own kernel and needs the real ids, so `mkfs.ext4 -d` runs inside a user namespace that
+//! maps the range back to 0: what it reads there is what the guest must see.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::driver::DriverError;
+use crate::namespaces::ID_BASE;
+
+const ID_COUNT: u32 = 65_536;
+const MIB: u64 = 1 << 20;
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> DriverError {
+    let what = what.to_owned();
+    move |source| DriverError::Io { what, source }
+}
+
+/// Root images of templates, `<dir>/root-<hash of the layer paths>.ext4`.
+pub struct ImageCache {
+    dir: PathBuf,
+    /// One build at a time: a build reads gigabytes, two would only slow each other down.
+    building: tokio::sync::Mutex<()>,
+}
+
+impl ImageCache {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            building: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The root image of a template with these layers (topmost first), built if missing.
+    pub async fn root_image(&self, layers: &[PathBuf]) -> Result<PathBuf, DriverError> {
+        let mut hash = Sha256::new();
+        for l in layers {
+            hash.update(l.as_os_str().as_encoded_bytes());
+            hash.update(b"\n");
+        }
+        let image = self
+            .dir
+            .join(format!("root-{}.ext4", &hex::encode(hash.finalize())[..32]));
+        if image.exists() {
+            return Ok(image);
+        }
+        let _guard = self.building.lock().await;
+        if image.exists() {
+            return Ok(image);
+        }
+        let (dir, layers, out) = (self.dir.clone(), layers.to_vec(), image.clone());
+        tokio::task::spawn_blocking(move || build_root_image(&dir, &layers, &out))
+            .await
+            .map_err(|e| DriverError::Start(format!("root image build panicked: {e}")))??;
+        Ok(image)
+    }
+}
+
+fn build_root_image(dir: &Path, layers: &[PathBuf], out: &Path) -> Result<(), DriverError> {
+    std::fs::create_dir_all(dir).map_err(io("image cache dir"))?;
+    let started = std::time::Instant::now();
+    let staging = dir.join(format!(".tmp-{}", rand::random::<u32>()));
+    let union = staging.with_extension("mnt");
+    let result = (|| {
+        let source = match layers {
+            [] => return Err(DriverError::Start("no template layers".into())),
+            [one] => one.clone(),
+            many => {
+                crate::layers::mount_read_only_union(many, &union)
+                    .map_err(io("mount template layers"))?;
+                union.clone()
+            }
+        };
+        let (bytes, inodes) = tree_size(&source);
+        // Room for ext4's own metadata; the image is sparse, unused space costs nothing.
+        let size = (bytes + bytes / 8 + inodes * 512 + 64 * MIB).div_ceil(MIB) * MIB;
+        let file = std::fs::File::create(&staging).map_err(io("create root image"))?;
+        file.set_len(size).map_err(io("size root image"))?;
+        std::os::unix::fs::fchown(&file, Some(ID_BASE), Some(ID_BASE))
+            .map_err(io("chown root image"))?;
+        drop(file);
+        let mut mkfs = mkfs_command(&staging);
+        mkfs.arg("-N")
+            .arg((inodes + inodes / 4 + 1024).to_string())
+            .arg("-d")
+            .arg(&source);
+        run_with_ids_unshifted(mkfs)?;
+        std::os::unix::fs::chown(&staging, Some(0), Some(0)).map_err(io("chown root image"))?;
+        std::fs::rename(&staging, out).map_err(io("install root image"))?;
+        tracing::info!(image = %out.display(), size_mb = size / MIB,
+            elapsed_ms = started.elapsed().as_millis() as u64, "microVM root image built");
+        Ok(())
+    })();
+    if union.exists() {
+        let _ = nix::mount::umount2(&union, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&union);
+    }
+    let _ = std::fs::remove_file(&staging);
+    result
+}
+
+/// The agent bundle as a small read-only ext4 image.
+pub fn build_agent_image(bundle: &Path, out: &Path) -> Result<(), DriverError> {
+    let (bytes, inodes) = tree_size(bundle);
+    let file = std::fs::File::create(out).map_err(io("create agent image"))?;
+    file.set_len((bytes * 2 + inodes * 512 + 16 * MIB).div_ceil(MIB) * MIB)
+        .map_err(io("size agent image"))?;
+    drop(file);
+    let mut mkfs = mkfs_command(out);
+    mkfs.arg("-d").arg(bundle);
+    run(mkfs)
+}
+
+/// A fresh, empty, sparse ext4 disk of `size_mb` for a sandbox's writes.
+pub fn create_writable_disk(path: &Path, size_mb: u32) -> Result<(), DriverError> {
+    let file = std::fs::File::create(path).map_err(io("create writable disk"))?;
+    file.set_len(u64::from(size_mb.max(64)) * MIB)
+        .map_err(io("size writable disk"))?;
+    drop(file);
+    run(mkfs_command(path))
+}
+
+fn mkfs_command(image: &Path) -> Command {
+    let mut c = Command::new("mkfs.ext4");
+    // No journal: every disk here is thrown away with its sandbox or rebuilt from the layers.
+    c.args(["-q", "-F", "-O", "^has_journal"])
+        .args(["-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(image);
+    c
+}
+
+fn run(mut cmd: Command) -> Result<(), DriverError> {
+    let out = cmd.output().map_err(io("run mkfs.ext4"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(DriverError::Start(format!(
+            "mkfs.ext4 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Bytes in use (allocated blocks) and number of entries below `dir`, not following symlinks.
+fn tree_size(dir: &Path) -> (u64, u64) {
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            bytes += meta.blocks() * 512;
+            inodes += 1;
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+/// Runs `cmd` as root of a new user namespace whose ids 0..65536 are the host's
+/// `ID_BASE..ID_BASE+65536`, so it sees sandbox-owned files with their in-sandbox owners.
+///
+/// The id maps of a namespace must be written from outside it, after the child has unshared and
+/// before it execs. `Command::spawn` returns only after the exec, so a helper thread does the
+/// writing while the child waits in `pre_exec` (which may only make raw system calls).
+fn run_with_ids_unshifted(mut cmd: Command) -> Result<(), DriverError> {
+    // Close-on-exec: no other child the server spawns meanwhile may hold these open.
+    let cloexec = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+    let (ready_r, ready_w) = cloexec().map_err(|e| io("pipe")(e.into()))?;
+    let (go_r, go_w) = cloexec().map_err(|e| io("pipe")(e.into()))?;
+    let (ready_w_fd, go_r_fd) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
+    // SAFETY: only async-signal-safe system calls on descriptors opened before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(ready_w_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut go = [0u8; 1];
+            if libc::read(go_r_fd, go.as_mut_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::other("id maps were not written"));
+            }
+            if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mapper = std::thread::spawn(move || write_maps_when_ready(ready_r, go_w));
+    let spawned = cmd.spawn();
+    // The child has exec'd or died: either way the mapper must see end-of-file, not wait on us.
+    drop((ready_w, go_r));
+    let mapped = mapper
+        .join()
+        .map_err(|_| DriverError::Start("id map thread panicked".into()))?;
+    let child = spawned.map_err(io("start mkfs.ext4 in a user namespace"))?;
+    mapped?;
+    let out = child.wait_with_output().map_err(io("wait for mkfs.ext4"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(DriverError::Start(format!(
+            "mkfs.ext4 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn write_maps_when_ready(ready_r: OwnedFd, go_w: OwnedFd) -> Result<(), DriverError> {
+    let mut pid = [0u8; 4];
+    if std::fs::File::from(ready_r).read_exact(&mut pid).is_err() {
+        return Ok(()); // the child failed before unsharing; spawn reports why
+    }
+    let pid = i32::from_ne_bytes(pid);
+    let map = format!("0 {ID_BASE} {ID_COUNT}\n");
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(io("write uid_map"))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(io("write gid_map"))?;
+    std::fs::File::from(go_w)
+        .write_all(b"g")
+        .map_err(io("release mkfs"))
+}

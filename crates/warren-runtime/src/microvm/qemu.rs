@@ -1,0 +1,251 @@
+//! QEMU as the microVM tier's VMM: the command line of a `microvm` machine and a QMP client.
+//!
+//! The guest image (kernel, initramfs, disks by serial, a tap link) makes no QEMU-specific
+//! assumption, so another VMM (Firecracker, Cloud Hypervisor) can boot the same guest: see
+//! docs/isolation.md.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::driver::DriverError;
+
+/// How guest instructions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation (vmx/svm) through /dev/kvm.
+    Kvm,
+    /// QEMU's software emulation: correct, about an order of magnitude slower.
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// KVM when the host can run stock guests on it, else TCG with the reason.
+///
+/// A `/dev/kvm` backed by PVM (pagetable-based virtualisation, `kvm_pvm`) rather than vmx/svm
+/// accepts KVM ioctls but cannot run a stock guest kernel at speed: treated as no KVM.
+pub fn detect_accel() -> (Accel, Option<String>) {
+    if !Path::new("/dev/kvm").exists() {
+        return (Accel::Tcg, Some("no /dev/kvm".into()));
+    }
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        return (
+            Accel::Tcg,
+            Some("/dev/kvm is PVM (kvm_pvm), which cannot run stock guest kernels".into()),
+        );
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if hw {
+        (Accel::Kvm, None)
+    } else {
+        (
+            Accel::Tcg,
+            Some("the CPU shows no vmx/svm hardware virtualisation".into()),
+        )
+    }
+}
+
+/// One guest to boot.
+pub struct VmLaunch<'a> {
+    pub name: &'a str,
+    pub vcpu: u32,
+    pub memory_mb: u32,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub root_image: &'a Path,
+    pub data_disk: &'a Path,
+    pub agent_image: &'a Path,
+    pub tap: &'a str,
+    pub qmp_socket: &'a Path,
+    /// Restore the guest's state from this file (written by `Qmp::save_state`).
+    pub incoming: Option<PathBuf>,
+}
+
+/// The QEMU command line. The guest console (kernel messages, the agent's `ready`) is on stdout.
+pub fn command(qemu: &Path, accel: Accel, vm: &VmLaunch) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(qemu);
+    c.args(["-name", vm.name])
+        .args(["-M", "microvm,acpi=on"])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    match accel {
+        // `-cpu host` aborts on some hosts over the arch-capabilities MSR.
+        Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
+        // A small translation cache: the default (1 GiB) would count against the sandbox's
+        // memory limit.
+        Accel::Tcg => c.args(["-accel", "tcg,thread=multi,tb-size=64", "-cpu", "max"]),
+    };
+    c.args(["-smp", &vm.vcpu.max(1).to_string()])
+        .args(["-m", &format!("{}M", vm.memory_mb.max(128))])
+        .args(["-serial", "stdio"])
+        .arg("-kernel")
+        .arg(vm.kernel)
+        .arg("-initrd")
+        .arg(vm.initrd)
+        .args([
+            "-append",
+            "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t pci=off random.trust_cpu=on",
+        ]);
+    let disks = [
+        ("root", vm.root_image, true),
+        ("data", vm.data_disk, false),
+        ("agent", vm.agent_image, true),
+    ];
+    for (id, file, read_only) in disks {
+        let ro = if read_only { ",readonly=on" } else { "" };
+        c.arg("-drive").arg(format!(
+            "id={id},file={},format=raw,if=none,cache=unsafe{ro}",
+            file.display()
+        ));
+        c.args([
+            "-device",
+            &format!("virtio-blk-device,drive={id},serial=warren-{id}"),
+        ]);
+    }
+    c.args([
+        "-netdev",
+        &format!("tap,id=net0,ifname={},script=no,downscript=no", vm.tap),
+    ])
+    .args(["-device", "virtio-net-device,netdev=net0"])
+    .arg("-qmp")
+    .arg(format!(
+        "unix:{},server=on,wait=off",
+        vm.qmp_socket.display()
+    ));
+    if let Some(state) = &vm.incoming {
+        c.arg("-incoming")
+            .arg(format!("exec:cat {}", shell_path(state)));
+    }
+    c
+}
+
+/// QEMU runs `exec:` migration URIs through `/bin/sh -c`; Warren's own paths are plain, but quote
+/// anyway.
+fn shell_path(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+/// A QMP connection (one command at a time).
+///
+/// Hand-written: QMP is newline-delimited JSON with a greeting and a capabilities handshake, a few
+/// dozen lines; the Rust QAPI crates generate bindings for QEMU's whole schema.
+pub struct Qmp {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+fn qmp_err(what: &str) -> impl FnOnce(std::io::Error) -> DriverError {
+    let what = format!("QMP {what}");
+    move |source| DriverError::Io { what, source }
+}
+
+impl Qmp {
+    pub async fn connect(socket: &Path) -> Result<Self, DriverError> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(qmp_err("connect"))?;
+        let (r, writer) = stream.into_split();
+        let mut qmp = Self {
+            lines: BufReader::new(r).lines(),
+            writer,
+        };
+        qmp.read_line().await?; // greeting
+        qmp.execute("qmp_capabilities", json!({})).await?;
+        Ok(qmp)
+    }
+
+    async fn read_line(&mut self) -> Result<Value, DriverError> {
+        let line = self
+            .lines
+            .next_line()
+            .await
+            .map_err(qmp_err("read"))?
+            .ok_or_else(|| DriverError::Start("QMP connection closed".into()))?;
+        serde_json::from_str(&line).map_err(|e| DriverError::Start(format!("QMP reply: {e}")))
+    }
+
+    /// Runs one command and returns its `return` value; asynchronous events are skipped.
+    pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, DriverError> {
+        let mut msg = json!({ "execute": command, "arguments": arguments }).to_string();
+        msg.push('\n');
+        self.writer
+            .write_all(msg.as_bytes())
+            .await
+            .map_err(qmp_err("write"))?;
+        loop {
+            let reply = self.read_line().await?;
+            if let Some(ret) = reply.get("return") {
+                return Ok(ret.clone());
+            }
+            if let Some(err) = reply.get("error") {
+                return Err(DriverError::Start(format!(
+                    "QMP {command}: {}",
+                    err.get("desc").and_then(Value::as_str).unwrap_or("failed")
+                )));
+            }
+        }
+    }
+
+    /// Stops the guest's vCPUs (memory and devices stay as they are).
+    pub async fn stop(&mut self) -> Result<(), DriverError> {
+        self.execute("stop", json!({})).await.map(drop)
+    }
+
+    pub async fn cont(&mut self) -> Result<(), DriverError> {
+        self.execute("cont", json!({})).await.map(drop)
+    }
+
+    /// Writes the stopped guest's whole state (memory, devices) to `file`.
+    pub async fn save_state(&mut self, file: &Path) -> Result<(), DriverError> {
+        self.execute(
+            "migrate",
+            json!({ "uri": format!("exec:cat > {}", shell_path(file)) }),
+        )
+        .await?;
+        loop {
+            let info = self.execute("query-migrate", json!({})).await?;
+            match info.get("status").and_then(Value::as_str) {
+                Some("completed") => return Ok(()),
+                Some("failed") | Some("cancelled") => {
+                    return Err(DriverError::Start(format!(
+                        "saving the VM state failed: {}",
+                        info.get("error-desc")
+                            .and_then(Value::as_str)
+                            .unwrap_or("unknown error")
+                    )))
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Waits until an incoming state (`-incoming`) is loaded; the guest is then stopped.
+    pub async fn wait_incoming(&mut self) -> Result<(), DriverError> {
+        loop {
+            let status = self.execute("query-status", json!({})).await?;
+            match status.get("status").and_then(Value::as_str) {
+                Some("inmigrate") => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Some("paused") | Some("postmigrate") | Some("prelaunch") => return Ok(()),
+                Some("running") => return Ok(()),
+                other => {
+                    return Err(DriverError::Start(format!(
+                        "restoring the VM state failed (status {other:?})"
+                    )))
+                }
+            }
+        }
+    }
+}
