@@ -231,7 +231,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 qemu: cfg.qemu.clone(),
                 kernel_dir: cfg.guest_kernel_dir.clone(),
                 busybox: PathBuf::from("/bin/busybox"),
-                state_dir: cfg.data_dir.join("microvm"),
+                // Not under the data dir, which may be private to root: each VMM runs as its own
+                // uid and must reach its sandbox's directory (itself private to that uid).
+                state_dir: cfg.cache_dir.join("microvm-sandboxes"),
                 image_dir: cfg.cache_dir.join("vm-images"),
             },
             namespaces.clone(),

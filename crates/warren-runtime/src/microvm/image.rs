@@ -138,22 +138,30 @@ pub fn create_writable_disk(path: &Path, size_mb: u32) -> Result<(), DriverError
 fn mkfs_command(image: &Path) -> Command {
     let mut c = Command::new("mkfs.ext4");
     // No journal: every disk here is thrown away with its sandbox or rebuilt from the layers.
-    c.args(["-q", "-F", "-O", "^has_journal"])
+    c.args(["-F", "-O", "^has_journal"])
         .args(["-E", "lazy_itable_init=1,lazy_journal_init=1"])
-        .arg(image);
+        .arg(image)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     c
 }
 
 fn run(mut cmd: Command) -> Result<(), DriverError> {
     let out = cmd.output().map_err(io("run mkfs.ext4"))?;
+    mkfs_result(&out)
+}
+
+fn mkfs_result(out: &std::process::Output) -> Result<(), DriverError> {
     if out.status.success() {
-        Ok(())
-    } else {
-        Err(DriverError::Start(format!(
-            "mkfs.ext4 failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        return Ok(());
     }
+    Err(DriverError::Start(format!(
+        "mkfs.ext4 failed ({}): {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    )))
 }
 
 /// Bytes in use (allocated blocks) and number of entries below `dir`, not following symlinks.
@@ -177,7 +185,8 @@ fn tree_size(dir: &Path) -> (u64, u64) {
 }
 
 /// Runs `cmd` as root of a new user namespace whose ids 0..65536 are the host's
-/// `ID_BASE..ID_BASE+65536`, so it sees sandbox-owned files with their in-sandbox owners.
+/// `ID_BASE..ID_BASE+65536` (and 65536 is host root), so it sees sandbox-owned files with their
+/// in-sandbox owners.
 ///
 /// The id maps of a namespace must be written from outside it, after the child has unshared and
 /// before it execs. `Command::spawn` returns only after the exec, so a helper thread does the
@@ -218,14 +227,7 @@ fn run_with_ids_unshifted(mut cmd: Command) -> Result<(), DriverError> {
     let child = spawned.map_err(io("start mkfs.ext4 in a user namespace"))?;
     mapped?;
     let out = child.wait_with_output().map_err(io("wait for mkfs.ext4"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(DriverError::Start(format!(
-            "mkfs.ext4 failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    mkfs_result(&out)
 }
 
 fn write_maps_when_ready(ready_r: OwnedFd, go_w: OwnedFd) -> Result<(), DriverError> {
@@ -234,7 +236,9 @@ fn write_maps_when_ready(ready_r: OwnedFd, go_w: OwnedFd) -> Result<(), DriverEr
         return Ok(()); // the child failed before unsharing; spawn reports why
     }
     let pid = i32::from_ne_bytes(pid);
-    let map = format!("0 {ID_BASE} {ID_COUNT}\n");
+    // Host root's files (a stray mount point, say) must stay readable in there: they get the
+    // first id past the range instead of the overflow id, which no capability can read through.
+    let map = format!("0 {ID_BASE} {ID_COUNT}\n{ID_COUNT} 0 1\n");
     std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(io("write uid_map"))?;
     std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(io("write gid_map"))?;
     std::fs::File::from(go_w)

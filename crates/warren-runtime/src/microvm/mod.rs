@@ -10,10 +10,12 @@
 //!   lives. The agent listens on TCP in the guest; the host-side proxy keeps talking to a unix
 //!   socket, which this driver forwards into the namespace to the guest.
 //! * Control over QMP: pause/resume stop and continue the vCPUs.
+//! * QEMU itself runs unprivileged (see `vmm_process`).
 
 pub mod image;
 pub mod initramfs;
 pub mod qemu;
+mod vmm_process;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,7 @@ struct Live {
     net: SandboxNet,
     dir: PathBuf,
     forwarder: tokio::task::JoinHandle<()>,
+    vmm_uid: u32,
 }
 
 pub struct MicrovmDriver {
@@ -62,6 +65,7 @@ pub struct MicrovmDriver {
     base_initrd: Vec<u8>,
     agent_image: PathBuf,
     images: image::ImageCache,
+    vmm_uids: vmm_process::UidPool,
     live: Mutex<HashMap<SandboxId, Live>>,
 }
 
@@ -140,6 +144,7 @@ impl MicrovmDriver {
             kernel,
             base_initrd,
             agent_image,
+            vmm_uids: Default::default(),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -170,10 +175,18 @@ impl MicrovmDriver {
         dir: &Path,
         cgroup: &SandboxCgroup,
         net: &SandboxNet,
+        vmm_uid: u32,
     ) -> Result<(StartedSandbox, tokio::task::JoinHandle<()>), DriverError> {
         tokio::fs::create_dir_all(dir.join("run"))
             .await
             .map_err(io("sandbox dir"))?;
+        // QEMU (as `vmm_uid`) creates its QMP socket here and writes the data disk; nobody else
+        // may look inside (the initrd carries the sandbox's env values).
+        std::os::unix::fs::chown(dir, Some(vmm_uid), Some(vmm_uid))
+            .map_err(io("chown sandbox dir"))?;
+        tokio::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .await
+            .map_err(io("chmod sandbox dir"))?;
         self.host
             .network()
             .add_guest_link(net, spec.internet_access)
@@ -184,6 +197,8 @@ impl MicrovmDriver {
         tokio::task::spawn_blocking(move || image::create_writable_disk(&disk, size))
             .await
             .map_err(|e| DriverError::Start(format!("disk creation panicked: {e}")))??;
+        std::os::unix::fs::chown(&data_disk, Some(vmm_uid), Some(vmm_uid))
+            .map_err(io("chown writable disk"))?;
         let workdir = spec.workdir.clone().unwrap_or_else(|| "/workspace".into());
         let resolv = spec
             .internet_access
@@ -207,10 +222,14 @@ impl MicrovmDriver {
         tokio::fs::write(&initrd, [self.base_initrd.as_slice(), &config].concat())
             .await
             .map_err(io("write initrd"))?;
+        std::os::unix::fs::chown(&initrd, Some(vmm_uid), Some(vmm_uid))
+            .map_err(io("chown initrd"))?;
 
         let log_path = dir.join("qemu.log");
         let log = std::fs::File::create(&log_path).map_err(io("qemu log"))?;
         let qmp_socket = dir.join("qmp.sock");
+        let tap =
+            vmm_process::open_tap(&net.netns_path, GUEST_TAP).map_err(io("open tap device"))?;
         let name = format!("warren-{}", spec.id);
         let mut cmd = qemu::command(
             &self.cfg.qemu,
@@ -224,9 +243,8 @@ impl MicrovmDriver {
                 root_image: &root_image,
                 data_disk: &data_disk,
                 agent_image: &self.agent_image,
-                tap: GUEST_TAP,
+                tap_fd: std::os::fd::AsRawFd::as_raw_fd(&tap),
                 qmp_socket: &qmp_socket,
-                incoming: None,
             },
         );
         cmd.stdin(Stdio::null())
@@ -234,8 +252,9 @@ impl MicrovmDriver {
             .stderr(Stdio::from(log))
             .kill_on_drop(false);
         let netns = crate::namespaces::start_inside(&mut cmd, cgroup, net)?;
+        vmm_process::confine(&mut cmd, &tap, vmm_uid, self.accel == Accel::Kvm);
         let child = cmd.spawn().map_err(io("spawn qemu"))?;
-        drop(netns);
+        drop((netns, tap));
         let agent_socket = dir.join("run/agent.sock");
         let forwarder = forward::spawn(&agent_socket, net.netns_path.clone())?;
         match crate::namespaces::wait_for_agent(
@@ -272,8 +291,18 @@ impl IsolationDriver for MicrovmDriver {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
         let mut host_spec = spec.clone();
         host_spec.resources.memory_mb += VMM_OVERHEAD_MB;
-        let (cgroup, net) = self.host.provision(&host_spec).await?;
-        match self.start_inner(spec, &dir, &cgroup, &net).await {
+        let vmm_uid = self
+            .vmm_uids
+            .take()
+            .ok_or_else(|| DriverError::Start("no free VMM user ids".into()))?;
+        let (cgroup, net) = match self.host.provision(&host_spec).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.vmm_uids.release(vmm_uid);
+                return Err(e);
+            }
+        };
+        match self.start_inner(spec, &dir, &cgroup, &net, vmm_uid).await {
             Ok((started, forwarder)) => {
                 self.live().insert(
                     spec.id.clone(),
@@ -282,11 +311,13 @@ impl IsolationDriver for MicrovmDriver {
                         net,
                         dir,
                         forwarder,
+                        vmm_uid,
                     },
                 );
                 Ok(started)
             }
             Err(e) => {
+                self.vmm_uids.release(vmm_uid);
                 // The cgroup teardown kills QEMU if it is still there.
                 if let Err(te) = self.host.teardown(cgroup, &net, &dir).await {
                     tracing::warn!(error = %te, "teardown after failed microVM start");
@@ -309,7 +340,9 @@ impl IsolationDriver for MicrovmDriver {
             return Ok(());
         };
         live.forwarder.abort();
-        self.host.teardown(live.cgroup, &live.net, &live.dir).await
+        let result = self.host.teardown(live.cgroup, &live.net, &live.dir).await;
+        self.vmm_uids.release(live.vmm_uid);
+        result
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {

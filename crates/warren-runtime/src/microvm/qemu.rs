@@ -4,7 +4,7 @@
 //! assumption, so another VMM (Firecracker, Cloud Hypervisor) can boot the same guest: see
 //! docs/isolation.md.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -69,10 +69,9 @@ pub struct VmLaunch<'a> {
     pub root_image: &'a Path,
     pub data_disk: &'a Path,
     pub agent_image: &'a Path,
-    pub tap: &'a str,
+    /// An open tap device (see `tap::open`), inherited by QEMU under this number.
+    pub tap_fd: i32,
     pub qmp_socket: &'a Path,
-    /// Restore the guest's state from this file (written by `Qmp::save_state`).
-    pub incoming: Option<PathBuf>,
 }
 
 /// The QEMU command line. The guest console (kernel messages, the agent's `ready`) is on stdout.
@@ -80,7 +79,13 @@ pub fn command(qemu: &Path, accel: Accel, vm: &VmLaunch) -> tokio::process::Comm
     let mut c = tokio::process::Command::new(qemu);
     c.args(["-name", vm.name])
         .args(["-M", "microvm,acpi=on"])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+        // QEMU's own seccomp filter: no exec, no privilege or scheduling changes, no obsolete
+        // system calls, even if a guest finds a bug in a device model.
+        .args([
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        ]);
     match accel {
         // `-cpu host` aborts on some hosts over the arch-capabilities MSR.
         Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
@@ -115,27 +120,14 @@ pub fn command(qemu: &Path, accel: Accel, vm: &VmLaunch) -> tokio::process::Comm
             &format!("virtio-blk-device,drive={id},serial=warren-{id}"),
         ]);
     }
-    c.args([
-        "-netdev",
-        &format!("tap,id=net0,ifname={},script=no,downscript=no", vm.tap),
-    ])
-    .args(["-device", "virtio-net-device,netdev=net0"])
-    .arg("-qmp")
-    .arg(format!(
-        "unix:{},server=on,wait=off",
-        vm.qmp_socket.display()
-    ));
-    if let Some(state) = &vm.incoming {
-        c.arg("-incoming")
-            .arg(format!("exec:cat {}", shell_path(state)));
-    }
+    c.args(["-netdev", &format!("tap,id=net0,fd={}", vm.tap_fd)])
+        .args(["-device", "virtio-net-device,netdev=net0"])
+        .arg("-qmp")
+        .arg(format!(
+            "unix:{},server=on,wait=off",
+            vm.qmp_socket.display()
+        ));
     c
-}
-
-/// QEMU runs `exec:` migration URIs through `/bin/sh -c`; Warren's own paths are plain, but quote
-/// anyway.
-fn shell_path(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
 /// A QMP connection (one command at a time).
@@ -206,46 +198,5 @@ impl Qmp {
 
     pub async fn cont(&mut self) -> Result<(), DriverError> {
         self.execute("cont", json!({})).await.map(drop)
-    }
-
-    /// Writes the stopped guest's whole state (memory, devices) to `file`.
-    pub async fn save_state(&mut self, file: &Path) -> Result<(), DriverError> {
-        self.execute(
-            "migrate",
-            json!({ "uri": format!("exec:cat > {}", shell_path(file)) }),
-        )
-        .await?;
-        loop {
-            let info = self.execute("query-migrate", json!({})).await?;
-            match info.get("status").and_then(Value::as_str) {
-                Some("completed") => return Ok(()),
-                Some("failed") | Some("cancelled") => {
-                    return Err(DriverError::Start(format!(
-                        "saving the VM state failed: {}",
-                        info.get("error-desc")
-                            .and_then(Value::as_str)
-                            .unwrap_or("unknown error")
-                    )))
-                }
-                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        }
-    }
-
-    /// Waits until an incoming state (`-incoming`) is loaded; the guest is then stopped.
-    pub async fn wait_incoming(&mut self) -> Result<(), DriverError> {
-        loop {
-            let status = self.execute("query-status", json!({})).await?;
-            match status.get("status").and_then(Value::as_str) {
-                Some("inmigrate") => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                Some("paused") | Some("postmigrate") | Some("prelaunch") => return Ok(()),
-                Some("running") => return Ok(()),
-                other => {
-                    return Err(DriverError::Start(format!(
-                        "restoring the VM state failed (status {other:?})"
-                    )))
-                }
-            }
-        }
     }
 }

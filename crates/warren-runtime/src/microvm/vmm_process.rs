@@ -1,0 +1,101 @@
+//! How QEMU itself is confined on the host. A guest that breaks out of its device models lands
+//! in a process that is not root: a uid of its own per sandbox, no capabilities, no supplementary
+//! groups (but /dev/kvm's), inside the sandbox's cgroup and network namespace, under QEMU's
+//! seccomp filter. It is handed the only privileged thing it needs, an open tap device, instead
+//! of opening /dev/net/tun (root-only) itself.
+
+use std::collections::BTreeSet;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// VMM uids: above every sandbox id range (`ID_BASE..ID_BASE+65536`), one per live VM.
+const UID_BASE: u32 = 300_000;
+const UIDS: u32 = 65_536;
+
+#[derive(Default)]
+pub struct UidPool(Mutex<BTreeSet<u32>>);
+
+impl UidPool {
+    pub fn take(&self) -> Option<u32> {
+        let mut used = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let uid = (UID_BASE..UID_BASE + UIDS).find(|u| !used.contains(u))?;
+        used.insert(uid);
+        Some(uid)
+    }
+
+    pub fn release(&self, uid: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
+    }
+}
+
+/// Opens the existing tap device `name` of the network namespace `netns` (close-on-exec).
+pub fn open_tap(netns: &Path, name: &str) -> std::io::Result<OwnedFd> {
+    let netns = netns.to_path_buf();
+    let name = name.to_owned();
+    // TUNSETIFF finds the device in the calling thread's namespace: a short-lived thread joins
+    // the sandbox's, the rest of the server stays where it is.
+    std::thread::spawn(move || -> std::io::Result<OwnedFd> {
+        let ns = std::fs::File::open(&netns)?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
+        // SAFETY: plain open(2); the descriptor is owned right after.
+        let fd = unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        let tun = unsafe { OwnedFd::from_raw_fd(fd) };
+        // struct ifreq: 16 bytes of name, then the flags (a short) in the union.
+        let mut ifr = [0u8; 40];
+        let bytes = name.as_bytes();
+        if bytes.len() >= 16 {
+            return Err(std::io::Error::other("tap name too long"));
+        }
+        ifr[..bytes.len()].copy_from_slice(bytes);
+        let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+        ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `ifr` is large enough for.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(tun)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("tap thread panicked"))?
+}
+
+/// Makes `cmd` (already set up by `start_inside`) keep `tap` open across exec and run as `uid`
+/// with no capabilities, plus /dev/kvm's group when `kvm` is set.
+pub fn confine(cmd: &mut tokio::process::Command, tap: &OwnedFd, uid: u32, kvm: bool) {
+    let tap_fd = tap.as_raw_fd();
+    let groups: Vec<libc::gid_t> = if kvm {
+        std::fs::metadata("/dev/kvm")
+            .map(|m| vec![m.gid()])
+            .unwrap_or_default()
+    } else {
+        vec![]
+    };
+    // SAFETY: only async-signal-safe system calls on values prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(tap_fd, libc::F_SETFD, 0) != 0
+                || libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(uid, uid, uid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
