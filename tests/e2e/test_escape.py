@@ -1,6 +1,7 @@
 """The escape suite: each attack runs inside a sandbox the way a user's code would (through the
 official SDK) and must fail. Prints "N/M attacks blocked" at the end of the run; every attack
 that is not blocked fails the test with its evidence."""
+import hashlib
 import json
 import os
 import subprocess
@@ -77,6 +78,25 @@ def host_marker():
     os.unlink(path)
 
 
+def vm_attacks(sb):
+    """What only a microVM has: disks shared with other sandboxes, and a VMM process on the host."""
+    qemu = subprocess.run(["pgrep", "-f", f"name warren-{sb.sandbox_id}"], capture_output=True, text=True).stdout.split()
+    assert qemu, "control: the sandbox's QEMU process is visible on the host"
+    status = dict(l.split(":", 1) for l in open(f"/proc/{qemu[0]}/status").read().splitlines() if ":" in l)
+    uid, capeff, seccomp = status["Uid"].split()[0], status["CapEff"].strip(), status["Seccomp"].strip()
+    record("VMM runs as root, with capabilities or without seccomp",
+           uid != "0" and int(capeff, 16) == 0 and seccomp == "2", f"uid={uid} CapEff={capeff} Seccomp={seccomp}")
+    args = open(f"/proc/{qemu[0]}/cmdline").read().split("\0")
+    image = next(a.split("file=", 1)[1].split(",", 1)[0] for a in args if a.startswith("id=root,"))
+    before = hashlib.sha256(open(image, "rb").read()).hexdigest()
+    # root of the guest can clear the kernel's read-only flag; the VMM must still refuse the write
+    r = sh(sb, "for b in /sys/block/vd*; do [ \"$(cat $b/serial)\" = warren-root ] && d=/dev/${b##*/}; done; "
+               "blockdev --setrw $d 2>&1; dd if=/dev/zero of=$d bs=4096 count=16 oflag=direct conv=notrunc 2>&1; "
+               "echo rc=$?")
+    after = hashlib.sha256(open(image, "rb").read()).hexdigest()
+    record("write the template's shared root disk", before == after, r.stdout.strip()[-120:])
+
+
 def test_escape_suite(server, host_marker, outside_host):
     url, key = server["base_url"], server["api_key"]
     a = Sandbox.create(template="base", base_url=url, api_key=key)
@@ -85,6 +105,10 @@ def test_escape_suite(server, host_marker, outside_host):
     # Under gVisor, namespaces and processes live in its user-space kernel (the Sentry): a new user
     # namespace there gives no host-kernel capability, and sandbox processes are not host processes.
     sentry = tier == "gvisor"
+    # In a microVM, user code is root of its own guest kernel: kernel interfaces, privileges and
+    # processes are the guest's. What must hold there is that nothing reaches the host: the host's
+    # state is checked directly, plus the attacks that only a VM has (shared disks, the VMM).
+    vm = tier == "microvm"
     b = Sandbox.create(template="base", base_url=url, api_key=key)
     offline = Sandbox.create(template="base", base_url=url, api_key=key, internet_access=False)
     try:
@@ -101,39 +125,46 @@ def test_escape_suite(server, host_marker, outside_host):
             record(f"files API read {path.replace(host_marker, '<host file>')}", "HOST-SECRET" not in str(got), str(got)[:80])
 
         # --- kernel interfaces and privileges ------------------------------------------------
+        host_name = open("/proc/sys/kernel/hostname").read()
         probe = json.loads(a.run_code(SYSCALL_PROBE).stdout)
+        guest = " (the guest's own kernel; the host is checked separately)" if vm else ""
         for name, (ret, err) in probe.items():
-            contained = sentry and name == "unshare(CLONE_NEWUSER)"
+            contained = (sentry and name == "unshare(CLONE_NEWUSER)") or vm
             record(name, (ret == -1 and err in DENIED) or contained,
-                   f"ret={ret} errno={err}" + (" (inside gVisor's Sentry, not the host kernel)" if contained else ""))
+                   f"ret={ret} errno={err}" + (" (inside gVisor's Sentry, not the host kernel)" if sentry and contained else guest))
+        if vm:
+            record("kernel writes reach the host's hostname", open("/proc/sys/kernel/hostname").read() == host_name,
+                   "host hostname unchanged after the guest wrote its own")
         r = sh(a, "cp /usr/bin/id /tmp/suid-id && chmod 4755 /tmp/suid-id && "
                   "setpriv --reuid=1000 --regid=1000 --clear-groups /tmp/suid-id -u")
-        record("setuid-root binary run by uid 1000", r.stdout.strip() == "1000", r.stdout + r.stderr)
+        record("setuid-root binary run by uid 1000", r.stdout.strip() == "1000" or vm, r.stdout + r.stderr + guest)
         r = sh(a, "unshare --user --map-root-user id 2>&1; echo rc=$?")
-        record("unshare a new user namespace", "rc=0" not in r.stdout or sentry,
-               r.stdout.strip() + (" (inside gVisor's Sentry)" if sentry else ""))
+        record("unshare a new user namespace", "rc=0" not in r.stdout or sentry or vm,
+               r.stdout.strip() + (" (inside gVisor's Sentry)" if sentry else guest))
         r = sh(a, "grep CapBnd /proc/self/status")
         words = r.stdout.split()
         bnd = int(words[1], 16) if len(words) > 1 else 0
         record("capability bounding set lacks SYS_ADMIN/NET_ADMIN/SYS_PTRACE/SYS_MODULE",
-               not any(bnd & (1 << c) for c in (21, 12, 19, 16)), r.stdout.strip())
+               not any(bnd & (1 << c) for c in (21, 12, 19, 16)) or vm, r.stdout.strip() + guest)
         r = sh(a, "grep NoNewPrivs /proc/self/status")
-        record("no_new_privs set", (r.stdout.split() or ["?"])[-1] == "1" or (sentry and not r.stdout.strip()),
-               r.stdout.strip() or "not reported by gVisor; setuid is checked below")
+        record("no_new_privs set", (r.stdout.split() or ["?"])[-1] == "1" or (sentry and not r.stdout.strip()) or vm,
+               (r.stdout.strip() or "not reported by gVisor; setuid is checked below") + guest)
+        if vm:
+            vm_attacks(a)
 
         # --- other sandboxes and the host network ---------------------------------------------
         sh(b, "nohup sleep 424242 >/dev/null 2>&1 &")
         time.sleep(0.3)
         host_pid = subprocess.run(["pgrep", "-f", "sleep 424242"], capture_output=True, text=True).stdout.split()
-        assert host_pid or sentry, "control: sandbox b's process is visible from the host"
+        assert host_pid or sentry or vm, "control: sandbox b's process is visible from the host"
         r = sh(a, "ps -eo args")
         record("see another sandbox's processes", "424242" not in r.stdout, "")
         target = host_pid[0] if host_pid else "2"
         ptrace = a.run_code(f"import ctypes; l=ctypes.CDLL(None, use_errno=True); print(l.ptrace(16, {target}, 0, 0), ctypes.get_errno())").stdout.split()
-        record("ptrace another sandbox's process (by its host pid)", ptrace[0] == "-1" or (sentry and not host_pid),
-               " ".join(ptrace) + ("" if host_pid else " (gVisor: sandbox processes are not host processes)"))
+        record("ptrace another sandbox's process (by its host pid)", ptrace[0] == "-1" or ((sentry or vm) and not host_pid),
+               " ".join(ptrace) + ("" if host_pid else " (sandbox processes are not host processes)"))
         b_ns = f"warren-{b.sandbox_id}"
-        b_ip = subprocess.run(["ip", "-n", b_ns, "-4", "-o", "addr", "show", "scope", "global"],
+        b_ip = subprocess.run(["ip", "-n", b_ns, "-4", "-o", "addr", "show", "dev", "eth0"],
                               capture_output=True, text=True).stdout.split()[3].split("/")[0]
         sh(b, "cd /tmp && nohup python3 -m http.server 8000 >/dev/null 2>&1 &")
         time.sleep(0.5)
@@ -143,8 +174,9 @@ def test_escape_suite(server, host_marker, outside_host):
         api_port = int(url.rsplit(":", 1)[1])
         r = a.run_code(connect.format("127.0.0.1", api_port)).stdout
         record("connect to the control plane on loopback", "REACHED" not in r, r.strip())
-        gw = sh(a, "awk '$2==\"00000000\"{print $3}' /proc/net/route").stdout.strip()
-        host_ip = ".".join(str(int(gw[i:i + 2], 16)) for i in (6, 4, 2, 0))
+        # the host end of a's veth, seen from the host (a VM's own gateway is one hop short of it)
+        host_ip = subprocess.run(["ip", "-n", f"warren-{a.sandbox_id}", "-4", "route", "show", "default"],
+                                 capture_output=True, text=True).stdout.split()[2]
         r = a.run_code(connect.format(host_ip, api_port)).stdout
         record("connect to the control plane via the host's veth address", "REACHED" not in r, r.strip())
         r = a.run_code(connect.format("169.254.169.254", 80)).stdout
@@ -162,10 +194,10 @@ def test_escape_suite(server, host_marker, outside_host):
             sh(a, "bash -c ':(){ :|:& };:' ; sleep 2", timeout=10)
             died = ""
         except Exception as e:
-            if not sentry:
+            if not (sentry or vm):
                 raise
-            # gVisor's tasks live in its Sentry; a fork bomb exhausts the sandbox's memory and
-            # ends the sandbox, not the host.
+            # gVisor's tasks live in its Sentry, a VM's in its guest; a fork bomb exhausts the
+            # sandbox's memory and ends (or stalls) the sandbox, not the host.
             died = f" (sandbox ended: {type(e).__name__})"
         ok, took = host_responsive()
         record("fork bomb slows the host", ok, took + died)
@@ -174,7 +206,7 @@ def test_escape_suite(server, host_marker, outside_host):
             r = victim.run_code("x = bytearray(3 * 1024**3); print('allocated')", timeout=60)
             out = r.stdout
         except Exception as e:
-            if not sentry:
+            if not (sentry or vm):
                 raise
             out = f"sandbox ended: {type(e).__name__}"
         finally:

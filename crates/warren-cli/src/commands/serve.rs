@@ -78,9 +78,10 @@ pub struct ServeArgs {
     /// The QEMU binary for the microVM tier.
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: PathBuf,
-    /// Unpacked Debian kernel package that microVM guests boot (see scripts/guest-kernel).
-    #[arg(long, default_value = "/var/cache/warren/guest-kernel")]
-    guest_kernel_dir: PathBuf,
+    /// Unpacked Debian kernel package that microVM guests boot (scripts/guest-kernel installs
+    /// one) [default: <cache-dir>/guest-kernel].
+    #[arg(long)]
+    guest_kernel_dir: Option<PathBuf>,
     /// Isolation tier of sandboxes that do not ask for one (namespaces, gvisor or microvm); a create
     /// request may pick another available tier with `"isolation"`.
     #[arg(long, default_value = "namespaces")]
@@ -150,7 +151,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     warren_api::serve(ServeConfig {
         listen: a.listen,
         data_dir: a.data_dir,
-        cache_dir: a.cache_dir,
+        cache_dir: a.cache_dir.clone(),
         public,
         api_key: std::env::var("WARREN_API_KEY")
             .ok()
@@ -174,7 +175,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         runsc: a.runsc,
         microvm: !a.no_microvm,
         qemu: a.qemu,
-        guest_kernel_dir: a.guest_kernel_dir,
+        guest_kernel_dir: a
+            .guest_kernel_dir
+            .unwrap_or_else(|| a.cache_dir.join("guest-kernel")),
         default_isolation: a.isolation,
         allow_isolation_override: !a.no_isolation_override,
     })

@@ -386,18 +386,27 @@ mod forward {
                 source,
             })?;
         Ok(tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let netns = netns.clone();
-                tokio::spawn(async move {
-                    let Ok(Ok(mut guest)) =
-                        tokio::task::spawn_blocking(move || dial_guest(&netns)).await
-                    else {
-                        return; // the guest is gone or not up yet: the client sees EOF
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
-                });
+            // Relays live in this set, so aborting the forwarder (the sandbox is destroyed) ends
+            // them too: a dead guest never closes its TCP side, they would wait forever.
+            let mut relays = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((client, _)) = accepted else { break };
+                        relays.spawn(relay(client, netns.clone()));
+                    }
+                    Some(_) = relays.join_next(), if !relays.is_empty() => {}
+                }
             }
         }))
+    }
+
+    async fn relay(mut client: tokio::net::UnixStream, netns: PathBuf) {
+        let Ok(Ok(mut guest)) = tokio::task::spawn_blocking(move || dial_guest(&netns)).await
+        else {
+            return; // the guest is gone or not up yet: the client sees EOF
+        };
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
     }
 
     /// Connects from a short-lived thread that joins the namespace (setns affects only the
