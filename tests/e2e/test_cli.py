@@ -44,3 +44,21 @@ def test_template_build_from_a_dockerfile_with_progress(server, tmp_path):
         raw(server, "DELETE", f"/v1/sandboxes/{sid}")
     bad = cli(server, "template", "build", "bad-x", "-f", str(tmp_path / "site" / "hello.txt"))
     assert bad.returncode != 0 and "FROM" in bad.stderr + bad.stdout or "unsupported" in bad.stderr
+
+
+def test_doctor_reports_every_tier_with_a_measured_start():
+    import json
+    out = subprocess.run([WARREN, "doctor", "--json", "--runs", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    tiers = {t["tier"]: t for t in report["tiers"]}
+    assert set(tiers) == {"namespaces", "gvisor", "microvm"}
+    for t in tiers.values():
+        assert t["implemented"] is True
+        # runnable with a measured start, or not runnable with a reason
+        assert (t["available"] and (t.get("start_ms") or t.get("start_ms_by_platform"))) or (not t["available"] and t["why"])
+    assert tiers["namespaces"]["available"]
+    vm = tiers["microvm"]
+    if vm["pvm"] or not vm["hardware_virtualisation"]:
+        # no usable hardware virtualisation: said loudly, never KVM
+        assert vm["accel"] == "tcg" and "EMULATED" in vm["acceleration"]

@@ -141,5 +141,27 @@ def test_a_template_chooses_its_isolation_tier(server):
     over = raw(server, "POST", "/v1/sandboxes", json={"template_name": name, "isolation": "namespaces"})
     assert over.status_code == 201 and over.json()["isolation"] == "namespaces"
     raw(server, "DELETE", f"/v1/sandboxes/{over.json()['id']}")
-    bad = raw(server, "POST", "/v1/sandboxes", json={"template_name": "base", "isolation": "microvm"})
+    bad = raw(server, "POST", "/v1/sandboxes", json={"template_name": "base", "isolation": "hyperv"})
     assert bad.status_code == 400 and "not available" in bad.json()["message"]
+
+
+def test_a_sandbox_can_ask_for_a_microvm(server):
+    tiers = raw(server, "GET", "/health").json().get("isolation_tiers", [])
+    if "microvm" not in tiers:
+        pytest.skip("SKIPPED LOUDLY: the microVM tier is not available here (run scripts/guest-kernel)")
+    r = raw(server, "POST", "/v1/sandboxes", json={"template_name": "base", "isolation": "microvm",
+                                                    "env_vars": {"IN_VM": "yes it's here"}})
+    assert r.status_code == 201, r.text
+    assert r.json()["isolation"] == "microvm"
+    sb = Sandbox.connect(r.json()["id"], base_url=server["base_url"], api_key=server["api_key"])
+    try:
+        # its own kernel (Debian's cloud kernel), not the host's
+        assert sb.commands.run("uname -r").stdout.strip().endswith("cloud-amd64")
+        assert os.uname().release not in sb.commands.run("uname -r").stdout
+        assert sb.commands.run("echo $IN_VM").stdout.strip() == "yes it's here"
+        sb.files.write("/workspace/f.txt", "kept across pause")
+        sb.pause()
+        sb.resume()
+        assert sb.files.read("/workspace/f.txt") == "kept across pause"
+    finally:
+        sb.kill()

@@ -10,6 +10,15 @@ pub struct DoctorArgs {
     /// Print JSON instead of a report.
     #[arg(long)]
     json: bool,
+    /// Measurements per tier (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Where `serve` looks for templates and the microVM guest kernel.
+    #[arg(long, env = "WARREN_CACHE_DIR", default_value = super::DEFAULT_CACHE_DIR)]
+    cache_dir: std::path::PathBuf,
+    /// The QEMU binary for the microVM tier.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: std::path::PathBuf,
 }
 
 fn run_ok(argv: &[&str]) -> Option<String> {
@@ -64,7 +73,7 @@ fn host() -> Value {
     })
 }
 
-fn namespaces_tier() -> Value {
+fn namespaces_tier(runs: usize) -> Value {
     let probe = [
         "unshare",
         "--user",
@@ -77,17 +86,17 @@ fn namespaces_tier() -> Value {
         "--ipc",
         "true",
     ];
-    match timed(&probe, 5) {
+    match timed(&probe, runs) {
         Some(ms) => json!({ "tier": "namespaces", "available": true, "implemented": true,
-                           "start_ms": ms, "note": "six namespaces + exec, median of 5 (a full sandbox adds overlay, cgroups, netns and the agent: see bench/)" }),
+                           "start_ms": ms, "note": format!("six namespaces + exec, median of {runs} (a full sandbox adds overlay, cgroups, netns and the agent: see bench/)") }),
         None => json!({ "tier": "namespaces", "available": false, "implemented": true,
                         "why": "cannot create user/pid/mount/net/uts/ipc namespaces (run as root; check user.max_user_namespaces)" }),
     }
 }
 
-fn gvisor_tier() -> Value {
+fn gvisor_tier(runs: usize) -> Value {
     let Some(version) = run_ok(&["runsc", "--version"]) else {
-        return json!({ "tier": "gvisor", "available": false, "implemented": false,
+        return json!({ "tier": "gvisor", "available": false, "implemented": true,
                        "why": "runsc is not installed (apt-get install runsc; bookworm-backports has the faster systrap platform)" });
     };
     let help = Command::new("runsc")
@@ -114,39 +123,100 @@ fn gvisor_tier() -> Value {
         ];
         measured.insert(
             (*p).into(),
-            timed(&probe, 3).map_or(Value::Null, Value::from),
+            timed(&probe, runs).map_or(Value::Null, Value::from),
         );
     }
     let best = platforms
         .iter()
         .find(|p| measured.get(**p).is_some_and(|v| !v.is_null()))
         .copied();
-    json!({ "tier": "gvisor", "available": best.is_some(), "implemented": false, "version": version.lines().next(),
+    let mut t = json!({ "tier": "gvisor", "available": best.is_some(), "implemented": true, "version": version.lines().next(),
             "platform": best, "start_ms_by_platform": measured,
-            "why": "the gVisor driver is not implemented in this build yet; runsc itself works here as measured",
-            "note": "--platform=kvm is not tried: it hangs on PVM hosts" })
+            "note": "bare `runsc do true`; --platform=kvm is not tried: it hangs on PVM hosts" });
+    if best.is_none() {
+        t["why"] = "runsc is installed but cannot run a container here".into();
+    }
+    t
 }
 
-fn microvm_tier() -> Value {
-    let qemu = run_ok(&["qemu-system-x86_64", "--version"]);
+async fn microvm_tier(a: &DoctorArgs) -> Value {
+    let qemu = run_ok(&[&a.qemu.display().to_string(), "--version"]);
     let kvm = std::path::Path::new("/dev/kvm").exists();
     let cpuinfo = read("/proc/cpuinfo");
     let hw_virt = cpuinfo.contains(" vmx") || cpuinfo.contains(" svm");
     let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
-    let accel = match (kvm, hw_virt, pvm) {
-        (true, true, _) => "kvm",
-        (true, false, true) => "tcg (KVM here is PVM: stock guest kernels do not boot at speed, so guests would be emulated)",
-        _ => "tcg (no usable KVM: guests would be emulated)",
+    let (accel, why_not_kvm) = warren_runtime::microvm::qemu::detect_accel();
+    let acceleration = match &why_not_kvm {
+        None => "kvm".to_owned(),
+        Some(why) => format!("tcg, EMULATED: {why}; figures here say nothing about microVM speed on hardware virtualisation"),
     };
-    json!({ "tier": "microvm", "available": qemu.is_some(), "implemented": false,
+    let mut t = json!({ "tier": "microvm", "available": false, "implemented": true,
             "qemu": qemu.as_deref().and_then(|q| q.lines().next()), "kvm_device": kvm, "hardware_virtualisation": hw_virt,
-            "pvm": pvm, "acceleration": accel,
-            "why": if qemu.is_none() { "qemu-system-x86 is not installed" } else { "the microVM driver is not implemented in this build yet" } })
+            "pvm": pvm, "accel": accel.name(), "acceleration": acceleration });
+    let kernel_dir = a.cache_dir.join("guest-kernel");
+    let why = if qemu.is_none() {
+        Some("qemu-system-x86 is not installed (scripts/guest-kernel installs it)".to_owned())
+    } else if warren_runtime::microvm::find_kernel(&kernel_dir).is_none() {
+        Some(format!(
+            "no guest kernel in {} (scripts/guest-kernel installs one)",
+            kernel_dir.display()
+        ))
+    } else if !std::path::Path::new("/bin/busybox").exists() {
+        Some(
+            "no static busybox for the guest's initramfs (apt-get install busybox-static)"
+                .to_owned(),
+        )
+    } else {
+        match boot_probe(a, &kernel_dir).await {
+            Ok(ms) => {
+                t["start_ms"] = ms.into();
+                t["note"] =
+                    format!("bare QEMU boot to the guest agent, median of {}", a.runs).into();
+                None
+            }
+            Err(e) => Some(format!("a probe guest did not boot: {e}")),
+        }
+    };
+    t["available"] = why.is_none().into();
+    if let Some(why) = why {
+        t["why"] = why.into();
+    }
+    t
 }
 
-pub fn run(a: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let report =
-        json!({ "host": host(), "tiers": [namespaces_tier(), gvisor_tier(), microvm_tier()] });
+/// Median of `runs` boots of a guest with nothing but the agent.
+async fn boot_probe(a: &DoctorArgs, kernel_dir: &std::path::Path) -> Result<f64, String> {
+    let work = std::env::temp_dir().join(format!("warren-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let result = async {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let bundle = warren_runtime::agent_bundle::prepare(
+            &exe.with_file_name("warren-agent"),
+            &work.join("agent"),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut ms = Vec::new();
+        for _ in 0..a.runs.max(1) {
+            let took = warren_runtime::microvm::probe_boot(
+                &a.qemu,
+                kernel_dir,
+                std::path::Path::new("/bin/busybox"),
+                &bundle,
+                &work,
+            )
+            .await?;
+            ms.push(took.as_secs_f64() * 1000.0);
+        }
+        ms.sort_by(f64::total_cmp);
+        Ok(ms[ms.len() / 2])
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+pub async fn run(a: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let report = json!({ "host": host(), "tiers": [namespaces_tier(a.runs), gvisor_tier(a.runs), microvm_tier(&a).await] });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);

@@ -83,7 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(*a).await,
         Command::Keys(c) => keys::run(c).await,
         Command::Audit(a) => audit::run(a).await,
-        Command::Doctor(a) => doctor::run(a),
+        Command::Doctor(a) => doctor::run(a).await,
         Command::Template(c) => template::run(c).await,
         Command::Sandbox(c) => sandbox::run_sandbox(c).await,
         Command::Run(a) => sandbox::run_code(a).await,

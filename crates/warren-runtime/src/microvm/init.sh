@@ -18,6 +18,15 @@ for m in $(cat /modules/order); do
 done
 . /warren/config
 
+# Boot probe (`warren doctor`, bench/): the agent straight from its disk, no root, no network,
+# to time the VMM + kernel + initramfs + agent floor.
+if [ "$WARREN_BOOT_PROBE" = 1 ]; then
+    for i in $(seq 1 500); do [ -e /dev/vda ] && break; usleep 10000; done
+    mkdir -p /.warren /tmp /workspace && mount -t ext4 -o ro /dev/vda /.warren || fail "no agent disk"
+    exec /.warren/lib/ld-linux-x86-64.so.2 --library-path /.warren/lib /.warren/warren-agent \
+        --tcp 127.0.0.1:7777
+fi
+
 # Disks are found by the serial the host gave them, not by probe order.
 disk() {
     for i in $(seq 1 500); do

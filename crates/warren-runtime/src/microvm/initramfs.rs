@@ -109,6 +109,19 @@ pub fn build_config(cfg: &GuestConfig) -> Result<Vec<u8>, DriverError> {
     archive(entries)
 }
 
+/// The per-sandbox archive of a boot probe: the agent alone, straight from its disk.
+pub fn build_probe_config() -> Result<Vec<u8>, DriverError> {
+    archive(vec![
+        ("warren".to_owned(), 0o040700, vec![]),
+        (
+            "warren/config".to_owned(),
+            0o100600,
+            b"WARREN_BOOT_PROBE=1\n".to_vec(),
+        ),
+        ("warren/env.json".to_owned(), 0o100600, b"{}".to_vec()),
+    ])
+}
+
 /// Single-quotes `s` for the guest's shell (`'` becomes `'\''`).
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))

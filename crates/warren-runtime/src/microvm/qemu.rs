@@ -74,10 +74,18 @@ pub struct VmLaunch<'a> {
     pub qmp_socket: &'a Path,
 }
 
-/// The QEMU command line. The guest console (kernel messages, the agent's `ready`) is on stdout.
-pub fn command(qemu: &Path, accel: Accel, vm: &VmLaunch) -> tokio::process::Command {
+/// The machine every guest runs on: console on stdout, kernel and initrd, no devices yet.
+fn machine(
+    qemu: &Path,
+    accel: Accel,
+    name: &str,
+    vcpu: u32,
+    memory_mb: u32,
+    kernel: &Path,
+    initrd: &Path,
+) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(qemu);
-    c.args(["-name", vm.name])
+    c.args(["-name", name])
         .args(["-M", "microvm,acpi=on"])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
         // QEMU's own seccomp filter: no exec, no privilege or scheduling changes, no obsolete
@@ -93,33 +101,60 @@ pub fn command(qemu: &Path, accel: Accel, vm: &VmLaunch) -> tokio::process::Comm
         // memory limit.
         Accel::Tcg => c.args(["-accel", "tcg,thread=multi,tb-size=64", "-cpu", "max"]),
     };
-    c.args(["-smp", &vm.vcpu.max(1).to_string()])
-        .args(["-m", &format!("{}M", vm.memory_mb.max(128))])
+    c.args(["-smp", &vcpu.max(1).to_string()])
+        .args(["-m", &format!("{}M", memory_mb.max(128))])
         .args(["-serial", "stdio"])
         .arg("-kernel")
-        .arg(vm.kernel)
+        .arg(kernel)
         .arg("-initrd")
-        .arg(vm.initrd)
+        .arg(initrd)
         .args([
             "-append",
             "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t pci=off random.trust_cpu=on",
         ]);
-    let disks = [
-        ("root", vm.root_image, true),
-        ("data", vm.data_disk, false),
-        ("agent", vm.agent_image, true),
-    ];
-    for (id, file, read_only) in disks {
-        let ro = if read_only { ",readonly=on" } else { "" };
-        c.arg("-drive").arg(format!(
-            "id={id},file={},format=raw,if=none,cache=unsafe{ro}",
-            file.display()
-        ));
-        c.args([
-            "-device",
-            &format!("virtio-blk-device,drive={id},serial=warren-{id}"),
-        ]);
-    }
+    c
+}
+
+fn disk(c: &mut tokio::process::Command, id: &str, file: &Path, read_only: bool) {
+    let ro = if read_only { ",readonly=on" } else { "" };
+    c.arg("-drive").arg(format!(
+        "id={id},file={},format=raw,if=none,cache=unsafe{ro}",
+        file.display()
+    ));
+    c.args([
+        "-device",
+        &format!("virtio-blk-device,drive={id},serial=warren-{id}"),
+    ]);
+}
+
+/// A guest with nothing but the agent disk, booting to the agent (the tier's floor).
+pub fn boot_probe_command(
+    qemu: &Path,
+    accel: Accel,
+    kernel: &Path,
+    initrd: &Path,
+    agent_image: &Path,
+) -> tokio::process::Command {
+    let mut c = machine(qemu, accel, "warren-boot-probe", 1, 256, kernel, initrd);
+    disk(&mut c, "agent", agent_image, true);
+    c
+}
+
+/// The QEMU command line of a sandbox. The guest console (kernel messages, the agent's `ready`)
+/// is on stdout.
+pub fn command(qemu: &Path, accel: Accel, vm: &VmLaunch) -> tokio::process::Command {
+    let mut c = machine(
+        qemu,
+        accel,
+        vm.name,
+        vm.vcpu,
+        vm.memory_mb,
+        vm.kernel,
+        vm.initrd,
+    );
+    disk(&mut c, "root", vm.root_image, true);
+    disk(&mut c, "data", vm.data_disk, false);
+    disk(&mut c, "agent", vm.agent_image, true);
     c.args(["-netdev", &format!("tap,id=net0,fd={}", vm.tap_fd)])
         .args(["-device", "virtio-net-device,netdev=net0"])
         .arg("-qmp")
