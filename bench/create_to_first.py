@@ -13,6 +13,7 @@ Starts its own `warren serve` on a free loopback port with a throwaway data dir,
 WARREN_URL and WARREN_API_KEY point at a running server.
 """
 import argparse
+import json
 import atexit
 import os
 import shutil
@@ -102,7 +103,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--template", default="code-interpreter")
-    ap.add_argument("--isolation", default="namespaces", help="tier of the created sandboxes (namespaces, gvisor)")
+    ap.add_argument("--isolation", default="namespaces", help="tier of the created sandboxes (namespaces, gvisor, microvm)")
     args = ap.parse_args()
 
     proc = None
@@ -126,6 +127,21 @@ def main():
                     report(f"floor: bare runsc do true ({platform})", samples)
                 except (RuntimeError, FileNotFoundError):
                     print(f"floor: runsc platform {platform} unavailable here", flush=True)
+
+        if args.isolation == "microvm":
+            # the tier's floor: a bare QEMU boot to the guest agent (no template, no network),
+            # timed inside `warren doctor` from QEMU's start to the agent's ready line
+            samples = []
+            for _ in range(min(args.runs, 20)):
+                out = subprocess.run([WARREN, "doctor", "--json", "--runs", "1"], capture_output=True, text=True)
+                vm = next(t for t in json.loads(out.stdout)["tiers"] if t["tier"] == "microvm")
+                if not vm.get("start_ms"):
+                    raise SystemExit(f"microVM floor unavailable: {vm.get('why')}")
+                samples.append(vm["start_ms"] / 1000)
+            report(f"floor: bare QEMU boot to the guest agent ({vm['accel']})", samples)
+            if vm["accel"] == "tcg":
+                print("NOTE: microVM guests are EMULATED here (QEMU TCG, no hardware virtualisation): "
+                      "these figures say nothing about microVM speed on a KVM host", flush=True)
 
         # One untimed create warms the template's page cache, like any server that has run before.
         Sandbox.create(template=args.template, base_url=url, api_key=key).kill()
