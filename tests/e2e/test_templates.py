@@ -160,8 +160,14 @@ def test_a_sandbox_can_ask_for_a_microvm(server):
         assert os.uname().release not in sb.commands.run("uname -r").stdout
         assert sb.commands.run("echo $IN_VM").stdout.strip() == "yes it's here"
         sb.files.write("/workspace/f.txt", "kept across pause")
+        sb.commands.run("nohup sleep 4242 >/dev/null 2>&1 &")
+        qemu = ["pgrep", "-f", f"name warren-{sb.sandbox_id}"]
+        assert subprocess.run(qemu, capture_output=True).returncode == 0
         sb.pause()
+        # paused = saved to a file, its QEMU gone: a paused microVM holds no memory
+        assert subprocess.run(qemu, capture_output=True).returncode == 1
         sb.resume()
         assert sb.files.read("/workspace/f.txt") == "kept across pause"
+        assert sb.commands.run("pgrep -f 'sleep 4242'").stdout.strip(), "processes survive pause"
     finally:
         sb.kill()

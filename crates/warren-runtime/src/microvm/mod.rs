@@ -9,27 +9,36 @@
 //!   limit raised by the VMM's own overhead) and network namespace, where QEMU's tap device
 //!   lives. The agent listens on TCP in the guest; the host-side proxy keeps talking to a unix
 //!   socket, which this driver forwards into the namespace to the guest.
-//! * Control over QMP: pause/resume stop and continue the vCPUs.
+//! * Control over QMP. Pause snapshots the guest to a file and ends its QEMU, so a paused
+//!   sandbox holds no memory; resume boots QEMU again from that file (see `hibernate`).
 //! * QEMU itself runs unprivileged (see `vmm_process`).
 
 pub mod image;
 pub mod initramfs;
 pub mod qemu;
+
+mod forward;
+mod hibernate;
+mod probe;
 mod vmm_process;
+
+pub use probe::probe_boot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use warren_core::SandboxId;
 
 use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
 use crate::namespaces::cgroups::SandboxCgroup;
 use crate::namespaces::network::{SandboxNet, GUEST_ADDRESS, GUEST_GATEWAY, GUEST_TAP};
 use crate::namespaces::NamespaceDriver;
-use qemu::{Accel, Qmp, VmLaunch};
+use qemu::{Accel, VmLaunch};
 
 /// The agent's TCP port inside the guest.
 pub const GUEST_AGENT_PORT: u16 = 7777;
@@ -49,12 +58,57 @@ pub struct MicrovmConfig {
     pub image_dir: PathBuf,
 }
 
+/// Everything needed to start a sandbox's QEMU again (after a pause).
+struct Boot {
+    name: String,
+    vcpu: u32,
+    memory_mb: u32,
+    initrd: PathBuf,
+    root_image: PathBuf,
+    data_disk: PathBuf,
+}
+
+/// Hands the service the sandbox's end, except when Warren itself ended QEMU (a pause): the
+/// service's `exited` must outlive any one QEMU process.
+#[derive(Default)]
+struct ExitRelay {
+    hibernating: AtomicBool,
+    to_service: Mutex<Option<oneshot::Sender<i32>>>,
+}
+
+impl ExitRelay {
+    /// Forwards the end of one QEMU process unless it was asked to end.
+    fn watch(self: &Arc<Self>, qemu_exited: oneshot::Receiver<i32>) {
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let code = qemu_exited.await.unwrap_or(-1);
+            if !relay.hibernating.load(Ordering::SeqCst) {
+                relay.report(code);
+            }
+        });
+    }
+
+    fn report(&self, code: i32) {
+        let tx = self
+            .to_service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(code);
+        }
+    }
+}
+
 struct Live {
     cgroup: SandboxCgroup,
     net: SandboxNet,
     dir: PathBuf,
-    forwarder: tokio::task::JoinHandle<()>,
     vmm_uid: u32,
+    boot: Arc<Boot>,
+    exit: Arc<ExitRelay>,
+    /// None while paused (no guest to relay to).
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct MicrovmDriver {
@@ -90,55 +144,6 @@ pub fn find_kernel(kernel_dir: &Path) -> Option<(PathBuf, PathBuf)> {
         .map(|e| e.path())
         .find(|p| p.is_dir())?;
     Some((vmlinuz, modules))
-}
-
-/// Boots a guest with nothing but the agent (no template root, no network) and returns the time
-/// from starting QEMU to the agent's ready line: the floor under every microVM sandbox start.
-/// `work` receives the probe's initrd and agent disk.
-pub async fn probe_boot(
-    qemu: &Path,
-    kernel_dir: &Path,
-    busybox: &Path,
-    agent_bundle: &Path,
-    work: &Path,
-) -> Result<Duration, String> {
-    use tokio::io::AsyncBufReadExt;
-    let (kernel, modules) = find_kernel(kernel_dir)
-        .ok_or_else(|| format!("no guest kernel in {}", kernel_dir.display()))?;
-    let initrd = work.join("probe-initrd");
-    let agent_image = work.join("probe-agent.ext4");
-    let mut bytes = initramfs::build_base(busybox, &modules).map_err(|e| e.to_string())?;
-    bytes.extend(initramfs::build_probe_config().map_err(|e| e.to_string())?);
-    std::fs::write(&initrd, bytes).map_err(|e| e.to_string())?;
-    image::build_agent_image(agent_bundle, &agent_image).map_err(|e| e.to_string())?;
-    let (accel, _) = qemu::detect_accel();
-    let started = std::time::Instant::now();
-    let mut child = qemu::boot_probe_command(qemu, accel, &kernel, &initrd, &agent_image)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("{}: {e}", qemu.display()))?;
-    let stdout = child.stdout.take().ok_or("no QEMU stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.trim() == "ready" {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
-    let took = started.elapsed();
-    let _ = child.kill().await;
-    if ready {
-        Ok(took)
-    } else {
-        Err("the probe guest never reported ready".into())
-    }
 }
 
 impl MicrovmDriver {
@@ -206,10 +211,6 @@ impl MicrovmDriver {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn qmp_socket(&self, id: &SandboxId) -> PathBuf {
-        self.cfg.state_dir.join(id.as_str()).join("qmp.sock")
-    }
-
     /// How long a guest may take to boot to its agent: far longer under emulation.
     fn start_timeout(&self) -> Duration {
         match self.accel {
@@ -218,14 +219,15 @@ impl MicrovmDriver {
         }
     }
 
-    async fn start_inner(
+    /// Everything on the host a guest boots from: its directory (private to its VMM's uid), its
+    /// network link, the template's root image, a fresh writable disk, its initrd.
+    async fn prepare(
         &self,
         spec: &SandboxSpec,
         dir: &Path,
-        cgroup: &SandboxCgroup,
         net: &SandboxNet,
         vmm_uid: u32,
-    ) -> Result<(StartedSandbox, tokio::task::JoinHandle<()>), DriverError> {
+    ) -> Result<Boot, DriverError> {
         tokio::fs::create_dir_all(dir.join("run"))
             .await
             .map_err(io("sandbox dir"))?;
@@ -273,27 +275,50 @@ impl MicrovmDriver {
             .map_err(io("write initrd"))?;
         std::os::unix::fs::chown(&initrd, Some(vmm_uid), Some(vmm_uid))
             .map_err(io("chown initrd"))?;
+        Ok(Boot {
+            name: format!("warren-{}", spec.id),
+            vcpu: spec.resources.vcpu,
+            memory_mb: spec.resources.memory_mb,
+            initrd,
+            root_image,
+            data_disk,
+        })
+    }
 
-        let log_path = dir.join("qemu.log");
-        let log = std::fs::File::create(&log_path).map_err(io("qemu log"))?;
-        let qmp_socket = dir.join("qmp.sock");
+    /// Starts QEMU for `boot` inside the sandbox's cgroup and network namespace, as `vmm_uid`;
+    /// with `incoming`, the guest resumes from that saved state instead of booting.
+    fn launch(
+        &self,
+        boot: &Boot,
+        dir: &Path,
+        cgroup: &SandboxCgroup,
+        net: &SandboxNet,
+        vmm_uid: u32,
+        incoming: Option<&std::fs::File>,
+    ) -> Result<tokio::process::Child, DriverError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("qemu.log"))
+            .map_err(io("qemu log"))?;
         let tap =
             vmm_process::open_tap(&net.netns_path, GUEST_TAP).map_err(io("open tap device"))?;
-        let name = format!("warren-{}", spec.id);
+        let raw = std::os::fd::AsRawFd::as_raw_fd;
         let mut cmd = qemu::command(
             &self.cfg.qemu,
             self.accel,
             &VmLaunch {
-                name: &name,
-                vcpu: spec.resources.vcpu,
-                memory_mb: spec.resources.memory_mb,
+                name: &boot.name,
+                vcpu: boot.vcpu,
+                memory_mb: boot.memory_mb,
                 kernel: &self.kernel,
-                initrd: &initrd,
-                root_image: &root_image,
-                data_disk: &data_disk,
+                initrd: &boot.initrd,
+                root_image: &boot.root_image,
+                data_disk: &boot.data_disk,
                 agent_image: &self.agent_image,
-                tap_fd: std::os::fd::AsRawFd::as_raw_fd(&tap),
-                qmp_socket: &qmp_socket,
+                tap_fd: raw(&tap),
+                qmp_socket: &dir.join("qmp.sock"),
+                incoming_fd: incoming.map(std::os::fd::AsRawFd::as_raw_fd),
             },
         );
         cmd.stdin(Stdio::null())
@@ -301,33 +326,41 @@ impl MicrovmDriver {
             .stderr(Stdio::from(log))
             .kill_on_drop(false);
         let netns = crate::namespaces::start_inside(&mut cmd, cgroup, net)?;
-        vmm_process::confine(&mut cmd, &tap, vmm_uid, self.accel == Accel::Kvm);
+        let mut inherited = vec![raw(&tap)];
+        inherited.extend(incoming.map(std::os::fd::AsRawFd::as_raw_fd));
+        vmm_process::confine(&mut cmd, inherited, vmm_uid, self.accel == Accel::Kvm);
         let child = cmd.spawn().map_err(io("spawn qemu"))?;
         drop((netns, tap));
+        Ok(child)
+    }
+
+    async fn start_inner(
+        &self,
+        spec: &SandboxSpec,
+        dir: &Path,
+        cgroup: &SandboxCgroup,
+        net: &SandboxNet,
+        vmm_uid: u32,
+    ) -> Result<(StartedSandbox, Boot, tokio::task::JoinHandle<()>), DriverError> {
+        let boot = self.prepare(spec, dir, net, vmm_uid).await?;
+        let child = self.launch(&boot, dir, cgroup, net, vmm_uid, None)?;
         let agent_socket = dir.join("run/agent.sock");
         let forwarder = forward::spawn(&agent_socket, net.netns_path.clone())?;
         match crate::namespaces::wait_for_agent(
             child,
-            &log_path,
+            &dir.join("qemu.log"),
             agent_socket,
             self.start_timeout(),
             GUEST_ADDRESS,
         )
         .await
         {
-            Ok(started) => Ok((started, forwarder)),
+            Ok(started) => Ok((started, boot, forwarder)),
             Err(e) => {
                 forwarder.abort();
                 Err(e)
             }
         }
-    }
-
-    async fn qmp(&self, id: &SandboxId) -> Result<Qmp, DriverError> {
-        if !self.live().contains_key(id) {
-            return Err(DriverError::NotFound(id.clone()));
-        }
-        Qmp::connect(&self.qmp_socket(id)).await
     }
 }
 
@@ -352,18 +385,26 @@ impl IsolationDriver for MicrovmDriver {
             }
         };
         match self.start_inner(spec, &dir, &cgroup, &net, vmm_uid).await {
-            Ok((started, forwarder)) => {
+            Ok((started, boot, forwarder)) => {
+                let (to_service, exited) = oneshot::channel();
+                let exit = Arc::new(ExitRelay {
+                    hibernating: AtomicBool::new(false),
+                    to_service: Mutex::new(Some(to_service)),
+                });
+                exit.watch(started.exited);
                 self.live().insert(
                     spec.id.clone(),
                     Live {
                         cgroup,
                         net,
                         dir,
-                        forwarder,
                         vmm_uid,
+                        boot: Arc::new(boot),
+                        exit,
+                        forwarder: Some(forwarder),
                     },
                 );
-                Ok(started)
+                Ok(StartedSandbox { exited, ..started })
             }
             Err(e) => {
                 self.vmm_uids.release(vmm_uid);
@@ -377,18 +418,22 @@ impl IsolationDriver for MicrovmDriver {
     }
 
     async fn pause(&self, id: &SandboxId) -> Result<(), DriverError> {
-        self.qmp(id).await?.stop().await
+        self.hibernate(id).await
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<(), DriverError> {
-        self.qmp(id).await?.cont().await
+        self.restore(id).await
     }
 
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
         let Some(live) = self.live().remove(id) else {
             return Ok(());
         };
-        live.forwarder.abort();
+        // Ending QEMU here is asked for: the service is already tearing the sandbox down.
+        live.exit.hibernating.store(true, Ordering::SeqCst);
+        if let Some(f) = live.forwarder {
+            f.abort();
+        }
         let result = self.host.teardown(live.cgroup, &live.net, &live.dir).await;
         self.vmm_uids.release(live.vmm_uid);
         result
@@ -414,65 +459,4 @@ impl IsolationDriver for MicrovmDriver {
     }
 
     async fn release_host(&self) {}
-}
-
-mod forward {
-    //! The host end of the agent channel: a unix socket (what the proxy expects of every tier)
-    //! whose connections are relayed to the guest agent's TCP port, dialled from inside the
-    //! sandbox's network namespace.
-
-    use std::path::{Path, PathBuf};
-
-    use super::{DriverError, GUEST_ADDRESS, GUEST_AGENT_PORT};
-
-    pub fn spawn(
-        socket: &Path,
-        netns: PathBuf,
-    ) -> Result<tokio::task::JoinHandle<()>, DriverError> {
-        let listener =
-            tokio::net::UnixListener::bind(socket).map_err(|source| DriverError::Io {
-                what: "agent socket".into(),
-                source,
-            })?;
-        Ok(tokio::spawn(async move {
-            // Relays live in this set, so aborting the forwarder (the sandbox is destroyed) ends
-            // them too: a dead guest never closes its TCP side, they would wait forever.
-            let mut relays = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((client, _)) = accepted else { break };
-                        relays.spawn(relay(client, netns.clone()));
-                    }
-                    Some(_) = relays.join_next(), if !relays.is_empty() => {}
-                }
-            }
-        }))
-    }
-
-    async fn relay(mut client: tokio::net::UnixStream, netns: PathBuf) {
-        let Ok(Ok(mut guest)) = tokio::task::spawn_blocking(move || dial_guest(&netns)).await
-        else {
-            return; // the guest is gone or not up yet: the client sees EOF
-        };
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
-    }
-
-    /// Connects from a short-lived thread that joins the namespace (setns affects only the
-    /// calling thread, which ends right after).
-    fn dial_guest(netns: &Path) -> std::io::Result<tokio::net::TcpStream> {
-        let netns = netns.to_path_buf();
-        let stream = std::thread::spawn(move || -> std::io::Result<std::net::TcpStream> {
-            let f = std::fs::File::open(&netns)?;
-            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)?;
-            let s = std::net::TcpStream::connect((GUEST_ADDRESS, GUEST_AGENT_PORT))?;
-            s.set_nodelay(true)?;
-            Ok(s)
-        })
-        .join()
-        .map_err(|_| std::io::Error::other("netns thread panicked"))??;
-        stream.set_nonblocking(true)?;
-        tokio::net::TcpStream::from_std(stream)
-    }
 }

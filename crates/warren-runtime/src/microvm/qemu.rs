@@ -72,6 +72,8 @@ pub struct VmLaunch<'a> {
     /// An open tap device (see `tap::open`), inherited by QEMU under this number.
     pub tap_fd: i32,
     pub qmp_socket: &'a Path,
+    /// Resume from a saved state (`Qmp::save_state`) read from this inherited descriptor.
+    pub incoming_fd: Option<i32>,
 }
 
 /// The machine every guest runs on: console on stdout, kernel and initrd, no devices yet.
@@ -162,6 +164,9 @@ pub fn command(qemu: &Path, accel: Accel, vm: &VmLaunch) -> tokio::process::Comm
             "unix:{},server=on,wait=off",
             vm.qmp_socket.display()
         ));
+    if let Some(fd) = vm.incoming_fd {
+        c.arg("-incoming").arg(format!("fd:{fd}"));
+    }
     c
 }
 
@@ -233,5 +238,76 @@ impl Qmp {
 
     pub async fn cont(&mut self) -> Result<(), DriverError> {
         self.execute("cont", json!({})).await.map(drop)
+    }
+
+    /// Saves the stopped guest's whole state (memory, devices) into `file`, handed to QEMU over
+    /// the QMP socket (QEMU runs under a seccomp filter that forbids it to open or exec).
+    pub async fn save_state(&mut self, file: &std::fs::File) -> Result<(), DriverError> {
+        self.send_fd("warren-state", file).await?;
+        self.execute("migrate", json!({ "uri": "fd:warren-state" }))
+            .await?;
+        loop {
+            let info = self.execute("query-migrate", json!({})).await?;
+            match info.get("status").and_then(Value::as_str) {
+                Some("completed") => return Ok(()),
+                Some("failed") | Some("cancelled") => {
+                    return Err(DriverError::Start(format!(
+                        "saving the guest failed: {}",
+                        info.get("error-desc")
+                            .and_then(Value::as_str)
+                            .unwrap_or("unknown error")
+                    )))
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Waits until a guest started with `-incoming` has loaded its saved state.
+    pub async fn wait_incoming(&mut self) -> Result<(), DriverError> {
+        loop {
+            let status = self.execute("query-status", json!({})).await?;
+            match status.get("status").and_then(Value::as_str) {
+                Some("inmigrate") => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Some("paused") | Some("postmigrate") | Some("prelaunch") | Some("running") => {
+                    return Ok(())
+                }
+                other => {
+                    return Err(DriverError::Start(format!(
+                        "restoring the guest failed (QEMU status {other:?})"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// `getfd`: passes `file` to QEMU under `name` (SCM_RIGHTS on the QMP socket).
+    async fn send_fd(&mut self, name: &str, file: &std::fs::File) -> Result<(), DriverError> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let msg = json!({ "execute": "getfd", "arguments": { "fdname": name } }).to_string() + "\n";
+        let fds = [file.as_raw_fd()];
+        self.writer
+            .as_ref()
+            .writable()
+            .await
+            .map_err(qmp_err("write"))?;
+        sendmsg::<()>(
+            self.writer.as_ref().as_raw_fd(),
+            &[std::io::IoSlice::new(msg.as_bytes())],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| qmp_err("getfd")(e.into()))?;
+        loop {
+            let reply = self.read_line().await?;
+            if reply.get("return").is_some() {
+                return Ok(());
+            }
+            if let Some(err) = reply.get("error") {
+                return Err(DriverError::Start(format!("QMP getfd: {err}")));
+            }
+        }
     }
 }

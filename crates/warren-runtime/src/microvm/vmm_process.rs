@@ -74,10 +74,14 @@ pub fn open_tap(netns: &Path, name: &str) -> std::io::Result<OwnedFd> {
     .map_err(|_| std::io::Error::other("tap thread panicked"))?
 }
 
-/// Makes `cmd` (already set up by `start_inside`) keep `tap` open across exec and run as `uid`
-/// with no capabilities, plus /dev/kvm's group when `kvm` is set.
-pub fn confine(cmd: &mut tokio::process::Command, tap: &OwnedFd, uid: u32, kvm: bool) {
-    let tap_fd = tap.as_raw_fd();
+/// Makes `cmd` (already set up by `start_inside`) keep the descriptors `inherited` open across
+/// exec and run as `uid` with no capabilities, plus /dev/kvm's group when `kvm` is set.
+pub fn confine(
+    cmd: &mut tokio::process::Command,
+    inherited: Vec<std::os::fd::RawFd>,
+    uid: u32,
+    kvm: bool,
+) {
     let groups: Vec<libc::gid_t> = if kvm {
         std::fs::metadata("/dev/kvm")
             .map(|m| vec![m.gid()])
@@ -88,8 +92,12 @@ pub fn confine(cmd: &mut tokio::process::Command, tap: &OwnedFd, uid: u32, kvm: 
     // SAFETY: only async-signal-safe system calls on values prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::fcntl(tap_fd, libc::F_SETFD, 0) != 0
-                || libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            for fd in &inherited {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                 || libc::setresgid(uid, uid, uid) != 0
                 || libc::setresuid(uid, uid, uid) != 0
             {

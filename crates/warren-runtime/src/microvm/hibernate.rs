@@ -1,0 +1,134 @@
+//! Pause and resume of a microVM: the guest's state goes to a file and its QEMU ends, so a paused
+//! sandbox holds no memory and no CPU; resume starts QEMU again from that file. Processes,
+//! memory, open files and the writable disk are as they were; only the guest's TCP connections
+//! to the outside have to be made again (the agent's listener is unaffected).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::oneshot;
+use warren_core::SandboxId;
+
+use super::qemu::Qmp;
+use super::{forward, io, Boot, ExitRelay, MicrovmDriver};
+use crate::driver::DriverError;
+use crate::namespaces::cgroups::SandboxCgroup;
+use crate::namespaces::network::SandboxNet;
+
+/// What pause and resume need of a live sandbox.
+struct Parts {
+    cgroup: SandboxCgroup,
+    net: SandboxNet,
+    dir: std::path::PathBuf,
+    vmm_uid: u32,
+    boot: Arc<Boot>,
+    exit: Arc<ExitRelay>,
+}
+
+impl MicrovmDriver {
+    fn parts(&self, id: &SandboxId) -> Result<Parts, DriverError> {
+        let live = self.live();
+        let l = live
+            .get(id)
+            .ok_or_else(|| DriverError::NotFound(id.clone()))?;
+        Ok(Parts {
+            cgroup: l.cgroup.clone(),
+            net: l.net.clone(),
+            dir: l.dir.clone(),
+            vmm_uid: l.vmm_uid,
+            boot: l.boot.clone(),
+            exit: l.exit.clone(),
+        })
+    }
+
+    pub(super) async fn hibernate(&self, id: &SandboxId) -> Result<(), DriverError> {
+        let p = self.parts(id)?;
+        let state_path = p.dir.join("state");
+        let mut qmp = Qmp::connect(&p.dir.join("qmp.sock")).await?;
+        qmp.stop().await?;
+        let saved = async {
+            let state = std::fs::File::create(&state_path).map_err(io("create state file"))?;
+            qmp.save_state(&state).await
+        }
+        .await;
+        if let Err(e) = saved {
+            let _ = qmp.cont().await;
+            let _ = std::fs::remove_file(&state_path);
+            return Err(e);
+        }
+        p.exit.hibernating.store(true, Ordering::SeqCst);
+        let _ = qmp.execute("quit", serde_json::json!({})).await;
+        // QEMU is the only process in the cgroup: gone when its pid list is empty.
+        for _ in 0..500 {
+            if p.cgroup.pids().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(f) = self.live().get_mut(id).and_then(|l| l.forwarder.take()) {
+            f.abort();
+        }
+        tracing::info!(sandbox = %id, "microVM paused to its state file");
+        Ok(())
+    }
+
+    pub(super) async fn restore(&self, id: &SandboxId) -> Result<(), DriverError> {
+        let p = self.parts(id)?;
+        let state_path = p.dir.join("state");
+        let state = std::fs::File::open(&state_path).map_err(io("open state file"))?;
+        let _ = std::fs::remove_file(p.dir.join("qmp.sock"));
+        let mut child = self.launch(&p.boot, &p.dir, &p.cgroup, &p.net, p.vmm_uid, Some(&state))?;
+        drop(state);
+        let resumed = async {
+            let qmp_socket = p.dir.join("qmp.sock");
+            let deadline = tokio::time::Instant::now() + self.start_timeout();
+            let mut qmp = loop {
+                match Qmp::connect(&qmp_socket).await {
+                    Ok(q) => break q,
+                    Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            tokio::time::timeout(self.start_timeout(), qmp.wait_incoming())
+                .await
+                .map_err(|_| DriverError::Start("restoring the guest timed out".into()))??;
+            qmp.cont().await
+        }
+        .await;
+        if let Err(e) = resumed {
+            let _ = child.start_kill();
+            // The guest is lost: let the service clean the sandbox up.
+            p.exit.report(-1);
+            return Err(e);
+        }
+        p.exit.hibernating.store(false, Ordering::SeqCst);
+        p.exit.watch(watch(child));
+        let socket = p.dir.join("run/agent.sock");
+        let _ = std::fs::remove_file(&socket);
+        let forwarder = forward::spawn(&socket, p.net.netns_path.clone())?;
+        match self.live().get_mut(id) {
+            Some(l) => l.forwarder = Some(forwarder),
+            None => forwarder.abort(),
+        }
+        let _ = std::fs::remove_file(&state_path);
+        tracing::info!(sandbox = %id, "microVM resumed from its state file");
+        Ok(())
+    }
+}
+
+/// Drains a restored QEMU's console and reports its end.
+fn watch(mut child: tokio::process::Child) -> oneshot::Receiver<i32> {
+    let (tx, rx) = oneshot::channel();
+    let stdout = child.stdout.take();
+    tokio::spawn(async move {
+        if let Some(out) = stdout {
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(_)) = lines.next_line().await {}
+        }
+        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+        let _ = tx.send(code);
+    });
+    rx
+}
