@@ -346,9 +346,9 @@ pub(crate) fn start_inside(
     Ok(netns)
 }
 
-/// Waits for the sandbox's agent to print `ready` on `child`'s stdout (the jail, or runsc),
-/// then watches `child` for the sandbox's end. On failure the child is killed and the error
-/// carries the last lines of `log_path`, the sandbox's start-up log.
+/// Waits for the sandbox's agent to print `ready` on `child`'s stdout (the jail, runsc, or a
+/// VM's console), then watches `child` for the sandbox's end. On failure the child is killed and
+/// the error carries the last lines of `log_path` (the sandbox's start-up log) and of stdout.
 pub(crate) async fn wait_for_agent(
     mut child: tokio::process::Child,
     log_path: &Path,
