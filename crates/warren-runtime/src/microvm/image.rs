@@ -245,3 +245,58 @@ fn write_maps_when_ready(ready_r: OwnedFd, go_w: OwnedFd) -> Result<(), DriverEr
         .write_all(b"g")
         .map_err(io("release mkfs"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner_in_image(image: &Path, path: &str) -> Result<String, Box<dyn std::error::Error>> {
+        let out = Command::new("debugfs")
+            .args(["-R", &format!("stat {path}")])
+            .arg(image)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let user = text
+            .split("User:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or_else(|| format!("no owner for {path} in: {text}"))?;
+        Ok(user.to_owned())
+    }
+
+    /// The guest must see the owners the files have inside a sandbox, not their shifted host ids,
+    /// and a root-owned private directory must not break the build.
+    #[test]
+    fn root_image_unshifts_owners() -> Result<(), Box<dyn std::error::Error>> {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test builds a user namespace with a foreign id map and must run as root"
+        );
+        let tmp = tempfile::tempdir()?;
+        let layer = tmp.path().join("layer");
+        std::fs::create_dir_all(layer.join("private"))?;
+        std::fs::write(layer.join("root-file"), "r")?;
+        std::fs::write(layer.join("user-file"), "u")?;
+        std::fs::write(layer.join("private/inside"), "p")?;
+        std::os::unix::fs::chown(&layer, Some(ID_BASE), Some(ID_BASE))?;
+        std::os::unix::fs::chown(layer.join("root-file"), Some(ID_BASE), Some(ID_BASE))?;
+        std::os::unix::fs::chown(layer.join("user-file"), Some(ID_BASE + 1000), Some(ID_BASE))?;
+        std::fs::set_permissions(
+            layer.join("private"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
+        let image = tmp.path().join("root.ext4");
+        build_root_image(
+            &tmp.path().join("cache"),
+            std::slice::from_ref(&layer),
+            &image,
+        )?;
+        assert_eq!(owner_in_image(&image, "/root-file")?, "0");
+        assert_eq!(owner_in_image(&image, "/user-file")?, "1000");
+        assert_eq!(
+            owner_in_image(&image, "/private/inside")?,
+            ID_COUNT.to_string()
+        );
+        Ok(())
+    }
+}
