@@ -283,11 +283,7 @@ impl IsolationDriver for GvisorDriver {
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
-        let cg = self.cgroup_of(id).ok()?;
-        Some(SandboxUsage {
-            memory_bytes: cg.memory_bytes().unwrap_or(0),
-            processes: cg.pids().len() as u32,
-        })
+        Some(self.cgroup_of(id).ok()?.usage())
     }
 
     async fn remove_leftovers(&self) {

@@ -440,11 +440,7 @@ impl IsolationDriver for MicrovmDriver {
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
-        let cg = self.live().get(id).map(|l| l.cgroup.clone())?;
-        Some(SandboxUsage {
-            memory_bytes: cg.memory_bytes().unwrap_or(0),
-            processes: cg.pids().len() as u32,
-        })
+        self.live().get(id).map(|l| l.cgroup.usage())
     }
 
     async fn remove_leftovers(&self) {

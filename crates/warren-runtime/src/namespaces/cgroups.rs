@@ -267,6 +267,14 @@ impl SandboxCgroup {
     }
 
     /// Memory in use, in bytes.
+    /// What the sandbox uses right now, as every tier reports it.
+    pub fn usage(&self) -> crate::driver::SandboxUsage {
+        crate::driver::SandboxUsage {
+            memory_bytes: self.memory_bytes().unwrap_or(0),
+            processes: self.pids().len() as u32,
+        }
+    }
+
     pub fn memory_bytes(&self) -> Option<u64> {
         let d = self.dir_of("memory")?;
         let file = match self.layout {
