@@ -282,22 +282,15 @@ pub async fn to_sandbox_port(state: AppState, id: SandboxId, port: u16, req: Req
     send_over(stream, req, &format!("port {port}")).await
 }
 
-/// Creates a socket inside `netns` on a short-lived thread (setns changes only the calling
-/// thread's namespace, and this thread exits right after), then connects to `host:port` there.
+/// Connects to `host:port` inside the sandbox's network namespace.
 fn connect_in_netns(
     netns: &std::path::Path,
     host: std::net::Ipv4Addr,
     port: u16,
 ) -> std::io::Result<tokio::net::TcpStream> {
-    let netns = netns.to_path_buf();
-    let std_stream = std::thread::spawn(move || -> std::io::Result<std::net::TcpStream> {
-        let f = std::fs::File::open(&netns)?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(std::io::Error::from)?;
+    let std_stream = warren_runtime::namespaces::network::in_netns(netns, move || {
         std::net::TcpStream::connect((host, port))
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("netns thread panicked"))??;
+    })?;
     std_stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(std_stream)
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{DriverError, GUEST_ADDRESS, GUEST_AGENT_PORT};
+use crate::namespaces::network::in_netns;
 
 pub fn spawn(socket: &Path, netns: PathBuf) -> Result<tokio::task::JoinHandle<()>, DriverError> {
     let listener = tokio::net::UnixListener::bind(socket).map_err(|source| DriverError::Io {
@@ -34,20 +35,13 @@ async fn relay(mut client: tokio::net::UnixStream, netns: PathBuf) {
     let _ = tokio::io::copy_bidirectional(&mut client, &mut guest).await;
 }
 
-/// Connects from a short-lived thread that joins the namespace (setns affects only the
-/// calling thread, which ends right after).
+/// Connects to the guest agent from inside the sandbox's network namespace.
 fn dial_guest(netns: &Path) -> std::io::Result<tokio::net::TcpStream> {
-    let netns = netns.to_path_buf();
-    let stream = std::thread::spawn(move || -> std::io::Result<std::net::TcpStream> {
-        let f = std::fs::File::open(&netns)?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(std::io::Error::from)?;
+    let stream = in_netns(netns, || {
         let s = std::net::TcpStream::connect((GUEST_ADDRESS, GUEST_AGENT_PORT))?;
         s.set_nodelay(true)?;
         Ok(s)
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("netns thread panicked"))??;
+    })?;
     stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(stream)
 }

@@ -35,14 +35,9 @@ impl UidPool {
 
 /// Opens the existing tap device `name` of the network namespace `netns` (close-on-exec).
 pub fn open_tap(netns: &Path, name: &str) -> std::io::Result<OwnedFd> {
-    let netns = netns.to_path_buf();
     let name = name.to_owned();
-    // TUNSETIFF finds the device in the calling thread's namespace: a short-lived thread joins
-    // the sandbox's, the rest of the server stays where it is.
-    std::thread::spawn(move || -> std::io::Result<OwnedFd> {
-        let ns = std::fs::File::open(&netns)?;
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(std::io::Error::from)?;
+    // TUNSETIFF finds the device in the calling thread's namespace.
+    crate::namespaces::network::in_netns(netns, move || {
         // SAFETY: plain open(2); the descriptor is owned right after.
         let fd = unsafe {
             libc::open(
@@ -70,8 +65,6 @@ pub fn open_tap(netns: &Path, name: &str) -> std::io::Result<OwnedFd> {
         }
         Ok(tun)
     })
-    .join()
-    .map_err(|_| std::io::Error::other("tap thread panicked"))?
 }
 
 /// Makes `cmd` (already set up by `start_inside`) keep the descriptors `inherited` open across

@@ -286,6 +286,24 @@ impl Network {
     }
 }
 
+/// Runs `f` on a short-lived thread that has joined the network namespace at `netns`, for
+/// sockets and devices that must be opened in there. setns changes only the calling thread, and
+/// this thread ends right after, so the rest of the server stays where it is.
+pub fn in_netns<T: Send + 'static>(
+    netns: &std::path::Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&netns)?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
+        f()
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("network namespace thread panicked"))?
+}
+
 async fn run(cmd: &str, args: &[&str]) -> Result<(), NetworkError> {
     run_with_input(cmd, args, None).await
 }
