@@ -170,6 +170,11 @@ pub fn command(qemu: &Path, accel: Accel, vm: &VmLaunch) -> tokio::process::Comm
     c
 }
 
+/// One QMP command as sent on the wire.
+fn message(command: &str, arguments: Value) -> String {
+    json!({ "execute": command, "arguments": arguments }).to_string() + "\n"
+}
+
 /// A QMP connection (one command at a time).
 ///
 /// Hand-written: QMP is newline-delimited JSON with a greeting and a capabilities handshake, a few
@@ -209,14 +214,17 @@ impl Qmp {
         serde_json::from_str(&line).map_err(|e| DriverError::Start(format!("QMP reply: {e}")))
     }
 
-    /// Runs one command and returns its `return` value; asynchronous events are skipped.
+    /// Runs one command and returns its `return` value.
     pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, DriverError> {
-        let mut msg = json!({ "execute": command, "arguments": arguments }).to_string();
-        msg.push('\n');
         self.writer
-            .write_all(msg.as_bytes())
+            .write_all(message(command, arguments).as_bytes())
             .await
             .map_err(qmp_err("write"))?;
+        self.reply(command).await
+    }
+
+    /// The reply to the command just sent; asynchronous events are skipped.
+    async fn reply(&mut self, command: &str) -> Result<Value, DriverError> {
         loop {
             let reply = self.read_line().await?;
             if let Some(ret) = reply.get("return") {
@@ -285,7 +293,7 @@ impl Qmp {
     async fn send_fd(&mut self, name: &str, file: &std::fs::File) -> Result<(), DriverError> {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         use std::os::fd::AsRawFd;
-        let msg = json!({ "execute": "getfd", "arguments": { "fdname": name } }).to_string() + "\n";
+        let msg = message("getfd", json!({ "fdname": name }));
         let fds = [file.as_raw_fd()];
         self.writer
             .as_ref()
@@ -300,14 +308,6 @@ impl Qmp {
             None,
         )
         .map_err(|e| qmp_err("getfd")(e.into()))?;
-        loop {
-            let reply = self.read_line().await?;
-            if reply.get("return").is_some() {
-                return Ok(());
-            }
-            if let Some(err) = reply.get("error") {
-                return Err(DriverError::Start(format!("QMP getfd: {err}")));
-            }
-        }
+        self.reply("getfd").await.map(drop)
     }
 }
