@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::oneshot;
 use warren_core::SandboxId;
 
 use super::qemu::Qmp;
@@ -104,7 +103,14 @@ impl MicrovmDriver {
             return Err(e);
         }
         p.exit.hibernating.store(false, Ordering::SeqCst);
-        p.exit.watch(watch(child));
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| DriverError::Start("QEMU has no stdout".into()))?;
+        p.exit.watch(crate::namespaces::watch_exit(
+            child,
+            tokio::io::BufReader::new(stdout).lines(),
+        ));
         let socket = p.dir.join("run/agent.sock");
         let _ = std::fs::remove_file(&socket);
         let forwarder = forward::spawn(&socket, p.net.netns_path.clone())?;
@@ -116,19 +122,4 @@ impl MicrovmDriver {
         tracing::info!(sandbox = %id, "microVM resumed from its state file");
         Ok(())
     }
-}
-
-/// Drains a restored QEMU's console and reports its end.
-fn watch(mut child: tokio::process::Child) -> oneshot::Receiver<i32> {
-    let (tx, rx) = oneshot::channel();
-    let stdout = child.stdout.take();
-    tokio::spawn(async move {
-        if let Some(out) = stdout {
-            let mut lines = tokio::io::BufReader::new(out).lines();
-            while let Ok(Some(_)) = lines.next_line().await {}
-        }
-        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-        let _ = tx.send(code);
-    });
-    rx
 }

@@ -388,16 +388,24 @@ pub(crate) async fn wait_for_agent(
             last.join("; ")
         }));
     }
-    let (tx, exited) = oneshot::channel();
-    tokio::spawn(async move {
-        // Keep reading so that later output never blocks on a full pipe.
-        while let Ok(Some(_)) = lines.next_line().await {}
-        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-        let _ = tx.send(code);
-    });
     Ok(StartedSandbox {
         agent_socket,
         port_host,
-        exited,
+        exited: watch_exit(child, lines),
     })
+}
+
+/// Reports `child`'s exit code once it ends, reading its remaining stdout meanwhile so that later
+/// output never blocks it on a full pipe.
+pub(crate) fn watch_exit(
+    mut child: tokio::process::Child,
+    mut stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> oneshot::Receiver<i32> {
+    let (tx, exited) = oneshot::channel();
+    tokio::spawn(async move {
+        while let Ok(Some(_)) = stdout.next_line().await {}
+        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+        let _ = tx.send(code);
+    });
+    exited
 }
