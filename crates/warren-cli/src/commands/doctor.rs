@@ -141,18 +141,15 @@ fn gvisor_tier(runs: usize) -> Value {
 
 async fn microvm_tier(a: &DoctorArgs) -> Value {
     let qemu = run_ok(&[&a.qemu.display().to_string(), "--version"]);
-    let kvm = std::path::Path::new("/dev/kvm").exists();
-    let cpuinfo = read("/proc/cpuinfo");
-    let hw_virt = cpuinfo.contains(" vmx") || cpuinfo.contains(" svm");
-    let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
-    let (accel, why_not_kvm) = warren_runtime::microvm::qemu::detect_accel();
+    let host = warren_runtime::microvm::qemu::HostVirt::read();
+    let (accel, why_not_kvm) = host.accel();
     let acceleration = match &why_not_kvm {
         None => "kvm".to_owned(),
         Some(why) => format!("tcg, EMULATED: {why}; figures here say nothing about microVM speed on hardware virtualisation"),
     };
     let mut t = json!({ "tier": "microvm", "available": false, "implemented": true,
-            "qemu": qemu.as_deref().and_then(|q| q.lines().next()), "kvm_device": kvm, "hardware_virtualisation": hw_virt,
-            "pvm": pvm, "accel": accel.name(), "acceleration": acceleration });
+            "qemu": qemu.as_deref().and_then(|q| q.lines().next()), "kvm_device": host.kvm_device,
+            "hardware_virtualisation": host.hardware_virtualisation, "pvm": host.pvm, "accel": accel.name(), "acceleration": acceleration });
     let kernel_dir = a.cache_dir.join("guest-kernel");
     let why = if qemu.is_none() {
         Some("qemu-system-x86 is not installed (scripts/guest-kernel installs it)".to_owned())

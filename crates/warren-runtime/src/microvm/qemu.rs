@@ -30,33 +30,48 @@ impl Accel {
     }
 }
 
-/// KVM when the host can run stock guests on it, else TCG with the reason.
-///
-/// A `/dev/kvm` backed by PVM (pagetable-based virtualisation, `kvm_pvm`) rather than vmx/svm
-/// accepts KVM ioctls but cannot run a stock guest kernel at speed: treated as no KVM.
+/// What the host offers for running guests.
+#[derive(Debug, Clone, Copy)]
+pub struct HostVirt {
+    pub kvm_device: bool,
+    /// vmx or svm among the CPU flags.
+    pub hardware_virtualisation: bool,
+    /// `/dev/kvm` is backed by PVM (pagetable-based virtualisation, `kvm_pvm`): it accepts KVM
+    /// ioctls but cannot run a stock guest kernel at speed.
+    pub pvm: bool,
+}
+
+impl HostVirt {
+    pub fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        Self {
+            kvm_device: Path::new("/dev/kvm").exists(),
+            hardware_virtualisation: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm")),
+            pvm: Path::new("/sys/module/kvm_pvm").exists(),
+        }
+    }
+
+    /// KVM when stock guests can run on it, else TCG with the reason.
+    pub fn accel(self) -> (Accel, Option<String>) {
+        let why_not = if !self.kvm_device {
+            "no /dev/kvm"
+        } else if self.pvm {
+            "/dev/kvm is PVM (kvm_pvm), which cannot run stock guest kernels"
+        } else if !self.hardware_virtualisation {
+            "the CPU shows no vmx/svm hardware virtualisation"
+        } else {
+            return (Accel::Kvm, None);
+        };
+        (Accel::Tcg, Some(why_not.into()))
+    }
+}
+
+/// The acceleration this host allows (see `HostVirt::accel`).
 pub fn detect_accel() -> (Accel, Option<String>) {
-    if !Path::new("/dev/kvm").exists() {
-        return (Accel::Tcg, Some("no /dev/kvm".into()));
-    }
-    if Path::new("/sys/module/kvm_pvm").exists() {
-        return (
-            Accel::Tcg,
-            Some("/dev/kvm is PVM (kvm_pvm), which cannot run stock guest kernels".into()),
-        );
-    }
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    if hw {
-        (Accel::Kvm, None)
-    } else {
-        (
-            Accel::Tcg,
-            Some("the CPU shows no vmx/svm hardware virtualisation".into()),
-        )
-    }
+    HostVirt::read().accel()
 }
 
 /// One guest to boot.
