@@ -37,16 +37,12 @@ pub async fn probe_boot(
         .map_err(|e| format!("{}: {e}", qemu.display()))?;
     let stdout = child.stdout.take().ok_or("no QEMU stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.trim() == "ready" {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
+    let ready = crate::namespaces::until_ready(
+        &mut lines,
+        Duration::from_secs(120),
+        &mut Default::default(),
+    )
+    .await;
     let took = started.elapsed();
     let _ = child.kill().await;
     if ready {

@@ -358,21 +358,8 @@ pub(crate) async fn wait_for_agent(
         .ok_or_else(|| DriverError::Start("sandbox helper has no stdout".into()))?;
     let mut lines = BufReader::new(stdout).lines();
     // A VM's console arrives here too: keep its last words for the error message.
-    let mut console: std::collections::VecDeque<String> = Default::default();
-    let ready = tokio::time::timeout(timeout, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.trim() == "ready" {
-                return true;
-            }
-            if console.len() == 5 {
-                console.pop_front();
-            }
-            console.push_back(line.trim().to_owned());
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
+    let mut console = std::collections::VecDeque::new();
+    let ready = until_ready(&mut lines, timeout, &mut console).await;
     if !ready {
         let _ = child.start_kill();
         let _ = child.wait().await;
@@ -393,6 +380,29 @@ pub(crate) async fn wait_for_agent(
         port_host,
         exited: watch_exit(child, lines),
     })
+}
+
+/// Reads `stdout` until the agent's `ready` line (true) or its end or `timeout` (false), keeping
+/// the last five other lines in `tail`.
+pub(crate) async fn until_ready(
+    stdout: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    timeout: Duration,
+    tail: &mut std::collections::VecDeque<String>,
+) -> bool {
+    tokio::time::timeout(timeout, async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            if line.trim() == "ready" {
+                return true;
+            }
+            if tail.len() == 5 {
+                tail.pop_front();
+            }
+            tail.push_back(line.trim().to_owned());
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Reports `child`'s exit code once it ends, reading its remaining stdout meanwhile so that later
