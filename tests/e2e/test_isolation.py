@@ -146,3 +146,21 @@ def test_nothing_remains_after_kill_or_expiry(server):
     assert raw(server, "GET", f"/v1/sandboxes/{sid}").json()["status"] == "stopped"
     assert traces(sid) == {"netns": False, "cgroups": []}
     assert not os.path.exists(os.path.join(server["data_dir"], "sandboxes", sid))
+
+
+def test_a_create_the_client_gives_up_on_still_completes(server):
+    """A client that times out mid-create (an SDK on a slow start) must not leave a half-started
+    sandbox behind: the create finishes, the sandbox is listed as running and is removable."""
+    before = {s["id"] for s in raw(server, "GET", "/v1/sandboxes").json()["data"]}
+    with pytest.raises(requests.exceptions.Timeout):
+        requests.post(server["base_url"] + "/v1/sandboxes", headers={"X-API-Key": server["api_key"]},
+                      json={"template_name": "base"}, timeout=0.005)
+    new = []
+    for _ in range(300):
+        new = [s for s in raw(server, "GET", "/v1/sandboxes").json()["data"] if s["id"] not in before]
+        if new and new[0]["status"] == "running":
+            break
+        time.sleep(0.1)
+    assert new and new[0]["status"] == "running", new
+    assert raw(server, "DELETE", f"/v1/sandboxes/{new[0]['id']}").status_code in (200, 204)
+    assert not os.path.exists(f"/run/netns/warren-{new[0]['id']}")

@@ -51,6 +51,9 @@ pub struct SandboxService {
     pub allow_isolation_override: bool,
     /// Serialises quota check + insert, so concurrent creates cannot overshoot a quota together.
     admission: tokio::sync::Mutex<()>,
+    /// Held (read) by every create from admission until its sandbox is live, so shutdown (write)
+    /// waits for starts under way instead of missing them; true once shutdown has begun.
+    closing: tokio::sync::RwLock<bool>,
 }
 
 impl SandboxService {
@@ -71,6 +74,7 @@ impl SandboxService {
             limits,
             allow_isolation_override: true,
             admission: tokio::sync::Mutex::new(()),
+            closing: tokio::sync::RwLock::new(false),
         }
     }
 
@@ -333,6 +337,10 @@ impl SandboxService {
         }
         let driver = self.tier(req.isolation.as_deref().or(run.spec.isolation.as_deref()))?;
 
+        let closing = self.closing.read().await;
+        if *closing {
+            return Err(ApiError::unavailable("the server is shutting down"));
+        }
         let id = SandboxId::generate();
         let admission = self.admission.lock().await;
         let usage = self.store.tenant_usage(&caller.tenant).await?;
@@ -592,7 +600,10 @@ impl SandboxService {
     }
 
     /// Stops every live sandbox (server shutdown).
+    /// Stops every sandbox for good: waits for creates under way (they would otherwise finish
+    /// after this pass and outlive the server) and refuses new ones.
     pub async fn stop_all(&self, final_status: SandboxStatus) {
+        *self.closing.write().await = true;
         let ids: Vec<SandboxId> = self.live().keys().cloned().collect();
         for id in ids {
             self.stop(&id, final_status).await;

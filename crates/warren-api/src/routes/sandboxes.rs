@@ -83,6 +83,20 @@ pub async fn create(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
+    // Once admitted, a create runs to the end even if the client goes away (an SDK timing out on
+    // a slow start, say): dropped half-way, it would leave a starting sandbox nobody tracks. The
+    // sandbox then lives until its timeout or a delete, as if the response had been lost.
+    tokio::spawn(create_detached(state, caller, rid, req))
+        .await
+        .map_err(|e| ApiError::internal("sandbox creation failed", e))?
+}
+
+async fn create_detached(
+    state: AppState,
+    caller: Caller,
+    rid: RequestId,
+    req: CreateSandboxRequest,
+) -> ApiResult<(StatusCode, Json<Sandbox>)> {
     let record = state.sandboxes.create(req, &caller).await?;
     let id = record.id.clone();
     if let PublicMode::Local { bind, .. } = &state.public {
