@@ -20,6 +20,7 @@ pub mod qemu;
 mod forward;
 mod hibernate;
 mod probe;
+mod tsc;
 mod vmm_process;
 
 pub use probe::probe_boot;
@@ -186,6 +187,10 @@ impl MicrovmDriver {
             Some(why) => tracing::warn!(
                 accel = "tcg",
                 reason = %why,
+                guest_tsc_khz = ?match accel {
+                    Accel::Tcg { tsc_khz } => tsc_khz,
+                    Accel::Kvm => None,
+                },
                 "microVM tier available WITHOUT hardware acceleration: guests run under software \
                  emulation (QEMU TCG), correct but many times slower"
             ),
@@ -215,7 +220,7 @@ impl MicrovmDriver {
     fn start_timeout(&self) -> Duration {
         match self.accel {
             Accel::Kvm => crate::namespaces::START_TIMEOUT,
-            Accel::Tcg => Duration::from_secs(180),
+            Accel::Tcg { .. } => Duration::from_secs(180),
         }
     }
 

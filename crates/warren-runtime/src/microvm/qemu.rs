@@ -18,14 +18,18 @@ pub enum Accel {
     /// Hardware virtualisation (vmx/svm) through /dev/kvm.
     Kvm,
     /// QEMU's software emulation: correct, about an order of magnitude slower.
-    Tcg,
+    Tcg {
+        /// The host's TSC rate, which is the emulated guest's too: told to the guest kernel so
+        /// that it does not calibrate it (see `tsc`). `None` where the host's TSC is not invariant.
+        tsc_khz: Option<u32>,
+    },
 }
 
 impl Accel {
     pub fn name(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
+            Accel::Tcg { .. } => "tcg",
         }
     }
 }
@@ -39,6 +43,8 @@ pub struct HostVirt {
     /// `/dev/kvm` is backed by PVM (pagetable-based virtualisation, `kvm_pvm`): it accepts KVM
     /// ioctls but cannot run a stock guest kernel at speed.
     pub pvm: bool,
+    /// The host's invariant TSC rate (see `tsc::host_khz`).
+    pub tsc_khz: Option<u32>,
 }
 
 impl HostVirt {
@@ -51,6 +57,7 @@ impl HostVirt {
                 .filter(|l| l.starts_with("flags"))
                 .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm")),
             pvm: Path::new("/sys/module/kvm_pvm").exists(),
+            tsc_khz: super::tsc::host_khz(),
         }
     }
 
@@ -65,7 +72,12 @@ impl HostVirt {
         } else {
             return (Accel::Kvm, None);
         };
-        (Accel::Tcg, Some(why_not.into()))
+        (
+            Accel::Tcg {
+                tsc_khz: self.tsc_khz,
+            },
+            Some(why_not.into()),
+        )
     }
 }
 
@@ -116,7 +128,7 @@ fn machine(
         Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
         // A small translation cache: the default (1 GiB) would count against the sandbox's
         // memory limit.
-        Accel::Tcg => c.args(["-accel", "tcg,thread=multi,tb-size=64", "-cpu", "max"]),
+        Accel::Tcg { .. } => c.args(["-accel", "tcg,thread=multi,tb-size=64", "-cpu", "max"]),
     };
     c.args(["-smp", &vcpu.max(1).to_string()])
         .args(["-m", &format!("{}M", memory_mb.max(128))])
@@ -125,11 +137,19 @@ fn machine(
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args([
-            "-append",
-            "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t pci=off random.trust_cpu=on",
-        ]);
+        .arg("-append")
+        .arg(kernel_command_line(accel));
     c
+}
+
+fn kernel_command_line(accel: Accel) -> String {
+    let mut line = String::from(
+        "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t pci=off random.trust_cpu=on",
+    );
+    if let Accel::Tcg { tsc_khz: Some(khz) } = accel {
+        line.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    line
 }
 
 fn disk(c: &mut tokio::process::Command, id: &str, file: &Path, read_only: bool) {
@@ -324,5 +344,24 @@ impl Qmp {
         )
         .map_err(|e| qmp_err("getfd")(e.into()))?;
         self.reply("getfd").await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emulated_guest_is_told_the_tsc_rate_instead_of_calibrating_it() {
+        let emulated = kernel_command_line(Accel::Tcg {
+            tsc_khz: Some(2_596_120),
+        });
+        assert!(emulated.ends_with(" tsc_early_khz=2596120"), "{emulated}");
+        for line in [
+            kernel_command_line(Accel::Kvm),
+            kernel_command_line(Accel::Tcg { tsc_khz: None }),
+        ] {
+            assert!(!line.contains("tsc_early_khz"), "{line}");
+        }
     }
 }
