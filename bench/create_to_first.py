@@ -5,16 +5,18 @@ Prints p50/p95/p99 for
   * floor: a bare namespaced `python3 -c 'print(1)'` (unshare user+pid+mount+net+uts+ipc, and bwrap
     when installed) on this same machine, in this same run;
   * create -> first `run_code("print(1)")` via `Sandbox.create(...)` + `run_code` (wall time of both);
-  * `commands.run("true")` round trip on a warm sandbox.
+  * `commands.run("true")` round trip on a warm sandbox;
+  * with --burst N, the same create -> first result for N sandboxes created at once.
 
 Usage (as root, after `scripts/test` has built everything and made tests/.venv):
   tests/.venv/bin/python bench/create_to_first.py [--runs 50] [--template code-interpreter]
+      [--isolation namespaces|gvisor|microvm] [--burst 4]
 Starts its own `warren serve` on a free loopback port with a throwaway data dir, unless
 WARREN_URL and WARREN_API_KEY point at a running server.
 """
 import argparse
-import json
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from hopx_ai import Sandbox
@@ -99,11 +102,39 @@ def start_server(extra=()):
     raise SystemExit("warren serve did not come up:\n" + open(log.name).read())
 
 
+def create_and_run(url, key, template):
+    """Create -> first result of one sandbox; returns (its duration, when it ended)."""
+    t0 = time.perf_counter()
+    sb = Sandbox.create(template=template, base_url=url, api_key=key)
+    try:
+        if sb.run_code("print(1)").stdout != "1\n":
+            raise SystemExit("unexpected output in a burst")
+        done = time.perf_counter()
+        return done - t0, done
+    finally:
+        sb.kill()
+
+
+def burst(url, key, template, size, runs):
+    samples, walls = [], []
+    for _ in range(max(1, runs // size)):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(size) as pool:
+            results = list(pool.map(lambda _: create_and_run(url, key, template), range(size)))
+        samples += [took for took, _ in results]
+        walls.append(max(done for _, done in results) - start)
+    report(f"warren: create -> first result, {size} at once", samples)
+    report(f"warren: burst of {size}, until the last result", walls)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--template", default="code-interpreter")
     ap.add_argument("--isolation", default="namespaces", help="tier of the created sandboxes (namespaces, gvisor, microvm)")
+    ap.add_argument("--burst", type=int, default=0,
+                    help="also create this many sandboxes at once (repeated until --runs samples), as an agent "
+                         "fanning out does, and time each one's create -> first result")
     args = ap.parse_args()
 
     proc = None
@@ -162,6 +193,8 @@ def main():
         report("warren: Sandbox.create", create)
         report("warren: first run_code('print(1)')", first)
         report("warren: create -> first result", total)
+        if args.burst:
+            burst(url, key, args.template, args.burst, args.runs)
 
         sb = Sandbox.create(template=args.template, base_url=url, api_key=key)
         try:

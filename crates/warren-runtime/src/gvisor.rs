@@ -222,8 +222,16 @@ impl GvisorDriver {
     }
 
     async fn teardown(&self, id: &str, live: Live) -> Result<(), DriverError> {
-        let _ = self.runsc().args(["kill", id, "KILL"]).output().await;
-        let _ = self.runsc().args(["delete", "--force", id]).output().await;
+        // runsc reaches a sandbox through its control socket, an abstract unix socket, which
+        // exists only in the sandbox's network namespace: run from outside, `kill` cannot connect
+        // and `delete --force` gives up on a clean stop after 5 s before killing by pid.
+        for args in [["kill", id, "KILL"].as_slice(), &["delete", "--force", id]] {
+            let mut cmd = self.runsc();
+            cmd.args(args);
+            let netns = crate::namespaces::enter_netns(&mut cmd, &live.net);
+            let _ = cmd.output().await;
+            drop(netns);
+        }
         if let Some(m) = &live.lower_mount {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }

@@ -312,22 +312,15 @@ pub(crate) fn start_inside(
     net: &SandboxNet,
 ) -> Result<std::fs::File, DriverError> {
     use std::os::unix::ffi::OsStrExt;
+    let netns = enter_netns(cmd, net)?;
     let procs: Vec<std::ffi::CString> = cgroup
         .procs_files()
         .iter()
         .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok())
         .collect();
-    let netns = std::fs::File::open(&net.netns_path).map_err(|source| DriverError::Io {
-        what: "open network namespace".into(),
-        source,
-    })?;
-    let netns_fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
-    // SAFETY: only setns/open/write/close on a descriptor and paths prepared before fork.
+    // SAFETY: only open/write/close on paths prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
             for p in &procs {
                 let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd < 0 {
@@ -335,6 +328,29 @@ pub(crate) fn start_inside(
                 }
                 libc::write(fd, b"0".as_ptr().cast(), 1);
                 libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    Ok(netns)
+}
+
+/// Makes `cmd` start inside a sandbox's network namespace. Keep the returned namespace handle
+/// open until `cmd` is spawned.
+pub(crate) fn enter_netns(
+    cmd: &mut Command,
+    net: &SandboxNet,
+) -> Result<std::fs::File, DriverError> {
+    let netns = std::fs::File::open(&net.netns_path).map_err(|source| DriverError::Io {
+        what: "open network namespace".into(),
+        source,
+    })?;
+    let netns_fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
+    // SAFETY: only setns on a descriptor opened before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
