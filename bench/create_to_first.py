@@ -4,7 +4,8 @@
 Prints p50/p95/p99 for
   * floor: a bare namespaced `python3 -c 'print(1)'` (unshare user+pid+mount+net+uts+ipc, and bwrap
     when installed) on this same machine, in this same run;
-  * create -> first `run_code("print(1)")` via `Sandbox.create(...)` + `run_code` (wall time of both);
+  * create -> first `run_code("print(1)")` via `Sandbox.create(...)` + `run_code` (wall time of both),
+    the CPU time the SDK itself spends in this client meanwhile, and the same path in raw HTTP;
   * `commands.run("true")` round trip on a warm sandbox;
   * with --burst N, the same create -> first result for N sandboxes created at once.
 
@@ -102,6 +103,22 @@ def start_server(extra=()):
     raise SystemExit("warren serve did not come up:\n" + open(log.name).read())
 
 
+def raw_create_to_first(url, key, template, runs):
+    """The same path without the SDK: one kept-alive HTTP session, POST create, POST /execute."""
+    http = requests.Session()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sb = http.post(f"{url}/v1/sandboxes", json={"template_name": template}, headers={"X-API-Key": key}).json()
+        out = http.post(f"{sb['public_host']}/execute", json={"code": "print(1)", "language": "python"},
+                        headers={"Authorization": f"Bearer {sb['auth_token']}"}).json()
+        samples.append(time.perf_counter() - t0)
+        if out.get("stdout") != "1\n":
+            raise SystemExit(f"unexpected /execute answer {out!r}")
+        http.delete(f"{url}/v1/sandboxes/{sb['id']}", headers={"X-API-Key": key})
+    return samples
+
+
 def create_and_run(url, key, template):
     """Create -> first result of one sandbox; returns (its duration, when it ended)."""
     t0 = time.perf_counter()
@@ -177,22 +194,25 @@ def main():
         # One untimed create warms the template's page cache, like any server that has run before.
         Sandbox.create(template=args.template, base_url=url, api_key=key).kill()
 
-        create, first, total = [], [], []
+        create, first, total, client_cpu = [], [], [], []
         for _ in range(args.runs):
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             sb = Sandbox.create(template=args.template, base_url=url, api_key=key)
             t1 = time.perf_counter()
             res = sb.run_code("print(1)")
-            t2 = time.perf_counter()
+            t2, cpu2 = time.perf_counter(), time.process_time()
             if res.stdout != "1\n":
                 raise SystemExit(f"unexpected output {res.stdout!r}")
             sb.kill()
             create.append(t1 - t0)
             first.append(t2 - t1)
             total.append(t2 - t0)
+            client_cpu.append(cpu2 - cpu0)
         report("warren: Sandbox.create", create)
         report("warren: first run_code('print(1)')", first)
         report("warren: create -> first result", total)
+        report("  of which CPU spent in this client (SDK)", client_cpu)
+        report("raw HTTP: create -> first result", raw_create_to_first(url, key, args.template, args.runs))
         if args.burst:
             burst(url, key, args.template, args.burst, args.runs)
 
