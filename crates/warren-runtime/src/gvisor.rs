@@ -295,7 +295,11 @@ impl IsolationDriver for GvisorDriver {
     }
 
     async fn remove_leftovers(&self) {
-        // Network namespaces and cgroups are shared with the namespace tier, which removes them.
+        // Network namespaces and cgroups are shared with the namespace tier, which removes them,
+        // killing what runs in the cgroups. That goes first whatever the tiers' order: `runsc
+        // delete` on a live sandbox it cannot reach (its control socket is in the sandbox's
+        // network namespace) waits 5 s per sandbox before killing it by pid.
+        self.host.remove_leftovers().await;
         if let Ok(out) = self.runsc().args(["list", "--quiet"]).output().await {
             for id in String::from_utf8_lossy(&out.stdout)
                 .lines()
