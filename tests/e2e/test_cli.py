@@ -62,3 +62,7 @@ def test_doctor_reports_every_tier_with_a_measured_start():
     if vm["pvm"] or not vm["hardware_virtualisation"]:
         # no usable hardware virtualisation: said loudly, never KVM
         assert vm["accel"] == "tcg" and "EMULATED" in vm["acceleration"]
+        # emulated guests are told the host's TSC rate where it is invariant (or they can hang at boot)
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+        if "constant_tsc" in flags and "nonstop_tsc" in flags:
+            assert 100_000 < vm["host_tsc_khz"] < 20_000_000

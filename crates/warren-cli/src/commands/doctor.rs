@@ -149,7 +149,9 @@ async fn microvm_tier(a: &DoctorArgs) -> Value {
     };
     let mut t = json!({ "tier": "microvm", "available": false, "implemented": true,
             "qemu": qemu.as_deref().and_then(|q| q.lines().next()), "kvm_device": host.kvm_device,
-            "hardware_virtualisation": host.hardware_virtualisation, "pvm": host.pvm, "accel": accel.name(), "acceleration": acceleration });
+            "hardware_virtualisation": host.hardware_virtualisation, "pvm": host.pvm, "accel": accel.name(), "acceleration": acceleration,
+            // what an emulated guest is told instead of calibrating its TSC (see microvm/tsc.rs)
+            "host_tsc_khz": host.tsc_khz });
     let kernel_dir = a.cache_dir.join("guest-kernel");
     let why = if qemu.is_none() {
         Some("qemu-system-x86 is not installed (scripts/guest-kernel installs it)".to_owned())
