@@ -45,6 +45,16 @@ def test_a_sandbox_can_ask_for_a_microvm(microvm):
         sb.resume()
         assert sb.files.read("/workspace/f.txt") == "kept across pause"
         assert sb.commands.run("pgrep -f 'sleep 4242'").stdout.strip(), "processes survive pause"
+        # again and again (files lost after repeated pause/resume is a known complaint elsewhere):
+        # each cycle saves over the state the last resume started from
+        for cycle in range(2):
+            sb.files.write(f"/workspace/cycle{cycle}.txt", f"written before pause {cycle}")
+            sb.pause()
+            sb.resume()
+        for cycle in range(2):
+            assert sb.files.read(f"/workspace/cycle{cycle}.txt") == f"written before pause {cycle}"
+        assert sb.files.read("/workspace/f.txt") == "kept across pause"
+        assert sb.commands.run("pgrep -f 'sleep 4242'").stdout.strip()
     finally:
         sb.kill()
 
