@@ -164,3 +164,16 @@ def test_a_create_the_client_gives_up_on_still_completes(server):
     assert new and new[0]["status"] == "running", new
     assert raw(server, "DELETE", f"/v1/sandboxes/{new[0]['id']}").status_code in (200, 204)
     assert not os.path.exists(f"/run/netns/warren-{new[0]['id']}")
+
+
+def test_the_agents_clock_route_cannot_set_the_hosts_clock(server, sandbox):
+    # Warren's /warren/clock sets a VM guest's own clock; where the kernel is the host's, the
+    # sandbox (and so its agent) has no right to the clock, and says so.
+    before = time.time()
+    r = requests.post(sandbox.get_info().public_host + "/warren/clock", json={"unix_nanos": 86_400 * 10**9},
+                      headers={"Authorization": f"Bearer {sandbox.get_token()}"}, timeout=10)
+    assert r.status_code == 403 and r.json()["code"] == "PERMISSION_DENIED", r.text
+    assert abs(time.time() - before) < 60, "the host's clock moved"
+    bad = requests.post(sandbox.get_info().public_host + "/warren/clock", json={"unix_nanos": -5},
+                        headers={"Authorization": f"Bearer {sandbox.get_token()}"}, timeout=10)
+    assert bad.status_code == 400, bad.text

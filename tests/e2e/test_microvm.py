@@ -59,6 +59,27 @@ def test_a_sandbox_can_ask_for_a_microvm(microvm):
         sb.kill()
 
 
+def clock_skew(sb):
+    """The guest's clock minus the host's, read halfway through the call."""
+    t0 = time.time()
+    guest = float(sb.commands.run("date +%s.%N").stdout)
+    return guest - (t0 + time.time()) / 2
+
+
+def test_a_guest_keeps_the_hosts_time_from_boot_and_across_a_pause(microvm):
+    # A guest boots from its RTC (whole seconds) and a restored guest resumes at the time it was
+    # paused: Warren sets the guest's clock at both moments.
+    sb = microvm()
+    try:
+        assert abs(clock_skew(sb)) < 0.5, clock_skew(sb)
+        sb.pause()
+        time.sleep(3)
+        sb.resume()
+        assert abs(clock_skew(sb)) < 0.5, clock_skew(sb)
+    finally:
+        sb.kill()
+
+
 def uptime(sb):
     return float(sb.commands.run("cat /proc/uptime").stdout.split()[0])
 

@@ -389,6 +389,9 @@ impl SandboxService {
                 )));
             }
         };
+        if driver.has_own_clock() {
+            Self::set_sandbox_clock(&id, &started.agent_socket).await;
+        }
         if let Err(e) = Self::start_and_wait_ready(&started.agent_socket, &run.spec).await {
             tracing::warn!(sandbox = %id, error = %e, "template start/ready check failed");
             let _ = driver.destroy(&id).await;
@@ -527,12 +530,36 @@ impl SandboxService {
             driver.resume(id).await
         };
         r.map_err(|e| ApiError::internal("pause/resume failed", e))?;
+        if to == SandboxStatus::Running && driver.has_own_clock() {
+            if let Some(target) = self.target(id) {
+                Self::set_sandbox_clock(id, &target.agent_socket).await;
+            }
+        }
         if let Some(l) = self.live().get_mut(id) {
             l.status = to;
         }
         self.store.set_sandbox_status(id, to, now()).await?;
         rec.status = to;
         Ok(rec)
+    }
+
+    /// Tells the agent of a sandbox with a clock of its own the host's time. A failure is logged,
+    /// not returned: the sandbox runs, with its clock off by up to a second (or by a pause).
+    async fn set_sandbox_clock(id: &SandboxId, agent_socket: &std::path::Path) {
+        let unix_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let body = serde_json::json!({ "unix_nanos": unix_nanos });
+        let set = crate::agent_client::call(
+            agent_socket,
+            axum::http::Method::POST,
+            "/warren/clock",
+            Some(body),
+        )
+        .await;
+        if let Err(e) = set {
+            tracing::warn!(sandbox = %id, error = %e, "could not set the sandbox's clock");
+        }
     }
 
     pub async fn set_timeout(&self, id: &SandboxId, seconds: i64) -> ApiResult<SandboxRecord> {

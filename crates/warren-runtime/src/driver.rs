@@ -77,6 +77,12 @@ pub trait IsolationDriver {
     /// Freezes every process; memory and files are kept.
     async fn pause(&self, id: &SandboxId) -> Result<(), DriverError>;
     async fn resume(&self, id: &SandboxId) -> Result<(), DriverError>;
+    /// Whether a sandbox keeps a clock of its own (a VM's kernel), which its agent must be told
+    /// the host's time for when it starts (a guest's RTC counts whole seconds) and when it resumes
+    /// (a guest restored from a saved state resumes at the time it was paused).
+    fn has_own_clock(&self) -> bool {
+        false
+    }
     /// Removes every trace: processes, mounts, cgroups, network namespace, veth, files.
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError>;
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage>;
@@ -117,6 +123,9 @@ impl IsolationDriver for AnyDriver {
     }
     async fn resume(&self, id: &SandboxId) -> Result<(), DriverError> {
         each!(self, d => d.resume(id).await)
+    }
+    fn has_own_clock(&self) -> bool {
+        each!(self, d => d.has_own_clock())
     }
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
         each!(self, d => d.destroy(id).await)

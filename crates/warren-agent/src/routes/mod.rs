@@ -25,6 +25,7 @@ pub fn router(state: AgentState) -> Router {
     Router::new()
         .route("/health", get(system::health))
         .route("/info", get(system::info))
+        .route("/warren/clock", post(system::set_clock))
         .route("/metrics/snapshot", get(system::metrics))
         .route("/metrics", get(system::metrics))
         .route("/processes", get(system::system_processes))

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::error::AgentError;
 use crate::state::AgentState;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -237,4 +238,35 @@ pub async fn cache_stats() -> Json<Value> {
 
 pub async fn cache_clear() -> Json<Value> {
     Json(json!({ "success": true, "message": "Cache cleared successfully", "entries_removed": 0 }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct SetClock {
+    /// The host's time, in nanoseconds since the Unix epoch.
+    unix_nanos: i128,
+}
+
+/// Sets the system clock: Warren's own route (not in the Hopx agent API), called by the control
+/// plane when a microVM resumes from a saved state, whose clock stood still while it was paused.
+/// Only a sandbox with a kernel of its own may set its clock; elsewhere the kernel refuses (the
+/// clock is the host's) and this answers 403.
+pub async fn set_clock(Json(req): Json<SetClock>) -> Result<axum::http::StatusCode, AgentError> {
+    let nanos_per_second = 1_000_000_000i128;
+    let (secs, nanos) = (
+        req.unix_nanos.div_euclid(nanos_per_second),
+        req.unix_nanos.rem_euclid(nanos_per_second),
+    );
+    let secs = i64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| AgentError::bad_request("unix_nanos is not a time after 1970"))?;
+    let time = nix::sys::time::TimeSpec::new(secs, nanos as i64);
+    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, time).map_err(|e| {
+        AgentError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            format!("cannot set this sandbox's clock: {e}"),
+        )
+    })?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -374,6 +374,10 @@ impl IsolationDriver for MicrovmDriver {
         "microvm"
     }
 
+    fn has_own_clock(&self) -> bool {
+        true
+    }
+
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
         let mut host_spec = spec.clone();
