@@ -181,7 +181,10 @@ impl MicrovmDriver {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        let (accel, why_not_kvm) = qemu::detect_accel();
+        // Blocking: measuring the TSC rate sleeps a few tens of milliseconds.
+        let (accel, why_not_kvm) = tokio::task::spawn_blocking(qemu::detect_accel)
+            .await
+            .map_err(|e| e.to_string())?;
         match &why_not_kvm {
             None => tracing::info!(accel = "kvm", "microVM tier available"),
             Some(why) => tracing::warn!(

@@ -26,7 +26,9 @@ pub async fn probe_boot(
     bytes.extend(initramfs::build_probe_config().map_err(|e| e.to_string())?);
     std::fs::write(&initrd, bytes).map_err(|e| e.to_string())?;
     image::build_agent_image(agent_bundle, &agent_image).map_err(|e| e.to_string())?;
-    let (accel, _) = qemu::detect_accel();
+    let (accel, _) = tokio::task::spawn_blocking(qemu::detect_accel)
+        .await
+        .map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
     let mut child = qemu::boot_probe_command(qemu, accel, &kernel, &initrd, &agent_image)
         .stdin(Stdio::null())
