@@ -198,6 +198,13 @@ impl MicrovmDriver {
                  emulation (QEMU TCG), correct but many times slower"
             ),
         }
+        if accel == (Accel::Tcg { tsc_khz: None }) {
+            tracing::warn!(
+                "this host's TSC is not invariant, so emulated guests calibrate their clock \
+                 themselves: on a busy host that can fail and leave a guest stuck early in boot \
+                 (see docs/isolation.md)"
+            );
+        }
         Ok(Self {
             images: image::ImageCache::new(cfg.image_dir.clone()),
             cfg,
