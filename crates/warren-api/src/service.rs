@@ -626,8 +626,7 @@ impl SandboxService {
         }
     }
 
-    /// Stops every live sandbox (server shutdown).
-    /// Stops every sandbox for good: waits for creates under way (they would otherwise finish
+    /// Stops every live sandbox for good (server shutdown): waits for creates under way (they would otherwise finish
     /// after this pass and outlive the server) and refuses new ones.
     pub async fn stop_all(&self, final_status: SandboxStatus) {
         *self.closing.write().await = true;

@@ -247,7 +247,8 @@ pub struct SetClock {
 }
 
 /// Sets the system clock: Warren's own route (not in the Hopx agent API), called by the control
-/// plane when a microVM resumes from a saved state, whose clock stood still while it was paused.
+/// plane after a microVM starts (its RTC counts whole seconds) and after it resumes from a saved
+/// state (its clock stood still while it was paused).
 /// Only a sandbox with a kernel of its own may set its clock; elsewhere the kernel refuses (the
 /// clock is the host's) and this answers 403.
 pub async fn set_clock(Json(req): Json<SetClock>) -> Result<axum::http::StatusCode, AgentError> {

@@ -49,15 +49,12 @@ pub struct HostVirt {
 
 impl HostVirt {
     pub fn read() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags = super::tsc::CpuFlags::read();
         Self {
             kvm_device: Path::new("/dev/kvm").exists(),
-            hardware_virtualisation: cpuinfo
-                .lines()
-                .filter(|l| l.starts_with("flags"))
-                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm")),
+            hardware_virtualisation: flags.has("vmx") || flags.has("svm"),
             pvm: Path::new("/sys/module/kvm_pvm").exists(),
-            tsc_khz: super::tsc::host_khz(),
+            tsc_khz: super::tsc::host_khz(&flags),
         }
     }
 

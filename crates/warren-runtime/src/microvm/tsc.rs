@@ -19,10 +19,30 @@ use nix::time::{clock_gettime, ClockId};
 /// end stay under a part per million.
 const WINDOW: Duration = Duration::from_millis(30);
 
+/// The CPU's feature flags, from the first `flags` line of /proc/cpuinfo.
+pub struct CpuFlags(String);
+
+impl CpuFlags {
+    pub fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags = cpuinfo.lines().find(|l| l.starts_with("flags"));
+        Self(flags.unwrap_or_default().to_owned())
+    }
+
+    pub fn has(&self, flag: &str) -> bool {
+        self.0.split_whitespace().any(|f| f == flag)
+    }
+
+    /// `constant_tsc` (fixed rate) and `nonstop_tsc` (keeps counting in deep idle states).
+    fn invariant_tsc(&self) -> bool {
+        self.has("constant_tsc") && self.has("nonstop_tsc")
+    }
+}
+
 /// The host's TSC rate in kHz, or `None` where the TSC is not invariant (its rate then changes
 /// with the CPU's clock, and a guest had better calibrate it itself) or cannot be read.
-pub fn host_khz() -> Option<u32> {
-    if !invariant_tsc() {
+pub fn host_khz(flags: &CpuFlags) -> Option<u32> {
+    if !flags.invariant_tsc() {
         return None;
     }
     let (tsc0, ns0) = paired_reading()?;
@@ -33,18 +53,6 @@ pub fn host_khz() -> Option<u32> {
     u32::try_from(khz)
         .ok()
         .filter(|k| (100_000..20_000_000).contains(k))
-}
-
-/// `constant_tsc` (fixed rate) and `nonstop_tsc` (keeps counting in deep idle states).
-fn invariant_tsc() -> bool {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    cpuinfo
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .is_some_and(|flags| {
-            let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-            has("constant_tsc") && has("nonstop_tsc")
-        })
 }
 
 /// A TSC value and the raw monotonic clock (never slewed by NTP) read at the same moment: of a
@@ -82,14 +90,15 @@ mod tests {
 
     #[test]
     fn an_invariant_tsc_is_measured_consistently() {
-        let Some(first) = host_khz() else {
+        let flags = CpuFlags::read();
+        let Some(first) = host_khz(&flags) else {
             assert!(
-                !invariant_tsc(),
+                !flags.invariant_tsc(),
                 "the TSC is invariant but was not measured"
             );
             return;
         };
-        let second = host_khz().unwrap_or(0);
+        let second = host_khz(&flags).unwrap_or(0);
         let drift = (i64::from(first) - i64::from(second)).abs();
         // 0.05 %: a guest clock off by that much drifts 43 s a day; good readings agree to ppm.
         assert!(

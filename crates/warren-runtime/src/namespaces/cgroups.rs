@@ -266,7 +266,6 @@ impl SandboxCgroup {
             .collect()
     }
 
-    /// Memory in use, in bytes.
     /// What the sandbox uses right now, as every tier reports it.
     pub fn usage(&self) -> crate::driver::SandboxUsage {
         crate::driver::SandboxUsage {
@@ -275,6 +274,7 @@ impl SandboxCgroup {
         }
     }
 
+    /// Memory in use, in bytes.
     pub fn memory_bytes(&self) -> Option<u64> {
         let d = self.dir_of("memory")?;
         let file = match self.layout {
