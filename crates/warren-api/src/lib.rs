@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use warren_core::SandboxStatus;
+use warren_runtime::host::{Host, HostConfig};
 use warren_runtime::namespaces::{NamespaceConfig, NamespaceDriver};
 use warren_runtime::templates::{builtin_recipes, TemplateCache};
 use warren_runtime::{AnyDriver, IsolationDriver};
@@ -198,16 +199,24 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let agent_exe = exe.with_file_name("warren-agent");
     let bundle = warren_runtime::agent_bundle::prepare(&agent_exe, &cfg.data_dir.join("agent"))
         .with_context(|| format!("prepare agent bundle from {}", agent_exe.display()))?;
-    let driver = NamespaceDriver::new(NamespaceConfig {
-        state_dir: cfg.data_dir.join("sandboxes"),
-        agent_bundle: bundle,
-        jail_exe: exe,
-        network_base: cfg.network_base,
-    })
+    let host = Arc::new(
+        Host::new(HostConfig {
+            agent_bundle: bundle,
+            network_base: cfg.network_base,
+        })
+        .await
+        .context("initialise the host layer (run as root)")?,
+    );
+    let namespaces = NamespaceDriver::new(
+        NamespaceConfig {
+            state_dir: cfg.data_dir.join("sandboxes"),
+            jail_exe: exe,
+        },
+        host.clone(),
+    )
     .await
-    .context("initialise the namespace driver (run as root)")?;
-    let namespaces = Arc::new(driver);
-    let mut tiers = vec![AnyDriver::Namespaces(namespaces.clone())];
+    .context("initialise the namespace driver")?;
+    let mut tiers = vec![AnyDriver::Namespaces(Arc::new(namespaces))];
     if cfg.gvisor {
         let gvisor = warren_runtime::gvisor::GvisorDriver::detect(
             warren_runtime::gvisor::GvisorConfig {
@@ -215,7 +224,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 state_dir: cfg.data_dir.join("gvisor"),
                 runsc_root: cfg.data_dir.join("runsc"),
             },
-            namespaces.clone(),
+            host.clone(),
         )
         .await;
         match gvisor {
@@ -236,7 +245,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 state_dir: cfg.cache_dir.join("microvm-sandboxes"),
                 image_dir: cfg.cache_dir.join("vm-images"),
             },
-            namespaces.clone(),
+            host.clone(),
         )
         .await;
         match microvm {
@@ -254,6 +263,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             cfg.default_isolation
         );
     }
+    host.remove_leftovers().await;
     for d in &tiers {
         d.remove_leftovers().await;
     }
@@ -340,9 +350,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: stopping every sandbox");
     service.stop_all(SandboxStatus::Stopped).await;
-    for d in &service.tiers {
-        d.release_host().await;
-    }
+    host.release().await;
     Ok(())
 }
 

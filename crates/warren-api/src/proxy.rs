@@ -288,7 +288,7 @@ fn connect_in_netns(
     host: std::net::Ipv4Addr,
     port: u16,
 ) -> std::io::Result<tokio::net::TcpStream> {
-    let std_stream = warren_runtime::namespaces::network::in_netns(netns, move || {
+    let std_stream = warren_runtime::host::network::in_netns(netns, move || {
         std::net::TcpStream::connect((host, port))
     })?;
     std_stream.set_nonblocking(true)?;

@@ -46,9 +46,9 @@ pub struct SandboxUsage {
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     #[error("cgroup: {0}")]
-    Cgroup(#[from] crate::namespaces::cgroups::CgroupError),
+    Cgroup(#[from] crate::host::cgroups::CgroupError),
     #[error("network: {0}")]
-    Network(#[from] crate::namespaces::network::NetworkError),
+    Network(#[from] crate::host::network::NetworkError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -86,10 +86,9 @@ pub trait IsolationDriver {
     /// Removes every trace: processes, mounts, cgroups, network namespace, veth, files.
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError>;
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage>;
-    /// Removes whatever an earlier server process left behind (after a crash).
+    /// Removes what of this tier an earlier server process left behind (after a crash), once
+    /// the host layer has removed the leftover cgroups and namespaces.
     async fn remove_leftovers(&self);
-    /// Undoes host-wide setup (firewall tables and the like) after every sandbox is gone.
-    async fn release_host(&self);
 }
 
 /// The closed set of drivers. An enum rather than `dyn` keeps async methods simple and makes the
@@ -135,8 +134,5 @@ impl IsolationDriver for AnyDriver {
     }
     async fn remove_leftovers(&self) {
         each!(self, d => d.remove_leftovers().await)
-    }
-    async fn release_host(&self) {
-        each!(self, d => d.release_host().await)
     }
 }

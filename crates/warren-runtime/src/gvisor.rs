@@ -19,9 +19,9 @@ use tokio::process::Command;
 use warren_core::SandboxId;
 
 use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
-use crate::namespaces::cgroups::SandboxCgroup;
-use crate::namespaces::network::SandboxNet;
-use crate::namespaces::NamespaceDriver;
+use crate::host::cgroups::SandboxCgroup;
+use crate::host::network::SandboxNet;
+use crate::host::{Host, SandboxHost};
 
 pub struct GvisorConfig {
     pub runsc: PathBuf,
@@ -32,15 +32,14 @@ pub struct GvisorConfig {
 }
 
 struct Live {
-    cgroup: SandboxCgroup,
-    net: SandboxNet,
+    host: SandboxHost,
     dir: PathBuf,
     lower_mount: Option<PathBuf>,
 }
 
 pub struct GvisorDriver {
     cfg: GvisorConfig,
-    host: Arc<NamespaceDriver>,
+    host: Arc<Host>,
     platform: &'static str,
     live: Mutex<HashMap<SandboxId, Live>>,
 }
@@ -52,7 +51,7 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> DriverError {
 
 impl GvisorDriver {
     /// None when runsc is not installed or cannot run here.
-    pub async fn detect(cfg: GvisorConfig, host: Arc<NamespaceDriver>) -> Option<Self> {
+    pub async fn detect(cfg: GvisorConfig, host: Arc<Host>) -> Option<Self> {
         let help = Command::new(&cfg.runsc).arg("flags").output().await.ok()?;
         let text = String::from_utf8_lossy(&help.stdout).into_owned()
             + &String::from_utf8_lossy(&help.stderr);
@@ -85,7 +84,7 @@ impl GvisorDriver {
     fn cgroup_of(&self, id: &SandboxId) -> Result<SandboxCgroup, DriverError> {
         self.live()
             .get(id)
-            .map(|l| l.cgroup.clone())
+            .map(|l| l.host.cgroup.clone())
             .ok_or_else(|| DriverError::NotFound(id.clone()))
     }
 
@@ -174,8 +173,7 @@ impl GvisorDriver {
         &self,
         spec: &SandboxSpec,
         dir: &Path,
-        cgroup: &SandboxCgroup,
-        net: &SandboxNet,
+        host: &SandboxHost,
     ) -> Result<(StartedSandbox, Option<PathBuf>), DriverError> {
         for sub in ["bundle", "run"] {
             tokio::fs::create_dir_all(dir.join(sub))
@@ -192,7 +190,7 @@ impl GvisorDriver {
                 (mnt.clone(), Some(mnt))
             }
         };
-        let oci = self.bundle(spec, &root, dir, net)?;
+        let oci = self.bundle(spec, &root, dir, &host.net)?;
         oci.save(dir.join("bundle/config.json"))
             .map_err(|e| DriverError::Start(format!("write OCI bundle: {e}")))?;
         let log = std::fs::File::create(dir.join("runsc.log")).map_err(io("runsc log"))?;
@@ -207,14 +205,14 @@ impl GvisorDriver {
             .kill_on_drop(false);
         // runsc and everything it starts (sandbox, gofer) live in the sandbox's cgroup, and runsc
         // takes its network from the namespace it runs in.
-        let netns = crate::namespaces::start_inside(&mut cmd, cgroup, net)?;
+        let netns = crate::host::start_inside(&mut cmd, host)?;
         let child = cmd.spawn().map_err(io("spawn runsc"))?;
         drop(netns);
-        let started = crate::namespaces::wait_for_agent(
+        let started = crate::host::wait_for_agent(
             child,
             &dir.join("runsc.log"),
             dir.join("run/agent.sock"),
-            crate::namespaces::START_TIMEOUT,
+            crate::host::START_TIMEOUT,
             std::net::Ipv4Addr::LOCALHOST,
         )
         .await?;
@@ -228,15 +226,15 @@ impl GvisorDriver {
         for args in [["kill", id, "KILL"].as_slice(), &["delete", "--force", id]] {
             let mut cmd = self.runsc();
             cmd.args(args);
-            let netns = crate::namespaces::enter_netns(&mut cmd, &live.net);
+            let netns = crate::host::enter_netns(&mut cmd, &live.host.net);
             let _ = cmd.output().await;
             drop(netns);
         }
         if let Some(m) = &live.lower_mount {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
-        // The rest (cgroup, network namespace, directory) is the namespace tier's own teardown.
-        self.host.teardown(live.cgroup, &live.net, &live.dir).await
+        // The rest (cgroup, network namespace, directory) is the host layer's teardown.
+        self.host.teardown(live.host, &live.dir).await
     }
 }
 
@@ -247,14 +245,16 @@ impl IsolationDriver for GvisorDriver {
 
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
-        let (cgroup, net) = self.host.provision(spec).await?;
-        match self.start_inner(spec, &dir, &cgroup, &net).await {
+        let host = self
+            .host
+            .provision(&spec.id, &spec.resources, spec.internet_access)
+            .await?;
+        match self.start_inner(spec, &dir, &host).await {
             Ok((started, lower_mount)) => {
                 self.live().insert(
                     spec.id.clone(),
                     Live {
-                        cgroup,
-                        net,
+                        host,
                         dir,
                         lower_mount,
                     },
@@ -263,8 +263,7 @@ impl IsolationDriver for GvisorDriver {
             }
             Err(e) => {
                 let live = Live {
-                    cgroup,
-                    net,
+                    host,
                     dir: dir.clone(),
                     lower_mount: dir.join("lower").exists().then(|| dir.join("lower")),
                 };
@@ -295,11 +294,9 @@ impl IsolationDriver for GvisorDriver {
     }
 
     async fn remove_leftovers(&self) {
-        // Network namespaces and cgroups are shared with the namespace tier, which removes them,
-        // killing what runs in the cgroups. That goes first whatever the tiers' order: `runsc
-        // delete` on a live sandbox it cannot reach (its control socket is in the sandbox's
-        // network namespace) waits 5 s per sandbox before killing it by pid.
-        self.host.remove_leftovers().await;
+        // The host layer has already killed what ran in the leftover cgroups: `runsc delete` on
+        // a live sandbox it cannot reach (its control socket is in the sandbox's network
+        // namespace) would wait 5 s per sandbox before killing it by pid.
         if let Ok(out) = self.runsc().args(["list", "--quiet"]).output().await {
             for id in String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -316,6 +313,4 @@ impl IsolationDriver for GvisorDriver {
             }
         }
     }
-
-    async fn release_host(&self) {}
 }

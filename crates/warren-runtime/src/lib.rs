@@ -4,6 +4,7 @@
 pub mod agent_bundle;
 pub mod driver;
 pub mod gvisor;
+pub mod host;
 pub mod layers;
 pub mod microvm;
 pub mod namespaces;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{DriverError, GUEST_ADDRESS, GUEST_AGENT_PORT};
-use crate::namespaces::network::in_netns;
+use crate::host::network::in_netns;
 
 pub fn spawn(socket: &Path, netns: PathBuf) -> Result<tokio::task::JoinHandle<()>, DriverError> {
     let listener = tokio::net::UnixListener::bind(socket).map_err(|source| DriverError::Io {

@@ -13,13 +13,11 @@ use warren_core::SandboxId;
 use super::qemu::Qmp;
 use super::{forward, io, Boot, ExitRelay, MicrovmDriver};
 use crate::driver::DriverError;
-use crate::namespaces::cgroups::SandboxCgroup;
-use crate::namespaces::network::SandboxNet;
+use crate::host::SandboxHost;
 
 /// What pause and resume need of a live sandbox.
 struct Parts {
-    cgroup: SandboxCgroup,
-    net: SandboxNet,
+    host: SandboxHost,
     dir: std::path::PathBuf,
     vmm_uid: u32,
     boot: Arc<Boot>,
@@ -33,8 +31,7 @@ impl MicrovmDriver {
             .get(id)
             .ok_or_else(|| DriverError::NotFound(id.clone()))?;
         Ok(Parts {
-            cgroup: l.cgroup.clone(),
-            net: l.net.clone(),
+            host: l.host.clone(),
             dir: l.dir.clone(),
             vmm_uid: l.vmm_uid,
             boot: l.boot.clone(),
@@ -61,7 +58,7 @@ impl MicrovmDriver {
         let _ = qmp.execute("quit", serde_json::json!({})).await;
         // QEMU is the only process in the cgroup: gone when its pid list is empty.
         for _ in 0..500 {
-            if p.cgroup.pids().is_empty() {
+            if p.host.cgroup.pids().is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -78,7 +75,7 @@ impl MicrovmDriver {
         let state_path = p.dir.join("state");
         let state = std::fs::File::open(&state_path).map_err(io("open state file"))?;
         let _ = std::fs::remove_file(p.dir.join("qmp.sock"));
-        let mut child = self.launch(&p.boot, &p.dir, &p.cgroup, &p.net, p.vmm_uid, Some(&state))?;
+        let mut child = self.launch(&p.boot, &p.dir, &p.host, p.vmm_uid, Some(&state))?;
         drop(state);
         let resumed = async {
             let qmp_socket = p.dir.join("qmp.sock");
@@ -107,13 +104,13 @@ impl MicrovmDriver {
             .stdout
             .take()
             .ok_or_else(|| DriverError::Start("QEMU has no stdout".into()))?;
-        p.exit.watch(crate::namespaces::watch_exit(
+        p.exit.watch(crate::host::watch_exit(
             child,
             tokio::io::BufReader::new(stdout).lines(),
         ));
         let socket = p.dir.join("run/agent.sock");
         let _ = std::fs::remove_file(&socket);
-        let forwarder = forward::spawn(&socket, p.net.netns_path.clone())?;
+        let forwarder = forward::spawn(&socket, p.host.net.netns_path.clone())?;
         match self.live().get_mut(id) {
             Some(l) => l.forwarder = Some(forwarder),
             None => forwarder.abort(),

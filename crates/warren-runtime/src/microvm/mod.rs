@@ -36,9 +36,8 @@ use tokio::sync::oneshot;
 use warren_core::SandboxId;
 
 use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
-use crate::namespaces::cgroups::SandboxCgroup;
-use crate::namespaces::network::{SandboxNet, GUEST_ADDRESS, GUEST_GATEWAY, GUEST_TAP};
-use crate::namespaces::NamespaceDriver;
+use crate::host::network::{SandboxNet, GUEST_ADDRESS, GUEST_GATEWAY, GUEST_TAP};
+use crate::host::{Host, SandboxHost};
 use qemu::{Accel, VmLaunch};
 
 /// The agent's TCP port inside the guest.
@@ -102,8 +101,7 @@ impl ExitRelay {
 }
 
 struct Live {
-    cgroup: SandboxCgroup,
-    net: SandboxNet,
+    host: SandboxHost,
     dir: PathBuf,
     vmm_uid: u32,
     boot: Arc<Boot>,
@@ -114,7 +112,7 @@ struct Live {
 
 pub struct MicrovmDriver {
     cfg: MicrovmConfig,
-    host: Arc<NamespaceDriver>,
+    host: Arc<Host>,
     accel: Accel,
     kernel: PathBuf,
     base_initrd: Vec<u8>,
@@ -149,7 +147,7 @@ pub fn find_kernel(kernel_dir: &Path) -> Option<(PathBuf, PathBuf)> {
 
 impl MicrovmDriver {
     /// The driver, or why this host cannot run the tier.
-    pub async fn detect(cfg: MicrovmConfig, host: Arc<NamespaceDriver>) -> Result<Self, String> {
+    pub async fn detect(cfg: MicrovmConfig, host: Arc<Host>) -> Result<Self, String> {
         let version = tokio::process::Command::new(&cfg.qemu)
             .arg("--version")
             .output()
@@ -229,7 +227,7 @@ impl MicrovmDriver {
     /// How long a guest may take to boot to its agent: far longer under emulation.
     fn start_timeout(&self) -> Duration {
         match self.accel {
-            Accel::Kvm => crate::namespaces::START_TIMEOUT,
+            Accel::Kvm => crate::host::START_TIMEOUT,
             Accel::Tcg { .. } => Duration::from_secs(180),
         }
     }
@@ -306,8 +304,7 @@ impl MicrovmDriver {
         &self,
         boot: &Boot,
         dir: &Path,
-        cgroup: &SandboxCgroup,
-        net: &SandboxNet,
+        host: &SandboxHost,
         vmm_uid: u32,
         incoming: Option<&std::fs::File>,
     ) -> Result<tokio::process::Child, DriverError> {
@@ -316,8 +313,8 @@ impl MicrovmDriver {
             .append(true)
             .open(dir.join("qemu.log"))
             .map_err(io("qemu log"))?;
-        let tap =
-            vmm_process::open_tap(&net.netns_path, GUEST_TAP).map_err(io("open tap device"))?;
+        let tap = vmm_process::open_tap(&host.net.netns_path, GUEST_TAP)
+            .map_err(io("open tap device"))?;
         let raw = std::os::fd::AsRawFd::as_raw_fd;
         let mut cmd = qemu::command(
             &self.cfg.qemu,
@@ -340,7 +337,7 @@ impl MicrovmDriver {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(false);
-        let netns = crate::namespaces::start_inside(&mut cmd, cgroup, net)?;
+        let netns = crate::host::start_inside(&mut cmd, host)?;
         let mut inherited = vec![raw(&tap)];
         inherited.extend(incoming.map(std::os::fd::AsRawFd::as_raw_fd));
         vmm_process::confine(&mut cmd, inherited, vmm_uid, self.accel == Accel::Kvm);
@@ -353,15 +350,14 @@ impl MicrovmDriver {
         &self,
         spec: &SandboxSpec,
         dir: &Path,
-        cgroup: &SandboxCgroup,
-        net: &SandboxNet,
+        host: &SandboxHost,
         vmm_uid: u32,
     ) -> Result<(StartedSandbox, Boot, tokio::task::JoinHandle<()>), DriverError> {
-        let boot = self.prepare(spec, dir, net, vmm_uid).await?;
-        let child = self.launch(&boot, dir, cgroup, net, vmm_uid, None)?;
+        let boot = self.prepare(spec, dir, &host.net, vmm_uid).await?;
+        let child = self.launch(&boot, dir, host, vmm_uid, None)?;
         let agent_socket = dir.join("run/agent.sock");
-        let forwarder = forward::spawn(&agent_socket, net.netns_path.clone())?;
-        match crate::namespaces::wait_for_agent(
+        let forwarder = forward::spawn(&agent_socket, host.net.netns_path.clone())?;
+        match crate::host::wait_for_agent(
             child,
             &dir.join("qemu.log"),
             agent_socket,
@@ -390,20 +386,24 @@ impl IsolationDriver for MicrovmDriver {
 
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
-        let mut host_spec = spec.clone();
-        host_spec.resources.memory_mb += VMM_OVERHEAD_MB;
+        let mut resources = spec.resources;
+        resources.memory_mb += VMM_OVERHEAD_MB;
         let vmm_uid = self
             .vmm_uids
             .take()
             .ok_or_else(|| DriverError::Start("no free VMM user ids".into()))?;
-        let (cgroup, net) = match self.host.provision(&host_spec).await {
+        let host = match self
+            .host
+            .provision(&spec.id, &resources, spec.internet_access)
+            .await
+        {
             Ok(parts) => parts,
             Err(e) => {
                 self.vmm_uids.release(vmm_uid);
                 return Err(e);
             }
         };
-        match self.start_inner(spec, &dir, &cgroup, &net, vmm_uid).await {
+        match self.start_inner(spec, &dir, &host, vmm_uid).await {
             Ok((started, boot, forwarder)) => {
                 let (to_service, exited) = oneshot::channel();
                 let exit = Arc::new(ExitRelay {
@@ -414,8 +414,7 @@ impl IsolationDriver for MicrovmDriver {
                 self.live().insert(
                     spec.id.clone(),
                     Live {
-                        cgroup,
-                        net,
+                        host,
                         dir,
                         vmm_uid,
                         boot: Arc::new(boot),
@@ -428,7 +427,7 @@ impl IsolationDriver for MicrovmDriver {
             Err(e) => {
                 self.vmm_uids.release(vmm_uid);
                 // The cgroup teardown kills QEMU if it is still there.
-                if let Err(te) = self.host.teardown(cgroup, &net, &dir).await {
+                if let Err(te) = self.host.teardown(host, &dir).await {
                     tracing::warn!(error = %te, "teardown after failed microVM start");
                 }
                 Err(e)
@@ -453,13 +452,13 @@ impl IsolationDriver for MicrovmDriver {
         if let Some(f) = live.forwarder {
             f.abort();
         }
-        let result = self.host.teardown(live.cgroup, &live.net, &live.dir).await;
+        let result = self.host.teardown(live.host, &live.dir).await;
         self.vmm_uids.release(live.vmm_uid);
         result
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
-        self.live().get(id).map(|l| l.cgroup.usage())
+        self.live().get(id).map(|l| l.host.cgroup.usage())
     }
 
     async fn remove_leftovers(&self) {
@@ -472,6 +471,4 @@ impl IsolationDriver for MicrovmDriver {
             }
         }
     }
-
-    async fn release_host(&self) {}
 }

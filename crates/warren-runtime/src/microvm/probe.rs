@@ -39,7 +39,7 @@ pub async fn probe_boot(
         .map_err(|e| format!("{}: {e}", qemu.display()))?;
     let stdout = child.stdout.take().ok_or("no QEMU stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let ready = crate::namespaces::until_ready(
+    let ready = crate::host::until_ready(
         &mut lines,
         Duration::from_secs(120),
         &mut Default::default(),

@@ -37,7 +37,7 @@ impl UidPool {
 pub fn open_tap(netns: &Path, name: &str) -> std::io::Result<OwnedFd> {
     let name = name.to_owned();
     // TUNSETIFF finds the device in the calling thread's namespace.
-    crate::namespaces::network::in_netns(netns, move || {
+    crate::host::network::in_netns(netns, move || {
         // SAFETY: plain open(2); the descriptor is owned right after.
         let fd = unsafe {
             libc::open(

@@ -1,0 +1,150 @@
+//! The host layer every isolation tier stands on: a sandbox's cgroup (limits, freezer, usage) and
+//! network namespace (veth, NAT, egress rules), the agent bundle mounted into it, spawning a
+//! tier's processes inside those, and waiting for the agent. The tiers differ only in what runs
+//! inside (a jail, runsc, QEMU); the host parts, and their cleanup, are the same for all three.
+
+pub mod cgroups;
+pub mod network;
+mod spawn;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use warren_core::{Resources, SandboxId};
+
+use crate::driver::DriverError;
+use cgroups::{CgroupRoot, SandboxCgroup};
+use network::{Network, SandboxNet};
+
+pub(crate) use spawn::{enter_netns, start_inside, until_ready, wait_for_agent, watch_exit};
+
+/// How long a sandbox may take to start its agent (hardware-speed tiers).
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Held for the host layer's lifetime: one Warren server per host.
+const HOST_LOCK: &str = "/run/warren-namespaces.lock";
+
+pub struct HostConfig {
+    /// Directory with the agent binary, its libraries and loader (see `agent_bundle`).
+    pub agent_bundle: PathBuf,
+    /// The /16 that sandbox veth links are numbered from.
+    pub network_base: Ipv4Addr,
+}
+
+/// The host parts of one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxHost {
+    pub cgroup: SandboxCgroup,
+    pub net: SandboxNet,
+}
+
+/// Host-wide state shared by every tier: the cgroup root, the network (one nftables table, one
+/// address space for veth links) and the agent bundle. Its names (`warren-<id>` namespaces,
+/// `wv<n>` links, the `inet warren` table, the `warren/` cgroups) are host-wide, which is why one
+/// server per host holds it.
+pub struct Host {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    cgroups: CgroupRoot,
+    network: Network,
+    agent_bundle: PathBuf,
+}
+
+impl Host {
+    pub async fn new(cfg: HostConfig) -> Result<Self, DriverError> {
+        let lock = lock_host()?;
+        let cgroups = CgroupRoot::discover()?;
+        let network = Network::init(cfg.network_base).await?;
+        tracing::info!(cgroups = cgroups.version(), "host layer ready");
+        Ok(Self {
+            _lock: lock,
+            cgroups,
+            network,
+            agent_bundle: cfg.agent_bundle,
+        })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn agent_bundle(&self) -> &Path {
+        &self.agent_bundle
+    }
+
+    pub fn cgroup_version(&self) -> &'static str {
+        self.cgroups.version()
+    }
+
+    /// Creates a sandbox's cgroup with `resources` as its limits and its network namespace (with
+    /// a veth when it has internet access).
+    pub async fn provision(
+        &self,
+        id: &SandboxId,
+        resources: &Resources,
+        internet_access: bool,
+    ) -> Result<SandboxHost, DriverError> {
+        let cgroup = self.cgroups.sandbox(id.as_str());
+        cgroup.create(resources)?;
+        match self.network.create(id.as_str(), internet_access).await {
+            Ok(net) => Ok(SandboxHost { cgroup, net }),
+            Err(e) => {
+                let _ = cgroup.destroy();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Removes a sandbox's host parts: its cgroup (killing what is left in it), its network
+    /// namespace and veth, and its host directory `dir`.
+    pub async fn teardown(&self, parts: SandboxHost, dir: &Path) -> Result<(), DriverError> {
+        let cg = parts.cgroup.clone();
+        let killed = tokio::task::spawn_blocking(move || cg.destroy())
+            .await
+            .map_err(|e| DriverError::Start(format!("cgroup teardown panicked: {e}")))?;
+        self.network.destroy(&parts.net).await;
+        if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove sandbox dir");
+            }
+        }
+        killed?;
+        Ok(())
+    }
+
+    /// Kills and removes the cgroups, namespaces and links an earlier server left behind. Runs
+    /// before any tier removes its own leftovers: killing through the cgroup is immediate, while
+    /// a tier's own tools may wait on processes they can no longer reach.
+    pub async fn remove_leftovers(&self) {
+        for name in self.cgroups.leftovers() {
+            let cg = self.cgroups.sandbox(&name);
+            tracing::info!(sandbox = %name, "removing cgroup left by an earlier run");
+            if let Err(e) = tokio::task::spawn_blocking(move || cg.destroy())
+                .await
+                .unwrap_or(Ok(()))
+            {
+                tracing::warn!(sandbox = %name, error = %e, "cannot remove leftover cgroup");
+            }
+        }
+        self.network.remove_leftovers().await;
+    }
+
+    /// Undoes host-wide setup (the nftables table) once every sandbox is gone.
+    pub async fn release(&self) {
+        self.network.release_host().await;
+    }
+}
+
+fn lock_host() -> Result<nix::fcntl::Flock<std::fs::File>, DriverError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HOST_LOCK)
+        .map_err(|source| DriverError::Io {
+            what: format!("open {HOST_LOCK}"),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| DriverError::HostBusy(HOST_LOCK.into()))
+}

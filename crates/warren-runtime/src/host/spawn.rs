@@ -1,0 +1,145 @@
+//! Starting a tier's processes inside a sandbox's host parts, and waiting for its agent.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+use super::network::SandboxNet;
+use super::SandboxHost;
+use crate::driver::{DriverError, StartedSandbox};
+
+/// Makes `cmd` start inside a sandbox's network namespace and cgroup (for the processes of the
+/// other tiers: runsc, QEMU). Keep the returned namespace handle open until `cmd` is spawned.
+pub(crate) fn start_inside(
+    cmd: &mut Command,
+    host: &SandboxHost,
+) -> Result<std::fs::File, DriverError> {
+    use std::os::unix::ffi::OsStrExt;
+    let netns = enter_netns(cmd, &host.net)?;
+    let procs: Vec<std::ffi::CString> = host
+        .cgroup
+        .procs_files()
+        .iter()
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok())
+        .collect();
+    // SAFETY: only open/write/close on paths prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    Ok(netns)
+}
+
+/// Makes `cmd` start inside a sandbox's network namespace. Keep the returned namespace handle
+/// open until `cmd` is spawned.
+pub(crate) fn enter_netns(
+    cmd: &mut Command,
+    net: &SandboxNet,
+) -> Result<std::fs::File, DriverError> {
+    let netns = std::fs::File::open(&net.netns_path).map_err(|source| DriverError::Io {
+        what: "open network namespace".into(),
+        source,
+    })?;
+    let netns_fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
+    // SAFETY: only setns on a descriptor opened before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(netns)
+}
+
+/// Waits for the sandbox's agent to print `ready` on `child`'s stdout (the jail, runsc, or a
+/// VM's console), then watches `child` for the sandbox's end. On failure the child is killed and
+/// the error carries the last lines of `log_path` (the sandbox's start-up log) and of stdout.
+pub(crate) async fn wait_for_agent(
+    mut child: tokio::process::Child,
+    log_path: &Path,
+    agent_socket: PathBuf,
+    timeout: Duration,
+    port_host: Ipv4Addr,
+) -> Result<StartedSandbox, DriverError> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| DriverError::Start("sandbox helper has no stdout".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    // A VM's console arrives here too: keep its last words for the error message.
+    let mut console = std::collections::VecDeque::new();
+    let ready = until_ready(&mut lines, timeout, &mut console).await;
+    if !ready {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let log = tokio::fs::read_to_string(log_path)
+            .await
+            .unwrap_or_default();
+        let mut last: Vec<&str> = log.lines().rev().take(5).collect();
+        last.reverse();
+        last.extend(console.iter().map(String::as_str).filter(|l| !l.is_empty()));
+        return Err(DriverError::Start(if last.is_empty() {
+            "agent did not report ready".into()
+        } else {
+            last.join("; ")
+        }));
+    }
+    Ok(StartedSandbox {
+        agent_socket,
+        port_host,
+        exited: watch_exit(child, lines),
+    })
+}
+
+/// Reads `stdout` until the agent's `ready` line (true) or its end or `timeout` (false), keeping
+/// the last five other lines in `tail`.
+pub(crate) async fn until_ready(
+    stdout: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    timeout: Duration,
+    tail: &mut std::collections::VecDeque<String>,
+) -> bool {
+    tokio::time::timeout(timeout, async {
+        while let Ok(Some(line)) = stdout.next_line().await {
+            if line.trim() == "ready" {
+                return true;
+            }
+            if tail.len() == 5 {
+                tail.pop_front();
+            }
+            tail.push_back(line.trim().to_owned());
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Reports `child`'s exit code once it ends, reading its remaining stdout meanwhile so that later
+/// output never blocks it on a full pipe.
+pub(crate) fn watch_exit(
+    mut child: tokio::process::Child,
+    mut stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> oneshot::Receiver<i32> {
+    let (tx, exited) = oneshot::channel();
+    tokio::spawn(async move {
+        while let Ok(Some(_)) = stdout.next_line().await {}
+        let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+        let _ = tx.send(code);
+    });
+    exited
+}
