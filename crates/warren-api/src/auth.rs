@@ -66,7 +66,7 @@ impl FromRequestParts<AppState> for Caller {
                 "API key required: send X-API-Key or Authorization: Bearer",
             ));
         };
-        let Some(record) = state.sandboxes.store.find_key(key, now()).await? else {
+        let Some(record) = state.store.find_key(key, now()).await? else {
             return Err(ApiError::new(
                 axum::http::StatusCode::UNAUTHORIZED,
                 "INVALID_TOKEN",

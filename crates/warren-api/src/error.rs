@@ -3,7 +3,10 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::Map;
+use serde_json::{json, Map};
+
+use crate::lifecycle::LifecycleError;
+use crate::limits::{QuotaExceeded, RateLimited};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -64,6 +67,61 @@ impl ApiError {
 impl From<warren_store::StoreError> for ApiError {
     fn from(e: warren_store::StoreError) -> Self {
         Self::internal("database error", e)
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(e: RateLimited) -> Self {
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMIT_EXCEEDED",
+            e.to_string(),
+        );
+        err.details
+            .insert("retry_after_seconds".into(), json!(e.retry_after_seconds));
+        err
+    }
+}
+
+/// 403 with "limit" in the message and `details.{limit,current,available}`: what the SDKs map to
+/// `ResourceLimitError`.
+impl From<QuotaExceeded> for ApiError {
+    fn from(e: QuotaExceeded) -> Self {
+        let mut err = Self::new(
+            StatusCode::FORBIDDEN,
+            "RESOURCE_LIMIT_EXCEEDED",
+            e.to_string(),
+        );
+        err.details.insert("limit".into(), json!(e.limit));
+        err.details.insert("current".into(), json!(e.current));
+        err.details
+            .insert("available".into(), json!(e.limit.saturating_sub(e.current)));
+        err.details.insert("resource".into(), json!(e.resource));
+        err
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        use LifecycleError as L;
+        match e {
+            L::SandboxNotFound => Self::sandbox_not_found(),
+            L::TemplateNotFound(name) => Self::template_not_found(&name),
+            e @ L::TemplateNotReady { .. } => {
+                Self::new(StatusCode::CONFLICT, "TEMPLATE_NOT_READY", e.to_string())
+            }
+            L::Invalid(message) => Self::bad_request(message),
+            e @ L::InvalidState { .. } => {
+                Self::new(StatusCode::CONFLICT, "INVALID_STATE", e.to_string())
+            }
+            e @ L::TierChoiceDisabled => {
+                Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", e.to_string())
+            }
+            L::Quota(q) => q.into(),
+            L::Unavailable(message) => Self::unavailable(message),
+            L::Store(e) => e.into(),
+            L::Node { context, source } => Self::internal(context, source),
+        }
     }
 }
 

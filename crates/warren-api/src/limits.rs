@@ -5,14 +5,30 @@
 
 use std::num::NonZeroU32;
 
-use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use serde_json::json;
 use warren_core::Resources;
 use warren_store::TenantUsage;
 
-use crate::error::ApiError;
+/// Too many requests of one key or organization.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("Rate limit exceeded for this {scope}; retry in {retry_after_seconds} s")]
+pub struct RateLimited {
+    pub scope: &'static str,
+    pub retry_after_seconds: u64,
+}
+
+/// A new sandbox would take an organization past one of its quotas.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{resource} limit reached: organization {tenant} uses {current} of {limit} {unit} and this sandbox needs {need}")]
+pub struct QuotaExceeded {
+    pub resource: &'static str,
+    pub unit: &'static str,
+    pub tenant: String,
+    pub limit: u64,
+    pub current: u64,
+    pub need: u64,
+}
 
 /// Configurable limits. The defaults suit one machine shared by a few teams.
 #[derive(Debug, Clone)]
@@ -68,7 +84,7 @@ impl RateLimiter {
     }
 
     /// Counts one request of `key_id` (when known) in `tenant`.
-    pub fn check(&self, key_id: Option<&str>, tenant: &str) -> Result<(), ApiError> {
+    pub fn check(&self, key_id: Option<&str>, tenant: &str) -> Result<(), RateLimited> {
         if let Some(key) = key_id {
             if let Err(wait) = self.per_key.check_key(&key.to_owned()) {
                 return Err(too_many(
@@ -93,15 +109,11 @@ impl RateLimiter {
     }
 }
 
-fn too_many(scope: &str, wait: std::time::Duration) -> ApiError {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "RATE_LIMIT_EXCEEDED",
-        format!("Rate limit exceeded for this {scope}; retry in {secs} s"),
-    );
-    e.details.insert("retry_after_seconds".into(), json!(secs));
-    e
+fn too_many(scope: &'static str, wait: std::time::Duration) -> RateLimited {
+    RateLimited {
+        scope,
+        retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+    }
 }
 
 /// Checks that `tenant`, using `usage` now, may start a sandbox of `wanted` resources.
@@ -110,7 +122,7 @@ pub fn admit(
     tenant: &str,
     usage: TenantUsage,
     wanted: Resources,
-) -> Result<(), ApiError> {
+) -> Result<(), QuotaExceeded> {
     let checks = [
         (
             "sandbox",
@@ -134,21 +146,16 @@ pub fn admit(
             u64::from(wanted.memory_mb),
         ),
     ];
-    for (what, unit, limit, current, need) in checks {
+    for (resource, unit, limit, current, need) in checks {
         if current + need > limit {
-            let mut e = ApiError::new(
-                StatusCode::FORBIDDEN,
-                "RESOURCE_LIMIT_EXCEEDED",
-                format!(
-                    "{what} limit reached: organization {tenant} uses {current} of {limit} {unit} and this sandbox needs {need}"
-                ),
-            );
-            e.details.insert("limit".into(), json!(limit));
-            e.details.insert("current".into(), json!(current));
-            e.details
-                .insert("available".into(), json!(limit.saturating_sub(current)));
-            e.details.insert("resource".into(), json!(what));
-            return Err(e);
+            return Err(QuotaExceeded {
+                resource,
+                unit,
+                tenant: tenant.to_owned(),
+                limit,
+                current,
+                need,
+            });
         }
     }
     Ok(())

@@ -1,6 +1,9 @@
 use std::sync::Arc;
 
-use crate::service::SandboxService;
+use warren_node::Node;
+use warren_store::Store;
+
+use crate::lifecycle::Lifecycle;
 use crate::tokens::TokenSigner;
 
 /// How sandboxes are reached from outside.
@@ -17,16 +20,15 @@ pub enum PublicMode {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub sandboxes: Arc<SandboxService>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub node: Arc<Node>,
+    pub store: Store,
     pub tokens: Arc<TokenSigner>,
     pub public: PublicMode,
-    pub webhooks: Arc<crate::webhooks::Dispatcher>,
     pub audit: Arc<crate::audit::Auditor>,
     pub rate: Arc<crate::limits::RateLimiter>,
-    /// Set when the API and sandbox listeners speak HTTPS.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Largest request body forwarded to a sandbox (uploads, file writes, code).
-    pub max_body_bytes: u64,
+    /// Whether the API and sandbox listeners speak HTTPS.
+    pub https: bool,
     pub builds: Arc<crate::builds::Builds>,
     pub layers: Arc<warren_runtime::layers::LayerStore>,
     pub uploads: Arc<crate::builds::uploads::Uploads>,

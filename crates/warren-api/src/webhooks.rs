@@ -9,21 +9,20 @@
 //! time, and reject old timestamps to stop replays.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 use warren_core::SandboxId;
+use warren_node::{AgentError, AgentLink};
+use warren_wire::agent::ExecuteRequest;
 
 /// Async runs waiting or in flight per server; beyond this callers get 429.
 const MAX_PENDING: usize = 256;
@@ -62,7 +61,7 @@ fn default_timeout() -> u64 {
 }
 
 fn bad_request(message: &str) -> Response {
-    crate::proxy::agent_error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+    warren_node::agent_error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
 }
 
 impl Dispatcher {
@@ -79,16 +78,11 @@ impl Dispatcher {
         }
     }
 
-    /// True for the one agent path this module answers instead of the agent.
-    pub fn handles(req: &Request) -> bool {
-        req.method() == Method::POST && req.uri().path() == "/execute/async"
-    }
-
     /// Accepts the run (answering at once with `queued`) and finishes it in the background.
     pub async fn accept(
         self: &Arc<Self>,
         id: SandboxId,
-        agent_socket: PathBuf,
+        agent: AgentLink,
         req: Request,
     ) -> Response {
         let body = match axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES).await {
@@ -110,7 +104,7 @@ impl Dispatcher {
             return bad_request("callback_headers holds an invalid header name or value");
         }
         let Ok(permit) = self.pending.clone().try_acquire_owned() else {
-            return crate::proxy::agent_error(
+            return warren_node::agent_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",
                 "too many async executions pending on this server; retry later",
@@ -127,7 +121,7 @@ impl Dispatcher {
         let this = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let result = execute(&agent_socket, &run).await;
+            let result = execute(&agent, &run).await;
             let mut payload = result;
             payload["execution_id"] = execution_id.clone().into();
             payload["timestamp"] = crate::clock::rfc3339(crate::clock::now()).into();
@@ -194,62 +188,46 @@ pub fn sign(secret: &str, timestamp: &str, body: &str) -> String {
 }
 
 /// Runs the code through the agent's synchronous `/execute` and shapes the callback body.
-async fn execute(agent_socket: &std::path::Path, run: &AsyncRequest) -> Value {
+async fn execute(agent: &AgentLink, run: &AsyncRequest) -> Value {
     let started = Instant::now();
-    let mut body = json!({ "code": run.code, "language": run.language, "timeout": run.timeout });
-    if let Some(w) = &run.workdir {
-        body["workdir"] = w.clone().into();
-    }
-    if let Some(env) = &run.env {
-        body["env"] = json!(env);
-    }
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri("/execute")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()));
-    let Ok(request) = request else {
-        return failed("cannot build the agent request", started);
+    let request = ExecuteRequest {
+        code: run.code.clone(),
+        language: run.language.clone(),
+        timeout: Some(run.timeout),
+        workdir: run.workdir.clone(),
+        env: run.env.clone(),
+        name: None,
     };
     // The agent enforces `timeout`; the margin covers a paused sandbox being resumed.
     let limit = Duration::from_secs(run.timeout.saturating_add(30));
-    let response =
-        tokio::time::timeout(limit, crate::proxy::forward_unix(agent_socket, request)).await;
-    let Ok(response) = response else {
-        return json!({ "status": "timeout", "stdout": "", "stderr": "", "exit_code": 124,
-                       "execution_time": started.elapsed().as_secs_f64(),
-                       "error": format!("Execution timed out after {} seconds", run.timeout) });
+    let result = match tokio::time::timeout(limit, agent.execute(&request)).await {
+        Err(_) => {
+            return json!({ "status": "timeout", "stdout": "", "stderr": "", "exit_code": 124,
+                           "execution_time": started.elapsed().as_secs_f64(),
+                           "error": format!("Execution timed out after {} seconds", run.timeout) })
+        }
+        Ok(Err(AgentError::Refused { message, .. })) => return failed(&message, started),
+        Ok(Err(AgentError::Unreachable)) => {
+            return failed("the sandbox went away during the run", started)
+        }
+        Ok(Err(AgentError::Protocol(_))) => {
+            return failed("the sandbox returned no result", started)
+        }
+        Ok(Ok(r)) => r,
     };
-    let status = response.status();
-    let bytes = match response.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return failed("the sandbox went away during the run", started),
-    };
-    let Ok(result) = serde_json::from_slice::<Value>(&bytes) else {
-        return failed("the sandbox returned no result", started);
-    };
-    if !status.is_success() {
-        let message = result["message"]
-            .as_str()
-            .or(result["error"].as_str())
-            .unwrap_or("execution failed");
-        return failed(message, started);
-    }
-    let exit_code = result["exit_code"].as_i64().unwrap_or(1);
-    let error = result["error"].as_str();
-    let outcome = match (result["success"].as_bool(), exit_code, error) {
+    let outcome = match (result.success, result.exit_code, result.error.as_deref()) {
         (_, 124, Some(e)) if e.contains("timed out") => "timeout",
-        (Some(true), _, _) => "completed",
+        (true, _, _) => "completed",
         _ => "failed",
     };
     let mut payload = json!({
         "status": outcome,
-        "stdout": result["stdout"],
-        "stderr": result["stderr"],
-        "exit_code": exit_code,
-        "execution_time": result["execution_time"],
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "exit_code": result.exit_code,
+        "execution_time": result.execution_time,
     });
-    if let Some(e) = error {
+    if let Some(e) = result.error {
         payload["error"] = e.into();
     }
     payload

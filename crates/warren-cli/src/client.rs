@@ -5,6 +5,10 @@ use serde_json::Value;
 
 use crate::commands::ClientOpts;
 
+/// An open WebSocket to a sandbox's agent.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -185,7 +189,7 @@ impl Agent {
     }
 
     /// Opens a WebSocket to one of the agent's streaming endpoints (spec §6).
-    pub async fn websocket(&self, path: &str) -> anyhow::Result<crate::stream::Socket> {
+    pub async fn websocket(&self, path: &str) -> anyhow::Result<Socket> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!(
             "{}{path}",

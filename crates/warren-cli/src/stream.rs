@@ -10,8 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Agent;
 
-pub type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::client::Socket;
 
 async fn send(socket: &mut Socket, msg: Value) -> anyhow::Result<()> {
     socket

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use tokio::sync::oneshot;
 use warren_core::{Resources, SandboxId};
 
 /// What to start.
@@ -25,30 +24,12 @@ pub struct SandboxSpec {
     pub env_vars: BTreeMap<String, String>,
 }
 
-/// A sandbox whose agent answers.
-pub struct StartedSandbox {
-    /// Host path of the agent's unix socket.
-    pub agent_socket: PathBuf,
-    /// Where ports the sandbox listens on are reached from inside its network namespace: its
-    /// loopback, or a VM guest's address.
-    pub port_host: std::net::Ipv4Addr,
-    /// Resolves with the init's exit code when the sandbox dies, for whatever reason.
-    pub exited: oneshot::Receiver<i32>,
-}
-
-/// Resource usage, read from outside the sandbox (the sandbox cannot lie about it).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SandboxUsage {
-    pub memory_bytes: u64,
-    pub processes: u32,
-}
+pub use crate::host::{SandboxUsage, StartedSandbox};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("cgroup: {0}")]
-    Cgroup(#[from] crate::host::cgroups::CgroupError),
-    #[error("network: {0}")]
-    Network(#[from] crate::host::network::NetworkError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -59,12 +40,6 @@ pub enum DriverError {
     Start(String),
     #[error("sandbox {0} is not running on this host")]
     NotFound(SandboxId),
-    /// The namespace tier owns host-wide names (netns, veth, the nftables table, cgroups), so
-    /// two servers on one host would remove each other's sandboxes.
-    #[error(
-        "another `warren serve` already runs sandboxes on this host (it holds {0}); stop it first"
-    )]
-    HostBusy(String),
 }
 
 /// One isolation tier.
@@ -91,48 +66,14 @@ pub trait IsolationDriver {
     async fn remove_leftovers(&self);
 }
 
-/// The closed set of drivers. An enum rather than `dyn` keeps async methods simple and makes the
-/// set of tiers visible in one place. Cheap to clone: each variant is shared.
-#[derive(Clone)]
-pub enum AnyDriver {
-    Namespaces(std::sync::Arc<crate::namespaces::NamespaceDriver>),
-    Gvisor(std::sync::Arc<crate::gvisor::GvisorDriver>),
-    Microvm(std::sync::Arc<crate::microvm::MicrovmDriver>),
+impl From<crate::host::cgroups::CgroupError> for DriverError {
+    fn from(e: crate::host::cgroups::CgroupError) -> Self {
+        Self::Host(e.into())
+    }
 }
 
-macro_rules! each {
-    ($self:ident, $d:ident => $e:expr) => {
-        match $self {
-            AnyDriver::Namespaces($d) => $e,
-            AnyDriver::Gvisor($d) => $e,
-            AnyDriver::Microvm($d) => $e,
-        }
-    };
-}
-
-impl IsolationDriver for AnyDriver {
-    fn name(&self) -> &'static str {
-        each!(self, d => d.name())
-    }
-    async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
-        each!(self, d => d.start(spec).await)
-    }
-    async fn pause(&self, id: &SandboxId) -> Result<(), DriverError> {
-        each!(self, d => d.pause(id).await)
-    }
-    async fn resume(&self, id: &SandboxId) -> Result<(), DriverError> {
-        each!(self, d => d.resume(id).await)
-    }
-    fn has_own_clock(&self) -> bool {
-        each!(self, d => d.has_own_clock())
-    }
-    async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError> {
-        each!(self, d => d.destroy(id).await)
-    }
-    fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
-        each!(self, d => d.usage(id))
-    }
-    async fn remove_leftovers(&self) {
-        each!(self, d => d.remove_leftovers().await)
+impl From<crate::host::network::NetworkError> for DriverError {
+    fn from(e: crate::host::network::NetworkError) -> Self {
+        Self::Host(e.into())
     }
 }

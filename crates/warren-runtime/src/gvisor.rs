@@ -234,7 +234,7 @@ impl GvisorDriver {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
         // The rest (cgroup, network namespace, directory) is the host layer's teardown.
-        self.host.teardown(live.host, &live.dir).await
+        Ok(self.host.teardown(live.host, &live.dir).await?)
     }
 }
 

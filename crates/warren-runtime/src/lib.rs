@@ -9,7 +9,7 @@ pub mod layers;
 pub mod microvm;
 pub mod namespaces;
 pub mod templates;
+mod tiers;
 
-pub use driver::{
-    AnyDriver, DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox,
-};
+pub use driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+pub use tiers::AnyDriver;

@@ -172,3 +172,39 @@ pub struct AgentBootConfig {
     #[serde(default)]
     pub env_vars: BTreeMap<String, String>,
 }
+
+/// The answer to `POST /commands/background` and `/execute/background`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackgroundStarted {
+    pub process_id: String,
+    #[serde(default)]
+    pub pid: u32,
+    pub status: String,
+}
+
+/// `GET /execute/processes/{process_id}?stdout_offset=N&stderr_offset=M`: a background process
+/// and its output from those byte offsets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessOutput {
+    pub process_id: String,
+    /// `running`, `completed`, `failed`, `killed` or `timeout`.
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+    #[serde(default)]
+    pub stdout_next_offset: u64,
+    #[serde(default)]
+    pub stderr_next_offset: u64,
+}
+
+/// `POST /warren/clock`: Warren's own agent route, the host's time for a sandbox with a kernel of
+/// its own (a microVM guest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetClockRequest {
+    /// Nanoseconds since the Unix epoch.
+    pub unix_nanos: i128,
+}

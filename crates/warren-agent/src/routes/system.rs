@@ -240,18 +240,14 @@ pub async fn cache_clear() -> Json<Value> {
     Json(json!({ "success": true, "message": "Cache cleared successfully", "entries_removed": 0 }))
 }
 
-#[derive(serde::Deserialize)]
-pub struct SetClock {
-    /// The host's time, in nanoseconds since the Unix epoch.
-    unix_nanos: i128,
-}
-
 /// Sets the system clock: Warren's own route (not in the Hopx agent API), called by the control
 /// plane after a microVM starts (its RTC counts whole seconds) and after it resumes from a saved
 /// state (its clock stood still while it was paused).
 /// Only a sandbox with a kernel of its own may set its clock; elsewhere the kernel refuses (the
 /// clock is the host's) and this answers 403.
-pub async fn set_clock(Json(req): Json<SetClock>) -> Result<axum::http::StatusCode, AgentError> {
+pub async fn set_clock(
+    Json(req): Json<warren_wire::agent::SetClockRequest>,
+) -> Result<axum::http::StatusCode, AgentError> {
     let nanos_per_second = 1_000_000_000i128;
     let (secs, nanos) = (
         req.unix_nanos.div_euclid(nanos_per_second),

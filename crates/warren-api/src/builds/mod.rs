@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use warren_core::{Resources, SandboxId};
+use warren_node::AgentLink;
 use warren_runtime::layers::LayerStore;
-use warren_runtime::{IsolationDriver, SandboxSpec};
+use warren_runtime::SandboxSpec;
+use warren_wire::agent::CommandRequest;
 
 use crate::clock::now;
-use crate::service::SandboxService;
+use crate::lifecycle::{Lifecycle, TemplateRoots};
 use spec::{BuildRequest, Step, TemplateSpec};
 
 /// How long one RUN step may take.
@@ -140,7 +142,7 @@ fn key(parts: &[&str]) -> String {
 
 /// Everything a build needs besides the request.
 pub struct BuildContext {
-    pub service: Arc<SandboxService>,
+    pub lifecycle: Arc<Lifecycle>,
     pub layers: Arc<LayerStore>,
     pub uploads: Arc<uploads::Uploads>,
     pub tenant: String,
@@ -150,7 +152,7 @@ pub struct BuildContext {
 pub async fn run(ctx: BuildContext, build: Arc<Build>, req: BuildRequest, base: TemplateSpec) {
     let started = Instant::now();
     let result = execute(&ctx, &build, &req, base).await;
-    let store = &ctx.service.store;
+    let store = &ctx.lifecycle.store;
     let finished = now();
     let duration = started.elapsed().as_millis() as u64;
     match result {
@@ -191,7 +193,7 @@ pub async fn run(ctx: BuildContext, build: Arc<Build>, req: BuildRequest, base: 
 pub async fn fail(ctx: &BuildContext, build: &Build, error: String) {
     let finished = now();
     let _ = ctx
-        .service
+        .lifecycle
         .store
         .finish_template_build(&build.template_id, Err(&error), finished)
         .await;
@@ -363,11 +365,8 @@ async fn run_step(
     key: &str,
 ) -> Result<(), String> {
     let staged = ctx.layers.staging(key).map_err(|e| e.to_string())?;
-    let id = SandboxId::generate();
-    // Build steps need a writable layer kept on disk: the namespace tier provides that.
-    let driver = ctx.service.build_driver();
     let sandbox = SandboxSpec {
-        id: id.clone(),
+        id: SandboxId::generate(),
         template_name: format!("build-{key:.12}"),
         layers: spec.layers.clone(),
         persistent_upper: Some(staged.clone()),
@@ -376,11 +375,13 @@ async fn run_step(
         internet_access: true,
         env_vars: spec.env.clone(),
     };
-    let started = driver.start(&sandbox).await.map_err(|e| e.to_string())?;
-    let result = follow_run(&started.agent_socket, build, cmd, spec).await;
-    if let Err(e) = driver.destroy(&id).await {
-        tracing::warn!(error = %e, "build sandbox cleanup");
-    }
+    let sandbox = ctx
+        .lifecycle
+        .start_build_sandbox(&ctx.tenant, sandbox)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = follow_run(&sandbox.agent, build, cmd, spec).await;
+    ctx.lifecycle.end_build_sandbox(sandbox).await;
     match result {
         Ok(0) => {
             let upper = staged.join("upper");
@@ -401,58 +402,52 @@ async fn run_step(
 
 /// Starts the command in the background and copies its output into the build log until it ends.
 async fn follow_run(
-    socket: &std::path::Path,
+    agent: &AgentLink,
     build: &Build,
     cmd: &str,
     spec: &TemplateSpec,
 ) -> Result<i64, String> {
-    use axum::http::Method;
-    let mut body = serde_json::json!({ "command": "bash", "args": ["-c", cmd], "timeout": RUN_TIMEOUT_SECS, "env": spec.env });
-    if let Some(w) = &spec.workdir {
-        body["workdir"] = w.clone().into();
-    }
-    let started =
-        crate::agent_client::call(socket, Method::POST, "/commands/background", Some(body)).await?;
-    let pid = started["process_id"]
-        .as_str()
-        .ok_or("no process id")?
-        .to_owned();
+    let started = agent
+        .start_command(&CommandRequest {
+            env: Some(spec.env.clone()),
+            workdir: spec.workdir.clone(),
+            ..warren_node::bash(cmd, RUN_TIMEOUT_SECS)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut out_at, mut err_at) = (0u64, 0u64);
     let mut partial: BTreeMap<&str, String> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let path =
-            format!("/execute/processes/{pid}?stdout_offset={out_at}&stderr_offset={err_at}");
-        let p = crate::agent_client::call(socket, Method::GET, &path, None).await?;
-        for (stream, offset, next) in [
-            ("stdout", &mut out_at, "stdout_next_offset"),
-            ("stderr", &mut err_at, "stderr_next_offset"),
-        ] {
-            let text = p[stream].as_str().unwrap_or("");
+        let p = agent
+            .process_output(&started.process_id, out_at, err_at)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (stream, text) in [("stdout", &p.stdout), ("stderr", &p.stderr)] {
             let buf = partial.entry(stream).or_default();
             buf.push_str(text);
             while let Some(nl) = buf.find('\n') {
                 let line: String = buf.drain(..=nl).collect();
                 build.log(format!("  {}", line.trim_end()));
             }
-            *offset = p[next].as_u64().unwrap_or(*offset);
         }
-        if p["status"] != "running" {
+        (out_at, err_at) = (p.stdout_next_offset, p.stderr_next_offset);
+        if p.status != "running" {
             for rest in partial.values().filter(|r| !r.is_empty()) {
                 build.log(format!("  {rest}"));
             }
-            return Ok(p["exit_code"].as_i64().unwrap_or(-1));
+            return Ok(p.exit_code.map_or(-1, i64::from));
         }
     }
 }
 
 /// The layers and settings a build starts from, when `from_image` names a local template.
 pub async fn local_base(
-    service: &Arc<SandboxService>,
+    lifecycle: &Arc<Lifecycle>,
     name: &str,
     tenant: &str,
 ) -> Result<Option<TemplateSpec>, String> {
-    let Some(t) = service
+    let Some(t) = lifecycle
         .store
         .find_template(name, tenant)
         .await
@@ -460,8 +455,8 @@ pub async fn local_base(
     else {
         return Ok(None);
     };
-    if let Some(recipe) = SandboxService::recipe(&t.name).filter(|_| t.tenant.is_none()) {
-        let rootfs: PathBuf = service.ensure_template(&recipe).await?;
+    if let Some(recipe) = TemplateRoots::recipe(&t.name).filter(|_| t.tenant.is_none()) {
+        let rootfs: PathBuf = lifecycle.templates.ensure(&recipe).await?;
         let marker = std::fs::read_to_string(rootfs.with_file_name("READY")).unwrap_or_default();
         return Ok(Some(TemplateSpec {
             layers: vec![rootfs],

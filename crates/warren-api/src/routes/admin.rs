@@ -46,11 +46,7 @@ pub async fn list_keys(
     Extension(rid): Extension<RequestId>,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let keys = state
-        .sandboxes
-        .store
-        .list_keys(Some(&caller.tenant))
-        .await?;
+    let keys = state.store.list_keys(Some(&caller.tenant)).await?;
     Ok(Json(json!({
         "object": "list",
         "data": keys.iter().map(key_json).collect::<Vec<_>>(),
@@ -103,7 +99,7 @@ pub async fn create_key(
         environment,
         expires_at,
     };
-    let key = state.sandboxes.store.create_api_key(&spec, now()).await?;
+    let key = state.store.create_api_key(&spec, now()).await?;
     Ok((StatusCode::CREATED, Json(new_key_json(&key))))
 }
 
@@ -114,7 +110,6 @@ pub async fn revoke_key(
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     if !state
-        .sandboxes
         .store
         .revoke_key(&id, Some(&caller.tenant), now())
         .await?
@@ -141,7 +136,6 @@ pub async fn rotate_key(
         .and_then(|b| b.0.grace_seconds)
         .unwrap_or(DEFAULT_GRACE_SECONDS);
     let rotated = state
-        .sandboxes
         .store
         .rotate_key(&id, Some(&caller.tenant), grace, now())
         .await?
@@ -200,7 +194,7 @@ pub async fn audit(
         after: p.cursor.as_deref().and_then(|c| c.parse().ok()),
         limit: p.limit.unwrap_or(100),
     };
-    let (events, more) = state.sandboxes.store.query_audit(&q).await?;
+    let (events, more) = state.store.query_audit(&q).await?;
     let next_cursor = more
         .then(|| events.last().map(|e| e.seq.to_string()))
         .flatten();

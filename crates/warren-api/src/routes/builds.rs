@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use warren_core::Resources;
-use warren_runtime::IsolationDriver;
 use warren_store::{TemplateRecord, TemplateStatus};
 
 use crate::auth::Caller;
@@ -37,7 +36,7 @@ fn origin(state: &AppState, headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
-    let scheme = if state.tls.is_some() { "https" } else { "http" };
+    let scheme = if state.https { "https" } else { "http" };
     format!("{scheme}://{host}")
 }
 
@@ -150,13 +149,13 @@ pub async fn build(
         r.probe().map_err(ApiError::bad_request)?;
     }
     if let Some(tier) = req.isolation.as_deref() {
-        if !state.sandboxes.tiers.iter().any(|d| d.name() == tier) {
+        if !state.node.has_tier(tier) {
             return Err(ApiError::bad_request(format!(
                 "isolation tier {tier:?} is not available on this server (see `warren doctor`)"
             )));
         }
     }
-    let store = &state.sandboxes.store;
+    let store = &state.store;
     let existing = store.find_template(&req.name, &caller.tenant).await?;
     let id = match existing {
         Some(t) if t.tenant.is_none() => {
@@ -220,14 +219,14 @@ pub async fn build(
     let build = state.builds.begin(&id);
     build.log(format!("Building template {} ({id}) from {from}", req.name));
     let ctx = BuildContext {
-        service: state.sandboxes.clone(),
+        lifecycle: state.lifecycle.clone(),
         layers: state.layers.clone(),
         uploads: state.uploads.clone(),
         tenant: caller.tenant.clone(),
     };
     let registry = state.registry.clone();
     tokio::spawn(async move {
-        let base = match builds::local_base(&ctx.service, &from, &ctx.tenant).await {
+        let base = match builds::local_base(&ctx.lifecycle, &from, &ctx.tenant).await {
             Ok(Some(base)) => Ok(base),
             Ok(None) => {
                 registry
@@ -267,7 +266,6 @@ async fn owned_build(
     id: &str,
 ) -> ApiResult<(TemplateRecord, Option<std::sync::Arc<builds::Build>>)> {
     let t = state
-        .sandboxes
         .store
         .find_template(id, &caller.tenant)
         .await?

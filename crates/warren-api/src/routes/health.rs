@@ -1,7 +1,6 @@
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
-use warren_runtime::IsolationDriver;
 
 use crate::state::AppState;
 
@@ -10,14 +9,14 @@ use crate::state::AppState;
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
     let templates: Vec<Value> = warren_runtime::templates::builtin_recipes()
         .iter()
-        .map(|r| json!({ "name": r.name, "ready": state.sandboxes.templates.is_ready(r) }))
+        .map(|r| json!({ "name": r.name, "ready": state.lifecycle.templates.cache.is_ready(r) }))
         .collect();
     Json(json!({
         "status": "ok",
         "message": "Warren is running",
         "version": env!("CARGO_PKG_VERSION"),
-        "isolation": state.sandboxes.driver.name(),
-        "isolation_tiers": state.sandboxes.tiers.iter().map(|d| d.name()).collect::<Vec<_>>(),
+        "isolation": state.node.default_tier(),
+        "isolation_tiers": state.node.tier_names(),
         "templates": templates,
     }))
 }

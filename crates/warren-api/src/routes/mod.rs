@@ -1,57 +1,87 @@
-//! Control-plane routes, one module per resource.
+//! Control-plane routes, one module per resource. Every mutating route names its audited action
+//! here, next to its path.
 
 pub mod admin;
+mod audited;
 pub mod builds;
 pub mod health;
 pub mod sandboxes;
 pub mod templates;
 
 use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware;
+use axum::middleware::{self, from_fn_with_state};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
+use crate::audit::ControlAction as A;
 use crate::state::{AppState, PublicMode};
 
 pub fn app(state: AppState) -> Router {
+    let audit = |action: A| from_fn_with_state((state.clone(), action), audited::record);
     let api = Router::new()
         .route("/health", get(health::health))
         .route(
             "/v1/sandboxes",
-            post(sandboxes::create).get(sandboxes::list),
+            post(sandboxes::create)
+                .layer(audit(A::SandboxCreate))
+                .get(sandboxes::list),
         )
         .route(
             "/v1/sandboxes/{id}",
-            get(sandboxes::get).delete(sandboxes::kill),
+            delete(sandboxes::kill)
+                .layer(audit(A::SandboxDelete))
+                .get(sandboxes::get),
         )
-        .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
-        .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
-        .route("/v1/sandboxes/{id}/timeout", put(sandboxes::set_timeout))
+        .route(
+            "/v1/sandboxes/{id}/pause",
+            post(sandboxes::pause).layer(audit(A::SandboxPause)),
+        )
+        .route(
+            "/v1/sandboxes/{id}/resume",
+            post(sandboxes::resume).layer(audit(A::SandboxResume)),
+        )
+        .route(
+            "/v1/sandboxes/{id}/timeout",
+            put(sandboxes::set_timeout).layer(audit(A::SandboxTimeout)),
+        )
         .route(
             "/v1/sandboxes/{id}/token/refresh",
-            post(sandboxes::refresh_token),
+            post(sandboxes::refresh_token).layer(audit(A::SandboxTokenRefresh)),
         )
         .route(
             "/v1/admin/keys",
-            get(admin::list_keys).post(admin::create_key),
+            post(admin::create_key)
+                .layer(audit(A::KeyCreate))
+                .get(admin::list_keys),
         )
         .route(
             "/v1/admin/keys/{id}",
-            axum::routing::delete(admin::revoke_key),
+            delete(admin::revoke_key).layer(audit(A::KeyRevoke)),
         )
-        .route("/v1/admin/keys/{id}/rotate", post(admin::rotate_key))
+        .route(
+            "/v1/admin/keys/{id}/rotate",
+            post(admin::rotate_key).layer(audit(A::KeyRotate)),
+        )
         .route("/v1/audit", get(admin::audit))
-        .route("/v1/templates/files/upload-link", post(builds::upload_link))
+        .route(
+            "/v1/templates/files/upload-link",
+            post(builds::upload_link).layer(audit(A::TemplateUploadLink)),
+        )
+        // Streamed to disk by its handler (can be large); the build that uses it is audited.
         .route("/v1/templates/files/upload/{token}", put(builds::upload))
-        .route("/v1/templates/build", post(builds::build))
+        .route(
+            "/v1/templates/build",
+            post(builds::build).layer(audit(A::TemplateBuild)),
+        )
         .route("/v1/templates/build/{id}/status", get(builds::status))
         .route("/v1/templates/build/{id}/logs", get(builds::logs))
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{name_or_id}",
-            get(templates::get).delete(templates::delete),
+            delete(templates::delete)
+                .layer(audit(A::TemplateDelete))
+                .get(templates::get),
         );
     let routed = match state.public {
         PublicMode::Wildcard { .. } => api.layer(middleware::from_fn_with_state(
@@ -61,10 +91,6 @@ pub fn app(state: AppState) -> Router {
         PublicMode::Local { .. } => api,
     };
     routed
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::audit::control_plane,
-        ))
         .layer(middleware::from_fn(crate::request_id::layer))
         .with_state(state)
 }
@@ -75,19 +101,11 @@ async fn wildcard_router(
     req: Request,
     next: middleware::Next,
 ) -> Response {
-    if let PublicMode::Wildcard { domain, .. } = &state.public {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        if let Some((port, id)) = crate::proxy::parse_wildcard_host(host, domain) {
-            return if port == crate::proxy::AGENT_PORT {
-                crate::proxy::to_agent(state.clone(), id, req).await
-            } else {
-                crate::proxy::to_sandbox_port(state.clone(), id, port, req).await
-            };
-        }
+    let PublicMode::Wildcard { domain, .. } = &state.public else {
+        return next.run(req).await;
+    };
+    match state.node.proxy().route_by_host(domain, req).await {
+        Ok(answered) => answered,
+        Err(req) => next.run(req).await,
     }
-    next.run(req).await
 }

@@ -13,6 +13,7 @@ use warren_wire::control::{
 use crate::auth::Caller;
 use crate::clock::{now, rfc3339};
 use crate::error::{ApiError, ApiResult};
+use crate::lifecycle::Requester;
 use crate::request_id::RequestId;
 use crate::state::{AppState, PublicMode};
 
@@ -24,15 +25,15 @@ fn parse_id(raw: &str) -> ApiResult<SandboxId> {
 /// Converts a record to the wire object. Internal addresses never appear: only the public host.
 fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sandbox {
     let public_host = match &state.public {
-        PublicMode::Local { host, .. } => match state.sandboxes.port_of(&r.id) {
+        PublicMode::Local { host, .. } => match state.node.port(&r.id) {
             Some(port) => {
-                let scheme = if state.tls.is_some() { "https" } else { "http" };
+                let scheme = if state.https { "https" } else { "http" };
                 format!("{scheme}://{host}:{port}")
             }
             None => String::new(),
         },
         PublicMode::Wildcard { domain, scheme } => {
-            format!("{scheme}://{}-{}.{domain}", crate::proxy::AGENT_PORT, r.id)
+            format!("{scheme}://{}-{}.{domain}", warren_node::AGENT_PORT, r.id)
         }
     };
     let preview_url = match &state.public {
@@ -97,19 +98,12 @@ async fn create_detached(
     rid: RequestId,
     req: CreateSandboxRequest,
 ) -> ApiResult<(StatusCode, Json<Sandbox>)> {
-    let record = state.sandboxes.create(req, &caller).await?;
+    let who = Requester {
+        tenant: &caller.tenant,
+        key_id: &caller.key_id,
+    };
+    let record = state.lifecycle.create(req, who).await?;
     let id = record.id.clone();
-    if let PublicMode::Local { bind, .. } = &state.public {
-        let listener = tokio::net::TcpListener::bind((*bind, 0))
-            .await
-            .map_err(|e| ApiError::internal("cannot open the sandbox's listener", e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| ApiError::internal("listener address", e))?
-            .port();
-        let handle = crate::proxy::spawn_local_listener(state.clone(), id.clone(), listener);
-        state.sandboxes.attach_listener(&id, port, handle);
-    }
     let (token, exp) = state
         .tokens
         .issue(id.as_str(), Some(&caller.key_id), now())
@@ -144,7 +138,6 @@ pub async fn list(
         })?),
     };
     let page = state
-        .sandboxes
         .store
         .list_sandboxes(
             &caller.tenant,
@@ -174,7 +167,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
     let rec = state
-        .sandboxes
+        .lifecycle
         .get_owned(&parse_id(&id)?, &caller.tenant)
         .await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
@@ -187,8 +180,8 @@ pub async fn kill(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    state.sandboxes.get_owned(&id, &caller.tenant).await?;
-    let rec = state.sandboxes.kill(&id).await?;
+    state.lifecycle.get_owned(&id, &caller.tenant).await?;
+    let rec = state.lifecycle.kill(&id).await?;
     Ok(Json(
         json!({ "id": rec.id.as_str(), "status": rec.status.as_str(), "message": "Sandbox deleted", "request_id": rid.0 }),
     ))
@@ -201,8 +194,8 @@ pub async fn pause(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
     let id = parse_id(&id)?;
-    state.sandboxes.get_owned(&id, &caller.tenant).await?;
-    let rec = state.sandboxes.pause(&id).await?;
+    state.lifecycle.get_owned(&id, &caller.tenant).await?;
+    let rec = state.lifecycle.pause(&id).await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
 }
 
@@ -213,8 +206,8 @@ pub async fn resume(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Sandbox>> {
     let id = parse_id(&id)?;
-    state.sandboxes.get_owned(&id, &caller.tenant).await?;
-    let rec = state.sandboxes.resume(&id).await?;
+    state.lifecycle.get_owned(&id, &caller.tenant).await?;
+    let rec = state.lifecycle.resume(&id).await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
 }
 
@@ -226,9 +219,9 @@ pub async fn set_timeout(
     Json(body): Json<SetTimeoutRequest>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
-    state.sandboxes.get_owned(&id, &caller.tenant).await?;
+    state.lifecycle.get_owned(&id, &caller.tenant).await?;
     let rec = state
-        .sandboxes
+        .lifecycle
         .set_timeout(&id, body.timeout_seconds)
         .await?;
     Ok(Json(json!({
@@ -246,7 +239,7 @@ pub async fn refresh_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TokenResponse>> {
     let rec = state
-        .sandboxes
+        .lifecycle
         .get_owned(&parse_id(&id)?, &caller.tenant)
         .await?;
     if !rec.status.is_live() {

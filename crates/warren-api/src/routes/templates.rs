@@ -3,7 +3,6 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use warren_runtime::IsolationDriver;
 use warren_store::TemplateRecord;
 use warren_wire::control::{ListPage, Template, TemplateResources};
 
@@ -44,7 +43,7 @@ fn to_wire(state: &AppState, t: &TemplateRecord, rid: Option<&RequestId>) -> Tem
         organization_id: None,
         created_at: rfc3339(t.created_at),
         updated_at: rfc3339(t.updated_at),
-        isolation: state.sandboxes.driver.name().to_owned(),
+        isolation: state.node.default_tier().to_owned(),
         error_message: t.error_message.clone(),
         build_id: t.tenant.as_ref().map(|_| t.id.clone()),
         request_id: rid.map(|r| r.0.clone()),
@@ -67,7 +66,6 @@ pub async fn list(
         want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
     };
     let data = state
-        .sandboxes
         .store
         .list_templates(&caller.tenant)
         .await?
@@ -92,7 +90,6 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Template>> {
     let t = state
-        .sandboxes
         .store
         .find_template(&name, &caller.tenant)
         .await?
@@ -107,7 +104,6 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let t = state
-        .sandboxes
         .store
         .find_template(&id, &caller.tenant)
         .await?
@@ -119,7 +115,7 @@ pub async fn delete(
             format!("template {} is built in and cannot be deleted", t.name),
         ));
     }
-    state.sandboxes.store.delete_template(&t.id).await?;
+    state.store.delete_template(&t.id).await?;
     Ok(Json(
         json!({ "id": t.id, "name": t.name, "deleted": true, "message": "Template deleted", "request_id": rid.0 }),
     ))

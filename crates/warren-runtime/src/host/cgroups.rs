@@ -26,6 +26,13 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, CgroupError> {
     })
 }
 
+/// Resource usage, read from outside the sandbox (the sandbox cannot lie about it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SandboxUsage {
+    pub memory_bytes: u64,
+    pub processes: u32,
+}
+
 #[derive(Debug, Clone)]
 enum Layout {
     /// One directory per controller: memory, pids, cpu, cpuacct, freezer.
@@ -267,8 +274,8 @@ impl SandboxCgroup {
     }
 
     /// What the sandbox uses right now, as every tier reports it.
-    pub fn usage(&self) -> crate::driver::SandboxUsage {
-        crate::driver::SandboxUsage {
+    pub fn usage(&self) -> SandboxUsage {
+        SandboxUsage {
             memory_bytes: self.memory_bytes().unwrap_or(0),
             processes: self.pids().len() as u32,
         }

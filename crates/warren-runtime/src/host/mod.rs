@@ -7,17 +7,42 @@ pub mod cgroups;
 pub mod network;
 mod spawn;
 
+pub use cgroups::SandboxUsage;
+pub use spawn::StartedSandbox;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use warren_core::{Resources, SandboxId};
 
-use crate::driver::DriverError;
-use cgroups::{CgroupRoot, SandboxCgroup};
-use network::{Network, SandboxNet};
+use cgroups::{CgroupError, CgroupRoot, SandboxCgroup};
+use network::{Network, NetworkError, SandboxNet};
 
 pub(crate) use spawn::{enter_netns, start_inside, until_ready, wait_for_agent, watch_exit};
+
+/// A host-layer step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+    #[error("network: {0}")]
+    Network(#[from] NetworkError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    /// the sandbox's agent did not come up; the message carries its (or its helper's) last words
+    #[error("sandbox failed to start: {0}")]
+    AgentStart(String),
+    /// The host layer owns host-wide names (netns, veth, the nftables table, cgroups), so two
+    /// servers on one host would remove each other's sandboxes.
+    #[error(
+        "another `warren serve` already runs sandboxes on this host (it holds {0}); stop it first"
+    )]
+    Busy(String),
+}
 
 /// How long a sandbox may take to start its agent (hardware-speed tiers).
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,7 +76,7 @@ pub struct Host {
 }
 
 impl Host {
-    pub async fn new(cfg: HostConfig) -> Result<Self, DriverError> {
+    pub async fn new(cfg: HostConfig) -> Result<Self, HostError> {
         let lock = lock_host()?;
         let cgroups = CgroupRoot::discover()?;
         let network = Network::init(cfg.network_base).await?;
@@ -83,7 +108,7 @@ impl Host {
         id: &SandboxId,
         resources: &Resources,
         internet_access: bool,
-    ) -> Result<SandboxHost, DriverError> {
+    ) -> Result<SandboxHost, HostError> {
         let cgroup = self.cgroups.sandbox(id.as_str());
         cgroup.create(resources)?;
         match self.network.create(id.as_str(), internet_access).await {
@@ -97,11 +122,14 @@ impl Host {
 
     /// Removes a sandbox's host parts: its cgroup (killing what is left in it), its network
     /// namespace and veth, and its host directory `dir`.
-    pub async fn teardown(&self, parts: SandboxHost, dir: &Path) -> Result<(), DriverError> {
+    pub async fn teardown(&self, parts: SandboxHost, dir: &Path) -> Result<(), HostError> {
         let cg = parts.cgroup.clone();
         let killed = tokio::task::spawn_blocking(move || cg.destroy())
             .await
-            .map_err(|e| DriverError::Start(format!("cgroup teardown panicked: {e}")))?;
+            .map_err(|e| HostError::Io {
+                what: "cgroup teardown".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         self.network.destroy(&parts.net).await;
         if let Err(e) = tokio::fs::remove_dir_all(dir).await {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -135,16 +163,16 @@ impl Host {
     }
 }
 
-fn lock_host() -> Result<nix::fcntl::Flock<std::fs::File>, DriverError> {
+fn lock_host() -> Result<nix::fcntl::Flock<std::fs::File>, HostError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(HOST_LOCK)
-        .map_err(|source| DriverError::Io {
+        .map_err(|source| HostError::Io {
             what: format!("open {HOST_LOCK}"),
             source,
         })?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| DriverError::HostBusy(HOST_LOCK.into()))
+        .map_err(|_| HostError::Busy(HOST_LOCK.into()))
 }

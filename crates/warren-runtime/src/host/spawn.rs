@@ -9,15 +9,25 @@ use tokio::process::Command;
 use tokio::sync::oneshot;
 
 use super::network::SandboxNet;
-use super::SandboxHost;
-use crate::driver::{DriverError, StartedSandbox};
+use super::{HostError, SandboxHost};
+
+/// A sandbox whose agent answers.
+pub struct StartedSandbox {
+    /// Host path of the agent's unix socket.
+    pub agent_socket: PathBuf,
+    /// Where ports the sandbox listens on are reached from inside its network namespace: its
+    /// loopback, or a VM guest's address.
+    pub port_host: Ipv4Addr,
+    /// Resolves with the init's exit code when the sandbox dies, for whatever reason.
+    pub exited: oneshot::Receiver<i32>,
+}
 
 /// Makes `cmd` start inside a sandbox's network namespace and cgroup (for the processes of the
 /// other tiers: runsc, QEMU). Keep the returned namespace handle open until `cmd` is spawned.
 pub(crate) fn start_inside(
     cmd: &mut Command,
     host: &SandboxHost,
-) -> Result<std::fs::File, DriverError> {
+) -> Result<std::fs::File, HostError> {
     use std::os::unix::ffi::OsStrExt;
     let netns = enter_netns(cmd, &host.net)?;
     let procs: Vec<std::ffi::CString> = host
@@ -45,11 +55,8 @@ pub(crate) fn start_inside(
 
 /// Makes `cmd` start inside a sandbox's network namespace. Keep the returned namespace handle
 /// open until `cmd` is spawned.
-pub(crate) fn enter_netns(
-    cmd: &mut Command,
-    net: &SandboxNet,
-) -> Result<std::fs::File, DriverError> {
-    let netns = std::fs::File::open(&net.netns_path).map_err(|source| DriverError::Io {
+pub(crate) fn enter_netns(cmd: &mut Command, net: &SandboxNet) -> Result<std::fs::File, HostError> {
+    let netns = std::fs::File::open(&net.netns_path).map_err(|source| HostError::Io {
         what: "open network namespace".into(),
         source,
     })?;
@@ -75,11 +82,11 @@ pub(crate) async fn wait_for_agent(
     agent_socket: PathBuf,
     timeout: Duration,
     port_host: Ipv4Addr,
-) -> Result<StartedSandbox, DriverError> {
+) -> Result<StartedSandbox, HostError> {
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| DriverError::Start("sandbox helper has no stdout".into()))?;
+        .ok_or_else(|| HostError::AgentStart("sandbox helper has no stdout".into()))?;
     let mut lines = BufReader::new(stdout).lines();
     // A VM's console arrives here too: keep its last words for the error message.
     let mut console = std::collections::VecDeque::new();
@@ -93,7 +100,7 @@ pub(crate) async fn wait_for_agent(
         let mut last: Vec<&str> = log.lines().rev().take(5).collect();
         last.reverse();
         last.extend(console.iter().map(String::as_str).filter(|l| !l.is_empty()));
-        return Err(DriverError::Start(if last.is_empty() {
+        return Err(HostError::AgentStart(if last.is_empty() {
             "agent did not report ready".into()
         } else {
             last.join("; ")

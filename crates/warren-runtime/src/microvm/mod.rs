@@ -369,7 +369,7 @@ impl MicrovmDriver {
             Ok(started) => Ok((started, boot, forwarder)),
             Err(e) => {
                 forwarder.abort();
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -400,7 +400,7 @@ impl IsolationDriver for MicrovmDriver {
             Ok(parts) => parts,
             Err(e) => {
                 self.vmm_uids.release(vmm_uid);
-                return Err(e);
+                return Err(e.into());
             }
         };
         match self.start_inner(spec, &dir, &host, vmm_uid).await {
@@ -454,7 +454,7 @@ impl IsolationDriver for MicrovmDriver {
         }
         let result = self.host.teardown(live.host, &live.dir).await;
         self.vmm_uids.release(live.vmm_uid);
-        result
+        Ok(result?)
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {

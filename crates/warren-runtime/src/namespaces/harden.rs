@@ -13,7 +13,19 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use super::jail::JailError;
+/// A hardening step failed; the message names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum HardenError {
+    #[error("{step}: {source}")]
+    Sys { step: String, source: nix::Error },
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
 
 /// What root inside a sandbox keeps: enough to install packages, manage files and users, bind low
 /// ports and signal its own processes (Docker's default set, minus NET_RAW). Everything else —
@@ -59,8 +71,8 @@ const MASKED_DIRS: &[&str] = &[
 /// Kernel tunables: visible, never writable.
 const READ_ONLY: &[&str] = &["proc/sys", "proc/irq", "proc/bus", "proc/fs"];
 
-fn sys<T>(step: &str, r: nix::Result<T>) -> Result<T, JailError> {
-    r.map_err(|source| JailError::Sys {
+fn sys<T>(step: &str, r: nix::Result<T>) -> Result<T, HardenError> {
+    r.map_err(|source| HardenError::Sys {
         step: step.to_owned(),
         source,
     })
@@ -68,7 +80,7 @@ fn sys<T>(step: &str, r: nix::Result<T>) -> Result<T, JailError> {
 
 /// Masks kernel interfaces under `root` (still in the host's user namespace, so the sandbox can
 /// never unmount these: they are locked into its mount namespace).
-pub fn mask_kernel_interfaces(root: &Path, empty_file: &Path) -> Result<(), JailError> {
+pub fn mask_kernel_interfaces(root: &Path, empty_file: &Path) -> Result<(), HardenError> {
     for rel in MASKED_FILES {
         let target = root.join(rel);
         if target.exists() {
@@ -133,8 +145,8 @@ pub fn mask_kernel_interfaces(root: &Path, empty_file: &Path) -> Result<(), Jail
 
 /// Shrinks the capability sets to `KEPT_CAPABILITIES` (bounding, inheritable, ambient; the
 /// effective and permitted sets of root are recomputed from the bounding set at exec).
-pub fn drop_capabilities() -> Result<(), JailError> {
-    let err = |what: &str, e: caps::errors::CapsError| JailError::Spec(format!("{what}: {e}"));
+pub fn drop_capabilities() -> Result<(), HardenError> {
+    let err = |what: &str, e: caps::errors::CapsError| HardenError::Setup(format!("{what}: {e}"));
     for cap in caps::all() {
         if !KEPT_CAPABILITIES.contains(&cap) {
             caps::drop(None, CapSet::Bounding, cap)
@@ -205,12 +217,12 @@ const NOT_IMPLEMENTED: &[i64] = &[
     libc::SYS_io_uring_register,
 ];
 
-fn filter_err(e: impl std::fmt::Display) -> JailError {
-    JailError::Spec(format!("seccomp filter: {e}"))
+fn filter_err(e: impl std::fmt::Display) -> HardenError {
+    HardenError::Setup(format!("seccomp filter: {e}"))
 }
 
 /// The two filters, compiled for x86_64.
-pub fn seccomp_programs() -> Result<Vec<BpfProgram>, JailError> {
+pub fn seccomp_programs() -> Result<Vec<BpfProgram>, HardenError> {
     let arch = TargetArch::x86_64;
     let new_user_ns = || {
         SeccompCondition::new(
@@ -248,10 +260,10 @@ pub fn seccomp_programs() -> Result<Vec<BpfProgram>, JailError> {
 }
 
 /// no_new_privs, then the filters. Must be the last step before exec.
-pub fn lock_down(programs: &[BpfProgram]) -> Result<(), JailError> {
+pub fn lock_down(programs: &[BpfProgram]) -> Result<(), HardenError> {
     // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers and touches no memory.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(JailError::Io {
+        return Err(HardenError::Io {
             step: "no_new_privs".into(),
             source: std::io::Error::last_os_error(),
         });

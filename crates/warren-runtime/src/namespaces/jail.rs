@@ -76,6 +76,8 @@ pub enum JailError {
     },
     #[error("bad jail spec: {0}")]
     Spec(String),
+    #[error(transparent)]
+    Harden(#[from] super::harden::HardenError),
 }
 
 fn sys<T>(step: impl Into<String>, r: nix::Result<T>) -> Result<T, JailError> {

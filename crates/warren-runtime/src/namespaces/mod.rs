@@ -147,6 +147,7 @@ impl NamespaceDriver {
             Ipv4Addr::LOCALHOST,
         )
         .await
+        .map_err(Into::into)
     }
 }
 
@@ -188,7 +189,7 @@ impl IsolationDriver for NamespaceDriver {
         let Some(live) = self.live().remove(id) else {
             return Ok(());
         };
-        self.host.teardown(live.host, &live.dir).await
+        Ok(self.host.teardown(live.host, &live.dir).await?)
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {

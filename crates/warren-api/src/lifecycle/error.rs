@@ -1,0 +1,52 @@
+use warren_core::SandboxStatus;
+use warren_node::NodeError;
+use warren_store::StoreError;
+
+use crate::limits::QuotaExceeded;
+
+/// Why a lifecycle command failed. Becomes an API error (status, code, envelope) only at the HTTP
+/// edge (`crate::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// no such sandbox, or another tenant's
+    #[error("Sandbox not found")]
+    SandboxNotFound,
+    #[error("Template not found: {0}")]
+    TemplateNotFound(String),
+    #[error("template {name} is {status}; wait for its build to finish")]
+    TemplateNotReady { name: String, status: &'static str },
+    /// the request itself is wrong
+    #[error("{0}")]
+    Invalid(String),
+    /// the sandbox is in a state that does not allow this
+    #[error("cannot {action} a sandbox that is {status}")]
+    InvalidState {
+        action: &'static str,
+        status: SandboxStatus,
+    },
+    #[error("choosing the isolation tier per sandbox is disabled on this server")]
+    TierChoiceDisabled,
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    /// the server cannot do it now (a template still building, a start that failed, shutdown)
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{context}: {source}")]
+    Node {
+        context: &'static str,
+        source: NodeError,
+    },
+}
+
+impl LifecycleError {
+    pub fn node(context: &'static str) -> impl FnOnce(NodeError) -> Self {
+        move |source| match source {
+            NodeError::NoSuchTier { .. } => Self::Invalid(source.to_string()),
+            source => Self::Node { context, source },
+        }
+    }
+}
+
+pub type LifecycleResult<T> = Result<T, LifecycleError>;

@@ -1,0 +1,430 @@
+//! Sandbox lifecycle: the one place that keeps the store and the node in step. Every sandbox,
+//! a user's or a template build step's, is admitted, started, tracked and stopped here. HTTP
+//! handlers turn requests into calls on `Lifecycle` and its errors into API errors; they never
+//! touch the node's sandboxes themselves.
+
+mod error;
+mod readiness;
+mod reaper;
+mod templates;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use warren_core::{Resources, SandboxId, SandboxStatus};
+use warren_node::{AgentLink, Node, NodeEvent, SandboxStart};
+use warren_runtime::SandboxSpec;
+use warren_store::{NewSandbox, SandboxRecord, Store, TenantUsage};
+use warren_wire::control::CreateSandboxRequest;
+
+pub use error::{LifecycleError, LifecycleResult};
+pub use templates::TemplateRoots;
+
+use crate::clock::now;
+use crate::limits::Limits;
+use crate::template_spec::TemplateSpec;
+
+/// Who asks: the tenant a new sandbox belongs to and the key that created it.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    pub tenant: &'a str,
+    pub key_id: &'a str,
+}
+
+pub struct Lifecycle {
+    pub store: Store,
+    pub node: Arc<Node>,
+    pub templates: Arc<TemplateRoots>,
+    limits: Limits,
+    /// Whether a create request may pick its own isolation tier.
+    allow_isolation_override: bool,
+    /// Wakes the reaper when an expiry moves earlier.
+    expiry_changed: Notify,
+    /// Serialises quota check + insert, so concurrent creates cannot overshoot a quota together.
+    admission: tokio::sync::Mutex<()>,
+    /// Held (read) by every start from admission until its sandbox is live, so shutdown (write)
+    /// waits for starts under way instead of missing them; true once shutdown has begun.
+    closing: tokio::sync::RwLock<bool>,
+    /// Build-step sandboxes per tenant. They are not in the store (they live as long as one build
+    /// step), but they hold resources, so admission counts them.
+    build_usage: Mutex<HashMap<String, TenantUsage>>,
+}
+
+/// A build step's sandbox: reached by the control plane only, stopped with `end_build_sandbox`.
+pub struct BuildSandbox {
+    pub id: SandboxId,
+    pub agent: AgentLink,
+    tenant: String,
+    resources: Resources,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Store,
+        node: Arc<Node>,
+        templates: Arc<TemplateRoots>,
+        limits: Limits,
+        allow_isolation_override: bool,
+    ) -> Self {
+        Self {
+            store,
+            node,
+            templates,
+            limits,
+            allow_isolation_override,
+            expiry_changed: Notify::new(),
+            admission: tokio::sync::Mutex::new(()),
+            closing: tokio::sync::RwLock::new(false),
+            build_usage: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn get(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
+        self.store
+            .get_sandbox(id)
+            .await?
+            .ok_or(LifecycleError::SandboxNotFound)
+    }
+
+    /// The sandbox if it belongs to `tenant`; another tenant's sandbox is "not found", exactly
+    /// like one that never existed.
+    pub async fn get_owned(&self, id: &SandboxId, tenant: &str) -> LifecycleResult<SandboxRecord> {
+        let rec = self.get(id).await?;
+        if rec.tenant == tenant {
+            Ok(rec)
+        } else {
+            Err(LifecycleError::SandboxNotFound)
+        }
+    }
+
+    fn build_usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantUsage>> {
+        self.build_usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks the tenant's quotas for one more sandbox of `resources`; call with `admission` held.
+    async fn admit(&self, tenant: &str, resources: Resources) -> LifecycleResult<()> {
+        let mut usage = self.store.tenant_usage(tenant).await?;
+        if let Some(b) = self.build_usage().get(tenant) {
+            usage.sandboxes += b.sandboxes;
+            usage.vcpu += b.vcpu;
+            usage.memory_mb += b.memory_mb;
+        }
+        crate::limits::admit(&self.limits, tenant, usage, resources)?;
+        Ok(())
+    }
+
+    pub async fn create(
+        self: &Arc<Self>,
+        req: CreateSandboxRequest,
+        who: Requester<'_>,
+    ) -> LifecycleResult<SandboxRecord> {
+        let wanted = req
+            .template_id
+            .as_deref()
+            .or(req.template_name.as_deref())
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                LifecycleError::Invalid("template_name or template_id is required".into())
+            })?;
+        if req.timeout_seconds.is_some_and(|t| t <= 0) {
+            return Err(LifecycleError::Invalid(
+                "timeout_seconds must be a positive number of seconds".into(),
+            ));
+        }
+        if let Some(env) = &req.env_vars {
+            if env
+                .keys()
+                .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+                || env.values().any(|v| v.contains('\0'))
+            {
+                return Err(LifecycleError::Invalid(
+                    "env_vars: names must be non-empty without '=' or NUL; values without NUL"
+                        .into(),
+                ));
+            }
+        }
+        let template = self
+            .store
+            .find_template(wanted, who.tenant)
+            .await?
+            .ok_or_else(|| LifecycleError::TemplateNotFound(wanted.to_owned()))?;
+        let run = self.templates.runnable(&template).await?;
+        // Per sandbox (when the operator allows it), else the template's tier, else the default.
+        if req.isolation.is_some() && !self.allow_isolation_override {
+            return Err(LifecycleError::TierChoiceDisabled);
+        }
+        let tier = self.tier(req.isolation.as_deref().or(run.isolation.as_deref()))?;
+
+        let closing = self.closing.read().await;
+        if *closing {
+            return Err(LifecycleError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        let id = SandboxId::generate();
+        let admission = self.admission.lock().await;
+        self.admit(who.tenant, template.resources).await?;
+        let record = self
+            .store
+            .insert_sandbox(
+                NewSandbox {
+                    id: &id,
+                    template_id: &template.id,
+                    template_name: &template.name,
+                    resources: template.resources,
+                    internet_access: req.internet_access.unwrap_or(true),
+                    timeout_seconds: req.timeout_seconds,
+                    key_id: Some(who.key_id),
+                    tenant: who.tenant,
+                    isolation: tier,
+                },
+                now(),
+            )
+            .await?;
+        drop(admission);
+        // The template's environment, overridden by the caller's env_vars.
+        let mut env_vars = run.env.clone();
+        env_vars.extend(req.env_vars.unwrap_or_default());
+        let start = SandboxStart {
+            spec: SandboxSpec {
+                id: id.clone(),
+                template_name: template.name.clone(),
+                layers: run.layers.clone(),
+                persistent_upper: None,
+                workdir: run.workdir.clone(),
+                resources: template.resources,
+                internet_access: record.internet_access,
+                env_vars,
+            },
+            tier: Some(tier.to_owned()),
+            owner: who.tenant.to_owned(),
+            listen: true,
+        };
+        if let Err(e) = self.node.start(start).await {
+            tracing::error!(sandbox = %id, error = %e, "sandbox failed to start");
+            self.record_status(&id, SandboxStatus::Error).await;
+            return Err(LifecycleError::Unavailable(format!(
+                "sandbox failed to start: {e}"
+            )));
+        }
+        if let Err(e) = self.wait_ready(&id, &run).await {
+            tracing::warn!(sandbox = %id, error = %e, "template start/ready check failed");
+            let _ = self.node.destroy(&id).await;
+            self.record_status(&id, SandboxStatus::Error).await;
+            return Err(LifecycleError::Unavailable(format!(
+                "sandbox of template {} did not become ready: {e}",
+                template.name
+            )));
+        }
+        self.store
+            .set_sandbox_status(&id, SandboxStatus::Running, now())
+            .await?;
+        drop(closing);
+        if record.expires_at.is_some() {
+            self.expiry_changed.notify_one();
+        }
+        Ok(SandboxRecord {
+            status: SandboxStatus::Running,
+            ..record
+        })
+    }
+
+    /// The tier a sandbox asks for, or the node's default.
+    fn tier(&self, wanted: Option<&str>) -> LifecycleResult<&'static str> {
+        let Some(name) = wanted.filter(|n| !n.is_empty()) else {
+            return Ok(self.node.default_tier());
+        };
+        self.node
+            .tier_names()
+            .into_iter()
+            .find(|t| *t == name)
+            .ok_or_else(|| {
+                LifecycleError::Invalid(format!(
+                    "isolation tier {name:?} is not available on this server (available: {}; see `warren doctor`)",
+                    self.node.tier_names().join(", ")
+                ))
+            })
+    }
+
+    async fn wait_ready(&self, id: &SandboxId, run: &TemplateSpec) -> Result<(), String> {
+        let agent = self
+            .node
+            .agent(id)
+            .ok_or("the sandbox ended while starting")?;
+        readiness::start_and_wait_ready(&agent, run).await
+    }
+
+    async fn record_status(&self, id: &SandboxId, status: SandboxStatus) {
+        if let Err(e) = self.store.set_sandbox_status(id, status, now()).await {
+            tracing::error!(sandbox = %id, error = %e, "cannot record sandbox status");
+        }
+    }
+
+    /// Starts a sandbox for one template build step: admitted against `tenant`'s quotas like any
+    /// other, tracked by the node (so shutdown stops it), never listed to users.
+    pub async fn start_build_sandbox(
+        &self,
+        tenant: &str,
+        spec: SandboxSpec,
+    ) -> LifecycleResult<BuildSandbox> {
+        let closing = self.closing.read().await;
+        if *closing {
+            return Err(LifecycleError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        let resources = spec.resources;
+        {
+            let _admission = self.admission.lock().await;
+            self.admit(tenant, resources).await?;
+            let mut usage = self.build_usage();
+            let u = usage.entry(tenant.to_owned()).or_default();
+            u.sandboxes += 1;
+            u.vcpu += u64::from(resources.vcpu);
+            u.memory_mb += u64::from(resources.memory_mb);
+        }
+        let id = spec.id.clone();
+        let build = BuildSandbox {
+            id: id.clone(),
+            agent: AgentLink::new(std::path::PathBuf::new()),
+            tenant: tenant.to_owned(),
+            resources,
+        };
+        // Build steps keep their writable layer on disk: only the namespace tier offers that.
+        let start = SandboxStart {
+            spec,
+            tier: Some("namespaces".into()),
+            owner: tenant.to_owned(),
+            listen: false,
+        };
+        if let Err(e) = self.node.start(start).await {
+            self.end_build_sandbox(build).await;
+            return Err(LifecycleError::Unavailable(format!(
+                "build sandbox failed to start: {e}"
+            )));
+        }
+        drop(closing);
+        match self.node.agent(&id) {
+            Some(agent) => Ok(BuildSandbox { agent, ..build }),
+            None => {
+                self.end_build_sandbox(build).await;
+                Err(LifecycleError::Unavailable(
+                    "build sandbox ended while starting".into(),
+                ))
+            }
+        }
+    }
+
+    /// Stops a build step's sandbox and gives its resources back to the tenant's quota.
+    pub async fn end_build_sandbox(&self, build: BuildSandbox) {
+        if let Err(e) = self.node.destroy(&build.id).await {
+            tracing::warn!(sandbox = %build.id, error = %e, "build sandbox cleanup");
+        }
+        let mut usage = self.build_usage();
+        if let Some(u) = usage.get_mut(&build.tenant) {
+            u.sandboxes = u.sandboxes.saturating_sub(1);
+            u.vcpu = u.vcpu.saturating_sub(u64::from(build.resources.vcpu));
+            u.memory_mb = u
+                .memory_mb
+                .saturating_sub(u64::from(build.resources.memory_mb));
+        }
+    }
+
+    /// Reacts to what the node reports: a sandbox whose init died without being asked to (out of
+    /// memory, `kill 1`, a crashed VM) is cleaned up and recorded as `error`.
+    pub async fn on_node_event(&self, event: NodeEvent) {
+        match event {
+            NodeEvent::Exited { id, code } => {
+                tracing::warn!(sandbox = %id, code, "sandbox exited on its own; cleaning up");
+                self.stop(&id, SandboxStatus::Error).await;
+            }
+        }
+    }
+
+    /// Stops a sandbox and removes all its traces; records `final_status`.
+    pub async fn stop(&self, id: &SandboxId, final_status: SandboxStatus) {
+        if let Err(e) = self.node.destroy(id).await {
+            tracing::error!(sandbox = %id, error = %e, "sandbox teardown incomplete");
+        }
+        self.record_status(id, final_status).await;
+    }
+
+    pub async fn kill(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
+        let mut rec = self.get(id).await?;
+        if rec.status.is_live() {
+            self.stop(id, SandboxStatus::Deleted).await;
+            rec.status = SandboxStatus::Deleted;
+        }
+        Ok(rec)
+    }
+
+    pub async fn pause(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
+        self.transition(id, SandboxStatus::Paused).await
+    }
+
+    pub async fn resume(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
+        self.transition(id, SandboxStatus::Running).await
+    }
+
+    async fn transition(
+        &self,
+        id: &SandboxId,
+        to: SandboxStatus,
+    ) -> LifecycleResult<SandboxRecord> {
+        let mut rec = self.get(id).await?;
+        if rec.status == to {
+            return Ok(rec); // pausing a paused sandbox (or resuming a running one) is a no-op
+        }
+        let (allowed, action) = match to {
+            SandboxStatus::Paused => (rec.status.can_pause(), "pause"),
+            _ => (rec.status.can_resume(), "resume"),
+        };
+        if !allowed || self.node.state(id).is_none() {
+            return Err(LifecycleError::InvalidState {
+                action,
+                status: rec.status,
+            });
+        }
+        let done = if to == SandboxStatus::Paused {
+            self.node.pause(id).await
+        } else {
+            self.node.resume(id).await
+        };
+        done.map_err(LifecycleError::node("pause/resume failed"))?;
+        self.store.set_sandbox_status(id, to, now()).await?;
+        rec.status = to;
+        Ok(rec)
+    }
+
+    pub async fn set_timeout(
+        &self,
+        id: &SandboxId,
+        seconds: i64,
+    ) -> LifecycleResult<SandboxRecord> {
+        if seconds <= 0 {
+            return Err(LifecycleError::Invalid(
+                "timeout_seconds must be a positive number of seconds".into(),
+            ));
+        }
+        let rec = self.get(id).await?;
+        if !rec.status.is_live() {
+            return Err(LifecycleError::InvalidState {
+                action: "set the timeout of",
+                status: rec.status,
+            });
+        }
+        self.store.set_sandbox_timeout(id, seconds, now()).await?;
+        self.expiry_changed.notify_one();
+        self.get(id).await
+    }
+
+    /// Stops every sandbox on this node for good (server shutdown): waits for starts under way
+    /// (they would otherwise finish after this pass and outlive the server) and refuses new ones.
+    pub async fn stop_all(&self, final_status: SandboxStatus) {
+        *self.closing.write().await = true;
+        for id in self.node.list() {
+            self.stop(&id, final_status).await;
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Expiry: sandboxes are stopped, and their data deleted, as their `expires_at` passes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warren_core::SandboxStatus;
+
+use super::Lifecycle;
+use crate::audit::ControlAction;
+use crate::clock::now;
+
+impl Lifecycle {
+    /// Kills sandboxes as their `expires_at` passes. Sleeps until the next expiry (to the second),
+    /// or until an expiry changes.
+    pub async fn reap_forever(self: Arc<Self>) {
+        loop {
+            match self.store.expired_sandboxes(now()).await {
+                Ok(due) => {
+                    for s in due {
+                        tracing::info!(sandbox = %s.id, "sandbox expired; removing it and its data");
+                        let started = std::time::Instant::now();
+                        self.stop(&s.id, SandboxStatus::Stopped).await;
+                        // Lifecycle actions of the server itself are audited too (no key).
+                        let event = warren_store::AuditEvent {
+                            at: crate::audit::now_ms(),
+                            tenant: s.tenant.clone(),
+                            sandbox_id: Some(s.id.to_string()),
+                            action: ControlAction::SandboxExpire.as_str().into(),
+                            outcome: "ok".into(),
+                            duration_ms: started.elapsed().as_millis() as i64,
+                            ..Default::default()
+                        };
+                        if let Err(e) = self.store.append_audit(&[event]).await {
+                            tracing::warn!(error = %e, "cannot audit an expiry");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reaper cannot read the store"),
+            }
+            let wait = match self.store.next_expiry().await {
+                Ok(Some(t)) => Duration::from_millis(((t - now()).max(0) as u64) * 1000 + 20)
+                    .min(Duration::from_secs(30)),
+                _ => Duration::from_secs(30),
+            };
+            // Expiries are whole seconds: wake just after the second boundary.
+            let wait = if wait < Duration::from_millis(1020) {
+                Duration::from_millis(250)
+            } else {
+                wait
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.expiry_changed.notified() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Assembles the single-machine platform (store, host layer and tiers, node, control plane) and
+//! serves it until SIGTERM/SIGINT.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use warren_core::SandboxStatus;
+use warren_node::{Listeners, Node, NodeConfig, TlsListener};
+use warren_runtime::host::{Host, HostConfig};
+use warren_runtime::namespaces::{NamespaceConfig, NamespaceDriver};
+use warren_runtime::templates::{builtin_recipes, TemplateCache};
+use warren_runtime::{AnyDriver, IsolationDriver};
+use warren_store::{Store, TemplateRecord, TemplateStatus};
+
+use crate::audit::Auditor;
+use crate::gate::ControlGate;
+use crate::lifecycle::{Lifecycle, TemplateRoots};
+use crate::limits::RateLimiter;
+use crate::state::{self, PublicMode};
+use crate::tokens::TokenSigner;
+use crate::webhooks::Dispatcher;
+use crate::{builds, clock, limits, registry, routes, tls};
+
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub public: PublicMode,
+    /// Accepted as a full-rights key if set (stored hashed).
+    pub api_key: Option<warren_core::Secret>,
+    pub network_base: Ipv4Addr,
+    pub debian_mirror: Option<String>,
+    pub region: String,
+    /// Build missing built-in templates in the background at start.
+    pub prebuild_templates: bool,
+    pub limits: limits::Limits,
+    /// How long audit events are kept.
+    pub audit_retention: std::time::Duration,
+    /// HTTPS for the API and the sandbox listeners. None: plain HTTP, which `serve` accepts only
+    /// on loopback unless `allow_plain_http`; elsewhere it generates a local CA instead.
+    pub tls: Option<tls::TlsSource>,
+    pub allow_plain_http: bool,
+    /// Largest request body forwarded to a sandbox.
+    pub max_body_bytes: u64,
+    /// Registries reached over plain HTTP (loopback ones always are).
+    pub insecure_registries: Vec<String>,
+    /// Pull Docker Hub images through this registry.
+    pub registry_mirror: Option<String>,
+    /// Offer the gVisor tier when `runsc` works here.
+    pub gvisor: bool,
+    pub runsc: PathBuf,
+    /// Offer the microVM tier when QEMU and a guest kernel are installed.
+    pub microvm: bool,
+    pub qemu: PathBuf,
+    /// An unpacked Debian kernel package for microVM guests (`scripts/guest-kernel`).
+    pub guest_kernel_dir: PathBuf,
+    /// Tier of sandboxes that do not ask for one.
+    pub default_isolation: String,
+    /// Whether a create request may pick its own tier (`"isolation"`).
+    pub allow_isolation_override: bool,
+}
+
+/// Host names and addresses a generated certificate must cover.
+fn certificate_names(cfg: &ServeConfig) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Ok(h) = nix::unistd::gethostname() {
+        names.push(h.to_string_lossy().into_owned());
+    }
+    if !cfg.listen.ip().is_unspecified() {
+        names.push(cfg.listen.ip().to_string());
+    }
+    match &cfg.public {
+        PublicMode::Local { host, bind } => {
+            names.push(host.clone());
+            if !bind.is_unspecified() {
+                names.push(bind.to_string());
+            }
+        }
+        PublicMode::Wildcard { domain, .. } => names.push(format!("*.{domain}")),
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Decides between the configured TLS, a generated local CA, and plain HTTP.
+fn tls_setup(cfg: &ServeConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let exposed = !cfg.listen.ip().is_loopback()
+        || matches!(&cfg.public, PublicMode::Local { bind, .. } if !bind.is_loopback());
+    let source = match (&cfg.tls, exposed && !cfg.allow_plain_http) {
+        (Some(s), _) => s.clone(),
+        (None, true) => {
+            tracing::warn!("listening beyond loopback without --tls-cert: generating a local CA (use --allow-plain-http to serve plain HTTP)");
+            tls::TlsSource::Generated {
+                names: certificate_names(cfg),
+            }
+        }
+        (None, false) => return Ok(None),
+    };
+    let source = match source {
+        tls::TlsSource::Generated { names } if names.is_empty() => tls::TlsSource::Generated {
+            names: certificate_names(cfg),
+        },
+        s => s,
+    };
+    let (acceptor, ca) = tls::acceptor(&source, &cfg.data_dir).context("set up TLS")?;
+    if let Some(ca) = ca {
+        tracing::info!(ca = %ca.display(), "HTTPS with a local CA: clients must trust this file (SSL_CERT_FILE / REQUESTS_CA_BUNDLE / NODE_EXTRA_CA_CERTS)");
+        eprintln!("warren: HTTPS certificate authority: {}", ca.display());
+    }
+    Ok(Some(acceptor))
+}
+
+/// Runs the whole single-machine platform until SIGTERM/SIGINT, then stops every sandbox.
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.cache_dir)
+        .with_context(|| format!("create cache dir {}", cfg.cache_dir.display()))?;
+    let store = Store::open(&cfg.data_dir).await.context("open store")?;
+    let interrupted = store.fail_interrupted_builds(clock::now()).await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            builds = interrupted,
+            "template builds interrupted by the last shutdown marked failed"
+        );
+    }
+    let now = clock::now();
+    if let Some(key) = cfg
+        .api_key
+        .as_ref()
+        .map(warren_core::Secret::expose)
+        .filter(|k| !k.is_empty())
+    {
+        let environment = if key.starts_with("wrn_test_") {
+            warren_store::KeyEnvironment::Test
+        } else {
+            warren_store::KeyEnvironment::Live
+        };
+        let spec = warren_store::KeySpec {
+            name: "WARREN_API_KEY",
+            tenant: "default",
+            role: warren_store::Role::Admin,
+            environment,
+            expires_at: None,
+        };
+        let rec = store
+            .ensure_api_key(&spec, key, now)
+            .await
+            .context("register WARREN_API_KEY")?;
+        tracing::info!(key_id = %rec.id, "WARREN_API_KEY accepted");
+    }
+    let templates = TemplateCache::new(&cfg.cache_dir, cfg.debian_mirror.clone());
+    for r in builtin_recipes() {
+        let status = if templates.is_ready(&r) {
+            TemplateStatus::Active
+        } else {
+            TemplateStatus::Pending
+        };
+        store
+            .upsert_template(&TemplateRecord {
+                id: r.id.to_owned(),
+                name: r.name.to_owned(),
+                display_name: r.display_name.to_owned(),
+                description: Some(r.description.to_owned()),
+                category: Some(r.category.to_owned()),
+                language: Some(r.language.to_owned()),
+                resources: r.resources,
+                status,
+                is_public: true,
+                tenant: None,
+                spec: None,
+                build_started_at: None,
+                build_finished_at: None,
+                error_message: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+        store.set_template_status(r.id, status, None, now).await?;
+    }
+
+    let exe = std::env::current_exe().context("locate own executable")?;
+    let agent_exe = exe.with_file_name("warren-agent");
+    let bundle = warren_runtime::agent_bundle::prepare(&agent_exe, &cfg.data_dir.join("agent"))
+        .with_context(|| format!("prepare agent bundle from {}", agent_exe.display()))?;
+    let host = Arc::new(
+        Host::new(HostConfig {
+            agent_bundle: bundle,
+            network_base: cfg.network_base,
+        })
+        .await
+        .context("initialise the host layer (run as root)")?,
+    );
+    let namespaces = NamespaceDriver::new(
+        NamespaceConfig {
+            state_dir: cfg.data_dir.join("sandboxes"),
+            jail_exe: exe,
+        },
+        host.clone(),
+    )
+    .await
+    .context("initialise the namespace driver")?;
+    let mut tiers = vec![AnyDriver::Namespaces(Arc::new(namespaces))];
+    if cfg.gvisor {
+        let gvisor = warren_runtime::gvisor::GvisorDriver::detect(
+            warren_runtime::gvisor::GvisorConfig {
+                runsc: cfg.runsc.clone(),
+                state_dir: cfg.data_dir.join("gvisor"),
+                runsc_root: cfg.data_dir.join("runsc"),
+            },
+            host.clone(),
+        )
+        .await;
+        match gvisor {
+            Some(g) => tiers.push(AnyDriver::Gvisor(Arc::new(g))),
+            None => {
+                tracing::warn!(runsc = %cfg.runsc.display(), "gVisor tier unavailable: runsc not found or not working (see `warren doctor`)")
+            }
+        }
+    }
+    if cfg.microvm {
+        let microvm = warren_runtime::microvm::MicrovmDriver::detect(
+            warren_runtime::microvm::MicrovmConfig {
+                qemu: cfg.qemu.clone(),
+                kernel_dir: cfg.guest_kernel_dir.clone(),
+                busybox: PathBuf::from("/bin/busybox"),
+                // Not under the data dir, which may be private to root: each VMM runs as its own
+                // uid and must reach its sandbox's directory (itself private to that uid).
+                state_dir: cfg.cache_dir.join("microvm-sandboxes"),
+                image_dir: cfg.cache_dir.join("vm-images"),
+            },
+            host.clone(),
+        )
+        .await;
+        match microvm {
+            Ok(m) => tiers.push(AnyDriver::Microvm(Arc::new(m))),
+            Err(why) => {
+                tracing::warn!(reason = %why, "microVM tier unavailable (see `warren doctor`)")
+            }
+        }
+    }
+    if let Some(pos) = tiers.iter().position(|d| d.name() == cfg.default_isolation) {
+        tiers.swap(0, pos);
+    } else {
+        anyhow::bail!(
+            "default isolation tier {:?} is not available here (see `warren doctor`)",
+            cfg.default_isolation
+        );
+    }
+    host.remove_leftovers().await;
+    for d in &tiers {
+        d.remove_leftovers().await;
+    }
+    for s in store.live_sandboxes().await? {
+        tracing::warn!(sandbox = %s.id, "sandbox did not survive the previous server; marked stopped");
+        store
+            .set_sandbox_status(&s.id, SandboxStatus::Stopped, now)
+            .await?;
+    }
+
+    let tls = tls_setup(&cfg)?;
+    let tokens =
+        Arc::new(TokenSigner::load_or_create(&cfg.data_dir).context("load token signing key")?);
+    let audit = Auditor::start(store.clone(), cfg.audit_retention);
+    let rate = Arc::new(RateLimiter::new(&cfg.limits));
+    {
+        let rate = rate.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                rate.forget_idle();
+            }
+        });
+    }
+    let gate = Arc::new(ControlGate {
+        tokens: tokens.clone(),
+        rate: rate.clone(),
+        audit: audit.clone(),
+        webhooks: Arc::new(Dispatcher::new()),
+    });
+    let listeners = match &cfg.public {
+        PublicMode::Local { bind, .. } => Listeners::Local { bind: *bind },
+        PublicMode::Wildcard { .. } => Listeners::Wildcard,
+    };
+    let (node, node_events) = Node::new(
+        NodeConfig {
+            tiers,
+            listeners,
+            tls: tls.clone(),
+            max_body_bytes: cfg.max_body_bytes,
+        },
+        gate,
+    );
+    let templates = Arc::new(TemplateRoots::new(templates, store.clone()));
+    let lifecycle = Arc::new(Lifecycle::new(
+        store.clone(),
+        node.clone(),
+        templates.clone(),
+        cfg.limits.clone(),
+        cfg.allow_isolation_override,
+    ));
+    {
+        let lifecycle = lifecycle.clone();
+        let mut node_events = node_events;
+        tokio::spawn(async move {
+            while let Some(event) = node_events.recv().await {
+                lifecycle.on_node_event(event).await;
+            }
+        });
+    }
+    let node_id = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "local".into());
+    let state = state::AppState {
+        lifecycle: lifecycle.clone(),
+        node: node.clone(),
+        store: store.clone(),
+        tokens,
+        public: cfg.public.clone(),
+        audit,
+        rate,
+        https: tls.is_some(),
+        builds: Arc::new(builds::Builds::default()),
+        layers: Arc::new(warren_runtime::layers::LayerStore::new(&cfg.cache_dir)),
+        uploads: Arc::new(builds::uploads::Uploads::new(&cfg.data_dir)),
+        registry: Arc::new(registry::Registry::new(
+            &cfg.cache_dir,
+            cfg.insecure_registries.clone(),
+            cfg.registry_mirror.clone(),
+        )),
+        node_id,
+        region: cfg.region.clone(),
+    };
+
+    tokio::spawn(lifecycle.clone().reap_forever());
+    if cfg.prebuild_templates {
+        tokio::spawn(async move {
+            for r in builtin_recipes() {
+                if let Err(e) = templates.ensure(&r).await {
+                    tracing::error!(template = r.name, error = %e, "template build failed");
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(url = %format!("{scheme}://{}", cfg.listen), data_dir = %cfg.data_dir.display(), "warren is serving");
+    match tls {
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor).context("TLS listener")?;
+            axum::serve(listener, routes::app(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serve")?;
+        }
+        None => {
+            axum::serve(listener, routes::app(state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serve")?;
+        }
+    }
+    tracing::info!("shutting down: stopping every sandbox");
+    lifecycle.stop_all(SandboxStatus::Stopped).await;
+    host.release().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

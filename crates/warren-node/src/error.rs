@@ -1,0 +1,22 @@
+use warren_core::SandboxId;
+use warren_runtime::DriverError;
+
+use crate::agent_link::AgentError;
+
+/// A node command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// no such sandbox runs on this node
+    #[error("sandbox {0} is not running on this node")]
+    NotRunning(SandboxId),
+    /// the request names a tier this node does not run
+    #[error("isolation tier {wanted:?} is not available on this server (available: {available}; see `warren doctor`)")]
+    NoSuchTier { wanted: String, available: String },
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error("agent: {0}")]
+    Agent(#[from] AgentError),
+    /// the sandbox's own listener could not be opened
+    #[error("cannot open the sandbox's listener: {0}")]
+    Listener(std::io::Error),
+}

@@ -1,0 +1,23 @@
+//! The node layer: everything that runs sandboxes on one machine. It owns the isolation tiers,
+//! the registry of live sandboxes, each sandbox's listener and the proxy in front of its agent,
+//! and the one typed link to agents. The control plane decides (who may create what, quotas,
+//! templates, tokens, where audit records go) and calls the node through `Node`'s typed
+//! commands: in-process today, over the network once a cluster has several nodes.
+
+mod agent_link;
+mod error;
+mod gate;
+mod node;
+mod proxy;
+mod registry;
+mod tls_listener;
+mod transport;
+
+pub use agent_link::{bash, AgentError, AgentLink};
+pub use error::NodeError;
+pub use gate::{AgentAction, AgentCall, Gate, Refusal};
+pub use node::{Listeners, Node, NodeConfig, NodeEvent, SandboxStart, Started};
+pub use proxy::{parse_wildcard_host, status_outcome, Proxy, AGENT_PORT};
+pub use registry::RunState;
+pub use tls_listener::TlsListener;
+pub use transport::agent_error;

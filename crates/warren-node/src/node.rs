@@ -1,0 +1,275 @@
+//! `Node`: the typed commands the control plane gives the node (start, destroy, pause, resume,
+//! run a command, usage, list), and the events it reports back (a sandbox ended on its own).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use warren_core::SandboxId;
+use warren_runtime::{AnyDriver, IsolationDriver, SandboxSpec, SandboxUsage};
+use warren_wire::agent::{CommandRequest, CommandResponse};
+
+use crate::agent_link::AgentLink;
+use crate::error::NodeError;
+use crate::gate::Gate;
+use crate::proxy::Proxy;
+use crate::registry::{Entry, Registry, RunState, Target};
+
+/// How clients reach sandboxes on this node.
+#[derive(Debug, Clone)]
+pub enum Listeners {
+    /// Each sandbox gets a listener of its own on this address.
+    Local { bind: IpAddr },
+    /// Sandboxes are routed by Host header on the control plane's listener (`Proxy::route_by_host`).
+    Wildcard,
+}
+
+pub struct NodeConfig {
+    /// Every tier this node runs, the default first.
+    pub tiers: Vec<AnyDriver>,
+    pub listeners: Listeners,
+    /// HTTPS for the sandbox listeners.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Largest request body forwarded to a sandbox.
+    pub max_body_bytes: u64,
+}
+
+/// What to start.
+pub struct SandboxStart {
+    pub spec: SandboxSpec,
+    /// The tier by name; None for the node's default.
+    pub tier: Option<String>,
+    /// The tenant the sandbox belongs to.
+    pub owner: String,
+    /// Give the sandbox a listener of its own (local mode). Build sandboxes have none: only the
+    /// control plane talks to them.
+    pub listen: bool,
+}
+
+/// A started sandbox.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub tier: &'static str,
+    /// Its listener's port (local mode).
+    pub port: Option<u16>,
+}
+
+/// What the node reports to the control plane.
+#[derive(Debug)]
+pub enum NodeEvent {
+    /// The sandbox's init ended without being asked to (out of memory, `kill 1`, a crashed VM).
+    Exited { id: SandboxId, code: i32 },
+}
+
+/// Capacity of the event channel; a sandbox's exit waits for room rather than being lost.
+const EVENT_DEPTH: usize = 256;
+
+pub struct Node {
+    tiers: Vec<AnyDriver>,
+    registry: Arc<Registry>,
+    proxy: Proxy,
+    listeners: Listeners,
+    events: mpsc::Sender<NodeEvent>,
+}
+
+impl Node {
+    /// The node and the receiving end of its events. `tiers` must not be empty.
+    pub fn new(cfg: NodeConfig, gate: Arc<dyn Gate>) -> (Arc<Self>, mpsc::Receiver<NodeEvent>) {
+        let registry = Arc::new(Registry::default());
+        let proxy = Proxy::new(registry.clone(), gate, cfg.max_body_bytes, cfg.tls);
+        let (events, received) = mpsc::channel(EVENT_DEPTH);
+        let node = Arc::new(Self {
+            tiers: cfg.tiers,
+            registry,
+            proxy,
+            listeners: cfg.listeners,
+            events,
+        });
+        (node, received)
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Names of the tiers this node runs, the default first.
+    pub fn tier_names(&self) -> Vec<&'static str> {
+        self.tiers.iter().map(IsolationDriver::name).collect()
+    }
+
+    pub fn default_tier(&self) -> &'static str {
+        self.tiers
+            .first()
+            .map_or("namespaces", IsolationDriver::name)
+    }
+
+    pub fn has_tier(&self, name: &str) -> bool {
+        self.tiers.iter().any(|d| d.name() == name)
+    }
+
+    fn driver(&self, name: Option<&str>) -> Result<AnyDriver, NodeError> {
+        let found = match name.filter(|n| !n.is_empty()) {
+            None => self.tiers.first(),
+            Some(n) => self.tiers.iter().find(|d| d.name() == n),
+        };
+        found.cloned().ok_or_else(|| NodeError::NoSuchTier {
+            wanted: name.unwrap_or_default().to_owned(),
+            available: self.tier_names().join(", "),
+        })
+    }
+
+    /// Starts a sandbox and returns once its agent answers (and, in local mode, its listener is
+    /// open). A VM guest is told the host's time first.
+    pub async fn start(&self, req: SandboxStart) -> Result<Started, NodeError> {
+        let driver = self.driver(req.tier.as_deref())?;
+        let id = req.spec.id.clone();
+        let started = driver.start(&req.spec).await?;
+        let agent = AgentLink::new(started.agent_socket);
+        if driver.has_own_clock() {
+            set_clock(&id, &agent).await;
+        }
+        self.registry.insert(
+            id.clone(),
+            Entry {
+                driver: driver.clone(),
+                target: Target {
+                    agent,
+                    netns: std::path::PathBuf::from(format!("/run/netns/warren-{id}")),
+                    port_host: started.port_host,
+                    owner: req.owner,
+                    state: RunState::Running,
+                },
+                listener: None,
+                port: None,
+            },
+        );
+        self.watch_exit(id.clone(), started.exited);
+        let port = match (&self.listeners, req.listen) {
+            (Listeners::Local { bind }, true) => match self.open_listener(&id, *bind, 0).await {
+                Ok(port) => Some(port),
+                Err(e) => {
+                    let _ = self.destroy(&id).await;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        Ok(Started {
+            tier: driver.name(),
+            port,
+        })
+    }
+
+    fn watch_exit(&self, id: SandboxId, exited: tokio::sync::oneshot::Receiver<i32>) {
+        let registry = self.registry.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let code = exited.await.unwrap_or(-1);
+            // Gone from the registry: it was destroyed on purpose.
+            if registry.driver(&id).is_some() {
+                let _ = events.send(NodeEvent::Exited { id, code }).await;
+            }
+        });
+    }
+
+    async fn open_listener(
+        &self,
+        id: &SandboxId,
+        bind: IpAddr,
+        port: u16,
+    ) -> Result<u16, NodeError> {
+        let listener = tokio::net::TcpListener::bind((bind, port))
+            .await
+            .map_err(NodeError::Listener)?;
+        let port = listener.local_addr().map_err(NodeError::Listener)?.port();
+        let handle = self.proxy.serve_listener(id.clone(), listener);
+        match self.registry.lock().get_mut(id) {
+            Some(e) => {
+                e.listener = Some(handle);
+                e.port = Some(port);
+            }
+            None => handle.abort(),
+        }
+        Ok(port)
+    }
+
+    /// Stops a sandbox and removes every trace of it on this machine. A sandbox that is not
+    /// running here is already gone: nothing to do.
+    pub async fn destroy(&self, id: &SandboxId) -> Result<(), NodeError> {
+        let Some(entry) = self.registry.remove(id) else {
+            return Ok(());
+        };
+        entry.driver.destroy(id).await?;
+        Ok(())
+    }
+
+    pub async fn pause(&self, id: &SandboxId) -> Result<(), NodeError> {
+        let driver = self
+            .registry
+            .driver(id)
+            .ok_or_else(|| NodeError::NotRunning(id.clone()))?;
+        driver.pause(id).await?;
+        self.registry.set_state(id, RunState::Paused);
+        Ok(())
+    }
+
+    pub async fn resume(&self, id: &SandboxId) -> Result<(), NodeError> {
+        let driver = self
+            .registry
+            .driver(id)
+            .ok_or_else(|| NodeError::NotRunning(id.clone()))?;
+        driver.resume(id).await?;
+        if driver.has_own_clock() {
+            if let Some(agent) = self.agent(id) {
+                set_clock(id, &agent).await;
+            }
+        }
+        self.registry.set_state(id, RunState::Running);
+        Ok(())
+    }
+
+    /// The link to a live sandbox's agent.
+    pub fn agent(&self, id: &SandboxId) -> Option<AgentLink> {
+        self.registry.target(id).map(|t| t.agent)
+    }
+
+    /// Runs a command to completion in the sandbox, for the control plane itself.
+    pub async fn run_command(
+        &self,
+        id: &SandboxId,
+        req: &CommandRequest,
+    ) -> Result<CommandResponse, NodeError> {
+        let agent = self
+            .agent(id)
+            .ok_or_else(|| NodeError::NotRunning(id.clone()))?;
+        Ok(agent.run_command(req).await?)
+    }
+
+    /// Resource usage, read from outside the sandbox.
+    pub fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
+        self.registry.driver(id)?.usage(id)
+    }
+
+    /// The sandbox's listener port (local mode).
+    pub fn port(&self, id: &SandboxId) -> Option<u16> {
+        self.registry.lock().get(id).and_then(|e| e.port)
+    }
+
+    pub fn state(&self, id: &SandboxId) -> Option<RunState> {
+        self.registry.target(id).map(|t| t.state)
+    }
+
+    /// Every sandbox running (or paused) on this node.
+    pub fn list(&self) -> Vec<SandboxId> {
+        self.registry.lock().keys().cloned().collect()
+    }
+}
+
+/// Tells the agent of a sandbox with a clock of its own the host's time. A failure is logged, not
+/// returned: the sandbox runs, with its clock off by up to a second (or by a pause).
+async fn set_clock(id: &SandboxId, agent: &AgentLink) {
+    if let Err(e) = agent.set_clock(SystemTime::now()).await {
+        tracing::warn!(sandbox = %id, error = %e, "could not set the sandbox's clock");
+    }
+}

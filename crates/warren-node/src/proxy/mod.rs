@@ -1,0 +1,289 @@
+//! The host side of every sandbox's agent: asks the control plane's `Gate` whether the sandbox's
+//! token is good and its owner within its rate, limits body sizes, refuses a paused sandbox,
+//! records audited calls, then forwards the request through the sandbox's `AgentLink`. Nothing
+//! reaches a sandbox without passing here, and the agent never sees a token it could leak.
+//!
+//! Local mode gives each sandbox its own listener (`http://127.0.0.1:<port>` is its
+//! `public_host`). Wildcard mode routes `{port}-{id}.{domain}` on the control plane's listener by
+//! Host header; port 7777 is the agent, any other port is forwarded to that port inside the
+//! sandbox (preview URLs).
+
+mod recording;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use warren_core::SandboxId;
+
+use crate::gate::{AgentAction, AgentCall, Gate, Refusal};
+use crate::registry::{Registry, RunState, Target};
+use crate::transport::{agent_error, send_over};
+
+pub use recording::status_outcome;
+
+/// The agent's port in wildcard host names.
+pub const AGENT_PORT: u16 = 7777;
+
+#[derive(Clone)]
+pub struct Proxy {
+    registry: Arc<Registry>,
+    gate: Arc<dyn Gate>,
+    max_body_bytes: u64,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+fn not_running() -> Response {
+    agent_error(
+        StatusCode::NOT_FOUND,
+        "SANDBOX_NOT_FOUND",
+        "Sandbox not found or no longer running",
+    )
+}
+
+impl Proxy {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        gate: Arc<dyn Gate>,
+        max_body_bytes: u64,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
+        Self {
+            registry,
+            gate,
+            max_body_bytes,
+            tls,
+        }
+    }
+
+    /// Who may call: the key id the token was obtained with, or the refusal. The health probe
+    /// carries no secret and answers only "healthy", so it passes without a token: clients probe
+    /// before they hold one.
+    fn admit(
+        &self,
+        id: &SandboxId,
+        target: &Target,
+        req: &Request,
+    ) -> Result<Option<String>, Refusal> {
+        if req.uri().path() == "/health" {
+            return Ok(None);
+        }
+        let invalid = |message: &str| Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            code: "TOKEN_INVALID",
+            message: message.to_owned(),
+            retry_after_seconds: None,
+        };
+        let key_id = match bearer(req) {
+            Some(t) => self
+                .gate
+                .verify_token(id, t)
+                .ok_or_else(|| invalid("Invalid or expired sandbox token"))?,
+            // JS sends the API key when it has no token; 401 makes it refresh and retry (§9.21).
+            None => return Err(invalid("Sandbox token required (Authorization: Bearer)")),
+        };
+        self.gate.check_rate(&target.owner)?;
+        Ok(key_id)
+    }
+
+    /// Handles one agent request for sandbox `id`.
+    pub async fn to_agent(&self, id: SandboxId, req: Request) -> Response {
+        let Some(target) = self.registry.target(&id) else {
+            return not_running();
+        };
+        let key_id = match self.admit(&id, &target, &req) {
+            Ok(k) => k,
+            Err(r) => {
+                let mut res = agent_error(r.status, r.code, &r.message);
+                if let Some(v) = r
+                    .retry_after_seconds
+                    .and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok())
+                {
+                    res.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return res;
+            }
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = declared.filter(|n| *n > self.max_body_bytes) {
+            return agent_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                &format!(
+                    "request body of {n} bytes exceeds this server's limit of {} bytes",
+                    self.max_body_bytes
+                ),
+            );
+        }
+        // Bodies without a declared length are cut off at the same limit as they stream.
+        let req = {
+            let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+            let (parts, body) = req.into_parts();
+            Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)))
+        };
+        if target.state == RunState::Paused {
+            return agent_error(
+                StatusCode::CONFLICT,
+                "SANDBOX_STOPPED",
+                "Sandbox is paused; resume it first",
+            );
+        }
+        let Some(action) = AgentAction::of(req.method(), req.uri().path()) else {
+            return target.agent.forward(req).await;
+        };
+        // Audited: hash the input as it streams through, record the outcome.
+        let started = Instant::now();
+        let digest = recording::BodyDigest::default();
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, digest.wrap(body));
+        let mut res = if action == AgentAction::ExecuteAsync {
+            self.gate
+                .execute_async(id.clone(), target.agent.clone(), req)
+                .await
+        } else {
+            target.agent.forward(req).await
+        };
+        let outcome = if action.reports_exit_code() && res.status().is_success() {
+            let (r, o) = recording::run_outcome(res).await;
+            res = r;
+            o
+        } else {
+            status_outcome(res.status()).to_owned()
+        };
+        let (input_bytes, input_sha256) = digest.finish();
+        self.gate
+            .record(AgentCall {
+                sandbox: id,
+                owner: target.owner.clone(),
+                key_id,
+                action,
+                input_bytes,
+                input_sha256,
+                outcome,
+                status_code: res.status().as_u16(),
+                duration: started.elapsed(),
+            })
+            .await;
+        res
+    }
+
+    /// A request for any port other than the agent's goes to that port inside the sandbox
+    /// (preview URLs, public like Hopx's). The connection is opened from inside the sandbox's
+    /// network namespace.
+    pub async fn to_sandbox_port(&self, id: SandboxId, port: u16, req: Request) -> Response {
+        let Some(target) = self.registry.target(&id) else {
+            return not_running();
+        };
+        let (netns, host) = (target.netns.clone(), target.port_host);
+        let dialled = tokio::task::spawn_blocking(move || {
+            warren_runtime::host::network::in_netns(&netns, move || {
+                std::net::TcpStream::connect((host, port))
+            })
+        })
+        .await;
+        let stream = match dialled {
+            Ok(Ok(s)) => s
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(s)),
+            _ => Err(std::io::Error::other("connect failed")),
+        };
+        match stream {
+            Ok(s) => send_over(s, req, &format!("port {port}")).await,
+            Err(_) => agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                &format!("nothing listens on port {port} in the sandbox"),
+            ),
+        }
+    }
+
+    /// Wildcard mode: the answer for a request whose Host names a sandbox under `domain`, or the
+    /// request back when it is for the control plane.
+    pub async fn route_by_host(&self, domain: &str, req: Request) -> Result<Response, Request> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let Some((port, id)) = parse_wildcard_host(host, domain) else {
+            return Err(req);
+        };
+        Ok(if port == AGENT_PORT {
+            self.to_agent(id, req).await
+        } else {
+            self.to_sandbox_port(id, port, req).await
+        })
+    }
+
+    /// Serves one sandbox's local-mode listener until the returned handle is aborted.
+    pub(crate) fn serve_listener(
+        &self,
+        id: SandboxId,
+        listener: tokio::net::TcpListener,
+    ) -> tokio::task::JoinHandle<()> {
+        let tls = self.tls.clone();
+        let proxy = self.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let proxy = proxy.clone();
+            let id = id.clone();
+            async move { proxy.to_agent(id, req).await }
+        });
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(l) = crate::tls_listener::TlsListener::new(listener, acceptor) {
+                        let _ = axum::serve(l, app).await;
+                    }
+                }
+                None => {
+                    let _ = axum::serve(listener, app).await;
+                }
+            }
+        })
+    }
+}
+
+/// Splits a wildcard host `{port}-{id}.{domain}` into port and sandbox id.
+pub fn parse_wildcard_host(host: &str, domain: &str) -> Option<(u16, SandboxId)> {
+    let host = host.split(':').next()?;
+    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+    let (port, id) = label.split_once('-')?;
+    Some((port.parse().ok()?, SandboxId::parse(id).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_hosts_name_port_and_sandbox() {
+        let (port, id) = parse_wildcard_host(
+            "7777-abcdefghijklmnopqr.sb.example.com:443",
+            "sb.example.com",
+        )
+        .expect("parse");
+        assert_eq!(port, 7777);
+        assert_eq!(id.as_str(), "abcdefghijklmnopqr");
+        assert!(
+            parse_wildcard_host("7777-abcdefghijklmnopqr.evil.com", "sb.example.com").is_none()
+        );
+        assert!(
+            parse_wildcard_host("x-abcdefghijklmnopqr.sb.example.com", "sb.example.com").is_none()
+        );
+        assert!(parse_wildcard_host("7777-../etc.sb.example.com", "sb.example.com").is_none());
+    }
+}

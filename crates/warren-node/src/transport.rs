@@ -1,0 +1,83 @@
+//! One HTTP/1 exchange over an already-open stream (an agent's unix socket, a port inside a
+//! sandbox), with WebSocket upgrades joined end to end, and the agent-style error body the
+//! clients parse.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use time::format_description::well_known::Rfc3339;
+use warren_wire::agent::AgentErrorBody;
+
+/// An error in the agent's body shape (spec §2.4), for answers the node gives in the agent's name.
+pub fn agent_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = AgentErrorBody {
+        error: message.to_owned(),
+        message: message.to_owned(),
+        code: code.to_owned(),
+        path: None,
+        details: serde_json::Map::new(),
+        timestamp: time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default(),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Sends one request over a fresh HTTP/1 connection on `io` and returns the upstream response.
+/// `what` names the upstream in error messages. A WebSocket upgrade (the agent's streams and
+/// terminals, or an app inside the sandbox) is joined end to end once both sides switched, and
+/// then copied both ways; TCP flow control gives back-pressure in each direction.
+pub async fn send_over<IO>(io: IO, mut req: Request, what: &str) -> Response
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+        Ok(x) => x,
+        Err(e) => {
+            return agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                &format!("{what} handshake failed: {e}"),
+            )
+        }
+    };
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut res = match sender.send_request(req).await {
+        Ok(res) => res,
+        Err(e) => {
+            return agent_error(
+                StatusCode::BAD_GATEWAY,
+                "INTERNAL_ERROR",
+                &format!("{what} request failed: {e}"),
+            )
+        }
+    };
+    if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) = (res.status(), client_upgrade) {
+        let upstream = hyper::upgrade::on(&mut res);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(upstream)) = (client.await, upstream.await) {
+                let _ = tokio::io::copy_bidirectional(
+                    &mut TokioIo::new(client),
+                    &mut TokioIo::new(upstream),
+                )
+                .await;
+            }
+        });
+    }
+    res.map(Body::new)
+}
+
+fn is_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+        && req.headers().contains_key(header::UPGRADE)
+}
