@@ -201,6 +201,15 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<ExitCode> {
         .to_owned();
     let mut offset = 0u64;
     loop {
+        let status = client
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/templates/build/{id}/status"),
+                None,
+            )
+            .await?;
+        // Logs after status: once the status is final no line is added, so this read gets the
+        // last ones (a fully cached build ends between two polls).
         let logs = client
             .call(
                 reqwest::Method::GET,
@@ -210,13 +219,6 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<ExitCode> {
             .await?;
         print!("{}", logs["logs"].as_str().unwrap_or(""));
         offset = logs["offset"].as_u64().unwrap_or(offset);
-        let status = client
-            .call(
-                reqwest::Method::GET,
-                &format!("/v1/templates/build/{id}/status"),
-                None,
-            )
-            .await?;
         match status["status"].as_str() {
             Some("active") => {
                 eprintln!("template {} ({id}) is active", a.name);
