@@ -1,8 +1,7 @@
 //! The audit trail: who did what to which sandbox, with what outcome. Inputs are recorded as size
 //! and SHA-256 only, so the trail identifies code and files without holding them (or secrets).
 
-use sqlx::Row;
-
+use crate::row::{int, opt_int, opt_text, text};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,7 +45,7 @@ impl Store {
         for e in events {
             sqlx::query(
                 "INSERT INTO audit_events (at, tenant, key_id, sandbox_id, action, input_bytes, input_sha256, \
-                 outcome, status_code, duration_ms, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 outcome, status_code, duration_ms, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(e.at)
             .bind(&e.tenant)
@@ -70,9 +69,9 @@ impl Store {
     pub async fn query_audit(&self, q: &AuditQuery) -> Result<(Vec<AuditEvent>, bool), StoreError> {
         let limit = i64::from(q.limit.clamp(1, 1000));
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE (? IS NULL OR tenant = ?) \
-             AND (? IS NULL OR sandbox_id = ?) AND (? IS NULL OR action = ?) AND (? IS NULL OR key_id = ?) \
-             AND (? IS NULL OR at >= ?) AND (? IS NULL OR at < ?) AND seq > ? ORDER BY seq LIMIT ?"
+            "SELECT {COLUMNS} FROM audit_events WHERE ($1 IS NULL OR tenant = $2) \
+             AND ($3 IS NULL OR sandbox_id = $4) AND ($5 IS NULL OR action = $6) AND ($7 IS NULL OR key_id = $8) \
+             AND ($9 IS NULL OR at >= $10) AND ($11 IS NULL OR at < $12) AND seq > $13 ORDER BY seq LIMIT $14"
         ))
         .bind(&q.tenant)
         .bind(&q.tenant)
@@ -94,27 +93,29 @@ impl Store {
         let events = rows
             .iter()
             .take(limit as usize)
-            .map(|r| AuditEvent {
-                seq: r.get("seq"),
-                at: r.get("at"),
-                tenant: r.get("tenant"),
-                key_id: r.get("key_id"),
-                sandbox_id: r.get("sandbox_id"),
-                action: r.get("action"),
-                input_bytes: r.get("input_bytes"),
-                input_sha256: r.get("input_sha256"),
-                outcome: r.get("outcome"),
-                status_code: r.get("status_code"),
-                duration_ms: r.get("duration_ms"),
-                request_id: r.get("request_id"),
+            .map(|r| {
+                Ok(AuditEvent {
+                    seq: int(r, "seq")?,
+                    at: int(r, "at")?,
+                    tenant: text(r, "tenant")?,
+                    key_id: opt_text(r, "key_id")?,
+                    sandbox_id: opt_text(r, "sandbox_id")?,
+                    action: text(r, "action")?,
+                    input_bytes: opt_int(r, "input_bytes")?,
+                    input_sha256: opt_text(r, "input_sha256")?,
+                    outcome: text(r, "outcome")?,
+                    status_code: opt_int(r, "status_code")?,
+                    duration_ms: int(r, "duration_ms")?,
+                    request_id: opt_text(r, "request_id")?,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         Ok((events, more))
     }
 
     /// Deletes events older than `before_ms`; returns how many.
     pub async fn purge_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM audit_events WHERE at < ?")
+        let done = sqlx::query("DELETE FROM audit_events WHERE at < $1")
             .bind(before_ms)
             .execute(&self.pool)
             .await?;

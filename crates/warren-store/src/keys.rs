@@ -1,7 +1,7 @@
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
+use crate::row::{int, opt_int, text};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +161,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO api_keys (id, name, prefix, hash, created_at, tenant, role, environment, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&record.id)
         .bind(&record.name)
@@ -183,7 +183,7 @@ impl Store {
         secret: &str,
         now: i64,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE hash = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE hash = $1"))
             .bind(hash_key(secret))
             .fetch_optional(&self.pool)
             .await?;
@@ -192,7 +192,7 @@ impl Store {
     }
 
     pub async fn get_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -202,7 +202,7 @@ impl Store {
     /// Keys of one tenant, or of all tenants.
     pub async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM api_keys WHERE (? IS NULL OR tenant = ?) ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM api_keys WHERE ($1 IS NULL OR tenant = $2) ORDER BY created_at, id"
         ))
         .bind(tenant)
         .bind(tenant)
@@ -220,8 +220,8 @@ impl Store {
         at: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) \
-             AND (revoked_at IS NULL OR revoked_at > ?) AND (? IS NULL OR tenant = ?)",
+            "UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR name = $3) \
+             AND (revoked_at IS NULL OR revoked_at > $4) AND ($5 IS NULL OR tenant = $6)",
         )
         .bind(at)
         .bind(id_or_name)
@@ -267,19 +267,19 @@ impl Store {
     }
 }
 
-fn key_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreError> {
-    let role: String = r.get("role");
-    let env: String = r.get("environment");
+fn key_from_row(r: &sqlx::any::AnyRow) -> Result<ApiKeyRecord, StoreError> {
+    let role = text(r, "role")?;
+    let env = text(r, "environment")?;
     Ok(ApiKeyRecord {
-        id: r.get("id"),
-        name: r.get("name"),
-        prefix: r.get("prefix"),
-        tenant: r.get("tenant"),
+        id: text(r, "id")?,
+        name: text(r, "name")?,
+        prefix: text(r, "prefix")?,
+        tenant: text(r, "tenant")?,
         role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("key role {role}")))?,
         environment: KeyEnvironment::parse(&env)
             .ok_or_else(|| StoreError::Corrupt(format!("key environment {env}")))?,
-        created_at: r.get("created_at"),
-        revoked_at: r.get("revoked_at"),
-        expires_at: r.get("expires_at"),
+        created_at: int(r, "created_at")?,
+        revoked_at: opt_int(r, "revoked_at")?,
+        expires_at: opt_int(r, "expires_at")?,
     })
 }

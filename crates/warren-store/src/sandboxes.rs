@@ -1,6 +1,6 @@
-use sqlx::Row;
 use warren_core::{Resources, SandboxId, SandboxStatus};
 
+use crate::row::{flag, int, opt_int, opt_text, text, uint};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -17,6 +17,13 @@ pub struct SandboxRecord {
     pub key_id: Option<String>,
     pub tenant: String,
     pub isolation: String,
+    /// What the node needs to take a running sandbox over after a restart (opaque JSON of the
+    /// runtime); None until it started, and again once it stopped.
+    pub runtime_handle: Option<String>,
+    /// Its listener's port in local mode, kept so that `public_host` survives a restart.
+    pub listen_port: Option<u16>,
+    /// Why it stopped, when the server stopped it rather than a user (it died, it expired).
+    pub status_reason: Option<String>,
 }
 
 pub struct NewSandbox<'a> {
@@ -39,7 +46,11 @@ pub struct SandboxPage {
 
 const COLUMNS: &str =
     "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
-                       timeout_seconds, expires_at, created_at, key_id, tenant, isolation";
+     timeout_seconds, expires_at, created_at, key_id, tenant, isolation, runtime_handle, \
+     listen_port, status_reason";
+
+/// Statuses whose processes may exist.
+const LIVE: &str = "('creating','running','paused')";
 
 impl Store {
     pub async fn insert_sandbox(
@@ -47,20 +58,20 @@ impl Store {
         s: NewSandbox<'_>,
         now: i64,
     ) -> Result<SandboxRecord, StoreError> {
-        let expires_at = s.timeout_seconds.map(|t| now + t);
+        let expires_at = s.timeout_seconds.map(|t| now.saturating_add(t));
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
              internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(s.id.as_str())
         .bind(s.template_id)
         .bind(s.template_name)
         .bind(SandboxStatus::Creating.as_str())
-        .bind(s.resources.vcpu)
-        .bind(s.resources.memory_mb)
-        .bind(s.resources.disk_mb)
-        .bind(s.internet_access)
+        .bind(i64::from(s.resources.vcpu))
+        .bind(i64::from(s.resources.memory_mb))
+        .bind(i64::from(s.resources.disk_mb))
+        .bind(i64::from(s.internet_access))
         .bind(s.timeout_seconds)
         .bind(expires_at)
         .bind(now)
@@ -83,11 +94,14 @@ impl Store {
             key_id: s.key_id.map(str::to_owned),
             tenant: s.tenant.to_owned(),
             isolation: s.isolation.to_owned(),
+            runtime_handle: None,
+            listen_port: None,
+            status_reason: None,
         })
     }
 
     pub async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<SandboxRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM sandboxes WHERE id = $1"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -100,12 +114,55 @@ impl Store {
         status: SandboxStatus,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sandboxes SET status = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE sandboxes SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status.as_str())
             .bind(now)
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Records that a sandbox ended (`status` is stopped, deleted or error), with the reason
+    /// when the server rather than a user ended it. Its runtime handle is forgotten: nothing of
+    /// it is left to take over.
+    pub async fn end_sandbox(
+        &self,
+        id: &SandboxId,
+        status: SandboxStatus,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sandboxes SET status = $1, status_reason = COALESCE($2, status_reason), \
+             runtime_handle = NULL, updated_at = $3 WHERE id = $4",
+        )
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records what a restarted server needs to take the running sandbox over.
+    pub async fn record_sandbox_runtime(
+        &self,
+        id: &SandboxId,
+        runtime_handle: &str,
+        listen_port: Option<u16>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sandboxes SET runtime_handle = $1, listen_port = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(runtime_handle)
+        .bind(listen_port.map(i64::from))
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -117,10 +174,10 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE sandboxes SET timeout_seconds = ?, expires_at = ?, updated_at = ? WHERE id = ?",
+            "UPDATE sandboxes SET timeout_seconds = $1, expires_at = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(timeout_seconds)
-        .bind(now + timeout_seconds)
+        .bind(now.saturating_add(timeout_seconds))
         .bind(now)
         .bind(id.as_str())
         .execute(&self.pool)
@@ -142,7 +199,7 @@ impl Store {
         let rows = match status {
             Some(s) => {
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ? AND status = ? AND seq > ? ORDER BY seq LIMIT ?"
+                    "SELECT {COLUMNS} FROM sandboxes WHERE tenant = $1 AND status = $2 AND seq > $3 ORDER BY seq LIMIT $4"
                 ))
                 .bind(tenant)
                 .bind(s.as_str())
@@ -153,8 +210,8 @@ impl Store {
             }
             None => {
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ? AND status IN ('creating','running','paused') \
-                     AND seq > ? ORDER BY seq LIMIT ?"
+                    "SELECT {COLUMNS} FROM sandboxes WHERE tenant = $1 AND status IN {LIVE} \
+                     AND seq > $2 ORDER BY seq LIMIT $3"
                 ))
                 .bind(tenant)
                 .bind(after)
@@ -165,10 +222,9 @@ impl Store {
         };
         let more = rows.len() as i64 > limit;
         let page = &rows[..rows.len().min(limit as usize)];
-        let next_cursor = if more {
-            page.last().map(|r| r.get::<i64, _>("seq").to_string())
-        } else {
-            None
+        let next_cursor = match page.last() {
+            Some(r) if more => Some(int(r, "seq")?.to_string()),
+            _ => None,
         };
         let items = page
             .iter()
@@ -177,10 +233,10 @@ impl Store {
         Ok(SandboxPage { items, next_cursor })
     }
 
-    /// Every sandbox whose processes may exist: what a restart must clean up.
+    /// Every sandbox whose processes may exist: what a restart takes over or cleans up.
     pub async fn live_sandboxes(&self) -> Result<Vec<SandboxRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE status IN ('creating','running','paused') ORDER BY seq"
+            "SELECT {COLUMNS} FROM sandboxes WHERE status IN {LIVE} ORDER BY seq"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -190,8 +246,8 @@ impl Store {
     /// Live sandboxes whose `expires_at` is at or before `now`.
     pub async fn expired_sandboxes(&self, now: i64) -> Result<Vec<SandboxRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE status IN ('creating','running','paused') \
-             AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at"
+            "SELECT {COLUMNS} FROM sandboxes WHERE status IN {LIVE} \
+             AND expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at"
         ))
         .bind(now)
         .fetch_all(&self.pool)
@@ -201,55 +257,59 @@ impl Store {
 
     /// The earliest `expires_at` among live sandboxes, so the reaper can sleep until then.
     pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query(
-            "SELECT MIN(expires_at) AS next FROM sandboxes WHERE status IN ('creating','running','paused')",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT MIN(expires_at) AS next FROM sandboxes WHERE status IN {LIVE}"
+        ))
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.get("next"))
+        opt_int(&row, "next")
     }
-}
 
-fn sandbox_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SandboxRecord, StoreError> {
-    let id: String = r.get("id");
-    let status: String = r.get("status");
-    Ok(SandboxRecord {
-        id: SandboxId::parse(&id).map_err(|_| StoreError::Corrupt(format!("sandbox id {id}")))?,
-        template_id: r.get("template_id"),
-        template_name: r.get("template_name"),
-        status: SandboxStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("sandbox status {status}")))?,
-        resources: Resources {
-            vcpu: r.get("vcpu"),
-            memory_mb: r.get("memory_mb"),
-            disk_mb: r.get("disk_mb"),
-        },
-        internet_access: r.get("internet_access"),
-        timeout_seconds: r.get("timeout_seconds"),
-        expires_at: r.get("expires_at"),
-        created_at: r.get("created_at"),
-        key_id: r.get("key_id"),
-        tenant: r.get("tenant"),
-        isolation: r.get("isolation"),
-    })
-}
-
-impl Store {
     /// Live sandboxes of a tenant and the resources they hold: what quotas are checked against.
     pub async fn tenant_usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(vcpu), 0) AS vcpu, COALESCE(SUM(memory_mb), 0) AS mem \
-             FROM sandboxes WHERE tenant = ? AND status IN ('creating','running','paused')",
-        )
+        // SUM of integers is NUMERIC in PostgreSQL: cast back to the shared 64-bit integer.
+        let row = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(vcpu), 0) AS BIGINT) AS vcpu, \
+             CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) AS mem \
+             FROM sandboxes WHERE tenant = $1 AND status IN {LIVE}"
+        ))
         .bind(tenant)
         .fetch_one(&self.pool)
         .await?;
+        let count = |col| int(&row, col).map(|v| u64::try_from(v).unwrap_or(0));
         Ok(TenantUsage {
-            sandboxes: row.get::<i64, _>("n") as u64,
-            vcpu: row.get::<i64, _>("vcpu") as u64,
-            memory_mb: row.get::<i64, _>("mem") as u64,
+            sandboxes: count("n")?,
+            vcpu: count("vcpu")?,
+            memory_mb: count("mem")?,
         })
     }
+}
+
+fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> {
+    let id = text(r, "id")?;
+    let status = text(r, "status")?;
+    Ok(SandboxRecord {
+        id: SandboxId::parse(&id).map_err(|_| StoreError::Corrupt(format!("sandbox id {id}")))?,
+        template_id: text(r, "template_id")?,
+        template_name: text(r, "template_name")?,
+        status: SandboxStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("sandbox status {status}")))?,
+        resources: Resources {
+            vcpu: uint(r, "vcpu")?,
+            memory_mb: uint(r, "memory_mb")?,
+            disk_mb: uint(r, "disk_mb")?,
+        },
+        internet_access: flag(r, "internet_access")?,
+        timeout_seconds: opt_int(r, "timeout_seconds")?,
+        expires_at: opt_int(r, "expires_at")?,
+        created_at: int(r, "created_at")?,
+        key_id: opt_text(r, "key_id")?,
+        tenant: text(r, "tenant")?,
+        isolation: text(r, "isolation")?,
+        runtime_handle: opt_text(r, "runtime_handle")?,
+        listen_port: opt_int(r, "listen_port")?.and_then(|p| u16::try_from(p).ok()),
+        status_reason: opt_text(r, "status_reason")?,
+    })
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

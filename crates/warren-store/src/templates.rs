@@ -1,6 +1,6 @@
-use sqlx::Row;
 use warren_core::Resources;
 
+use crate::row::{flag, int, opt_int, opt_text, text, uint};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO templates (id, name, display_name, description, category, language, vcpu, memory_mb, \
              disk_mb, status, is_public, error_message, created_at, updated_at, tenant) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT(id) DO UPDATE SET name = excluded.name, display_name = excluded.display_name, \
              description = excluded.description, category = excluded.category, language = excluded.language, \
              vcpu = excluded.vcpu, memory_mb = excluded.memory_mb, disk_mb = excluded.disk_mb, \
@@ -79,11 +79,11 @@ impl Store {
         .bind(&t.description)
         .bind(&t.category)
         .bind(&t.language)
-        .bind(t.resources.vcpu)
-        .bind(t.resources.memory_mb)
-        .bind(t.resources.disk_mb)
+        .bind(i64::from(t.resources.vcpu))
+        .bind(i64::from(t.resources.memory_mb))
+        .bind(i64::from(t.resources.disk_mb))
         .bind(t.status.as_str())
-        .bind(t.is_public)
+        .bind(i64::from(t.is_public))
         .bind(&t.error_message)
         .bind(t.created_at)
         .bind(t.updated_at)
@@ -101,7 +101,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE templates SET status = ?, error_message = ?, updated_at = ? WHERE id = ?",
+            "UPDATE templates SET status = $1, error_message = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(status.as_str())
         .bind(error_message)
@@ -115,7 +115,7 @@ impl Store {
     /// Templates a tenant can see: the shared ones and its own.
     pub async fn list_templates(&self, tenant: &str) -> Result<Vec<TemplateRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM templates WHERE tenant IS NULL OR tenant = ? ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM templates WHERE tenant IS NULL OR tenant = $1 ORDER BY created_at, id"
         ))
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -130,8 +130,8 @@ impl Store {
         tenant: &str,
     ) -> Result<Option<TemplateRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM templates WHERE (id = ? OR name = ?) AND (tenant IS NULL OR tenant = ?) \
-             ORDER BY (id = ?) DESC LIMIT 1"
+            "SELECT {COLUMNS} FROM templates WHERE (id = $1 OR name = $2) AND (tenant IS NULL OR tenant = $3) \
+             ORDER BY (id = $4) DESC LIMIT 1"
         ))
         .bind(id_or_name)
         .bind(id_or_name)
@@ -151,7 +151,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO templates (id, name, display_name, description, category, language, vcpu, memory_mb, \
              disk_mb, status, is_public, error_message, created_at, updated_at, tenant, spec, build_started_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'building', 0, NULL, ?, ?, ?, NULL, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'building', 0, NULL, $10, $11, $12, NULL, $13) \
              ON CONFLICT(id) DO UPDATE SET status = 'building', error_message = NULL, vcpu = excluded.vcpu, \
              memory_mb = excluded.memory_mb, disk_mb = excluded.disk_mb, description = excluded.description, \
              updated_at = excluded.updated_at, build_started_at = excluded.build_started_at, build_finished_at = NULL",
@@ -162,9 +162,9 @@ impl Store {
         .bind(&t.description)
         .bind(&t.category)
         .bind(&t.language)
-        .bind(t.resources.vcpu)
-        .bind(t.resources.memory_mb)
-        .bind(t.resources.disk_mb)
+        .bind(i64::from(t.resources.vcpu))
+        .bind(i64::from(t.resources.memory_mb))
+        .bind(i64::from(t.resources.disk_mb))
         .bind(now)
         .bind(now)
         .bind(&t.tenant)
@@ -186,8 +186,8 @@ impl Store {
             Err(e) => ("failed", None, Some(e)),
         };
         sqlx::query(
-            "UPDATE templates SET status = ?, spec = COALESCE(?, spec), error_message = ?, \
-             build_finished_at = ?, updated_at = ? WHERE id = ?",
+            "UPDATE templates SET status = $1, spec = COALESCE($2, spec), error_message = $3, \
+             build_finished_at = $4, updated_at = $5 WHERE id = $6",
         )
         .bind(status)
         .bind(spec)
@@ -204,7 +204,7 @@ impl Store {
     pub async fn fail_interrupted_builds(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE templates SET status = 'failed', error_message = 'the server stopped during the build', \
-             build_finished_at = ? WHERE status = 'building' AND tenant IS NOT NULL",
+             build_finished_at = $1 WHERE status = 'building' AND tenant IS NOT NULL",
         )
         .bind(now)
         .execute(&self.pool)
@@ -213,7 +213,7 @@ impl Store {
     }
 
     pub async fn delete_template(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM templates WHERE id = ?")
+        let done = sqlx::query("DELETE FROM templates WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -221,29 +221,29 @@ impl Store {
     }
 }
 
-fn template_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TemplateRecord, StoreError> {
-    let status: String = r.get("status");
+fn template_from_row(r: &sqlx::any::AnyRow) -> Result<TemplateRecord, StoreError> {
+    let status = text(r, "status")?;
     Ok(TemplateRecord {
-        id: r.get("id"),
-        name: r.get("name"),
-        display_name: r.get("display_name"),
-        description: r.get("description"),
-        category: r.get("category"),
-        language: r.get("language"),
+        id: text(r, "id")?,
+        name: text(r, "name")?,
+        display_name: text(r, "display_name")?,
+        description: opt_text(r, "description")?,
+        category: opt_text(r, "category")?,
+        language: opt_text(r, "language")?,
         resources: Resources {
-            vcpu: r.get("vcpu"),
-            memory_mb: r.get("memory_mb"),
-            disk_mb: r.get("disk_mb"),
+            vcpu: uint(r, "vcpu")?,
+            memory_mb: uint(r, "memory_mb")?,
+            disk_mb: uint(r, "disk_mb")?,
         },
         status: TemplateStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("template status {status}")))?,
-        is_public: r.get("is_public"),
-        error_message: r.get("error_message"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        tenant: r.get("tenant"),
-        spec: r.get("spec"),
-        build_started_at: r.get("build_started_at"),
-        build_finished_at: r.get("build_finished_at"),
+        is_public: flag(r, "is_public")?,
+        error_message: opt_text(r, "error_message")?,
+        created_at: int(r, "created_at")?,
+        updated_at: int(r, "updated_at")?,
+        tenant: opt_text(r, "tenant")?,
+        spec: opt_text(r, "spec")?,
+        build_started_at: opt_int(r, "build_started_at")?,
+        build_finished_at: opt_int(r, "build_finished_at")?,
     })
 }

@@ -1,8 +1,68 @@
-//! Store behaviour against a real SQLite file.
+//! Store behaviour, every test on both backends: a real SQLite file and a real PostgreSQL
+//! server (`test_postgres`).
 
 use warren_core::{Resources, SandboxId, SandboxStatus};
 
 use crate::{AuditEvent, AuditQuery, KeyEnvironment, KeySpec, NewSandbox, Role, Store};
+
+/// Runs each named test once per backend: `sqlite::name` and `postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Db::sqlite()).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(db) = super::Db::postgres().await {
+                    super::$name(db).await
+                }
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    keys_are_stored_hashed_and_can_be_revoked,
+    rotation_keeps_the_old_key_for_the_grace_period_and_expiry_ends_keys,
+    tenants_see_only_their_sandboxes_and_usage,
+    audit_is_queryable_and_purged_by_age,
+    pages_cover_every_sandbox_exactly_once,
+    expiry_finds_only_due_live_sandboxes,
+    state_survives_reopen,
+    runtime_handles_are_kept_until_the_sandbox_ends,
+);
+
+/// Where a test's store lives.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Db {
+    fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().expect("tempdir"))
+    }
+
+    async fn postgres() -> Option<Self> {
+        let url = crate::test_postgres::database().await;
+        if url.is_none() && std::env::var_os("WARREN_REQUIRE_POSTGRES").is_some() {
+            panic!("WARREN_REQUIRE_POSTGRES is set but no PostgreSQL server could be started");
+        }
+        url.map(Self::Postgres)
+    }
+
+    /// Opens the store (again: every call is a new connection pool, like a restarted server).
+    async fn open(&self) -> Store {
+        match self {
+            Self::Sqlite(dir) => Store::open(dir.path()).await.expect("open"),
+            Self::Postgres(url) => Store::connect(url).await.expect("connect"),
+        }
+    }
+}
 
 fn spec<'a>(name: &'a str, tenant: &'a str) -> KeySpec<'a> {
     KeySpec {
@@ -19,12 +79,6 @@ const RES: Resources = Resources {
     memory_mb: 512,
     disk_mb: 1024,
 };
-
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
-    (dir, store)
-}
 
 async fn add(store: &Store, now: i64, timeout: Option<i64>) -> SandboxId {
     add_for(store, "default", now, timeout).await
@@ -56,9 +110,8 @@ async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) ->
     id
 }
 
-#[tokio::test]
-async fn keys_are_stored_hashed_and_can_be_revoked() {
-    let (dir, store) = store().await;
+async fn keys_are_stored_hashed_and_can_be_revoked(db: Db) {
+    let store = db.open().await;
     let key = store
         .create_api_key(&spec("ci", "acme"), 1)
         .await
@@ -74,14 +127,28 @@ async fn keys_are_stored_hashed_and_can_be_revoked() {
         .await
         .expect("find")
         .is_none());
-    let db = std::fs::read(dir.path().join("warren.db")).expect("db file");
-    let wal = std::fs::read(dir.path().join("warren.db-wal")).unwrap_or_default();
-    let needle = key.secret.as_bytes();
-    for bytes in [&db, &wal] {
-        assert!(
-            !bytes.windows(needle.len()).any(|w| w == needle),
-            "plaintext key found on disk"
-        );
+    match &db {
+        Db::Sqlite(dir) => {
+            let file = std::fs::read(dir.path().join("warren.db")).expect("db file");
+            let wal = std::fs::read(dir.path().join("warren.db-wal")).unwrap_or_default();
+            let needle = key.secret.as_bytes();
+            for bytes in [&file, &wal] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "plaintext key found on disk"
+                );
+            }
+        }
+        Db::Postgres(_) => {
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM api_keys WHERE id = $1 OR name = $1 OR prefix = $1 OR hash = $1",
+            )
+            .bind(&key.secret)
+            .fetch_one(&store.pool)
+            .await
+            .expect("query");
+            assert_eq!(stored, 0, "plaintext key stored");
+        }
     }
     // another tenant cannot revoke it
     assert!(!store
@@ -99,9 +166,8 @@ async fn keys_are_stored_hashed_and_can_be_revoked() {
         .is_none());
 }
 
-#[tokio::test]
-async fn rotation_keeps_the_old_key_for_the_grace_period_and_expiry_ends_keys() {
-    let (_dir, store) = store().await;
+async fn rotation_keeps_the_old_key_for_the_grace_period_and_expiry_ends_keys(db: Db) {
+    let store = db.open().await;
     let old = store
         .create_api_key(&spec("app", "acme"), 100)
         .await
@@ -145,9 +211,8 @@ async fn rotation_keeps_the_old_key_for_the_grace_period_and_expiry_ends_keys() 
         .is_none());
 }
 
-#[tokio::test]
-async fn tenants_see_only_their_sandboxes_and_usage() {
-    let (_dir, store) = store().await;
+async fn tenants_see_only_their_sandboxes_and_usage(db: Db) {
+    let store = db.open().await;
     let a = add_for(&store, "a", 1, None).await;
     let _b = add_for(&store, "b", 1, None).await;
     let page = store
@@ -162,9 +227,8 @@ async fn tenants_see_only_their_sandboxes_and_usage() {
     assert_eq!((usage.sandboxes, usage.vcpu, usage.memory_mb), (1, 1, 512));
 }
 
-#[tokio::test]
-async fn audit_is_queryable_and_purged_by_age() {
-    let (_dir, store) = store().await;
+async fn audit_is_queryable_and_purged_by_age(db: Db) {
+    let store = db.open().await;
     let ev = |at: i64, action: &str| AuditEvent {
         at,
         tenant: "acme".into(),
@@ -202,9 +266,8 @@ async fn audit_is_queryable_and_purged_by_age() {
     assert_eq!(store.query_audit(&all).await.expect("query").0.len(), 1);
 }
 
-#[tokio::test]
-async fn pages_cover_every_sandbox_exactly_once() {
-    let (_dir, store) = store().await;
+async fn pages_cover_every_sandbox_exactly_once(db: Db) {
+    let store = db.open().await;
     let mut all = Vec::new();
     for i in 0..7 {
         all.push(add(&store, i, None).await);
@@ -225,9 +288,8 @@ async fn pages_cover_every_sandbox_exactly_once() {
     assert_eq!(seen, all);
 }
 
-#[tokio::test]
-async fn expiry_finds_only_due_live_sandboxes() {
-    let (_dir, store) = store().await;
+async fn expiry_finds_only_due_live_sandboxes(db: Db) {
+    let store = db.open().await;
     let due = add(&store, 100, Some(10)).await;
     let later = add(&store, 100, Some(1000)).await;
     let _forever = add(&store, 100, None).await;
@@ -257,15 +319,48 @@ async fn expiry_finds_only_due_live_sandboxes() {
     assert_eq!(s.expires_at, Some(205));
 }
 
-#[tokio::test]
-async fn state_survives_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn state_survives_reopen(db: Db) {
     let id = {
-        let store = Store::open(dir.path()).await.expect("open");
+        let store = db.open().await;
         add(&store, 5, None).await
     };
-    let store = Store::open(dir.path()).await.expect("reopen");
+    let store = db.open().await;
     let s = store.get_sandbox(&id).await.expect("get").expect("present");
     assert_eq!(s.status, SandboxStatus::Running);
     assert_eq!(store.live_sandboxes().await.expect("live").len(), 1);
+}
+
+async fn runtime_handles_are_kept_until_the_sandbox_ends(db: Db) {
+    let store = db.open().await;
+    let id = add(&store, 10, Some(60)).await;
+    store
+        .record_sandbox_runtime(&id, "{\"tier\":\"namespaces\"}", Some(41234), 11)
+        .await
+        .expect("record");
+    let store = db.open().await;
+    let live = store.live_sandboxes().await.expect("live");
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        live[0].runtime_handle.as_deref(),
+        Some("{\"tier\":\"namespaces\"}")
+    );
+    assert_eq!(live[0].listen_port, Some(41234));
+    assert_eq!(live[0].expires_at, Some(70));
+    store
+        .end_sandbox(
+            &id,
+            SandboxStatus::Stopped,
+            Some("its processes had ended"),
+            12,
+        )
+        .await
+        .expect("end");
+    let s = store.get_sandbox(&id).await.expect("get").expect("present");
+    assert_eq!(s.status, SandboxStatus::Stopped);
+    assert_eq!(s.status_reason.as_deref(), Some("its processes had ended"));
+    assert!(
+        s.runtime_handle.is_none(),
+        "a stopped sandbox keeps no handle"
+    );
+    assert!(store.live_sandboxes().await.expect("live").is_empty());
 }
