@@ -21,14 +21,18 @@ API_KEY = "wrn_test_" + os.urandom(16).hex()
 WILDCARD_DOMAIN = os.environ.get("WARREN_TEST_WILDCARD_DOMAIN")
 # ... and once with this set: HTTPS with the server's generated CA, for the tests marked `tls`.
 TLS = os.environ.get("WARREN_TEST_TLS") == "1"
-MODE = "wildcard" if WILDCARD_DOMAIN else "tls" if TLS else "local"
+# ... and once with this set, for the tests marked `restore`, which start and kill servers of
+# their own (one server per host at a time, so never beside the shared one).
+RESTORE = os.environ.get("WARREN_TEST_RESTORE") == "1"
+MODE = "wildcard" if WILDCARD_DOMAIN else "tls" if TLS else "restore" if RESTORE else "local"
+MARKED_MODES = ("wildcard", "tls", "restore")
 
 
 def pytest_collection_modifyitems(config, items):
     """Each test runs in the mode its server was started in; the other modes' tests are skipped
     loudly, never silently passed."""
     for item in items:
-        wants = "wildcard" if item.get_closest_marker("wildcard") else "tls" if item.get_closest_marker("tls") else "local"
+        wants = next((m for m in MARKED_MODES if item.get_closest_marker(m)), "local")
         if wants != MODE:
             item.add_marker(pytest.mark.skip(
                 reason=f"SKIPPED: {wants}-mode test in a {MODE}-mode run (scripts/test runs every mode)"))
@@ -38,6 +42,38 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ... and once with this set: the SDK suites with PostgreSQL as the store instead of SQLite.
+POSTGRES = os.environ.get("WARREN_TEST_POSTGRES") == "1"
+
+
+def start_postgres():
+    """A private PostgreSQL server (Debian's binaries, run as the `postgres` user in a temporary
+    directory, on a loopback port) with an empty database. Returns (url, stop)."""
+    import glob
+    import pwd
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.fail("WARREN_TEST_POSTGRES=1 but PostgreSQL is not installed (apt-get install postgresql)")
+    bin_dir = os.path.dirname(bins[-1])
+    pg = pwd.getpwnam("postgres")
+    root = tempfile.mkdtemp(prefix="warren-pg-")
+    os.chown(root, pg.pw_uid, pg.pw_gid)
+    data = os.path.join(root, "data")
+    as_pg = dict(user=pg.pw_uid, group=pg.pw_gid, check=True, capture_output=True)
+    subprocess.run([f"{bin_dir}/initdb", "--auth=trust", "--username=postgres", "-D", data], **as_pg)
+    port = free_port()
+    subprocess.run([f"{bin_dir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "start",
+                    "-o", f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off"], **as_pg)
+    subprocess.run([f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "warren"], **as_pg)
+
+    def stop():
+        subprocess.run([f"{bin_dir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], **as_pg)
+        import shutil
+        shutil.rmtree(root, ignore_errors=True)
+
+    return f"postgres://postgres@127.0.0.1:{port}/warren", stop
 
 
 def leftovers():
@@ -66,8 +102,15 @@ def server():
     # scripts/test also runs the core scenarios and the escape suite with another default tier.
     if os.environ.get("WARREN_TEST_ISOLATION"):
         mode += ["--isolation", os.environ["WARREN_TEST_ISOLATION"]]
+    stop_postgres = None
+    if POSTGRES:
+        url, stop_postgres = start_postgres()
+        # `warren keys` (new_key) finds the store the same way as the server.
+        os.environ["WARREN_DATABASE_URL"] = url
+        mode += ["--database-url", url]
     proc = subprocess.Popen(
         [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
+         "--stop-sandboxes-on-exit",
          # explicit quotas so tests do not depend on the machine's size
          "--max-sandboxes", "8", "--max-vcpu", "64", "--max-memory-mb", "65536", "--max-upload-mb", "64", *mode],
         stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -96,6 +139,8 @@ def server():
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
+    if stop_postgres:
+        stop_postgres()
     left = leftovers()
     assert left == {"netns": [], "veth": [], "mounts": [], "nft": []}, f"server left traces after SIGTERM: {left}"
     runsc = subprocess.run(["pgrep", "-f", f"--root {data_dir}/runsc"], capture_output=True, text=True).stdout.split()

@@ -22,5 +22,5 @@ pub mod tls;
 mod tokens;
 mod webhooks;
 
-pub use serve::{serve, ServeConfig};
+pub use serve::{serve, stop_sandboxes, ServeConfig};
 pub use state::PublicMode;

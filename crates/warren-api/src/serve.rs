@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use warren_core::SandboxStatus;
 use warren_node::{Listeners, Node, NodeConfig, TlsListener};
 use warren_runtime::host::{Host, HostConfig};
 use warren_runtime::namespaces::{NamespaceConfig, NamespaceDriver};
@@ -60,6 +59,11 @@ pub struct ServeConfig {
     pub default_isolation: String,
     /// Whether a create request may pick its own tier (`"isolation"`).
     pub allow_isolation_override: bool,
+    /// PostgreSQL instead of SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// On SIGTERM/SIGINT, stop every sandbox instead of leaving them running for the next
+    /// server to take over.
+    pub stop_sandboxes_on_exit: bool,
 }
 
 /// Host names and addresses a generated certificate must cover.
@@ -117,13 +121,105 @@ fn tls_setup(cfg: &ServeConfig) -> anyhow::Result<Option<tokio_rustls::TlsAccept
     Ok(Some(acceptor))
 }
 
-/// Runs the whole single-machine platform until SIGTERM/SIGINT, then stops every sandbox.
+/// The assembled platform of one machine, before it serves.
+struct Platform {
+    lifecycle: Arc<Lifecycle>,
+    node: Arc<Node>,
+    templates: Arc<TemplateRoots>,
+    state: state::AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Runs the whole single-machine platform until SIGTERM/SIGINT. Sandboxes an earlier server left
+/// running are taken over first; at the end they keep running for the next server, unless
+/// `stop_sandboxes_on_exit`.
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let p = assemble(&cfg).await?;
+    let restored = p.lifecycle.restore().await.context("take over sandboxes")?;
+    if restored.adopted + restored.lost > 0 {
+        tracing::info!(
+            adopted = restored.adopted,
+            stopped = restored.lost,
+            ms = restored.took.as_millis() as u64,
+            "sandboxes of the previous server taken over"
+        );
+    }
+    tokio::spawn(p.lifecycle.clone().reap_forever());
+    if cfg.prebuild_templates {
+        let templates = p.templates.clone();
+        tokio::spawn(async move {
+            for r in builtin_recipes() {
+                if let Err(e) = templates.ensure(&r).await {
+                    tracing::error!(template = r.name, error = %e, "template build failed");
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
+    let scheme = if p.tls.is_some() { "https" } else { "http" };
+    tracing::info!(url = %format!("{scheme}://{}", cfg.listen), data_dir = %cfg.data_dir.display(), "warren is serving");
+    match p.tls {
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor).context("TLS listener")?;
+            axum::serve(listener, routes::app(p.state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serve")?;
+        }
+        None => {
+            axum::serve(listener, routes::app(p.state))
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("serve")?;
+        }
+    }
+    if cfg.stop_sandboxes_on_exit {
+        tracing::info!("shutting down: stopping every sandbox (--stop-sandboxes-on-exit)");
+    }
+    let kept = p
+        .lifecycle
+        .shut_down(
+            cfg.stop_sandboxes_on_exit
+                .then_some("the server was stopped with --stop-sandboxes-on-exit"),
+        )
+        .await;
+    if kept == 0 {
+        p.node.release_host().await;
+        tracing::info!("shut down; no sandbox is left running");
+    } else {
+        tracing::info!(
+            sandboxes = kept,
+            "shut down; the sandboxes keep running and the next `warren serve` with this data dir \
+             takes them over (to stop them all: `warren stop-sandboxes` with the same data dir, or \
+             `warren serve --stop-sandboxes-on-exit`)"
+        );
+    }
+    Ok(())
+}
+
+/// Stops every sandbox an earlier server left running for this data dir, and removes all they
+/// left: for when no server runs. Returns how many were still running.
+pub async fn stop_sandboxes(cfg: ServeConfig) -> anyhow::Result<usize> {
+    let p = assemble(&cfg).await?;
+    let restored = p.lifecycle.restore().await.context("find the sandboxes")?;
+    p.lifecycle
+        .shut_down(Some("stopped with `warren stop-sandboxes`"))
+        .await;
+    p.node.release_host().await;
+    Ok(restored.adopted)
+}
+
+async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
     std::fs::create_dir_all(&cfg.cache_dir)
         .with_context(|| format!("create cache dir {}", cfg.cache_dir.display()))?;
-    let store = Store::open(&cfg.data_dir).await.context("open store")?;
+    let store = Store::open_url_or_dir(cfg.database_url.as_deref(), &cfg.data_dir)
+        .await
+        .context("open store")?;
     let interrupted = store.fail_interrupted_builds(clock::now()).await?;
     if interrupted > 0 {
         tracing::warn!(
@@ -188,7 +284,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let exe = std::env::current_exe().context("locate own executable")?;
     let agent_exe = exe.with_file_name("warren-agent");
-    let bundle = warren_runtime::agent_bundle::prepare(&agent_exe, &cfg.data_dir.join("agent"))
+    let bundle = warren_runtime::agent_bundle::prepare(&agent_exe, &cfg.data_dir.join("agents"))
         .with_context(|| format!("prepare agent bundle from {}", agent_exe.display()))?;
     let host = Arc::new(
         Host::new(HostConfig {
@@ -254,18 +350,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             cfg.default_isolation
         );
     }
-    host.remove_leftovers().await;
-    for d in &tiers {
-        d.remove_leftovers().await;
-    }
-    for s in store.live_sandboxes().await? {
-        tracing::warn!(sandbox = %s.id, "sandbox did not survive the previous server; marked stopped");
-        store
-            .set_sandbox_status(&s.id, SandboxStatus::Stopped, now)
-            .await?;
-    }
-
-    let tls = tls_setup(&cfg)?;
+    let tls = tls_setup(cfg)?;
     let tokens =
         Arc::new(TokenSigner::load_or_create(&cfg.data_dir).context("load token signing key")?);
     let audit = Auditor::start(store.clone(), cfg.audit_retention);
@@ -291,6 +376,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let (node, node_events) = Node::new(
         NodeConfig {
+            host,
             tiers,
             listeners,
             tls: tls.clone(),
@@ -340,41 +426,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         region: cfg.region.clone(),
     };
 
-    tokio::spawn(lifecycle.clone().reap_forever());
-    if cfg.prebuild_templates {
-        tokio::spawn(async move {
-            for r in builtin_recipes() {
-                if let Err(e) = templates.ensure(&r).await {
-                    tracing::error!(template = r.name, error = %e, "template build failed");
-                }
-            }
-        });
-    }
-
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listen on {}", cfg.listen))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(url = %format!("{scheme}://{}", cfg.listen), data_dir = %cfg.data_dir.display(), "warren is serving");
-    match tls {
-        Some(acceptor) => {
-            let listener = TlsListener::new(listener, acceptor).context("TLS listener")?;
-            axum::serve(listener, routes::app(state))
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .context("serve")?;
-        }
-        None => {
-            axum::serve(listener, routes::app(state))
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .context("serve")?;
-        }
-    }
-    tracing::info!("shutting down: stopping every sandbox");
-    lifecycle.stop_all(SandboxStatus::Stopped).await;
-    host.release().await;
-    Ok(())
+    Ok(Platform {
+        lifecycle,
+        node,
+        templates,
+        state,
+        tls,
+    })
 }
 
 async fn shutdown_signal() {

@@ -16,7 +16,7 @@ mod transport;
 pub use agent_link::{bash, AgentError, AgentLink};
 pub use error::NodeError;
 pub use gate::{AgentAction, AgentCall, Gate, Refusal};
-pub use node::{Listeners, Node, NodeConfig, NodeEvent, SandboxStart, Started};
+pub use node::{Adopt, Listeners, Node, NodeConfig, NodeEvent, SandboxStart, Started};
 pub use proxy::{parse_wildcard_host, status_outcome, Proxy, AGENT_PORT};
 pub use registry::RunState;
 pub use tls_listener::TlsListener;

@@ -1,13 +1,18 @@
 //! `Node`: the typed commands the control plane gives the node (start, destroy, pause, resume,
 //! run a command, usage, list), and the events it reports back (a sandbox ended on its own).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use warren_core::SandboxId;
-use warren_runtime::{AnyDriver, IsolationDriver, SandboxSpec, SandboxUsage};
+use warren_runtime::host::Host;
+use warren_runtime::{
+    AnyDriver, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec, SandboxUsage,
+};
 use warren_wire::agent::{CommandRequest, CommandResponse};
 
 use crate::agent_link::AgentLink;
@@ -26,6 +31,8 @@ pub enum Listeners {
 }
 
 pub struct NodeConfig {
+    /// The machine's host layer, which every tier stands on.
+    pub host: Arc<Host>,
     /// Every tier this node runs, the default first.
     pub tiers: Vec<AnyDriver>,
     pub listeners: Listeners,
@@ -47,12 +54,28 @@ pub struct SandboxStart {
     pub listen: bool,
 }
 
-/// A started sandbox.
+/// A sandbox an earlier server process started, to take over.
+pub struct Adopt {
+    pub id: SandboxId,
+    /// The tier that runs it.
+    pub tier: String,
+    /// What its start returned (`Started::handle`).
+    pub handle: SandboxHandle,
+    pub owner: String,
+    /// It was paused, and stays so.
+    pub paused: bool,
+    /// Its listener's port before, kept if it is free.
+    pub port: Option<u16>,
+}
+
+/// A started (or adopted) sandbox.
 #[derive(Debug, Clone)]
 pub struct Started {
     pub tier: &'static str,
     /// Its listener's port (local mode).
     pub port: Option<u16>,
+    /// What a later server process needs to take it over; the control plane keeps it.
+    pub handle: SandboxHandle,
 }
 
 /// What the node reports to the control plane.
@@ -66,7 +89,10 @@ pub enum NodeEvent {
 const EVENT_DEPTH: usize = 256;
 
 pub struct Node {
+    host: Arc<Host>,
     tiers: Vec<AnyDriver>,
+    /// Agent bundles that adopted sandboxes still run (kept on disk).
+    bundles_in_use: Mutex<HashSet<PathBuf>>,
     registry: Arc<Registry>,
     proxy: Proxy,
     listeners: Listeners,
@@ -80,7 +106,9 @@ impl Node {
         let proxy = Proxy::new(registry.clone(), gate, cfg.max_body_bytes, cfg.tls);
         let (events, received) = mpsc::channel(EVENT_DEPTH);
         let node = Arc::new(Self {
+            host: cfg.host,
             tiers: cfg.tiers,
+            bundles_in_use: Mutex::new(HashSet::new()),
             registry,
             proxy,
             listeners: cfg.listeners,
@@ -129,22 +157,14 @@ impl Node {
         if driver.has_own_clock() {
             set_clock(&id, &agent).await;
         }
-        self.registry.insert(
-            id.clone(),
-            Entry {
-                driver: driver.clone(),
-                target: Target {
-                    agent,
-                    netns: std::path::PathBuf::from(format!("/run/netns/warren-{id}")),
-                    port_host: started.port_host,
-                    owner: req.owner,
-                    state: RunState::Running,
-                },
-                listener: None,
-                port: None,
-            },
-        );
-        self.watch_exit(id.clone(), started.exited);
+        let target = Target {
+            agent,
+            netns: netns_path(&started.handle),
+            port_host: started.port_host,
+            owner: req.owner,
+            state: RunState::Running,
+        };
+        self.register(&id, &driver, target, started.exited);
         let port = match (&self.listeners, req.listen) {
             (Listeners::Local { bind }, true) => match self.open_listener(&id, *bind, 0).await {
                 Ok(port) => Some(port),
@@ -158,10 +178,103 @@ impl Node {
         Ok(Started {
             tier: driver.name(),
             port,
+            handle: started.handle,
         })
     }
 
-    fn watch_exit(&self, id: SandboxId, exited: tokio::sync::oneshot::Receiver<i32>) {
+    /// Takes over a sandbox an earlier server process started: its processes kept running while
+    /// no server was there. It answers at its old port if that is still free. When it did not
+    /// survive, what is left of it is removed and the error says why.
+    pub async fn adopt(&self, req: Adopt) -> Result<Started, NotAdopted> {
+        let driver = self
+            .driver(Some(&req.tier))
+            .map_err(|e| NotAdopted(e.to_string()))?;
+        let adopted = driver.adopt(&req.id, &req.handle, req.paused).await?;
+        self.bundles_in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.handle.agent_bundle.clone());
+        let target = Target {
+            agent: AgentLink::new(adopted.agent_socket),
+            netns: netns_path(&req.handle),
+            port_host: adopted.port_host,
+            owner: req.owner,
+            state: if req.paused {
+                RunState::Paused
+            } else {
+                RunState::Running
+            },
+        };
+        let id = req.id;
+        self.register(&id, &driver, target, adopted.exited);
+        let port = match (&self.listeners, req.port) {
+            (Listeners::Local { bind }, Some(old)) => {
+                match self.open_listener(&id, *bind, old).await {
+                    Ok(port) => Some(port),
+                    Err(e) => {
+                        tracing::warn!(sandbox = %id, port = old, error = %e, "the sandbox's port is taken: it gets a new public_host");
+                        self.open_listener(&id, *bind, 0).await.ok()
+                    }
+                }
+            }
+            (Listeners::Local { bind }, None) => self.open_listener(&id, *bind, 0).await.ok(),
+            (Listeners::Wildcard, _) => None,
+        };
+        Ok(Started {
+            tier: driver.name(),
+            port,
+            handle: req.handle,
+        })
+    }
+
+    fn register(
+        &self,
+        id: &SandboxId,
+        driver: &AnyDriver,
+        target: Target,
+        exited: oneshot::Receiver<i32>,
+    ) {
+        self.registry.insert(
+            id.clone(),
+            Entry {
+                driver: driver.clone(),
+                target,
+                listener: None,
+                port: None,
+            },
+        );
+        self.watch_exit(id.clone(), exited);
+    }
+
+    /// Removes everything of sandboxes an earlier server process left on this machine that is
+    /// not one of this node's sandboxes now (call after adopting): processes, cgroups,
+    /// namespaces, links, directories, and agent bundles nothing runs any more.
+    pub async fn remove_leftovers(&self) {
+        let keep: HashSet<SandboxId> = self.list().into_iter().collect();
+        self.host.remove_leftovers(&keep).await;
+        for d in &self.tiers {
+            d.remove_leftovers(&keep).await;
+        }
+        let current = self.host.agent_bundle().to_path_buf();
+        let mut in_use: Vec<PathBuf> = self
+            .bundles_in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        in_use.push(current.clone());
+        if let Some(root) = current.parent() {
+            warren_runtime::agent_bundle::remove_unused(root, &in_use);
+        }
+    }
+
+    /// Undoes host-wide set-up (the firewall table) once no sandbox is left on this machine.
+    pub async fn release_host(&self) {
+        self.host.release().await;
+    }
+
+    fn watch_exit(&self, id: SandboxId, exited: oneshot::Receiver<i32>) {
         let registry = self.registry.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -264,6 +377,11 @@ impl Node {
     pub fn list(&self) -> Vec<SandboxId> {
         self.registry.lock().keys().cloned().collect()
     }
+}
+
+/// A sandbox's network namespace, where its ports are dialled from.
+fn netns_path(handle: &SandboxHandle) -> PathBuf {
+    PathBuf::from("/run/netns").join(&handle.host.netns)
 }
 
 /// Tells the agent of a sandbox with a clock of its own the host's time. A failure is logged, not

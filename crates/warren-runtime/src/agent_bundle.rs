@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{what}: {source}")]
@@ -16,12 +18,22 @@ pub enum BundleError {
     Ldd(String, String),
 }
 
-/// Creates `dest` with `warren-agent` and `lib/` (including `lib/ld-linux-x86-64.so.2`).
-pub fn prepare(agent_exe: &Path, dest: &Path) -> Result<PathBuf, BundleError> {
+/// The bundle of `agent_exe` under `root`: `root/<hash of the agent>/` with `warren-agent` and
+/// `lib/` (including `lib/ld-linux-x86-64.so.2`), made if it is not there yet. Bundles are never
+/// rewritten in place: running sandboxes have theirs mounted, and a server restarted with a new
+/// agent gives new sandboxes a new bundle while the old ones keep theirs (`remove_unused`).
+pub fn prepare(agent_exe: &Path, root: &Path) -> Result<PathBuf, BundleError> {
     let io = |what: &str| {
         let what = what.to_owned();
         move |source| BundleError::Io { what, source }
     };
+    let agent = std::fs::read(agent_exe).map_err(io("read agent"))?;
+    let digest = hex::encode(sha2::Sha256::digest(&agent));
+    let dest = root.join(&digest[..16]);
+    if dest.join("lib/ld-linux-x86-64.so.2").exists() && dest.join("warren-agent").exists() {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(root).map_err(io("bundle root"))?;
     let out = std::process::Command::new("ldd")
         .arg(agent_exe)
         .output()
@@ -69,7 +81,22 @@ pub fn prepare(agent_exe: &Path, dest: &Path) -> Result<PathBuf, BundleError> {
             "no dynamic loader listed".into(),
         ));
     }
-    let _ = std::fs::remove_dir_all(dest);
-    std::fs::rename(&staging, dest).map_err(io("install bundle"))?;
-    Ok(dest.to_path_buf())
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&staging, &dest).map_err(io("install bundle"))?;
+    Ok(dest)
+}
+
+/// Removes the bundles under `root` that no sandbox runs any more (`in_use`).
+pub fn remove_unused(root: &Path, in_use: &[PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() && !in_use.iter().any(|u| u == &path) {
+            if let Err(err) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(bundle = %path.display(), error = %err, "cannot remove an unused agent bundle");
+            }
+        }
+    }
 }

@@ -1,10 +1,15 @@
 //! The isolation driver interface. The control plane sees only this; each isolation tier
 //! (namespaces, gVisor, microVMs) is one implementation, dispatched by `AnyDriver`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 use warren_core::{Resources, SandboxId};
+
+use crate::host::{HostRecord, ProcessRef};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -24,7 +29,64 @@ pub struct SandboxSpec {
     pub env_vars: BTreeMap<String, String>,
 }
 
-pub use crate::host::{SandboxUsage, StartedSandbox};
+pub use crate::host::SandboxUsage;
+
+/// A sandbox whose agent answers.
+pub struct StartedSandbox {
+    /// Host path of the agent's unix socket.
+    pub agent_socket: PathBuf,
+    /// Where ports the sandbox listens on are reached from inside its network namespace: its
+    /// loopback, or a VM guest's address.
+    pub port_host: Ipv4Addr,
+    /// Resolves with the init's exit code when the sandbox dies, for whatever reason.
+    pub exited: oneshot::Receiver<i32>,
+    /// What a later server process needs to take the sandbox over (`IsolationDriver::adopt`).
+    pub handle: SandboxHandle,
+}
+
+/// What identifies a sandbox's processes and host parts, so that a restarted server can take it
+/// over again. Written by the tier that started the sandbox, kept by the control plane as opaque
+/// JSON (`to_json`, `from_json`), never shown to users.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxHandle {
+    /// The tier that started it.
+    pub tier: String,
+    pub host: HostRecord,
+    /// The sandbox's host directory.
+    pub dir: PathBuf,
+    pub agent_socket: PathBuf,
+    pub port_host: Ipv4Addr,
+    /// The agent bundle the sandbox runs (kept on disk while it does).
+    pub agent_bundle: PathBuf,
+    /// The process whose end is the sandbox's end, where the tier has one for its whole life.
+    pub init: Option<ProcessRef>,
+    /// What only the tier itself knows (a gVisor lower mount, a VM's boot files).
+    #[serde(default)]
+    pub tier_state: serde_json::Value,
+}
+
+impl SandboxHandle {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| format!("unreadable sandbox handle: {e}"))
+    }
+}
+
+/// A sandbox taken over by a new server process.
+pub struct AdoptedSandbox {
+    pub agent_socket: PathBuf,
+    pub port_host: Ipv4Addr,
+    /// Resolves when the sandbox dies (-1: a process that is not the server's child).
+    pub exited: oneshot::Receiver<i32>,
+}
+
+/// Why a sandbox could not be taken over; what was left of it has been removed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAdopted(pub String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -61,9 +123,18 @@ pub trait IsolationDriver {
     /// Removes every trace: processes, mounts, cgroups, network namespace, veth, files.
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError>;
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage>;
-    /// Removes what of this tier an earlier server process left behind (after a crash), once
-    /// the host layer has removed the leftover cgroups and namespaces.
-    async fn remove_leftovers(&self);
+    /// Takes over a sandbox an earlier server process started, from the handle its `start`
+    /// returned: if its processes are alive it is this driver's again (`paused`: it was paused
+    /// and stays so). Otherwise whatever is left of it is removed and the error says why.
+    async fn adopt(
+        &self,
+        id: &SandboxId,
+        handle: &SandboxHandle,
+        paused: bool,
+    ) -> Result<AdoptedSandbox, NotAdopted>;
+    /// Removes what of this tier an earlier server process left behind, except the sandboxes in
+    /// `keep` (adopted), once the host layer has removed the leftover cgroups and namespaces.
+    async fn remove_leftovers(&self, keep: &HashSet<SandboxId>);
 }
 
 impl From<crate::host::cgroups::CgroupError> for DriverError {

@@ -9,7 +9,7 @@
 //! the sandbox's memory like the namespace tier's tmpfs), the agent bundle is bind-mounted
 //! read-only, and the agent's unix socket is created on the host through `--host-uds`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -18,10 +18,13 @@ use serde_json::json;
 use tokio::process::Command;
 use warren_core::SandboxId;
 
-use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+use crate::driver::{
+    AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
+    SandboxUsage, StartedSandbox,
+};
 use crate::host::cgroups::SandboxCgroup;
 use crate::host::network::SandboxNet;
-use crate::host::{Host, SandboxHost};
+use crate::host::{Host, ProcessRef, SandboxHost};
 
 pub struct GvisorConfig {
     pub runsc: PathBuf,
@@ -34,6 +37,13 @@ pub struct GvisorConfig {
 struct Live {
     host: SandboxHost,
     dir: PathBuf,
+    lower_mount: Option<PathBuf>,
+}
+
+/// What a gVisor sandbox's handle carries beyond the host parts.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct GvisorState {
+    /// The read-only union of several layers, mounted on the host.
     lower_mount: Option<PathBuf>,
 }
 
@@ -202,13 +212,20 @@ impl GvisorDriver {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            // Its own process group: a Ctrl-C meant for the server must not reach the sandbox.
+            .process_group(0)
             .kill_on_drop(false);
         // runsc and everything it starts (sandbox, gofer) live in the sandbox's cgroup, and runsc
         // takes its network from the namespace it runs in.
         let netns = crate::host::start_inside(&mut cmd, host)?;
         let child = cmd.spawn().map_err(io("spawn runsc"))?;
         drop(netns);
-        let started = crate::host::wait_for_agent(
+        // `runsc run` lives as long as the sandbox: its end is the sandbox's end.
+        let init = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(ProcessRef::of);
+        let up = crate::host::wait_for_agent(
             child,
             &dir.join("runsc.log"),
             dir.join("run/agent.sock"),
@@ -216,6 +233,24 @@ impl GvisorDriver {
             std::net::Ipv4Addr::LOCALHOST,
         )
         .await?;
+        let state = GvisorState {
+            lower_mount: lower_mount.clone(),
+        };
+        let started = StartedSandbox {
+            handle: SandboxHandle {
+                tier: self.name().to_owned(),
+                host: host.record(),
+                dir: dir.to_path_buf(),
+                agent_socket: up.agent_socket.clone(),
+                port_host: up.port_host,
+                agent_bundle: self.host.agent_bundle().to_path_buf(),
+                init,
+                tier_state: serde_json::to_value(&state).unwrap_or_default(),
+            },
+            agent_socket: up.agent_socket,
+            port_host: up.port_host,
+            exited: up.exited,
+        };
         Ok((started, lower_mount))
     }
 
@@ -293,20 +328,64 @@ impl IsolationDriver for GvisorDriver {
         Some(self.cgroup_of(id).ok()?.usage())
     }
 
-    async fn remove_leftovers(&self) {
+    async fn adopt(
+        &self,
+        id: &SandboxId,
+        handle: &SandboxHandle,
+        _paused: bool,
+    ) -> Result<AdoptedSandbox, NotAdopted> {
+        let state: GvisorState =
+            serde_json::from_value(handle.tier_state.clone()).unwrap_or_default();
+        let adopted = match handle.init.filter(ProcessRef::is_alive) {
+            None => Err("its runsc had ended"),
+            Some(init) => match self.host.adopt(&handle.host) {
+                None => Err("its cgroup or network namespace was gone"),
+                Some(_) if !handle.agent_socket.exists() => Err("its agent socket was gone"),
+                Some(host) => Ok((init, host)),
+            },
+        };
+        let live = |host| Live {
+            host,
+            dir: handle.dir.clone(),
+            lower_mount: state.lower_mount.clone(),
+        };
+        match adopted {
+            Ok((init, host)) => {
+                self.live().insert(id.clone(), live(host));
+                Ok(AdoptedSandbox {
+                    agent_socket: handle.agent_socket.clone(),
+                    port_host: handle.port_host,
+                    exited: init.watch(),
+                })
+            }
+            Err(why) => {
+                let remains = self.host.remains(&handle.host);
+                if let Err(e) = self.teardown(id.as_str(), live(remains)).await {
+                    tracing::warn!(sandbox = %id, error = %e, "cannot remove what is left of a dead sandbox");
+                }
+                Err(NotAdopted(why.into()))
+            }
+        }
+    }
+
+    async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
         // The host layer has already killed what ran in the leftover cgroups: `runsc delete` on
         // a live sandbox it cannot reach (its control socket is in the sandbox's network
         // namespace) would wait 5 s per sandbox before killing it by pid.
+        let kept = |name: &str| SandboxId::parse(name).is_ok_and(|id| keep.contains(&id));
         if let Ok(out) = self.runsc().args(["list", "--quiet"]).output().await {
             for id in String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .filter(|l| !l.is_empty())
+                .filter(|l| !l.is_empty() && !kept(l))
             {
                 let _ = self.runsc().args(["delete", "--force", id]).output().await;
             }
         }
         if let Ok(mut d) = tokio::fs::read_dir(&self.cfg.state_dir).await {
             while let Ok(Some(e)) = d.next_entry().await {
+                if e.file_name().to_str().is_some_and(kept) {
+                    continue;
+                }
                 let _ =
                     nix::mount::umount2(&e.path().join("lower"), nix::mount::MntFlags::MNT_DETACH);
                 let _ = tokio::fs::remove_dir_all(e.path()).await;

@@ -11,5 +11,8 @@ pub mod namespaces;
 pub mod templates;
 mod tiers;
 
-pub use driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+pub use driver::{
+    AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
+    SandboxUsage, StartedSandbox,
+};
 pub use tiers::AnyDriver;

@@ -1,9 +1,14 @@
 //! The closed set of isolation tiers. An enum rather than `dyn` keeps async methods simple and
 //! makes the set of tiers visible in one place.
 
+use std::collections::HashSet;
+
 use warren_core::SandboxId;
 
-use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+use crate::driver::{
+    AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
+    SandboxUsage, StartedSandbox,
+};
 
 /// One of the tiers. Cheap to clone: each variant is shared.
 #[derive(Clone)]
@@ -45,7 +50,15 @@ impl IsolationDriver for AnyDriver {
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
         each!(self, d => d.usage(id))
     }
-    async fn remove_leftovers(&self) {
-        each!(self, d => d.remove_leftovers().await)
+    async fn adopt(
+        &self,
+        id: &SandboxId,
+        handle: &SandboxHandle,
+        paused: bool,
+    ) -> Result<AdoptedSandbox, NotAdopted> {
+        each!(self, d => d.adopt(id, handle, paused).await)
+    }
+    async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
+        each!(self, d => d.remove_leftovers(keep).await)
     }
 }

@@ -71,6 +71,10 @@ pub struct Sandbox {
     pub created_at: String,
     /// Which isolation tier runs this sandbox (a Warren extension; extra keys are safe here).
     pub isolation: String,
+    /// Why the server stopped the sandbox (it died, its timeout passed, it did not survive a
+    /// server restart); absent while it lives and when a user stopped it. A Warren extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@
 mod error;
 mod readiness;
 mod reaper;
+mod restore;
 mod templates;
 
 use std::collections::HashMap;
@@ -46,17 +47,15 @@ pub struct Lifecycle {
     /// Held (read) by every start from admission until its sandbox is live, so shutdown (write)
     /// waits for starts under way instead of missing them; true once shutdown has begun.
     closing: tokio::sync::RwLock<bool>,
-    /// Build-step sandboxes per tenant. They are not in the store (they live as long as one build
-    /// step), but they hold resources, so admission counts them.
-    build_usage: Mutex<HashMap<String, TenantUsage>>,
+    /// Build-step sandboxes and whose they are. They are not in the store (they live as long as
+    /// one build step), but they hold resources, so admission counts them.
+    build_sandboxes: Mutex<HashMap<SandboxId, (String, Resources)>>,
 }
 
 /// A build step's sandbox: reached by the control plane only, stopped with `end_build_sandbox`.
 pub struct BuildSandbox {
     pub id: SandboxId,
     pub agent: AgentLink,
-    tenant: String,
-    resources: Resources,
 }
 
 impl Lifecycle {
@@ -76,7 +75,7 @@ impl Lifecycle {
             expiry_changed: Notify::new(),
             admission: tokio::sync::Mutex::new(()),
             closing: tokio::sync::RwLock::new(false),
-            build_usage: Mutex::new(HashMap::new()),
+            build_sandboxes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -98,17 +97,21 @@ impl Lifecycle {
         }
     }
 
-    fn build_usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantUsage>> {
-        self.build_usage.lock().unwrap_or_else(|p| p.into_inner())
+    fn build_sandboxes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SandboxId, (String, Resources)>> {
+        self.build_sandboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks the tenant's quotas for one more sandbox of `resources`; call with `admission` held.
     async fn admit(&self, tenant: &str, resources: Resources) -> LifecycleResult<()> {
-        let mut usage = self.store.tenant_usage(tenant).await?;
-        if let Some(b) = self.build_usage().get(tenant) {
-            usage.sandboxes += b.sandboxes;
-            usage.vcpu += b.vcpu;
-            usage.memory_mb += b.memory_mb;
+        let mut usage: TenantUsage = self.store.tenant_usage(tenant).await?;
+        for (_, r) in self.build_sandboxes().values().filter(|(t, _)| t == tenant) {
+            usage.sandboxes += 1;
+            usage.vcpu += u64::from(r.vcpu);
+            usage.memory_mb += u64::from(r.memory_mb);
         }
         crate::limits::admit(&self.limits, tenant, usage, resources)?;
         Ok(())
@@ -201,22 +204,33 @@ impl Lifecycle {
             owner: who.tenant.to_owned(),
             listen: true,
         };
-        if let Err(e) = self.node.start(start).await {
-            tracing::error!(sandbox = %id, error = %e, "sandbox failed to start");
-            self.record_status(&id, SandboxStatus::Error).await;
-            return Err(LifecycleError::Unavailable(format!(
-                "sandbox failed to start: {e}"
-            )));
-        }
+        let started = match self.node.start(start).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(sandbox = %id, error = %e, "sandbox failed to start");
+                let reason = format!("it failed to start: {e}");
+                self.record_end(&id, SandboxStatus::Error, Some(&reason))
+                    .await;
+                return Err(LifecycleError::Unavailable(format!(
+                    "sandbox failed to start: {e}"
+                )));
+            }
+        };
         if let Err(e) = self.wait_ready(&id, &run).await {
             tracing::warn!(sandbox = %id, error = %e, "template start/ready check failed");
             let _ = self.node.destroy(&id).await;
-            self.record_status(&id, SandboxStatus::Error).await;
+            let reason = format!("it did not become ready: {e}");
+            self.record_end(&id, SandboxStatus::Error, Some(&reason))
+                .await;
             return Err(LifecycleError::Unavailable(format!(
                 "sandbox of template {} did not become ready: {e}",
                 template.name
             )));
         }
+        // Before it counts as running: a server that restarts from here on can take it over.
+        self.store
+            .record_sandbox_runtime(&id, &started.handle.to_json(), started.port, now())
+            .await?;
         self.store
             .set_sandbox_status(&id, SandboxStatus::Running, now())
             .await?;
@@ -255,8 +269,9 @@ impl Lifecycle {
         readiness::start_and_wait_ready(&agent, run).await
     }
 
-    async fn record_status(&self, id: &SandboxId, status: SandboxStatus) {
-        if let Err(e) = self.store.set_sandbox_status(id, status, now()).await {
+    /// Records that a sandbox ended, and why when the server ended it.
+    async fn record_end(&self, id: &SandboxId, status: SandboxStatus, reason: Option<&str>) {
+        if let Err(e) = self.store.end_sandbox(id, status, reason, now()).await {
             tracing::error!(sandbox = %id, error = %e, "cannot record sandbox status");
         }
     }
@@ -275,21 +290,16 @@ impl Lifecycle {
             ));
         }
         let resources = spec.resources;
+        let id = spec.id.clone();
         {
             let _admission = self.admission.lock().await;
             self.admit(tenant, resources).await?;
-            let mut usage = self.build_usage();
-            let u = usage.entry(tenant.to_owned()).or_default();
-            u.sandboxes += 1;
-            u.vcpu += u64::from(resources.vcpu);
-            u.memory_mb += u64::from(resources.memory_mb);
+            self.build_sandboxes()
+                .insert(id.clone(), (tenant.to_owned(), resources));
         }
-        let id = spec.id.clone();
         let build = BuildSandbox {
             id: id.clone(),
             agent: AgentLink::new(std::path::PathBuf::new()),
-            tenant: tenant.to_owned(),
-            resources,
         };
         // Build steps keep their writable layer on disk: only the namespace tier offers that.
         let start = SandboxStart {
@@ -321,14 +331,7 @@ impl Lifecycle {
         if let Err(e) = self.node.destroy(&build.id).await {
             tracing::warn!(sandbox = %build.id, error = %e, "build sandbox cleanup");
         }
-        let mut usage = self.build_usage();
-        if let Some(u) = usage.get_mut(&build.tenant) {
-            u.sandboxes = u.sandboxes.saturating_sub(1);
-            u.vcpu = u.vcpu.saturating_sub(u64::from(build.resources.vcpu));
-            u.memory_mb = u
-                .memory_mb
-                .saturating_sub(u64::from(build.resources.memory_mb));
-        }
+        self.build_sandboxes().remove(&build.id);
     }
 
     /// Reacts to what the node reports: a sandbox whose init died without being asked to (out of
@@ -337,23 +340,29 @@ impl Lifecycle {
         match event {
             NodeEvent::Exited { id, code } => {
                 tracing::warn!(sandbox = %id, code, "sandbox exited on its own; cleaning up");
-                self.stop(&id, SandboxStatus::Error).await;
+                let reason = if code >= 0 {
+                    format!("its init process exited on its own (status {code})")
+                } else {
+                    "its init process exited on its own".to_owned()
+                };
+                self.stop(&id, SandboxStatus::Error, Some(&reason)).await;
             }
         }
     }
 
-    /// Stops a sandbox and removes all its traces; records `final_status`.
-    pub async fn stop(&self, id: &SandboxId, final_status: SandboxStatus) {
+    /// Stops a sandbox and removes all its traces; records `final_status` (and `reason` when
+    /// the server, not a user, ended it).
+    pub async fn stop(&self, id: &SandboxId, final_status: SandboxStatus, reason: Option<&str>) {
         if let Err(e) = self.node.destroy(id).await {
             tracing::error!(sandbox = %id, error = %e, "sandbox teardown incomplete");
         }
-        self.record_status(id, final_status).await;
+        self.record_end(id, final_status, reason).await;
     }
 
     pub async fn kill(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
         let mut rec = self.get(id).await?;
         if rec.status.is_live() {
-            self.stop(id, SandboxStatus::Deleted).await;
+            self.stop(id, SandboxStatus::Deleted, None).await;
             rec.status = SandboxStatus::Deleted;
         }
         Ok(rec)
@@ -419,12 +428,23 @@ impl Lifecycle {
         self.get(id).await
     }
 
-    /// Stops every sandbox on this node for good (server shutdown): waits for starts under way
-    /// (they would otherwise finish after this pass and outlive the server) and refuses new ones.
-    pub async fn stop_all(&self, final_status: SandboxStatus) {
+    /// Server shutdown. Waits for starts under way (they would otherwise finish after this and
+    /// be half-recorded) and refuses new ones. Build sandboxes always stop (their build cannot go
+    /// on); the others keep running for the next server to take over, unless `stop_because`
+    /// gives the reason to stop them. Returns how many sandboxes keep running.
+    pub async fn shut_down(&self, stop_because: Option<&str>) -> usize {
         *self.closing.write().await = true;
-        for id in self.node.list() {
-            self.stop(&id, final_status).await;
+        let builds: Vec<SandboxId> = self.build_sandboxes().keys().cloned().collect();
+        for id in builds {
+            self.stop(&id, SandboxStatus::Stopped, None).await;
+            self.build_sandboxes().remove(&id);
         }
+        let Some(reason) = stop_because else {
+            return self.node.list().len();
+        };
+        for id in self.node.list() {
+            self.stop(&id, SandboxStatus::Stopped, Some(reason)).await;
+        }
+        0
     }
 }

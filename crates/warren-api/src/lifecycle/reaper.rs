@@ -19,7 +19,8 @@ impl Lifecycle {
                     for s in due {
                         tracing::info!(sandbox = %s.id, "sandbox expired; removing it and its data");
                         let started = std::time::Instant::now();
-                        self.stop(&s.id, SandboxStatus::Stopped).await;
+                        self.stop(&s.id, SandboxStatus::Stopped, Some("its timeout passed"))
+                            .await;
                         // Lifecycle actions of the server itself are audited too (no key).
                         let event = warren_store::AuditEvent {
                             at: crate::audit::now_ms(),

@@ -65,6 +65,7 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
         expires_at: r.expires_at.map(rfc3339),
         created_at: rfc3339(r.created_at),
         isolation: r.isolation.clone(),
+        status_reason: r.status_reason.clone(),
         auth_token: None,
         token_expires_at: None,
         request_id: rid.map(|r| r.0.clone()),

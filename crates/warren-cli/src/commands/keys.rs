@@ -84,12 +84,17 @@ async fn audit(store: &Store, tenant: &str, key_id: &str, action: &str) -> anyho
     Ok(())
 }
 
+/// The store of a data dir, or the PostgreSQL database in `WARREN_DATABASE_URL` (as `serve`).
 async fn open(dir: Option<PathBuf>) -> anyhow::Result<Store> {
     let dir = super::data_dir_arg(dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    Store::open(&dir)
+    let url = std::env::var("WARREN_DATABASE_URL").ok();
+    Store::open_url_or_dir(url.as_deref(), &dir)
         .await
-        .with_context(|| format!("open store in {}", dir.display()))
+        .with_context(|| match &url {
+            Some(u) => format!("open store {}", warren_store::redacted(u)),
+            None => format!("open store in {}", dir.display()),
+        })
 }
 
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {

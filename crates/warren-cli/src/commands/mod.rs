@@ -45,9 +45,14 @@ pub struct ClientOpts {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the server (control plane, proxy, reaper) on this machine. Needs root.
+    /// Run the server (control plane, proxy, reaper) on this machine. Needs root. Sandboxes
+    /// outlive it: the next start with the same data dir takes them over.
     Serve(Box<serve::ServeArgs>),
-    /// Manage API keys in a data dir's store (works while the server runs).
+    /// Stop every sandbox of a data dir and remove all they left, while no server runs (takes
+    /// the same options as `serve`; --data-dir and --database-url matter).
+    StopSandboxes(Box<serve::ServeArgs>),
+    /// Manage API keys in a data dir's store, or in WARREN_DATABASE_URL's (works while the server
+    /// runs).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Report which isolation tiers this host can run, why not where not, and how fast.
@@ -81,6 +86,7 @@ pub fn data_dir_arg(d: Option<PathBuf>) -> PathBuf {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve::run(*a).await,
+        Command::StopSandboxes(a) => serve::stop_all(*a).await,
         Command::Keys(c) => keys::run(c).await,
         Command::Audit(a) => audit::run(a).await,
         Command::Doctor(a) => doctor::run(a).await,

@@ -89,6 +89,14 @@ pub struct ServeArgs {
     /// Refuse create requests that pick their own isolation tier (templates still choose theirs).
     #[arg(long)]
     no_isolation_override: bool,
+    /// Keep the state in PostgreSQL (postgres://USER[:PASSWORD]@HOST[:PORT]/DB) instead of SQLite
+    /// in the data dir. Keys, tokens and TLS files stay in the data dir.
+    #[arg(long, env = "WARREN_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// On SIGTERM/SIGINT, stop every sandbox and remove all it left. Without this flag sandboxes
+    /// keep running when the server exits, and the next start with this data dir takes them over.
+    #[arg(long)]
+    stop_sandboxes_on_exit: bool,
     /// Days audit events are kept before they are purged.
     #[arg(long, default_value_t = 30)]
     audit_retention_days: u64,
@@ -110,9 +118,31 @@ pub struct ServeArgs {
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(a.log_json);
+    warren_api::serve(config(a))
+        .await
+        .context("server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `warren stop-sandboxes`: stops every sandbox of a data dir while no server runs.
+pub async fn stop_all(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(a.log_json);
+    let data_dir = a.data_dir.clone();
+    let stopped = warren_api::stop_sandboxes(config(a)).await.context(
+        "cannot stop the sandboxes (is a server running? stop it first, or kill them through its API)",
+    )?;
+    println!(
+        "stopped {stopped} sandbox(es) of {}; nothing of them is left",
+        data_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(json: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if a.log_json {
+    if json {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .json()
@@ -120,6 +150,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+}
+
+fn config(a: ServeArgs) -> ServeConfig {
     let public = match a.wildcard_domain {
         Some(domain) => PublicMode::Wildcard {
             domain,
@@ -148,7 +181,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = a.max_memory_mb {
         limits.max_memory_mb_per_tenant = v;
     }
-    warren_api::serve(ServeConfig {
+    ServeConfig {
         listen: a.listen,
         data_dir: a.data_dir,
         cache_dir: a.cache_dir.clone(),
@@ -180,8 +213,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| a.cache_dir.join("guest-kernel")),
         default_isolation: a.isolation,
         allow_isolation_override: !a.no_isolation_override,
-    })
-    .await
-    .context("server failed")?;
-    Ok(ExitCode::SUCCESS)
+        database_url: a.database_url,
+        stop_sandboxes_on_exit: a.stop_sandboxes_on_exit,
+    }
 }

@@ -159,6 +159,15 @@ impl CgroupRoot {
         }
     }
 
+    /// The cgroup of a sandbox at `dirs` (as `SandboxCgroup::dirs` reported it), which may lie
+    /// under another root than this server's if an earlier server ran in another cgroup.
+    pub fn sandbox_at(&self, dirs: Vec<PathBuf>) -> SandboxCgroup {
+        SandboxCgroup {
+            dirs,
+            layout: self.layout.clone(),
+        }
+    }
+
     /// Names of sandbox cgroups left from an earlier run of the server.
     pub fn leftovers(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -232,6 +241,16 @@ impl SandboxCgroup {
             Some(d) => write(&d.join(file), value),
             None => Err(CgroupError::Unavailable(format!("no {controller} group"))),
         }
+    }
+
+    /// Its directories, one per hierarchy.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Whether the group still exists.
+    pub fn exists(&self) -> bool {
+        self.dirs.iter().all(|d| d.exists())
     }
 
     /// The `cgroup.procs` files a process writes itself into to join every controller.

@@ -5,21 +5,28 @@
 
 pub mod cgroups;
 pub mod network;
+mod process;
 mod spawn;
 
 pub use cgroups::SandboxUsage;
-pub use spawn::StartedSandbox;
+pub use process::ProcessRef;
+pub use spawn::AgentUp;
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use warren_core::{Resources, SandboxId};
 
 use cgroups::{CgroupError, CgroupRoot, SandboxCgroup};
 use network::{Network, NetworkError, SandboxNet};
 
-pub(crate) use spawn::{enter_netns, start_inside, until_ready, wait_for_agent, watch_exit};
+pub(crate) use spawn::{
+    enter_netns, start_inside, until_ready, wait_for_agent, watch_exit, Startup,
+};
 
 /// A host-layer step failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +69,24 @@ pub struct HostConfig {
 pub struct SandboxHost {
     pub cgroup: SandboxCgroup,
     pub net: SandboxNet,
+}
+
+/// Names of a sandbox's host parts, kept so that a later server process can find them again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub cgroup_dirs: Vec<PathBuf>,
+    pub netns: String,
+    pub veth_slot: Option<u32>,
+}
+
+impl SandboxHost {
+    pub fn record(&self) -> HostRecord {
+        HostRecord {
+            cgroup_dirs: self.cgroup.dirs().to_vec(),
+            netns: self.net.netns_name.clone(),
+            veth_slot: self.net.slot(),
+        }
+    }
 }
 
 /// Host-wide state shared by every tier: the cgroup root, the network (one nftables table, one
@@ -120,6 +145,26 @@ impl Host {
         }
     }
 
+    /// The host parts an earlier server process created for a sandbox, if both still exist.
+    pub fn adopt(&self, record: &HostRecord) -> Option<SandboxHost> {
+        let cgroup = self.cgroups.sandbox_at(record.cgroup_dirs.clone());
+        if !cgroup.exists() {
+            return None;
+        }
+        let net = self.network.adopt(&record.netns, record.veth_slot)?;
+        Some(SandboxHost { cgroup, net })
+    }
+
+    /// Whatever still exists of the host parts named by `record`, for removal.
+    pub fn remains(&self, record: &HostRecord) -> SandboxHost {
+        let cgroup = self.cgroups.sandbox_at(record.cgroup_dirs.clone());
+        let net = self
+            .network
+            .adopt(&record.netns, record.veth_slot)
+            .unwrap_or_else(|| SandboxNet::named(&record.netns, record.veth_slot));
+        SandboxHost { cgroup, net }
+    }
+
     /// Removes a sandbox's host parts: its cgroup (killing what is left in it), its network
     /// namespace and veth, and its host directory `dir`.
     pub async fn teardown(&self, parts: SandboxHost, dir: &Path) -> Result<(), HostError> {
@@ -140,11 +185,16 @@ impl Host {
         Ok(())
     }
 
-    /// Kills and removes the cgroups, namespaces and links an earlier server left behind. Runs
-    /// before any tier removes its own leftovers: killing through the cgroup is immediate, while
-    /// a tier's own tools may wait on processes they can no longer reach.
-    pub async fn remove_leftovers(&self) {
+    /// Kills and removes the cgroups, namespaces and links an earlier server left behind, except
+    /// those of `keep` (the sandboxes this server adopted). Runs before any tier removes its own
+    /// leftovers: killing through the cgroup is immediate, while a tier's own tools may wait on
+    /// processes they can no longer reach.
+    pub async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
+        let kept_names: HashSet<&str> = keep.iter().map(SandboxId::as_str).collect();
         for name in self.cgroups.leftovers() {
+            if kept_names.contains(name.as_str()) {
+                continue;
+            }
             let cg = self.cgroups.sandbox(&name);
             tracing::info!(sandbox = %name, "removing cgroup left by an earlier run");
             if let Err(e) = tokio::task::spawn_blocking(move || cg.destroy())
@@ -154,7 +204,11 @@ impl Host {
                 tracing::warn!(sandbox = %name, error = %e, "cannot remove leftover cgroup");
             }
         }
-        self.network.remove_leftovers().await;
+        let kept_netns = keep
+            .iter()
+            .map(|id| network::netns_name(id.as_str()))
+            .collect();
+        self.network.remove_leftovers(&kept_netns).await;
     }
 
     /// Undoes host-wide setup (the nftables table) once every sandbox is gone.

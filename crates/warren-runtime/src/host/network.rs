@@ -10,7 +10,7 @@
 //! module. Moving to netlink (rtnetlink) would cut the ~10 ms this costs; the interface of this
 //! module does not change when that happens.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -50,6 +50,27 @@ pub struct SandboxNet {
     pub netns_name: String,
     pub netns_path: PathBuf,
     slot: Option<u32>,
+}
+
+/// The network namespace of sandbox `id`.
+pub fn netns_name(id: &str) -> String {
+    format!("{NETNS_PREFIX}{id}")
+}
+
+impl SandboxNet {
+    /// A namespace by name, whether or not it exists (for removal).
+    pub(crate) fn named(netns_name: &str, slot: Option<u32>) -> Self {
+        Self {
+            netns_name: netns_name.to_owned(),
+            netns_path: PathBuf::from("/run/netns").join(netns_name),
+            slot,
+        }
+    }
+
+    /// The /30 (and veth `wv<slot>`) of a sandbox with internet access.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
+    }
 }
 
 const SLOTS: u32 = 16_384; // a /16 in /30s
@@ -112,7 +133,7 @@ impl Network {
 
     /// Creates the namespace of sandbox `id`; with `internet` also its veth link and routes.
     pub async fn create(&self, id: &str, internet: bool) -> Result<SandboxNet, NetworkError> {
-        let name = format!("{NETNS_PREFIX}{id}");
+        let name = netns_name(id);
         run("ip", &["netns", "add", &name]).await?;
         let mut net = SandboxNet {
             netns_path: PathBuf::from("/run/netns").join(&name),
@@ -125,6 +146,26 @@ impl Network {
             return Err(e);
         }
         Ok(net)
+    }
+
+    /// The namespace (and link slot) of a sandbox an earlier server process created, if its
+    /// namespace still exists; the slot is taken again.
+    pub fn adopt(&self, netns_name: &str, slot: Option<u32>) -> Option<SandboxNet> {
+        let netns_path = PathBuf::from("/run/netns").join(netns_name);
+        if !netns_name.starts_with(NETNS_PREFIX) || !netns_path.exists() {
+            return None;
+        }
+        if let Some(s) = slot {
+            self.used_slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(s);
+        }
+        Some(SandboxNet {
+            netns_name: netns_name.to_owned(),
+            netns_path,
+            slot,
+        })
     }
 
     /// Brings up `lo` and, with `internet`, the veth pair, its addresses and the default route.
@@ -233,23 +274,30 @@ impl Network {
         }
     }
 
-    /// Removes namespaces and links of sandboxes from an earlier run of the server.
-    pub async fn remove_leftovers(&self) {
+    /// Removes namespaces and links of sandboxes from an earlier run of the server, except those
+    /// of the sandboxes it adopted (`keep_netns`, taken slots).
+    pub async fn remove_leftovers(&self, keep_netns: &HashSet<String>) {
         if let Ok(mut dir) = tokio::fs::read_dir("/run/netns").await {
             while let Ok(Some(e)) = dir.next_entry().await {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(NETNS_PREFIX) {
+                if name.starts_with(NETNS_PREFIX) && !keep_netns.contains(&name) {
                     let _ = run("ip", &["netns", "del", &name]).await;
                 }
             }
         }
+        let kept: BTreeSet<u32> = self
+            .used_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Ok(mut dir) = tokio::fs::read_dir("/sys/class/net").await {
             while let Ok(Some(e)) = dir.next_entry().await {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name
+                let slot = name
                     .strip_prefix(VETH_PREFIX)
-                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
-                {
+                    .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
+                    .and_then(|n| n.parse::<u32>().ok());
+                if slot.is_some_and(|s| !kept.contains(&s)) {
                     let _ = run("ip", &["link", "del", &name]).await;
                 }
             }

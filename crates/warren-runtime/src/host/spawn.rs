@@ -12,14 +12,25 @@ use super::network::SandboxNet;
 use super::{HostError, SandboxHost};
 
 /// A sandbox whose agent answers.
-pub struct StartedSandbox {
+pub struct AgentUp {
     /// Host path of the agent's unix socket.
     pub agent_socket: PathBuf,
     /// Where ports the sandbox listens on are reached from inside its network namespace: its
     /// loopback, or a VM guest's address.
     pub port_host: Ipv4Addr,
-    /// Resolves with the init's exit code when the sandbox dies, for whatever reason.
+    /// Resolves with the helper's exit code when the sandbox dies, for whatever reason.
     pub exited: oneshot::Receiver<i32>,
+    /// The pid a helper announced with a `pid <n>` line before `ready` (the jail names the
+    /// sandbox's init this way).
+    pub announced_pid: Option<i32>,
+}
+
+/// What a sandbox's helper printed before its agent was ready.
+#[derive(Default)]
+pub(crate) struct Startup {
+    /// The last five lines (a VM's console arrives here too), for error messages.
+    pub tail: std::collections::VecDeque<String>,
+    pub announced_pid: Option<i32>,
 }
 
 /// Makes `cmd` start inside a sandbox's network namespace and cgroup (for the processes of the
@@ -82,15 +93,14 @@ pub(crate) async fn wait_for_agent(
     agent_socket: PathBuf,
     timeout: Duration,
     port_host: Ipv4Addr,
-) -> Result<StartedSandbox, HostError> {
+) -> Result<AgentUp, HostError> {
     let stdout = child
         .stdout
         .take()
         .ok_or_else(|| HostError::AgentStart("sandbox helper has no stdout".into()))?;
     let mut lines = BufReader::new(stdout).lines();
-    // A VM's console arrives here too: keep its last words for the error message.
-    let mut console = std::collections::VecDeque::new();
-    let ready = until_ready(&mut lines, timeout, &mut console).await;
+    let mut startup = Startup::default();
+    let ready = until_ready(&mut lines, timeout, &mut startup).await;
     if !ready {
         let _ = child.start_kill();
         let _ = child.wait().await;
@@ -99,36 +109,47 @@ pub(crate) async fn wait_for_agent(
             .unwrap_or_default();
         let mut last: Vec<&str> = log.lines().rev().take(5).collect();
         last.reverse();
-        last.extend(console.iter().map(String::as_str).filter(|l| !l.is_empty()));
+        last.extend(
+            startup
+                .tail
+                .iter()
+                .map(String::as_str)
+                .filter(|l| !l.is_empty()),
+        );
         return Err(HostError::AgentStart(if last.is_empty() {
             "agent did not report ready".into()
         } else {
             last.join("; ")
         }));
     }
-    Ok(StartedSandbox {
+    Ok(AgentUp {
         agent_socket,
         port_host,
         exited: watch_exit(child, lines),
+        announced_pid: startup.announced_pid,
     })
 }
 
-/// Reads `stdout` until the agent's `ready` line (true) or its end or `timeout` (false), keeping
-/// the last five other lines in `tail`.
+/// Reads `stdout` until the agent's `ready` line (true) or its end or `timeout` (false), noting
+/// what came before in `startup`.
 pub(crate) async fn until_ready(
     stdout: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     timeout: Duration,
-    tail: &mut std::collections::VecDeque<String>,
+    startup: &mut Startup,
 ) -> bool {
     tokio::time::timeout(timeout, async {
         while let Ok(Some(line)) = stdout.next_line().await {
-            if line.trim() == "ready" {
+            let line = line.trim();
+            if line == "ready" {
                 return true;
             }
-            if tail.len() == 5 {
-                tail.pop_front();
+            if let Some(pid) = line.strip_prefix("pid ").and_then(|p| p.parse().ok()) {
+                startup.announced_pid.get_or_insert(pid);
             }
-            tail.push_back(line.trim().to_owned());
+            if startup.tail.len() == 5 {
+                startup.tail.pop_front();
+            }
+            startup.tail.push_back(line.to_owned());
         }
         false
     })

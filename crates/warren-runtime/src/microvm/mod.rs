@@ -25,7 +25,7 @@ mod vmm_process;
 
 pub use probe::probe_boot;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,9 +35,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use warren_core::SandboxId;
 
-use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+use crate::driver::{
+    AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
+    SandboxUsage, StartedSandbox,
+};
 use crate::host::network::{SandboxNet, GUEST_ADDRESS, GUEST_GATEWAY, GUEST_TAP};
-use crate::host::{Host, SandboxHost};
+use crate::host::{Host, ProcessRef, SandboxHost};
 use qemu::{Accel, VmLaunch};
 
 /// The agent's TCP port inside the guest.
@@ -58,7 +61,9 @@ pub struct MicrovmConfig {
     pub image_dir: PathBuf,
 }
 
-/// Everything needed to start a sandbox's QEMU again (after a pause).
+/// Everything needed to start a sandbox's QEMU again (after a pause, also by a later server
+/// process: it is the tier's part of the sandbox's handle).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Boot {
     name: String,
     vcpu: u32,
@@ -66,6 +71,15 @@ struct Boot {
     initrd: PathBuf,
     root_image: PathBuf,
     data_disk: PathBuf,
+    /// The agent's disk the guest booted with: a restored guest must find the same one.
+    agent_image: PathBuf,
+}
+
+/// What a microVM sandbox's handle carries beyond the host parts.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct MicrovmState {
+    vmm_uid: u32,
+    boot: Boot,
 }
 
 /// Hands the service the sandbox's end, except when Warren itself ended QEMU (a pause): the
@@ -173,12 +187,23 @@ impl MicrovmDriver {
         for d in [&cfg.state_dir, &cfg.image_dir] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let agent_image = cfg.state_dir.join("agent.ext4");
-        let (bundle, out) = (host.agent_bundle().to_path_buf(), agent_image.clone());
-        tokio::task::spawn_blocking(move || image::build_agent_image(&bundle, &out))
+        // One image per agent bundle, never rewritten: running guests have theirs attached.
+        let bundle_name = host
+            .agent_bundle()
+            .file_name()
+            .map_or_else(|| "current".into(), |n| n.to_string_lossy().into_owned());
+        let agent_image = cfg.state_dir.join(format!("agent-{bundle_name}.ext4"));
+        if !agent_image.exists() {
+            let (bundle, out) = (host.agent_bundle().to_path_buf(), agent_image.clone());
+            tokio::task::spawn_blocking(move || {
+                let staging = out.with_extension("new");
+                image::build_agent_image(&bundle, &staging)?;
+                std::fs::rename(&staging, &out).map_err(io("install agent image"))
+            })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        }
         // Blocking: measuring the TSC rate sleeps a few tens of milliseconds.
         let (accel, why_not_kvm) = tokio::task::spawn_blocking(qemu::detect_accel)
             .await
@@ -295,6 +320,7 @@ impl MicrovmDriver {
             initrd,
             root_image,
             data_disk,
+            agent_image: self.agent_image.clone(),
         })
     }
 
@@ -327,7 +353,7 @@ impl MicrovmDriver {
                 initrd: &boot.initrd,
                 root_image: &boot.root_image,
                 data_disk: &boot.data_disk,
-                agent_image: &self.agent_image,
+                agent_image: &boot.agent_image,
                 tap_fd: raw(&tap),
                 qmp_socket: &dir.join("qmp.sock"),
                 incoming_fd: incoming.map(std::os::fd::AsRawFd::as_raw_fd),
@@ -336,6 +362,8 @@ impl MicrovmDriver {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            // Its own process group: a Ctrl-C meant for the server must not reach the sandbox.
+            .process_group(0)
             .kill_on_drop(false);
         let netns = crate::host::start_inside(&mut cmd, host)?;
         let mut inherited = vec![raw(&tap)];
@@ -346,13 +374,72 @@ impl MicrovmDriver {
         Ok(child)
     }
 
+    /// Takes a sandbox of an earlier server process over: a running guest's QEMU is the one
+    /// process in its cgroup; a paused guest has no QEMU, only its saved state.
+    async fn take_over(
+        &self,
+        id: &SandboxId,
+        handle: &SandboxHandle,
+        state: &MicrovmState,
+        paused: bool,
+    ) -> Result<AdoptedSandbox, &'static str> {
+        let host = self
+            .host
+            .adopt(&handle.host)
+            .ok_or("its cgroup or network namespace was gone")?;
+        let qemu = host.cgroup.pids().into_iter().find_map(ProcessRef::of);
+        let saved = handle.dir.join("state").exists();
+        let (qemu, hibernating) = match (qemu, paused && saved) {
+            (Some(q), _) => (Some(q), false),
+            (None, true) => (None, true),
+            (None, false) => return Err("its virtual machine had ended"),
+        };
+        let forwarder = match qemu {
+            Some(_) => {
+                let _ = std::fs::remove_file(&handle.agent_socket);
+                Some(
+                    forward::spawn(&handle.agent_socket, host.net.netns_path.clone())
+                        .map_err(|_| "its agent socket could not be opened again")?,
+                )
+            }
+            None => None,
+        };
+        let (to_service, exited) = oneshot::channel();
+        let exit = Arc::new(ExitRelay {
+            hibernating: AtomicBool::new(hibernating),
+            to_service: Mutex::new(Some(to_service)),
+        });
+        if let Some(q) = qemu {
+            exit.watch(q.watch());
+        }
+        if !self.vmm_uids.claim(state.vmm_uid) {
+            tracing::warn!(sandbox = %id, uid = state.vmm_uid, "VMM uid already in use");
+        }
+        self.live().insert(
+            id.clone(),
+            Live {
+                host,
+                dir: handle.dir.clone(),
+                vmm_uid: state.vmm_uid,
+                boot: Arc::new(state.boot.clone()),
+                exit,
+                forwarder,
+            },
+        );
+        Ok(AdoptedSandbox {
+            agent_socket: handle.agent_socket.clone(),
+            port_host: handle.port_host,
+            exited,
+        })
+    }
+
     async fn start_inner(
         &self,
         spec: &SandboxSpec,
         dir: &Path,
         host: &SandboxHost,
         vmm_uid: u32,
-    ) -> Result<(StartedSandbox, Boot, tokio::task::JoinHandle<()>), DriverError> {
+    ) -> Result<(crate::host::AgentUp, Boot, tokio::task::JoinHandle<()>), DriverError> {
         let boot = self.prepare(spec, dir, &host.net, vmm_uid).await?;
         let child = self.launch(&boot, dir, host, vmm_uid, None)?;
         let agent_socket = dir.join("run/agent.sock");
@@ -404,13 +491,28 @@ impl IsolationDriver for MicrovmDriver {
             }
         };
         match self.start_inner(spec, &dir, &host, vmm_uid).await {
-            Ok((started, boot, forwarder)) => {
+            Ok((up, boot, forwarder)) => {
                 let (to_service, exited) = oneshot::channel();
                 let exit = Arc::new(ExitRelay {
                     hibernating: AtomicBool::new(false),
                     to_service: Mutex::new(Some(to_service)),
                 });
-                exit.watch(started.exited);
+                exit.watch(up.exited);
+                let state = MicrovmState {
+                    vmm_uid,
+                    boot: boot.clone(),
+                };
+                let handle = SandboxHandle {
+                    tier: self.name().to_owned(),
+                    host: host.record(),
+                    dir: dir.clone(),
+                    agent_socket: up.agent_socket.clone(),
+                    port_host: up.port_host,
+                    agent_bundle: self.host.agent_bundle().to_path_buf(),
+                    // QEMU changes with every pause and resume: found through the cgroup instead.
+                    init: None,
+                    tier_state: serde_json::to_value(&state).unwrap_or_default(),
+                };
                 self.live().insert(
                     spec.id.clone(),
                     Live {
@@ -422,7 +524,12 @@ impl IsolationDriver for MicrovmDriver {
                         forwarder: Some(forwarder),
                     },
                 );
-                Ok(StartedSandbox { exited, ..started })
+                Ok(StartedSandbox {
+                    agent_socket: up.agent_socket,
+                    port_host: up.port_host,
+                    exited,
+                    handle,
+                })
             }
             Err(e) => {
                 self.vmm_uids.release(vmm_uid);
@@ -461,12 +568,51 @@ impl IsolationDriver for MicrovmDriver {
         self.live().get(id).map(|l| l.host.cgroup.usage())
     }
 
-    async fn remove_leftovers(&self) {
-        // QEMU processes, cgroups and namespaces are the namespace tier's to remove.
+    async fn adopt(
+        &self,
+        id: &SandboxId,
+        handle: &SandboxHandle,
+        paused: bool,
+    ) -> Result<AdoptedSandbox, NotAdopted> {
+        let state: MicrovmState = serde_json::from_value(handle.tier_state.clone())
+            .map_err(|e| NotAdopted(format!("unreadable microVM state: {e}")))?;
+        match self.take_over(id, handle, &state, paused).await {
+            Ok(adopted) => Ok(adopted),
+            Err(why) => {
+                // The cgroup teardown kills QEMU if it is still there.
+                let remains = self.host.remains(&handle.host);
+                if let Err(e) = self.host.teardown(remains, &handle.dir).await {
+                    tracing::warn!(sandbox = %id, error = %e, "cannot remove what is left of a dead sandbox");
+                }
+                Err(NotAdopted(why.into()))
+            }
+        }
+    }
+
+    async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
+        // QEMU processes, cgroups and namespaces are the host layer's to remove; directories and
+        // agent images no live guest uses are ours.
+        let in_use: Vec<PathBuf> = self
+            .live()
+            .values()
+            .map(|l| l.boot.agent_image.clone())
+            .chain([self.agent_image.clone()])
+            .collect();
         if let Ok(mut d) = tokio::fs::read_dir(&self.cfg.state_dir).await {
             while let Ok(Some(e)) = d.next_entry().await {
-                if e.path().is_dir() {
-                    let _ = tokio::fs::remove_dir_all(e.path()).await;
+                let path = e.path();
+                let adopted = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| SandboxId::parse(n).ok())
+                    .is_some_and(|id| keep.contains(&id));
+                if path.is_dir() && !adopted {
+                    let _ = tokio::fs::remove_dir_all(&path).await;
+                } else if path.is_file()
+                    && path.extension().is_some_and(|x| x == "ext4")
+                    && !in_use.contains(&path)
+                {
+                    let _ = tokio::fs::remove_file(&path).await;
                 }
             }
         }

@@ -42,7 +42,7 @@ pub async fn probe_boot(
     let ready = crate::host::until_ready(
         &mut lines,
         Duration::from_secs(120),
-        &mut Default::default(),
+        &mut crate::host::Startup::default(),
     )
     .await;
     let took = started.elapsed();

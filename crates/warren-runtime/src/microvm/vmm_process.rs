@@ -25,6 +25,11 @@ impl UidPool {
         Some(uid)
     }
 
+    /// Takes `uid` (a VM a later server process adopted); false if it was taken already.
+    pub fn claim(&self, uid: u32) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(uid)
+    }
+
     pub fn release(&self, uid: u32) {
         self.0
             .lock()

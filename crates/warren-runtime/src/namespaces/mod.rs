@@ -5,7 +5,7 @@
 pub mod harden;
 pub mod jail;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
@@ -16,9 +16,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use warren_core::SandboxId;
 
-use crate::driver::{DriverError, IsolationDriver, SandboxSpec, SandboxUsage, StartedSandbox};
+use crate::driver::{
+    AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
+    SandboxUsage, StartedSandbox,
+};
 use crate::host::cgroups::SandboxCgroup;
-use crate::host::{Host, SandboxHost, START_TIMEOUT};
+use crate::host::{Host, ProcessRef, SandboxHost, START_TIMEOUT};
 use jail::{JailSpec, RUN_MOUNT};
 
 /// Host uid/gid that root inside every sandbox maps to. Sandboxes share the range: they cannot
@@ -129,6 +132,9 @@ impl NamespaceDriver {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            // Its own process group: a Ctrl-C meant for the server must not reach the sandbox,
+            // which outlives the server (live restore).
+            .process_group(0)
             .spawn()
             .map_err(io("spawn jail"))?;
         let payload =
@@ -139,15 +145,35 @@ impl NamespaceDriver {
                 .await
                 .map_err(io("send jail spec"))?;
         }
-        crate::host::wait_for_agent(
+        let up = crate::host::wait_for_agent(
             child,
             &log_path,
             dir.join("run/agent.sock"),
             START_TIMEOUT,
             Ipv4Addr::LOCALHOST,
         )
-        .await
-        .map_err(Into::into)
+        .await?;
+        // The jail announces the sandbox's init: its end is the sandbox's end, also for a server
+        // that takes the sandbox over later.
+        let init = up.announced_pid.and_then(ProcessRef::of);
+        if init.is_none() {
+            tracing::warn!(sandbox = %spec.id, "the jail named no init process: this sandbox cannot outlive the server");
+        }
+        Ok(StartedSandbox {
+            handle: SandboxHandle {
+                tier: self.name().to_owned(),
+                host: host.record(),
+                dir: dir.to_path_buf(),
+                agent_socket: up.agent_socket.clone(),
+                port_host: up.port_host,
+                agent_bundle: self.host.agent_bundle().to_path_buf(),
+                init,
+                tier_state: serde_json::Value::Null,
+            },
+            agent_socket: up.agent_socket,
+            port_host: up.port_host,
+            exited: up.exited,
+        })
     }
 }
 
@@ -196,11 +222,58 @@ impl IsolationDriver for NamespaceDriver {
         Some(self.cgroup_of(id).ok()?.usage())
     }
 
-    async fn remove_leftovers(&self) {
+    async fn adopt(
+        &self,
+        id: &SandboxId,
+        handle: &SandboxHandle,
+        _paused: bool,
+    ) -> Result<AdoptedSandbox, NotAdopted> {
+        // A frozen (paused) sandbox's processes are alive like any other's.
+        let adopted = match handle.init.filter(ProcessRef::is_alive) {
+            None => Err("its processes had ended"),
+            Some(init) => match self.host.adopt(&handle.host) {
+                None => Err("its cgroup or network namespace was gone"),
+                Some(_) if !handle.agent_socket.exists() => Err("its agent socket was gone"),
+                Some(host) => Ok((init, host)),
+            },
+        };
+        match adopted {
+            Ok((init, host)) => {
+                self.live().insert(
+                    id.clone(),
+                    LiveSandbox {
+                        host,
+                        dir: handle.dir.clone(),
+                    },
+                );
+                Ok(AdoptedSandbox {
+                    agent_socket: handle.agent_socket.clone(),
+                    port_host: handle.port_host,
+                    exited: init.watch(),
+                })
+            }
+            Err(why) => {
+                let remains = self.host.remains(&handle.host);
+                if let Err(e) = self.host.teardown(remains, &handle.dir).await {
+                    tracing::warn!(sandbox = %id, error = %e, "cannot remove what is left of a dead sandbox");
+                }
+                Err(NotAdopted(why.into()))
+            }
+        }
+    }
+
+    async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
         // Cgroups and namespaces are the host layer's (removed first); the directories are ours.
         if let Ok(mut dir) = tokio::fs::read_dir(&self.cfg.state_dir).await {
             while let Ok(Some(e)) = dir.next_entry().await {
-                let _ = tokio::fs::remove_dir_all(e.path()).await;
+                let adopted = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| SandboxId::parse(n).ok())
+                    .is_some_and(|id| keep.contains(&id));
+                if !adopted {
+                    let _ = tokio::fs::remove_dir_all(e.path()).await;
+                }
             }
         }
     }

@@ -1,0 +1,82 @@
+//! Live restore: at start, the sandboxes an earlier server process left running are taken over
+//! (same id, same `public_host`, their processes, files and state untouched); those that did not
+//! survive are recorded as stopped with the reason, and everything left of them is removed.
+
+use std::time::{Duration, Instant};
+
+use warren_core::SandboxStatus;
+use warren_node::Adopt;
+use warren_runtime::SandboxHandle;
+use warren_store::SandboxRecord;
+
+use super::{Lifecycle, LifecycleResult};
+use crate::clock::now;
+
+/// What a start found.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Taken over, running or paused as before.
+    pub adopted: usize,
+    /// Recorded as stopped: their processes had ended, or they were still being created.
+    pub lost: usize,
+    pub took: Duration,
+}
+
+impl Lifecycle {
+    /// Takes over every sandbox of the store that an earlier server process left running on this
+    /// node, then removes whatever else earlier servers left behind. Call once, before serving.
+    pub async fn restore(&self) -> LifecycleResult<Restored> {
+        let started = Instant::now();
+        let mut report = Restored::default();
+        for rec in self.store.live_sandboxes().await? {
+            match self.take_over(&rec).await {
+                Ok(()) => report.adopted += 1,
+                Err(reason) => {
+                    report.lost += 1;
+                    tracing::warn!(sandbox = %rec.id, %reason, "sandbox did not survive the previous server; recorded as stopped");
+                    self.store
+                        .end_sandbox(&rec.id, SandboxStatus::Stopped, Some(&reason), now())
+                        .await?;
+                }
+            }
+        }
+        self.node.remove_leftovers().await;
+        report.took = started.elapsed();
+        Ok(report)
+    }
+
+    async fn take_over(&self, rec: &SandboxRecord) -> Result<(), String> {
+        if rec.status == SandboxStatus::Creating {
+            return Err("the server stopped while it was being created".into());
+        }
+        let handle = rec
+            .runtime_handle
+            .as_deref()
+            .ok_or("it was started by a server without live restore")
+            .and_then(|h| SandboxHandle::from_json(h).map_err(|_| "its handle is unreadable"))?;
+        let adopted = self
+            .node
+            .adopt(Adopt {
+                id: rec.id.clone(),
+                tier: rec.isolation.clone(),
+                handle,
+                owner: rec.tenant.clone(),
+                paused: rec.status == SandboxStatus::Paused,
+                port: rec.listen_port,
+            })
+            .await
+            .map_err(|e| format!("{e} while the server was down"))?;
+        if adopted.port != rec.listen_port {
+            // Its old port was taken: record the new one (and so the new public_host).
+            if let Err(e) = self
+                .store
+                .record_sandbox_runtime(&rec.id, &adopted.handle.to_json(), adopted.port, now())
+                .await
+            {
+                tracing::error!(sandbox = %rec.id, error = %e, "cannot record the sandbox's new port");
+            }
+        }
+        tracing::info!(sandbox = %rec.id, tier = adopted.tier, status = %rec.status, "sandbox taken over from the previous server");
+        Ok(())
+    }
+}
