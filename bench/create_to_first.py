@@ -87,7 +87,8 @@ def start_server(extra=()):
     key = "wrn_bench_" + os.urandom(16).hex()
     log = open(os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen(
-        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild", *extra],
+        [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
+         "--stop-sandboxes-on-exit", *extra],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, WARREN_API_KEY=key),
     )
     url = f"http://127.0.0.1:{port}"

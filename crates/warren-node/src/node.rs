@@ -62,7 +62,7 @@ pub struct Adopt {
     /// What its start returned (`Started::handle`).
     pub handle: SandboxHandle,
     pub owner: String,
-    /// It was paused, and stays so.
+    /// It was recorded paused (the driver reports how it really is).
     pub paused: bool,
     /// Its listener's port before, kept if it is free.
     pub port: Option<u16>,
@@ -76,6 +76,8 @@ pub struct Started {
     pub port: Option<u16>,
     /// What a later server process needs to take it over; the control plane keeps it.
     pub handle: SandboxHandle,
+    /// Paused (an adopted sandbox, as found).
+    pub paused: bool,
 }
 
 /// What the node reports to the control plane.
@@ -179,6 +181,7 @@ impl Node {
             tier: driver.name(),
             port,
             handle: started.handle,
+            paused: false,
         })
     }
 
@@ -199,13 +202,13 @@ impl Node {
             netns: netns_path(&req.handle),
             port_host: adopted.port_host,
             owner: req.owner,
-            state: if req.paused {
+            state: if adopted.paused {
                 RunState::Paused
             } else {
                 RunState::Running
             },
         };
-        let id = req.id;
+        let (id, paused) = (req.id, adopted.paused);
         self.register(&id, &driver, target, adopted.exited);
         let port = match (&self.listeners, req.port) {
             (Listeners::Local { bind }, Some(old)) => {
@@ -224,6 +227,7 @@ impl Node {
             tier: driver.name(),
             port,
             handle: req.handle,
+            paused,
         })
     }
 

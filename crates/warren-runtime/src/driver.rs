@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use warren_core::{Resources, SandboxId};
 
-use crate::host::{HostRecord, ProcessRef};
+use crate::host::{AgentUp, HostRecord, ProcessRef, SandboxHost};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -65,6 +65,34 @@ pub struct SandboxHandle {
     pub tier_state: serde_json::Value,
 }
 
+impl StartedSandbox {
+    /// A sandbox whose agent came up, with the handle of its `tier`; `init` and `tier_state`
+    /// are the tier's to fill in.
+    pub(crate) fn new(
+        tier: &str,
+        up: AgentUp,
+        host: &SandboxHost,
+        dir: &Path,
+        bundle: &Path,
+    ) -> Self {
+        Self {
+            handle: SandboxHandle {
+                tier: tier.to_owned(),
+                host: host.record(),
+                dir: dir.to_path_buf(),
+                agent_socket: up.agent_socket.clone(),
+                port_host: up.port_host,
+                agent_bundle: bundle.to_path_buf(),
+                init: None,
+                tier_state: serde_json::Value::Null,
+            },
+            agent_socket: up.agent_socket,
+            port_host: up.port_host,
+            exited: up.exited,
+        }
+    }
+}
+
 impl SandboxHandle {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -81,6 +109,32 @@ pub struct AdoptedSandbox {
     pub port_host: Ipv4Addr,
     /// Resolves when the sandbox dies (-1: a process that is not the server's child).
     pub exited: oneshot::Receiver<i32>,
+    /// Whether it is paused, as found (a pause or resume the last server did not finish
+    /// recording may differ from what the control plane believes).
+    pub paused: bool,
+}
+
+impl AdoptedSandbox {
+    pub(crate) fn new(
+        handle: &SandboxHandle,
+        exited: oneshot::Receiver<i32>,
+        paused: bool,
+    ) -> Self {
+        Self {
+            agent_socket: handle.agent_socket.clone(),
+            port_host: handle.port_host,
+            exited,
+            paused,
+        }
+    }
+}
+
+/// Whether a tier's per-sandbox entry `name` (a directory, a runsc container) belongs to one of
+/// the sandboxes in `keep`.
+pub(crate) fn is_kept(name: &std::ffi::OsStr, keep: &HashSet<SandboxId>) -> bool {
+    name.to_str()
+        .and_then(|n| SandboxId::parse(n).ok())
+        .is_some_and(|id| keep.contains(&id))
 }
 
 /// Why a sandbox could not be taken over; what was left of it has been removed.
@@ -124,8 +178,9 @@ pub trait IsolationDriver {
     async fn destroy(&self, id: &SandboxId) -> Result<(), DriverError>;
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage>;
     /// Takes over a sandbox an earlier server process started, from the handle its `start`
-    /// returned: if its processes are alive it is this driver's again (`paused`: it was paused
-    /// and stays so). Otherwise whatever is left of it is removed and the error says why.
+    /// returned: if its processes are alive it is this driver's again, paused or running as it
+    /// is found (`paused`: what the control plane last recorded). Otherwise whatever is left of
+    /// it is removed and the error says why.
     async fn adopt(
         &self,
         id: &SandboxId,

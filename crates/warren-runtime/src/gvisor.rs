@@ -19,7 +19,7 @@ use tokio::process::Command;
 use warren_core::SandboxId;
 
 use crate::driver::{
-    AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
+    is_kept, AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
     SandboxUsage, StartedSandbox,
 };
 use crate::host::cgroups::SandboxCgroup;
@@ -236,21 +236,9 @@ impl GvisorDriver {
         let state = GvisorState {
             lower_mount: lower_mount.clone(),
         };
-        let started = StartedSandbox {
-            handle: SandboxHandle {
-                tier: self.name().to_owned(),
-                host: host.record(),
-                dir: dir.to_path_buf(),
-                agent_socket: up.agent_socket.clone(),
-                port_host: up.port_host,
-                agent_bundle: self.host.agent_bundle().to_path_buf(),
-                init,
-                tier_state: serde_json::to_value(&state).unwrap_or_default(),
-            },
-            agent_socket: up.agent_socket,
-            port_host: up.port_host,
-            exited: up.exited,
-        };
+        let mut started = StartedSandbox::new(self.name(), up, host, dir, self.host.agent_bundle());
+        started.handle.init = init;
+        started.handle.tier_state = serde_json::to_value(&state).unwrap_or_default();
         Ok((started, lower_mount))
     }
 
@@ -351,12 +339,9 @@ impl IsolationDriver for GvisorDriver {
         };
         match adopted {
             Ok((init, host)) => {
+                let paused = host.cgroup.is_frozen();
                 self.live().insert(id.clone(), live(host));
-                Ok(AdoptedSandbox {
-                    agent_socket: handle.agent_socket.clone(),
-                    port_host: handle.port_host,
-                    exited: init.watch(),
-                })
+                Ok(AdoptedSandbox::new(handle, init.watch(), paused))
             }
             Err(why) => {
                 let remains = self.host.remains(&handle.host);
@@ -372,18 +357,17 @@ impl IsolationDriver for GvisorDriver {
         // The host layer has already killed what ran in the leftover cgroups: `runsc delete` on
         // a live sandbox it cannot reach (its control socket is in the sandbox's network
         // namespace) would wait 5 s per sandbox before killing it by pid.
-        let kept = |name: &str| SandboxId::parse(name).is_ok_and(|id| keep.contains(&id));
         if let Ok(out) = self.runsc().args(["list", "--quiet"]).output().await {
             for id in String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .filter(|l| !l.is_empty() && !kept(l))
+                .filter(|l| !l.is_empty() && !is_kept(l.as_ref(), keep))
             {
                 let _ = self.runsc().args(["delete", "--force", id]).output().await;
             }
         }
         if let Ok(mut d) = tokio::fs::read_dir(&self.cfg.state_dir).await {
             while let Ok(Some(e)) = d.next_entry().await {
-                if e.file_name().to_str().is_some_and(kept) {
+                if is_kept(&e.file_name(), keep) {
                     continue;
                 }
                 let _ =

@@ -66,6 +66,17 @@ impl Lifecycle {
             })
             .await
             .map_err(|e| format!("{e} while the server was down"))?;
+        let found = if adopted.paused {
+            SandboxStatus::Paused
+        } else {
+            SandboxStatus::Running
+        };
+        if found != rec.status {
+            // A pause or resume the last server did not get to record.
+            if let Err(e) = self.store.set_sandbox_status(&rec.id, found, now()).await {
+                tracing::error!(sandbox = %rec.id, error = %e, "cannot record the sandbox's state");
+            }
+        }
         if adopted.port != rec.listen_port {
             // Its old port was taken: record the new one (and so the new public_host).
             if let Err(e) = self
@@ -76,7 +87,7 @@ impl Lifecycle {
                 tracing::error!(sandbox = %rec.id, error = %e, "cannot record the sandbox's new port");
             }
         }
-        tracing::info!(sandbox = %rec.id, tier = adopted.tier, status = %rec.status, "sandbox taken over from the previous server");
+        tracing::info!(sandbox = %rec.id, tier = adopted.tier, status = %found, "sandbox taken over from the previous server");
         Ok(())
     }
 }

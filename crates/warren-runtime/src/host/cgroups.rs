@@ -280,6 +280,23 @@ impl SandboxCgroup {
         }
     }
 
+    /// Whether the group is frozen (a paused sandbox), as the kernel says.
+    pub fn is_frozen(&self) -> bool {
+        let state = match &self.layout {
+            Layout::V1 { .. } => self
+                .dir_of("freezer")
+                .and_then(|d| fs::read_to_string(d.join("freezer.state")).ok()),
+            Layout::V2 { .. } => self
+                .dirs
+                .first()
+                .and_then(|d| fs::read_to_string(d.join("cgroup.freeze")).ok()),
+        };
+        matches!(
+            state.as_deref().map(str::trim),
+            Some("FROZEN" | "FREEZING" | "1")
+        )
+    }
+
     /// Pids of every process in the sandbox.
     pub fn pids(&self) -> Vec<i32> {
         let Some(d) = self.dir_of("pids") else {

@@ -155,6 +155,14 @@ impl Host {
         Some(SandboxHost { cgroup, net })
     }
 
+    /// Removes what is left of a sandbox that did not survive: its cgroup (with any process
+    /// still in it), network namespace and link, and its directory. Failures are logged.
+    pub async fn remove_remains(&self, id: &SandboxId, record: &HostRecord, dir: &Path) {
+        if let Err(e) = self.teardown(self.remains(record), dir).await {
+            tracing::warn!(sandbox = %id, error = %e, "cannot remove what is left of a dead sandbox");
+        }
+    }
+
     /// Whatever still exists of the host parts named by `record`, for removal.
     pub fn remains(&self, record: &HostRecord) -> SandboxHost {
         let cgroup = self.cgroups.sandbox_at(record.cgroup_dirs.clone());

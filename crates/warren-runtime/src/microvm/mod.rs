@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 use warren_core::SandboxId;
 
 use crate::driver::{
-    AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
+    is_kept, AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
     SandboxUsage, StartedSandbox,
 };
 use crate::host::network::{SandboxNet, GUEST_ADDRESS, GUEST_GATEWAY, GUEST_TAP};
@@ -388,12 +388,17 @@ impl MicrovmDriver {
             .adopt(&handle.host)
             .ok_or("its cgroup or network namespace was gone")?;
         let qemu = host.cgroup.pids().into_iter().find_map(ProcessRef::of);
+        // No QEMU but a saved state: paused (also when the last server saved it but died before
+        // recording the pause).
         let saved = handle.dir.join("state").exists();
-        let (qemu, hibernating) = match (qemu, paused && saved) {
+        let (qemu, hibernating) = match (qemu, saved) {
             (Some(q), _) => (Some(q), false),
             (None, true) => (None, true),
             (None, false) => return Err("its virtual machine had ended"),
         };
+        if hibernating != paused {
+            tracing::warn!(sandbox = %id, paused = hibernating, "found the sandbox in another state than recorded");
+        }
         let forwarder = match qemu {
             Some(_) => {
                 let _ = std::fs::remove_file(&handle.agent_socket);
@@ -426,11 +431,7 @@ impl MicrovmDriver {
                 forwarder,
             },
         );
-        Ok(AdoptedSandbox {
-            agent_socket: handle.agent_socket.clone(),
-            port_host: handle.port_host,
-            exited,
-        })
+        Ok(AdoptedSandbox::new(handle, exited, hibernating))
     }
 
     async fn start_inner(
@@ -492,27 +493,22 @@ impl IsolationDriver for MicrovmDriver {
         };
         match self.start_inner(spec, &dir, &host, vmm_uid).await {
             Ok((up, boot, forwarder)) => {
+                let state = MicrovmState {
+                    vmm_uid,
+                    boot: boot.clone(),
+                };
+                let mut started =
+                    StartedSandbox::new(self.name(), up, &host, &dir, self.host.agent_bundle());
+                // No init: QEMU changes with every pause and resume; it is found through the
+                // cgroup instead.
+                started.handle.tier_state = serde_json::to_value(&state).unwrap_or_default();
+                // The service's end outlives any one QEMU process (see `ExitRelay`).
                 let (to_service, exited) = oneshot::channel();
                 let exit = Arc::new(ExitRelay {
                     hibernating: AtomicBool::new(false),
                     to_service: Mutex::new(Some(to_service)),
                 });
-                exit.watch(up.exited);
-                let state = MicrovmState {
-                    vmm_uid,
-                    boot: boot.clone(),
-                };
-                let handle = SandboxHandle {
-                    tier: self.name().to_owned(),
-                    host: host.record(),
-                    dir: dir.clone(),
-                    agent_socket: up.agent_socket.clone(),
-                    port_host: up.port_host,
-                    agent_bundle: self.host.agent_bundle().to_path_buf(),
-                    // QEMU changes with every pause and resume: found through the cgroup instead.
-                    init: None,
-                    tier_state: serde_json::to_value(&state).unwrap_or_default(),
-                };
+                exit.watch(std::mem::replace(&mut started.exited, exited));
                 self.live().insert(
                     spec.id.clone(),
                     Live {
@@ -524,12 +520,7 @@ impl IsolationDriver for MicrovmDriver {
                         forwarder: Some(forwarder),
                     },
                 );
-                Ok(StartedSandbox {
-                    agent_socket: up.agent_socket,
-                    port_host: up.port_host,
-                    exited,
-                    handle,
-                })
+                Ok(started)
             }
             Err(e) => {
                 self.vmm_uids.release(vmm_uid);
@@ -580,10 +571,9 @@ impl IsolationDriver for MicrovmDriver {
             Ok(adopted) => Ok(adopted),
             Err(why) => {
                 // The cgroup teardown kills QEMU if it is still there.
-                let remains = self.host.remains(&handle.host);
-                if let Err(e) = self.host.teardown(remains, &handle.dir).await {
-                    tracing::warn!(sandbox = %id, error = %e, "cannot remove what is left of a dead sandbox");
-                }
+                self.host
+                    .remove_remains(id, &handle.host, &handle.dir)
+                    .await;
                 Err(NotAdopted(why.into()))
             }
         }
@@ -601,12 +591,7 @@ impl IsolationDriver for MicrovmDriver {
         if let Ok(mut d) = tokio::fs::read_dir(&self.cfg.state_dir).await {
             while let Ok(Some(e)) = d.next_entry().await {
                 let path = e.path();
-                let adopted = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| SandboxId::parse(n).ok())
-                    .is_some_and(|id| keep.contains(&id));
-                if path.is_dir() && !adopted {
+                if path.is_dir() && !is_kept(&e.file_name(), keep) {
                     let _ = tokio::fs::remove_dir_all(&path).await;
                 } else if path.is_file()
                     && path.extension().is_some_and(|x| x == "ext4")

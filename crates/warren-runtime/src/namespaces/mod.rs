@@ -17,7 +17,7 @@ use tokio::process::Command;
 use warren_core::SandboxId;
 
 use crate::driver::{
-    AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
+    is_kept, AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
     SandboxUsage, StartedSandbox,
 };
 use crate::host::cgroups::SandboxCgroup;
@@ -159,21 +159,9 @@ impl NamespaceDriver {
         if init.is_none() {
             tracing::warn!(sandbox = %spec.id, "the jail named no init process: this sandbox cannot outlive the server");
         }
-        Ok(StartedSandbox {
-            handle: SandboxHandle {
-                tier: self.name().to_owned(),
-                host: host.record(),
-                dir: dir.to_path_buf(),
-                agent_socket: up.agent_socket.clone(),
-                port_host: up.port_host,
-                agent_bundle: self.host.agent_bundle().to_path_buf(),
-                init,
-                tier_state: serde_json::Value::Null,
-            },
-            agent_socket: up.agent_socket,
-            port_host: up.port_host,
-            exited: up.exited,
-        })
+        let mut started = StartedSandbox::new(self.name(), up, host, dir, self.host.agent_bundle());
+        started.handle.init = init;
+        Ok(started)
     }
 }
 
@@ -239,6 +227,7 @@ impl IsolationDriver for NamespaceDriver {
         };
         match adopted {
             Ok((init, host)) => {
+                let paused = host.cgroup.is_frozen();
                 self.live().insert(
                     id.clone(),
                     LiveSandbox {
@@ -246,17 +235,12 @@ impl IsolationDriver for NamespaceDriver {
                         dir: handle.dir.clone(),
                     },
                 );
-                Ok(AdoptedSandbox {
-                    agent_socket: handle.agent_socket.clone(),
-                    port_host: handle.port_host,
-                    exited: init.watch(),
-                })
+                Ok(AdoptedSandbox::new(handle, init.watch(), paused))
             }
             Err(why) => {
-                let remains = self.host.remains(&handle.host);
-                if let Err(e) = self.host.teardown(remains, &handle.dir).await {
-                    tracing::warn!(sandbox = %id, error = %e, "cannot remove what is left of a dead sandbox");
-                }
+                self.host
+                    .remove_remains(id, &handle.host, &handle.dir)
+                    .await;
                 Err(NotAdopted(why.into()))
             }
         }
@@ -266,12 +250,7 @@ impl IsolationDriver for NamespaceDriver {
         // Cgroups and namespaces are the host layer's (removed first); the directories are ours.
         if let Ok(mut dir) = tokio::fs::read_dir(&self.cfg.state_dir).await {
             while let Ok(Some(e)) = dir.next_entry().await {
-                let adopted = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| SandboxId::parse(n).ok())
-                    .is_some_and(|id| keep.contains(&id));
-                if !adopted {
+                if !is_kept(&e.file_name(), keep) {
                     let _ = tokio::fs::remove_dir_all(e.path()).await;
                 }
             }
