@@ -146,6 +146,28 @@ impl Store {
         Ok(())
     }
 
+    /// Records a started sandbox as running, with what a restarted server needs to take it over.
+    pub async fn set_sandbox_running(
+        &self,
+        id: &SandboxId,
+        runtime_handle: &str,
+        listen_port: Option<u16>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sandboxes SET status = $1, runtime_handle = $2, listen_port = $3, updated_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(SandboxStatus::Running.as_str())
+        .bind(runtime_handle)
+        .bind(listen_port.map(i64::from))
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records what a restarted server needs to take the running sandbox over.
     pub async fn record_sandbox_runtime(
         &self,

@@ -334,7 +334,7 @@ async fn runtime_handles_are_kept_until_the_sandbox_ends(db: Db) {
     let store = db.open().await;
     let id = add(&store, 10, Some(60)).await;
     store
-        .record_sandbox_runtime(&id, "{\"tier\":\"namespaces\"}", Some(41234), 11)
+        .set_sandbox_running(&id, "{\"tier\":\"namespaces\"}", Some(41234), 11)
         .await
         .expect("record");
     let store = db.open().await;
@@ -345,7 +345,15 @@ async fn runtime_handles_are_kept_until_the_sandbox_ends(db: Db) {
         Some("{\"tier\":\"namespaces\"}")
     );
     assert_eq!(live[0].listen_port, Some(41234));
+    assert_eq!(live[0].status, SandboxStatus::Running);
     assert_eq!(live[0].expires_at, Some(70));
+    // A restarted server that had to give it another port records that one.
+    store
+        .record_sandbox_runtime(&id, "{\"tier\":\"namespaces\"}", Some(41235), 12)
+        .await
+        .expect("record");
+    let s = store.get_sandbox(&id).await.expect("get").expect("present");
+    assert_eq!(s.listen_port, Some(41235));
     store
         .end_sandbox(
             &id,

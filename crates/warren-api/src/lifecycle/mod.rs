@@ -227,13 +227,16 @@ impl Lifecycle {
                 template.name
             )));
         }
-        // Before it counts as running: a server that restarts from here on can take it over.
-        self.store
-            .record_sandbox_runtime(&id, &started.handle.to_json(), started.port, now())
-            .await?;
-        self.store
-            .set_sandbox_status(&id, SandboxStatus::Running, now())
-            .await?;
+        // Running, with what a server that restarts from here on needs to take it over.
+        let handle = started.handle.to_json();
+        let recorded = self
+            .store
+            .set_sandbox_running(&id, &handle, started.port, now())
+            .await;
+        if let Err(e) = recorded {
+            let _ = self.node.destroy(&id).await;
+            return Err(e.into());
+        }
         drop(closing);
         if record.expires_at.is_some() {
             self.expiry_changed.notify_one();
