@@ -154,18 +154,9 @@ impl Store {
         listen_port: Option<u16>,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE sandboxes SET status = $1, runtime_handle = $2, listen_port = $3, updated_at = $4 \
-             WHERE id = $5",
-        )
-        .bind(SandboxStatus::Running.as_str())
-        .bind(runtime_handle)
-        .bind(listen_port.map(i64::from))
-        .bind(now)
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let running = Some(SandboxStatus::Running);
+        self.update_runtime(id, running, runtime_handle, listen_port, now)
+            .await
     }
 
     /// Records what a restarted server needs to take the running sandbox over.
@@ -176,9 +167,23 @@ impl Store {
         listen_port: Option<u16>,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.update_runtime(id, None, runtime_handle, listen_port, now)
+            .await
+    }
+
+    async fn update_runtime(
+        &self,
+        id: &SandboxId,
+        status: Option<SandboxStatus>,
+        runtime_handle: &str,
+        listen_port: Option<u16>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE sandboxes SET runtime_handle = $1, listen_port = $2, updated_at = $3 WHERE id = $4",
+            "UPDATE sandboxes SET status = COALESCE($1, status), runtime_handle = $2, \
+             listen_port = $3, updated_at = $4 WHERE id = $5",
         )
+        .bind(status.map(SandboxStatus::as_str))
         .bind(runtime_handle)
         .bind(listen_port.map(i64::from))
         .bind(now)
