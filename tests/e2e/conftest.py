@@ -87,7 +87,26 @@ def leftovers():
     out["mounts"] = [l for l in mounts.splitlines() if "/sandboxes/" in l]
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     out["nft"] = [l for l in tables.splitlines() if l.strip() == "table inet warren"]
+    out["cgroups"] = warren_cgroups()
     return out
+
+
+# What `leftovers()` finds once no server runs and every sandbox is gone.
+NOTHING_LEFT = {"netns": [], "veth": [], "mounts": [], "nft": [], "cgroups": []}
+
+
+def warren_cgroups():
+    """The `warren/` cgroups a server started from here makes below its own (the test's) cgroups."""
+    found = []
+    for line in open("/proc/self/cgroup").read().splitlines():
+        _, controllers, path = line.split(":", 2)
+        mount = "/sys/fs/cgroup" if controllers == "" else f"/sys/fs/cgroup/{controllers}"
+        if controllers and not os.path.isdir(mount):
+            mount = f"/sys/fs/cgroup/{controllers.split(',')[0]}"
+        d = os.path.join(mount, path.lstrip("/"), "warren")
+        if os.path.isdir(d):
+            found.append(d)
+    return sorted(set(found))
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +161,7 @@ def server():
     if stop_postgres:
         stop_postgres()
     left = leftovers()
-    assert left == {"netns": [], "veth": [], "mounts": [], "nft": []}, f"server left traces after SIGTERM: {left}"
+    assert left == NOTHING_LEFT, f"server left traces after SIGTERM: {left}"
     runsc = subprocess.run(["pgrep", "-f", f"--root {data_dir}/runsc"], capture_output=True, text=True).stdout.split()
     assert not runsc, f"gVisor sandboxes left running after SIGTERM: {runsc}"
     import shutil

@@ -18,7 +18,7 @@ import pytest
 import requests
 from hopx_ai import AsyncSandbox, Sandbox
 
-from conftest import WARREN, free_port, leftovers
+from conftest import NOTHING_LEFT, WARREN, free_port, leftovers
 
 pytestmark = pytest.mark.restore
 
@@ -259,7 +259,7 @@ def test_sandboxes_survive_kill_9_and_sigterm_on_every_tier(data_dir):
     for sid, s in sandboxes.items():
         wait_until(lambda: traces_of(sid, data_dir) == [], 30, f"{s['tier']} sandbox {sid} to leave no trace")
     server.term()
-    assert leftovers() == {"netns": [], "veth": [], "mounts": [], "nft": []}, leftovers()
+    assert leftovers() == NOTHING_LEFT, leftovers()
 
 
 def test_a_sandbox_that_expired_while_the_server_was_down_is_reaped_at_start(data_dir):
@@ -283,7 +283,7 @@ def test_stop_sandboxes_on_exit_and_the_stop_command_leave_nothing(data_dir):
     server.term()
     for sid in made:
         assert traces_of(sid, data_dir) == []
-    assert leftovers() == {"netns": [], "veth": [], "mounts": [], "nft": []}, leftovers()
+    assert leftovers() == NOTHING_LEFT, leftovers()
 
     # Without the flag they keep running; `warren stop-sandboxes` ends them while no server runs.
     server = Server(data_dir)
@@ -297,7 +297,7 @@ def test_stop_sandboxes_on_exit_and_the_stop_command_leave_nothing(data_dir):
     assert f"stopped {len(made)} sandbox" in out.stdout, out.stdout
     for sid in made:
         assert traces_of(sid, data_dir) == []
-    assert leftovers() == {"netns": [], "veth": [], "mounts": [], "nft": []}, leftovers()
+    assert leftovers() == NOTHING_LEFT, leftovers()
     server.start()
     for sid in made:
         assert server.api("GET", f"/v1/sandboxes/{sid}").json()["status"] == "stopped"

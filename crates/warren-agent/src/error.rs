@@ -76,8 +76,17 @@ impl AgentError {
                     format!("Invalid path {path}: {e}"),
                 )
                 .with_path(path),
+                // The sandbox itself is short of something: worth a retry, not the caller's fault.
+                Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOMEM) => Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "FILE_OPERATION_FAILED",
+                    format!("{path}: {e}"),
+                )
+                .with_path(path),
+                // Anything else comes from the file the caller named (a device that refuses
+                // reads, /proc/self/mem, a file system that cannot do it): the caller's to fix.
                 _ => Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::BAD_REQUEST,
                     "FILE_OPERATION_FAILED",
                     format!("{path}: {e}"),
                 )

@@ -11,6 +11,7 @@ mod init;
 mod kernel;
 mod languages;
 mod output;
+mod proc_stats;
 mod processes;
 mod pty;
 mod routes;

@@ -38,7 +38,8 @@ impl ProcStatus {
 pub struct Proc {
     pub id: String,
     pub execution_id: String,
-    pub name: Option<String>,
+    /// The caller's name for it, else the program it runs (never empty: clients read it as text).
+    pub name: String,
     pub language: String,
     pub command: String,
     pub pid: u32,
@@ -59,6 +60,7 @@ pub struct ProcessTable {
 
 pub struct StartRequest<'a> {
     pub invocation: Invocation<'a>,
+    /// The caller's name for it; by default the program it runs (`program_name`).
     pub name: Option<String>,
     pub language: String,
     pub command: String,
@@ -90,6 +92,11 @@ impl ProcessTable {
         let id = format!("proc_{n}_{pid}");
         let timeout = inv.timeout;
         let now = SystemTime::now();
+        let name = req
+            .name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| program_name(inv.program, inv.args));
         {
             let mut procs = self.lock();
             evict_finished(&mut procs);
@@ -98,7 +105,7 @@ impl ProcessTable {
                 Proc {
                     id: id.clone(),
                     execution_id: spawned.execution_id.clone(),
-                    name: req.name.clone(),
+                    name: name.clone(),
                     language: req.language,
                     command: req.command,
                     pid,
@@ -160,7 +167,7 @@ impl ProcessTable {
             "execution_id": id,
             "pid": pid,
             "status": "running",
-            "name": req.name,
+            "name": name,
             "start_time": crate::time_fmt::rfc3339(now),
             "message": "Process started in background",
         }))
@@ -192,6 +199,21 @@ impl ProcessTable {
         self.lock().values().map(describe).collect()
     }
 
+    /// `list`, with each running process's `cpu_percent` and `memory_percent` (of the sandbox's
+    /// `memory_mb`).
+    pub fn list_with_usage(&self, memory_mb: u32) -> Vec<Value> {
+        self.lock()
+            .values()
+            .map(|p| {
+                let (cpu, memory) = usage(p, memory_mb);
+                let mut v = describe(p);
+                v["cpu_percent"] = cpu.into();
+                v["memory_percent"] = memory.into();
+                v
+            })
+            .collect()
+    }
+
     /// The process with its output from the given offsets (0: everything still retained).
     pub fn get(&self, id: &str, at: &Offsets) -> Option<Value> {
         let procs = self.lock();
@@ -208,33 +230,66 @@ impl ProcessTable {
         Some(v)
     }
 
-    /// Kills the whole tree of `id` (a process id or a pid). False if there is no such process.
-    pub fn kill(&self, id: &str) -> bool {
+    /// Kills the whole tree of `id` (a background run's process id or pid), or else the process
+    /// with pid `id`, unless it belongs to the agent's own plumbing: a process whose thread group
+    /// is in `protected` (the agent, its init, the interpreter driver) is refused, whichever of
+    /// its threads `id` names.
+    pub fn kill(&self, id: &str, protected: &[i32]) -> KillOutcome {
         let mut procs = self.lock();
         let Some(p) = procs
             .values_mut()
             .find(|p| p.id == id || p.pid.to_string() == id)
         else {
             // A pid from the system process list that no background run owns.
-            return kill_pid(id);
+            return kill_pid(id, protected);
         };
         if p.status == ProcStatus::Running {
             crate::tree::kill_tree(p.pid, &p.execution_id);
             p.status = ProcStatus::Killed;
         }
-        true
+        KillOutcome::Killed
     }
 }
 
-fn kill_pid(id: &str) -> bool {
-    match id.parse::<i32>() {
-        Ok(pid) if pid > 1 && pid as u32 != std::process::id() => nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .is_ok(),
-        _ => false,
+/// What a kill request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillOutcome {
+    Killed,
+    NotFound,
+    /// The process is part of the agent: killing it would break the sandbox.
+    Refused,
+}
+
+fn kill_pid(id: &str, protected: &[i32]) -> KillOutcome {
+    let Ok(pid) = id.parse::<i32>() else {
+        return KillOutcome::NotFound;
+    };
+    // A thread id names its whole process to kill(2): judge the thread group.
+    let Some(group) = thread_group(pid) else {
+        return KillOutcome::NotFound;
+    };
+    if group <= 1 || group == std::process::id() as i32 || protected.contains(&group) {
+        return KillOutcome::Refused;
     }
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
+        Ok(()) => KillOutcome::Killed,
+        Err(_) => KillOutcome::NotFound,
+    }
+}
+
+/// The thread group (process) that thread or process `tid` belongs to.
+fn thread_group(tid: i32) -> Option<i32> {
+    if tid <= 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn find<'a>(procs: &'a BTreeMap<String, Proc>, id: &str) -> Option<&'a Proc> {
@@ -255,6 +310,38 @@ fn evict_finished(procs: &mut BTreeMap<String, Proc>) {
     for (_, id) in finished.iter().take(finished.len() + 1 - KEEP_FINISHED) {
         procs.remove(id);
     }
+}
+
+/// What a process runs, for its name: the program, or for `sh -c SCRIPT` (what the SDKs send for
+/// commands) the script's first word: `sleep 60` is "sleep", `python app.py` is "python".
+fn program_name(program: &str, args: &[String]) -> String {
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+    let shell = matches!(base(program).as_str(), "bash" | "sh" | "dash" | "zsh");
+    let script = match args {
+        [flag, script, ..] if shell && flag == "-c" => script.split_whitespace().next(),
+        _ => None,
+    };
+    match script.map(base).filter(|s| !s.is_empty()) {
+        Some(s) => s,
+        None => base(program),
+    }
+}
+
+/// CPU (share of one core over its life) and memory (share of the sandbox's memory) of a running
+/// process, for resource monitors.
+fn usage(p: &Proc, memory_mb: u32) -> (f64, f64) {
+    let Some(s) = (p.status == ProcStatus::Running)
+        .then(|| crate::proc_stats::sample(p.pid as i32))
+        .flatten()
+    else {
+        return (0.0, 0.0);
+    };
+    let life = p.started.elapsed().as_secs_f64().max(0.001);
+    let memory = (u64::from(memory_mb) * 1024 * 1024).max(1) as f64;
+    (
+        (s.cpu_seconds / life * 100.0).min(100.0 * 64.0),
+        s.rss_bytes as f64 / memory * 100.0,
+    )
 }
 
 fn describe(p: &Proc) -> Value {

@@ -66,6 +66,8 @@ pub enum ControlAction {
     SandboxDelete,
     SandboxPause,
     SandboxResume,
+    SandboxStop,
+    SandboxStart,
     SandboxTimeout,
     SandboxTokenRefresh,
     /// The server's own: a sandbox's timeout passed.
@@ -87,6 +89,8 @@ impl ControlAction {
             SandboxDelete => "sandbox.delete",
             SandboxPause => "sandbox.pause",
             SandboxResume => "sandbox.resume",
+            SandboxStop => "sandbox.stop",
+            SandboxStart => "sandbox.start",
             SandboxTimeout => "sandbox.timeout",
             SandboxTokenRefresh => "sandbox.token_refresh",
             SandboxExpire => "sandbox.expire",
@@ -104,7 +108,13 @@ impl ControlAction {
         use ControlAction::*;
         matches!(
             self,
-            SandboxDelete | SandboxPause | SandboxResume | SandboxTimeout | SandboxTokenRefresh
+            SandboxDelete
+                | SandboxPause
+                | SandboxResume
+                | SandboxStop
+                | SandboxStart
+                | SandboxTimeout
+                | SandboxTokenRefresh
         )
     }
 }
@@ -122,6 +132,7 @@ pub fn agent_event(call: warren_node::AgentCall) -> AuditEvent {
         outcome: call.outcome,
         status_code: Some(i64::from(call.status_code)),
         duration_ms: i64::try_from(call.duration.as_millis()).unwrap_or(i64::MAX),
+        request_id: Some(call.request_id),
         ..Default::default()
     }
 }

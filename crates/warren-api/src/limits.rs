@@ -20,10 +20,12 @@ pub struct RateLimited {
 
 /// A new sandbox would take an organization past one of its quotas.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{resource} limit reached: organization {tenant} uses {current} of {limit} {unit} and this sandbox needs {need}")]
+#[error("{resource} limit reached: organization {tenant} uses {current} of {limit} {unit} and this sandbox needs {need} (the operator raises it with `warren serve {flag}`)")]
 pub struct QuotaExceeded {
     pub resource: &'static str,
     pub unit: &'static str,
+    /// The `warren serve` flag that sets this quota.
+    pub flag: &'static str,
     pub tenant: String,
     pub limit: u64,
     pub current: u64,
@@ -40,11 +42,17 @@ pub struct Limits {
     pub max_memory_mb_per_tenant: u64,
 }
 
+/// How far the memory limits of an organization's sandboxes may add up beyond the host's memory.
+/// A limit is a ceiling, not a reservation: an idle `code-interpreter` sandbox (2 GB limit) uses
+/// about 10 MB, so a machine holds hundreds. The machine itself refuses new sandboxes when its
+/// memory actually runs short (`warren_node::Node::has_room`), as hosted platforms do.
+pub const MEMORY_OVERCOMMIT: u64 = 64;
+
 impl Limits {
-    /// Quotas scaled to this host: 8 vcpus of sandboxes per core and twice the host's memory
-    /// (sandboxes are mostly idle; cgroups share cpu fairly and cap each sandbox's memory).
+    /// Quotas that let one organization use what this machine can hold: 1000 sandboxes, no vcpu
+    /// cap (cgroups share the cores fairly), memory limits up to `MEMORY_OVERCOMMIT` times the
+    /// host's memory. Several organizations sharing a machine set lower ones.
     pub fn for_this_host() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
         let memory_mb = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {
@@ -56,9 +64,9 @@ impl Limits {
         Self {
             key_requests_per_second: 100,
             tenant_requests_per_second: 300,
-            max_sandboxes_per_tenant: 200,
-            max_vcpu_per_tenant: cores * 8,
-            max_memory_mb_per_tenant: memory_mb * 2,
+            max_sandboxes_per_tenant: 1000,
+            max_vcpu_per_tenant: u64::MAX,
+            max_memory_mb_per_tenant: memory_mb * MEMORY_OVERCOMMIT,
         }
     }
 }
@@ -127,6 +135,7 @@ pub fn admit(
         (
             "sandbox",
             "sandboxes",
+            "--max-sandboxes",
             limits.max_sandboxes_per_tenant,
             usage.sandboxes,
             1,
@@ -134,6 +143,7 @@ pub fn admit(
         (
             "vcpu",
             "vcpus",
+            "--max-vcpu",
             limits.max_vcpu_per_tenant,
             usage.vcpu,
             u64::from(wanted.vcpu),
@@ -141,16 +151,18 @@ pub fn admit(
         (
             "memory",
             "MB of memory",
+            "--max-memory-mb",
             limits.max_memory_mb_per_tenant,
             usage.memory_mb,
             u64::from(wanted.memory_mb),
         ),
     ];
-    for (resource, unit, limit, current, need) in checks {
-        if current + need > limit {
+    for (resource, unit, flag, limit, current, need) in checks {
+        if current.saturating_add(need) > limit {
             return Err(QuotaExceeded {
                 resource,
                 unit,
+                flag,
                 tenant: tenant.to_owned(),
                 limit,
                 current,
@@ -159,4 +171,44 @@ pub fn admit(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_let_one_organization_fill_the_machine_and_refusals_name_their_flag() {
+        let limits = Limits::for_this_host();
+        assert_eq!(limits.max_vcpu_per_tenant, u64::MAX);
+        assert!(limits.max_sandboxes_per_tenant >= 1000);
+        // Hundreds of 2 GB code-interpreter sandboxes on an 8 GB machine and up.
+        assert!(limits.max_memory_mb_per_tenant >= 8 * 1024 * MEMORY_OVERCOMMIT / 2);
+        let ci = Resources {
+            vcpu: 2,
+            memory_mb: 2048,
+            disk_mb: 4096,
+        };
+        let busy = TenantUsage {
+            sandboxes: 600,
+            vcpu: 1200,
+            memory_mb: 600 * 2048,
+        };
+        let tight = Limits {
+            max_memory_mb_per_tenant: 600 * 2048,
+            ..limits.clone()
+        };
+        assert!(
+            admit(&limits, "acme", busy, ci).is_ok()
+                || limits.max_memory_mb_per_tenant < 601 * 2048
+        );
+        let refused = admit(&tight, "acme", busy, ci).expect_err("over the memory quota");
+        assert!(refused.to_string().contains("--max-memory-mb"), "{refused}");
+        let few = Limits {
+            max_sandboxes_per_tenant: 600,
+            ..limits
+        };
+        let refused = admit(&few, "acme", busy, ci).expect_err("over the sandbox quota");
+        assert!(refused.to_string().contains("--max-sandboxes"), "{refused}");
+    }
 }

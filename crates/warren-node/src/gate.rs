@@ -137,4 +137,6 @@ pub struct AgentCall {
     pub outcome: String,
     pub status_code: u16,
     pub duration: Duration,
+    /// The id the proxy gave the request (also sent back as `X-Request-ID`).
+    pub request_id: String,
 }

@@ -149,6 +149,26 @@ impl Node {
         })
     }
 
+    /// Whether this machine can take another sandbox: its available memory must stay above a
+    /// reserve (5 % of its memory, at least 512 MiB) for the host and the sandboxes already
+    /// running. Quotas are promises of the control plane; this is what the machine really has.
+    pub fn has_room(&self) -> Result<(), String> {
+        const MIB: u64 = 1024 * 1024;
+        let Some((total, available)) = warren_runtime::host::memory() else {
+            return Ok(());
+        };
+        let reserve = (total / 20).max(512 * MIB);
+        if available < reserve {
+            return Err(format!(
+                "this machine is short of memory ({} MiB available, {} MiB kept free for running \
+                 sandboxes and the host): stop sandboxes or add machines, then retry",
+                available / MIB,
+                reserve / MIB
+            ));
+        }
+        Ok(())
+    }
+
     /// Starts a sandbox and returns once its agent answers (and, in local mode, its listener is
     /// open). A VM guest is told the host's time first.
     pub async fn start(&self, req: SandboxStart) -> Result<Started, NodeError> {

@@ -49,6 +49,8 @@ pub struct SandboxResources {
 }
 
 /// The sandbox object (spec §4.1). `organization_id` is an integer here (a string on templates).
+/// Absent values are left out rather than sent as `null`: the vendor's schema types them as
+/// plain strings and integers, and both SDKs read a missing key as "none".
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sandbox {
     pub id: String,
@@ -58,7 +60,9 @@ pub struct Sandbox {
     pub direct_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_name: Option<String>,
     pub organization_id: i64,
     pub node_id: String,
@@ -66,7 +70,9 @@ pub struct Sandbox {
     pub resources: SandboxResources,
     pub internet_access: bool,
     pub live_mode: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     pub created_at: String,
     /// Which isolation tier runs this sandbox (a Warren extension; extra keys are safe here).
@@ -126,8 +132,11 @@ pub struct Template {
     pub object: String,
     pub name: String,
     pub display_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
     pub default_resources: TemplateResources,
     pub features: Vec<String>,
@@ -135,6 +144,7 @@ pub struct Template {
     pub is_active: bool,
     pub is_public: bool,
     pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,

@@ -32,28 +32,43 @@ def reply(obj):
 
 
 def mime_bundle(value):
-    """The rich representations an object offers, like IPython's formatters would find them."""
+    """The rich representations an object offers, like IPython's formatters would find them.
+    Each one is tried on its own: one that fails (plotly's asks for a notebook renderer) must not
+    cost the others, nor the cell."""
     bundle = {"text/plain": repr(value)}
-    try:
-        if hasattr(value, "_repr_mimebundle_"):
-            data = value._repr_mimebundle_()
-            if isinstance(data, tuple):
-                data = data[0]
-            bundle.update({k: v for k, v in (data or {}).items() if v is not None})
-        for method, mime in (("_repr_html_", "text/html"), ("_repr_png_", "image/png"),
-                             ("_repr_svg_", "image/svg+xml"), ("_repr_markdown_", "text/markdown"),
-                             ("_repr_json_", "application/json")):
-            if mime not in bundle and hasattr(value, method):
-                data = getattr(value, method)()
-                if isinstance(data, tuple):
-                    data = data[0]
-                if data is not None:
-                    bundle[mime] = base64.b64encode(data).decode() if isinstance(data, bytes) else data
-        if "application/vnd.plotly.v1+json" not in bundle and hasattr(value, "to_plotly_json"):
-            bundle["application/vnd.plotly.v1+json"] = value.to_plotly_json()
-    except Exception as e:  # a broken _repr_ must not lose the cell
-        print(f"warren: cannot render result: {e}", file=sys.stderr)
+
+    def attempt(make):
+        try:
+            data = make()
+            return data[0] if isinstance(data, tuple) else data
+        except Exception as e:
+            print(f"warren: cannot render result: {e}", file=sys.stderr)
+            return None
+
+    # A plotly figure: its JSON, which is what clients draw (its own bundle needs a notebook).
+    if hasattr(value, "to_plotly_json") and hasattr(value, "to_dict"):
+        data = attempt(value.to_plotly_json)
+        if data is not None:
+            bundle["application/vnd.plotly.v1+json"] = json.loads(json.dumps(data, default=plotly_json))
+        return bundle
+    if hasattr(value, "_repr_mimebundle_"):
+        data = attempt(value._repr_mimebundle_)
+        bundle.update({k: v for k, v in (data or {}).items() if v is not None})
+    for method, mime in (("_repr_html_", "text/html"), ("_repr_png_", "image/png"),
+                         ("_repr_svg_", "image/svg+xml"), ("_repr_markdown_", "text/markdown"),
+                         ("_repr_json_", "application/json")):
+        if mime not in bundle and hasattr(value, method):
+            data = attempt(getattr(value, method))
+            if data is not None:
+                bundle[mime] = base64.b64encode(data).decode() if isinstance(data, bytes) else data
     return bundle
+
+
+def plotly_json(o):
+    """numpy arrays and scalars inside a figure, as JSON."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
 
 
 def display(*objs, **_):
@@ -63,6 +78,29 @@ def display(*objs, **_):
 
 
 NS["display"] = display
+
+
+class PlotlyShow:
+    """fig.show() has no browser to open in a sandbox: once plotly.io is imported, its show()
+    displays the figure as the cell's output instead (as a notebook would)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "plotly.io":
+            return None
+        import importlib.util
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def exec_module(module):
+                load(module)
+                module.show = lambda fig, *args, **kwargs: display(fig)
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, PlotlyShow())
 
 
 def use_ipython():

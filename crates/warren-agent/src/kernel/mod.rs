@@ -71,10 +71,16 @@ pub struct Kernel {
     state: Mutex<State>,
     /// Set while a cell runs; read by `/jupyter/sessions` without waiting for the cell.
     busy: std::sync::atomic::AtomicBool,
+    /// The interpreter's pid from the moment it is spawned (0: none yet), so that a kill request
+    /// can never reach it, not even while it starts.
+    pid: std::sync::atomic::AtomicU32,
     summary: std::sync::Mutex<Option<Value>>,
 }
 
-async fn start(env: &BTreeMap<String, String>) -> Result<Option<Running>, String> {
+async fn start(
+    env: &BTreeMap<String, String>,
+    announce: &std::sync::atomic::AtomicU32,
+) -> Result<Option<Running>, String> {
     tokio::fs::create_dir_all("/tmp/.warren")
         .await
         .map_err(|e| format!("cannot create /tmp/.warren: {e}"))?;
@@ -108,6 +114,7 @@ async fn start(env: &BTreeMap<String, String>) -> Result<Option<Running>, String
         Err(e) => return Err(format!("cannot start python3: {e}")),
     };
     let pid = child.id().unwrap_or(0);
+    announce.store(pid, std::sync::atomic::Ordering::Relaxed);
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("interpreter pipes missing".into());
     };
@@ -143,7 +150,7 @@ impl Kernel {
         if state.running.is_some() || state.unavailable.is_some() {
             return;
         }
-        match start(env).await {
+        match start(env, &self.pid).await {
             Ok(Some(r)) => {
                 *self.summary.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(describe(&r, &state));
@@ -160,7 +167,7 @@ impl Kernel {
             return CellOutcome::Unavailable;
         }
         if state.running.is_none() {
-            match start(cell.env).await {
+            match start(cell.env, &self.pid).await {
                 Ok(Some(r)) => state.running = Some(r),
                 Ok(None) => {
                     state.unavailable = Some("no python3".into());
@@ -220,6 +227,11 @@ impl Kernel {
         *self.summary.lock().unwrap_or_else(|p| p.into_inner()) =
             state.running.as_ref().map(|r| describe(r, &state));
         result
+    }
+
+    /// The interpreter's pid, if one was started.
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.pid.load(std::sync::atomic::Ordering::Relaxed)).filter(|p| *p > 0)
     }
 
     /// `/jupyter/sessions`: the interpreter, if one runs.

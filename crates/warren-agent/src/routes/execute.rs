@@ -11,6 +11,7 @@ use warren_wire::agent::{ExecuteRequest, ExecuteResponse};
 use crate::error::AgentError;
 use crate::exec::{self, Invocation};
 use crate::languages;
+use crate::processes::KillOutcome;
 use crate::processes::StartRequest;
 use crate::state::AgentState;
 
@@ -188,7 +189,7 @@ pub async fn background(
 }
 
 pub async fn list_processes(State(state): State<AgentState>) -> Json<Value> {
-    let processes = state.processes.list();
+    let processes = state.processes.list_with_usage(state.boot.memory_mb);
     Json(
         json!({ "count": processes.len(), "processes": processes, "timestamp": crate::time_fmt::now() }),
     )
@@ -217,12 +218,27 @@ fn process_not_found(id: &str) -> AgentError {
 }
 
 fn killed(state: &AgentState, id: &str) -> Result<Json<Value>, AgentError> {
-    if state.processes.kill(id) {
-        Ok(Json(
+    // The interpreter driver runs user cells but is plumbing: a cell is stopped by its timeout,
+    // and a lost interpreter takes every variable with it.
+    let protected: Vec<i32> = state
+        .kernel
+        .pid()
+        .and_then(|p| i32::try_from(p).ok())
+        .into_iter()
+        .collect();
+    match state.processes.kill(id, &protected) {
+        KillOutcome::Killed => Ok(Json(
             json!({ "success": true, "process_id": id, "message": "Process killed" }),
-        ))
-    } else {
-        Err(process_not_found(id))
+        )),
+        KillOutcome::NotFound => Err(process_not_found(id)),
+        KillOutcome::Refused => Err(AgentError::new(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            format!(
+                "process {id} belongs to the sandbox's agent or its interpreter: only processes \
+                 you started can be killed"
+            ),
+        )),
     }
 }
 

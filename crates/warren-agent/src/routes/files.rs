@@ -15,39 +15,78 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use warren_wire::agent::{FileContent, FileInfo, FileList, FileWriteRequest, PathRequest};
 
-use super::resolve;
+use super::user_path;
 use crate::error::AgentError;
+
+/// Largest file `/files/read` returns (as JSON text); larger ones are for `/files/download`, which
+/// streams.
+const MAX_READ_BYTES: u64 = 32 * 1024 * 1024;
 
 #[derive(Deserialize)]
 pub struct PathQuery {
     path: Option<String>,
 }
 
-fn required(q: &PathQuery) -> Result<String, AgentError> {
-    match q.path.as_deref() {
-        Some(p) if !p.is_empty() => Ok(p.to_owned()),
-        _ => Err(AgentError::new(
+/// The query's `path`, checked, and where it points.
+fn required(q: &PathQuery) -> Result<(String, PathBuf), AgentError> {
+    let path = q.path.clone().unwrap_or_default();
+    let full = user_path(&path).map_err(|e| e.with_path(&path))?;
+    Ok((path, full))
+}
+
+/// Opens `full` for reading if it is a regular file. A device (`/dev/zero` never ends), FIFO
+/// (its open would wait for a writer: opened non-blocking, then checked on the open file) or
+/// socket is refused, as is a directory.
+async fn open_regular(full: &Path, path: &str) -> Result<(tokio::fs::File, u64), AgentError> {
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(full)
+        .await
+        .map_err(|e| AgentError::from_io(&e, path))?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| AgentError::from_io(&e, path))?;
+    let refuse = |what: &str| {
+        Err(AgentError::new(
             StatusCode::BAD_REQUEST,
-            "MISSING_PARAMETER",
-            "query parameter 'path' is required",
-        )),
+            "INVALID_PATH",
+            format!("{path} is {what}: only regular files can be read"),
+        )
+        .with_path(path))
+    };
+    if meta.is_dir() {
+        return refuse("a directory");
     }
+    if !meta.is_file() {
+        return refuse("not a regular file (a device, FIFO or socket)");
+    }
+    Ok((file, meta.len()))
 }
 
 pub async fn read(Query(q): Query<PathQuery>) -> Result<Json<FileContent>, AgentError> {
-    let path = required(&q)?;
-    let full = resolve(&path);
-    if full.is_dir() {
+    use tokio::io::AsyncReadExt;
+    let (path, full) = required(&q)?;
+    let (file, _) = open_regular(&full, &path).await?;
+    // Read one byte past the limit to tell "exactly the limit" from "more" (files in /proc
+    // report a size of 0, so the size cannot be trusted).
+    let mut bytes = Vec::new();
+    file.take(MAX_READ_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| AgentError::from_io(&e, &path))?;
+    if bytes.len() as u64 > MAX_READ_BYTES {
         return Err(AgentError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PATH",
-            format!("{path} is a directory"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "FILE_TOO_LARGE",
+            format!(
+                "{path} is larger than {} MiB: download it instead (/files/download streams any size)",
+                MAX_READ_BYTES / 1024 / 1024
+            ),
         )
         .with_path(&path));
     }
-    let bytes = tokio::fs::read(&full)
-        .await
-        .map_err(|e| AgentError::from_io(&e, &path))?;
     Ok(Json(FileContent {
         size: bytes.len() as u64,
         content: String::from_utf8_lossy(&bytes).into_owned(),
@@ -56,36 +95,51 @@ pub async fn read(Query(q): Query<PathQuery>) -> Result<Json<FileContent>, Agent
 }
 
 pub async fn download(Query(q): Query<PathQuery>) -> Result<Response, AgentError> {
-    let path = required(&q)?;
-    let full = resolve(&path);
-    if full.is_dir() {
-        return Err(AgentError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PATH",
-            format!("{path} is a directory"),
-        )
-        .with_path(&path));
-    }
-    let file = tokio::fs::File::open(&full)
-        .await
-        .map_err(|e| AgentError::from_io(&e, &path))?;
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let (path, full) = required(&q)?;
+    let (file, len) = open_regular(&full, &path).await?;
     let name = full
         .file_name()
-        .map(|n| n.to_string_lossy().replace('"', ""))
+        .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, len.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-    )
-        .into_response())
+    let mut res = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&content_disposition(&name)) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    // Files in /proc report a size of 0 but have content: those are sent chunked.
+    if len > 0 {
+        if let Ok(v) = header::HeaderValue::from_str(&len.to_string()) {
+            res.headers_mut().insert(header::CONTENT_LENGTH, v);
+        }
+    }
+    Ok(res)
+}
+
+/// `attachment` with the file's name: as plain ASCII (anything else replaced by `_`) and, for
+/// names that are not, also UTF-8 percent-encoded (RFC 6266 `filename*`). File names may hold any
+/// byte but `/` and NUL; a header may not.
+fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    if ascii == name {
+        return format!("attachment; filename=\"{ascii}\"");
+    }
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 fn parse_mode(mode: Option<&str>) -> Result<Option<u32>, AgentError> {
@@ -153,14 +207,7 @@ fn temp_sibling(target: &Path) -> PathBuf {
 }
 
 pub async fn write(Json(req): Json<FileWriteRequest>) -> Result<Json<Value>, AgentError> {
-    if req.path.is_empty() {
-        return Err(AgentError::new(
-            StatusCode::BAD_REQUEST,
-            "MISSING_PARAMETER",
-            "'path' is required",
-        ));
-    }
-    let full = resolve(&req.path);
+    let full = user_path(&req.path)?;
     let mode = parse_mode(req.mode.as_deref())?;
     let data = match req.encoding.as_deref() {
         Some("base64") => base64::engine::general_purpose::STANDARD
@@ -237,7 +284,7 @@ pub async fn list(Query(q): Query<PathQuery>) -> Result<Json<FileList>, AgentErr
         .clone()
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/workspace".into());
-    let full = resolve(&path);
+    let full = user_path(&path)?;
     let mut dir = tokio::fs::read_dir(&full)
         .await
         .map_err(|e| AgentError::from_io(&e, &path))?;
@@ -261,14 +308,13 @@ pub async fn list(Query(q): Query<PathQuery>) -> Result<Json<FileList>, AgentErr
 }
 
 pub async fn exists(Query(q): Query<PathQuery>) -> Result<Json<Value>, AgentError> {
-    let path = required(&q)?;
-    let exists = tokio::fs::symlink_metadata(resolve(&path)).await.is_ok();
+    let (path, full) = required(&q)?;
+    let exists = tokio::fs::symlink_metadata(full).await.is_ok();
     Ok(Json(json!({ "exists": exists, "path": path })))
 }
 
 pub async fn remove(Query(q): Query<PathQuery>) -> Result<Json<Value>, AgentError> {
-    let path = required(&q)?;
-    let full = resolve(&path);
+    let (path, full) = required(&q)?;
     if full == Path::new("/") {
         return Err(AgentError::new(
             StatusCode::FORBIDDEN,
@@ -292,14 +338,7 @@ pub async fn remove(Query(q): Query<PathQuery>) -> Result<Json<Value>, AgentErro
 }
 
 pub async fn mkdir(Json(req): Json<PathRequest>) -> Result<Json<Value>, AgentError> {
-    if req.path.is_empty() {
-        return Err(AgentError::new(
-            StatusCode::BAD_REQUEST,
-            "MISSING_PARAMETER",
-            "'path' is required",
-        ));
-    }
-    tokio::fs::create_dir_all(resolve(&req.path))
+    tokio::fs::create_dir_all(user_path(&req.path)?)
         .await
         .map_err(|e| AgentError::from_io(&e, &req.path))?;
     Ok(Json(
@@ -365,7 +404,13 @@ pub async fn upload(mut form: Multipart) -> Result<Json<Value>, AgentError> {
             ));
         }
     };
-    let full = resolve(&dest);
+    let full = match user_path(&dest) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
     let moved = async {
         if let Some(parent) = full.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -386,4 +431,34 @@ pub async fn upload(mut form: Multipart) -> Result<Json<Value>, AgentError> {
     Ok(Json(
         json!({ "success": true, "path": dest, "size": size, "message": "File uploaded", "timestamp": crate::time_fmt::now() }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn any_file_name_makes_a_valid_header() {
+        assert_eq!(
+            content_disposition("report.pdf"),
+            "attachment; filename=\"report.pdf\""
+        );
+        for name in [
+            "®>\u{17}]",
+            "a\"b\\c",
+            "naïve résumé.txt",
+            "tab\there",
+            "\u{7f}",
+        ] {
+            let v = content_disposition(name);
+            assert!(
+                axum::http::HeaderValue::from_str(&v).is_ok(),
+                "{name:?} gave {v:?}"
+            );
+        }
+        assert_eq!(
+            content_disposition("é.txt"),
+            "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"
+        );
+    }
 }

@@ -23,6 +23,17 @@ const MAX_BODY: usize = 2 * 1024 * 1024 * 1024;
 
 pub fn router(state: AgentState) -> Router {
     Router::new()
+        .route("/", get(system::root))
+        .route("/ping", get(system::ping))
+        .route("/system", get(system::system))
+        .route("/metrics/prometheus", get(system::prometheus))
+        .route("/update/upload", post(system::update_refused))
+        .route("/update/apply", post(system::update_refused))
+        .route("/update/restart", post(system::update_refused))
+        .route("/update/backups", get(system::update_refused))
+        .route("/stream", get(stream::execute_stream))
+        .route("/stream/ipython", get(stream::execute_stream))
+        .route("/commands/stream", get(stream::commands_stream))
         .route("/health", get(system::health))
         .route("/info", get(system::info))
         .route("/warren/clock", post(system::set_clock))
@@ -93,6 +104,32 @@ async fn count_requests(State(state): State<AgentState>, mut req: Request, next:
 
 /// A path from a request, resolved inside the sandbox. Relative paths are relative to
 /// `/workspace`. The agent's root *is* the sandbox root, so no spelling can leave it.
+/// Longest path a request may name (the kernel's PATH_MAX).
+const MAX_PATH: usize = 4096;
+
+/// A path named by a request, checked (not empty, no NUL byte, not longer than PATH_MAX) and
+/// resolved like `resolve`. A bad path is the caller's mistake: 400, never an internal error.
+pub fn user_path(path: &str) -> Result<std::path::PathBuf, crate::error::AgentError> {
+    use axum::http::StatusCode;
+    if path.is_empty() {
+        return Err(crate::error::AgentError::new(
+            StatusCode::BAD_REQUEST,
+            "MISSING_PARAMETER",
+            "'path' is required",
+        ));
+    }
+    let invalid = |why: &str| {
+        crate::error::AgentError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", why.to_owned())
+    };
+    if path.contains('\0') {
+        return Err(invalid("the path contains a NUL byte"));
+    }
+    if path.len() > MAX_PATH {
+        return Err(invalid("the path is longer than 4096 bytes"));
+    }
+    Ok(resolve(path))
+}
+
 pub fn resolve(path: &str) -> std::path::PathBuf {
     let p = std::path::Path::new(path);
     if p.is_absolute() {

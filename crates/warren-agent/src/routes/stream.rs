@@ -29,23 +29,29 @@ const EXIT_DRAIN: Duration = Duration::from_millis(250);
 
 #[derive(Deserialize)]
 struct StreamRequest {
+    /// `/commands/stream` sends the shell command as `command`.
+    #[serde(alias = "command")]
     code: String,
-    #[serde(default = "default_language")]
-    language: String,
+    #[serde(default)]
+    language: Option<String>,
     timeout: Option<u64>,
     workdir: Option<String>,
     env: Option<BTreeMap<String, String>>,
-}
-
-fn default_language() -> String {
-    "python".into()
 }
 
 pub async fn execute_stream(
     upgrade: yawc::IncomingUpgrade,
     State(state): State<AgentState>,
 ) -> Response {
-    ws::upgrade(upgrade, move |socket| run(socket, state))
+    ws::upgrade(upgrade, move |socket| run(socket, state, "python"))
+}
+
+/// `GET /commands/stream`: the same stream, for a shell command.
+pub async fn commands_stream(
+    upgrade: yawc::IncomingUpgrade,
+    State(state): State<AgentState>,
+) -> Response {
+    ws::upgrade(upgrade, move |socket| run(socket, state, "bash"))
 }
 
 enum Event {
@@ -62,7 +68,7 @@ async fn fail(mut socket: ws::Socket, message: &str, code: &str) {
     ws::close(socket).await;
 }
 
-async fn run(mut socket: ws::Socket, state: AgentState) {
+async fn run(mut socket: ws::Socket, state: AgentState, default_language: &'static str) {
     let Some(opening) = ws::opening(&mut socket).await else {
         return fail(socket, "expected an execute message", "INVALID_REQUEST").await;
     };
@@ -77,10 +83,10 @@ async fn run(mut socket: ws::Socket, state: AgentState) {
             .await
         }
     };
-    let Some(language) = languages::canonical(&req.language) else {
+    let wanted = req.language.as_deref().unwrap_or(default_language);
+    let Some(language) = languages::canonical(wanted) else {
         let msg = format!(
-            "Unsupported language '{}'; supported: {}",
-            req.language,
+            "Unsupported language '{wanted}'; supported: {}",
             languages::SUPPORTED
         );
         return fail(socket, &msg, "INVALID_REQUEST").await;

@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::error::AgentError;
+use crate::proc_stats::sample_processes;
 use crate::state::AgentState;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -63,83 +64,6 @@ pub async fn info(State(state): State<AgentState>) -> Json<Value> {
     }))
 }
 
-struct ProcSample {
-    pid: i32,
-    name: String,
-    command: String,
-    state: String,
-    rss_bytes: u64,
-    cpu_seconds: f64,
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as u64
-    } else {
-        4096
-    }
-}
-
-fn sample_processes() -> Vec<ProcSample> {
-    let ticks = clock_ticks();
-    let page = page_size();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The name is in parentheses and may contain spaces; fields follow the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_owned();
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let num = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let command = String::from_utf8_lossy(&cmdline)
-            .replace('\0', " ")
-            .trim()
-            .to_owned();
-        out.push(ProcSample {
-            pid,
-            command: if command.is_empty() {
-                name.clone()
-            } else {
-                command
-            },
-            name,
-            state: fields.first().map(|s| s.to_string()).unwrap_or_default(),
-            // fields[11], [12] are utime, stime; fields[21] is rss in pages.
-            cpu_seconds: (num(11) + num(12)) as f64 / ticks,
-            rss_bytes: num(21) * page,
-        });
-    }
-    out
-}
-
 pub async fn metrics(State(state): State<AgentState>) -> Json<Value> {
     let procs = sample_processes();
     let cpu_total: f64 = procs.iter().map(|p| p.cpu_seconds).sum();
@@ -180,6 +104,125 @@ pub async fn metrics(State(state): State<AgentState>) -> Json<Value> {
     }))
 }
 
+/// `GET /system`: the sandbox's CPU, memory and disk (the `system` part of the metrics).
+pub async fn system(state: State<AgentState>) -> Json<Value> {
+    let Json(m) = metrics(state).await;
+    Json(json!({
+        "system": m["system"],
+        "process": m["process"],
+        "uptime_seconds": m["uptime_seconds"],
+        "timestamp": m["timestamp"],
+    }))
+}
+
+/// `GET /`: what this is.
+pub async fn root(state: State<AgentState>) -> Json<Value> {
+    let Json(mut v) = info(state).await;
+    v["message"] = "Warren sandbox agent".into();
+    Json(v)
+}
+
+/// `GET /ping`: every value a string (the agent spec's shape).
+pub async fn ping() -> Json<Value> {
+    Json(json!({ "status": "ok", "message": "pong", "timestamp": crate::time_fmt::now() }))
+}
+
+/// `GET /metrics/prometheus`: the metrics in Prometheus' text format.
+pub async fn prometheus(state: State<AgentState>) -> impl axum::response::IntoResponse {
+    let Json(m) = metrics(state).await;
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let gauges = [
+        (
+            "warren_agent_uptime_seconds",
+            "Seconds since the agent started",
+            num(&m["uptime_seconds"]),
+        ),
+        (
+            "warren_agent_requests_total",
+            "Requests the agent answered",
+            num(&m["total_requests"]),
+        ),
+        (
+            "warren_agent_errors_total",
+            "Requests answered with an error",
+            num(&m["total_errors"]),
+        ),
+        (
+            "warren_agent_executions_total",
+            "Code and command runs",
+            num(&m["total_executions"]),
+        ),
+        (
+            "warren_agent_executions_active",
+            "Runs under way",
+            num(&m["active_executions"]),
+        ),
+        (
+            "warren_sandbox_cpu_usage_percent",
+            "CPU used, of the sandbox's vcpus",
+            num(&m["system"]["cpu"]["usage_percent"]),
+        ),
+        (
+            "warren_sandbox_cpu_seconds_total",
+            "CPU time of the sandbox's processes",
+            num(&m["system"]["cpu"]["cpu_seconds_total"]),
+        ),
+        (
+            "warren_sandbox_memory_used_bytes",
+            "Memory used by the sandbox's processes",
+            num(&m["system"]["memory"]["used"]),
+        ),
+        (
+            "warren_sandbox_memory_limit_bytes",
+            "The sandbox's memory",
+            num(&m["system"]["memory"]["total"]),
+        ),
+        (
+            "warren_sandbox_disk_used_bytes",
+            "Bytes written in the sandbox",
+            num(&m["system"]["disk"]["used"]),
+        ),
+        (
+            "warren_sandbox_disk_total_bytes",
+            "The sandbox's disk",
+            num(&m["system"]["disk"]["total"]),
+        ),
+        (
+            "warren_sandbox_processes",
+            "Processes in the sandbox",
+            num(&m["process"]["count"]),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in gauges {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+}
+
+/// `/update/*` of the agent spec: never from inside a sandbox. The agent comes with the Warren
+/// server that starts the sandbox (a new server gives new sandboxes its new agent).
+pub async fn update_refused() -> AgentError {
+    AgentError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "NOT_SUPPORTED",
+        "the agent is not updated from inside a sandbox: it comes with the Warren server",
+    )
+}
+
 /// The writable layer's usage: statfs of `/` on an overlay reports its upper layer.
 fn disk_usage() -> Value {
     match nix::sys::statvfs::statvfs("/") {
@@ -214,9 +257,7 @@ pub async fn system_processes(State(state): State<AgentState>) -> Json<Value> {
             if let Some(bg) = background.get(&(p.pid as u32)) {
                 v["process_id"] = bg["process_id"].clone();
                 v["execution_id"] = bg["execution_id"].clone();
-                if !bg["name"].is_null() {
-                    v["name"] = bg["name"].clone();
-                }
+                v["name"] = bg["name"].clone();
             }
             v
         })

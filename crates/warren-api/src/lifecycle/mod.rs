@@ -26,6 +26,54 @@ use crate::clock::now;
 use crate::limits::Limits;
 use crate::template_spec::TemplateSpec;
 
+/// Longest timeout a sandbox may have: a year. Larger values are refused rather than clamped, so
+/// that a typo (milliseconds for seconds) is noticed.
+pub const MAX_TIMEOUT_SECONDS: i64 = 365 * 86_400;
+/// Most environment variables a create may set.
+pub const MAX_ENV_VARS: usize = 1000;
+/// Largest environment a create may set, JSON-encoded: it reaches the sandbox's agent as one
+/// variable, and the kernel refuses any single one over 128 KiB at exec.
+pub const MAX_ENV_BYTES: usize = 120 * 1024;
+
+/// Checks `timeout_seconds` of a create or a timeout change.
+fn check_timeout(seconds: i64) -> LifecycleResult<()> {
+    if seconds <= 0 {
+        return Err(LifecycleError::Invalid(
+            "timeout_seconds must be a positive number of seconds".into(),
+        ));
+    }
+    if seconds > MAX_TIMEOUT_SECONDS {
+        return Err(LifecycleError::Invalid(format!(
+            "timeout_seconds may be at most {MAX_TIMEOUT_SECONDS} (365 days); got {seconds}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the environment a sandbox starts with (the template's plus the caller's).
+fn check_env(env: &std::collections::BTreeMap<String, String>) -> LifecycleResult<()> {
+    if env
+        .keys()
+        .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        || env.values().any(|v| v.contains('\0'))
+    {
+        return Err(LifecycleError::Invalid(
+            "env_vars: names must be non-empty without '=' or NUL; values without NUL".into(),
+        ));
+    }
+    let bytes = serde_json::to_string(env).map_or(usize::MAX, |j| j.len());
+    if env.len() > MAX_ENV_VARS || bytes > MAX_ENV_BYTES {
+        return Err(LifecycleError::Invalid(format!(
+            "env_vars: at most {MAX_ENV_VARS} variables and {} KiB in all (as JSON); got {} \
+             variables, {} KiB",
+            MAX_ENV_BYTES / 1024,
+            env.len(),
+            bytes.div_ceil(1024)
+        )));
+    }
+    Ok(())
+}
+
 /// Who asks: the tenant a new sandbox belongs to and the key that created it.
 #[derive(Debug, Clone, Copy)]
 pub struct Requester<'a> {
@@ -114,6 +162,7 @@ impl Lifecycle {
             usage.memory_mb += u64::from(r.memory_mb);
         }
         crate::limits::admit(&self.limits, tenant, usage, resources)?;
+        self.node.has_room().map_err(LifecycleError::Unavailable)?;
         Ok(())
     }
 
@@ -130,22 +179,11 @@ impl Lifecycle {
             .ok_or_else(|| {
                 LifecycleError::Invalid("template_name or template_id is required".into())
             })?;
-        if req.timeout_seconds.is_some_and(|t| t <= 0) {
-            return Err(LifecycleError::Invalid(
-                "timeout_seconds must be a positive number of seconds".into(),
-            ));
+        if let Some(t) = req.timeout_seconds {
+            check_timeout(t)?;
         }
         if let Some(env) = &req.env_vars {
-            if env
-                .keys()
-                .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-                || env.values().any(|v| v.contains('\0'))
-            {
-                return Err(LifecycleError::Invalid(
-                    "env_vars: names must be non-empty without '=' or NUL; values without NUL"
-                        .into(),
-                ));
-            }
+            check_env(env)?;
         }
         let template = self
             .store
@@ -158,6 +196,10 @@ impl Lifecycle {
             return Err(LifecycleError::TierChoiceDisabled);
         }
         let tier = self.tier(req.isolation.as_deref().or(run.isolation.as_deref()))?;
+        // The template's environment, overridden by the caller's env_vars.
+        let mut env_vars = run.env.clone();
+        env_vars.extend(req.env_vars.clone().unwrap_or_default());
+        check_env(&env_vars)?;
 
         let closing = self.closing.read().await;
         if *closing {
@@ -186,9 +228,6 @@ impl Lifecycle {
             )
             .await?;
         drop(admission);
-        // The template's environment, overridden by the caller's env_vars.
-        let mut env_vars = run.env.clone();
-        env_vars.extend(req.env_vars.unwrap_or_default());
         let start = SandboxStart {
             spec: SandboxSpec {
                 id: id.clone(),
@@ -414,11 +453,7 @@ impl Lifecycle {
         id: &SandboxId,
         seconds: i64,
     ) -> LifecycleResult<SandboxRecord> {
-        if seconds <= 0 {
-            return Err(LifecycleError::Invalid(
-                "timeout_seconds must be a positive number of seconds".into(),
-            ));
-        }
+        check_timeout(seconds)?;
         let rec = self.get(id).await?;
         if !rec.status.is_live() {
             return Err(LifecycleError::InvalidState {

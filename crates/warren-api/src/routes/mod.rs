@@ -41,6 +41,16 @@ pub fn app(state: AppState) -> Router {
             "/v1/sandboxes/{id}/resume",
             post(sandboxes::resume).layer(audit(A::SandboxResume)),
         )
+        // The vendor spec's stop and start ("stop a running sandbox", "start a stopped one"):
+        // Warren's pause and resume, which keep memory as well as files.
+        .route(
+            "/v1/sandboxes/{id}/stop",
+            post(sandboxes::pause).layer(audit(A::SandboxStop)),
+        )
+        .route(
+            "/v1/sandboxes/{id}/start",
+            post(sandboxes::resume).layer(audit(A::SandboxStart)),
+        )
         .route(
             "/v1/sandboxes/{id}/timeout",
             put(sandboxes::set_timeout).layer(audit(A::SandboxTimeout)),

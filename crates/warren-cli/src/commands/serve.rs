@@ -106,13 +106,16 @@ pub struct ServeArgs {
     /// Requests per second per organization, control plane and sandboxes together.
     #[arg(long)]
     tenant_rps: Option<u32>,
-    /// Live sandboxes per organization.
+    /// Live sandboxes per organization [default: 1000].
     #[arg(long)]
     max_sandboxes: Option<u64>,
-    /// Total vcpus of live sandboxes per organization (default: 8 per host core).
+    /// Total vcpus of live sandboxes per organization [default: no limit; cgroups share the cores
+    /// fairly].
     #[arg(long)]
     max_vcpu: Option<u64>,
-    /// Total memory (MB) of live sandboxes per organization (default: twice the host's memory).
+    /// Total memory limits (MB) of live sandboxes per organization [default: 64 times the host's
+    /// memory: a limit is a ceiling, idle sandboxes use a few MB]. Whatever the quotas, a new
+    /// sandbox is refused while the machine's available memory is below its reserve.
     #[arg(long)]
     max_memory_mb: Option<u64>,
 }

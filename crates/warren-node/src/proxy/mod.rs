@@ -25,6 +25,9 @@ use crate::transport::{agent_error, send_over};
 
 pub use recording::status_outcome;
 
+/// Bodies up to this size are read before they are forwarded (see `answer`).
+const SMALL_BODY: u64 = 1024 * 1024;
+
 /// The agent's port in wildcard host names.
 pub const AGENT_PORT: u16 = 7777;
 
@@ -96,8 +99,18 @@ impl Proxy {
         Ok(key_id)
     }
 
-    /// Handles one agent request for sandbox `id`.
+    /// Handles one agent request for sandbox `id`. The answer carries an `X-Request-ID` (the SDKs
+    /// put it in their errors) that the audit trail records too.
     pub async fn to_agent(&self, id: SandboxId, req: Request) -> Response {
+        let request_id = format!("req_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let mut res = self.answer(id, req, &request_id).await;
+        if let Ok(v) = header::HeaderValue::from_str(&request_id) {
+            res.headers_mut().insert("x-request-id", v);
+        }
+        res
+    }
+
+    async fn answer(&self, id: SandboxId, req: Request, request_id: &str) -> Response {
         let Some(target) = self.registry.target(&id) else {
             return not_running();
         };
@@ -135,6 +148,29 @@ impl Proxy {
             let (parts, body) = req.into_parts();
             Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)))
         };
+        // Small bodies (every JSON call) are read first and sent with their request in one go: an
+        // agent that refuses a request before reading its body (a wrong Content-Type, say) and
+        // closes the connection would otherwise fail the body's write, and the client would get
+        // a 502 instead of the agent's 4xx.
+        let (req, small) = match declared {
+            Some(n) if n <= SMALL_BODY => {
+                let (parts, body) = req.into_parts();
+                match axum::body::to_bytes(body, SMALL_BODY as usize).await {
+                    Ok(bytes) => (
+                        Request::from_parts(parts, Body::from(bytes.clone())),
+                        Some(bytes),
+                    ),
+                    Err(_) => {
+                        return agent_error(
+                            StatusCode::BAD_REQUEST,
+                            "INVALID_REQUEST",
+                            "the request body could not be read",
+                        )
+                    }
+                }
+            }
+            _ => (req, None),
+        };
         if target.state == RunState::Paused {
             return agent_error(
                 StatusCode::CONFLICT,
@@ -148,8 +184,17 @@ impl Proxy {
         // Audited: hash the input as it streams through, record the outcome.
         let started = Instant::now();
         let digest = recording::BodyDigest::default();
-        let (parts, body) = req.into_parts();
-        let req = Request::from_parts(parts, digest.wrap(body));
+        let req = match small {
+            // Already read: hashed at once, and still sent in one piece.
+            Some(bytes) => {
+                digest.add(&bytes);
+                req
+            }
+            None => {
+                let (parts, body) = req.into_parts();
+                Request::from_parts(parts, digest.wrap(body))
+            }
+        };
         let mut res = if action == AgentAction::ExecuteAsync {
             self.gate
                 .execute_async(id.clone(), target.agent.clone(), req)
@@ -176,6 +221,7 @@ impl Proxy {
                 outcome,
                 status_code: res.status().as_u16(),
                 duration: started.elapsed(),
+                request_id: request_id.to_owned(),
             })
             .await;
         res

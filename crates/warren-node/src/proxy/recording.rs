@@ -20,12 +20,17 @@ impl BodyDigest {
         let me = self.clone();
         Body::from_stream(body.into_data_stream().map(move |chunk| {
             if let Ok(c) = &chunk {
-                let mut g = me.0.lock().unwrap_or_else(|p| p.into_inner());
-                g.0 += c.len() as u64;
-                g.1.update(c);
+                me.add(c);
             }
             chunk
         }))
+    }
+
+    /// Counts `bytes` into the digest.
+    pub fn add(&self, bytes: &[u8]) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += bytes.len() as u64;
+        g.1.update(bytes);
     }
 
     /// (bytes, hex SHA-256 unless empty).

@@ -1,9 +1,18 @@
 //! Per-sandbox cgroups. Hosts differ: this machine has v1 hierarchies, most user machines v2.
 //! Both are handled here behind one type; groups are created under the cgroup the server already
 //! runs in (never by re-mounting or touching the host's own hierarchies).
+//!
+//! Groups are reused, not removed: a sandbox's group is emptied (its processes killed) and kept for
+//! the next sandbox. A removed memory cgroup that still has
+//! pages charged to it stays in the kernel as a hidden "dying" group until they are reclaimed, and
+//! a sandbox's group always has some: template files it read first and that other sandboxes still
+//! map. Over thousands of sandboxes those dying groups held hundreds of MB. With reuse the number
+//! of groups is the peak number of sandboxes, and nothing is left dying.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use warren_core::Resources;
@@ -47,10 +56,21 @@ enum Layout {
     V2 { base: PathBuf },
 }
 
+/// Emptied groups kept for reuse beyond this many are removed (after a burst of sandboxes).
+const MAX_IDLE_GROUPS: usize = 256;
+
 /// Where Warren's cgroups live; one per server process.
 #[derive(Debug, Clone)]
 pub struct CgroupRoot {
     layout: Layout,
+    pool: Arc<Mutex<Pool>>,
+}
+
+/// Which groups under `warren/` hold a sandbox and which wait, emptied, for the next one.
+#[derive(Debug, Default)]
+struct Pool {
+    in_use: HashSet<String>,
+    idle: Vec<String>,
 }
 
 /// The cgroup(s) of one sandbox.
@@ -108,7 +128,10 @@ impl CgroupRoot {
                 freezer: find("freezer")?,
             }
         };
-        let root = Self { layout };
+        let root = Self {
+            layout,
+            pool: Arc::default(),
+        };
         for dir in root.bases() {
             io(&dir, fs::create_dir_all(&dir))?;
         }
@@ -149,8 +172,12 @@ impl CgroupRoot {
         }
     }
 
-    /// The cgroup of sandbox `name`, whether or not it exists.
-    pub fn sandbox(&self, name: &str) -> SandboxCgroup {
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group `name` under `warren/`, whether or not it exists.
+    fn named(&self, name: &str) -> SandboxCgroup {
         let mut dirs: Vec<PathBuf> = self.bases().into_iter().map(|b| b.join(name)).collect();
         dirs.dedup();
         SandboxCgroup {
@@ -159,12 +186,84 @@ impl CgroupRoot {
         }
     }
 
-    /// The cgroup of a sandbox at `dirs` (as `SandboxCgroup::dirs` reported it), which may lie
-    /// under another root than this server's if an earlier server ran in another cgroup.
+    /// A group for a new sandbox: an emptied one if there is one, else a new one (`create` sets
+    /// its limits either way).
+    pub fn acquire(&self) -> SandboxCgroup {
+        let mut pool = self.pool();
+        let name = pool.idle.pop().unwrap_or_else(|| {
+            std::iter::repeat_with(|| format!("slot-{}", hex::encode(rand::random::<[u8; 4]>())))
+                .find(|n| {
+                    !pool.in_use.contains(n) && !self.named(n).dirs.iter().any(|d| d.exists())
+                })
+                .unwrap_or_default()
+        });
+        pool.in_use.insert(name.clone());
+        drop(pool);
+        self.named(&name)
+    }
+
+    /// The group of a sandbox at `dirs` (as `SandboxCgroup::dirs` reported it), which may lie
+    /// under another root than this server's if an earlier server ran in another cgroup. It
+    /// counts as in use from now on.
     pub fn sandbox_at(&self, dirs: Vec<PathBuf>) -> SandboxCgroup {
-        SandboxCgroup {
+        let cg = SandboxCgroup {
             dirs,
             layout: self.layout.clone(),
+        };
+        self.pool().in_use.insert(cg.name());
+        cg
+    }
+
+    /// Empties a sandbox's group (kills what runs in it, reclaims its memory) and keeps it for the
+    /// next sandbox; beyond `MAX_IDLE_GROUPS` idle ones it is removed instead. Blocking.
+    pub fn recycle(&self, cg: SandboxCgroup) -> Result<(), CgroupError> {
+        let name = cg.name();
+        let emptied = cg.empty();
+        let mut pool = self.pool();
+        pool.in_use.remove(&name);
+        let ours = cg.dirs.iter().all(|d| {
+            d.parent()
+                .is_some_and(|p| self.bases().contains(&p.to_path_buf()))
+        });
+        if emptied.is_ok() && ours && cg.exists() && pool.idle.len() < MAX_IDLE_GROUPS {
+            pool.idle.push(name);
+            return Ok(());
+        }
+        drop(pool);
+        emptied?;
+        cg.remove()
+    }
+
+    /// Empties the groups under `warren/` that no sandbox of this server holds (left by an earlier
+    /// server) and keeps them for reuse. Blocking.
+    pub fn recycle_leftovers(&self) {
+        for name in self.leftovers() {
+            if self.pool().in_use.contains(&name) || self.pool().idle.contains(&name) {
+                continue;
+            }
+            tracing::info!(group = %name, "emptying a cgroup left by an earlier run");
+            let cg = self.named(&name);
+            self.pool().in_use.insert(name);
+            if let Err(e) = self.recycle(cg) {
+                tracing::warn!(error = %e, "cannot empty a leftover cgroup");
+            }
+        }
+    }
+
+    /// Removes the idle groups and the `warren/` groups themselves once no sandbox is left in
+    /// them (at shutdown).
+    pub fn remove_bases(&self) {
+        let idle = std::mem::take(&mut self.pool().idle);
+        for name in idle {
+            if let Err(e) = self.named(&name).remove() {
+                tracing::warn!(group = %name, error = %e, "cannot remove an idle cgroup");
+            }
+        }
+        for dir in self.bases() {
+            if fs::read_dir(&dir).is_ok_and(|mut d| !d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+            {
+                let _ = fs::remove_dir(&dir);
+            }
         }
     }
 
@@ -327,9 +426,31 @@ impl SandboxCgroup {
         fs::read_to_string(d.join(file)).ok()?.trim().parse().ok()
     }
 
-    /// Kills every process and removes the group. Processes are frozen first so that nothing can
-    /// fork between reading the pid list and killing it; SIGKILL is delivered on thaw.
-    pub fn destroy(&self) -> Result<(), CgroupError> {
+    /// Its name under `warren/` (the same in every hierarchy).
+    pub fn name(&self) -> String {
+        self.dirs
+            .first()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Removes the (empty) group.
+    fn remove(&self) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            if d.exists() {
+                remove_dir_retrying(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills every process, leaving the group ready for another sandbox. Processes are frozen
+    /// first so that nothing can fork between reading the pid list and killing it; SIGKILL is
+    /// delivered on thaw. Page cache charged to the group stays charged (reclaiming it on every
+    /// stop made churn a third slower and dropped pages the next sandboxes read again); it is
+    /// reclaimable, and the next sandbox's own limit reclaims it when it needs the room.
+    fn empty(&self) -> Result<(), CgroupError> {
         if !self.dirs.iter().any(|d| d.exists()) {
             return Ok(());
         }
@@ -348,10 +469,13 @@ impl SandboxCgroup {
             let _ = self.thaw();
             std::thread::sleep(Duration::from_millis(5));
         }
-        for d in &self.dirs {
-            if d.exists() {
-                remove_dir_retrying(d)?;
-            }
+        // Thawed whatever happened above: the next sandbox's processes join this group.
+        let _ = self.thaw();
+        if !self.pids().is_empty() {
+            return Err(CgroupError::Unavailable(format!(
+                "processes of {} would not die",
+                self.name()
+            )));
         }
         Ok(())
     }

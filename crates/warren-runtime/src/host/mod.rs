@@ -134,13 +134,21 @@ impl Host {
         resources: &Resources,
         internet_access: bool,
     ) -> Result<SandboxHost, HostError> {
-        let cgroup = self.cgroups.sandbox(id.as_str());
-        cgroup.create(resources)?;
-        match self.network.create(id.as_str(), internet_access).await {
+        let cgroup = self.cgroups.acquire();
+        let made = match cgroup.create(resources) {
+            Ok(()) => self
+                .network
+                .create(id.as_str(), internet_access)
+                .await
+                .map_err(HostError::from),
+            Err(e) => Err(e.into()),
+        };
+        match made {
             Ok(net) => Ok(SandboxHost { cgroup, net }),
             Err(e) => {
-                let _ = cgroup.destroy();
-                Err(e.into())
+                let cgroups = self.cgroups.clone();
+                let _ = tokio::task::spawn_blocking(move || cgroups.recycle(cgroup)).await;
+                Err(e)
             }
         }
     }
@@ -173,11 +181,11 @@ impl Host {
         SandboxHost { cgroup, net }
     }
 
-    /// Removes a sandbox's host parts: its cgroup (killing what is left in it), its network
-    /// namespace and veth, and its host directory `dir`.
+    /// Removes a sandbox's host parts: its cgroup (killing what is left in it; the emptied group
+    /// is kept for the next sandbox), its network namespace and veth, and its host directory.
     pub async fn teardown(&self, parts: SandboxHost, dir: &Path) -> Result<(), HostError> {
-        let cg = parts.cgroup.clone();
-        let killed = tokio::task::spawn_blocking(move || cg.destroy())
+        let (cgroups, cg) = (self.cgroups.clone(), parts.cgroup.clone());
+        let killed = tokio::task::spawn_blocking(move || cgroups.recycle(cg))
             .await
             .map_err(|e| HostError::Io {
                 what: "cgroup teardown".into(),
@@ -193,25 +201,14 @@ impl Host {
         Ok(())
     }
 
-    /// Kills and removes the cgroups, namespaces and links an earlier server left behind, except
-    /// those of `keep` (the sandboxes this server adopted). Runs before any tier removes its own
-    /// leftovers: killing through the cgroup is immediate, while a tier's own tools may wait on
-    /// processes they can no longer reach.
+    /// Kills what runs in the cgroups an earlier server left behind (they are kept for reuse)
+    /// and removes its namespaces and links, except those of the sandboxes this server adopted
+    /// (`keep`; their cgroups are in use). Runs before any tier removes its own leftovers:
+    /// killing through the cgroup is immediate, while a tier's own tools may wait on processes
+    /// they can no longer reach.
     pub async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
-        let kept_names: HashSet<&str> = keep.iter().map(SandboxId::as_str).collect();
-        for name in self.cgroups.leftovers() {
-            if kept_names.contains(name.as_str()) {
-                continue;
-            }
-            let cg = self.cgroups.sandbox(&name);
-            tracing::info!(sandbox = %name, "removing cgroup left by an earlier run");
-            if let Err(e) = tokio::task::spawn_blocking(move || cg.destroy())
-                .await
-                .unwrap_or(Ok(()))
-            {
-                tracing::warn!(sandbox = %name, error = %e, "cannot remove leftover cgroup");
-            }
-        }
+        let cgroups = self.cgroups.clone();
+        let _ = tokio::task::spawn_blocking(move || cgroups.recycle_leftovers()).await;
         let kept_netns = keep
             .iter()
             .map(|id| network::netns_name(id.as_str()))
@@ -219,10 +216,28 @@ impl Host {
         self.network.remove_leftovers(&kept_netns).await;
     }
 
-    /// Undoes host-wide setup (the nftables table) once every sandbox is gone.
+    /// Undoes host-wide setup (the nftables table, the `warren/` cgroups) once every sandbox is
+    /// gone.
     pub async fn release(&self) {
         self.network.release_host().await;
+        self.cgroups.remove_bases();
     }
+}
+
+/// The machine's memory: (total, available) in bytes, from /proc/meminfo.
+pub fn memory() -> Option<(u64, u64)> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    };
+    Some((kib("MemTotal:")?, kib("MemAvailable:")?))
 }
 
 fn lock_host() -> Result<nix::fcntl::Flock<std::fs::File>, HostError> {

@@ -110,6 +110,7 @@ pub(crate) async fn build(
     let fs_root = rootfs.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(fs_root.join("workspace"))?;
+        allow_pip_install(&fs_root)?;
         shift_ownership(&fs_root)
     })
     .await
@@ -193,6 +194,21 @@ async fn run_step(
 
 /// Moves every file from host ids 0..65535 to the sandbox range, so that root inside a sandbox
 /// (host uid 100000) owns what root owned in the image. chown clears set-id bits: they are put back.
+/// A sandbox is its user's throwaway machine: `pip install` goes into its system Python, as users
+/// expect, instead of being refused by Debian's PEP 668 marker (which guards a shared system).
+fn allow_pip_install(root: &Path) -> std::io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(root.join("usr/lib")) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let marker = e.path().join("EXTERNALLY-MANAGED");
+        if e.file_name().to_string_lossy().starts_with("python3") && marker.exists() {
+            std::fs::remove_file(marker)?;
+        }
+    }
+    Ok(())
+}
+
 fn shift_ownership(root: &Path) -> std::io::Result<()> {
     let shift = |id: u32| if id < ID_COUNT { id + ID_BASE } else { id };
     let mut stack = vec![root.to_path_buf()];

@@ -74,6 +74,8 @@ fn recipe_hash(r: &Recipe) -> String {
         h.update(p);
     }
     h.update(format!("shift={}", crate::namespaces::ID_BASE));
+    // Bumped when the build itself changes (v2: pip may install into the system's Python).
+    h.update(b"build=v2");
     hex::encode(h.finalize())
 }
 

@@ -22,6 +22,13 @@ const CODE_INTERPRETER_PACKAGES: &[&str] = &[
     "python3-numpy",
     "python3-pandas",
     "python3-matplotlib",
+    // What code-interpreter users reach for next (the vendor's cookbook uses them): interactive
+    // charts, machine learning, HTTP, and pip for the rest (sandboxes may install into the
+    // system's Python: see `builder`).
+    "python3-plotly",
+    "python3-sklearn",
+    "python3-requests",
+    "python3-pip",
     // The stateful interpreter behind run_code (IPython's shell: display hooks, magics).
     "python3-ipython",
     "nodejs",
@@ -51,7 +58,7 @@ pub fn builtin_recipes() -> Vec<Recipe> {
             id: "2",
             name: "code-interpreter",
             display_name: "Code Interpreter",
-            description: "Python 3 with numpy, pandas and matplotlib; Node.js; bash; Go",
+            description: "Python 3 with numpy, pandas, matplotlib, plotly, scikit-learn, requests and pip; Node.js; bash; Go",
             category: "code-interpreter",
             language: "python",
             resources: Resources {

@@ -1,0 +1,72 @@
+"""Schemathesis against the running server, bounded in time: the control plane with the vendor's
+public spec, then one sandbox's agent with the vendor's agent spec. The run fails on any 5xx, on a
+sandbox that dies during it, and on kernel objects left behind once the sandboxes it made are
+deleted. Template builds are left out: they would pull images from registries beyond this machine.
+
+Seconds per run: WARREN_FUZZ_SECONDS (default 75)."""
+import os
+import subprocess
+
+import pytest
+import requests
+from hopx_ai import Sandbox
+
+from conftest import ROOT, leftovers, raw
+
+# The vendor's OpenAPI documents are not ours to ship (their licence is proprietary): they are read
+# from the project's workspace beside the checkout, or from WARREN_VENDOR_SPEC_DIR.
+SPEC = os.environ.get("WARREN_VENDOR_SPEC_DIR", os.path.join(os.path.dirname(ROOT), "shared", "spec"))
+SECONDS = os.environ.get("WARREN_FUZZ_SECONDS", "75")
+SCHEMATHESIS = os.path.join(ROOT, "tests", ".venv", "bin", "schemathesis")
+
+
+def spec(name):
+    path = os.path.join(SPEC, name)
+    if not os.path.exists(path):
+        pytest.skip(f"SKIPPED LOUDLY: vendor spec {path} not found (set WARREN_VENDOR_SPEC_DIR)")
+    return path
+
+
+def fuzz(spec_path, url, header, *extra):
+    if not os.path.exists(SCHEMATHESIS):
+        pytest.skip("SKIPPED LOUDLY: schemathesis is not installed in tests/.venv (scripts/test installs it)")
+    out = subprocess.run(
+        [SCHEMATHESIS, "run", spec_path, "--url", url, "--header", header,
+         "--checks", "not_a_server_error", "--max-time", SECONDS, "--workers", "2",
+         "--phases", "examples,coverage,fuzzing", "--no-color", *extra],
+        capture_output=True, text=True, timeout=int(SECONDS) * 4 + 120,
+        env=dict(os.environ, SCHEMATHESIS_HOOKS=""),
+    )
+    report = out.stdout[-6000:] + out.stderr[-2000:]
+    assert out.returncode == 0, f"schemathesis found server errors:\n{report}"
+    return report
+
+
+def delete_all(server):
+    for s in raw(server, "GET", "/v1/sandboxes?limit=1000").json()["data"]:
+        raw(server, "DELETE", f"/v1/sandboxes/{s['id']}")
+
+
+def test_fuzzing_the_control_plane_and_an_agent_breaks_nothing(server):
+    before = leftovers()
+    public, agent_spec = spec("openapi_public.json"), spec("openapi_agent.json")
+    fuzz(public, server["base_url"], f"X-API-Key: {server['api_key']}",
+         "--exclude-path-regex", "/v1/templates/(build|files)")
+    delete_all(server)
+
+    sb = Sandbox.create(template="code-interpreter", base_url=server["base_url"], api_key=server["api_key"])
+    try:
+        info = sb.get_info()
+        fuzz(agent_spec, info.public_host, f"Authorization: Bearer {sb.get_token()}",
+             # Removing files is the sandbox owner's right, and random paths would take away the
+             # very interpreter this test checks afterwards.
+             "--exclude-path", "/files/remove")
+        status = raw(server, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["status"]
+        assert status == "running", f"the sandbox did not survive the fuzzing: {status}"
+        health = requests.get(info.public_host + "/health", timeout=10)
+        assert health.status_code == 200
+        assert sb.run_code("print(1 + 1)").stdout == "2\n"
+    finally:
+        sb.kill()
+    delete_all(server)
+    assert leftovers() == before, f"kernel objects left behind: {leftovers()} (before: {before})"
