@@ -244,3 +244,182 @@ def test_escape_suite(server, host_marker, outside_host):
                 pass
     missed = [(n, e) for n, ok, e in ESCAPE_RESULTS if not ok]
     assert not missed, f"{len(missed)} attacks not blocked: {missed}"
+
+
+# Holds every inotify instance and watch the kernel lets this sandbox's user have, then sleeps.
+INOTIFY_HOG = r'''
+import ctypes, errno, json, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+os.makedirs("/tmp/hog", exist_ok=True)
+for i in range(1600):
+    open(f"/tmp/hog/{i}", "w").close()
+fds, inst_err = [], "none"
+while len(fds) < 4096:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        inst_err = errno.errorcode.get(ctypes.get_errno(), "?")
+        break
+    fds.append(fd)
+watches, watch_err = 0, "none"
+for fd in fds:
+    for i in range(1600):
+        if libc.inotify_add_watch(fd, f"/tmp/hog/{i}".encode(), 0x100) < 0:
+            watch_err = errno.errorcode.get(ctypes.get_errno(), "?")
+            break
+        watches += 1
+    if watch_err != "none" or watches >= 250000:
+        break
+with open("/tmp/hog.json", "w") as f:
+    json.dump({"instances": len(fds), "instance_error": inst_err, "watches": watches, "watch_error": watch_err}, f)
+time.sleep(3600)
+'''
+
+INOTIFY_PROBE = r'''
+import ctypes, errno, json
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+err = errno.errorcode.get(ctypes.get_errno(), "?") if fd < 0 else ""
+wd = libc.inotify_add_watch(fd, b"/workspace", 0x100) if fd >= 0 else -1
+werr = errno.errorcode.get(ctypes.get_errno(), "?") if wd < 0 else ""
+print(json.dumps({"fd": fd, "error": err, "wd": wd, "watch_error": werr}))
+'''
+
+
+def host_status(pid):
+    return dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines() if ":" in l)
+
+
+def host_pids(pattern):
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+
+
+def test_per_user_kernel_limits_are_each_sandboxs_own(server):
+    """The kernel counts inotify instances and watches, processes, pending signals and message
+    queue bytes per host user. Each sandbox has host ids of its own, so a tenant exhausting them
+    leaves another tenant's sandbox untouched, and a process that escaped one sandbox would own
+    nothing of another's."""
+    import asyncio
+    from hopx_ai import AsyncSandbox
+    from conftest import new_key
+
+    url, key = server["base_url"], server["api_key"]
+    other = new_key(server, "tenant-inotify-b")
+    before = len(ESCAPE_RESULTS)
+    a = Sandbox.create(template="code-interpreter", base_url=url, api_key=key)
+    tier = requests.get(f"{url}/v1/sandboxes/{a.sandbox_id}", headers={"X-API-Key": key}, timeout=10).json().get("isolation")
+    b = Sandbox.create(template="code-interpreter", base_url=url, api_key=other)
+    try:
+        # --- inotify: A holds all it can get -------------------------------------------------
+        a.files.write("/tmp/hog.py", INOTIFY_HOG)
+        sh(a, "nohup python3 /tmp/hog.py >/tmp/hog.out 2>&1 &")
+        hog = None
+        for _ in range(120):
+            r = sh(a, "cat /tmp/hog.json 2>/dev/null")
+            if r.stdout.strip():
+                hog = json.loads(r.stdout)
+                break
+            time.sleep(0.5)
+        assert hog, "control: the inotify hog in sandbox A reported what it holds"
+        probe = json.loads(b.run_code(INOTIFY_PROBE).stdout)
+        record("exhaust inotify instances and watches for another tenant's sandbox",
+               probe["fd"] >= 0 and probe["wd"] >= 0,
+               f"A holds {hog}; B: {probe}")
+        later = Sandbox.create(template="base", base_url=url, api_key=other)
+        try:
+            probe = json.loads(later.run_code(INOTIFY_PROBE).stdout)
+            record("exhaust inotify for sandboxes created afterwards", probe["fd"] >= 0 and probe["wd"] >= 0, str(probe))
+        finally:
+            later.kill()
+
+        async def watch_in_b():
+            sb = await AsyncSandbox.connect(b.sandbox_id, base_url=url, api_key=other)
+            seen = []
+
+            async def writer():
+                for i in range(100):
+                    await sb.files.write(f"/workspace/seen-{i}.txt", "x")
+                    await asyncio.sleep(0.1)
+                    if seen:
+                        return
+
+            task = asyncio.create_task(writer())
+            async for ev in sb.files.watch("/workspace"):
+                # files.write lands by rename: the file's own name shows up as created or renamed
+                if ev.get("path", "").startswith("/workspace/seen-"):
+                    seen.append(ev)
+                    break
+            await task
+            return seen
+
+        seen = asyncio.run(asyncio.wait_for(watch_in_b(), 60))
+        record("files.watch in another tenant's sandbox while inotify is exhausted", bool(seen), str(seen[:1]))
+
+        # --- processes: A at its limit, B forks 200 --------------------------------------------
+        if tier == "namespaces":
+            limit = sh(a, "ulimit -u").stdout.strip()
+            record("RLIMIT_NPROC above the sandbox's process limit", limit.isdigit() and int(limit) <= 4096,
+                   f"ulimit -u = {limit}")
+        sh(a, "nohup bash -c ':(){ :|:& };:' >/dev/null 2>&1 &")
+        time.sleep(3)
+        forks = b.run_code("import subprocess\nps = [subprocess.Popen(['sleep', '30']) for _ in range(200)]\n"
+                           "print(len(ps))\nfor p in ps: p.kill()\nfor p in ps: p.wait()", timeout=60)
+        record("fork bomb in one sandbox stops another tenant's forks", forks.stdout.strip() == "200",
+               (forks.stdout + str(forks.stderr or "")).strip()[-120:])
+
+        # --- host ids --------------------------------------------------------------------------
+        if tier == "namespaces":
+            sh(b, "echo B > /workspace/b.txt")
+            a_agent = host_pids(f"sandbox-id {a.sandbox_id}")
+            b_agent = host_pids(f"sandbox-id {b.sandbox_id}")
+            assert a_agent and b_agent, "control: both sandboxes' agents are visible on the host"
+            a_uid = int(host_status(a_agent[0])["Uid"].split()[1])
+            b_uid = int(host_status(b_agent[0])["Uid"].split()[1])
+            record("sandboxes share host user ids", a_uid != b_uid and abs(a_uid - b_uid) >= 65536,
+                   f"A runs as host uid {a_uid}, B as {b_uid}")
+            # a file written in A's /workspace belongs to A's range on the host
+            b_owners = set()
+            for dirpath, dirs, files in os.walk(f"/proc/{b_agent[0]}/root/workspace"):
+                for n in dirs + files:
+                    b_owners.add(os.lstat(os.path.join(dirpath, n)).st_uid)
+            owned_by_a = {u for u in b_owners if a_uid <= u < a_uid + 65536}
+            record("A's host ids own B's files", bool(b_owners) and not owned_by_a,
+                   f"owners of B's /workspace: {sorted(b_owners)}")
+            # what a process that escaped A's namespaces could do to B with A's host ids
+            escaped = subprocess.run(["setpriv", f"--reuid={a_uid}", f"--regid={a_uid}", "--clear-groups",
+                                      "kill", "-0", b_agent[0]], capture_output=True, text=True)
+            record("a process escaped from A (as A's host uid) signals B's processes",
+                   escaped.returncode != 0, (escaped.stdout + escaped.stderr).strip()[:120] or "signal allowed")
+            a_fresh = Sandbox.create(template="base", base_url=url, api_key=key)
+            try:
+                sh(a_fresh, "echo mine > /workspace/mine.txt")
+                fresh_agent = host_pids(f"sandbox-id {a_fresh.sandbox_id}")[0]
+                fresh_uid = int(host_status(fresh_agent)["Uid"].split()[1])
+                owner = os.stat(f"/proc/{fresh_agent}/root/workspace/mine.txt").st_uid
+                record("a file written in /workspace belongs to another range than its sandbox's",
+                       owner == fresh_uid and fresh_uid not in (a_uid, b_uid),
+                       f"owned by host uid {owner}; the sandbox runs as {fresh_uid}")
+            finally:
+                a_fresh.kill()
+        elif tier == "microvm":
+            qemu = {s.sandbox_id: host_pids(f"name warren-{s.sandbox_id}") for s in (a, b)}
+            assert all(qemu.values()), "control: both sandboxes' QEMU processes are visible on the host"
+            uid = {sid: int(host_status(p[0])["Uid"].split()[1]) for sid, p in qemu.items()}
+            record("sandboxes' VMMs share host user ids", uid[a.sandbox_id] != uid[b.sandbox_id],
+                   f"A's QEMU runs as {uid[a.sandbox_id]}, B's as {uid[b.sandbox_id]}")
+
+            def data_disk(pid):
+                args = open(f"/proc/{pid}/cmdline").read().split("\0")
+                return next(x.split("file=", 1)[1].split(",", 1)[0] for x in args if x.startswith("id=data,"))
+            a_disk, b_disk = data_disk(qemu[a.sandbox_id][0]), data_disk(qemu[b.sandbox_id][0])
+            record("A's host ids own B's files (its /workspace disk)",
+                   os.stat(b_disk).st_uid == uid[b.sandbox_id] and os.stat(a_disk).st_uid == uid[a.sandbox_id],
+                   f"A's disk owned by {os.stat(a_disk).st_uid}, B's by {os.stat(b_disk).st_uid}")
+    finally:
+        for sb in (a, b):
+            try:
+                sb.kill()
+            except Exception:
+                pass
+    mine = ESCAPE_RESULTS[before:]
+    missed = [(n, e) for n, ok, e in mine if not ok]
+    assert not missed, f"{len(missed)} attacks not blocked: {missed}"

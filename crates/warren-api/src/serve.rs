@@ -290,6 +290,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         Host::new(HostConfig {
             agent_bundle: bundle,
             network_base: cfg.network_base,
+            layers_dir: cfg.cache_dir.clone(),
         })
         .await
         .context("initialise the host layer (run as root)")?,

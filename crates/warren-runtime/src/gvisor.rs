@@ -24,7 +24,7 @@ use crate::driver::{
 };
 use crate::host::cgroups::SandboxCgroup;
 use crate::host::network::SandboxNet;
-use crate::host::{Host, ProcessRef, SandboxHost};
+use crate::host::{Host, IdChoice, ProcessRef, SandboxHost};
 
 pub struct GvisorConfig {
     pub runsc: PathBuf,
@@ -58,6 +58,9 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> DriverError {
     let what = what.to_owned();
     move |source| DriverError::Io { what, source }
 }
+
+/// Host tasks one sandbox process may cost under runsc (see `start_inner`).
+const HOST_TASKS_PER_PROCESS: u64 = 8;
 
 impl GvisorDriver {
     /// None when runsc is not installed or cannot run here.
@@ -200,6 +203,12 @@ impl GvisorDriver {
                 (mnt.clone(), Some(mnt))
             }
         };
+        // Under the ptrace platform each sandbox process costs the host several tasks (a stub
+        // process and tracer threads: about 7 measured), all counted in the pids group: without
+        // this a test runner forking 150 processes would end the sandbox.
+        host.cgroup
+            .set_max_tasks(u64::from(spec.resources.max_pids()) * HOST_TASKS_PER_PROCESS)
+            .map_err(|e| DriverError::Start(format!("pids limit: {e}")))?;
         let oci = self.bundle(spec, &root, dir, &host.net)?;
         oci.save(dir.join("bundle/config.json"))
             .map_err(|e| DriverError::Start(format!("write OCI bundle: {e}")))?;
@@ -270,7 +279,12 @@ impl IsolationDriver for GvisorDriver {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
         let host = self
             .host
-            .provision(&spec.id, &spec.resources, spec.internet_access)
+            .provision(
+                &spec.id,
+                &spec.resources,
+                spec.internet_access,
+                IdChoice::Own,
+            )
             .await?;
         match self.start_inner(spec, &dir, &host).await {
             Ok((started, lower_mount)) => {

@@ -139,7 +139,28 @@ impl CgroupRoot {
             // Children of `warren/` need these controllers delegated.
             let _ = fs::write(base.join("cgroup.subtree_control"), "+memory +pids +cpu");
         }
+        root.leave_pids_to_the_host();
         Ok(root)
+    }
+
+    /// Caps the tasks of all sandboxes together below the kernel's pid limit, so that sandboxes
+    /// forking at their limits (each within its own) never leave the host unable to fork.
+    fn leave_pids_to_the_host(&self) {
+        let Some(pid_max) = fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        let reserve = (pid_max / 8).max(2048);
+        let cap = pid_max.saturating_sub(reserve).max(1024);
+        let dir = match &self.layout {
+            Layout::V1 { pids, .. } => pids,
+            Layout::V2 { base } => base,
+        };
+        if let Err(e) = fs::write(dir.join("pids.max"), cap.to_string()) {
+            tracing::warn!(error = %e, "cannot cap the tasks of all sandboxes together");
+        }
     }
 
     pub fn version(&self) -> &'static str {
@@ -309,6 +330,15 @@ impl SandboxCgroup {
             }
         }
         Ok(())
+    }
+
+    /// Sets how many host tasks (processes and threads) the group may hold, for tiers whose
+    /// sandbox processes cost more than one host task each.
+    pub fn set_max_tasks(&self, tasks: u64) -> Result<(), CgroupError> {
+        match &self.layout {
+            Layout::V1 { .. } => self.write_v1("pids", "pids.max", &tasks.to_string()),
+            Layout::V2 { .. } => write(&self.dirs[0].join("pids.max"), &tasks.to_string()),
+        }
     }
 
     fn dir_of(&self, controller: &str) -> Option<&PathBuf> {

@@ -4,6 +4,7 @@
 //! inside (a jail, runsc, QEMU); the host parts, and their cleanup, are the same for all three.
 
 pub mod cgroups;
+pub mod ids;
 pub mod network;
 mod process;
 mod spawn;
@@ -49,6 +50,9 @@ pub enum HostError {
         "another `warren serve` already runs sandboxes on this host (it holds {0}); stop it first"
     )]
     Busy(String),
+    /// every range of host ids is in use
+    #[error("no free range of host user ids for another sandbox")]
+    NoIds,
 }
 
 /// How long a sandbox may take to start its agent (hardware-speed tiers).
@@ -62,6 +66,17 @@ pub struct HostConfig {
     pub agent_bundle: PathBuf,
     /// The /16 that sandbox veth links are numbered from.
     pub network_base: Ipv4Addr,
+    /// Where template layers live: checked once for idmapped mounts, which per-sandbox ids need.
+    pub layers_dir: PathBuf,
+}
+
+/// Which host ids a sandbox runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdChoice {
+    /// A range of its own (see `ids`).
+    Own,
+    /// The canonical range template layers are owned by: build steps, whose writes become layers.
+    Canonical,
 }
 
 /// The host parts of one sandbox.
@@ -69,6 +84,8 @@ pub struct HostConfig {
 pub struct SandboxHost {
     pub cgroup: SandboxCgroup,
     pub net: SandboxNet,
+    /// First host id of the sandbox's range (root inside).
+    pub id_base: u32,
 }
 
 /// Names of a sandbox's host parts, kept so that a later server process can find them again.
@@ -77,6 +94,9 @@ pub struct HostRecord {
     pub cgroup_dirs: Vec<PathBuf>,
     pub netns: String,
     pub veth_slot: Option<u32>,
+    /// Its id range (absent in records of servers before per-sandbox ids: the canonical range).
+    #[serde(default)]
+    pub id_base: Option<u32>,
 }
 
 impl SandboxHost {
@@ -85,6 +105,7 @@ impl SandboxHost {
             cgroup_dirs: self.cgroup.dirs().to_vec(),
             netns: self.net.netns_name.clone(),
             veth_slot: self.net.slot(),
+            id_base: Some(self.id_base),
         }
     }
 }
@@ -98,6 +119,10 @@ pub struct Host {
     cgroups: CgroupRoot,
     network: Network,
     agent_bundle: PathBuf,
+    ids: ids::IdAllocator,
+    /// Whether template layers can be shown through idmapped mounts here (else every sandbox
+    /// runs with the canonical range, as before per-sandbox ids).
+    own_ids: bool,
 }
 
 impl Host {
@@ -105,13 +130,34 @@ impl Host {
         let lock = lock_host()?;
         let cgroups = CgroupRoot::discover()?;
         let network = Network::init(cfg.network_base).await?;
-        tracing::info!(cgroups = cgroups.version(), "host layer ready");
+        let dir = cfg.layers_dir.clone();
+        let own_ids = match tokio::task::spawn_blocking(move || ids::idmap_works(&dir)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(why)) => {
+                tracing::warn!(
+                    layers = %cfg.layers_dir.display(),
+                    reason = %why,
+                    "idmapped mounts do not work here: every sandbox runs with the same host ids \
+                     (the kernel's per-user limits are shared between sandboxes)"
+                );
+                false
+            }
+            Err(_) => false,
+        };
+        tracing::info!(cgroups = cgroups.version(), own_ids, "host layer ready");
         Ok(Self {
             _lock: lock,
             cgroups,
             network,
             agent_bundle: cfg.agent_bundle,
+            ids: ids::IdAllocator::default(),
+            own_ids,
         })
+    }
+
+    /// Whether sandboxes get host ids of their own here.
+    pub fn own_ids(&self) -> bool {
+        self.own_ids
     }
 
     pub fn network(&self) -> &Network {
@@ -133,7 +179,12 @@ impl Host {
         id: &SandboxId,
         resources: &Resources,
         internet_access: bool,
+        ids: IdChoice,
     ) -> Result<SandboxHost, HostError> {
+        let id_base = match ids {
+            IdChoice::Own => self.ids.take().ok_or(HostError::NoIds)?,
+            IdChoice::Canonical => ids::CANONICAL_BASE,
+        };
         let cgroup = self.cgroups.acquire();
         let made = match cgroup.create(resources) {
             Ok(()) => self
@@ -144,10 +195,15 @@ impl Host {
             Err(e) => Err(e.into()),
         };
         match made {
-            Ok(net) => Ok(SandboxHost { cgroup, net }),
+            Ok(net) => Ok(SandboxHost {
+                cgroup,
+                net,
+                id_base,
+            }),
             Err(e) => {
                 let cgroups = self.cgroups.clone();
                 let _ = tokio::task::spawn_blocking(move || cgroups.recycle(cgroup)).await;
+                self.ids.release(id_base);
                 Err(e)
             }
         }
@@ -160,7 +216,13 @@ impl Host {
             return None;
         }
         let net = self.network.adopt(&record.netns, record.veth_slot)?;
-        Some(SandboxHost { cgroup, net })
+        let id_base = record.id_base.unwrap_or(ids::CANONICAL_BASE);
+        self.ids.claim(id_base);
+        Some(SandboxHost {
+            cgroup,
+            net,
+            id_base,
+        })
     }
 
     /// Removes what is left of a sandbox that did not survive: its cgroup (with any process
@@ -178,7 +240,13 @@ impl Host {
             .network
             .adopt(&record.netns, record.veth_slot)
             .unwrap_or_else(|| SandboxNet::named(&record.netns, record.veth_slot));
-        SandboxHost { cgroup, net }
+        let id_base = record.id_base.unwrap_or(ids::CANONICAL_BASE);
+        self.ids.claim(id_base);
+        SandboxHost {
+            cgroup,
+            net,
+            id_base,
+        }
     }
 
     /// Removes a sandbox's host parts: its cgroup (killing what is left in it; the emptied group
@@ -192,6 +260,7 @@ impl Host {
                 source: std::io::Error::other(e.to_string()),
             })?;
         self.network.destroy(&parts.net).await;
+        self.ids.release(parts.id_base);
         if let Err(e) = tokio::fs::remove_dir_all(dir).await {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove sandbox dir");

@@ -40,7 +40,7 @@ use crate::driver::{
     SandboxUsage, StartedSandbox,
 };
 use crate::host::network::{SandboxNet, GUEST_ADDRESS, GUEST_GATEWAY, GUEST_TAP};
-use crate::host::{Host, ProcessRef, SandboxHost};
+use crate::host::{Host, IdChoice, ProcessRef, SandboxHost};
 use qemu::{Accel, VmLaunch};
 
 /// The agent's TCP port inside the guest.
@@ -132,7 +132,6 @@ pub struct MicrovmDriver {
     base_initrd: Vec<u8>,
     agent_image: PathBuf,
     images: image::ImageCache,
-    vmm_uids: vmm_process::UidPool,
     live: Mutex<HashMap<SandboxId, Live>>,
 }
 
@@ -236,7 +235,6 @@ impl MicrovmDriver {
             kernel,
             base_initrd,
             agent_image,
-            vmm_uids: Default::default(),
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -417,9 +415,6 @@ impl MicrovmDriver {
         if let Some(q) = qemu {
             exit.watch(q.watch());
         }
-        if !self.vmm_uids.claim(state.vmm_uid) {
-            tracing::warn!(sandbox = %id, uid = state.vmm_uid, "VMM uid already in use");
-        }
         self.live().insert(
             id.clone(),
             Live {
@@ -476,21 +471,13 @@ impl IsolationDriver for MicrovmDriver {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
         let mut resources = spec.resources;
         resources.memory_mb += VMM_OVERHEAD_MB;
-        let vmm_uid = self
-            .vmm_uids
-            .take()
-            .ok_or_else(|| DriverError::Start("no free VMM user ids".into()))?;
-        let host = match self
+        // QEMU runs as the first id of the sandbox's own range: no other sandbox's process or file
+        // is that user's.
+        let host = self
             .host
-            .provision(&spec.id, &resources, spec.internet_access)
-            .await
-        {
-            Ok(parts) => parts,
-            Err(e) => {
-                self.vmm_uids.release(vmm_uid);
-                return Err(e.into());
-            }
-        };
+            .provision(&spec.id, &resources, spec.internet_access, IdChoice::Own)
+            .await?;
+        let vmm_uid = host.id_base;
         match self.start_inner(spec, &dir, &host, vmm_uid).await {
             Ok((up, boot, forwarder)) => {
                 let state = MicrovmState {
@@ -523,7 +510,6 @@ impl IsolationDriver for MicrovmDriver {
                 Ok(started)
             }
             Err(e) => {
-                self.vmm_uids.release(vmm_uid);
                 // The cgroup teardown kills QEMU if it is still there.
                 if let Err(te) = self.host.teardown(host, &dir).await {
                     tracing::warn!(error = %te, "teardown after failed microVM start");
@@ -550,9 +536,7 @@ impl IsolationDriver for MicrovmDriver {
         if let Some(f) = live.forwarder {
             f.abort();
         }
-        let result = self.host.teardown(live.host, &live.dir).await;
-        self.vmm_uids.release(live.vmm_uid);
-        Ok(result?)
+        Ok(self.host.teardown(live.host, &live.dir).await?)
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {

@@ -4,39 +4,9 @@
 //! seccomp filter. It is handed the only privileged thing it needs, an open tap device, instead
 //! of opening /dev/net/tun (root-only) itself.
 
-use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
-
-/// VMM uids: above every sandbox id range (`ID_BASE..ID_BASE+65536`), one per live VM.
-const UID_BASE: u32 = 300_000;
-const UIDS: u32 = 65_536;
-
-#[derive(Default)]
-pub struct UidPool(Mutex<BTreeSet<u32>>);
-
-impl UidPool {
-    pub fn take(&self) -> Option<u32> {
-        let mut used = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let uid = (UID_BASE..UID_BASE + UIDS).find(|u| !used.contains(u))?;
-        used.insert(uid);
-        Some(uid)
-    }
-
-    /// Takes `uid` (a VM a later server process adopted); false if it was taken already.
-    pub fn claim(&self, uid: u32) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(uid)
-    }
-
-    pub fn release(&self, uid: u32) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&uid);
-    }
-}
 
 /// Opens the existing tap device `name` of the network namespace `netns` (close-on-exec).
 pub fn open_tap(netns: &Path, name: &str) -> std::io::Result<OwnedFd> {

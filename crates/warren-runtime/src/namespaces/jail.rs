@@ -3,8 +3,8 @@
 //!
 //! Order matters for security. Everything is mounted by real root in the new mount namespace
 //! *before* the user namespace is created, so the sandbox's mount and network namespaces are owned
-//! by the host user namespace: root inside the sandbox (uid 100000 outside) can neither mount, nor
-//! unmount the masks, nor reconfigure its network.
+//! by the host user namespace: root inside the sandbox (the first id of its own host range, see
+//! `host::ids`) can neither mount, nor unmount the masks, nor reconfigure its network.
 //!
 //! Protocol with the server: the spec arrives as JSON on stdin; the jail prints `pid <host pid>` of
 //! the sandbox init on stdout; the agent (which inherits stdout) prints `ready` when it listens.
@@ -44,8 +44,19 @@ pub struct JailSpec {
     pub cgroup_procs: Vec<PathBuf>,
     /// A network namespace prepared by the server (`/run/netns/...`).
     pub netns: PathBuf,
-    /// First host uid/gid of the range that root..65535 inside the sandbox map to.
+    /// First host uid/gid of the sandbox's own range: root..65535 inside map to it.
     pub id_base: u32,
+    /// First id of the range the template layers are owned by on disk. When it differs from
+    /// `id_base` the layers are mounted idmapped onto the sandbox's range.
+    #[serde(default = "canonical_base")]
+    pub layer_id_base: u32,
+    /// Whether the user namespace is made by `id_base` (see `init_child`); false where the host
+    /// forbids unprivileged ids to make one (the server checked), leaving root as its owner.
+    #[serde(default)]
+    pub userns_owned_by_sandbox: bool,
+    /// The sandbox's process limit (its pids cgroup's), also set as RLIMIT_NPROC.
+    #[serde(default)]
+    pub max_processes: u64,
     /// argv of the agent, after the loader.
     pub agent_args: Vec<String>,
     /// The sandbox's `env_vars`. Handed to the agent in its environment, never on its command
@@ -53,6 +64,10 @@ pub struct JailSpec {
     /// its owner.
     #[serde(default)]
     pub agent_env: std::collections::BTreeMap<String, String>,
+}
+
+fn canonical_base() -> u32 {
+    crate::host::ids::CANONICAL_BASE
 }
 
 /// The variable carrying `agent_env` (JSON) to the agent, which removes it at start.
@@ -105,6 +120,15 @@ pub fn run_from_stdin() -> Result<i32, JailError> {
 fn run(spec: &JailSpec) -> Result<i32, JailError> {
     let netns = io("open netns", fs::File::open(&spec.netns))?;
     sys("join netns", setns(netns.as_fd(), CloneFlags::CLONE_NEWNET))?;
+    // Made before the pid namespace: its helper must not become that namespace's init.
+    let idmap = if spec.id_base != spec.layer_id_base {
+        Some(super::idmap::user_namespace(
+            spec.layer_id_base,
+            spec.id_base,
+        )?)
+    } else {
+        None
+    };
     // Only the pid namespace is unshared here (it applies to the child we fork next). The mount
     // namespace must be the child's alone: pivot_root moves every process of a mount namespace,
     // and this parent has to keep seeing the host's /proc to write the child's id maps.
@@ -122,7 +146,7 @@ fn run(spec: &JailSpec) -> Result<i32, JailError> {
         Ok(ForkResult::Child) => {
             drop(to_parent_r);
             drop(to_child_w);
-            let err = match init_child(spec, to_parent_w, to_child_r) {
+            let err = match init_child(spec, idmap.as_ref(), to_parent_w, to_child_r) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -167,6 +191,7 @@ fn write_id_maps(pid: i32, base: u32) -> Result<(), JailError> {
 /// Runs as pid 1 of the new pid namespace, still as host root, and ends by exec-ing the agent.
 fn init_child(
     spec: &JailSpec,
+    idmap: Option<&OwnedFd>,
     to_parent: OwnedFd,
     from_parent: OwnedFd,
 ) -> Result<std::convert::Infallible, JailError> {
@@ -192,7 +217,7 @@ fn init_child(
     )?;
 
     let root = spec.sandbox_dir.join("root");
-    build_root(spec, &root)?;
+    build_root(spec, idmap, &root)?;
     sys("sethostname", sethostname(&spec.hostname))?;
 
     sys("chdir root", chdir(&root))?;
@@ -200,6 +225,25 @@ fn init_child(
     sys("detach old root", umount2(".", MntFlags::MNT_DETACH))?;
     sys("chdir /", chdir("/"))?;
 
+    // The kernel charges what a user namespace's processes hold (inotify instances and watches,
+    // processes, pending signals, queued message bytes) to their id inside it *and* to the
+    // namespace's owner in the parent namespace, against the host's per-user limits. Created by
+    // root, every sandbox's namespace would charge host root: one sandbox holding all 128
+    // inotify instances would leave none to other sandboxes, or to root's own daemons. So the
+    // namespace is created as the sandbox's own first host id, after the last privileged step.
+    set_limits(spec.max_processes)?;
+    if spec.userns_owned_by_sandbox {
+        sys("setgroups", nix::unistd::setgroups(&[]))?;
+        let owner = (Uid::from_raw(spec.id_base), Gid::from_raw(spec.id_base));
+        sys(
+            "setresgid to the sandbox's ids",
+            nix::unistd::setresgid(owner.1, owner.1, owner.1),
+        )?;
+        sys(
+            "setresuid to the sandbox's ids",
+            nix::unistd::setresuid(owner.0, owner.0, owner.0),
+        )?;
+    }
     sys("unshare user", unshare(CloneFlags::CLONE_NEWUSER))?;
     io("signal parent", fs::File::from(to_parent).write_all(b"u"))?;
     let mut buf = [0u8; 1];
@@ -248,13 +292,42 @@ fn init_child(
     sys("exec agent", execve(&loader, &argv, &env))
 }
 
+/// The per-user limits, set for the sandbox's processes. The kernel counts these per host user;
+/// with a range of its own each sandbox has its own counters, and these bound what it may use of
+/// them: processes as its pids cgroup does, pending signals and POSIX message queue bytes to
+/// amounts one sandbox has use for.
+fn set_limits(max_processes: u64) -> Result<(), JailError> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let processes = if max_processes == 0 {
+        4096
+    } else {
+        max_processes
+    };
+    for (what, resource, wanted) in [
+        ("RLIMIT_NPROC", Resource::RLIMIT_NPROC, processes),
+        (
+            "RLIMIT_SIGPENDING",
+            Resource::RLIMIT_SIGPENDING,
+            processes * 4,
+        ),
+        ("RLIMIT_MSGQUEUE", Resource::RLIMIT_MSGQUEUE, 800 * 1024),
+    ] {
+        // Never above the hard limit this process was given: raising it needs CAP_SYS_RESOURCE,
+        // which hosts (and container runtimes) may withhold from Warren.
+        let (_, hard) = sys(what, getrlimit(resource))?;
+        let limit = wanted.min(hard);
+        sys(what, setrlimit(resource, limit, limit))?;
+    }
+    Ok(())
+}
+
 fn cstr(s: &str) -> Result<CString, JailError> {
     CString::new(s).map_err(|_| JailError::Spec(format!("NUL byte in {s:?}")))
 }
 
 /// Assembles the sandbox's root: overlay of the template under a size-limited tmpfs writable
 /// layer, fresh /proc, a minimal /dev, read-only /sys, the agent bundle and the socket directory.
-fn build_root(spec: &JailSpec, root: &Path) -> Result<(), JailError> {
+fn build_root(spec: &JailSpec, idmap: Option<&OwnedFd>, root: &Path) -> Result<(), JailError> {
     let base = spec.id_base;
     let (upper, work) = match &spec.persistent_upper {
         Some(dir) => {
@@ -284,8 +357,20 @@ fn build_root(spec: &JailSpec, root: &Path) -> Result<(), JailError> {
     if spec.lower_dirs.is_empty() {
         return Err(JailError::Spec("no template layers".into()));
     }
-    let lower = spec
-        .lower_dirs
+    let lower_dirs = match idmap {
+        None => spec.lower_dirs.clone(),
+        Some(userns) => {
+            let mut shown = Vec::with_capacity(spec.lower_dirs.len());
+            for (i, layer) in spec.lower_dirs.iter().enumerate() {
+                let target = spec.sandbox_dir.join("lowers").join(i.to_string());
+                io("mkdir idmapped layer", fs::create_dir_all(&target))?;
+                super::idmap::mount_idmapped(layer, &target, userns)?;
+                shown.push(target);
+            }
+            shown
+        }
+    };
+    let lower = lower_dirs
         .iter()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()

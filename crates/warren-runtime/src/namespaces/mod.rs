@@ -3,6 +3,7 @@
 //! for what that means for hostile code).
 
 pub mod harden;
+mod idmap;
 pub mod jail;
 
 use std::collections::{HashMap, HashSet};
@@ -21,13 +22,12 @@ use crate::driver::{
     SandboxUsage, StartedSandbox,
 };
 use crate::host::cgroups::SandboxCgroup;
-use crate::host::{Host, ProcessRef, SandboxHost, START_TIMEOUT};
+use crate::host::{Host, IdChoice, ProcessRef, SandboxHost, START_TIMEOUT};
 use jail::{JailSpec, RUN_MOUNT};
 
-/// Host uid/gid that root inside every sandbox maps to. Sandboxes share the range: they cannot
-/// see each other's processes (pid namespaces) or files (separate roots), and none of these ids
-/// owns anything on the host outside the template caches.
-pub const ID_BASE: u32 = 100_000;
+/// Host uid/gid that root inside a build sandbox maps to, and that template layers are owned by
+/// (every other sandbox gets a range of its own: `host::ids`).
+pub const ID_BASE: u32 = crate::host::ids::CANONICAL_BASE;
 
 pub struct NamespaceConfig {
     /// Per-sandbox host directories are created below this.
@@ -88,7 +88,8 @@ impl NamespaceDriver {
                 .await
                 .map_err(io("sandbox dir"))?;
         }
-        chown(dir.join("run"), Some(ID_BASE), Some(ID_BASE)).map_err(io("chown run dir"))?;
+        chown(dir.join("run"), Some(host.id_base), Some(host.id_base))
+            .map_err(io("chown run dir"))?;
         if let (true, Some(resolv)) = (spec.internet_access, &self.host.network().resolv_conf) {
             tokio::fs::write(dir.join("resolv.conf"), resolv)
                 .await
@@ -121,7 +122,10 @@ impl NamespaceDriver {
             disk_mb: spec.resources.disk_mb,
             cgroup_procs: host.cgroup.procs_files(),
             netns: host.net.netns_path.clone(),
-            id_base: ID_BASE,
+            id_base: host.id_base,
+            layer_id_base: ID_BASE,
+            userns_owned_by_sandbox: self.host.own_ids(),
+            max_processes: spec.resources.max_pids().into(),
             agent_args,
             agent_env: spec.env_vars.clone(),
         };
@@ -172,9 +176,16 @@ impl IsolationDriver for NamespaceDriver {
 
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
         let dir = self.cfg.state_dir.join(spec.id.as_str());
+        // A build's writable layer becomes a template layer, owned by the canonical range; and
+        // without idmapped mounts the layers can only be shown with the ids they have on disk.
+        let ids = if spec.persistent_upper.is_some() || !self.host.own_ids() {
+            IdChoice::Canonical
+        } else {
+            IdChoice::Own
+        };
         let host = self
             .host
-            .provision(&spec.id, &spec.resources, spec.internet_access)
+            .provision(&spec.id, &spec.resources, spec.internet_access, ids)
             .await?;
         match self.start_inner(spec, &dir, &host).await {
             Ok(started) => {

@@ -1,0 +1,159 @@
+//! Host user and group ids per sandbox. Each sandbox gets a range of 65,536 ids of its own, so the
+//! limits the kernel keeps per user (inotify instances and watches, processes, pending signals,
+//! POSIX message queue bytes) are each sandbox's own, and a process that escaped its user
+//! namespace would hold no other sandbox's files or processes. Template layers stay owned by one
+//! canonical range (`CANONICAL_BASE`) and are shown to each sandbox through idmapped mounts.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Ids per sandbox: root to 65535 inside.
+pub const RANGE_SIZE: u32 = 65_536;
+/// The range template layers are owned by on disk (and build sandboxes run in, so that what they
+/// write becomes a layer as it is).
+pub const CANONICAL_BASE: u32 = 100_000;
+/// First id of the per-sandbox ranges: above the canonical range and the VMM uids of earlier
+/// versions (300,000 + 65,536).
+pub const FIRST_RANGE: u32 = 1 << 21;
+/// How many ranges exist: up to 2^21 + 2^14 × 2^16 ≈ 1.07 billion, far below the 32-bit limit and
+/// eight times the density target of 2,000 sandboxes per machine.
+pub const RANGES: u32 = 1 << 14;
+
+/// Hands out ranges without overlap; a range is free again once its sandbox is gone.
+#[derive(Debug, Default)]
+pub struct IdAllocator {
+    used: Mutex<BTreeSet<u32>>,
+}
+
+impl IdAllocator {
+    fn used(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first id of a free range, or None when all are taken.
+    pub fn take(&self) -> Option<u32> {
+        let mut used = self.used();
+        let index = (0..RANGES).find(|i| !used.contains(i))?;
+        used.insert(index);
+        Some(FIRST_RANGE + index * RANGE_SIZE)
+    }
+
+    /// Takes the range starting at `base` again (a sandbox an earlier server started). False if
+    /// `base` is not the start of a range of this allocator, or is taken.
+    pub fn claim(&self, base: u32) -> bool {
+        match index_of(base) {
+            Some(i) => self.used().insert(i),
+            None => false,
+        }
+    }
+
+    pub fn release(&self, base: u32) {
+        if let Some(i) = index_of(base) {
+            self.used().remove(&i);
+        }
+    }
+}
+
+/// Whether sandboxes can have ids of their own here: a short-lived child (spawned, so this is
+/// safe in a threaded server) makes a user namespace as an unprivileged range id (which some
+/// hosts forbid), and a detached clone of `dir`'s mount gets that namespace's mapping attached
+/// (and is dropped again).
+pub fn idmap_works(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("10")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setgroups, setresgid, setresuid and unshare are plain system calls, safe between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // As the jail does: the namespace is made by the sandbox's own (unprivileged) id.
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(FIRST_RANGE, FIRST_RANGE, FIRST_RANGE) != 0
+                || libc::setresuid(FIRST_RANGE, FIRST_RANGE, FIRST_RANGE) != 0
+                || libc::unshare(libc::CLONE_NEWUSER) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("user namespace: {e}"))?;
+    let probe = (|| {
+        let pid = child.id();
+        let map = format!("{CANONICAL_BASE} {FIRST_RANGE} {RANGE_SIZE}\n");
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map)
+            .map_err(|e| format!("uid_map: {e}"))?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &map)
+            .map_err(|e| format!("gid_map: {e}"))?;
+        let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map_err(|e| format!("user namespace: {e}"))?;
+        let tree = rustix::mount::open_tree(
+            rustix::fs::CWD,
+            dir,
+            rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(|e| format!("open_tree: {e}"))?;
+        let attr = libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        // SAFETY: mount_setattr reads `attr` (valid for the given size) and an empty C string;
+        // both descriptors are open for the duration of the call.
+        let set = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            )
+        };
+        if set != 0 {
+            return Err(format!(
+                "mount_setattr: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    probe
+}
+
+fn index_of(base: u32) -> Option<u32> {
+    let offset = base.checked_sub(FIRST_RANGE)?;
+    (offset % RANGE_SIZE == 0 && offset / RANGE_SIZE < RANGES).then_some(offset / RANGE_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_never_overlap_and_come_back() {
+        let ids = IdAllocator::default();
+        let a = ids.take().expect("a range");
+        let b = ids.take().expect("another range");
+        assert_eq!(b - a, RANGE_SIZE);
+        assert!(a >= FIRST_RANGE);
+        assert!(!ids.claim(a), "a taken range cannot be claimed");
+        ids.release(a);
+        assert_eq!(ids.take(), Some(a), "a released range is given out again");
+        assert!(ids.claim(b + RANGE_SIZE), "an adopted sandbox's range");
+        assert_ne!(ids.take(), Some(b + RANGE_SIZE));
+        assert!(!ids.claim(a + 1), "not the start of a range");
+        assert!(!ids.claim(CANONICAL_BASE));
+        let last = FIRST_RANGE as u64 + RANGES as u64 * RANGE_SIZE as u64;
+        assert!(last < u32::MAX as u64, "every id fits a 32-bit uid");
+    }
+}

@@ -1,0 +1,140 @@
+//! Template layers shown with a sandbox's own ids. Layers are owned on disk by the canonical
+//! range and shared by every sandbox; each sandbox sees them through idmapped mounts (a clone of
+//! the layer's mount with an id mapping attached), so no layer is copied or chowned per sandbox.
+//! Part of the jail: `user_namespace` forks, so it runs while the jail is single-threaded.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe, ForkResult};
+
+use super::jail::{JailError, ID_COUNT};
+
+fn sys<T>(step: &str, r: nix::Result<T>) -> Result<T, JailError> {
+    r.map_err(|source| JailError::Sys {
+        step: step.into(),
+        source,
+    })
+}
+
+fn io<T>(step: &str, r: std::io::Result<T>) -> Result<T, JailError> {
+    r.map_err(|source| JailError::Io {
+        step: step.into(),
+        source,
+    })
+}
+
+/// A user namespace mapping ids `from..from+65536` onto `to..to+65536`, to attach to mounts: a
+/// file owned by `from + i` on disk shows as owned by `to + i` through them. A child enters a new
+/// user namespace and waits while this (privileged) process writes its maps and keeps a handle to
+/// the namespace; then the child exits. Call only while single-threaded.
+pub fn user_namespace(from: u32, to: u32) -> Result<OwnedFd, JailError> {
+    let (ready_r, ready_w) = sys("pipe", pipe())?;
+    let (done_r, done_w) = sys("pipe", pipe())?;
+    // SAFETY: the jail is single-threaded here, so the child may run arbitrary code after fork;
+    // it only unshares, writes and reads a pipe, and exits.
+    match unsafe { fork() } {
+        Err(e) => Err(JailError::Sys {
+            step: "fork id-map helper".into(),
+            source: e,
+        }),
+        Ok(ForkResult::Child) => {
+            drop((ready_r, done_w));
+            let code = match unshare(CloneFlags::CLONE_NEWUSER) {
+                Ok(()) => {
+                    let _ = fs::File::from(ready_w).write_all(b"u");
+                    let _ = fs::File::from(done_r).read(&mut [0u8; 1]);
+                    0
+                }
+                Err(_) => 1,
+            };
+            std::process::exit(code);
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop((ready_w, done_r));
+            let made = (|| {
+                if io(
+                    "wait for id-map helper",
+                    fs::File::from(ready_r).read(&mut [0u8; 1]),
+                )? != 1
+                {
+                    return Err(JailError::Spec(
+                        "the id-map helper could not enter a user namespace".into(),
+                    ));
+                }
+                let map = format!("{from} {to} {ID_COUNT}\n");
+                let pid = child.as_raw();
+                io(
+                    "write uid_map",
+                    fs::write(format!("/proc/{pid}/uid_map"), &map),
+                )?;
+                io(
+                    "write gid_map",
+                    fs::write(format!("/proc/{pid}/gid_map"), &map),
+                )?;
+                io(
+                    "open the id-map namespace",
+                    fs::File::open(format!("/proc/{pid}/ns/user")),
+                )
+                .map(OwnedFd::from)
+            })();
+            drop(done_w);
+            let _ = waitpid(child, None);
+            made
+        }
+    }
+}
+
+/// Mounts a clone of `layer` at `target`, read-only and with `userns`'s id mapping attached.
+pub fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(), JailError> {
+    use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
+    let step = |what: &str| format!("{what} {}", layer.display());
+    let tree = open_tree(
+        rustix::fs::CWD,
+        layer,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(|e| JailError::Io {
+        step: step("clone the mount of"),
+        source: e.into(),
+    })?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr reads `attr` (valid for the given size) and an empty C string; the
+    // tree and namespace descriptors are open for the duration of the call.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if set != 0 {
+        return Err(JailError::Io {
+            step: step("attach the sandbox's ids to"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| JailError::Io {
+        step: step("mount the idmapped"),
+        source: e.into(),
+    })
+}
