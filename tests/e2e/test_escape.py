@@ -307,6 +307,10 @@ def test_per_user_kernel_limits_are_each_sandboxs_own(server):
     before = len(ESCAPE_RESULTS)
     a = Sandbox.create(template="code-interpreter", base_url=url, api_key=key)
     tier = requests.get(f"{url}/v1/sandboxes/{a.sandbox_id}", headers={"X-API-Key": key}, timeout=10).json().get("isolation")
+    if tier == "namespaces" and "own_ids=false" in open(server["log"]).read():
+        a.kill()
+        pytest.skip("SKIPPED LOUDLY: this host lets no unprivileged id make a user namespace, or its cache "
+                    "file system takes no idmapped mounts: sandboxes share one id range here (server log)")
     b = Sandbox.create(template="code-interpreter", base_url=url, api_key=other)
     try:
         # --- inotify: A holds all it can get -------------------------------------------------

@@ -12,17 +12,25 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe, ForkResult};
 
-use super::jail::{JailError, ID_COUNT};
+use crate::host::ids::RANGE_SIZE;
 
-fn sys<T>(step: &str, r: nix::Result<T>) -> Result<T, JailError> {
-    r.map_err(|source| JailError::Sys {
+/// A step of showing layers with a sandbox's ids that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct IdmapError {
+    step: String,
+    source: std::io::Error,
+}
+
+fn sys<T>(step: &str, r: nix::Result<T>) -> Result<T, IdmapError> {
+    r.map_err(|e| IdmapError {
         step: step.into(),
-        source,
+        source: e.into(),
     })
 }
 
-fn io<T>(step: &str, r: std::io::Result<T>) -> Result<T, JailError> {
-    r.map_err(|source| JailError::Io {
+fn io<T>(step: &str, r: std::io::Result<T>) -> Result<T, IdmapError> {
+    r.map_err(|source| IdmapError {
         step: step.into(),
         source,
     })
@@ -32,16 +40,13 @@ fn io<T>(step: &str, r: std::io::Result<T>) -> Result<T, JailError> {
 /// file owned by `from + i` on disk shows as owned by `to + i` through them. A child enters a new
 /// user namespace and waits while this (privileged) process writes its maps and keeps a handle to
 /// the namespace; then the child exits. Call only while single-threaded.
-pub fn user_namespace(from: u32, to: u32) -> Result<OwnedFd, JailError> {
+pub fn user_namespace(from: u32, to: u32) -> Result<OwnedFd, IdmapError> {
     let (ready_r, ready_w) = sys("pipe", pipe())?;
     let (done_r, done_w) = sys("pipe", pipe())?;
     // SAFETY: the jail is single-threaded here, so the child may run arbitrary code after fork;
     // it only unshares, writes and reads a pipe, and exits.
     match unsafe { fork() } {
-        Err(e) => Err(JailError::Sys {
-            step: "fork id-map helper".into(),
-            source: e,
-        }),
+        Err(e) => sys("fork id-map helper", Err(e)),
         Ok(ForkResult::Child) => {
             drop((ready_r, done_w));
             let code = match unshare(CloneFlags::CLONE_NEWUSER) {
@@ -62,11 +67,12 @@ pub fn user_namespace(from: u32, to: u32) -> Result<OwnedFd, JailError> {
                     fs::File::from(ready_r).read(&mut [0u8; 1]),
                 )? != 1
                 {
-                    return Err(JailError::Spec(
-                        "the id-map helper could not enter a user namespace".into(),
-                    ));
+                    return Err(IdmapError {
+                        step: "id-map helper".into(),
+                        source: std::io::Error::other("it could not enter a user namespace"),
+                    });
                 }
-                let map = format!("{from} {to} {ID_COUNT}\n");
+                let map = format!("{from} {to} {RANGE_SIZE}\n");
                 let pid = child.as_raw();
                 io(
                     "write uid_map",
@@ -90,7 +96,7 @@ pub fn user_namespace(from: u32, to: u32) -> Result<OwnedFd, JailError> {
 }
 
 /// Mounts a clone of `layer` at `target`, read-only and with `userns`'s id mapping attached.
-pub fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(), JailError> {
+pub fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(), IdmapError> {
     use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
     let step = |what: &str| format!("{what} {}", layer.display());
     let tree = open_tree(
@@ -98,7 +104,7 @@ pub fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(
         layer,
         OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )
-    .map_err(|e| JailError::Io {
+    .map_err(|e| IdmapError {
         step: step("clone the mount of"),
         source: e.into(),
     })?;
@@ -121,7 +127,7 @@ pub fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(
         )
     };
     if set != 0 {
-        return Err(JailError::Io {
+        return Err(IdmapError {
             step: step("attach the sandbox's ids to"),
             source: std::io::Error::last_os_error(),
         });
@@ -133,7 +139,7 @@ pub fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(
         target,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .map_err(|e| JailError::Io {
+    .map_err(|e| IdmapError {
         step: step("mount the idmapped"),
         source: e.into(),
     })

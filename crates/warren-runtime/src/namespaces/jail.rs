@@ -93,6 +93,8 @@ pub enum JailError {
     Spec(String),
     #[error(transparent)]
     Harden(#[from] super::harden::HardenError),
+    #[error(transparent)]
+    Idmap(#[from] super::idmap::IdmapError),
 }
 
 fn sys<T>(step: impl Into<String>, r: nix::Result<T>) -> Result<T, JailError> {
