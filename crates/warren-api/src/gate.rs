@@ -24,7 +24,7 @@ pub struct ControlGate {
 
 impl Gate for ControlGate {
     fn verify_token(&self, sandbox: &SandboxId, token: &str) -> Option<Option<String>> {
-        self.tokens.verified_key(token, sandbox.as_str())
+        self.tokens.verifier().sandbox(token, sandbox.as_str())
     }
 
     fn check_rate(&self, owner: &str) -> Result<(), Refusal> {

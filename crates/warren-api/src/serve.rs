@@ -288,6 +288,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         .with_context(|| format!("prepare agent bundle from {}", agent_exe.display()))?;
     let host = Arc::new(
         Host::new(HostConfig {
+            data_dir: cfg.data_dir.clone(),
             agent_bundle: bundle,
             network_base: cfg.network_base,
             layers_dir: cfg.cache_dir.clone(),
@@ -352,8 +353,11 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         );
     }
     let tls = tls_setup(cfg)?;
-    let tokens =
-        Arc::new(TokenSigner::load_or_create(&cfg.data_dir).context("load token signing key")?);
+    let tokens = Arc::new(
+        TokenSigner::load(&store, &cfg.data_dir)
+            .await
+            .context("load token signing key")?,
+    );
     let audit = Auditor::start(store.clone(), cfg.audit_retention);
     let rate = Arc::new(RateLimiter::new(&cfg.limits));
     {

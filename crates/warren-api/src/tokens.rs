@@ -1,53 +1,82 @@
-//! Sandbox access tokens: HS256 JWTs bound to one sandbox id. The signing key lives in the data
-//! dir (mode 0600) and never enters a sandbox; tokens are checked by the host-side proxy.
+//! Sandbox access tokens, and the tokens control planes sign for their calls to nodes: EdDSA
+//! (Ed25519) JWTs. The private key is shared by every control plane through the store (generated
+//! by the first one to start) and never leaves them: nodes get the public key and can check
+//! tokens but not make them. Tokens are bound to one sandbox id (or one node) and checked
+//! outside the sandbox, by the node's proxy.
 
 use std::path::Path;
 
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use base64::Engine;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use ring::signature::KeyPair;
+use warren_node::tokens::{node_audience, NodeCallClaims, SandboxClaims, TokenVerifier, ISSUER};
+use warren_store::Store;
 
 /// Both SDKs refresh when under an hour is left; 24 h matches their own examples.
 pub const TOKEN_TTL_SECONDS: i64 = 24 * 3600;
+/// A control plane's call to a node is signed for this long.
+#[allow(dead_code)] // used by the cluster's node calls (next)
+const NODE_CALL_TTL_SECONDS: i64 = 120;
+/// The store setting holding the signing key (PKCS#8, base64).
+const KEY_SETTING: &str = "token_signing_key";
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    exp: i64,
-    iat: i64,
-    iss: String,
-    /// Id of the API key that obtained the token (for the audit trail); never the key itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kid: Option<String>,
-}
-
+#[allow(dead_code)] // public_key: handed to joining nodes (next)
 pub struct TokenSigner {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    verifier: TokenVerifier,
+    public_key: Vec<u8>,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum TokenKeyError {
+    #[error("token signing key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Store(#[from] warren_store::StoreError),
+}
+
+#[allow(dead_code)] // public_key_base64, node_call: the cluster's node calls (next)
 impl TokenSigner {
-    /// Loads the key from `dir/jwt.key`, creating it on first start.
-    pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join("jwt.key");
-        let secret = match std::fs::read(&path) {
-            Ok(s) if s.len() >= 32 => s,
-            _ => {
-                let s: [u8; 32] = rand::random();
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                std::io::Write::write_all(&mut f, &s)?;
-                s.to_vec()
+    /// The key every control plane of `store` shares, made by the first to start. Tokens a
+    /// single-machine server signed before with `data_dir/jwt.key` stay valid until they expire.
+    pub async fn load(store: &Store, data_dir: &Path) -> Result<Self, TokenKeyError> {
+        let fresh =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .map_err(|e| TokenKeyError::Key(e.to_string()))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let stored = store
+            .setting_or_insert(KEY_SETTING, &b64.encode(fresh.as_ref()))
+            .await?;
+        let pkcs8 = b64
+            .decode(stored.trim())
+            .map_err(|e| TokenKeyError::Key(e.to_string()))?;
+        let mut signer = Self::from_pkcs8(&pkcs8)?;
+        if let Ok(secret) = std::fs::read(data_dir.join("jwt.key")) {
+            if secret.len() >= 32 {
+                signer.verifier = signer.verifier.with_legacy_secret(&secret);
             }
-        };
+        }
+        Ok(signer)
+    }
+
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, TokenKeyError> {
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map_err(|e| TokenKeyError::Key(e.to_string()))?;
+        let public_key = pair.public_key().as_ref().to_vec();
         Ok(Self {
-            encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
+            encoding: EncodingKey::from_ed_der(pkcs8),
+            verifier: TokenVerifier::new(&public_key),
+            public_key,
         })
+    }
+
+    /// The public key (32 bytes, base64) nodes verify with.
+    pub fn public_key_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.public_key)
+    }
+
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
     }
 
     /// Returns (token, expires_at).
@@ -58,17 +87,33 @@ impl TokenSigner {
         now: i64,
     ) -> Result<(String, i64), jsonwebtoken::errors::Error> {
         let exp = now + TOKEN_TTL_SECONDS;
-        let claims = Claims {
+        let claims = SandboxClaims {
             sub: sandbox_id.to_owned(),
             exp,
             iat: now,
-            iss: "warren".to_owned(),
+            iss: ISSUER.to_owned(),
             kid: key_id.map(str::to_owned),
+            aud: None,
         };
         Ok((
-            encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?,
+            encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)?,
             exp,
         ))
+    }
+
+    /// A token for one call (or a minute of calls) to node `node_id`'s API.
+    pub fn node_call(
+        &self,
+        node_id: &str,
+        now: i64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let claims = NodeCallClaims {
+            aud: node_audience(node_id),
+            exp: now + NODE_CALL_TTL_SECONDS,
+            iat: now,
+            iss: ISSUER.to_owned(),
+        };
+        encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
     }
 
     /// Whether `token` is valid, unexpired, and issued for `sandbox_id`.
@@ -79,13 +124,7 @@ impl TokenSigner {
 
     /// For a valid token of `sandbox_id`: the id of the key that obtained it (if recorded).
     pub fn verified_key(&self, token: &str, sandbox_id: &str) -> Option<Option<String>> {
-        let mut v = Validation::new(Algorithm::HS256);
-        v.set_issuer(&["warren"]);
-        v.leeway = 0;
-        decode::<Claims>(token, &self.decoding, &v)
-            .ok()
-            .filter(|d| d.claims.sub == sandbox_id)
-            .map(|d| d.claims.kid)
+        self.verifier.sandbox(token, sandbox_id)
     }
 }
 
@@ -93,10 +132,16 @@ impl TokenSigner {
 mod tests {
     use super::*;
 
+    fn signer() -> TokenSigner {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .expect("key");
+        TokenSigner::from_pkcs8(pkcs8.as_ref()).expect("signer")
+    }
+
     #[test]
     fn a_token_opens_only_its_own_sandbox() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let signer = TokenSigner::load_or_create(dir.path()).expect("signer");
+        let signer = signer();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let (tok, exp) = signer
             .issue("aaaaaaaaaaaaaaaaaa", Some("key_1"), now)
@@ -115,16 +160,55 @@ mod tests {
             !signer.verify(&old, "aaaaaaaaaaaaaaaaaa"),
             "expired token accepted"
         );
-        let other = TokenSigner::load_or_create(tempfile::tempdir().expect("tempdir").path())
-            .expect("signer");
         assert!(
-            !other.verify(&tok, "aaaaaaaaaaaaaaaaaa"),
+            !self::signer().verify(&tok, "aaaaaaaaaaaaaaaaaa"),
             "token from another key accepted"
         );
-        let again = TokenSigner::load_or_create(dir.path()).expect("reload");
+    }
+
+    #[test]
+    fn nodes_check_tokens_with_the_public_key_and_tell_the_kinds_apart() {
+        let signer = signer();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let public = b64.decode(signer.public_key_base64()).expect("b64");
+        let node = TokenVerifier::new(&public);
+        let (tok, _) = signer
+            .issue("aaaaaaaaaaaaaaaaaa", None, now)
+            .expect("issue");
+        assert!(node.sandbox(&tok, "aaaaaaaaaaaaaaaaaa").is_some());
+        let call = signer.node_call("n1", now).expect("call");
+        assert!(node.node_call(&call, "n1"));
         assert!(
-            again.verify(&tok, "aaaaaaaaaaaaaaaaaa"),
-            "key not persisted across restarts"
+            !node.node_call(&call, "n2"),
+            "a call token for another node"
         );
+        assert!(
+            node.sandbox(&call, "aaaaaaaaaaaaaaaaaa").is_none(),
+            "a call token is no sandbox token"
+        );
+        assert!(
+            !node.node_call(&tok, "n1"),
+            "a sandbox token is no call token"
+        );
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &SandboxClaims {
+                sub: "aaaaaaaaaaaaaaaaaa".into(),
+                exp: now + 60,
+                iat: now,
+                iss: ISSUER.into(),
+                kid: None,
+                aud: None,
+            },
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .expect("hs256");
+        assert!(
+            node.sandbox(&hs, "aaaaaaaaaaaaaaaaaa").is_none(),
+            "HS256 without the legacy secret"
+        );
+        let legacy = node.clone().with_legacy_secret(&[7u8; 32]);
+        assert!(legacy.sandbox(&hs, "aaaaaaaaaaaaaaaaaa").is_some());
     }
 }

@@ -11,6 +11,7 @@ mod node;
 mod proxy;
 mod registry;
 mod tls_listener;
+pub mod tokens;
 mod transport;
 
 pub use agent_link::{bash, AgentError, AgentLink};

@@ -9,6 +9,8 @@
 
 mod audit;
 mod keys;
+mod leader;
+mod nodes;
 mod row;
 mod sandboxes;
 mod templates;
@@ -21,6 +23,8 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeySpec, NewApiKey, Role};
+pub use leader::Leadership;
+pub use nodes::NodeRecord;
 pub use sandboxes::{NewSandbox, SandboxPage, SandboxRecord, TenantUsage};
 pub use templates::{TemplateRecord, TemplateStatus};
 

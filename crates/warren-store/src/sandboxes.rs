@@ -24,6 +24,10 @@ pub struct SandboxRecord {
     pub listen_port: Option<u16>,
     /// Why it stopped, when the server stopped it rather than a user (it died, it expired).
     pub status_reason: Option<String>,
+    /// The node that runs it; None for the control plane's own node.
+    pub node_id: Option<String>,
+    /// The region of that node.
+    pub region: Option<String>,
 }
 
 pub struct NewSandbox<'a> {
@@ -36,6 +40,8 @@ pub struct NewSandbox<'a> {
     pub key_id: Option<&'a str>,
     pub tenant: &'a str,
     pub isolation: &'a str,
+    pub node_id: Option<&'a str>,
+    pub region: Option<&'a str>,
 }
 
 pub struct SandboxPage {
@@ -47,7 +53,7 @@ pub struct SandboxPage {
 const COLUMNS: &str =
     "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
      timeout_seconds, expires_at, created_at, key_id, tenant, isolation, runtime_handle, \
-     listen_port, status_reason";
+     listen_port, status_reason, node_id, region";
 
 /// Statuses whose processes may exist.
 const LIVE: &str = "('creating','running','paused')";
@@ -61,8 +67,9 @@ impl Store {
         let expires_at = s.timeout_seconds.map(|t| now.saturating_add(t));
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
-             internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation, \
+             node_id, region) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(s.id.as_str())
         .bind(s.template_id)
@@ -79,6 +86,8 @@ impl Store {
         .bind(s.key_id)
         .bind(s.tenant)
         .bind(s.isolation)
+        .bind(s.node_id)
+        .bind(s.region)
         .execute(&self.pool)
         .await?;
         Ok(SandboxRecord {
@@ -97,6 +106,8 @@ impl Store {
             runtime_handle: None,
             listen_port: None,
             status_reason: None,
+            node_id: s.node_id.map(str::to_owned),
+            region: s.region.map(str::to_owned),
         })
     }
 
@@ -213,40 +224,39 @@ impl Store {
     }
 
     /// Lists a tenant's sandboxes oldest first. Only live ones unless a status filter asks
-    /// otherwise.
+    /// otherwise; only those of `region` when given.
     pub async fn list_sandboxes(
         &self,
         tenant: &str,
         status: Option<SandboxStatus>,
+        region: Option<&str>,
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<SandboxPage, StoreError> {
         let after: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
         let limit = i64::from(limit.clamp(1, 1000));
-        let rows = match status {
-            Some(s) => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM sandboxes WHERE tenant = $1 AND status = $2 AND seq > $3 ORDER BY seq LIMIT $4"
-                ))
-                .bind(tenant)
-                .bind(s.as_str())
-                .bind(after)
-                .bind(limit + 1)
-                .fetch_all(&self.pool)
-                .await?
+        let mut sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE tenant = $1 AND seq > $2");
+        let mut next = 3;
+        match status {
+            Some(_) => {
+                sql.push_str(&format!(" AND status = ${next}"));
+                next += 1;
             }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM sandboxes WHERE tenant = $1 AND status IN {LIVE} \
-                     AND seq > $2 ORDER BY seq LIMIT $3"
-                ))
-                .bind(tenant)
-                .bind(after)
-                .bind(limit + 1)
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
+            None => sql.push_str(&format!(" AND status IN {LIVE}")),
+        }
+        if region.is_some() {
+            sql.push_str(&format!(" AND region = ${next}"));
+            next += 1;
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT ${next}"));
+        let mut query = sqlx::query(&sql).bind(tenant).bind(after);
+        if let Some(s) = status {
+            query = query.bind(s.as_str());
+        }
+        if let Some(r) = region {
+            query = query.bind(r);
+        }
+        let rows = query.bind(limit + 1).fetch_all(&self.pool).await?;
         let more = rows.len() as i64 > limit;
         let page = &rows[..rows.len().min(limit as usize)];
         let next_cursor = match page.last() {
@@ -267,6 +277,31 @@ impl Store {
         ))
         .fetch_all(&self.pool)
         .await?;
+        rows.iter().map(sandbox_from_row).collect()
+    }
+
+    /// The live sandboxes of one node (`None`: the control plane's own).
+    pub async fn live_sandboxes_on(
+        &self,
+        node_id: Option<&str>,
+    ) -> Result<Vec<SandboxRecord>, StoreError> {
+        let rows = match node_id {
+            Some(node) => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM sandboxes WHERE status IN {LIVE} AND node_id = $1 ORDER BY seq"
+                ))
+                .bind(node)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM sandboxes WHERE status IN {LIVE} AND node_id IS NULL ORDER BY seq"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         rows.iter().map(sandbox_from_row).collect()
     }
 
@@ -336,6 +371,8 @@ fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> 
         runtime_handle: opt_text(r, "runtime_handle")?,
         listen_port: opt_int(r, "listen_port")?.and_then(|p| u16::try_from(p).ok()),
         status_reason: opt_text(r, "status_reason")?,
+        node_id: opt_text(r, "node_id")?,
+        region: opt_text(r, "region")?,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use warren_core::{Resources, SandboxId, SandboxStatus};
 
-use crate::{AuditEvent, AuditQuery, KeyEnvironment, KeySpec, NewSandbox, Role, Store};
+use crate::{AuditEvent, AuditQuery, KeyEnvironment, KeySpec, NewSandbox, NodeRecord, Role, Store};
 
 /// Runs each named test once per backend: `sqlite::name` and `postgres::name`.
 macro_rules! on_both_backends {
@@ -34,6 +34,10 @@ on_both_backends!(
     expiry_finds_only_due_live_sandboxes,
     state_survives_reopen,
     runtime_handles_are_kept_until_the_sandbox_ends,
+    nodes_join_report_drain_and_are_listed,
+    sandboxes_are_found_by_node_and_region,
+    the_first_stored_setting_wins,
+    one_control_plane_leads_the_periodic_jobs,
 );
 
 /// Where a test's store lives.
@@ -98,6 +102,8 @@ async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) ->
                 key_id: None,
                 tenant,
                 isolation: "namespaces",
+                node_id: None,
+                region: None,
             },
             now,
         )
@@ -216,7 +222,7 @@ async fn tenants_see_only_their_sandboxes_and_usage(db: Db) {
     let a = add_for(&store, "a", 1, None).await;
     let _b = add_for(&store, "b", 1, None).await;
     let page = store
-        .list_sandboxes("a", None, None, 100)
+        .list_sandboxes("a", None, None, None, 100)
         .await
         .expect("list");
     assert_eq!(
@@ -276,7 +282,7 @@ async fn pages_cover_every_sandbox_exactly_once(db: Db) {
     let mut cursor = None;
     loop {
         let page = store
-            .list_sandboxes("default", None, cursor.as_deref(), 3)
+            .list_sandboxes("default", None, None, cursor.as_deref(), 3)
             .await
             .expect("list");
         seen.extend(page.items.into_iter().map(|s| s.id));
@@ -371,4 +377,150 @@ async fn runtime_handles_are_kept_until_the_sandbox_ends(db: Db) {
         "a stopped sandbox keeps no handle"
     );
     assert!(store.live_sandboxes().await.expect("live").is_empty());
+}
+
+fn node(id: &str, now_ms: i64) -> NodeRecord {
+    NodeRecord {
+        id: id.to_owned(),
+        name: format!("name-{id}"),
+        api_url: format!("http://{id}:7070"),
+        public_host: id.to_owned(),
+        labels: "{\"region\":\"eu\"}".to_owned(),
+        report: "{}".to_owned(),
+        state: "active".to_owned(),
+        joined_at: now_ms / 1000,
+        last_seen: now_ms,
+    }
+}
+
+async fn nodes_join_report_drain_and_are_listed(db: Db) {
+    let store = db.open().await;
+    store
+        .join_node(&node("n1", 1000), "h1")
+        .await
+        .expect("join");
+    store
+        .join_node(&node("n2", 1000), "h2")
+        .await
+        .expect("join");
+    assert!(store
+        .node_heartbeat("n1", "{\"x\":1}", 2000)
+        .await
+        .expect("beat"));
+    assert!(
+        !store.node_heartbeat("nx", "{}", 2000).await.expect("beat"),
+        "unknown node"
+    );
+    assert!(store.set_node_state("n2", "draining").await.expect("drain"));
+    // joining again (a restart) takes a new credential but keeps draining
+    store
+        .join_node(&node("n2", 3000), "h2b")
+        .await
+        .expect("rejoin");
+    let nodes = store.list_nodes().await.expect("list");
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0].report, "{\"x\":1}");
+    assert_eq!(nodes[0].last_seen, 2000);
+    assert_eq!(nodes[1].state, "draining");
+    assert_eq!(
+        store.node_key_hash("n2").await.expect("hash").as_deref(),
+        Some("h2b")
+    );
+    assert!(store.remove_node("n1").await.expect("remove"));
+    assert!(store.get_node("n1").await.expect("get").is_none());
+}
+
+async fn sandboxes_are_found_by_node_and_region(db: Db) {
+    let store = db.open().await;
+    let mut ids = Vec::new();
+    for (node_id, region) in [
+        (None, None),
+        (Some("n1"), Some("eu")),
+        (Some("n2"), Some("us")),
+    ] {
+        let id = SandboxId::generate();
+        store
+            .insert_sandbox(
+                NewSandbox {
+                    id: &id,
+                    template_id: "2",
+                    template_name: "code-interpreter",
+                    resources: RES,
+                    internet_access: false,
+                    timeout_seconds: None,
+                    key_id: None,
+                    tenant: "default",
+                    isolation: "namespaces",
+                    node_id,
+                    region,
+                },
+                1,
+            )
+            .await
+            .expect("insert");
+        ids.push(id);
+    }
+    let on = |v: Vec<crate::SandboxRecord>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        on(store.live_sandboxes_on(None).await.expect("own")),
+        vec![ids[0].clone()]
+    );
+    assert_eq!(
+        on(store.live_sandboxes_on(Some("n2")).await.expect("n2")),
+        vec![ids[2].clone()]
+    );
+    let eu = store
+        .list_sandboxes("default", None, Some("eu"), None, 10)
+        .await
+        .expect("eu");
+    assert_eq!(on(eu.items), vec![ids[1].clone()]);
+    let s = store
+        .get_sandbox(&ids[2])
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        (s.node_id.as_deref(), s.region.as_deref()),
+        (Some("n2"), Some("us"))
+    );
+}
+
+async fn the_first_stored_setting_wins(db: Db) {
+    let store = db.open().await;
+    assert_eq!(
+        store.setting_or_insert("k", "first").await.expect("set"),
+        "first"
+    );
+    assert_eq!(
+        store.setting_or_insert("k", "second").await.expect("set"),
+        "first"
+    );
+}
+
+async fn one_control_plane_leads_the_periodic_jobs(db: Db) {
+    let store = db.open().await;
+    let mut lead = store
+        .try_lead()
+        .await
+        .expect("lead")
+        .expect("the first one leads");
+    assert!(lead.still_held().await);
+    if store.backend() == crate::Backend::Postgres {
+        let other = db.open().await;
+        assert!(
+            other.try_lead().await.expect("try").is_none(),
+            "a second leader"
+        );
+        drop(lead);
+        // the lock goes with its connection, which closes when the lead is dropped
+        let mut taken = None;
+        for _ in 0..50 {
+            if let Some(l) = other.try_lead().await.expect("try") {
+                taken = Some(l);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(taken.is_some(), "the lead did not pass on");
+    }
 }

@@ -223,6 +223,8 @@ impl Lifecycle {
                     key_id: Some(who.key_id),
                     tenant: who.tenant,
                     isolation: tier,
+                    node_id: None,
+                    region: None,
                 },
                 now(),
             )

@@ -120,7 +120,6 @@ pub struct ListQuery {
     limit: Option<u32>,
     status: Option<String>,
     cursor: Option<String>,
-    #[allow(dead_code)] // accepted for compatibility; a single-node server has one region
     region: Option<String>,
 }
 
@@ -143,6 +142,7 @@ pub async fn list(
         .list_sandboxes(
             &caller.tenant,
             status,
+            q.region.as_deref().filter(|r| !r.is_empty()),
             q.cursor.as_deref(),
             q.limit.unwrap_or(100),
         )

@@ -65,7 +65,7 @@ fn host() -> Value {
     json!({
         "kernel": run_ok(&["uname", "-r"]),
         "root": nix::unistd::geteuid().is_root(),
-        "cgroups": warren_runtime::host::cgroups::CgroupRoot::discover().ok().map(|c| c.version()),
+        "cgroups": warren_runtime::host::cgroups::CgroupRoot::discover("warren").ok().map(|c| c.version()),
         "user_namespaces": read("/proc/sys/user/max_user_namespaces").trim().parse::<u64>().unwrap_or(0) > 0,
         "overlayfs": read("/proc/filesystems").contains("overlay"),
         "seccomp": seccomp,

@@ -83,8 +83,9 @@ pub struct SandboxCgroup {
 const CPU_PERIOD_US: u64 = 100_000;
 
 impl CgroupRoot {
-    /// Finds the server's own cgroups and prepares a `warren/` group below each.
-    pub fn discover() -> Result<Self, CgroupError> {
+    /// Finds the server's own cgroups and prepares a `<group>/` group below each (`warren/` on a
+    /// machine's first host slot).
+    pub fn discover(group: &str) -> Result<Self, CgroupError> {
         let own = fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| CgroupError::Unavailable(format!("/proc/self/cgroup: {e}")))?;
         let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
@@ -95,7 +96,7 @@ impl CgroupRoot {
                 .unwrap_or("/");
             let base = Path::new("/sys/fs/cgroup")
                 .join(rel.trim_start_matches('/'))
-                .join("warren");
+                .join(group);
             Layout::V2 { base }
         } else {
             let find = |controller: &str| -> Result<PathBuf, CgroupError> {
@@ -113,7 +114,7 @@ impl CgroupRoot {
                         } else {
                             Path::new("/sys/fs/cgroup").join(controller)
                         };
-                        return Ok(mount.join(rel.trim_start_matches('/')).join("warren"));
+                        return Ok(mount.join(rel.trim_start_matches('/')).join(group));
                     }
                 }
                 Err(CgroupError::Unavailable(format!(

@@ -15,17 +15,32 @@ pub const CANONICAL_BASE: u32 = 100_000;
 /// First id of the per-sandbox ranges: above the canonical range and the VMM uids of earlier
 /// versions (300,000 + 65,536).
 pub const FIRST_RANGE: u32 = 1 << 21;
-/// How many ranges exist: up to 2^21 + 2^14 × 2^16 ≈ 1.07 billion, far below the 32-bit limit and
-/// eight times the density target of 2,000 sandboxes per machine.
+/// How many ranges exist: up to 2^21 + 2^14 × 2^16 ≈ 1.07 billion, far below the 32-bit limit;
+/// eight times the density target of 2,000 sandboxes per machine, so each of the eight host slots
+/// (nodes sharing a machine) has 2,048.
 pub const RANGES: u32 = 1 << 14;
 
-/// Hands out ranges without overlap; a range is free again once its sandbox is gone.
-#[derive(Debug, Default)]
+/// Hands out ranges without overlap; a range is free again once its sandbox is gone. Several
+/// nodes on one machine (host slots) each hand out their own share of the ranges.
+#[derive(Debug)]
 pub struct IdAllocator {
     used: Mutex<BTreeSet<u32>>,
+    /// The share: range indexes `first..first + count`.
+    first: u32,
+    count: u32,
 }
 
 impl IdAllocator {
+    /// The share of host slot `slot` (of `slot::SLOTS`): 2,048 ranges each.
+    pub fn for_slot(slot: u8) -> Self {
+        let count = RANGES / u32::from(super::slot::SLOTS);
+        Self {
+            used: Mutex::default(),
+            first: u32::from(slot) * count,
+            count,
+        }
+    }
+
     fn used(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
         self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -33,7 +48,7 @@ impl IdAllocator {
     /// The first id of a free range, or None when all are taken.
     pub fn take(&self) -> Option<u32> {
         let mut used = self.used();
-        let index = (0..RANGES).find(|i| !used.contains(i))?;
+        let index = (self.first..self.first + self.count).find(|i| !used.contains(i))?;
         used.insert(index);
         Some(FIRST_RANGE + index * RANGE_SIZE)
     }
@@ -141,7 +156,7 @@ mod tests {
 
     #[test]
     fn ranges_never_overlap_and_come_back() {
-        let ids = IdAllocator::default();
+        let ids = IdAllocator::for_slot(0);
         let a = ids.take().expect("a range");
         let b = ids.take().expect("another range");
         assert_eq!(b - a, RANGE_SIZE);

@@ -7,6 +7,7 @@ pub mod cgroups;
 pub mod ids;
 pub mod network;
 mod process;
+pub mod slot;
 mod spawn;
 
 pub use cgroups::SandboxUsage;
@@ -58,10 +59,9 @@ pub enum HostError {
 /// How long a sandbox may take to start its agent (hardware-speed tiers).
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Held for the host layer's lifetime: one Warren server per host.
-const HOST_LOCK: &str = "/run/warren-namespaces.lock";
-
 pub struct HostConfig {
+    /// The server's data dir: it keeps the host slot it took (see `slot`).
+    pub data_dir: PathBuf,
     /// Directory with the agent binary, its libraries and loader (see `agent_bundle`).
     pub agent_bundle: PathBuf,
     /// The /16 that sandbox veth links are numbered from.
@@ -115,7 +115,7 @@ impl SandboxHost {
 /// `wv<n>` links, the `inet warren` table, the `warren/` cgroups) are host-wide, which is why one
 /// server per host holds it.
 pub struct Host {
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    slot: std::sync::Mutex<slot::HostSlot>,
     cgroups: CgroupRoot,
     network: Network,
     agent_bundle: PathBuf,
@@ -127,9 +127,14 @@ pub struct Host {
 
 impl Host {
     pub async fn new(cfg: HostConfig) -> Result<Self, HostError> {
-        let lock = lock_host()?;
-        let cgroups = CgroupRoot::discover()?;
-        let network = Network::init(cfg.network_base).await?;
+        let slot = slot::HostSlot::acquire(&cfg.data_dir)?;
+        let cgroups = CgroupRoot::discover(&slot.group_name())?;
+        let names = network::NetNames {
+            netns: slot.netns_prefix(),
+            veth: slot.veth_prefix(),
+            table: slot.group_name(),
+        };
+        let network = Network::init(slot.network_base(cfg.network_base), names).await?;
         let dir = cfg.layers_dir.clone();
         let own_ids = match tokio::task::spawn_blocking(move || ids::idmap_works(&dir)).await {
             Ok(Ok(())) => true,
@@ -144,13 +149,18 @@ impl Host {
             }
             Err(_) => false,
         };
-        tracing::info!(cgroups = cgroups.version(), own_ids, "host layer ready");
+        tracing::info!(
+            cgroups = cgroups.version(),
+            own_ids,
+            slot = slot.index(),
+            "host layer ready"
+        );
         Ok(Self {
-            _lock: lock,
+            ids: ids::IdAllocator::for_slot(slot.index()),
+            slot: std::sync::Mutex::new(slot),
             cgroups,
             network,
             agent_bundle: cfg.agent_bundle,
-            ids: ids::IdAllocator::default(),
             own_ids,
         })
     }
@@ -280,7 +290,7 @@ impl Host {
         let _ = tokio::task::spawn_blocking(move || cgroups.recycle_leftovers()).await;
         let kept_netns = keep
             .iter()
-            .map(|id| network::netns_name(id.as_str()))
+            .map(|id| self.network.netns_name(id.as_str()))
             .collect();
         self.network.remove_leftovers(&kept_netns).await;
     }
@@ -290,6 +300,7 @@ impl Host {
     pub async fn release(&self) {
         self.network.release_host().await;
         self.cgroups.remove_bases();
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).disown();
     }
 }
 
@@ -307,18 +318,4 @@ pub fn memory() -> Option<(u64, u64)> {
             .map(|k| k * 1024)
     };
     Some((kib("MemTotal:")?, kib("MemAvailable:")?))
-}
-
-fn lock_host() -> Result<nix::fcntl::Flock<std::fs::File>, HostError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(HOST_LOCK)
-        .map_err(|source| HostError::Io {
-            what: format!("open {HOST_LOCK}"),
-            source,
-        })?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| HostError::Busy(HOST_LOCK.into()))
 }

@@ -27,9 +27,16 @@ pub enum NetworkError {
     Exhausted,
 }
 
-const NETNS_PREFIX: &str = "warren-";
-const VETH_PREFIX: &str = "wv";
-const NFT_TABLE: &str = "warren";
+/// The names of one host slot's network objects (see `slot`).
+#[derive(Debug, Clone)]
+pub struct NetNames {
+    /// Of sandbox network namespaces: `<netns><sandbox id>`.
+    pub netns: String,
+    /// Of the host ends of veth pairs: `<veth><n>`.
+    pub veth: String,
+    /// The nftables table of the slot's rules.
+    pub table: String,
+}
 /// A VM guest's link inside its sandbox's namespace (see `add_guest_link`).
 pub const GUEST_TAP: &str = "wtap0";
 pub const GUEST_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 1);
@@ -39,6 +46,7 @@ pub const GUEST_ADDRESS: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 2);
 pub struct Network {
     /// The /16 that sandbox links are carved from, as /30s.
     base: Ipv4Addr,
+    names: NetNames,
     used_slots: Mutex<BTreeSet<u32>>,
     /// The host's resolv.conf, given to sandboxes with internet access.
     pub resolv_conf: Option<String>,
@@ -50,11 +58,6 @@ pub struct SandboxNet {
     pub netns_name: String,
     pub netns_path: PathBuf,
     slot: Option<u32>,
-}
-
-/// The network namespace of sandbox `id`.
-pub fn netns_name(id: &str) -> String {
-    format!("{NETNS_PREFIX}{id}")
 }
 
 impl SandboxNet {
@@ -77,7 +80,12 @@ const SLOTS: u32 = 16_384; // a /16 in /30s
 
 impl Network {
     /// Prepares host-wide state: forwarding and the nftables table (replaced atomically).
-    pub async fn init(base: Ipv4Addr) -> Result<Self, NetworkError> {
+    pub async fn init(base: Ipv4Addr, names: NetNames) -> Result<Self, NetworkError> {
+        let NetNames {
+            veth: veth_prefix,
+            table,
+            ..
+        } = &names;
         let cidr = format!("{base}/16");
         let resolv_conf = tokio::fs::read_to_string("/etc/resolv.conf").await.ok();
         // Sandboxes resolve names through the host's own nameservers, which often sit in a private
@@ -94,26 +102,26 @@ impl Network {
         let dns_rule = if dns.is_empty() {
             String::new()
         } else {
-            format!("iifname \"{VETH_PREFIX}*\" ip daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport 53 accept\n", dns.join(", "))
+            format!("iifname \"{veth_prefix}*\" ip daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport 53 accept\n", dns.join(", "))
         };
         let ruleset = format!(
-            "table inet {NFT_TABLE}\n\
-             delete table inet {NFT_TABLE}\n\
-             table inet {NFT_TABLE} {{\n\
+            "table inet {table}\n\
+             delete table inet {table}\n\
+             table inet {table} {{\n\
                chain input {{ type filter hook input priority -10; policy accept;\n\
-                 iifname \"{VETH_PREFIX}*\" ct state established,related accept\n\
-                 iifname \"{VETH_PREFIX}*\" drop\n\
+                 iifname \"{veth_prefix}*\" ct state established,related accept\n\
+                 iifname \"{veth_prefix}*\" drop\n\
                }}\n\
                chain forward {{ type filter hook forward priority -10; policy accept;\n\
-                 oifname \"{VETH_PREFIX}*\" ct state established,related accept\n\
-                 oifname \"{VETH_PREFIX}*\" drop\n\
+                 oifname \"{veth_prefix}*\" ct state established,related accept\n\
+                 oifname \"{veth_prefix}*\" drop\n\
                  {dns_rule}\
-                 iifname \"{VETH_PREFIX}*\" ip daddr {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 }} drop\n\
-                 iifname \"{VETH_PREFIX}*\" meta nfproto ipv6 drop\n\
-                 iifname \"{VETH_PREFIX}*\" accept\n\
+                 iifname \"{veth_prefix}*\" ip daddr {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 }} drop\n\
+                 iifname \"{veth_prefix}*\" meta nfproto ipv6 drop\n\
+                 iifname \"{veth_prefix}*\" accept\n\
                }}\n\
                chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n\
-                 ip saddr {cidr} oifname != \"{VETH_PREFIX}*\" masquerade\n\
+                 ip saddr {cidr} oifname != \"{veth_prefix}*\" masquerade\n\
                }}\n\
              }}\n"
         );
@@ -126,6 +134,7 @@ impl Network {
             })?;
         Ok(Self {
             base,
+            names,
             used_slots: Mutex::new(BTreeSet::new()),
             resolv_conf,
         })
@@ -133,7 +142,7 @@ impl Network {
 
     /// Creates the namespace of sandbox `id`; with `internet` also its veth link and routes.
     pub async fn create(&self, id: &str, internet: bool) -> Result<SandboxNet, NetworkError> {
-        let name = netns_name(id);
+        let name = self.netns_name(id);
         run("ip", &["netns", "add", &name]).await?;
         let mut net = SandboxNet {
             netns_path: PathBuf::from("/run/netns").join(&name),
@@ -148,11 +157,20 @@ impl Network {
         Ok(net)
     }
 
+    /// The network namespace of sandbox `id`.
+    pub fn netns_name(&self, id: &str) -> String {
+        format!("{}{id}", self.names.netns)
+    }
+
+    fn veth_name(&self, slot: u32) -> String {
+        format!("{}{slot}", self.names.veth)
+    }
+
     /// The namespace (and link slot) of a sandbox an earlier server process created, if its
     /// namespace still exists; the slot is taken again.
     pub fn adopt(&self, netns_name: &str, slot: Option<u32>) -> Option<SandboxNet> {
         let netns_path = PathBuf::from("/run/netns").join(netns_name);
-        if !netns_name.starts_with(NETNS_PREFIX) || !netns_path.exists() {
+        if !netns_name.starts_with(&self.names.netns) || !netns_path.exists() {
             return None;
         }
         if let Some(s) = slot {
@@ -178,7 +196,7 @@ impl Network {
             let slot = self.take_slot()?;
             net.slot = Some(slot);
             let (host_ip, guest_ip) = self.addresses(slot);
-            let veth = format!("{VETH_PREFIX}{slot}");
+            let veth = self.veth_name(slot);
             let host = format!(
                 "link add {veth} type veth peer name eth0 netns {ns}\n\
                  addr add {host_ip}/30 dev {veth}\n\
@@ -256,7 +274,7 @@ impl Network {
     /// as far as it can.
     pub async fn destroy(&self, net: &SandboxNet) {
         if let Some(slot) = net.slot {
-            let _ = run("ip", &["link", "del", &format!("{VETH_PREFIX}{slot}")]).await;
+            let _ = run("ip", &["link", "del", &self.veth_name(slot)]).await;
             self.used_slots
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -269,7 +287,7 @@ impl Network {
 
     /// Removes the nftables table; called once every sandbox is gone.
     pub async fn release_host(&self) {
-        if let Err(e) = run("nft", &["delete", "table", "inet", NFT_TABLE]).await {
+        if let Err(e) = run("nft", &["delete", "table", "inet", &self.names.table]).await {
             tracing::warn!(error = %e, "cannot remove the nftables table");
         }
     }
@@ -280,7 +298,7 @@ impl Network {
         if let Ok(mut dir) = tokio::fs::read_dir("/run/netns").await {
             while let Ok(Some(e)) = dir.next_entry().await {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(NETNS_PREFIX) && !keep_netns.contains(&name) {
+                if name.starts_with(&self.names.netns) && !keep_netns.contains(&name) {
                     let _ = run("ip", &["netns", "del", &name]).await;
                 }
             }
@@ -294,7 +312,7 @@ impl Network {
             while let Ok(Some(e)) = dir.next_entry().await {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let slot = name
-                    .strip_prefix(VETH_PREFIX)
+                    .strip_prefix(self.names.veth.as_str())
                     .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
                     .and_then(|n| n.parse::<u32>().ok());
                 if slot.is_some_and(|s| !kept.contains(&s)) {
