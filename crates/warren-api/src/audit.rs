@@ -19,10 +19,10 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// Starts the writer and the retention purge (at start, then hourly).
-    pub fn start(store: Store, retention: Duration) -> Arc<Self> {
+    /// Starts the writer.
+    pub fn start(store: Store) -> Arc<Self> {
         let (tx, mut rx) = mpsc::channel::<AuditEvent>(CHANNEL_DEPTH);
-        let writer_store = store.clone();
+        let writer_store = store;
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -32,17 +32,6 @@ impl Auditor {
                 batch.clear();
             }
         });
-        tokio::spawn(async move {
-            loop {
-                let cutoff = now_ms() - retention.as_millis() as i64;
-                match store.purge_audit(cutoff).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "audit events past retention removed"),
-                    Err(e) => tracing::warn!(error = %e, "audit purge failed"),
-                }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
-        });
         Arc::new(Self { tx })
     }
 
@@ -50,6 +39,19 @@ impl Auditor {
         if self.tx.send(event).await.is_err() {
             tracing::error!("audit writer is gone; event lost");
         }
+    }
+}
+
+/// Removes audit events older than `retention`, at start and then hourly.
+pub async fn purge_forever(store: Store, retention: Duration) {
+    loop {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        match store.purge_audit(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "audit events past retention removed"),
+            Err(e) => tracing::warn!(error = %e, "audit purge failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 
@@ -78,6 +80,8 @@ pub enum ControlAction {
     KeyCreate,
     KeyRevoke,
     KeyRotate,
+    NodeDrain,
+    NodeActivate,
 }
 
 impl ControlAction {
@@ -100,6 +104,8 @@ impl ControlAction {
             KeyCreate => "key.create",
             KeyRevoke => "key.revoke",
             KeyRotate => "key.rotate",
+            NodeDrain => "node.drain",
+            NodeActivate => "node.activate",
         }
     }
 

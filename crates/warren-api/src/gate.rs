@@ -13,7 +13,7 @@ use warren_node::{AgentCall, AgentLink, Gate, Refusal};
 use crate::audit::Auditor;
 use crate::limits::RateLimiter;
 use crate::tokens::TokenSigner;
-use crate::webhooks::Dispatcher;
+use warren_node::webhooks::Dispatcher;
 
 pub struct ControlGate {
     pub tokens: Arc<TokenSigner>,

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod builds;
 mod clock;
+mod cluster;
 mod error;
 mod gate;
 mod lifecycle;
@@ -20,7 +21,6 @@ mod state;
 mod template_spec;
 pub mod tls;
 mod tokens;
-mod webhooks;
 
 pub use serve::{serve, stop_sandboxes, ServeConfig};
 pub use state::PublicMode;

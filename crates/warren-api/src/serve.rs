@@ -6,21 +6,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use warren_node::machine::{self, MachineConfig};
 use warren_node::{Listeners, Node, NodeConfig, TlsListener};
-use warren_runtime::host::{Host, HostConfig};
-use warren_runtime::namespaces::{NamespaceConfig, NamespaceDriver};
 use warren_runtime::templates::{builtin_recipes, TemplateCache};
-use warren_runtime::{AnyDriver, IsolationDriver};
 use warren_store::{Store, TemplateRecord, TemplateStatus};
 
 use crate::audit::Auditor;
+use crate::cluster::Cluster;
 use crate::gate::ControlGate;
 use crate::lifecycle::{Lifecycle, TemplateRoots};
 use crate::limits::RateLimiter;
 use crate::state::{self, PublicMode};
 use crate::tokens::TokenSigner;
-use crate::webhooks::Dispatcher;
 use crate::{builds, clock, limits, registry, routes, tls};
+use warren_node::webhooks::Dispatcher;
 
 pub struct ServeConfig {
     pub listen: SocketAddr,
@@ -61,6 +60,10 @@ pub struct ServeConfig {
     pub allow_isolation_override: bool,
     /// PostgreSQL instead of SQLite in the data dir.
     pub database_url: Option<String>,
+    /// Run no sandboxes here: only place them on nodes that joined (`warren node`).
+    pub no_local_node: bool,
+    /// What `warren node` must present to join (none: no node can join).
+    pub node_join_secret: Option<warren_core::Secret>,
     /// On SIGTERM/SIGINT, stop every sandbox instead of leaving them running for the next
     /// server to take over.
     pub stop_sandboxes_on_exit: bool,
@@ -124,7 +127,8 @@ fn tls_setup(cfg: &ServeConfig) -> anyhow::Result<Option<tokio_rustls::TlsAccept
 /// The assembled platform of one machine, before it serves.
 struct Platform {
     lifecycle: Arc<Lifecycle>,
-    node: Arc<Node>,
+    /// None with `--no-local-node`.
+    node: Option<Arc<Node>>,
     templates: Arc<TemplateRoots>,
     state: state::AppState,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -144,7 +148,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             "sandboxes of the previous server taken over"
         );
     }
-    tokio::spawn(p.lifecycle.clone().reap_forever());
+    tokio::spawn(lead_periodic_jobs(
+        p.state.store.clone(),
+        p.lifecycle.clone(),
+        cfg.audit_retention,
+    ));
     if cfg.prebuild_templates {
         let templates = p.templates.clone();
         tokio::spawn(async move {
@@ -186,8 +194,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 .then_some("the server was stopped with --stop-sandboxes-on-exit"),
         )
         .await;
-    if kept == 0 {
-        p.node.release_host().await;
+    if let (0, Some(node)) = (kept, &p.node) {
+        node.release_host().await;
         tracing::info!("shut down; no sandbox is left running");
     } else {
         tracing::info!(
@@ -208,7 +216,9 @@ pub async fn stop_sandboxes(cfg: ServeConfig) -> anyhow::Result<usize> {
     p.lifecycle
         .shut_down(Some("stopped with `warren stop-sandboxes`"))
         .await;
-    p.node.release_host().await;
+    if let Some(node) = &p.node {
+        node.release_host().await;
+    }
     Ok(restored.adopted)
 }
 
@@ -254,7 +264,8 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
     }
     let templates = TemplateCache::new(&cfg.cache_dir, cfg.debian_mirror.clone());
     for r in builtin_recipes() {
-        let status = if templates.is_ready(&r) {
+        // Without a node of its own, the nodes prepare built-in templates themselves.
+        let status = if cfg.no_local_node || templates.is_ready(&r) {
             TemplateStatus::Active
         } else {
             TemplateStatus::Pending
@@ -282,83 +293,13 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         store.set_template_status(r.id, status, None, now).await?;
     }
 
-    let exe = std::env::current_exe().context("locate own executable")?;
-    let agent_exe = exe.with_file_name("warren-agent");
-    let bundle = warren_runtime::agent_bundle::prepare(&agent_exe, &cfg.data_dir.join("agents"))
-        .with_context(|| format!("prepare agent bundle from {}", agent_exe.display()))?;
-    let host = Arc::new(
-        Host::new(HostConfig {
-            data_dir: cfg.data_dir.clone(),
-            agent_bundle: bundle,
-            network_base: cfg.network_base,
-            layers_dir: cfg.cache_dir.clone(),
-        })
-        .await
-        .context("initialise the host layer (run as root)")?,
-    );
-    let namespaces = NamespaceDriver::new(
-        NamespaceConfig {
-            state_dir: cfg.data_dir.join("sandboxes"),
-            jail_exe: exe,
-        },
-        host.clone(),
-    )
-    .await
-    .context("initialise the namespace driver")?;
-    let mut tiers = vec![AnyDriver::Namespaces(Arc::new(namespaces))];
-    if cfg.gvisor {
-        let gvisor = warren_runtime::gvisor::GvisorDriver::detect(
-            warren_runtime::gvisor::GvisorConfig {
-                runsc: cfg.runsc.clone(),
-                state_dir: cfg.data_dir.join("gvisor"),
-                runsc_root: cfg.data_dir.join("runsc"),
-            },
-            host.clone(),
-        )
-        .await;
-        match gvisor {
-            Some(g) => tiers.push(AnyDriver::Gvisor(Arc::new(g))),
-            None => {
-                tracing::warn!(runsc = %cfg.runsc.display(), "gVisor tier unavailable: runsc not found or not working (see `warren doctor`)")
-            }
-        }
-    }
-    if cfg.microvm {
-        let microvm = warren_runtime::microvm::MicrovmDriver::detect(
-            warren_runtime::microvm::MicrovmConfig {
-                qemu: cfg.qemu.clone(),
-                kernel_dir: cfg.guest_kernel_dir.clone(),
-                busybox: PathBuf::from("/bin/busybox"),
-                // Not under the data dir, which may be private to root: each VMM runs as its own
-                // uid and must reach its sandbox's directory (itself private to that uid).
-                state_dir: cfg.cache_dir.join("microvm-sandboxes"),
-                image_dir: cfg.cache_dir.join("vm-images"),
-            },
-            host.clone(),
-        )
-        .await;
-        match microvm {
-            Ok(m) => tiers.push(AnyDriver::Microvm(Arc::new(m))),
-            Err(why) => {
-                tracing::warn!(reason = %why, "microVM tier unavailable (see `warren doctor`)")
-            }
-        }
-    }
-    if let Some(pos) = tiers.iter().position(|d| d.name() == cfg.default_isolation) {
-        tiers.swap(0, pos);
-    } else {
-        anyhow::bail!(
-            "default isolation tier {:?} is not available here (see `warren doctor`)",
-            cfg.default_isolation
-        );
-    }
     let tls = tls_setup(cfg)?;
     let tokens = Arc::new(
         TokenSigner::load(&store, &cfg.data_dir)
             .await
             .context("load token signing key")?,
     );
-    let audit = Auditor::start(store.clone(), cfg.audit_retention);
+    let audit = Auditor::start(store.clone());
     let rate = Arc::new(RateLimiter::new(&cfg.limits));
     {
         let rate = rate.clone();
@@ -369,37 +310,62 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
             }
         });
     }
-    let gate = Arc::new(ControlGate {
-        tokens: tokens.clone(),
-        rate: rate.clone(),
-        audit: audit.clone(),
-        webhooks: Arc::new(Dispatcher::new()),
-    });
-    let listeners = match &cfg.public {
-        PublicMode::Local { bind, .. } => Listeners::Local { bind: *bind },
-        PublicMode::Wildcard { .. } => Listeners::Wildcard,
+    let (node, node_events) = if cfg.no_local_node {
+        (None, None)
+    } else {
+        let (host, tiers) = machine::prepare(&MachineConfig {
+            data_dir: cfg.data_dir.clone(),
+            cache_dir: cfg.cache_dir.clone(),
+            network_base: cfg.network_base,
+            gvisor: cfg.gvisor,
+            runsc: cfg.runsc.clone(),
+            microvm: cfg.microvm,
+            qemu: cfg.qemu.clone(),
+            guest_kernel_dir: cfg.guest_kernel_dir.clone(),
+            default_isolation: cfg.default_isolation.clone(),
+        })
+        .await?;
+        let gate = Arc::new(ControlGate {
+            tokens: tokens.clone(),
+            rate: rate.clone(),
+            audit: audit.clone(),
+            webhooks: Arc::new(Dispatcher::new()),
+        });
+        let listeners = match &cfg.public {
+            PublicMode::Local { bind, .. } => Listeners::Local { bind: *bind },
+            PublicMode::Wildcard { .. } => Listeners::Wildcard,
+        };
+        let (node, events) = Node::new(
+            NodeConfig {
+                host,
+                tiers,
+                listeners,
+                tls: tls.clone(),
+                max_body_bytes: cfg.max_body_bytes,
+            },
+            gate,
+        );
+        (Some(node), Some(events))
     };
-    let (node, node_events) = Node::new(
-        NodeConfig {
-            host,
-            tiers,
-            listeners,
-            tls: tls.clone(),
-            max_body_bytes: cfg.max_body_bytes,
-        },
-        gate,
+    let cluster = Cluster::new(
+        node.clone(),
+        cfg.region.clone(),
+        store.clone(),
+        tokens.clone(),
+        cfg.node_join_secret.clone(),
     );
+    cluster.refresh().await;
+    tokio::spawn(cluster.clone().follow_store());
     let templates = Arc::new(TemplateRoots::new(templates, store.clone()));
     let lifecycle = Arc::new(Lifecycle::new(
         store.clone(),
-        node.clone(),
+        cluster.clone(),
         templates.clone(),
         cfg.limits.clone(),
         cfg.allow_isolation_override,
     ));
-    {
+    if let Some(mut node_events) = node_events {
         let lifecycle = lifecycle.clone();
-        let mut node_events = node_events;
         tokio::spawn(async move {
             while let Some(event) = node_events.recv().await {
                 lifecycle.on_node_event(event).await;
@@ -412,7 +378,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         .unwrap_or_else(|| "local".into());
     let state = state::AppState {
         lifecycle: lifecycle.clone(),
-        node: node.clone(),
+        cluster,
         store: store.clone(),
         tokens,
         public: cfg.public.clone(),
@@ -438,6 +404,41 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         state,
         tls,
     })
+}
+
+/// Runs the periodic jobs (expiry reaper, audit retention) while this control plane holds their
+/// lead: exactly one of several control planes on one PostgreSQL does (SQLite: always this one).
+/// When the leader dies, its lock goes with its connection and another takes over within seconds.
+async fn lead_periodic_jobs(
+    store: warren_store::Store,
+    lifecycle: Arc<Lifecycle>,
+    retention: std::time::Duration,
+) {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+    loop {
+        match store.try_lead().await {
+            Ok(Some(mut lead)) => {
+                tracing::info!(
+                    "this control plane runs the periodic jobs (reaper, audit retention)"
+                );
+                let reaper = tokio::spawn(lifecycle.clone().reap_forever());
+                let purge = tokio::spawn(crate::audit::purge_forever(store.clone(), retention));
+                while lead.still_held().await {
+                    tokio::time::sleep(RETRY).await;
+                }
+                reaper.abort();
+                purge.abort();
+                tracing::warn!(
+                    "lost the lead of the periodic jobs; another control plane takes them"
+                );
+            }
+            Ok(None) => tokio::time::sleep(RETRY).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask for the lead of the periodic jobs");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

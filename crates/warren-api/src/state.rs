@@ -1,6 +1,5 @@
 use std::sync::Arc;
 
-use warren_node::Node;
 use warren_store::Store;
 
 use crate::lifecycle::Lifecycle;
@@ -21,7 +20,7 @@ pub enum PublicMode {
 #[derive(Clone)]
 pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
-    pub node: Arc<Node>,
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub store: Store,
     pub tokens: Arc<TokenSigner>,
     pub public: PublicMode,

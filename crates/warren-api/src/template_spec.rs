@@ -93,3 +93,20 @@ impl ReadyCheck {
         self.interval.unwrap_or(2_000).clamp(100, 60_000)
     }
 }
+
+impl TemplateSpec {
+    /// The ready check as the node runs it.
+    pub fn ready_probe(&self) -> Result<Option<warren_wire::cluster::ReadyProbe>, String> {
+        self.ready_cmd
+            .as_ref()
+            .map(|r| {
+                Ok(warren_wire::cluster::ReadyProbe {
+                    kind: r.kind.clone(),
+                    command: r.probe()?,
+                    timeout_ms: r.timeout_ms(),
+                    interval_ms: r.interval_ms(),
+                })
+            })
+            .transpose()
+    }
+}

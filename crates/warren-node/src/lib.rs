@@ -5,14 +5,18 @@
 //! commands: in-process today, over the network once a cluster has several nodes.
 
 mod agent_link;
+pub mod daemon;
 mod error;
 mod gate;
+pub mod machine;
 mod node;
 mod proxy;
+pub mod readiness;
 mod registry;
 mod tls_listener;
 pub mod tokens;
 mod transport;
+pub mod webhooks;
 
 pub use agent_link::{bash, AgentError, AgentLink};
 pub use error::NodeError;

@@ -139,7 +139,11 @@ impl Store {
         if let Some(existing) = self.find_key(secret, now).await? {
             return Ok(existing);
         }
-        self.insert_key(spec, secret, now).await
+        match self.insert_key(spec, secret, now).await {
+            Ok(k) => Ok(k),
+            // Another control plane on the same store registered it at the same moment.
+            Err(e) => self.find_key(secret, now).await?.ok_or(e),
+        }
     }
 
     async fn insert_key(

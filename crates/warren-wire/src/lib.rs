@@ -5,4 +5,5 @@
 //! places where a harmless-looking change breaks an unmodified SDK.
 
 pub mod agent;
+pub mod cluster;
 pub mod control;

@@ -4,7 +4,6 @@
 //! touch the node's sandboxes themselves.
 
 mod error;
-mod readiness;
 mod reaper;
 mod restore;
 mod templates;
@@ -17,12 +16,14 @@ use warren_core::{Resources, SandboxId, SandboxStatus};
 use warren_node::{AgentLink, Node, NodeEvent, SandboxStart};
 use warren_runtime::SandboxSpec;
 use warren_store::{NewSandbox, SandboxRecord, Store, TenantUsage};
+use warren_wire::cluster::{StartRequest, TemplateSource};
 use warren_wire::control::CreateSandboxRequest;
 
 pub use error::{LifecycleError, LifecycleResult};
 pub use templates::TemplateRoots;
 
 use crate::clock::now;
+use crate::cluster::{Cluster, Placement, RemoteNode, TemplateNeed, Wanted};
 use crate::limits::Limits;
 use crate::template_spec::TemplateSpec;
 
@@ -83,7 +84,8 @@ pub struct Requester<'a> {
 
 pub struct Lifecycle {
     pub store: Store,
-    pub node: Arc<Node>,
+    /// The nodes: this control plane's own (if any) and those that joined.
+    pub cluster: Arc<Cluster>,
     pub templates: Arc<TemplateRoots>,
     limits: Limits,
     /// Whether a create request may pick its own isolation tier.
@@ -109,14 +111,14 @@ pub struct BuildSandbox {
 impl Lifecycle {
     pub fn new(
         store: Store,
-        node: Arc<Node>,
+        cluster: Arc<Cluster>,
         templates: Arc<TemplateRoots>,
         limits: Limits,
         allow_isolation_override: bool,
     ) -> Self {
         Self {
             store,
-            node,
+            cluster,
             templates,
             limits,
             allow_isolation_override,
@@ -124,6 +126,29 @@ impl Lifecycle {
             admission: tokio::sync::Mutex::new(()),
             closing: tokio::sync::RwLock::new(false),
             build_sandboxes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// This control plane's own node, for what only it can do (template builds).
+    fn local(&self) -> LifecycleResult<&Arc<Node>> {
+        self.cluster.local.as_ref().ok_or_else(|| {
+            LifecycleError::Unavailable(
+                "this control plane runs no sandboxes itself (--no-local-node): template builds \
+                 need a control plane with a local node"
+                    .into(),
+            )
+        })
+    }
+
+    /// Where a sandbox runs: this control plane's node, or a joined one.
+    fn node_of(&self, rec: &SandboxRecord) -> Option<NodeRef<'_>> {
+        match &rec.node_id {
+            None => self.cluster.local.as_ref().map(NodeRef::Local),
+            Some(id) => self.cluster.remote(id).map(NodeRef::Remote),
         }
     }
 
@@ -162,7 +187,6 @@ impl Lifecycle {
             usage.memory_mb += u64::from(r.memory_mb);
         }
         crate::limits::admit(&self.limits, tenant, usage, resources)?;
-        self.node.has_room().map_err(LifecycleError::Unavailable)?;
         Ok(())
     }
 
@@ -190,12 +214,63 @@ impl Lifecycle {
             .find_template(wanted, who.tenant)
             .await?
             .ok_or_else(|| LifecycleError::TemplateNotFound(wanted.to_owned()))?;
-        let run = self.templates.runnable(&template).await?;
         // Per sandbox (when the operator allows it), else the template's tier, else the default.
         if req.isolation.is_some() && !self.allow_isolation_override {
             return Err(LifecycleError::TierChoiceDisabled);
         }
-        let tier = self.tier(req.isolation.as_deref().or(run.isolation.as_deref()))?;
+        let stored_spec = match (&template.tenant, &template.spec) {
+            (Some(_), Some(json)) => serde_json::from_str::<TemplateSpec>(json).ok(),
+            _ => None,
+        };
+        let template_tier = stored_spec.as_ref().and_then(|s| s.isolation.clone());
+        let wanted_tier = self.tier(req.isolation.as_deref().or(template_tier.as_deref()))?;
+        let region = req.region.as_deref().filter(|r| !r.is_empty());
+        let layer_keys: Vec<String> = stored_spec
+            .iter()
+            .flat_map(|s| &s.layers)
+            .filter_map(|l| l.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect();
+        let placement = self
+            .cluster
+            .place(&Wanted {
+                tier: wanted_tier.as_deref(),
+                region,
+                memory_mb: template.resources.memory_mb,
+                template: if template.tenant.is_some() {
+                    TemplateNeed::Layers(&layer_keys)
+                } else {
+                    TemplateNeed::Builtin(&template.name)
+                },
+            })
+            .map_err(LifecycleError::Unavailable)?;
+        let (run, tier, node_id, node_region) = match &placement {
+            Placement::Local => {
+                if let Some(local) = &self.cluster.local {
+                    local.has_room().map_err(LifecycleError::Unavailable)?;
+                }
+                let run = self.templates.runnable(&template).await?;
+                let tier = wanted_tier.unwrap_or_else(|| self.cluster.default_tier());
+                (run, tier, None, self.cluster.local_region.clone())
+            }
+            Placement::Remote(node) => {
+                let run = match (&template.tenant, stored_spec) {
+                    (Some(_), Some(spec)) => spec,
+                    (Some(_), None) => {
+                        return Err(LifecycleError::TemplateNotReady {
+                            name: template.name.clone(),
+                            status: template.status.as_str(),
+                        })
+                    }
+                    (None, _) => TemplateSpec::default(),
+                };
+                let tier = wanted_tier
+                    .or_else(|| node.report.tiers.first().cloned())
+                    .unwrap_or_else(|| "namespaces".into());
+                let region = node.region().unwrap_or("default").to_owned();
+                (run, tier, Some(node.record.id.clone()), region)
+            }
+        };
+        let tier = tier.as_str();
         // The template's environment, overridden by the caller's env_vars.
         let mut env_vars = run.env.clone();
         env_vars.extend(req.env_vars.clone().unwrap_or_default());
@@ -223,29 +298,63 @@ impl Lifecycle {
                     key_id: Some(who.key_id),
                     tenant: who.tenant,
                     isolation: tier,
-                    node_id: None,
-                    region: None,
+                    node_id: node_id.as_deref(),
+                    region: Some(&node_region),
                 },
                 now(),
             )
             .await?;
         drop(admission);
-        let start = SandboxStart {
-            spec: SandboxSpec {
-                id: id.clone(),
-                template_name: template.name.clone(),
-                layers: run.layers.clone(),
-                persistent_upper: None,
-                workdir: run.workdir.clone(),
-                resources: template.resources,
-                internet_access: record.internet_access,
-                env_vars,
-            },
-            tier: Some(tier.to_owned()),
-            owner: who.tenant.to_owned(),
-            listen: true,
+        let started = match &placement {
+            Placement::Local => {
+                self.start_local(
+                    &id,
+                    &template.name,
+                    &run,
+                    &record,
+                    env_vars,
+                    tier,
+                    who.tenant,
+                )
+                .await
+            }
+            Placement::Remote(node) => {
+                let remote = self.cluster.remote(&node.record.id).ok_or_else(|| {
+                    LifecycleError::Unavailable(format!("node {} left the cluster", node.record.id))
+                })?;
+                let ready = run.ready_probe().map_err(LifecycleError::Invalid)?;
+                let source = if template.tenant.is_some() {
+                    TemplateSource::Layers {
+                        keys: layer_keys.clone(),
+                    }
+                } else {
+                    TemplateSource::Builtin {
+                        name: template.name.clone(),
+                    }
+                };
+                let req = StartRequest {
+                    id: id.to_string(),
+                    template_name: template.name.clone(),
+                    source,
+                    workdir: run.workdir.clone(),
+                    vcpu: template.resources.vcpu,
+                    memory_mb: template.resources.memory_mb,
+                    disk_mb: template.resources.disk_mb,
+                    internet_access: record.internet_access,
+                    env_vars,
+                    tier: Some(tier.to_owned()),
+                    owner: who.tenant.to_owned(),
+                    start_cmd: run.start_cmd.clone(),
+                    ready,
+                };
+                remote
+                    .start(&req)
+                    .await
+                    .map(|r| (r.handle, r.port))
+                    .map_err(|e| e.to_string())
+            }
         };
-        let started = match self.node.start(start).await {
+        let (handle, port) = match started {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(sandbox = %id, error = %e, "sandbox failed to start");
@@ -257,25 +366,13 @@ impl Lifecycle {
                 )));
             }
         };
-        if let Err(e) = self.wait_ready(&id, &run).await {
-            tracing::warn!(sandbox = %id, error = %e, "template start/ready check failed");
-            let _ = self.node.destroy(&id).await;
-            let reason = format!("it did not become ready: {e}");
-            self.record_end(&id, SandboxStatus::Error, Some(&reason))
-                .await;
-            return Err(LifecycleError::Unavailable(format!(
-                "sandbox of template {} did not become ready: {e}",
-                template.name
-            )));
-        }
         // Running, with what a server that restarts from here on needs to take it over.
-        let handle = started.handle.to_json();
         let recorded = self
             .store
-            .set_sandbox_running(&id, &handle, started.port, now())
+            .set_sandbox_running(&id, &handle, port, now())
             .await;
         if let Err(e) = recorded {
-            let _ = self.node.destroy(&id).await;
+            self.destroy_on(&record, &id).await;
             return Err(e.into());
         }
         drop(closing);
@@ -288,29 +385,91 @@ impl Lifecycle {
         })
     }
 
-    /// The tier a sandbox asks for, or the node's default.
-    fn tier(&self, wanted: Option<&str>) -> LifecycleResult<&'static str> {
+    /// The tier a sandbox asks for (None: the default of the node it goes to), checked against
+    /// the tiers the cluster runs.
+    fn tier(&self, wanted: Option<&str>) -> LifecycleResult<Option<String>> {
         let Some(name) = wanted.filter(|n| !n.is_empty()) else {
-            return Ok(self.node.default_tier());
+            return Ok(None);
         };
-        self.node
-            .tier_names()
-            .into_iter()
-            .find(|t| *t == name)
-            .ok_or_else(|| {
-                LifecycleError::Invalid(format!(
-                    "isolation tier {name:?} is not available on this server (available: {}; see `warren doctor`)",
-                    self.node.tier_names().join(", ")
-                ))
-            })
+        if self.cluster.has_tier(name) {
+            return Ok(Some(name.to_owned()));
+        }
+        Err(LifecycleError::Invalid(format!(
+            "isolation tier {name:?} is not available on this server (available: {}; see `warren doctor`)",
+            self.cluster.tier_names().join(", ")
+        )))
     }
 
-    async fn wait_ready(&self, id: &SandboxId, run: &TemplateSpec) -> Result<(), String> {
-        let agent = self
-            .node
-            .agent(id)
-            .ok_or("the sandbox ended while starting")?;
-        readiness::start_and_wait_ready(&agent, run).await
+    /// Starts a sandbox on this control plane's own node and waits for its template's ready
+    /// check. Returns its handle (JSON) and port.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_local(
+        &self,
+        id: &SandboxId,
+        template_name: &str,
+        run: &TemplateSpec,
+        record: &SandboxRecord,
+        env_vars: std::collections::BTreeMap<String, String>,
+        tier: &str,
+        owner: &str,
+    ) -> Result<(String, Option<u16>), String> {
+        let node = self.local().map_err(|e| e.to_string())?;
+        let start = SandboxStart {
+            spec: SandboxSpec {
+                id: id.clone(),
+                template_name: template_name.to_owned(),
+                layers: run.layers.clone(),
+                persistent_upper: None,
+                workdir: run.workdir.clone(),
+                resources: record.resources,
+                internet_access: record.internet_access,
+                env_vars,
+            },
+            tier: Some(tier.to_owned()),
+            owner: owner.to_owned(),
+            listen: true,
+        };
+        let started = node.start(start).await.map_err(|e| e.to_string())?;
+        if let Err(e) = self.wait_ready(node, id, run).await {
+            tracing::warn!(sandbox = %id, error = %e, "template start/ready check failed");
+            let _ = node.destroy(id).await;
+            return Err(format!("it did not become ready: {e}"));
+        }
+        Ok((started.handle.to_json(), started.port))
+    }
+
+    /// Stops a sandbox on whichever node runs it. A node that cannot be reached stops it when
+    /// it reports again (the heartbeat answer names it).
+    async fn destroy_on(&self, rec: &SandboxRecord, id: &SandboxId) {
+        match self.node_of(rec) {
+            Some(NodeRef::Local(node)) => {
+                if let Err(e) = node.destroy(id).await {
+                    tracing::error!(sandbox = %id, error = %e, "sandbox teardown incomplete");
+                }
+            }
+            Some(NodeRef::Remote(node)) => {
+                if let Err(e) = node.destroy(id).await {
+                    tracing::warn!(sandbox = %id, node = %node.id, error = %e, "node did not stop the sandbox now; it will when it reports again");
+                }
+            }
+            None => {}
+        }
+    }
+
+    async fn wait_ready(
+        &self,
+        node: &Node,
+        id: &SandboxId,
+        run: &TemplateSpec,
+    ) -> Result<(), String> {
+        let agent = node.agent(id).ok_or("the sandbox ended while starting")?;
+        let ready = run.ready_probe()?;
+        warren_node::readiness::start_and_wait_ready(
+            &agent,
+            run.start_cmd.as_deref(),
+            ready.as_ref(),
+        )
+        .await
     }
 
     /// Records that a sandbox ended, and why when the server ended it.
@@ -352,14 +511,15 @@ impl Lifecycle {
             owner: tenant.to_owned(),
             listen: false,
         };
-        if let Err(e) = self.node.start(start).await {
+        let node = self.local()?;
+        if let Err(e) = node.start(start).await {
             self.end_build_sandbox(build).await;
             return Err(LifecycleError::Unavailable(format!(
                 "build sandbox failed to start: {e}"
             )));
         }
         drop(closing);
-        match self.node.agent(&id) {
+        match node.agent(&id) {
             Some(agent) => Ok(BuildSandbox { agent, ..build }),
             None => {
                 self.end_build_sandbox(build).await;
@@ -372,8 +532,10 @@ impl Lifecycle {
 
     /// Stops a build step's sandbox and gives its resources back to the tenant's quota.
     pub async fn end_build_sandbox(&self, build: BuildSandbox) {
-        if let Err(e) = self.node.destroy(&build.id).await {
-            tracing::warn!(sandbox = %build.id, error = %e, "build sandbox cleanup");
+        if let Some(node) = &self.cluster.local {
+            if let Err(e) = node.destroy(&build.id).await {
+                tracing::warn!(sandbox = %build.id, error = %e, "build sandbox cleanup");
+            }
         }
         self.build_sandboxes().remove(&build.id);
     }
@@ -397,10 +559,37 @@ impl Lifecycle {
     /// Stops a sandbox and removes all its traces; records `final_status` (and `reason` when
     /// the server, not a user, ended it).
     pub async fn stop(&self, id: &SandboxId, final_status: SandboxStatus, reason: Option<&str>) {
-        if let Err(e) = self.node.destroy(id).await {
-            tracing::error!(sandbox = %id, error = %e, "sandbox teardown incomplete");
+        match self.store.get_sandbox(id).await {
+            Ok(Some(rec)) => self.destroy_on(&rec, id).await,
+            // A build step's sandbox (never in the store), or the store is unreachable.
+            _ => {
+                if let Some(node) = &self.cluster.local {
+                    if let Err(e) = node.destroy(id).await {
+                        tracing::error!(sandbox = %id, error = %e, "sandbox teardown incomplete");
+                    }
+                }
+            }
         }
         self.record_end(id, final_status, reason).await;
+    }
+
+    /// A joined node reports that a sandbox of its ended on its own (or did not survive the
+    /// node's restart).
+    pub async fn on_remote_exit(&self, node: &str, id: &SandboxId, code: i32) {
+        let Ok(Some(rec)) = self.store.get_sandbox(id).await else {
+            return;
+        };
+        if !rec.status.is_live() || rec.node_id.as_deref() != Some(node) {
+            return;
+        }
+        let reason = if code >= 0 {
+            format!("its init process exited on its own (status {code})")
+        } else {
+            format!("it did not survive a restart of its node {node}")
+        };
+        tracing::warn!(sandbox = %id, node, code, "sandbox on a node ended on its own");
+        self.record_end(id, SandboxStatus::Error, Some(&reason))
+            .await;
     }
 
     pub async fn kill(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
@@ -433,18 +622,40 @@ impl Lifecycle {
             SandboxStatus::Paused => (rec.status.can_pause(), "pause"),
             _ => (rec.status.can_resume(), "resume"),
         };
-        if !allowed || self.node.state(id).is_none() {
-            return Err(LifecycleError::InvalidState {
-                action,
-                status: rec.status,
-            });
-        }
-        let done = if to == SandboxStatus::Paused {
-            self.node.pause(id).await
-        } else {
-            self.node.resume(id).await
+        let invalid = LifecycleError::InvalidState {
+            action,
+            status: rec.status,
         };
-        done.map_err(LifecycleError::node("pause/resume failed"))?;
+        if !allowed {
+            return Err(invalid);
+        }
+        let pause = to == SandboxStatus::Paused;
+        match self.node_of(&rec) {
+            None => return Err(invalid),
+            Some(NodeRef::Local(node)) => {
+                if node.state(id).is_none() {
+                    return Err(invalid);
+                }
+                let done = if pause {
+                    node.pause(id).await
+                } else {
+                    node.resume(id).await
+                };
+                done.map_err(LifecycleError::node("pause/resume failed"))?;
+            }
+            Some(NodeRef::Remote(node)) => {
+                let done = if pause {
+                    node.pause(id).await
+                } else {
+                    node.resume(id).await
+                };
+                match done {
+                    Ok(()) => {}
+                    Err(e) if e.not_running() => return Err(invalid),
+                    Err(e) => return Err(LifecycleError::Unavailable(e.to_string())),
+                }
+            }
+        }
         self.store.set_sandbox_status(id, to, now()).await?;
         rec.status = to;
         Ok(rec)
@@ -479,12 +690,21 @@ impl Lifecycle {
             self.stop(&id, SandboxStatus::Stopped, None).await;
             self.build_sandboxes().remove(&id);
         }
-        let Some(reason) = stop_because else {
-            return self.node.list().len();
+        let Some(local) = self.cluster.local.clone() else {
+            return 0;
         };
-        for id in self.node.list() {
+        let Some(reason) = stop_because else {
+            return local.list().len();
+        };
+        for id in local.list() {
             self.stop(&id, SandboxStatus::Stopped, Some(reason)).await;
         }
         0
     }
+}
+
+/// The node that runs a sandbox.
+enum NodeRef<'a> {
+    Local(&'a Arc<Node>),
+    Remote(RemoteNode),
 }

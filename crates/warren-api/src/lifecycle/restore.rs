@@ -28,7 +28,11 @@ impl Lifecycle {
     pub async fn restore(&self) -> LifecycleResult<Restored> {
         let started = Instant::now();
         let mut report = Restored::default();
-        for rec in self.store.live_sandboxes().await? {
+        if self.cluster.local.is_none() {
+            return Ok(report);
+        }
+        // Only this control plane's own node's sandboxes: joined nodes take theirs over themselves.
+        for rec in self.store.live_sandboxes_on(None).await? {
             match self.take_over(&rec).await {
                 Ok(()) => report.adopted += 1,
                 Err(reason) => {
@@ -40,7 +44,9 @@ impl Lifecycle {
                 }
             }
         }
-        self.node.remove_leftovers().await;
+        if let Some(node) = &self.cluster.local {
+            node.remove_leftovers().await;
+        }
         report.took = started.elapsed();
         Ok(report)
     }
@@ -54,8 +60,12 @@ impl Lifecycle {
             .as_deref()
             .ok_or("it was started by a server without live restore")
             .and_then(|h| SandboxHandle::from_json(h).map_err(|_| "its handle is unreadable"))?;
-        let adopted = self
-            .node
+        let node = self
+            .cluster
+            .local
+            .as_ref()
+            .ok_or("this control plane has no node of its own")?;
+        let adopted = node
             .adopt(Adopt {
                 id: rec.id.clone(),
                 tier: rec.isolation.clone(),

@@ -15,8 +15,9 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "status": "ok",
         "message": "Warren is running",
         "version": env!("CARGO_PKG_VERSION"),
-        "isolation": state.node.default_tier(),
-        "isolation_tiers": state.node.tier_names(),
+        "isolation": state.cluster.default_tier(),
+        "isolation_tiers": state.cluster.tier_names(),
+        "local_node": state.cluster.local.is_some(),
         "templates": templates,
     }))
 }

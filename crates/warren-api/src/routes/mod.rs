@@ -15,6 +15,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::audit::ControlAction as A;
+use crate::cluster::routes as cluster;
 use crate::state::{AppState, PublicMode};
 
 pub fn app(state: AppState) -> Router {
@@ -74,6 +75,19 @@ pub fn app(state: AppState) -> Router {
             post(admin::rotate_key).layer(audit(A::KeyRotate)),
         )
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/admin/nodes", get(cluster::list_nodes))
+        .route(
+            "/v1/admin/nodes/{id}/drain",
+            post(cluster::drain).layer(audit(A::NodeDrain)),
+        )
+        .route(
+            "/v1/admin/nodes/{id}/activate",
+            post(cluster::activate).layer(audit(A::NodeActivate)),
+        )
+        .route("/v1/internal/nodes/join", post(cluster::join))
+        .route("/v1/internal/nodes/heartbeat", post(cluster::heartbeat))
+        .route("/v1/internal/nodes/audit", post(cluster::audit))
+        .route("/v1/internal/layers/{key}", get(cluster::layer))
         .route(
             "/v1/templates/files/upload-link",
             post(builds::upload_link).layer(audit(A::TemplateUploadLink)),
@@ -114,7 +128,10 @@ async fn wildcard_router(
     let PublicMode::Wildcard { domain, .. } = &state.public else {
         return next.run(req).await;
     };
-    match state.node.proxy().route_by_host(domain, req).await {
+    let Some(node) = state.cluster.local.as_ref() else {
+        return next.run(req).await;
+    };
+    match node.proxy().route_by_host(domain, req).await {
         Ok(answered) => answered,
         Err(req) => next.run(req).await,
     }

@@ -24,15 +24,23 @@ fn parse_id(raw: &str) -> ApiResult<SandboxId> {
 
 /// Converts a record to the wire object. Internal addresses never appear: only the public host.
 fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sandbox {
-    let public_host = match &state.public {
-        PublicMode::Local { host, .. } => match state.node.port(&r.id) {
-            Some(port) => {
-                let scheme = if state.https { "https" } else { "http" };
-                format!("{scheme}://{host}:{port}")
-            }
-            None => String::new(),
+    let node = r.node_id.as_deref().and_then(|n| state.cluster.node(n));
+    let public_host = match (&state.public, &node) {
+        // On a joined node: its own address, the sandbox's port there.
+        (_, Some(node)) => match r.listen_port {
+            Some(port) if r.status.is_live() => format!("{}:{port}", node.record.public_host),
+            _ => String::new(),
         },
-        PublicMode::Wildcard { domain, scheme } => {
+        (PublicMode::Local { host, .. }, None) => {
+            match state.cluster.local.as_ref().and_then(|n| n.port(&r.id)) {
+                Some(port) => {
+                    let scheme = if state.https { "https" } else { "http" };
+                    format!("{scheme}://{host}:{port}")
+                }
+                None => String::new(),
+            }
+        }
+        (PublicMode::Wildcard { domain, scheme }, None) => {
             format!("{scheme}://{}-{}.{domain}", warren_node::AGENT_PORT, r.id)
         }
     };
@@ -52,8 +60,8 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
         template_id: Some(r.template_id.clone()),
         template_name: Some(r.template_name.clone()),
         organization_id: 1,
-        node_id: state.node_id.clone(),
-        region: state.region.clone(),
+        node_id: r.node_id.clone().unwrap_or_else(|| state.node_id.clone()),
+        region: r.region.clone().unwrap_or_else(|| state.region.clone()),
         resources: SandboxResources {
             vcpu: r.resources.vcpu,
             memory_mb: r.resources.memory_mb,

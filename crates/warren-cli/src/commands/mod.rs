@@ -4,6 +4,7 @@ mod audit;
 mod build;
 mod doctor;
 mod keys;
+mod node;
 mod sandbox;
 mod serve;
 mod template;
@@ -74,6 +75,13 @@ pub enum Command {
     /// Read, write and list files in a sandbox.
     #[command(subcommand)]
     Files(sandbox::FilesCommand),
+    /// Run this machine's sandboxes for a cluster: joins the control plane with
+    /// WARREN_NODE_JOIN_SECRET and serves its sandboxes at --listen's host. `warren node drain
+    /// <id>` / `activate <id>` stop and resume placements on a node.
+    Node(Box<node::NodeArgs>),
+    /// The nodes of a cluster (admin key).
+    #[command(subcommand)]
+    Nodes(node::NodesCommand),
     /// Internal: set up one sandbox (started by the server; reads its spec on stdin).
     #[command(hide = true)]
     Jail,
@@ -96,6 +104,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => sandbox::exec(a).await,
         Command::Shell(a) => sandbox::shell(a).await,
         Command::Files(c) => sandbox::files(c).await,
+        Command::Node(a) => node::run(*a).await,
+        Command::Nodes(c) => node::nodes(c).await,
         Command::Jail => unreachable_jail(),
     }
 }

@@ -118,6 +118,12 @@ pub struct ServeArgs {
     /// sandbox is refused while the machine's available memory is below its reserve.
     #[arg(long)]
     max_memory_mb: Option<u64>,
+    /// Run no sandboxes on this machine: a control plane for nodes that joined (`warren node`).
+    #[arg(long)]
+    no_local_node: bool,
+    /// Secret `warren node` must present to join this cluster (no nodes can join without it).
+    #[arg(long, env = "WARREN_NODE_JOIN_SECRET", hide_env_values = true)]
+    node_join_secret: Option<String>,
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -142,7 +148,7 @@ pub async fn stop_all(a: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(json: bool) {
+pub fn init_logging(json: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if json {
@@ -222,5 +228,10 @@ fn config(a: ServeArgs) -> ServeConfig {
         allow_isolation_override: !a.no_isolation_override,
         database_url: a.database_url,
         stop_sandboxes_on_exit: a.stop_sandboxes_on_exit,
+        no_local_node: a.no_local_node,
+        node_join_secret: a
+            .node_join_secret
+            .filter(|s| !s.is_empty())
+            .map(warren_core::Secret::new),
     }
 }

@@ -165,6 +165,11 @@ impl Host {
         })
     }
 
+    /// This process's host slot: 0 for the first Warren on the machine.
+    pub fn slot(&self) -> u8 {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).index()
+    }
+
     /// Whether sandboxes get host ids of their own here.
     pub fn own_ids(&self) -> bool {
         self.own_ids

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use warren_node::{bash, AgentLink};
+use warren_wire::cluster::ReadyProbe;
 
-use crate::template_spec::TemplateSpec;
+use crate::agent_link::{bash, AgentLink};
 
 /// A start command runs for as long as the sandbox does.
 const START_COMMAND_TIMEOUT_SECS: u64 = 365 * 86_400;
@@ -13,18 +13,22 @@ const PROBE_TIMEOUT_SECS: u64 = 10;
 
 /// Runs the template's start command in the background and waits for its ready check, if it has
 /// them.
-pub async fn start_and_wait_ready(agent: &AgentLink, spec: &TemplateSpec) -> Result<(), String> {
-    if let Some(cmd) = &spec.start_cmd {
+pub async fn start_and_wait_ready(
+    agent: &AgentLink,
+    start_cmd: Option<&str>,
+    ready: Option<&ReadyProbe>,
+) -> Result<(), String> {
+    if let Some(cmd) = start_cmd {
         agent
             .start_command(&bash(cmd, START_COMMAND_TIMEOUT_SECS))
             .await
             .map_err(|e| format!("start command: {e}"))?;
     }
-    let Some(ready) = &spec.ready_cmd else {
+    let Some(ready) = ready else {
         return Ok(());
     };
-    let probe = bash(&ready.probe()?, PROBE_TIMEOUT_SECS);
-    let deadline = Instant::now() + Duration::from_millis(ready.timeout_ms());
+    let probe = bash(&ready.command, PROBE_TIMEOUT_SECS);
+    let deadline = Instant::now() + Duration::from_millis(ready.timeout_ms);
     loop {
         if matches!(agent.run_command(&probe).await, Ok(r) if r.exit_code == 0) {
             return Ok(());
@@ -32,10 +36,9 @@ pub async fn start_and_wait_ready(agent: &AgentLink, spec: &TemplateSpec) -> Res
         if Instant::now() >= deadline {
             return Err(format!(
                 "ready check ({}) did not pass within {} ms",
-                ready.kind,
-                ready.timeout_ms()
+                ready.kind, ready.timeout_ms
             ));
         }
-        tokio::time::sleep(Duration::from_millis(ready.interval_ms().min(1000))).await;
+        tokio::time::sleep(Duration::from_millis(ready.interval_ms.min(1000))).await;
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::agent_link::{AgentError, AgentLink};
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,6 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 use warren_core::SandboxId;
-use warren_node::{AgentError, AgentLink};
 use warren_wire::agent::ExecuteRequest;
 
 /// Async runs waiting or in flight per server; beyond this callers get 429.
@@ -31,6 +31,21 @@ const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 const ATTEMPTS: u32 = 5;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Now as RFC 3339 UTC, seconds precision (the timestamp of a callback's payload).
+fn rfc3339_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 pub struct Dispatcher {
     client: reqwest::Client,
@@ -61,7 +76,7 @@ fn default_timeout() -> u64 {
 }
 
 fn bad_request(message: &str) -> Response {
-    warren_node::agent_error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+    crate::transport::agent_error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
 }
 
 impl Dispatcher {
@@ -104,7 +119,7 @@ impl Dispatcher {
             return bad_request("callback_headers holds an invalid header name or value");
         }
         let Ok(permit) = self.pending.clone().try_acquire_owned() else {
-            return warren_node::agent_error(
+            return crate::transport::agent_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",
                 "too many async executions pending on this server; retry later",
@@ -116,7 +131,7 @@ impl Dispatcher {
             "status": "queued",
             "callback_url": run.callback_url,
             "message": "Execution queued; the result will be POSTed to callback_url",
-            "timestamp": crate::clock::rfc3339(crate::clock::now()),
+            "timestamp": rfc3339_now(),
         });
         let this = self.clone();
         tokio::spawn(async move {
@@ -124,7 +139,7 @@ impl Dispatcher {
             let result = execute(&agent, &run).await;
             let mut payload = result;
             payload["execution_id"] = execution_id.clone().into();
-            payload["timestamp"] = crate::clock::rfc3339(crate::clock::now()).into();
+            payload["timestamp"] = rfc3339_now().into();
             this.deliver(&id, &run, &payload).await;
         });
         (StatusCode::OK, axum::Json(accepted)).into_response()

@@ -1,0 +1,210 @@
+//! Many machines: the nodes that joined this control plane's store, where a new sandbox goes,
+//! and how to reach the node that runs a sandbox. A control plane may also run a node of its
+//! own (the single-machine default), which it calls in-process.
+//!
+//! Every control plane reads the node table from the shared store (refreshed each second), so
+//! any replica can place a sandbox or reach its node; nothing here is held only in memory
+//! except the count of placements since a node's last report.
+
+mod placement;
+mod remote;
+pub mod routes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use warren_node::Node;
+use warren_store::{NodeRecord, Store};
+use warren_wire::cluster::NodeReport;
+
+pub use placement::{Placement, TemplateNeed, Wanted};
+pub use remote::RemoteNode;
+
+use crate::tokens::TokenSigner;
+
+/// How often nodes report.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node that has not reported for this long is unhealthy: nothing new goes there.
+pub const UNHEALTHY_AFTER: Duration = Duration::from_secs(6);
+
+/// One node as the control plane knows it from the store.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub record: NodeRecord,
+    pub report: NodeReport,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NodeView {
+    fn from_record(record: NodeRecord) -> Self {
+        let report = serde_json::from_str(&record.report).unwrap_or_default();
+        let labels = serde_json::from_str(&record.labels).unwrap_or_default();
+        Self {
+            record,
+            report,
+            labels,
+        }
+    }
+
+    pub fn region(&self) -> Option<&str> {
+        self.labels.get("region").map(String::as_str)
+    }
+
+    /// Seconds since its last report.
+    pub fn silent_for(&self) -> f64 {
+        (crate::audit::now_ms() - self.record.last_seen).max(0) as f64 / 1000.0
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.silent_for() < UNHEALTHY_AFTER.as_secs_f64()
+    }
+
+    /// `healthy`, `unhealthy` or `draining`.
+    pub fn state(&self) -> &'static str {
+        if !self.healthy() {
+            "unhealthy"
+        } else if self.record.state == "draining" {
+            "draining"
+        } else {
+            "healthy"
+        }
+    }
+}
+
+pub struct Cluster {
+    /// This control plane's own node (absent with `--no-local-node`).
+    pub local: Option<Arc<Node>>,
+    /// The region label of the local node.
+    pub local_region: String,
+    store: Store,
+    tokens: Arc<TokenSigner>,
+    http: reqwest::Client,
+    nodes: RwLock<Vec<NodeView>>,
+    /// Sandboxes placed on each node since its last report (reports lag by a heartbeat; without
+    /// this, a burst of creates would all pick the same emptiest node).
+    placed_since_report: Mutex<HashMap<String, (i64, u32)>>,
+    /// What nodes must present to join (none: this control plane accepts no nodes).
+    pub join_secret: Option<warren_core::Secret>,
+}
+
+impl Cluster {
+    pub fn new(
+        local: Option<Arc<Node>>,
+        local_region: String,
+        store: Store,
+        tokens: Arc<TokenSigner>,
+        join_secret: Option<warren_core::Secret>,
+    ) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        Arc::new(Self {
+            local,
+            local_region,
+            store,
+            tokens,
+            http,
+            nodes: RwLock::new(Vec::new()),
+            placed_since_report: Mutex::new(HashMap::new()),
+            join_secret,
+        })
+    }
+
+    /// Reads the node table now, then every second.
+    pub async fn follow_store(self: Arc<Self>) {
+        loop {
+            self.refresh().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    pub async fn refresh(&self) {
+        match self.store.list_nodes().await {
+            Ok(records) => {
+                let views = records.into_iter().map(NodeView::from_record).collect();
+                *self.nodes.write().unwrap_or_else(|p| p.into_inner()) = views;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the node table"),
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn node(&self, id: &str) -> Option<NodeView> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|n| n.record.id == id)
+            .cloned()
+    }
+
+    /// The client of a joined node.
+    pub fn remote(&self, id: &str) -> Option<RemoteNode> {
+        self.node(id).map(|n| {
+            RemoteNode::new(
+                &n.record.id,
+                &n.record.api_url,
+                self.http.clone(),
+                self.tokens.clone(),
+            )
+        })
+    }
+
+    /// Tiers some node of the cluster runs, the local node's (or else the first node's) default
+    /// first.
+    pub fn tier_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .local
+            .iter()
+            .flat_map(|n| n.tier_names())
+            .map(str::to_owned)
+            .collect();
+        for n in self.nodes().iter().filter(|n| n.healthy()) {
+            for t in &n.report.tiers {
+                if !names.contains(t) {
+                    names.push(t.clone());
+                }
+            }
+        }
+        names
+    }
+
+    pub fn default_tier(&self) -> String {
+        self.tier_names()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "namespaces".into())
+    }
+
+    pub fn has_tier(&self, name: &str) -> bool {
+        self.tier_names().iter().any(|t| t == name)
+    }
+
+    fn count_placement(&self, node: &NodeView) {
+        let mut placed = self
+            .placed_since_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let entry = placed
+            .entry(node.record.id.clone())
+            .or_insert((node.record.last_seen, 0));
+        if entry.0 != node.record.last_seen {
+            *entry = (node.record.last_seen, 0);
+        }
+        entry.1 += 1;
+    }
+
+    fn placed_since(&self, node: &NodeView) -> u32 {
+        self.placed_since_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node.record.id)
+            .filter(|(seen, _)| *seen == node.record.last_seen)
+            .map_or(0, |(_, n)| *n)
+    }
+}

@@ -1,0 +1,244 @@
+//! `warren node` (the daemon that runs a machine's sandboxes for a cluster), `warren node drain`
+//! / `activate`, and `warren nodes list`.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::Value;
+use warren_node::daemon::DaemonConfig;
+use warren_node::machine::MachineConfig;
+
+use super::ClientOpts;
+use crate::client::Client;
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum NodeAction {
+    /// Stop placing new sandboxes on a node (its sandboxes keep running).
+    Drain {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Place sandboxes on a drained node again.
+    Activate {
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct DaemonArgs {
+    /// The control plane's URL (or its load balancer's).
+    #[arg(long, env = "WARREN_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// PEM of the CA of the control plane's certificate, if not a public one.
+    #[arg(long)]
+    control_plane_ca: Option<PathBuf>,
+    /// Address of the node's API; its sandboxes listen on the same host.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Host name clients reach this node's sandboxes at [default: --listen's address].
+    #[arg(long)]
+    public_host: Option<String>,
+    /// The node's name in listings [default: host name and address].
+    #[arg(long)]
+    name: Option<String>,
+    /// A label, key=value (repeatable); `region` places sandboxes that ask for one.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Where the node keeps its id, its sandboxes' records and state.
+    #[arg(long, env = "WARREN_DATA_DIR", default_value = "/var/lib/warren-node")]
+    data_dir: PathBuf,
+    /// Template root file systems and layers (shared by every Warren on the machine).
+    #[arg(long, env = "WARREN_CACHE_DIR", default_value = super::DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
+    /// The /16 sandbox links are numbered from (each Warren on a machine takes the next one).
+    #[arg(long, default_value = "10.213.0.0")]
+    network: Ipv4Addr,
+    /// Debian mirror for preparing built-in templates.
+    #[arg(long)]
+    debian_mirror: Option<String>,
+    /// Most sandboxes this node runs at once.
+    #[arg(long, default_value_t = 1000)]
+    max_sandboxes: u32,
+    /// Largest request body sent to a sandbox (file uploads and writes), in MB.
+    #[arg(long, default_value_t = 1024)]
+    max_upload_mb: u64,
+    /// Do not offer the gVisor tier even if runsc is installed.
+    #[arg(long)]
+    no_gvisor: bool,
+    #[arg(long, default_value = "runsc")]
+    runsc: PathBuf,
+    /// Do not offer the microVM tier even if QEMU and a guest kernel are installed.
+    #[arg(long)]
+    no_microvm: bool,
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    /// Unpacked Debian kernel package for microVM guests [default: <cache-dir>/guest-kernel].
+    #[arg(long)]
+    guest_kernel_dir: Option<PathBuf>,
+    /// Tier of sandboxes that do not ask for one.
+    #[arg(long, default_value = "namespaces")]
+    isolation: String,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum NodesCommand {
+    /// Every node that joined: state, labels, capacity and use.
+    List {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_labels(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--label {p:?}: expected key=value"))
+        })
+        .collect()
+}
+
+pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
+    match a.action {
+        Some(NodeAction::Drain { id, opts }) => set_state(&opts, &id, "drain").await,
+        Some(NodeAction::Activate { id, opts }) => set_state(&opts, &id, "activate").await,
+        None => daemon(a.daemon).await,
+    }
+}
+
+async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
+    super::serve::init_logging(a.log_json);
+    let control_plane = a
+        .control_plane
+        .context("--control-plane URL (or WARREN_CONTROL_PLANE) is required")?;
+    let join_secret = std::env::var("WARREN_NODE_JOIN_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .context("WARREN_NODE_JOIN_SECRET must hold the cluster's join secret")?;
+    let cfg = DaemonConfig {
+        control_plane,
+        control_plane_ca: a.control_plane_ca,
+        listen: a.listen,
+        public_host: a.public_host,
+        name: a.name,
+        labels: parse_labels(&a.labels)?,
+        join_secret,
+        machine: MachineConfig {
+            data_dir: a.data_dir,
+            cache_dir: a.cache_dir.clone(),
+            network_base: a.network,
+            gvisor: !a.no_gvisor,
+            runsc: a.runsc,
+            microvm: !a.no_microvm,
+            qemu: a.qemu,
+            guest_kernel_dir: a
+                .guest_kernel_dir
+                .unwrap_or_else(|| a.cache_dir.join("guest-kernel")),
+            default_isolation: a.isolation,
+        },
+        debian_mirror: a.debian_mirror,
+        max_body_bytes: a.max_upload_mb * 1024 * 1024,
+        max_sandboxes: a.max_sandboxes,
+    };
+    warren_node::daemon::run(cfg, shutdown_signal())
+        .await
+        .context("node failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn set_state(opts: &ClientOpts, id: &str, action: &str) -> anyhow::Result<ExitCode> {
+    let client = Client::new(opts)?;
+    let answer = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/nodes/{id}/{action}"),
+            None,
+        )
+        .await?;
+    let state = answer["node"]["state"].as_str().unwrap_or("?");
+    println!("node {id}: {state}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
+    let NodesCommand::List { opts, json } = cmd;
+    let client = Client::new(&opts)?;
+    let page = client
+        .call(reqwest::Method::GET, "/v1/admin/nodes", None)
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&page)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let nodes = page["data"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<18} {:<10} {:<26} {:<16} {:>9} {:>11} {:>6}",
+        "ID", "STATE", "PUBLIC HOST", "LABELS", "SANDBOXES", "MEMORY MB", "SEEN"
+    );
+    for n in &nodes {
+        let labels = n["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+        println!(
+            "{:<18} {:<10} {:<26} {:<16} {:>4}/{:<4} {:>5}/{:<5} {:>5.1}s",
+            s(&n["id"]),
+            s(&n["state"]),
+            s(&n["public_host"]),
+            labels,
+            n["used"]["sandboxes"].as_u64().unwrap_or(0),
+            n["capacity"]["sandboxes"].as_u64().unwrap_or(0),
+            n["used"]["memory_mb"].as_u64().unwrap_or(0),
+            n["capacity"]["memory_mb"].as_u64().unwrap_or(0),
+            n["last_seen_seconds_ago"].as_f64().unwrap_or(0.0),
+        );
+    }
+    if nodes.is_empty() {
+        println!("(no node has joined; start `warren node --control-plane URL` with WARREN_NODE_JOIN_SECRET)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
