@@ -24,8 +24,12 @@ TLS = os.environ.get("WARREN_TEST_TLS") == "1"
 # ... and once with this set, for the tests marked `restore`, which start and kill servers of
 # their own (one server per host at a time, so never beside the shared one).
 RESTORE = os.environ.get("WARREN_TEST_RESTORE") == "1"
-MODE = "wildcard" if WILDCARD_DOMAIN else "tls" if TLS else "restore" if RESTORE else "local"
-MARKED_MODES = ("wildcard", "tls", "restore")
+# ... and once with this set, for the tests marked `cluster`: PostgreSQL, two control planes and
+# three nodes of their own on 127.0.0.2-4.
+CLUSTER = os.environ.get("WARREN_TEST_CLUSTER") == "1"
+MODE = ("wildcard" if WILDCARD_DOMAIN else "tls" if TLS else "restore" if RESTORE
+        else "cluster" if CLUSTER else "local")
+MARKED_MODES = ("wildcard", "tls", "restore", "cluster")
 
 
 def pytest_collection_modifyitems(config, items):

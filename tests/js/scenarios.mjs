@@ -98,6 +98,36 @@ const scenarios = {
       await sb.kill();
     }
   },
+  // A cluster: CLUSTER_N sandboxes through this control plane; code, files and a terminal on
+  // each, wherever it was placed. Prints each sandbox's public host.
+  async C1() {
+    const n = Number(process.env.CLUSTER_N || "3");
+    const sbs = await Promise.all(
+      Array.from({ length: n }, () => Sandbox.create({ template: "code-interpreter", baseURL, apiKey })),
+    );
+    try {
+      for (const sb of sbs) {
+        const info = await sb.getInfo();
+        const r = await sb.runCode("print(6*7)");
+        assert.equal(r.stdout, "42\n");
+        await sb.files.write("/workspace/c1.txt", info.publicHost);
+        assert.equal(await sb.files.read("/workspace/c1.txt"), info.publicHost);
+        const ws = await sb.terminal.connect();
+        sb.terminal.sendInput(ws, "echo term-$((20+22)); exit 3\n");
+        let out = "";
+        let exit;
+        for await (const m of sb.terminal.output(ws)) {
+          if (m.type === "output") out += m.data;
+          if (m.type === "exit") exit = m.code;
+        }
+        assert.ok(out.includes("term-42"), out);
+        assert.equal(exit, 3);
+        console.log(`C1 host ${info.publicHost}`);
+      }
+    } finally {
+      await Promise.all(sbs.map((sb) => sb.kill()));
+    }
+  },
   // Streams, terminals and watches all terminate (a hang fails the test by timeout).
   async J9() {
     const sb = await Sandbox.create({ template: "code-interpreter", baseURL, apiKey });

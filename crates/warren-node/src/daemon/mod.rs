@@ -136,7 +136,13 @@ pub async fn run(
     let mut shutdown = Box::pin(shutdown);
     let joined = tokio::select! {
         j = join_until_accepted(&control, &cfg.join_secret, &join) => j,
-        () = &mut shutdown => return Ok(()),
+        () = &mut shutdown => {
+            // Stopped before it ever ran a sandbox here.
+            if saved.all().is_empty() {
+                host.release().await;
+            }
+            return Ok(());
+        }
     };
     let verifier = TokenVerifier::new(
         &base64_decode(&joined.token_public_key).map_err(DaemonError::TokenKey)?,
