@@ -252,6 +252,25 @@ def test_agent_calls_on_nodes_reach_the_audit_trail(cluster):
         sb.kill()
 
 
+def test_prometheus_metrics_on_control_planes_and_nodes(cluster):
+    cp = sorted(cluster.cps)[0]
+    sb = sdk_create(cp)
+    try:
+        assert requests.get(cp + "/metrics", timeout=10).status_code == 401
+        text = requests.get(cp + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).text
+        for name in ("warren_http_requests_total{status=\"201\"}", "warren_sandbox_create_seconds_bucket",
+                     "warren_placement_failures_total", "warren_sandboxes{state=\"running\"}"):
+            assert name in text, name
+        for ip in NODES:
+            assert f'region="{NODES[ip]}",what="sandboxes_capacity"' in text
+        node = requests.get(f"http://{node_of(sb)}:7070/metrics", timeout=10)
+        assert node.status_code == 200
+        assert 'warren_node{what="sandboxes_running"}' in node.text
+        assert sb.sandbox_id not in node.text and sb.sandbox_id not in text
+    finally:
+        sb.kill()
+
+
 def test_drained_node_takes_no_new_sandboxes(cluster):
     cp = sorted(cluster.cps)[0]
     states = cluster.node_states()

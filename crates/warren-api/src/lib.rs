@@ -13,6 +13,7 @@ mod error;
 mod gate;
 mod lifecycle;
 pub mod limits;
+mod metrics;
 mod registry;
 mod request_id;
 mod routes;

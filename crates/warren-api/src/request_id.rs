@@ -26,8 +26,16 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let started = std::time::Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;
+    let status = res.status().as_u16();
+    crate::metrics::count_request(status);
     span.in_scope(|| {
-        tracing::info!(%method, %path, status = res.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+        let ms = started.elapsed().as_millis() as u64;
+        // Nodes report every two seconds: their calls are logged only when debugging.
+        if path.starts_with("/v1/internal/") && status < 400 {
+            tracing::debug!(%method, %path, status, ms, "request");
+        } else {
+            tracing::info!(%method, %path, status, ms, "request");
+        }
     });
     if res.status().is_client_error() || res.status().is_server_error() {
         res = render_error(res, &id).await;

@@ -382,3 +382,17 @@ pub struct TenantUsage {
     pub vcpu: u64,
     pub memory_mb: u64,
 }
+
+impl Store {
+    /// How many sandboxes are in each live state (`creating`, `running`, `paused`), for metrics.
+    pub async fn count_live_sandboxes(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT status, CAST(COUNT(*) AS BIGINT) AS n FROM sandboxes WHERE status IN {LIVE} GROUP BY status"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((crate::row::text(r, "status")?, crate::row::int(r, "n")?)))
+            .collect()
+    }
+}

@@ -242,7 +242,10 @@ impl Lifecycle {
                     TemplateNeed::Builtin(&template.name)
                 },
             })
-            .map_err(LifecycleError::Unavailable)?;
+            .map_err(|why| {
+                crate::metrics::count_placement_failure();
+                LifecycleError::Unavailable(why)
+            })?;
         let (run, tier, node_id, node_region) = match &placement {
             Placement::Local => {
                 if let Some(local) = &self.cluster.local {

@@ -22,6 +22,7 @@ pub fn app(state: AppState) -> Router {
     let audit = |action: A| from_fn_with_state((state.clone(), action), audited::record);
     let api = Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(crate::metrics::scrape))
         .route(
             "/v1/sandboxes",
             post(sandboxes::create)

@@ -111,7 +111,9 @@ async fn create_detached(
         tenant: &caller.tenant,
         key_id: &caller.key_id,
     };
+    let started = std::time::Instant::now();
     let record = state.lifecycle.create(req, who).await?;
+    crate::metrics::observe_create(started.elapsed().as_secs_f64());
     let id = record.id.clone();
     let (token, exp) = state
         .tokens

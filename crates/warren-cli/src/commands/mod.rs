@@ -47,7 +47,8 @@ pub struct ClientOpts {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (control plane, proxy, reaper) on this machine. Needs root. Sandboxes
-    /// outlive it: the next start with the same data dir takes them over.
+    /// outlive it: the next start with the same data dir takes them over. WARREN_API_KEY, if set,
+    /// is accepted as an admin key (stored hashed).
     Serve(Box<serve::ServeArgs>),
     /// Stop every sandbox of a data dir and remove all they left, while no server runs (takes
     /// the same options as `serve`; --data-dir and --database-url matter).

@@ -93,6 +93,10 @@ struct DaemonArgs {
     /// Tier of sandboxes that do not ask for one.
     #[arg(long, default_value = "namespaces")]
     isolation: String,
+    /// Serve the node API and sandboxes over plain HTTP on a non-loopback address (a private
+    /// network, or a mesh that encrypts). Nodes do not terminate TLS themselves yet.
+    #[arg(long)]
+    allow_plain_http: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -135,6 +139,13 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let control_plane = a
         .control_plane
         .context("--control-plane URL (or WARREN_CONTROL_PLANE) is required")?;
+    if !a.listen.ip().is_loopback() && !a.allow_plain_http {
+        anyhow::bail!(
+            "--listen {} is not a loopback address: nodes serve plain HTTP (they do not terminate \
+             TLS yet), so say --allow-plain-http to accept that on this network",
+            a.listen
+        );
+    }
     let join_secret = std::env::var("WARREN_NODE_JOIN_SECRET")
         .ok()
         .filter(|s| !s.is_empty())

@@ -38,6 +38,7 @@ pub struct Daemon {
     pub templates: TemplateCache,
     pub layers: LayerStore,
     pub control: Arc<ControlPlane>,
+    pub reporter: Arc<super::report::Reporter>,
     /// One layer download at a time (a second start for the same template waits and finds it).
     pub layer_fetch: tokio::sync::Mutex<()>,
 }
@@ -55,7 +56,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         ));
     Router::new()
         .route("/node/v1/health", get(health))
+        .route("/metrics", get(super::metrics::scrape))
         .merge(authed)
+        .layer(axum::middleware::from_fn(super::metrics::count_requests))
         .with_state(daemon)
 }
 

@@ -6,6 +6,7 @@
 mod api;
 mod control;
 mod gate;
+mod metrics;
 mod report;
 mod saved;
 
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use warren_core::SandboxId;
 use warren_runtime::layers::LayerStore;
 use warren_runtime::templates::TemplateCache;
@@ -90,6 +92,16 @@ pub async fn run(
     std::fs::create_dir_all(&cfg.machine.data_dir).map_err(io("create data dir"))?;
     std::fs::create_dir_all(&cfg.machine.cache_dir).map_err(io("create cache dir"))?;
     let node_id = node_id(&cfg.machine.data_dir)?;
+    // Everything this node logs carries its id.
+    let span = tracing::info_span!("node", node = %node_id);
+    serve(cfg, node_id, shutdown).instrument(span).await
+}
+
+async fn serve(
+    cfg: DaemonConfig,
+    node_id: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
     let (host, tiers) = machine::prepare(&cfg.machine).await?;
     let tier_names: Vec<String> = tiers.iter().map(|t| t.name().to_owned()).collect();
     let saved = Arc::new(
@@ -170,18 +182,21 @@ pub async fn run(
     take_over(&node, &saved, &exited).await;
     reporter.attach(node.clone());
 
-    tokio::spawn(flush_audit(control.clone(), audit_rx));
-    tokio::spawn(watch_events(events, saved.clone(), exited.clone()));
-    tokio::spawn(heartbeat_forever(
-        node.clone(),
-        saved.clone(),
-        control.clone(),
-        reporter.clone(),
-        exited.clone(),
-        cfg.join_secret.clone(),
-        join,
-        Duration::from_secs(joined.heartbeat_seconds.max(1)),
-    ));
+    tokio::spawn(flush_audit(control.clone(), audit_rx).in_current_span());
+    tokio::spawn(watch_events(events, saved.clone(), exited.clone()).in_current_span());
+    tokio::spawn(
+        heartbeat_forever(
+            node.clone(),
+            saved.clone(),
+            control.clone(),
+            reporter.clone(),
+            exited.clone(),
+            cfg.join_secret.clone(),
+            join,
+            Duration::from_secs(joined.heartbeat_seconds.max(1)),
+        )
+        .in_current_span(),
+    );
 
     let daemon = Arc::new(api::Daemon {
         node: node.clone(),
@@ -191,6 +206,7 @@ pub async fn run(
         templates,
         layers,
         control,
+        reporter,
         layer_fetch: tokio::sync::Mutex::new(()),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
