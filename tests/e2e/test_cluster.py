@@ -302,6 +302,9 @@ def test_node_killed_is_noticed_and_its_sandboxes_work_after_restart(cluster):
         killed = time.time()
         wait_for(lambda: cluster.node_states(cps[1])["127.0.0.2"]["state"] == "unhealthy", NOTICE_WITHIN, "node unhealthy")
         noticed = time.time() - killed
+        # Its sandboxes say why nobody can vouch for them.
+        info = requests.get(f"{cps[1]}/v1/sandboxes/{sbs[0].sandbox_id}", headers={"X-API-Key": KEY}, timeout=10).json()
+        assert "has not reported" in info.get("status_reason", ""), info
         # New sandboxes go elsewhere; one asking for the dead node's region gets a clear error.
         others = [sdk_create(cps[1]) for _ in range(4)]
         try:

@@ -73,7 +73,15 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
         expires_at: r.expires_at.map(rfc3339),
         created_at: rfc3339(r.created_at),
         isolation: r.isolation.clone(),
-        status_reason: r.status_reason.clone(),
+        status_reason: match &node {
+            // Its node stopped reporting: the sandbox may well run on, but nobody can tell.
+            Some(n) if r.status.is_live() && !n.healthy() => Some(format!(
+                "its node {} has not reported for {:.0} s; it answers again when the node is back",
+                n.record.id,
+                n.silent_for()
+            )),
+            _ => r.status_reason.clone(),
+        },
         auth_token: None,
         token_expires_at: None,
         request_id: rid.map(|r| r.0.clone()),
