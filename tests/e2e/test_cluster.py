@@ -198,6 +198,20 @@ def test_region_places_and_filters(cluster):
             sb.kill()
 
 
+def test_create_answer_names_the_node_in_raw_http(cluster):
+    """What the create itself answers is usable at once (raw clients do not GET it again)."""
+    cp = sorted(cluster.cps)[0]
+    sb = requests.post(cp + "/v1/sandboxes", headers={"X-API-Key": KEY}, json={"template_name": "code-interpreter"}, timeout=60).json()
+    try:
+        host = sb["public_host"]
+        assert host.split("://")[1].rsplit(":", 1)[0] in NODES, sb
+        out = requests.post(host + "/execute", json={"code": "print(1)", "language": "python"},
+                            headers={"Authorization": f"Bearer {sb['auth_token']}"}, timeout=60).json()
+        assert out["stdout"] == "1\n"
+    finally:
+        requests.delete(f"{cp}/v1/sandboxes/{sb['id']}", headers={"X-API-Key": KEY}, timeout=60)
+
+
 def test_js_sdk_code_files_and_terminal_on_every_node(cluster):
     if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@hopx-ai", "sdk")):
         pytest.fail("the JS SDK is not installed: run scripts/test (it runs npm install in tests/js)")

@@ -384,6 +384,8 @@ impl Lifecycle {
         }
         Ok(SandboxRecord {
             status: SandboxStatus::Running,
+            listen_port: port,
+            runtime_handle: Some(handle),
             ..record
         })
     }
