@@ -386,6 +386,44 @@ def test_control_plane_killed_the_other_serves_and_nothing_is_lost(cluster):
         cluster.start_cp(cps[0])
 
 
-def test_template_built_through_a_control_plane_runs_on_every_node(cluster):
-    pytest.skip("SKIPPED LOUDLY: template builds need a control plane with a local node; building "
-                "through --no-local-node control planes (steps run on a node) is not done yet")
+def test_template_built_through_a_control_plane_runs_on_every_node(cluster, tmp_path):
+    """Template.build (official SDK) through one control plane: COPY is unpacked on the control
+    plane, the RUN step runs on a node; sandboxes of the template then run on all three nodes,
+    each node fetching the layers it lacks."""
+    import asyncio
+    import uuid
+    from hopx_ai.template import BuildOptions, Template
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('from app')\n")
+    name = f"cluster-{uuid.uuid4().hex[:8]}"
+    cps = sorted(cluster.cps)
+    logs = []
+    recipe = (Template("code-interpreter")
+              .copy("app/", "/srv/app")
+              .set_env("GREETING", "built-once")
+              .run_cmd("echo run-on-a-node > /srv/app/built.txt && echo step-output"))
+    opts = BuildOptions(name=name, api_key=KEY, base_url=cps[0], context_path=str(tmp_path),
+                        on_log=lambda e: logs.append(e["message"] if isinstance(e, dict) else str(e)))
+    asyncio.run(asyncio.wait_for(Template.build(recipe, opts), 300))
+    assert any("step-output" in l for l in logs), logs
+    states = cluster.node_states()
+    ids = {ip: states[ip]["id"] for ip in NODES}
+    seen = set()
+    # One sandbox per node: region eu is .2; for us, drain the other us node in turn.
+    for region, drained in (("eu", None), ("us", "127.0.0.4"), ("us", "127.0.0.3")):
+        if drained:
+            requests.post(f"{cps[1]}/v1/admin/nodes/{ids[drained]}/drain", headers={"X-API-Key": KEY}, timeout=10).raise_for_status()
+        try:
+            from hopx_ai import Sandbox
+            sb = Sandbox.create(template=name, api_key=KEY, base_url=cps[1], region=region)
+            try:
+                out = sb.commands.run("cat /srv/app/built.txt /srv/app/main.py; echo $GREETING").stdout
+                assert out == "run-on-a-node\nprint('from app')\nbuilt-once\n", out
+                seen.add(node_of(sb))
+            finally:
+                sb.kill()
+        finally:
+            if drained:
+                requests.post(f"{cps[1]}/v1/admin/nodes/{ids[drained]}/activate", headers={"X-API-Key": KEY}, timeout=10).raise_for_status()
+    assert seen == set(NODES), seen

@@ -5,9 +5,11 @@
 //! commands: in-process today, over the network once a cluster has several nodes.
 
 mod agent_link;
+pub mod build_step;
 pub mod daemon;
 mod error;
 mod gate;
+pub mod layer_archive;
 pub mod machine;
 mod node;
 mod proxy;

@@ -188,3 +188,25 @@ pub struct ReadyProbe {
     pub timeout_ms: u64,
     pub interval_ms: u64,
 }
+
+/// `POST /node/v1/builds/steps`: run one RUN step of a template build on the node, in a build
+/// sandbox over `layers`; its writable layer becomes layer `key` in the node's cache. The answer
+/// streams `log <line>` lines, then `exit <code>` (or `fail <message>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildStepRequest {
+    /// Layer keys, topmost first (`builtin:<name>` for a built-in template's root file system).
+    pub layers: Vec<String>,
+    pub key: String,
+    pub command: String,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub vcpu: u32,
+    pub memory_mb: u32,
+    pub disk_mb: u32,
+    pub owner: String,
+}
+
+/// A layer key naming a built-in template's root file system.
+pub fn builtin_layer_key(template: &str) -> String {
+    format!("builtin:{template}")
+}

@@ -8,10 +8,10 @@
 pub mod spec;
 pub mod uploads;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use warren_core::{Resources, SandboxId};
@@ -25,7 +25,7 @@ use crate::lifecycle::{Lifecycle, TemplateRoots};
 use spec::{BuildRequest, Step, TemplateSpec};
 
 /// How long one RUN step may take.
-const RUN_TIMEOUT_SECS: u64 = 3600;
+use warren_node::build_step::RUN_TIMEOUT_SECS;
 /// Bytes of build log kept per build.
 const MAX_LOG: usize = 4 * 1024 * 1024;
 
@@ -315,7 +315,9 @@ async fn execute(
                 let env_json = serde_json::to_string(&spec.env).unwrap_or_default();
                 let workdir = spec.workdir.clone().unwrap_or_default();
                 let k = key(&[&spec.key, "RUN", cmd, &env_json, &workdir]);
-                if !invalidated && ctx.layers.is_ready(&k) {
+                let built =
+                    ctx.layers.is_ready(&k) || ctx.lifecycle.cluster.holder_of(&k).is_some();
+                if !invalidated && built {
                     build.log("  ✓ cached");
                 } else {
                     invalidated = true;
@@ -364,6 +366,26 @@ async fn run_step(
     resources: Resources,
     key: &str,
 ) -> Result<(), String> {
+    if !ctx.lifecycle.has_local_node() {
+        let code = ctx
+            .lifecycle
+            .run_remote_build_step(
+                &ctx.tenant,
+                &spec.layers,
+                key,
+                cmd,
+                &spec.env,
+                spec.workdir.as_deref(),
+                resources,
+                |line| build.log(format!("  {line}")),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        return match code {
+            0 => Ok(()),
+            code => Err(format!("exit code {code}")),
+        };
+    }
     let staged = ctx.layers.staging(key).map_err(|e| e.to_string())?;
     let sandbox = SandboxSpec {
         id: SandboxId::generate(),
@@ -407,38 +429,12 @@ async fn follow_run(
     cmd: &str,
     spec: &TemplateSpec,
 ) -> Result<i64, String> {
-    let started = agent
-        .start_command(&CommandRequest {
-            env: Some(spec.env.clone()),
-            workdir: spec.workdir.clone(),
-            ..warren_node::bash(cmd, RUN_TIMEOUT_SECS)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut out_at, mut err_at) = (0u64, 0u64);
-    let mut partial: BTreeMap<&str, String> = BTreeMap::new();
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let p = agent
-            .process_output(&started.process_id, out_at, err_at)
-            .await
-            .map_err(|e| e.to_string())?;
-        for (stream, text) in [("stdout", &p.stdout), ("stderr", &p.stderr)] {
-            let buf = partial.entry(stream).or_default();
-            buf.push_str(text);
-            while let Some(nl) = buf.find('\n') {
-                let line: String = buf.drain(..=nl).collect();
-                build.log(format!("  {}", line.trim_end()));
-            }
-        }
-        (out_at, err_at) = (p.stdout_next_offset, p.stderr_next_offset);
-        if p.status != "running" {
-            for rest in partial.values().filter(|r| !r.is_empty()) {
-                build.log(format!("  {rest}"));
-            }
-            return Ok(p.exit_code.map_or(-1, i64::from));
-        }
-    }
+    let req = CommandRequest {
+        env: Some(spec.env.clone()),
+        workdir: spec.workdir.clone(),
+        ..warren_node::bash(cmd, RUN_TIMEOUT_SECS)
+    };
+    warren_node::build_step::follow(agent, &req, |line| build.log(format!("  {line}"))).await
 }
 
 /// The layers and settings a build starts from, when `from_image` names a local template.
@@ -456,6 +452,18 @@ pub async fn local_base(
         return Ok(None);
     };
     if let Some(recipe) = TemplateRoots::recipe(&t.name).filter(|_| t.tenant.is_none()) {
+        if !lifecycle.has_local_node() {
+            // The nodes prepare built-in templates themselves: name it, do not build it here.
+            return Ok(Some(TemplateSpec {
+                layers: vec![lifecycle.templates.cache.rootfs(recipe.name)],
+                key: key(&[
+                    "builtin",
+                    recipe.name,
+                    &warren_runtime::templates::recipe_hash(&recipe),
+                ]),
+                ..Default::default()
+            }));
+        }
         let rootfs: PathBuf = lifecycle.templates.ensure(&recipe).await?;
         let marker = std::fs::read_to_string(rootfs.with_file_name("READY")).unwrap_or_default();
         return Ok(Some(TemplateSpec {

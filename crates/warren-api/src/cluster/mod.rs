@@ -19,6 +19,26 @@ use warren_store::{NodeRecord, Store};
 use warren_wire::cluster::NodeReport;
 
 pub use placement::{Placement, TemplateNeed, Wanted};
+
+/// How nodes name a template layer: a layer of the layer store by its key (its directory's name),
+/// a built-in template's root file system (`<cache>/templates/<name>/rootfs`) as `builtin:<name>`.
+pub fn layer_keys(layers: &[std::path::PathBuf]) -> Vec<String> {
+    layers
+        .iter()
+        .filter_map(|l| {
+            let name = l.file_name()?.to_str()?;
+            let parent = l.parent()?;
+            let in_templates =
+                parent.parent()?.file_name().and_then(|n| n.to_str()) == Some("templates");
+            if name == "rootfs" && in_templates {
+                let template = parent.file_name()?.to_str()?;
+                Some(warren_wire::cluster::builtin_layer_key(template))
+            } else {
+                Some(name.to_owned())
+            }
+        })
+        .collect()
+}
 pub use remote::RemoteNode;
 
 use crate::tokens::TokenSigner;
@@ -183,6 +203,13 @@ impl Cluster {
 
     pub fn has_tier(&self, name: &str) -> bool {
         self.tier_names().iter().any(|t| t == name)
+    }
+
+    /// A healthy node that holds layer `key` (built there, or fetched).
+    pub fn holder_of(&self, key: &str) -> Option<NodeView> {
+        self.nodes()
+            .into_iter()
+            .find(|n| n.healthy() && n.report.layers.iter().any(|l| l == key))
     }
 
     fn count_placement(&self, node: &NodeView) {

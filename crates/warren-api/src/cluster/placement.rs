@@ -104,7 +104,10 @@ impl Cluster {
         let free = 1.0 - f64::from(used) / f64::from(c.sandboxes.max(1));
         let cached = match wanted.template {
             TemplateNeed::Builtin(name) => n.report.templates.iter().any(|t| t == name),
-            TemplateNeed::Layers(keys) => keys.iter().all(|k| n.report.layers.contains(k)),
+            TemplateNeed::Layers(keys) => keys.iter().all(|k| match k.strip_prefix("builtin:") {
+                Some(t) => n.report.templates.iter().any(|x| x == t),
+                None => n.report.layers.contains(k),
+            }),
         };
         free + if cached { 1.0 } else { 0.0 }
     }

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use warren_core::SandboxId;
-use warren_wire::cluster::{NodeApiError, StartReply, StartRequest};
+use warren_wire::cluster::{BuildStepRequest, NodeApiError, StartReply, StartRequest};
 
 use crate::clock::now;
 use crate::tokens::TokenSigner;
@@ -145,5 +146,54 @@ impl RemoteNode {
         )
         .await
         .map(drop)
+    }
+
+    /// Runs one RUN step of a build on the node, handing each output line to `line`; returns
+    /// the step's exit code.
+    pub async fn build_step(
+        &self,
+        req: &BuildStepRequest,
+        mut line: impl FnMut(String),
+    ) -> Result<i64, String> {
+        let res = self
+            .call(
+                reqwest::Method::POST,
+                "/node/v1/builds/steps",
+                Some(req),
+                Duration::from_secs(warren_node::build_step::RUN_TIMEOUT_SECS + 600),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut body = res.bytes_stream();
+        let mut buf = String::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| format!("node {}: {e}", self.id))?;
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(nl) = buf.find('\n') {
+                let l: String = buf.drain(..=nl).collect();
+                let l = l.trim_end();
+                if let Some(text) = l.strip_prefix("log ") {
+                    line(text.to_owned());
+                } else if let Some(code) = l.strip_prefix("exit ") {
+                    return code
+                        .parse()
+                        .map_err(|_| format!("node {}: bad answer {l:?}", self.id));
+                } else if let Some(why) = l.strip_prefix("fail ") {
+                    return Err(why.to_owned());
+                }
+            }
+        }
+        Err(format!("node {} ended the step without a result", self.id))
+    }
+
+    /// A layer the node holds, as a tar stream.
+    pub async fn layer(&self, key: &str) -> Result<reqwest::Response, RemoteError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/node/v1/layers/{key}"),
+            None::<&()>,
+            Duration::from_secs(3600),
+        )
+        .await
     }
 }

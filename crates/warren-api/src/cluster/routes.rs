@@ -189,50 +189,40 @@ pub async fn layer(
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if !valid || !state.layers.is_ready(&key) {
-        return Err(ApiError::new(
+    let missing = || {
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "RESOURCE_NOT_FOUND",
-            format!("layer {key} is not on this control plane"),
-        ));
+            format!("layer {key} is on no control plane or healthy node"),
+        )
+    };
+    if !valid {
+        return Err(missing());
     }
-    let dir = state.layers.path(&key);
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(8);
-    tokio::task::spawn_blocking(move || {
-        let mut tar = tar::Builder::new(ChannelWriter { tx: tx.clone() });
-        tar.follow_symlinks(false);
-        tar.mode(tar::HeaderMode::Complete);
-        let written = tar.append_dir_all(".", &dir).and_then(|()| tar.finish());
-        if let Err(e) = written {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
+    if !state.layers.is_ready(&key) {
+        // Built on a node (a RUN step): relay it from a node that holds it.
+        let holder = state.cluster.holder_of(&key).ok_or_else(missing)?;
+        let remote = state
+            .cluster
+            .remote(&holder.record.id)
+            .ok_or_else(missing)?;
+        let res = remote
+            .layer(&key)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        return Ok((
+            [(header::CONTENT_TYPE, "application/x-tar")],
+            Body::from_stream(res.bytes_stream()),
+        )
+            .into_response());
+    }
     Ok((
         [(header::CONTENT_TYPE, "application/x-tar")],
-        Body::from_stream(stream),
+        Body::from_stream(warren_node::layer_archive::tar_stream(
+            state.layers.path(&key),
+        )),
     )
         .into_response())
-}
-
-/// Writes a tar stream into a channel, a chunk per write.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(buf.to_vec()))
-            .map_err(|_| std::io::Error::other("the node went away"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 fn summary(n: &NodeView) -> NodeSummary {

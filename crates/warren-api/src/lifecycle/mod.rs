@@ -133,7 +133,12 @@ impl Lifecycle {
         &self.limits
     }
 
-    /// This control plane's own node, for what only it can do (template builds).
+    /// Whether this control plane runs sandboxes itself.
+    pub fn has_local_node(&self) -> bool {
+        self.cluster.local.is_some()
+    }
+
+    /// This control plane's own node, for what only it can do (build sandboxes it reaches itself).
     fn local(&self) -> LifecycleResult<&Arc<Node>> {
         self.cluster.local.as_ref().ok_or_else(|| {
             LifecycleError::Unavailable(
@@ -226,10 +231,9 @@ impl Lifecycle {
         let wanted_tier = self.tier(req.isolation.as_deref().or(template_tier.as_deref()))?;
         let region = req.region.as_deref().filter(|r| !r.is_empty());
         let layer_keys: Vec<String> = stored_spec
-            .iter()
-            .flat_map(|s| &s.layers)
-            .filter_map(|l| l.file_name().and_then(|n| n.to_str()).map(str::to_owned))
-            .collect();
+            .as_ref()
+            .map(|s| crate::cluster::layer_keys(&s.layers))
+            .unwrap_or_default();
         let placement = self
             .cluster
             .place(&Wanted {
@@ -533,6 +537,63 @@ impl Lifecycle {
                 ))
             }
         }
+    }
+
+    /// Runs one RUN step of a build on a joined node (this control plane has no node of its own):
+    /// admitted against the tenant's quotas like a local build sandbox, placed like a sandbox of
+    /// the step's layers. The step's layer `key` stays on that node; other nodes fetch it through
+    /// a control plane. Returns the step's exit code.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_remote_build_step(
+        &self,
+        tenant: &str,
+        layers: &[std::path::PathBuf],
+        key: &str,
+        command: &str,
+        env: &std::collections::BTreeMap<String, String>,
+        workdir: Option<&str>,
+        resources: Resources,
+        line: impl FnMut(String),
+    ) -> LifecycleResult<i64> {
+        let keys = crate::cluster::layer_keys(layers);
+        let placement = self
+            .cluster
+            .place(&Wanted {
+                tier: Some("namespaces"),
+                region: None,
+                memory_mb: resources.memory_mb,
+                template: TemplateNeed::Layers(&keys),
+            })
+            .map_err(LifecycleError::Unavailable)?;
+        let Placement::Remote(node) = placement else {
+            return Err(LifecycleError::Unavailable(
+                "no node to run the build step on".into(),
+            ));
+        };
+        let remote = self.cluster.remote(&node.record.id).ok_or_else(|| {
+            LifecycleError::Unavailable(format!("node {} left the cluster", node.record.id))
+        })?;
+        let slot = SandboxId::generate();
+        {
+            let _admission = self.admission.lock().await;
+            self.admit(tenant, resources).await?;
+            self.build_sandboxes()
+                .insert(slot.clone(), (tenant.to_owned(), resources));
+        }
+        let req = warren_wire::cluster::BuildStepRequest {
+            layers: keys,
+            key: key.to_owned(),
+            command: command.to_owned(),
+            env: env.clone(),
+            workdir: workdir.map(str::to_owned),
+            vcpu: resources.vcpu,
+            memory_mb: resources.memory_mb,
+            disk_mb: resources.disk_mb,
+            owner: tenant.to_owned(),
+        };
+        let result = remote.build_step(&req, line).await;
+        self.build_sandboxes().remove(&slot);
+        result.map_err(LifecycleError::Unavailable)
     }
 
     /// Stops a build step's sandbox and gives its resources back to the tenant's quota.

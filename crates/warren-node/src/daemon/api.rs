@@ -50,6 +50,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/node/v1/sandboxes/{id}/pause", post(pause))
         .route("/node/v1/sandboxes/{id}/resume", post(resume))
         .route("/node/v1/sandboxes/{id}/commands", post(run_command))
+        .route("/node/v1/layers/{key}", get(layer))
+        .route("/node/v1/builds/steps", post(super::build::run_step))
         .route_layer(axum::middleware::from_fn_with_state(
             daemon.clone(),
             authenticate,
@@ -234,8 +236,24 @@ async fn run_command(
     }
 }
 
+/// A layer this node holds, as a tar stream (for a control plane serving it to another node).
+async fn layer(State(d): State<Arc<Daemon>>, Path(key): Path<String>) -> Response {
+    if !valid_layer_key(&key) || !d.layers.is_ready(&key) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NO_SUCH_LAYER",
+            format!("layer {key} is not on this node"),
+        );
+    }
+    (
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        axum::body::Body::from_stream(crate::layer_archive::tar_stream(d.layers.path(&key))),
+    )
+        .into_response()
+}
+
 /// A layer key as the control plane names it: no path separators or dots at the start.
-fn valid_layer_key(key: &str) -> bool {
+pub(super) fn valid_layer_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 200
         && !key.starts_with('.')
@@ -247,34 +265,16 @@ fn valid_layer_key(key: &str) -> bool {
 impl Daemon {
     /// The host paths of a template's layers on this node: a built-in template prepared here
     /// (built on first use), a built one's layers fetched from the control plane once.
-    async fn layers_of(&self, source: &TemplateSource) -> Result<Vec<PathBuf>, String> {
+    pub(super) async fn layers_of(&self, source: &TemplateSource) -> Result<Vec<PathBuf>, String> {
         match source {
-            TemplateSource::Builtin { name } => {
-                let recipe = builtin_recipes()
-                    .into_iter()
-                    .find(|r| r.name == name)
-                    .ok_or_else(|| format!("template {name} is not built into this node"))?;
-                if self.templates.is_ready(&recipe) {
-                    return Ok(vec![self.templates.rootfs(recipe.name)]);
-                }
-                let templates = self.templates.clone();
-                let build = tokio::spawn(async move {
-                    let progress =
-                        |line: String| tracing::info!(target: "warren::template", "{line}");
-                    templates.ensure(&recipe, &progress).await
-                });
-                match tokio::time::timeout(TEMPLATE_WAIT, build).await {
-                    Ok(Ok(Ok(rootfs))) => Ok(vec![rootfs]),
-                    Ok(Ok(Err(e))) => Err(format!("template {name} could not be built: {e}")),
-                    Ok(Err(e)) => Err(format!("template {name} could not be built: {e}")),
-                    Err(_) => Err(format!(
-                        "template {name} is still being prepared on this node (once, a few minutes); retry shortly"
-                    )),
-                }
-            }
+            TemplateSource::Builtin { name } => self.builtin_rootfs(name).await.map(|p| vec![p]),
             TemplateSource::Layers { keys } => {
                 let mut paths = Vec::with_capacity(keys.len());
                 for key in keys {
+                    if let Some(name) = key.strip_prefix("builtin:") {
+                        paths.push(self.builtin_rootfs(name).await?);
+                        continue;
+                    }
                     if !valid_layer_key(key) {
                         return Err(format!("invalid layer key {key:?}"));
                     }
@@ -286,6 +286,30 @@ impl Daemon {
                 Ok(paths)
             }
         }
+    }
+
+    /// A built-in template's root file system on this node, prepared on first use.
+    async fn builtin_rootfs(&self, name: &str) -> Result<PathBuf, String> {
+        let recipe = builtin_recipes()
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| format!("template {name} is not built into this node"))?;
+        if self.templates.is_ready(&recipe) {
+            return Ok(self.templates.rootfs(recipe.name));
+        }
+        let templates = self.templates.clone();
+        let build = tokio::spawn(async move {
+            let progress = |line: String| tracing::info!(target: "warren::template", "{line}");
+            templates.ensure(&recipe, &progress).await
+        });
+        match tokio::time::timeout(TEMPLATE_WAIT, build).await {
+                    Ok(Ok(Ok(rootfs))) => Ok(rootfs),
+                    Ok(Ok(Err(e))) => Err(format!("template {name} could not be built: {e}")),
+                    Ok(Err(e)) => Err(format!("template {name} could not be built: {e}")),
+                    Err(_) => Err(format!(
+                        "template {name} is still being prepared on this node (once, a few minutes); retry shortly"
+                    )),
+                }
     }
 
     /// Downloads a layer from the control plane (a tar stream) and unpacks it into the cache.

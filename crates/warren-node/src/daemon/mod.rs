@@ -4,6 +4,7 @@
 //! SDKs talk to those directly. A restarted node takes its sandboxes over from its own records.
 
 mod api;
+mod build;
 mod control;
 mod gate;
 mod metrics;

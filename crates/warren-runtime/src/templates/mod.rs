@@ -66,7 +66,8 @@ impl TemplateCache {
     }
 }
 
-fn recipe_hash(r: &Recipe) -> String {
+/// What a built-in template's READY marker holds: changes with its recipe.
+pub fn recipe_hash(r: &Recipe) -> String {
     let mut h = Sha256::new();
     h.update(r.suite);
     for p in r.packages {
