@@ -21,6 +21,9 @@ pytestmark = pytest.mark.cluster
 JOIN_SECRET = "join-" + os.urandom(12).hex()
 KEY = "wrn_test_" + os.urandom(16).hex()
 NODES = {"127.0.0.2": "eu", "127.0.0.3": "us", "127.0.0.4": "us"}
+# This node serves HTTPS with the CA it generates (the others plain HTTP, on loopback): every test
+# then also runs the SDKs against a TLS node.
+TLS_NODE = "127.0.0.4"
 # A node that misses heartbeats for this long is unhealthy (the control plane's UNHEALTHY_AFTER),
 # plus one heartbeat and the control planes' one-second refresh.
 NOTICE_WITHIN = 6 + 2 + 1.5
@@ -65,7 +68,7 @@ class Cluster:
         # Each node talks to one control plane; either knows every node (one store).
         cp = sorted(self.cps)[int(ip.rsplit(".", 1)[1]) % len(self.cps)]
         args = [WARREN, "node", "--control-plane", cp, "--listen", f"{ip}:7070", "--data-dir", data,
-                "--label", f"region={NODES[ip]}"]
+                "--label", f"region={NODES[ip]}", *(["--tls"] if ip == TLS_NODE else [])]
         self.nodes[ip] = subprocess.Popen(args, stdout=self.log(f"node-{ip}"), stderr=subprocess.STDOUT, env=self.env)
 
     def any_cp(self):
@@ -125,7 +128,18 @@ def cluster():
         for ip in NODES:
             c.start_node(ip)
         c.wait_healthy(list(NODES))
+        # The SDKs (httpx, websockets, node) and requests trust the TLS node's CA this way.
+        ca = os.path.join(c.root, f"node-{TLS_NODE}", "tls", "ca.pem")
+        saved = {v: os.environ.get(v) for v in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")}
+        for var in saved:
+            os.environ[var] = ca
+        assert c.node_states()[TLS_NODE]["public_host"] == f"https://{TLS_NODE}"
         yield c
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
     finally:
         c.stop()
     # Nodes stopped with no sandbox left remove everything they made.
@@ -228,7 +242,7 @@ def test_node_api_refuses_tenant_keys_and_sandbox_tokens(cluster):
     sb = sdk_create(sorted(cluster.cps)[0])
     try:
         token = sb.get_token() if hasattr(sb, "get_token") else None
-        node = f"http://{node_of(sb)}:7070"
+        node = cluster.node_states()[node_of(sb)]["api_url"]
         body = {"id": "x", "template_name": "code-interpreter", "source": {"kind": "builtin", "name": "code-interpreter"},
                 "vcpu": 1, "memory_mb": 512, "disk_mb": 1024, "internet_access": True, "env_vars": {},
                 "tier": None, "owner": "default", "start_cmd": None, "ready": None}
@@ -277,7 +291,7 @@ def test_prometheus_metrics_on_control_planes_and_nodes(cluster):
             assert name in text, name
         for ip in NODES:
             assert f'region="{NODES[ip]}",what="sandboxes_capacity"' in text
-        node = requests.get(f"http://{node_of(sb)}:7070/metrics", timeout=10)
+        node = requests.get(cluster.node_states()[node_of(sb)]["api_url"] + "/metrics", timeout=10)
         assert node.status_code == 200
         assert 'warren_node{what="sandboxes_running"}' in node.text
         assert sb.sandbox_id not in node.text and sb.sandbox_id not in text

@@ -1,21 +1,14 @@
-//! Prometheus metrics of a control plane (`GET /metrics`, admin key): requests by status,
+//! Prometheus metrics of a control plane (served by `routes::metrics`, admin key): requests by status,
 //! sandbox create latency, placement failures, and at scrape time sandboxes by state and each
 //! node's capacity and use. Several control planes each expose their own request and latency
 //! figures; the store-derived gauges are the same on all of them.
 
 use std::sync::LazyLock;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 /// The control plane's own registry (not the process-global default: one binary, one set).
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -105,46 +98,39 @@ pub fn count_placement_failure() {
     }
 }
 
-pub async fn scrape(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    caller.require_admin()?;
-    let counts = state.store.count_live_sandboxes().await?;
+/// Sets the live sandbox counts (`creating`, `running`, `paused`); states not named are 0.
+pub fn set_sandboxes(counts: &[(String, i64)]) {
     if let Some(g) = SANDBOXES.as_ref() {
         for s in ["creating", "running", "paused"] {
             g.with_label_values(&[s]).set(0);
         }
         for (status, n) in counts {
-            g.with_label_values(&[&status]).set(n);
+            g.with_label_values(&[status]).set(*n);
         }
     }
-    let Some(node_gauge) = NODE.as_ref() else {
-        return Err(ApiError::internal("metrics", "node gauge unavailable"));
-    };
-    node_gauge.reset();
-    for n in state.cluster.nodes() {
-        let region = n.region().unwrap_or("").to_owned();
-        let id = n.record.id.as_str();
-        let set = |what: &str, v: i64| node_gauge.with_label_values(&[id, &region, what]).set(v);
-        set("sandboxes_capacity", i64::from(n.report.capacity.sandboxes));
-        set("sandboxes", i64::from(n.report.used.sandboxes));
-        set("memory_mb_capacity", n.report.capacity.memory_mb as i64);
-        set("memory_mb_promised", n.report.used.memory_mb as i64);
-        set("vcpu", i64::from(n.report.capacity.vcpu));
-        set("healthy", i64::from(n.state() == "healthy"));
+}
+
+/// Replaces the per-node gauges: (node id, region, what, value).
+pub fn set_nodes(values: &[(String, String, &'static str, i64)]) {
+    if let Some(g) = NODE.as_ref() {
+        g.reset();
+        for (node, region, what, v) in values {
+            g.with_label_values(&[node.as_str(), region.as_str(), what])
+                .set(*v);
+        }
     }
+}
+
+/// The registry in Prometheus' text format, and its content type.
+pub fn encode() -> Result<(Vec<u8>, String), prometheus::Error> {
     // Touch the lazily registered metrics so they appear before their first event.
     LazyLock::force(&REQUESTS);
     LazyLock::force(&CREATE_SECONDS);
     LazyLock::force(&PLACEMENT_FAILURES);
+    LazyLock::force(&SANDBOXES);
+    LazyLock::force(&NODE);
+    let encoder = TextEncoder::new();
     let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&REGISTRY.gather(), &mut out)
-        .map_err(|e| ApiError::internal("encode metrics", e))?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            TextEncoder::new().format_type().to_owned(),
-        )],
-        out,
-    )
-        .into_response())
+    encoder.encode(&REGISTRY.gather(), &mut out)?;
+    Ok((out, encoder.format_type().to_owned()))
 }

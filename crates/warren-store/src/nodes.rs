@@ -22,9 +22,12 @@ pub struct NodeRecord {
     pub joined_at: i64,
     /// Unix milliseconds.
     pub last_seen: i64,
+    /// The CA its HTTPS certificate chains to, when not a public one (PEM).
+    pub ca_pem: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, api_url, public_host, labels, report, state, joined_at, last_seen";
+const COLUMNS: &str =
+    "id, name, api_url, public_host, labels, report, state, joined_at, last_seen, ca_pem";
 
 impl Store {
     /// Registers a node (again, after a restart: same id, new credential). A node that joins
@@ -32,11 +35,11 @@ impl Store {
     pub async fn join_node(&self, node: &NodeRecord, key_hash: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO nodes (id, name, api_url, public_host, labels, report, state, key_hash, \
-             joined_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             joined_at, last_seen, ca_pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, api_url = excluded.api_url, \
              public_host = excluded.public_host, labels = excluded.labels, \
              report = excluded.report, key_hash = excluded.key_hash, \
-             last_seen = excluded.last_seen",
+             last_seen = excluded.last_seen, ca_pem = excluded.ca_pem",
         )
         .bind(&node.id)
         .bind(&node.name)
@@ -48,6 +51,7 @@ impl Store {
         .bind(key_hash)
         .bind(node.joined_at)
         .bind(node.last_seen)
+        .bind(&node.ca_pem)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -140,5 +144,6 @@ fn node_from_row(r: &sqlx::any::AnyRow) -> Result<NodeRecord, StoreError> {
         state: text(r, "state")?,
         joined_at: int(r, "joined_at")?,
         last_seen: int(r, "last_seen")?,
+        ca_pem: crate::row::opt_text(r, "ca_pem")?,
     })
 }

@@ -390,6 +390,7 @@ fn node(id: &str, now_ms: i64) -> NodeRecord {
         state: "active".to_owned(),
         joined_at: now_ms / 1000,
         last_seen: now_ms,
+        ca_pem: Some("-----BEGIN CERTIFICATE-----".to_owned()),
     }
 }
 

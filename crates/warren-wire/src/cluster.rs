@@ -39,6 +39,10 @@ pub struct JoinRequest {
     pub public_scheme: String,
     pub labels: BTreeMap<String, String>,
     pub report: NodeReport,
+    /// The CA (PEM) the node's HTTPS certificate chains to, when it generated one: control
+    /// planes trust it for this node only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// The answer to a join.

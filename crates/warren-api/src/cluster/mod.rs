@@ -104,6 +104,8 @@ pub struct Cluster {
     /// Sandboxes placed on each node since its last report (reports lag by a heartbeat; without
     /// this, a burst of creates would all pick the same emptiest node).
     placed_since_report: Mutex<HashMap<String, (i64, u32)>>,
+    /// Clients for nodes with a CA of their own: node id -> (CA PEM, client).
+    node_clients: Mutex<HashMap<String, (String, reqwest::Client)>>,
     /// What nodes must present to join (none: this control plane accepts no nodes).
     pub join_secret: Option<warren_core::Secret>,
 }
@@ -128,6 +130,7 @@ impl Cluster {
             http,
             nodes: RwLock::new(Vec::new()),
             placed_since_report: Mutex::new(HashMap::new()),
+            node_clients: Mutex::new(HashMap::new()),
             join_secret,
         })
     }
@@ -169,10 +172,40 @@ impl Cluster {
             RemoteNode::new(
                 &n.record.id,
                 &n.record.api_url,
-                self.http.clone(),
+                self.http_for(&n),
                 self.tokens.clone(),
             )
         })
+    }
+
+    /// An HTTP client for calls to `node`: one that also trusts the node's own CA when it sent
+    /// one at join (kept per node and CA, so connections are reused).
+    fn http_for(&self, node: &NodeView) -> reqwest::Client {
+        let Some(pem) = node.record.ca_pem.as_deref() else {
+            return self.http.clone();
+        };
+        let mut clients = self.node_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((ca, client)) = clients.get(&node.record.id) {
+            if ca == pem {
+                return client.clone();
+            }
+        }
+        let built = reqwest::Certificate::from_pem(pem.as_bytes()).and_then(|cert| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .add_root_certificate(cert)
+                .build()
+        });
+        match built {
+            Ok(client) => {
+                clients.insert(node.record.id.clone(), (pem.to_owned(), client.clone()));
+                client
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.record.id, error = %e, "the node's CA is unusable; calls to it will fail");
+                self.http.clone()
+            }
+        }
     }
 
     /// Tiers some node of the cluster runs, the local node's (or else the first node's) default

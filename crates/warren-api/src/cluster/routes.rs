@@ -100,6 +100,7 @@ pub async fn join(
         state: "active".into(),
         joined_at: now,
         last_seen: now,
+        ca_pem: req.ca_pem.clone(),
     };
     state
         .store

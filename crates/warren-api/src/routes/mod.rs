@@ -5,6 +5,7 @@ pub mod admin;
 mod audited;
 pub mod builds;
 pub mod health;
+mod metrics;
 pub mod sandboxes;
 pub mod templates;
 
@@ -22,7 +23,7 @@ pub fn app(state: AppState) -> Router {
     let audit = |action: A| from_fn_with_state((state.clone(), action), audited::record);
     let api = Router::new()
         .route("/health", get(health::health))
-        .route("/metrics", get(crate::metrics::scrape))
+        .route("/metrics", get(metrics::scrape))
         .route(
             "/v1/sandboxes",
             post(sandboxes::create)

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
-use warren_node::daemon::DaemonConfig;
+use warren_node::daemon::{DaemonConfig, NodeTls};
 use warren_node::machine::MachineConfig;
 
 use super::ClientOpts;
@@ -93,8 +93,18 @@ struct DaemonArgs {
     /// Tier of sandboxes that do not ask for one.
     #[arg(long, default_value = "namespaces")]
     isolation: String,
-    /// Serve the node API and sandboxes over plain HTTP on a non-loopback address (a private
-    /// network, or a mesh that encrypts). Nodes do not terminate TLS themselves yet.
+    /// Serve HTTPS (node API and sandboxes) with a local CA generated in <data-dir>/tls; control
+    /// planes trust it for this node, clients trust its ca.pem. Automatic on a non-loopback
+    /// --listen without --tls-cert or --allow-plain-http.
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (a private network, or a mesh that encrypts).
     #[arg(long)]
     allow_plain_http: bool,
     /// Log as JSON lines.
@@ -139,13 +149,39 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let control_plane = a
         .control_plane
         .context("--control-plane URL (or WARREN_CONTROL_PLANE) is required")?;
-    if !a.listen.ip().is_loopback() && !a.allow_plain_http {
-        anyhow::bail!(
-            "--listen {} is not a loopback address: nodes serve plain HTTP (they do not terminate \
-             TLS yet), so say --allow-plain-http to accept that on this network",
-            a.listen
-        );
-    }
+    let exposed = !a.listen.ip().is_loopback();
+    let source = match (a.tls_cert.clone(), a.tls_key.clone()) {
+        (Some(cert), Some(key)) => Some(warren_api::tls::TlsSource::Files { cert, key }),
+        _ if a.tls || (exposed && !a.allow_plain_http) => {
+            let mut names = vec!["localhost".to_owned(), a.listen.ip().to_string()];
+            names.extend(a.public_host.clone());
+            Some(warren_api::tls::TlsSource::Generated { names })
+        }
+        _ => None,
+    };
+    let tls = match source {
+        None => None,
+        Some(source) => {
+            std::fs::create_dir_all(&a.data_dir)
+                .with_context(|| format!("create {}", a.data_dir.display()))?;
+            let (acceptor, ca) =
+                warren_api::tls::acceptor(&source, &a.data_dir).context("set up TLS")?;
+            let ca_pem = match &ca {
+                Some(path) => {
+                    eprintln!(
+                        "warren node: HTTPS certificate authority: {}",
+                        path.display()
+                    );
+                    Some(
+                        std::fs::read_to_string(path)
+                            .with_context(|| format!("read {}", path.display()))?,
+                    )
+                }
+                None => None,
+            };
+            Some(NodeTls { acceptor, ca_pem })
+        }
+    };
     let join_secret = std::env::var("WARREN_NODE_JOIN_SECRET")
         .ok()
         .filter(|s| !s.is_empty())
@@ -174,6 +210,7 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         debian_mirror: a.debian_mirror,
         max_body_bytes: a.max_upload_mb * 1024 * 1024,
         max_sandboxes: a.max_sandboxes,
+        tls,
     };
     warren_node::daemon::run(cfg, shutdown_signal())
         .await

@@ -15,7 +15,7 @@ use warren_runtime::SandboxSpec;
 use warren_wire::agent::CommandRequest;
 use warren_wire::cluster::{BuildStepRequest, TemplateSource};
 
-use super::api::{valid_layer_key, Daemon};
+use super::state::{valid_layer_key, Daemon};
 use crate::build_step::{follow, RUN_TIMEOUT_SECS};
 use crate::node::SandboxStart;
 

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use super::api::Daemon;
+use super::state::Daemon;
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 

@@ -10,6 +10,7 @@ mod gate;
 mod metrics;
 mod report;
 mod saved;
+mod state;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,6 +50,14 @@ pub struct DaemonConfig {
     pub max_body_bytes: u64,
     /// Most sandboxes this node runs at once.
     pub max_sandboxes: u32,
+    /// HTTPS for the node API and the sandboxes' listeners.
+    pub tls: Option<NodeTls>,
+}
+
+pub struct NodeTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The generated CA the certificate chains to (sent at join so control planes trust it).
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +141,9 @@ async fn serve(
         layers_dir(&cfg.machine.cache_dir),
         saved.clone(),
     ));
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let join = JoinRequest {
+        ca_pem: cfg.tls.as_ref().and_then(|t| t.ca_pem.clone()),
         node_id: node_id.clone(),
         name: cfg.name.clone().unwrap_or_else(|| {
             nix::unistd::gethostname()
@@ -140,9 +151,9 @@ async fn serve(
                 .and_then(|h| h.into_string().ok())
                 .map_or_else(|| node_id.clone(), |h| format!("{h}-{}", cfg.listen.ip()))
         }),
-        api_url: format!("http://{}", cfg.listen),
+        api_url: format!("{scheme}://{}", cfg.listen),
         public_host,
-        public_scheme: "http".into(),
+        public_scheme: scheme.into(),
         labels: cfg.labels.clone(),
         report: reporter.report(Vec::new()),
     };
@@ -174,7 +185,7 @@ async fn serve(
             listeners: Listeners::Local {
                 bind: cfg.listen.ip(),
             },
-            tls: None,
+            tls: cfg.tls.as_ref().map(|t| t.acceptor.clone()),
             max_body_bytes: cfg.max_body_bytes,
         },
         gate,
@@ -199,7 +210,7 @@ async fn serve(
         .in_current_span(),
     );
 
-    let daemon = Arc::new(api::Daemon {
+    let daemon = Arc::new(state::Daemon {
         node: node.clone(),
         node_id: node_id.clone(),
         verifier,
@@ -214,10 +225,21 @@ async fn serve(
         .await
         .map_err(io("listen on --listen"))?;
     tracing::info!(node = %node_id, listen = %cfg.listen, control_plane = %cfg.control_plane, "warren node is serving");
-    axum::serve(listener, api::router(daemon))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(io("serve the node API"))?;
+    let app = api::router(daemon);
+    match &cfg.tls {
+        Some(t) => {
+            let listener = crate::tls_listener::TlsListener::new(listener, t.acceptor.clone())
+                .map_err(io("TLS listener"))?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(io("serve the node API"))?;
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(io("serve the node API"))?,
+    }
     let left = node.list().len();
     if left == 0 {
         node.release_host().await;

@@ -1,0 +1,158 @@
+//! The node daemon's shared state, and where a template's layers come from on this node: built-in
+//! templates prepared here, built templates' layers fetched once from the control plane.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use warren_runtime::layers::LayerStore;
+use warren_runtime::templates::{builtin_recipes, TemplateCache};
+use warren_wire::cluster::TemplateSource;
+
+use super::control::ControlPlane;
+use super::saved::SavedSandboxes;
+use crate::node::Node;
+use crate::tokens::TokenVerifier;
+
+/// How long a start waits for a built-in template this node is still preparing.
+const TEMPLATE_WAIT: Duration = Duration::from_secs(40);
+
+pub struct Daemon {
+    pub node: Arc<Node>,
+    pub node_id: String,
+    pub verifier: TokenVerifier,
+    pub saved: Arc<SavedSandboxes>,
+    pub templates: TemplateCache,
+    pub layers: LayerStore,
+    pub control: Arc<ControlPlane>,
+    pub reporter: Arc<super::report::Reporter>,
+    /// One layer download at a time (a second start for the same template waits and finds it).
+    pub layer_fetch: tokio::sync::Mutex<()>,
+}
+
+/// A layer key as the control plane names it: no path separators or dots at the start.
+pub fn valid_layer_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 200
+        && !key.starts_with('.')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+impl Daemon {
+    /// The host paths of a template's layers on this node: a built-in template prepared here
+    /// (built on first use), a built one's layers fetched from the control plane once.
+    pub async fn layers_of(&self, source: &TemplateSource) -> Result<Vec<PathBuf>, String> {
+        match source {
+            TemplateSource::Builtin { name } => self.builtin_rootfs(name).await.map(|p| vec![p]),
+            TemplateSource::Layers { keys } => {
+                let mut paths = Vec::with_capacity(keys.len());
+                for key in keys {
+                    if let Some(name) = key.strip_prefix("builtin:") {
+                        paths.push(self.builtin_rootfs(name).await?);
+                        continue;
+                    }
+                    if !valid_layer_key(key) {
+                        return Err(format!("invalid layer key {key:?}"));
+                    }
+                    if !self.layers.is_ready(key) {
+                        self.fetch_layer(key).await?;
+                    }
+                    paths.push(self.layers.path(key));
+                }
+                Ok(paths)
+            }
+        }
+    }
+
+    /// A built-in template's root file system on this node, prepared on first use.
+    async fn builtin_rootfs(&self, name: &str) -> Result<PathBuf, String> {
+        let recipe = builtin_recipes()
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| format!("template {name} is not built into this node"))?;
+        if self.templates.is_ready(&recipe) {
+            return Ok(self.templates.rootfs(recipe.name));
+        }
+        let templates = self.templates.clone();
+        let build = tokio::spawn(async move {
+            let progress = |line: String| tracing::info!(target: "warren::template", "{line}");
+            templates.ensure(&recipe, &progress).await
+        });
+        match tokio::time::timeout(TEMPLATE_WAIT, build).await {
+                    Ok(Ok(Ok(rootfs))) => Ok(rootfs),
+                    Ok(Ok(Err(e))) => Err(format!("template {name} could not be built: {e}")),
+                    Ok(Err(e)) => Err(format!("template {name} could not be built: {e}")),
+                    Err(_) => Err(format!(
+                        "template {name} is still being prepared on this node (once, a few minutes); retry shortly"
+                    )),
+                }
+    }
+
+    /// Downloads a layer from the control plane (a tar stream) and unpacks it into the cache.
+    async fn fetch_layer(&self, key: &str) -> Result<(), String> {
+        let _one = self.layer_fetch.lock().await;
+        if self.layers.is_ready(key) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let res = self
+            .control
+            .layer(key)
+            .await
+            .map_err(|e| format!("fetch layer {key}: {e}"))?;
+        let staged = self.layers.staging(key).map_err(|e| e.to_string())?;
+        let archive = staged.with_extension("tar");
+        let downloaded = async {
+            let mut file = tokio::fs::File::create(&archive).await?;
+            let mut body = res.bytes_stream();
+            let mut bytes = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                bytes += chunk.len() as u64;
+                file.write_all(&chunk).await?;
+            }
+            file.flush().await?;
+            Ok::<u64, std::io::Error>(bytes)
+        }
+        .await;
+        let bytes = match downloaded {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = std::fs::remove_file(&archive);
+                let _ = std::fs::remove_dir_all(&staged);
+                return Err(format!("download layer {key}: {e}"));
+            }
+        };
+        let (from, into) = (archive.clone(), staged.clone());
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let mut tar = tar::Archive::new(std::fs::File::open(&from)?);
+            tar.set_preserve_permissions(true);
+            tar.set_preserve_ownerships(true);
+            tar.set_unpack_xattrs(true);
+            tar.set_overwrite(true);
+            tar.unpack(&into)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        let _ = std::fs::remove_file(&archive);
+        if let Err(e) = unpacked {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(format!("unpack layer {key}: {e}"));
+        }
+        self.layers
+            .commit(&staged, key)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            layer = key,
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "layer fetched from the control plane"
+        );
+        Ok(())
+    }
+}
