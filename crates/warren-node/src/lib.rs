@@ -27,4 +27,4 @@ pub use node::{Adopt, Listeners, Node, NodeConfig, NodeEvent, SandboxStart, Star
 pub use proxy::{parse_wildcard_host, status_outcome, Proxy, AGENT_PORT};
 pub use registry::RunState;
 pub use tls_listener::TlsListener;
-pub use transport::agent_error;
+pub use transport::{agent_error, send_over};

@@ -268,3 +268,91 @@ impl Cluster {
             .map_or(0, |(_, n)| *n)
     }
 }
+
+impl Cluster {
+    /// Wildcard mode: relays a request for a sandbox on node `id` (its agent or a preview port,
+    /// WebSocket upgrades included) to that node's API address, Host header unchanged; the node
+    /// routes it like a request of its own. HTTPS to the node when it serves HTTPS, trusting the
+    /// CA it sent at join (or the system's roots).
+    pub async fn relay(&self, id: &str, req: axum::extract::Request) -> axum::response::Response {
+        use axum::http::StatusCode;
+        let fail = |status: StatusCode, msg: String| {
+            warren_node::agent_error(status, "SERVICE_UNAVAILABLE", &msg)
+        };
+        let Some(node) = self.node(id) else {
+            return fail(
+                StatusCode::NOT_FOUND,
+                format!("node {id} is not in the cluster"),
+            );
+        };
+        let Ok(url) = reqwest::Url::parse(&node.record.api_url) else {
+            return fail(
+                StatusCode::BAD_GATEWAY,
+                format!("node {id} has an unusable address"),
+            );
+        };
+        let (Some(host), Some(port)) = (
+            url.host_str().map(str::to_owned),
+            url.port_or_known_default(),
+        ) else {
+            return fail(
+                StatusCode::BAD_GATEWAY,
+                format!("node {id} has an unusable address"),
+            );
+        };
+        let tcp = match tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            _ => {
+                return fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("node {id} is unreachable; its sandboxes answer again when it is back"),
+                )
+            }
+        };
+        let what = format!("node {id}");
+        if url.scheme() != "https" {
+            return warren_node::send_over(tcp, req, &what).await;
+        }
+        let connector = match tls_connector(node.record.ca_pem.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return fail(StatusCode::BAD_GATEWAY, format!("TLS to node {id}: {e}")),
+        };
+        let Ok(name) = rustls::pki_types::ServerName::try_from(host.clone()) else {
+            return fail(
+                StatusCode::BAD_GATEWAY,
+                format!("node {id}: bad host name {host}"),
+            );
+        };
+        match connector.connect(name, tcp).await {
+            Ok(tls) => warren_node::send_over(tls, req, &what).await,
+            Err(e) => fail(StatusCode::BAD_GATEWAY, format!("TLS to node {id}: {e}")),
+        }
+    }
+}
+
+/// A TLS client trusting `ca_pem` (a node's own CA), or else the system's CA bundle.
+fn tls_connector(ca_pem: Option<&str>) -> Result<tokio_rustls::TlsConnector, String> {
+    let pem = match ca_pem {
+        Some(p) => p.as_bytes().to_vec(),
+        None => std::fs::read("/etc/ssl/certs/ca-certificates.crt").map_err(|e| e.to_string())?,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}

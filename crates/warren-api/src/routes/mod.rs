@@ -130,11 +130,32 @@ async fn wildcard_router(
     let PublicMode::Wildcard { domain, .. } = &state.public else {
         return next.run(req).await;
     };
-    let Some(node) = state.cluster.local.as_ref() else {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let Some((_, id)) = warren_node::parse_wildcard_host(host, domain) else {
         return next.run(req).await;
     };
-    match node.proxy().route_by_host(domain, req).await {
-        Ok(answered) => answered,
-        Err(req) => next.run(req).await,
+    let local = state.cluster.local.as_ref();
+    if local.is_none_or(|n| n.state(&id).is_none()) {
+        // On a joined node: relay it there.
+        if let Ok(Some(rec)) = state.store.get_sandbox(&id).await {
+            if let (Some(node), true) = (rec.node_id.as_deref(), rec.status.is_live()) {
+                return state.cluster.relay(node, req).await;
+            }
+        }
+    }
+    match local {
+        Some(node) => match node.proxy().route_by_host(domain, req).await {
+            Ok(answered) => answered,
+            Err(req) => next.run(req).await,
+        },
+        None => warren_node::agent_error(
+            axum::http::StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            "no such sandbox",
+        ),
     }
 }

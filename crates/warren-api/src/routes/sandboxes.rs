@@ -26,6 +26,9 @@ fn parse_id(raw: &str) -> ApiResult<SandboxId> {
 fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sandbox {
     let node = r.node_id.as_deref().and_then(|n| state.cluster.node(n));
     let public_host = match (&state.public, &node) {
+        (PublicMode::Wildcard { domain, scheme }, _) => {
+            format!("{scheme}://{}-{}.{domain}", warren_node::AGENT_PORT, r.id)
+        }
         // On a joined node: its own address, the sandbox's port there.
         (_, Some(node)) => match r.listen_port {
             Some(port) if r.status.is_live() => format!("{}:{port}", node.record.public_host),
@@ -39,9 +42,6 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
                 }
                 None => String::new(),
             }
-        }
-        (PublicMode::Wildcard { domain, scheme }, None) => {
-            format!("{scheme}://{}-{}.{domain}", warren_node::AGENT_PORT, r.id)
         }
     };
     let preview_url = match &state.public {

@@ -104,6 +104,10 @@ struct DaemonArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Wildcard mode (as `warren serve --wildcard-domain`): sandboxes are reached as
+    /// `{port}-{id}.<domain>` through the control planes, which relay to this node.
+    #[arg(long)]
+    wildcard_domain: Option<String>,
     /// Serve plain HTTP on a non-loopback address (a private network, or a mesh that encrypts).
     #[arg(long)]
     allow_plain_http: bool,
@@ -211,6 +215,7 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: a.max_upload_mb * 1024 * 1024,
         max_sandboxes: a.max_sandboxes,
         tls,
+        wildcard_domain: a.wildcard_domain,
     };
     warren_node::daemon::run(cfg, shutdown_signal())
         .await

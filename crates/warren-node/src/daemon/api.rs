@@ -38,7 +38,23 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/metrics", get(super::metrics::scrape))
         .merge(authed)
         .layer(axum::middleware::from_fn(super::metrics::count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            daemon.clone(),
+            wildcard_router,
+        ))
         .with_state(daemon)
+}
+
+/// Wildcard mode: a request for `{port}-{id}.<domain>` is a sandbox's (its agent, token
+/// checked by the proxy, or a preview port), not the node API's.
+async fn wildcard_router(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
+    let Some(domain) = d.wildcard_domain.as_deref() else {
+        return next.run(req).await;
+    };
+    match d.node.proxy().route_by_host(domain, req).await {
+        Ok(answered) => answered,
+        Err(req) => next.run(req).await,
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

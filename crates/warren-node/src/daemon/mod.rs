@@ -52,6 +52,10 @@ pub struct DaemonConfig {
     pub max_sandboxes: u32,
     /// HTTPS for the node API and the sandboxes' listeners.
     pub tls: Option<NodeTls>,
+    /// Wildcard mode: sandboxes get no listener of their own; requests for
+    /// `{port}-{id}.<domain>` (relayed by a control plane, or straight from clients) are routed by
+    /// Host header on the node's API address.
+    pub wildcard_domain: Option<String>,
 }
 
 pub struct NodeTls {
@@ -182,8 +186,11 @@ async fn serve(
         NodeConfig {
             host,
             tiers,
-            listeners: Listeners::Local {
-                bind: cfg.listen.ip(),
+            listeners: match &cfg.wildcard_domain {
+                Some(_) => Listeners::Wildcard,
+                None => Listeners::Local {
+                    bind: cfg.listen.ip(),
+                },
             },
             tls: cfg.tls.as_ref().map(|t| t.acceptor.clone()),
             max_body_bytes: cfg.max_body_bytes,
@@ -219,6 +226,7 @@ async fn serve(
         layers,
         control,
         reporter,
+        wildcard_domain: cfg.wildcard_domain.clone(),
         layer_fetch: tokio::sync::Mutex::new(()),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)

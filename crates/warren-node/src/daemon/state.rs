@@ -28,6 +28,8 @@ pub struct Daemon {
     pub layers: LayerStore,
     pub control: Arc<ControlPlane>,
     pub reporter: Arc<super::report::Reporter>,
+    /// Wildcard mode's domain (`{port}-{id}.<domain>` routed by Host header).
+    pub wildcard_domain: Option<String>,
     /// One layer download at a time (a second start for the same template waits and finds it).
     pub layer_fetch: tokio::sync::Mutex<()>,
 }
