@@ -120,7 +120,7 @@ impl RemoteNode {
             reqwest::Method::DELETE,
             &format!("/node/v1/sandboxes/{id}"),
             None::<&()>,
-            Duration::from_secs(60),
+            Duration::from_secs(30),
         )
         .await
         .map(drop)

@@ -457,6 +457,12 @@ impl Lifecycle {
                 }
             }
             Some(NodeRef::Remote(node)) => {
+                if !self.cluster.node(&node.id).is_some_and(|n| n.healthy()) {
+                    // Silent node: do not wait for it. Its next report, once it is back, gets
+                    // the answer to stop the sandbox.
+                    tracing::info!(sandbox = %id, node = %node.id, "the sandbox's node is not reporting; it stops the sandbox when it is back");
+                    return;
+                }
                 if let Err(e) = node.destroy(id).await {
                     tracing::warn!(sandbox = %id, node = %node.id, error = %e, "node did not stop the sandbox now; it will when it reports again");
                 }
@@ -710,6 +716,12 @@ impl Lifecycle {
                 done.map_err(LifecycleError::node("pause/resume failed"))?;
             }
             Some(NodeRef::Remote(node)) => {
+                if !self.cluster.node(&node.id).is_some_and(|n| n.healthy()) {
+                    return Err(LifecycleError::Unavailable(format!(
+                        "the sandbox's node {} is not reporting; retry when it is back",
+                        node.id
+                    )));
+                }
                 let done = if pause {
                     node.pause(id).await
                 } else {

@@ -106,7 +106,27 @@ fn bad_id() -> Response {
     error(StatusCode::BAD_REQUEST, "INVALID_ID", "not a sandbox id")
 }
 
+/// Runs a node command to its end in a task of its own: a control plane that gives up waiting
+/// (a timeout, a restart) drops the request, and a start or teardown cut off half-way would leave
+/// a sandbox's kernel objects behind.
+async fn detached<F>(work: F) -> Response
+where
+    F: std::future::Future<Output = Response> + Send + 'static,
+{
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "NODE_FAILED",
+            format!("the command failed: {e}"),
+        )
+    })
+}
+
 async fn start(State(d): State<Arc<Daemon>>, Json(req): Json<StartRequest>) -> Response {
+    detached(start_detached(d, req)).await
+}
+
+async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
     let Ok(id) = SandboxId::parse(&req.id) else {
         return bad_id();
     };
@@ -181,38 +201,47 @@ async fn destroy(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Respon
     let Ok(id) = SandboxId::parse(&id) else {
         return bad_id();
     };
-    let done = d.node.destroy(&id).await;
-    d.saved.remove(id.as_str());
-    match done {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => node_error(e),
-    }
+    detached(async move {
+        let done = d.node.destroy(&id).await;
+        d.saved.remove(id.as_str());
+        match done {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => node_error(e),
+        }
+    })
+    .await
 }
 
 async fn pause(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {
     let Ok(id) = SandboxId::parse(&id) else {
         return bad_id();
     };
-    match d.node.pause(&id).await {
-        Ok(()) => {
-            d.saved.set_paused(id.as_str(), true);
-            StatusCode::NO_CONTENT.into_response()
+    detached(async move {
+        match d.node.pause(&id).await {
+            Ok(()) => {
+                d.saved.set_paused(id.as_str(), true);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(e) => node_error(e),
         }
-        Err(e) => node_error(e),
-    }
+    })
+    .await
 }
 
 async fn resume(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {
     let Ok(id) = SandboxId::parse(&id) else {
         return bad_id();
     };
-    match d.node.resume(&id).await {
-        Ok(()) => {
-            d.saved.set_paused(id.as_str(), false);
-            StatusCode::NO_CONTENT.into_response()
+    detached(async move {
+        match d.node.resume(&id).await {
+            Ok(()) => {
+                d.saved.set_paused(id.as_str(), false);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(e) => node_error(e),
         }
-        Err(e) => node_error(e),
-    }
+    })
+    .await
 }
 
 async fn run_command(

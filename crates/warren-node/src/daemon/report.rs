@@ -60,10 +60,14 @@ impl Reporter {
                     Some(RunState::Paused) => "paused",
                     _ => "running",
                 };
-                if let Some(s) = saved.iter().find(|s| s.id == id.as_str()) {
-                    used.vcpu += s.vcpu;
-                    used.memory_mb += u64::from(s.memory_mb);
-                }
+                // Only the cluster's sandboxes (recorded once started): a build step's sandbox is
+                // the control plane's business for one step, and one still starting is not yet
+                // the cluster's to reconcile.
+                let Some(s) = saved.iter().find(|s| s.id == id.as_str()) else {
+                    continue;
+                };
+                used.vcpu += s.vcpu;
+                used.memory_mb += u64::from(s.memory_mb);
                 sandboxes.push(NodeSandbox {
                     id: id.to_string(),
                     state: state.to_owned(),
