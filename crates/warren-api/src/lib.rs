@@ -23,5 +23,5 @@ mod template_spec;
 pub mod tls;
 mod tokens;
 
-pub use serve::{serve, stop_sandboxes, ServeConfig};
+pub use serve::{serve, shutdown_signal, stop_sandboxes, ServeConfig};
 pub use state::PublicMode;

@@ -3,11 +3,10 @@
 //! `details.retry_after_seconds` (retried, then `RateLimitError`) and 403 with "limit" in the
 //! message and `details.{limit,current,available}` (`ResourceLimitError`).
 
-use std::num::NonZeroU32;
-
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::DefaultKeyedRateLimiter;
 use warren_core::Resources;
+use warren_node::daemon::request_quota;
 use warren_store::TenantUsage;
 
 /// Too many requests of one key or organization.
@@ -76,18 +75,13 @@ pub struct RateLimiter {
     per_tenant: DefaultKeyedRateLimiter<String>,
 }
 
-fn quota(per_second: u32) -> Quota {
-    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-    // Bursts of twice the rate: SDK start-up fires a few calls at once.
-    let burst = NonZeroU32::new(per_second.max(1).saturating_mul(2)).unwrap_or(rate);
-    Quota::per_second(rate).allow_burst(burst)
-}
-
 impl RateLimiter {
     pub fn new(limits: &Limits) -> Self {
         Self {
-            per_key: governor::RateLimiter::keyed(quota(limits.key_requests_per_second)),
-            per_tenant: governor::RateLimiter::keyed(quota(limits.tenant_requests_per_second)),
+            per_key: governor::RateLimiter::keyed(request_quota(limits.key_requests_per_second)),
+            per_tenant: governor::RateLimiter::keyed(request_quota(
+                limits.tenant_requests_per_second,
+            )),
         }
     }
 

@@ -441,7 +441,8 @@ async fn lead_periodic_jobs(
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves at SIGTERM or SIGINT (for `warren serve` and `warren node`).
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

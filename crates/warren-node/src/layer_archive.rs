@@ -24,6 +24,16 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
+/// A layer key as the control plane names it: no path separators or dots at the start.
+pub fn valid_layer_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 200
+        && !key.starts_with('.')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
 /// The tar stream of `dir`'s contents.
 pub fn tar_stream(dir: PathBuf) -> impl Stream<Item = std::io::Result<Vec<u8>>> {
     let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(8);

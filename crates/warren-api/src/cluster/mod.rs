@@ -238,6 +238,11 @@ impl Cluster {
         self.tier_names().iter().any(|t| t == name)
     }
 
+    /// Whether node `id` reports (a silent one is not waited for).
+    pub fn is_healthy(&self, id: &str) -> bool {
+        self.node(id).is_some_and(|n| n.healthy())
+    }
+
     /// A healthy node that holds layer `key` (built there, or fetched).
     pub fn holder_of(&self, key: &str) -> Option<NodeView> {
         self.nodes()

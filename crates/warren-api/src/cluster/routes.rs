@@ -131,16 +131,19 @@ pub async fn heartbeat(
     }
     // Sandboxes the node runs that the store no longer has live there (deleted while the node
     // was unreachable, or never recorded): the node stops them.
-    let mut destroy = Vec::new();
-    for s in &report.sandboxes {
-        let Ok(id) = SandboxId::parse(&s.id) else {
-            continue;
-        };
-        match state.store.get_sandbox(&id).await? {
-            Some(r) if r.status.is_live() && r.node_id.as_deref() == Some(node.as_str()) => {}
-            _ => destroy.push(s.id.clone()),
-        }
-    }
+    let live: std::collections::HashSet<String> = state
+        .store
+        .live_sandboxes_on(Some(&node))
+        .await?
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let destroy = report
+        .sandboxes
+        .iter()
+        .filter(|s| !live.contains(&s.id))
+        .map(|s| s.id.clone())
+        .collect();
     let current = state.store.get_node(&node).await?;
     Ok(Json(HeartbeatResponse {
         state: current.map_or_else(|| "active".into(), |n| n.state),
@@ -185,11 +188,7 @@ pub async fn layer(
     Path(key): Path<String>,
 ) -> ApiResult<Response> {
     node_of(&state, &headers).await?;
-    let valid = !key.is_empty()
-        && !key.starts_with('.')
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    let valid = warren_node::layer_archive::valid_layer_key(&key);
     let missing = || {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -457,7 +457,7 @@ impl Lifecycle {
                 }
             }
             Some(NodeRef::Remote(node)) => {
-                if !self.cluster.node(&node.id).is_some_and(|n| n.healthy()) {
+                if !self.cluster.is_healthy(&node.id) {
                     // Silent node: do not wait for it. Its next report, once it is back, gets
                     // the answer to stop the sandbox.
                     tracing::info!(sandbox = %id, node = %node.id, "the sandbox's node is not reporting; it stops the sandbox when it is back");
@@ -716,7 +716,7 @@ impl Lifecycle {
                 done.map_err(LifecycleError::node("pause/resume failed"))?;
             }
             Some(NodeRef::Remote(node)) => {
-                if !self.cluster.node(&node.id).is_some_and(|n| n.healthy()) {
+                if !self.cluster.is_healthy(&node.id) {
                     return Err(LifecycleError::Unavailable(format!(
                         "the sandbox's node {} is not reporting; retry when it is back",
                         node.id

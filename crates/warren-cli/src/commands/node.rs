@@ -217,24 +217,10 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         tls,
         wildcard_domain: a.wildcard_domain,
     };
-    warren_node::daemon::run(cfg, shutdown_signal())
+    warren_node::daemon::run(cfg, warren_api::shutdown_signal())
         .await
         .context("node failed")?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 async fn set_state(opts: &ClientOpts, id: &str, action: &str) -> anyhow::Result<ExitCode> {

@@ -16,8 +16,9 @@ use warren_wire::agent::CommandRequest;
 use warren_wire::cluster::{NodeApiError, StartReply, StartRequest};
 
 use super::saved::SavedSandbox;
-use super::state::{valid_layer_key, Daemon};
+use super::state::Daemon;
 use crate::error::NodeError;
+use crate::layer_archive::valid_layer_key;
 use crate::node::SandboxStart;
 
 pub fn router(daemon: Arc<Daemon>) -> Router {

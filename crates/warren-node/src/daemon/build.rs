@@ -15,8 +15,9 @@ use warren_runtime::SandboxSpec;
 use warren_wire::agent::CommandRequest;
 use warren_wire::cluster::{BuildStepRequest, TemplateSource};
 
-use super::state::{valid_layer_key, Daemon};
+use super::state::Daemon;
 use crate::build_step::{follow, RUN_TIMEOUT_SECS};
+use crate::layer_archive::valid_layer_key;
 use crate::node::SandboxStart;
 
 pub async fn run_step(State(d): State<Arc<Daemon>>, Json(req): Json<BuildStepRequest>) -> Response {

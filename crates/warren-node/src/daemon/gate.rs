@@ -28,12 +28,17 @@ pub struct NodeGate {
     pub webhooks: Arc<Dispatcher>,
 }
 
-/// The per-organization limit of one node: `per_second`, with bursts of twice that (SDK start-up
-/// fires a few calls at once), as on a control plane.
-pub fn tenant_limiter(per_second: u32) -> DefaultKeyedRateLimiter<String> {
+/// `per_second` requests, with bursts of twice that (SDK start-up fires a few calls at once): the
+/// rule of every request limit, on control planes and nodes alike.
+pub fn request_quota(per_second: u32) -> Quota {
     let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(per_second.max(1).saturating_mul(2)).unwrap_or(rate);
-    governor::RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+/// The per-organization limit of one node.
+pub fn tenant_limiter(per_second: u32) -> DefaultKeyedRateLimiter<String> {
+    governor::RateLimiter::keyed(request_quota(per_second))
 }
 
 impl Gate for NodeGate {

@@ -32,6 +32,7 @@ use crate::tokens::TokenVerifier;
 use crate::webhooks::Dispatcher;
 pub use control::ControlError;
 use control::ControlPlane;
+pub use gate::request_quota;
 
 pub struct DaemonConfig {
     /// A control plane's URL (or the load balancer in front of several).

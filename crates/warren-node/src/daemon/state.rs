@@ -13,6 +13,7 @@ use warren_wire::cluster::TemplateSource;
 
 use super::control::ControlPlane;
 use super::saved::SavedSandboxes;
+use crate::layer_archive::valid_layer_key;
 use crate::node::Node;
 use crate::tokens::TokenVerifier;
 
@@ -32,16 +33,6 @@ pub struct Daemon {
     pub wildcard_domain: Option<String>,
     /// One layer download at a time (a second start for the same template waits and finds it).
     pub layer_fetch: tokio::sync::Mutex<()>,
-}
-
-/// A layer key as the control plane names it: no path separators or dots at the start.
-pub fn valid_layer_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 200
-        && !key.starts_with('.')
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 impl Daemon {
