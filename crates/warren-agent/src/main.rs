@@ -5,6 +5,8 @@
 //! can do too. Authentication (the sandbox JWT) and limits are enforced outside, by the host-side
 //! proxy and the driver.
 
+mod changes;
+mod e2b;
 mod error;
 mod exec;
 mod init;
@@ -123,7 +125,7 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             state.kernel.warm(&env).await;
         });
     }
-    let app = routes::router(state);
+    let app = routes::router(state.clone()).merge(e2b::router(state));
     match listener {
         Listener::Unix(l) => axum::serve(l, app).await,
         Listener::Tcp(l) => axum::serve(l, app).await,

@@ -1,4 +1,5 @@
-//! A login shell on a pseudo-terminal, for `/terminal`.
+//! Programs on a pseudo-terminal: a login shell for `/terminal`, any command for E2B's PTY
+//! processes.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -34,22 +35,28 @@ pub fn spawn_shell(
     cols: u16,
     rows: u16,
 ) -> std::io::Result<(Shell, Child)> {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-l")
+        .env_clear()
+        .envs(env)
+        .current_dir(if workdir.is_dir() {
+            workdir
+        } else {
+            Path::new("/")
+        });
+    spawn_on_pty(cmd, cols, rows)
+}
+
+/// Starts a prepared command (program, arguments, environment, directory, user) as the leader
+/// of a new session whose controlling terminal is a fresh PTY of `cols`×`rows`.
+pub fn spawn_on_pty(mut cmd: Command, cols: u16, rows: u16) -> std::io::Result<(Shell, Child)> {
     let pty = nix::pty::openpty(Some(&winsize(cols, rows)), None)?;
     let flags = nix::fcntl::fcntl(pty.master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
     let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(pty.master.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
 
     let execution_id = tree::new_execution_id();
-    let mut cmd = Command::new("bash");
-    cmd.arg("-l")
-        .env_clear()
-        .envs(env)
-        .env(tree::MARKER, &execution_id)
-        .current_dir(if workdir.is_dir() {
-            workdir
-        } else {
-            Path::new("/")
-        })
+    cmd.env(tree::MARKER, &execution_id)
         .stdin(Stdio::from(pty.slave.try_clone()?))
         .stdout(Stdio::from(pty.slave.try_clone()?))
         .stderr(Stdio::from(pty.slave));

@@ -134,3 +134,8 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Marks a response of the E2B API: its errors are rendered as E2B's `{code, message}` (the SDKs
+/// branch on the numeric `code`), not as the Hopx envelope.
+#[derive(Clone, Copy)]
+pub struct E2bErrors;

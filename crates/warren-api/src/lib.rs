@@ -9,6 +9,8 @@ mod auth;
 mod builds;
 mod clock;
 mod cluster;
+mod e2b;
+mod egress;
 mod error;
 mod gate;
 mod lifecycle;

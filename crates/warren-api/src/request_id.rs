@@ -47,6 +47,7 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
 }
 
 async fn render_error(res: Response, id: &str) -> Response {
+    let e2b = res.extensions().get::<crate::error::E2bErrors>().is_some();
     let err = match res.extensions().get::<ApiError>() {
         Some(e) => e.clone(),
         None => {
@@ -85,8 +86,13 @@ async fn render_error(res: Response, id: &str) -> Response {
             ApiError::new(status, code, message)
         }
     };
-    let body = ErrorEnvelope::new(err.code, &err.message, id, err.details.clone());
-    let mut out = (err.status, axum::Json(body)).into_response();
+    let mut out = if e2b {
+        let body = serde_json::json!({ "code": err.status.as_u16(), "message": err.message });
+        (err.status, axum::Json(body)).into_response()
+    } else {
+        let body = ErrorEnvelope::new(err.code, &err.message, id, err.details.clone());
+        (err.status, axum::Json(body)).into_response()
+    };
     if err.status == StatusCode::TOO_MANY_REQUESTS {
         if let Some(s) = err.details.get("retry_after_seconds") {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {

@@ -64,8 +64,14 @@ impl AgentLink {
                 );
             }
         };
-        req.headers_mut().remove(header::AUTHORIZATION);
-        req.headers_mut().remove("x-api-key");
+        for credential in [
+            header::AUTHORIZATION.as_str(),
+            "x-api-key",
+            "x-access-token",
+            "e2b-traffic-access-token",
+        ] {
+            req.headers_mut().remove(credential);
+        }
         let (mut parts, body) = req.into_parts();
         parts.uri = parts
             .uri

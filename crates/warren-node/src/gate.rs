@@ -61,6 +61,14 @@ pub enum AgentAction {
     EnvUpdate,
     EnvClear,
     ProcessKill,
+    /// E2B: `process.Process/Start` (a command, maybe on a PTY).
+    ProcessStart,
+    /// E2B: input sent to a running process.
+    ProcessInput,
+    /// E2B: an entry moved or renamed.
+    FilesMove,
+    /// E2B: a cell of the code interpreter.
+    ExecuteCell,
 }
 
 impl AgentAction {
@@ -89,6 +97,15 @@ impl AgentAction {
             {
                 ProcessKill
             }
+            (&Method::POST, "/e2b/envd/process.Process/Start") => ProcessStart,
+            (&Method::POST, "/e2b/envd/process.Process/SendInput")
+            | (&Method::POST, "/e2b/envd/process.Process/StreamInput") => ProcessInput,
+            (&Method::POST, "/e2b/envd/process.Process/SendSignal") => ProcessKill,
+            (&Method::POST, "/e2b/envd/files") => FilesUpload,
+            (&Method::POST, "/e2b/envd/filesystem.Filesystem/MakeDir") => FilesMkdir,
+            (&Method::POST, "/e2b/envd/filesystem.Filesystem/Remove") => FilesRemove,
+            (&Method::POST, "/e2b/envd/filesystem.Filesystem/Move") => FilesMove,
+            (&Method::POST, "/e2b/interpreter/execute") => ExecuteCell,
             _ => return None,
         })
     }
@@ -113,6 +130,10 @@ impl AgentAction {
             EnvUpdate => "env.update",
             EnvClear => "env.clear",
             ProcessKill => "process.kill",
+            ProcessStart => "process.start",
+            ProcessInput => "process.input",
+            FilesMove => "files.move",
+            ExecuteCell => "execute.cell",
         }
     }
 

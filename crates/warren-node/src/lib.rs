@@ -24,7 +24,10 @@ pub use agent_link::{bash, AgentError, AgentLink};
 pub use error::NodeError;
 pub use gate::{AgentAction, AgentCall, Gate, Refusal};
 pub use node::{Adopt, Listeners, Node, NodeConfig, NodeEvent, SandboxStart, Started};
-pub use proxy::{parse_wildcard_host, status_outcome, Proxy, AGENT_PORT};
+pub use proxy::{
+    e2b_target, parse_wildcard_host, status_outcome, Proxy, AGENT_PORT, E2B_ENVD_PORT,
+    E2B_INTERPRETER_PORT,
+};
 pub use registry::RunState;
 pub use tls_listener::TlsListener;
 pub use transport::{agent_error, send_over};

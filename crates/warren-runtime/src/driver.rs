@@ -26,6 +26,8 @@ pub struct SandboxSpec {
     pub workdir: Option<String>,
     pub resources: Resources,
     pub internet_access: bool,
+    /// Destinations allowed or denied beyond `internet_access` (E2B's `allowOut`/`denyOut`).
+    pub egress: Option<crate::host::egress::EgressRules>,
     pub env_vars: BTreeMap<String, String>,
 }
 

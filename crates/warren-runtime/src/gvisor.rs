@@ -283,6 +283,7 @@ impl IsolationDriver for GvisorDriver {
                 &spec.id,
                 &spec.resources,
                 spec.internet_access,
+                spec.egress.as_ref(),
                 IdChoice::Own,
             )
             .await?;

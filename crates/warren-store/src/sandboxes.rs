@@ -28,6 +28,10 @@ pub struct SandboxRecord {
     pub node_id: Option<String>,
     /// The region of that node.
     pub region: Option<String>,
+    /// User metadata (E2B's `metadata`): a JSON object of strings.
+    pub metadata: Option<String>,
+    /// Egress beyond on/off: JSON of the allowed and denied CIDRs.
+    pub egress: Option<String>,
 }
 
 pub struct NewSandbox<'a> {
@@ -42,6 +46,8 @@ pub struct NewSandbox<'a> {
     pub isolation: &'a str,
     pub node_id: Option<&'a str>,
     pub region: Option<&'a str>,
+    pub metadata: Option<&'a str>,
+    pub egress: Option<&'a str>,
 }
 
 pub struct SandboxPage {
@@ -53,7 +59,7 @@ pub struct SandboxPage {
 const COLUMNS: &str =
     "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
      timeout_seconds, expires_at, created_at, key_id, tenant, isolation, runtime_handle, \
-     listen_port, status_reason, node_id, region";
+     listen_port, status_reason, node_id, region, metadata, egress";
 
 /// Statuses whose processes may exist.
 const LIVE: &str = "('creating','running','paused')";
@@ -68,8 +74,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
              internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation, \
-             node_id, region) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             node_id, region, metadata, egress) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(s.id.as_str())
         .bind(s.template_id)
@@ -88,6 +94,8 @@ impl Store {
         .bind(s.isolation)
         .bind(s.node_id)
         .bind(s.region)
+        .bind(s.metadata)
+        .bind(s.egress)
         .execute(&self.pool)
         .await?;
         Ok(SandboxRecord {
@@ -108,6 +116,8 @@ impl Store {
             status_reason: None,
             node_id: s.node_id.map(str::to_owned),
             region: s.region.map(str::to_owned),
+            metadata: s.metadata.map(str::to_owned),
+            egress: s.egress.map(str::to_owned),
         })
     }
 
@@ -373,6 +383,8 @@ fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> 
         status_reason: opt_text(r, "status_reason")?,
         node_id: opt_text(r, "node_id")?,
         region: opt_text(r, "region")?,
+        metadata: opt_text(r, "metadata")?,
+        egress: opt_text(r, "egress")?,
     })
 }
 

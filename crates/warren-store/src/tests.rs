@@ -93,6 +93,8 @@ async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) ->
     store
         .insert_sandbox(
             NewSandbox {
+                metadata: None,
+                egress: None,
                 id: &id,
                 template_id: "2",
                 template_name: "code-interpreter",
@@ -443,6 +445,8 @@ async fn sandboxes_are_found_by_node_and_region(db: Db) {
         store
             .insert_sandbox(
                 NewSandbox {
+                    metadata: None,
+                    egress: None,
                     id: &id,
                     template_id: "2",
                     template_name: "code-interpreter",

@@ -140,6 +140,9 @@ pub struct StartRequest {
     pub memory_mb: u32,
     pub disk_mb: u32,
     pub internet_access: bool,
+    /// Egress beyond on/off (allowed and denied CIDRs), when the sandbox has a policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::control::EgressPolicy>,
     pub env_vars: BTreeMap<String, String>,
     pub tier: Option<String>,
     pub owner: String,

@@ -29,6 +29,23 @@ pub struct CreateSandboxRequest {
     pub internet_access: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_vars: Option<BTreeMap<String, String>>,
+    /// Warren extension (E2B's `metadata`): strings a client attaches to find the sandbox again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Warren extension (E2B's `network`): egress beyond on/off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<EgressPolicy>,
+}
+
+/// Which destinations a sandbox may reach, beyond `internet_access`: CIDRs (or single addresses)
+/// allowed even when internet access is off, and denied even when it is on. The host, other
+/// sandboxes and metadata addresses stay denied whatever the lists say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressPolicy {
+    #[serde(default, alias = "allowOut", skip_serializing_if = "Vec::is_empty")]
+    pub allow_out: Vec<String>,
+    #[serde(default, alias = "denyOut", skip_serializing_if = "Vec::is_empty")]
+    pub deny_out: Vec<String>,
 }
 
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

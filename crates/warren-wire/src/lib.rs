@@ -7,3 +7,4 @@
 pub mod agent;
 pub mod cluster;
 pub mod control;
+pub mod e2b;

@@ -129,7 +129,10 @@ def use_ipython():
                                                 "application/json", "application/vnd.plotly.v1+json", "text/markdown"]
         for f in shell.display_formatter.formatters.values():
             f.enabled = True
-        shell._showtraceback = lambda etype, evalue, stb: print(shell.InteractiveTB.stb2text(stb), file=sys.stderr)
+        def show_traceback(etype, evalue, stb):
+            CELL["exception"] = {"name": getattr(etype, "__name__", str(etype)), "value": str(evalue),
+                                 "traceback": shell.InteractiveTB.stb2text(stb) + "\n"}
+        shell._showtraceback = show_traceback
         IPYTHON["shell"] = shell
     return IPYTHON["shell"]
 
@@ -139,7 +142,7 @@ def run_plain(code):
     try:
         tree = ast.parse(code, "<cell>", "exec")
     except SyntaxError as e:
-        traceback.print_exception(type(e), e, None, file=sys.stderr)
+        record_exception(e, traceback.format_exception(type(e), e, None))
         return e
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     try:
@@ -152,9 +155,15 @@ def run_plain(code):
     except BaseException as e:  # SystemExit and KeyboardInterrupt are the cell's outcome too
         if not isinstance(e, SystemExit):
             tb = e.__traceback__.tb_next if e.__traceback__ else None
-            traceback.print_exception(type(e), e, tb, file=sys.stderr)
+            record_exception(e, traceback.format_exception(type(e), e, tb))
         return e
     return None
+
+
+def record_exception(e, lines):
+    """The cell's error, kept apart from its stderr (E2B reports it on its own; Hopx appends it
+    to stderr, as a terminal would show it)."""
+    CELL["exception"] = {"name": type(e).__name__, "value": str(e), "traceback": "".join(lines)}
 
 
 def run_ipython(code):
@@ -163,16 +172,18 @@ def run_ipython(code):
 
 
 def figures_png():
+    """Every open matplotlib figure as a PNG bundle, in order; then closed."""
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
-        return None
-    png = None
+        return []
+    bundles = []
     for num in plt.get_fignums():
+        fig = plt.figure(num)
         buf = io.BytesIO()
-        plt.figure(num).savefig(buf, format="png", bbox_inches="tight")
-        png = base64.b64encode(buf.getvalue()).decode()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        bundles.append({"image/png": base64.b64encode(buf.getvalue()).decode(), "text/plain": repr(fig)})
     plt.close("all")
-    return png
+    return bundles
 
 
 def read_capture(path, limit):
@@ -214,14 +225,17 @@ for line in sys.stdin:
         error = e
     count += 1
     try:
-        png = figures_png()
+        figures = figures_png()
     except Exception as e:
         print(f"warren: cannot render figure: {e}", file=sys.stderr)
-        png = None
+        figures = []
+    png = figures[-1]["image/png"] if figures else None
     sys.stdout.flush()
     sys.stderr.flush()
     limit = int(req.get("limit", 8 * 1024 * 1024))
-    stdout, stderr = read_capture(out_path, limit), read_capture(err_path, limit)
+    stdout, user_stderr = read_capture(out_path, limit), read_capture(err_path, limit)
+    exception = CELL.get("exception")
+    stderr = user_stderr + (exception["traceback"] if exception else "")
     out.close()
     err.close()
     exit_code = 0
@@ -230,6 +244,9 @@ for line in sys.stdin:
         if isinstance(error, SystemExit):
             exit_code = error.code if isinstance(error.code, int) else (0 if error.code is None else 1)
     bundles = CELL.get("displays", []) + ([CELL["result"]] if "result" in CELL else [])
+    outputs = [dict(b, main=False) for b in CELL.get("displays", []) + figures]
+    if "result" in CELL:
+        outputs.append(dict(CELL["result"], main=True))
     rich = {}
     for b in bundles:
         if "image/png" in b:
@@ -256,5 +273,8 @@ for line in sys.stdin:
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "execution_count": count,
         "mode": "ipython" if IPYTHON["shell"] is not None else "python",
+        "user_stderr": user_stderr,
+        "exception": exception,
+        "outputs": outputs,
         **rich,
     })

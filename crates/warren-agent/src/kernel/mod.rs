@@ -58,6 +58,13 @@ impl Running {
     }
 }
 
+/// An interpreter nobody holds any more (a removed E2B context) ends with its whole tree.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[derive(Default)]
 struct State {
     running: Option<Running>,

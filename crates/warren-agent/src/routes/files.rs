@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use warren_wire::agent::{FileContent, FileInfo, FileList, FileWriteRequest, PathRequest};
 
 use super::user_path;
+use crate::changes::temp_sibling;
 use crate::error::AgentError;
 
 /// Largest file `/files/read` returns (as JSON text); larger ones are for `/files/download`, which
@@ -158,7 +159,7 @@ fn parse_mode(mode: Option<&str>) -> Result<Option<u32>, AgentError> {
 }
 
 /// Writes `data` to `target` atomically, creating parent directories.
-async fn write_atomically(
+pub(crate) async fn write_atomically(
     target: &Path,
     data: &[u8],
     mode: Option<u32>,
@@ -177,6 +178,7 @@ async fn write_atomically(
         .with_path(display));
     }
     let tmp = temp_sibling(target);
+    let existed = target.exists();
     let result = async {
         let mut f = tokio::fs::File::create(&tmp).await?;
         f.write_all(data).await?;
@@ -184,6 +186,7 @@ async fn write_atomically(
         if let Some(m) = mode {
             tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(m)).await?;
         }
+        crate::changes::note_atomic_write(target, existed);
         tokio::fs::rename(&tmp, target).await
     }
     .await;
@@ -192,18 +195,6 @@ async fn write_atomically(
         return Err(AgentError::from_io(&e, display));
     }
     Ok(())
-}
-
-fn temp_sibling(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let nonce: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    target.with_file_name(format!(".{name}.warren-{nonce:x}.tmp"))
 }
 
 pub async fn write(Json(req): Json<FileWriteRequest>) -> Result<Json<Value>, AgentError> {
@@ -415,6 +406,7 @@ pub async fn upload(mut form: Multipart) -> Result<Json<Value>, AgentError> {
         if let Some(parent) = full.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
+        crate::changes::note_atomic_write(&full, full.exists());
         match tokio::fs::rename(&tmp, &full).await {
             Ok(()) => Ok(()),
             // Different file systems (e.g. a tmpfs /tmp): copy to a sibling, then rename.

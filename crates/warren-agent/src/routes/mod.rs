@@ -102,6 +102,20 @@ async fn count_requests(State(state): State<AgentState>, mut req: Request, next:
     res
 }
 
+/// Writes a whole file through a temporary sibling renamed into place (see `files`).
+pub(crate) async fn write_file_atomically(
+    target: &std::path::Path,
+    data: &[u8],
+    shown: &str,
+) -> Result<(), crate::error::AgentError> {
+    files::write_atomically(target, data, None, shown).await
+}
+
+/// The sandbox's usage, as `/metrics` reports it.
+pub(crate) fn usage_snapshot(state: &AgentState) -> serde_json::Value {
+    system::metrics_value(state)
+}
+
 /// A path from a request, resolved inside the sandbox. Relative paths are relative to
 /// `/workspace`. The agent's root *is* the sandbox root, so no spelling can leave it.
 /// Longest path a request may name (the kernel's PATH_MAX).

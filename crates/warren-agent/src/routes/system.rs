@@ -65,6 +65,11 @@ pub async fn info(State(state): State<AgentState>) -> Json<Value> {
 }
 
 pub async fn metrics(State(state): State<AgentState>) -> Json<Value> {
+    Json(metrics_value(&state))
+}
+
+/// The sandbox's usage as `/metrics` reports it.
+pub fn metrics_value(state: &AgentState) -> Value {
     let procs = sample_processes();
     let cpu_total: f64 = procs.iter().map(|p| p.cpu_seconds).sum();
     let used: u64 = procs.iter().map(|p| p.rss_bytes).sum();
@@ -83,7 +88,7 @@ pub async fn metrics(State(state): State<AgentState>) -> Json<Value> {
     };
     let disk = disk_usage();
     let running = procs.iter().filter(|p| p.state == "R").count();
-    Json(json!({
+    json!({
         "uptime_seconds": state.started.elapsed().as_secs(),
         "total_requests": state.total_requests.load(Relaxed),
         "total_errors": state.total_errors.load(Relaxed),
@@ -101,7 +106,7 @@ pub async fn metrics(State(state): State<AgentState>) -> Json<Value> {
         "process": { "count": procs.len(), "running": running },
         "cache": { "size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0 },
         "timestamp": crate::time_fmt::now(),
-    }))
+    })
 }
 
 /// `GET /system`: the sandbox's CPU, memory and disk (the `system` part of the metrics).

@@ -6,12 +6,12 @@
 use std::path::Path;
 
 use axum::response::Response;
-use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::ws::{self, Incoming};
+use crate::changes::Change;
 
 const CHANNEL_DEPTH: usize = 256;
 
@@ -19,13 +19,12 @@ pub async fn watch(upgrade: yawc::IncomingUpgrade) -> Response {
     ws::upgrade(upgrade, run)
 }
 
-fn event_name(kind: &EventKind) -> Option<&'static str> {
-    match kind {
-        EventKind::Create(_) => Some("created"),
-        EventKind::Modify(ModifyKind::Name(_)) => Some("renamed"),
-        EventKind::Modify(_) => Some("modified"),
-        EventKind::Remove(_) => Some("deleted"),
-        _ => None,
+fn event_name(change: Change) -> &'static str {
+    match change {
+        Change::Created => "created",
+        Change::Renamed => "renamed",
+        Change::Modified | Change::Chmod => "modified",
+        Change::Removed => "deleted",
     }
 }
 
@@ -59,12 +58,12 @@ async fn run(mut socket: ws::Socket) {
     let (tx, mut rx) = mpsc::channel::<(String, &'static str)>(CHANNEL_DEPTH);
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
-        let Some(name) = event_name(&event.kind) else {
-            return;
-        };
-        for p in event.paths {
+        for (p, change) in crate::changes::interpret(&event) {
             // blocking_send: this runs on notify's own thread, never on the async runtime.
-            if tx.blocking_send((p.display().to_string(), name)).is_err() {
+            if tx
+                .blocking_send((p.display().to_string(), event_name(change)))
+                .is_err()
+            {
                 return;
             }
         }

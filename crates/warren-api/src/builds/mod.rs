@@ -395,6 +395,7 @@ async fn run_step(
         workdir: spec.workdir.clone(),
         resources,
         internet_access: true,
+        egress: None,
         env_vars: spec.env.clone(),
     };
     let sandbox = ctx

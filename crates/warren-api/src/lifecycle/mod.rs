@@ -75,6 +75,37 @@ fn check_env(env: &std::collections::BTreeMap<String, String>) -> LifecycleResul
     Ok(())
 }
 
+/// Metadata is for finding sandboxes again, not for storing data.
+fn check_metadata(m: &std::collections::BTreeMap<String, String>) -> LifecycleResult<()> {
+    const MAX_ENTRIES: usize = 64;
+    const MAX_KEY: usize = 256;
+    const MAX_VALUE: usize = 4096;
+    if m.len() > MAX_ENTRIES
+        || m.iter()
+            .any(|(k, v)| k.is_empty() || k.len() > MAX_KEY || v.len() > MAX_VALUE)
+    {
+        return Err(LifecycleError::Invalid(format!(
+            "metadata: at most {MAX_ENTRIES} entries, keys of 1 to {MAX_KEY} bytes, values up to \
+             {MAX_VALUE} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The stored egress policy of a sandbox, as rules for its node.
+fn egress_rules(
+    record: &SandboxRecord,
+) -> LifecycleResult<Option<warren_runtime::host::egress::EgressRules>> {
+    let Some(json) = record.egress.as_deref() else {
+        return Ok(None);
+    };
+    let policy: warren_wire::control::EgressPolicy =
+        serde_json::from_str(json).map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+    warren_runtime::host::egress::EgressRules::parse(&policy.allow_out, &policy.deny_out)
+        .map(Some)
+        .map_err(LifecycleError::Invalid)
+}
+
 /// Who asks: the tenant a new sandbox belongs to and the key that created it.
 #[derive(Debug, Clone, Copy)]
 pub struct Requester<'a> {
@@ -214,6 +245,20 @@ impl Lifecycle {
         if let Some(env) = &req.env_vars {
             check_env(env)?;
         }
+        let metadata = match &req.metadata {
+            Some(m) if !m.is_empty() => {
+                check_metadata(m)?;
+                Some(serde_json::to_string(m).map_err(|e| LifecycleError::Invalid(e.to_string()))?)
+            }
+            _ => None,
+        };
+        let egress = match &req.network {
+            Some(p) if !(p.allow_out.is_empty() && p.deny_out.is_empty()) => {
+                crate::egress::check(p).map_err(LifecycleError::Invalid)?;
+                Some(serde_json::to_string(p).map_err(|e| LifecycleError::Invalid(e.to_string()))?)
+            }
+            _ => None,
+        };
         let template = self
             .store
             .find_template(wanted, who.tenant)
@@ -307,6 +352,8 @@ impl Lifecycle {
                     isolation: tier,
                     node_id: node_id.as_deref(),
                     region: Some(&node_region),
+                    metadata: metadata.as_deref(),
+                    egress: egress.as_deref(),
                 },
                 now(),
             )
@@ -348,6 +395,10 @@ impl Lifecycle {
                     memory_mb: template.resources.memory_mb,
                     disk_mb: template.resources.disk_mb,
                     internet_access: record.internet_access,
+                    egress: record
+                        .egress
+                        .as_deref()
+                        .and_then(|e| serde_json::from_str(e).ok()),
                     env_vars,
                     tier: Some(tier.to_owned()),
                     owner: who.tenant.to_owned(),
@@ -432,6 +483,7 @@ impl Lifecycle {
                 workdir: run.workdir.clone(),
                 resources: record.resources,
                 internet_access: record.internet_access,
+                egress: egress_rules(record).map_err(|e| e.to_string())?,
                 env_vars,
             },
             tier: Some(tier.to_owned()),

@@ -71,7 +71,12 @@ pub async fn record(
             .unwrap_or_default();
         sandbox_id = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_owned));
+            .and_then(|v| {
+                v["id"]
+                    .as_str()
+                    .or(v["sandboxID"].as_str())
+                    .map(str::to_owned)
+            });
         res = Response::from_parts(p, Body::from(body));
     }
     let caller = slot.0.lock().unwrap_or_else(|p| p.into_inner()).clone();

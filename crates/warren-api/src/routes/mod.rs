@@ -2,7 +2,7 @@
 //! here, next to its path.
 
 pub mod admin;
-mod audited;
+pub(crate) mod audited;
 pub mod builds;
 pub mod health;
 mod metrics;
@@ -109,34 +109,46 @@ pub fn app(state: AppState) -> Router {
                 .layer(audit(A::TemplateDelete))
                 .get(templates::get),
         );
-    let routed = match state.public {
-        PublicMode::Wildcard { .. } => api.layer(middleware::from_fn_with_state(
-            state.clone(),
-            wildcard_router,
-        )),
-        PublicMode::Local { .. } => api,
-    };
-    routed
-        .layer(middleware::from_fn(crate::request_id::layer))
-        .with_state(state)
+    let api = api.merge(crate::e2b::routes(&state));
+    // Requests for a sandbox (a wildcard host, or E2B's routing headers) never reach the API.
+    api.layer(middleware::from_fn_with_state(
+        state.clone(),
+        sandbox_router,
+    ))
+    .layer(middleware::from_fn(crate::request_id::layer))
+    .with_state(state)
 }
 
-/// In wildcard mode, requests for `{port}-{id}.{domain}` belong to a sandbox, not to the API.
-async fn wildcard_router(
+/// Requests that belong to a sandbox rather than to the API: E2B's `E2b-Sandbox-Id` header
+/// (with `E2b-Sandbox-Port`), and in wildcard mode a `{port}-{id}.{domain}` host.
+async fn sandbox_router(
     State(state): State<AppState>,
     req: Request,
     next: middleware::Next,
 ) -> Response {
-    let PublicMode::Wildcard { domain, .. } = &state.public else {
-        return next.run(req).await;
-    };
-    let host = req
-        .headers()
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let Some((_, id)) = warren_node::parse_wildcard_host(host, domain) else {
-        return next.run(req).await;
+    let (port, id) = match warren_node::e2b_target(req.headers()) {
+        Some((port, Some(id))) => (port, id),
+        Some((_, None)) => {
+            return warren_node::agent_error(
+                axum::http::StatusCode::NOT_FOUND,
+                "SANDBOX_NOT_FOUND",
+                "no such sandbox",
+            )
+        }
+        None => {
+            let PublicMode::Wildcard { domain, .. } = &state.public else {
+                return next.run(req).await;
+            };
+            let host = req
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            match warren_node::parse_wildcard_host(host, domain) {
+                Some(found) => found,
+                None => return next.run(req).await,
+            }
+        }
     };
     let local = state.cluster.local.as_ref();
     if local.is_none_or(|n| n.state(&id).is_none()) {
@@ -148,10 +160,7 @@ async fn wildcard_router(
         }
     }
     match local {
-        Some(node) => match node.proxy().route_by_host(domain, req).await {
-            Ok(answered) => answered,
-            Err(req) => next.run(req).await,
-        },
+        Some(node) => node.proxy().to_e2b_port(id, port, req).await,
         None => warren_node::agent_error(
             axum::http::StatusCode::NOT_FOUND,
             "RESOURCE_NOT_FOUND",

@@ -46,9 +46,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .with_state(daemon)
 }
 
-/// Wildcard mode: a request for `{port}-{id}.<domain>` is a sandbox's (its agent, token
-/// checked by the proxy, or a preview port), not the node API's.
+/// A request naming a sandbox in E2B's routing headers (relayed by a control plane), or in
+/// wildcard mode one for `{port}-{id}.<domain>`, is a sandbox's (its agent, token checked by the
+/// proxy, or a preview port), not the node API's.
 async fn wildcard_router(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
+    if let Some((port, id)) = crate::proxy::e2b_target(req.headers()) {
+        return match id {
+            Some(id) => d.node.proxy().to_e2b_port(id, port, req).await,
+            None => crate::agent_error(
+                StatusCode::NOT_FOUND,
+                "SANDBOX_NOT_FOUND",
+                "no such sandbox",
+            ),
+        };
+    }
     let Some(domain) = d.wildcard_domain.as_deref() else {
         return next.run(req).await;
     };
@@ -149,6 +160,16 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
             workdir: req.workdir.clone(),
             resources,
             internet_access: req.internet_access,
+            egress: match &req.egress {
+                Some(p) => match warren_runtime::host::egress::EgressRules::parse(
+                    &p.allow_out,
+                    &p.deny_out,
+                ) {
+                    Ok(r) => Some(r),
+                    Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e),
+                },
+                None => None,
+            },
             env_vars: req.env_vars.clone(),
         },
         tier: req.tier.clone(),

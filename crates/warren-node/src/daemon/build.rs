@@ -68,6 +68,7 @@ async fn step(
                 disk_mb: req.disk_mb,
             },
             internet_access: true,
+            egress: None,
             env_vars: req.env.clone(),
         },
         tier: Some("namespaces".into()),

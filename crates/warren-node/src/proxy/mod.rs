@@ -16,7 +16,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use warren_core::SandboxId;
 
 use crate::gate::{AgentAction, AgentCall, Gate, Refusal};
@@ -30,6 +30,19 @@ const SMALL_BODY: u64 = 1024 * 1024;
 
 /// The agent's port in wildcard host names.
 pub const AGENT_PORT: u16 = 7777;
+/// E2B's envd port: the agent's E2B API.
+pub const E2B_ENVD_PORT: u16 = 49983;
+/// E2B's code-interpreter port.
+pub const E2B_INTERPRETER_PORT: u16 = 49999;
+
+/// Which API a request for a sandbox speaks: how its token is presented and where it goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Hopx,
+    /// E2B: the token in `X-Access-Token` (or `E2B-Traffic-Access-Token`), the path under this
+    /// prefix in the agent.
+    E2b(&'static str),
+}
 
 #[derive(Clone)]
 pub struct Proxy {
@@ -46,12 +59,83 @@ fn bearer(req: &Request) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The sandbox token as the E2B SDKs present it.
+fn e2b_token(req: &Request) -> Option<&str> {
+    ["x-access-token", "e2b-traffic-access-token"]
+        .iter()
+        .find_map(|h| req.headers().get(*h)?.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// envd names the acting user in `Authorization: Basic <user:>`; the agent gets the name alone
+/// (the header itself is stripped with every credential).
+fn e2b_user(req: &Request) -> Option<header::HeaderValue> {
+    use base64::Engine;
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let name = text.split(':').next().filter(|n| !n.is_empty())?;
+    header::HeaderValue::from_str(name).ok()
+}
+
+/// Moves an E2B request under its prefix in the agent, with the user it names.
+fn into_agent_path(mut req: Request, prefix: &str) -> Request {
+    let user = e2b_user(&req);
+    let headers = req.headers_mut();
+    headers.remove("x-warren-user");
+    if let Some(u) = user {
+        headers.insert("x-warren-user", u);
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    if let Ok(uri) = format!("{prefix}{pq}").parse() {
+        *req.uri_mut() = uri;
+    }
+    req
+}
+
 fn not_running() -> Response {
     agent_error(
         StatusCode::NOT_FOUND,
         "SANDBOX_NOT_FOUND",
         "Sandbox not found or no longer running",
     )
+}
+
+/// An error as each API's clients read it: Hopx's agent envelope, or E2B's `{code, message}`
+/// (whose SDKs branch on the numeric code and on the message's wording).
+fn refuse(dialect: Dialect, status: StatusCode, code: &str, message: &str) -> Response {
+    match dialect {
+        Dialect::Hopx => agent_error(status, code, message),
+        Dialect::E2b(_) => (
+            status,
+            axum::Json(serde_json::json!({ "code": status.as_u16(), "message": message })),
+        )
+            .into_response(),
+    }
+}
+
+/// E2B's proxy answers 502 "... was not found" for a sandbox that is gone; its SDKs then report
+/// the sandbox as not running (rather than a missing file or process).
+fn gone(dialect: Dialect, id: &SandboxId) -> Response {
+    match dialect {
+        Dialect::Hopx => not_running(),
+        Dialect::E2b(_) => refuse(
+            dialect,
+            StatusCode::BAD_GATEWAY,
+            "SANDBOX_NOT_FOUND",
+            &format!("The sandbox {id} was not found"),
+        ),
+    }
 }
 
 impl Proxy {
@@ -77,6 +161,7 @@ impl Proxy {
         id: &SandboxId,
         target: &Target,
         req: &Request,
+        dialect: Dialect,
     ) -> Result<Option<String>, Refusal> {
         if req.uri().path() == "/health" {
             return Ok(None);
@@ -87,13 +172,20 @@ impl Proxy {
             message: message.to_owned(),
             retry_after_seconds: None,
         };
-        let key_id = match bearer(req) {
+        let presented = match dialect {
+            Dialect::Hopx => bearer(req),
+            Dialect::E2b(_) => e2b_token(req),
+        };
+        let key_id = match presented {
             Some(t) => self
                 .gate
                 .verify_token(id, t)
                 .ok_or_else(|| invalid("Invalid or expired sandbox token"))?,
             // JS sends the API key when it has no token; 401 makes it refresh and retry (§9.21).
-            None => return Err(invalid("Sandbox token required (Authorization: Bearer)")),
+            None if dialect == Dialect::Hopx => {
+                return Err(invalid("Sandbox token required (Authorization: Bearer)"))
+            }
+            None => return Err(invalid("Sandbox access token required (X-Access-Token)")),
         };
         self.gate.check_rate(&target.owner)?;
         Ok(key_id)
@@ -102,22 +194,47 @@ impl Proxy {
     /// Handles one agent request for sandbox `id`. The answer carries an `X-Request-ID` (the SDKs
     /// put it in their errors) that the audit trail records too.
     pub async fn to_agent(&self, id: SandboxId, req: Request) -> Response {
+        self.to_agent_as(id, req, Dialect::Hopx).await
+    }
+
+    /// A request for an E2B port of sandbox `id` (routed by the `E2b-Sandbox-Id` and
+    /// `E2b-Sandbox-Port` headers or by a wildcard host): envd and the interpreter are the
+    /// agent's E2B API; any other port is that port inside the sandbox.
+    pub async fn to_e2b_port(&self, id: SandboxId, port: u16, req: Request) -> Response {
+        match port {
+            E2B_ENVD_PORT => self.to_agent_as(id, req, Dialect::E2b("/e2b/envd")).await,
+            E2B_INTERPRETER_PORT => {
+                self.to_agent_as(id, req, Dialect::E2b("/e2b/interpreter"))
+                    .await
+            }
+            AGENT_PORT => self.to_agent(id, req).await,
+            _ => self.to_sandbox_port(id, port, req).await,
+        }
+    }
+
+    async fn to_agent_as(&self, id: SandboxId, req: Request, dialect: Dialect) -> Response {
         let request_id = format!("req_{}", hex::encode(rand::random::<[u8; 8]>()));
-        let mut res = self.answer(id, req, &request_id).await;
+        let mut res = self.answer(id, req, &request_id, dialect).await;
         if let Ok(v) = header::HeaderValue::from_str(&request_id) {
             res.headers_mut().insert("x-request-id", v);
         }
         res
     }
 
-    async fn answer(&self, id: SandboxId, req: Request, request_id: &str) -> Response {
+    async fn answer(
+        &self,
+        id: SandboxId,
+        req: Request,
+        request_id: &str,
+        dialect: Dialect,
+    ) -> Response {
         let Some(target) = self.registry.target(&id) else {
-            return not_running();
+            return gone(dialect, &id);
         };
-        let key_id = match self.admit(&id, &target, &req) {
+        let key_id = match self.admit(&id, &target, &req, dialect) {
             Ok(k) => k,
             Err(r) => {
-                let mut res = agent_error(r.status, r.code, &r.message);
+                let mut res = refuse(dialect, r.status, r.code, &r.message);
                 if let Some(v) = r
                     .retry_after_seconds
                     .and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok())
@@ -127,13 +244,18 @@ impl Proxy {
                 return res;
             }
         };
+        let req = match dialect {
+            Dialect::Hopx => req,
+            Dialect::E2b(prefix) => into_agent_path(req, prefix),
+        };
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if let Some(n) = declared.filter(|n| *n > self.max_body_bytes) {
-            return agent_error(
+            return refuse(
+                dialect,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 &format!(
@@ -161,7 +283,8 @@ impl Proxy {
                         Some(bytes),
                     ),
                     Err(_) => {
-                        return agent_error(
+                        return refuse(
+                            dialect,
                             StatusCode::BAD_REQUEST,
                             "INVALID_REQUEST",
                             "the request body could not be read",
@@ -172,7 +295,8 @@ impl Proxy {
             _ => (req, None),
         };
         if target.state == RunState::Paused {
-            return agent_error(
+            return refuse(
+                dialect,
                 StatusCode::CONFLICT,
                 "SANDBOX_STOPPED",
                 "Sandbox is paused; resume it first",
@@ -268,11 +392,7 @@ impl Proxy {
         let Some((port, id)) = parse_wildcard_host(host, domain) else {
             return Err(req);
         };
-        Ok(if port == AGENT_PORT {
-            self.to_agent(id, req).await
-        } else {
-            self.to_sandbox_port(id, port, req).await
-        })
+        Ok(self.to_e2b_port(id, port, req).await)
     }
 
     /// Serves one sandbox's local-mode listener until the returned handle is aborted.
@@ -301,6 +421,17 @@ impl Proxy {
             }
         })
     }
+}
+
+/// The sandbox and port an E2B client names in `E2b-Sandbox-Id` / `E2b-Sandbox-Port` (its
+/// `E2B_SANDBOX_URL` mode: every sandbox behind one address). Without a port, envd's.
+pub fn e2b_target(headers: &header::HeaderMap) -> Option<(u16, Option<SandboxId>)> {
+    let id = headers.get("e2b-sandbox-id")?.to_str().ok()?.trim();
+    let port = match headers.get("e2b-sandbox-port") {
+        Some(p) => p.to_str().ok()?.trim().parse().ok()?,
+        None => E2B_ENVD_PORT,
+    };
+    Some((port, SandboxId::parse(id).ok()))
 }
 
 /// Splits a wildcard host `{port}-{id}.{domain}` into port and sandbox id.

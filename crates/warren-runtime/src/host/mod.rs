@@ -4,6 +4,7 @@
 //! inside (a jail, runsc, QEMU); the host parts, and their cleanup, are the same for all three.
 
 pub mod cgroups;
+pub mod egress;
 pub mod ids;
 pub mod network;
 mod process;
@@ -194,6 +195,7 @@ impl Host {
         id: &SandboxId,
         resources: &Resources,
         internet_access: bool,
+        egress: Option<&egress::EgressRules>,
         ids: IdChoice,
     ) -> Result<SandboxHost, HostError> {
         let id_base = match ids {
@@ -204,7 +206,7 @@ impl Host {
         let made = match cgroup.create(resources) {
             Ok(()) => self
                 .network
-                .create(id.as_str(), internet_access)
+                .create(id.as_str(), internet_access, egress)
                 .await
                 .map_err(HostError::from),
             Err(e) => Err(e.into()),

@@ -140,8 +140,17 @@ impl Network {
         })
     }
 
-    /// Creates the namespace of sandbox `id`; with `internet` also its veth link and routes.
-    pub async fn create(&self, id: &str, internet: bool) -> Result<SandboxNet, NetworkError> {
+    /// Creates the namespace of sandbox `id`; with `internet` also its veth link and routes. An
+    /// egress policy adds its rules inside the namespace; one that allows destinations gives a
+    /// sandbox without internet access a link too, on which only those pass.
+    pub async fn create(
+        &self,
+        id: &str,
+        internet: bool,
+        egress: Option<&super::egress::EgressRules>,
+    ) -> Result<SandboxNet, NetworkError> {
+        let egress = egress.filter(|e| !e.is_empty());
+        let linked = internet || egress.is_some_and(|e| !e.allow.is_empty());
         let name = self.netns_name(id);
         run("ip", &["netns", "add", &name]).await?;
         let mut net = SandboxNet {
@@ -149,7 +158,15 @@ impl Network {
             netns_name: name,
             slot: None,
         };
-        let result = self.configure(&mut net, internet).await;
+        let mut result = self.configure(&mut net, linked).await;
+        if let (Ok(()), Some(rules), true) = (&result, egress, linked) {
+            result = run_stdin(
+                "ip",
+                &["netns", "exec", &net.netns_name, "nft", "-f", "-"],
+                &rules.ruleset(internet),
+            )
+            .await;
+        }
         if let Err(e) = result {
             self.destroy(&net).await;
             return Err(e);

@@ -475,7 +475,13 @@ impl IsolationDriver for MicrovmDriver {
         // is that user's.
         let host = self
             .host
-            .provision(&spec.id, &resources, spec.internet_access, IdChoice::Own)
+            .provision(
+                &spec.id,
+                &resources,
+                spec.internet_access,
+                spec.egress.as_ref(),
+                IdChoice::Own,
+            )
             .await?;
         let vmm_uid = host.id_base;
         match self.start_inner(spec, &dir, &host, vmm_uid).await {

@@ -185,7 +185,13 @@ impl IsolationDriver for NamespaceDriver {
         };
         let host = self
             .host
-            .provision(&spec.id, &spec.resources, spec.internet_access, ids)
+            .provision(
+                &spec.id,
+                &spec.resources,
+                spec.internet_access,
+                spec.egress.as_ref(),
+                ids,
+            )
             .await?;
         match self.start_inner(spec, &dir, &host).await {
             Ok(started) => {

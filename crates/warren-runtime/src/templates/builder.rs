@@ -111,6 +111,7 @@ pub(crate) async fn build(
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(fs_root.join("workspace"))?;
         allow_pip_install(&fs_root)?;
+        add_user_account(&fs_root)?;
         shift_ownership(&fs_root)
     })
     .await
@@ -196,6 +197,39 @@ async fn run_step(
 /// (host uid 100000) owns what root owned in the image. chown clears set-id bits: they are put back.
 /// A sandbox is its user's throwaway machine: `pip install` goes into its system Python, as users
 /// expect, instead of being refused by Debian's PEP 668 marker (which guards a shared system).
+/// The unprivileged account E2B's clients expect (`user`, uid 1000, home /home/user): their
+/// commands, files and default working directory belong to it unless they ask for root.
+const USER_UID: u32 = 1000;
+
+fn add_user_account(root: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let append = |file: &str, line: String| -> std::io::Result<()> {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("user:")) {
+            return Ok(());
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            f.write_all(b"\n")?;
+        }
+        f.write_all(line.as_bytes())
+    };
+    append(
+        "etc/passwd",
+        format!("user:x:{USER_UID}:{USER_UID}:user:/home/user:/bin/bash\n"),
+    )?;
+    append("etc/group", format!("user:x:{USER_UID}:\n"))?;
+    append("etc/shadow", "user:*:19000:0:99999:7:::\n".into())?;
+    let home = root.join("home/user");
+    std::fs::create_dir_all(&home)?;
+    std::os::unix::fs::chown(&home, Some(USER_UID), Some(USER_UID))?;
+    Ok(())
+}
+
 fn allow_pip_install(root: &Path) -> std::io::Result<()> {
     let Ok(entries) = std::fs::read_dir(root.join("usr/lib")) else {
         return Ok(());

@@ -75,8 +75,9 @@ pub fn recipe_hash(r: &Recipe) -> String {
         h.update(p);
     }
     h.update(format!("shift={}", crate::namespaces::ID_BASE));
-    // Bumped when the build itself changes (v2: pip may install into the system's Python).
-    h.update(b"build=v2");
+    // Bumped when the build itself changes (v2: pip may install into the system's Python; v3:
+    // the `user` account E2B's clients expect).
+    h.update(b"build=v3");
     hex::encode(h.finalize())
 }
 

@@ -1,0 +1,441 @@
+//! E2B's sandbox calls, each the Hopx API's operation under E2B's names and shapes.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use warren_core::{SandboxId, SandboxStatus};
+use warren_store::SandboxRecord;
+use warren_wire::control::{CreateSandboxRequest, EgressPolicy};
+use warren_wire::e2b::{
+    Lifecycle, ListedSandbox, NetworkConfig, NewSandbox, RefreshBody, Sandbox, SandboxDetail,
+    TimeoutBody,
+};
+
+use super::ENVD_VERSION;
+use crate::auth::Caller;
+use crate::clock::{now, rfc3339};
+use crate::error::{ApiError, ApiResult};
+use crate::lifecycle::Requester;
+use crate::state::{AppState, PublicMode};
+
+/// E2B's default sandbox timeout, in seconds.
+const DEFAULT_TIMEOUT: i64 = 300;
+/// Who the sandboxes are for, in E2B's `clientID` (one client: this server).
+const CLIENT_ID: &str = "warren";
+/// Largest list page.
+const MAX_PAGE: usize = 1000;
+
+/// E2B's template names for Warren's built-in templates: the SDKs' defaults among them.
+fn template_name(requested: Option<&str>) -> String {
+    match requested.map(str::trim).filter(|t| !t.is_empty()) {
+        None | Some("base") => "base".into(),
+        Some("code-interpreter-v1") | Some("code-interpreter") => "code-interpreter".into(),
+        Some(other) => other.to_owned(),
+    }
+}
+
+fn parse_id(raw: &str) -> ApiResult<SandboxId> {
+    SandboxId::parse(raw).map_err(|_| ApiError::sandbox_not_found())
+}
+
+/// The domain sandboxes are reached under, in wildcard mode.
+fn domain(state: &AppState) -> Option<String> {
+    match &state.public {
+        PublicMode::Wildcard { domain, .. } => Some(domain.clone()),
+        PublicMode::Local { .. } => None,
+    }
+}
+
+fn metadata_of(r: &SandboxRecord) -> BTreeMap<String, String> {
+    r.metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_default()
+}
+
+fn listed(r: &SandboxRecord) -> ListedSandbox {
+    ListedSandbox {
+        template_id: r.template_id.clone(),
+        sandbox_id: r.id.to_string(),
+        client_id: CLIENT_ID.into(),
+        alias: r.template_name.clone(),
+        started_at: rfc3339(r.created_at),
+        // A sandbox without a timeout: E2B has none such; a far date says "no end".
+        end_at: rfc3339(r.expires_at.unwrap_or(r.created_at + 100 * 365 * 86400)),
+        cpu_count: r.resources.vcpu,
+        memory_mb: r.resources.memory_mb,
+        disk_size_mb: r.resources.disk_mb,
+        state: if r.status == SandboxStatus::Paused {
+            "paused".into()
+        } else {
+            "running".into()
+        },
+        envd_version: ENVD_VERSION.into(),
+        metadata: metadata_of(r),
+    }
+}
+
+/// The sandbox with a fresh access token (E2B hands one out at create and connect).
+fn issued(state: &AppState, caller: &Caller, r: &SandboxRecord) -> ApiResult<Sandbox> {
+    let (token, _) = state
+        .tokens
+        .issue(r.id.as_str(), Some(&caller.key_id), now())
+        .map_err(|e| ApiError::internal("cannot sign token", e))?;
+    Ok(Sandbox {
+        template_id: r.template_id.clone(),
+        sandbox_id: r.id.to_string(),
+        client_id: CLIENT_ID.into(),
+        alias: r.template_name.clone(),
+        envd_version: ENVD_VERSION.into(),
+        envd_access_token: token.clone(),
+        traffic_access_token: token,
+        domain: domain(state),
+    })
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: NewSandbox = json_body(&body)?;
+    let network = req.network.as_ref().map(|n| EgressPolicy {
+        allow_out: n.allow_out.clone(),
+        deny_out: n.deny_out.clone(),
+    });
+    let create = CreateSandboxRequest {
+        template_name: Some(template_name(req.template_id.as_deref())),
+        timeout_seconds: Some(req.timeout.unwrap_or(DEFAULT_TIMEOUT)),
+        internet_access: req.allow_internet_access,
+        env_vars: req.env_vars,
+        metadata: req.metadata,
+        network,
+        ..Default::default()
+    };
+    // Like the Hopx create: once admitted it runs to the end even if the client goes away.
+    let task_state = state.clone();
+    let task_caller = caller.clone();
+    let record = tokio::spawn(async move {
+        let who = Requester {
+            tenant: &task_caller.tenant,
+            key_id: &task_caller.key_id,
+        };
+        let started = std::time::Instant::now();
+        let r = task_state.lifecycle.create(create, who).await;
+        crate::metrics::observe_create(started.elapsed().as_secs_f64());
+        r
+    })
+    .await
+    .map_err(|e| ApiError::internal("sandbox creation failed", e))??;
+    Ok((StatusCode::CREATED, Json(issued(&state, &caller, &record)?)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    metadata: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+    #[serde(rename = "nextToken")]
+    next_token: Option<String>,
+}
+
+/// `metadata=k%3Dv%26k2%3Dv2`: the SDKs send the filter as a query string inside the parameter.
+fn metadata_filter(raw: Option<&str>) -> BTreeMap<String, String> {
+    raw.map(|m| {
+        url::form_urlencoded::parse(m.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+async fn live_sandboxes(
+    state: &AppState,
+    tenant: &str,
+    statuses: &[SandboxStatus],
+) -> ApiResult<Vec<SandboxRecord>> {
+    let mut all = Vec::new();
+    for status in statuses {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = state
+                .store
+                .list_sandboxes(tenant, Some(*status), None, cursor.as_deref(), 1000)
+                .await?;
+            all.extend(page.items);
+            match page.next_cursor {
+                Some(c) if all.len() < 100_000 => cursor = Some(c),
+                _ => break,
+            }
+        }
+    }
+    all.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then(a.id.as_str().cmp(b.id.as_str()))
+    });
+    Ok(all)
+}
+
+fn wanted_states(raw: Option<&str>) -> ApiResult<Vec<SandboxStatus>> {
+    let Some(raw) = raw.filter(|s| !s.is_empty()) else {
+        return Ok(vec![SandboxStatus::Running, SandboxStatus::Paused]);
+    };
+    raw.split(',')
+        .map(|s| match s.trim() {
+            "running" => Ok(SandboxStatus::Running),
+            "paused" => Ok(SandboxStatus::Paused),
+            other => Err(ApiError::bad_request(format!(
+                "unknown state {other:?}: use running or paused"
+            ))),
+        })
+        .collect()
+}
+
+/// `GET /v2/sandboxes`: a page of the tenant's sandboxes, newest first, `x-next-token` naming
+/// the next page.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let statuses = wanted_states(q.state.as_deref())?;
+    let filter = metadata_filter(q.metadata.as_deref());
+    let mut found: Vec<SandboxRecord> = live_sandboxes(&state, &caller.tenant, &statuses)
+        .await?
+        .into_iter()
+        .filter(|r| {
+            let m = metadata_of(r);
+            filter.iter().all(|(k, v)| m.get(k) == Some(v))
+        })
+        .collect();
+    let start: usize = q
+        .next_token
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let rest = found.split_off(start.min(found.len()));
+    let more = rest.len() > limit;
+    let page: Vec<ListedSandbox> = rest.iter().take(limit).map(listed).collect();
+    let mut res = Json(page).into_response();
+    if more {
+        if let Ok(v) = HeaderValue::from_str(&(start + limit).to_string()) {
+            res.headers_mut().insert("x-next-token", v);
+        }
+    }
+    Ok(res)
+}
+
+/// `GET /sandboxes` (older SDKs): the running ones, all at once.
+pub async fn list_v1(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<ListedSandbox>>> {
+    let filter = metadata_filter(q.metadata.as_deref());
+    let found = live_sandboxes(&state, &caller.tenant, &[SandboxStatus::Running]).await?;
+    Ok(Json(
+        found
+            .iter()
+            .filter(|r| {
+                let m = metadata_of(r);
+                filter.iter().all(|(k, v)| m.get(k) == Some(v))
+            })
+            .map(listed)
+            .collect(),
+    ))
+}
+
+/// A live sandbox of the caller's tenant; an ended one is gone, as on E2B.
+async fn owned_live(state: &AppState, caller: &Caller, raw: &str) -> ApiResult<SandboxRecord> {
+    let rec = state
+        .lifecycle
+        .get_owned(&parse_id(raw)?, &caller.tenant)
+        .await?;
+    if !rec.status.is_live() {
+        return Err(ApiError::sandbox_not_found());
+    }
+    Ok(rec)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SandboxDetail>> {
+    let rec = owned_live(&state, &caller, &id).await?;
+    let (token, _) = state
+        .tokens
+        .issue(rec.id.as_str(), Some(&caller.key_id), now())
+        .map_err(|e| ApiError::internal("cannot sign token", e))?;
+    let network = rec
+        .egress
+        .as_deref()
+        .and_then(|e| serde_json::from_str::<EgressPolicy>(e).ok())
+        .map(|p| NetworkConfig {
+            allow_out: p.allow_out,
+            deny_out: p.deny_out,
+            allow_public_traffic: Some(false),
+        });
+    Ok(Json(SandboxDetail {
+        listed: listed(&rec),
+        envd_access_token: token,
+        allow_internet_access: rec.internet_access,
+        domain: domain(&state),
+        network,
+        lifecycle: Lifecycle {
+            auto_resume: false,
+            on_timeout: "kill".into(),
+        },
+    }))
+}
+
+pub async fn kill(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let rec = owned_live(&state, &caller, &id).await?;
+    state.lifecycle.kill(&rec.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn set_timeout(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let req: TimeoutBody = json_body(&body)?;
+    let rec = owned_live(&state, &caller, &id).await?;
+    let seconds = req
+        .timeout
+        .ok_or_else(|| ApiError::bad_request("timeout (seconds) is required"))?;
+    state.lifecycle.set_timeout(&rec.id, seconds).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/refreshes`: keep it alive `duration` seconds from now (E2B: at most
+/// an hour per call).
+pub async fn refresh(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let req: RefreshBody = json_body(&body)?;
+    let rec = owned_live(&state, &caller, &id).await?;
+    let seconds = req.duration.unwrap_or(DEFAULT_TIMEOUT).clamp(1, 3600);
+    state.lifecycle.set_timeout(&rec.id, seconds).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/connect`: a paused sandbox is resumed (201), a running one answered
+/// as is (200); either way the timeout becomes at least `timeout` from now.
+pub async fn connect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: TimeoutBody = json_body(&body)?;
+    let mut rec = owned_live(&state, &caller, &id).await?;
+    let mut status = StatusCode::OK;
+    if rec.status == SandboxStatus::Paused {
+        rec = state.lifecycle.resume(&rec.id).await?;
+        status = StatusCode::CREATED;
+    }
+    if let Some(t) = req.timeout.filter(|t| *t > 0) {
+        let remaining = rec.expires_at.map(|e| e - now());
+        if remaining.is_none_or(|r| r < t) {
+            rec = state.lifecycle.set_timeout(&rec.id, t).await?;
+        }
+    }
+    Ok((status, Json(issued(&state, &caller, &rec)?)).into_response())
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let rec = owned_live(&state, &caller, &id).await?;
+    if rec.status == SandboxStatus::Paused {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "INVALID_STATE",
+            format!("sandbox {} is already paused", rec.id),
+        ));
+    }
+    state.lifecycle.pause(&rec.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: TimeoutBody = json_body(&body)?;
+    let rec = owned_live(&state, &caller, &id).await?;
+    if rec.status != SandboxStatus::Paused {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "INVALID_STATE",
+            format!("sandbox {} is not paused", rec.id),
+        ));
+    }
+    let mut rec = state.lifecycle.resume(&rec.id).await?;
+    if let Some(t) = req.timeout.filter(|t| *t > 0) {
+        rec = state.lifecycle.set_timeout(&rec.id, t).await?;
+    }
+    Ok((StatusCode::CREATED, Json(issued(&state, &caller, &rec)?)).into_response())
+}
+
+/// `GET /sandboxes/{id}/metrics`: usage samples are read from the sandbox itself (envd's
+/// `/metrics`, the agent's `/metrics`); the control plane keeps no history to answer with.
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<serde_json::Value>>> {
+    owned_live(&state, &caller, &id).await?;
+    Ok(Json(Vec::new()))
+}
+
+/// `GET /sandboxes/{id}/logs`: the sandbox's own log lines are not collected by Warren; the
+/// call answers with none rather than failing the SDK.
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    owned_live(&state, &caller, &id).await?;
+    Ok(Json(serde_json::json!({ "logs": [], "logEntries": [] })))
+}
+
+/// Calls of the E2B API that Warren does not serve yet: a clear 501 naming the call.
+pub async fn not_served(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "NOT_IMPLEMENTED",
+        format!(
+            "{} is not served by Warren yet (see docs/e2b.md)",
+            uri.path()
+        ),
+    )
+}

@@ -1,0 +1,123 @@
+//! The E2B control-plane API's JSON (the shapes its official SDKs send and validate): camelCase
+//! keys, `templateID`/`sandboxID` spellings, RFC 3339 times.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /sandboxes` and `POST /v2/sandboxes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSandbox {
+    #[serde(rename = "templateID", default)]
+    pub template_id: Option<String>,
+    /// Seconds until the sandbox ends (E2B's default: 300).
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub auto_pause: Option<bool>,
+    #[serde(default, alias = "allow_internet_access")]
+    pub allow_internet_access: Option<bool>,
+    /// Older SDKs: a secure sandbox needs its access token for every envd call (always so here).
+    #[serde(default)]
+    pub secure: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub env_vars: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_out: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_out: Vec<String>,
+    /// Whether ports of the sandbox are reachable without the traffic token; always false here
+    /// (every request to a sandbox carries its token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_public_traffic: Option<bool>,
+}
+
+/// A created or connected sandbox.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub alias: String,
+    pub envd_version: String,
+    pub envd_access_token: String,
+    pub traffic_access_token: String,
+    pub domain: Option<String>,
+}
+
+/// One sandbox of a list.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub alias: String,
+    pub started_at: String,
+    pub end_at: String,
+    pub cpu_count: u32,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u32,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u32,
+    /// `running` or `paused`.
+    pub state: String,
+    pub envd_version: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `GET /sandboxes/{id}`: the listed fields and a few more.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxDetail {
+    #[serde(flatten)]
+    pub listed: ListedSandbox,
+    pub envd_access_token: String,
+    pub allow_internet_access: bool,
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfig>,
+    pub lifecycle: Lifecycle,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    pub auto_resume: bool,
+    /// `kill` or `pause`: what happens at the timeout.
+    pub on_timeout: String,
+}
+
+/// `POST /sandboxes/{id}/timeout`, `/connect`, `/resume`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutBody {
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub auto_pause: Option<bool>,
+}
+
+/// `POST /sandboxes/{id}/refreshes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RefreshBody {
+    #[serde(default)]
+    pub duration: Option<i64>,
+}

@@ -1,0 +1,105 @@
+// The E2B protocol with E2B's official JS SDKs (npm `e2b`, `@e2b/code-interpreter`), unmodified,
+// pointed at Warren by E2B_API_URL / E2B_SANDBOX_URL (or E2B_DOMAIN) and E2B_API_KEY.
+// Usage: node e2b.mjs E1. Exits non-zero on the first failed assertion.
+import assert from "node:assert/strict";
+import { Sandbox, CommandExitError, NotFoundError, FilesystemEventType } from "e2b";
+import { Sandbox as CodeSandbox } from "@e2b/code-interpreter";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const scenarios = {
+  // Lifecycle, metadata, commands, background, files, watch.
+  async E1() {
+    const tag = Math.random().toString(36).slice(2);
+    const sbx = await Sandbox.create("base", { metadata: { run: tag }, timeoutMs: 120_000 });
+    try {
+      const found = await Sandbox.list({ query: { metadata: { run: tag } } }).nextItems();
+      assert.deepEqual(found.map((s) => s.sandboxId), [sbx.sandboxId]);
+      const info = await sbx.getInfo();
+      assert.equal(info.metadata.run, tag);
+      await sbx.setTimeout(300_000);
+
+      const r = await sbx.commands.run("echo out; echo err >&2; whoami");
+      assert.equal(r.exitCode, 0);
+      assert.equal(r.stdout, "out\nuser\n");
+      assert.equal(r.stderr, "err\n");
+      await assert.rejects(sbx.commands.run("exit 3"), (e) => e instanceof CommandExitError && e.exitCode === 3);
+      assert.equal((await sbx.commands.run("echo $X", { envs: { X: "y" }, cwd: "/tmp", user: "root" })).stdout, "y\n");
+
+      const bg = await sbx.commands.run("cat", { background: true, stdin: true });
+      await sbx.commands.sendStdin(bg.pid, "piped\n");
+      await sbx.commands.closeStdin(bg.pid);
+      assert.equal((await bg.wait()).stdout, "piped\n");
+      const sleeper = await sbx.commands.run("sleep 600", { background: true });
+      assert.ok((await sbx.commands.list()).some((p) => p.pid === sleeper.pid));
+      assert.equal(await sbx.commands.kill(sleeper.pid), true);
+
+      const events = [];
+      await sbx.files.makeDir("/tmp/w");
+      const watcher = await sbx.files.watchDir("/tmp/w", (e) => events.push(e));
+      await sbx.files.write("/tmp/w/a.txt", "hello");
+      assert.equal(await sbx.files.read("/tmp/w/a.txt"), "hello");
+      const blob = new Uint8Array(1024 * 1024).map((_, i) => i % 251);
+      await sbx.files.write("/tmp/w/b.bin", blob);
+      const back = await sbx.files.read("/tmp/w/b.bin", { format: "bytes" });
+      assert.deepEqual(Buffer.from(back), Buffer.from(blob));
+      assert.deepEqual((await sbx.files.list("/tmp/w")).map((e) => e.name).sort(), ["a.txt", "b.bin"]);
+      await sbx.files.rename("/tmp/w/a.txt", "/tmp/w/c.txt");
+      assert.equal(await sbx.files.exists("/tmp/w/a.txt"), false);
+      await sbx.files.remove("/tmp/w/c.txt");
+      await sleep(500);
+      await watcher.stop();
+      assert.ok(events.some((e) => e.name === "a.txt" && e.type === FilesystemEventType.CREATE), JSON.stringify(events));
+      assert.ok(events.every((e) => !e.name.includes(".warren-")), JSON.stringify(events));
+
+      const term = [];
+      const pty = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => term.push(Buffer.from(d).toString()) });
+      await sbx.pty.sendInput(pty.pid, new TextEncoder().encode("echo pty-$((6*7)); exit\n"));
+      await pty.wait();
+      assert.ok(term.join("").includes("pty-42"), term.join(""));
+
+      await sbx.pause();
+      const resumed = await Sandbox.connect(sbx.sandboxId);
+      assert.equal((await resumed.commands.run("echo back")).stdout, "back\n");
+    } finally {
+      await sbx.kill();
+    }
+    await assert.rejects(Sandbox.connect(sbx.sandboxId), (e) => e instanceof NotFoundError);
+  },
+  // The code interpreter: state, rich results, errors, streaming callbacks, contexts.
+  async E2() {
+    const sbx = await CodeSandbox.create();
+    try {
+      await sbx.runCode("x = 41");
+      const r = await sbx.runCode("x + 1");
+      assert.equal(r.text, "42");
+      const chart = await sbx.runCode("import matplotlib.pyplot as plt\nplt.plot([1,2,3])\nplt.show()");
+      assert.ok(chart.results.some((res) => res.png && Buffer.from(res.png, "base64").subarray(0, 4).toString("hex") === "89504e47"));
+      const err = await sbx.runCode("1/0");
+      assert.equal(err.error.name, "ZeroDivisionError");
+      assert.ok(err.error.traceback.includes("ZeroDivisionError"));
+      const out = [];
+      await sbx.runCode("print('streamed')", { onStdout: (m) => out.push(m.line) });
+      assert.ok(out.join("").includes("streamed"));
+      const ctx = await sbx.createCodeContext();
+      const isolated = await sbx.runCode("x", { context: ctx });
+      assert.equal(isolated.error.name, "NameError");
+    } finally {
+      await sbx.kill();
+    }
+  },
+};
+
+const name = process.argv[2];
+if (!scenarios[name]) {
+  console.error(`unknown scenario ${name}`);
+  process.exit(2);
+}
+try {
+  await scenarios[name]();
+  console.log(`${name} ok`);
+  process.exit(0);
+} catch (e) {
+  console.error(e);
+  process.exit(1);
+}
