@@ -90,7 +90,8 @@ def leftovers():
     mounts = open("/proc/self/mountinfo").read()
     out["mounts"] = [l for l in mounts.splitlines() if "/sandboxes/" in l]
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    out["nft"] = [l for l in tables.splitlines() if l.strip() == "table inet warren"]
+    out["nft"] = [l for l in tables.splitlines()
+                  if l.strip() == "table inet warren" or l.strip().startswith("table netdev warren_egress_")]
     out["cgroups"] = warren_cgroups()
     return out
 

@@ -263,13 +263,13 @@ def test_e2b_js_sdk(e2b_env, scenario):
     assert f"{scenario} ok" in r.stdout
 
 
-PROBE = ("python3 -c \"import urllib.request,sys\n"
-         "try:\n print(urllib.request.urlopen('http://{host}:8000/', timeout=3).status)\n"
-         "except Exception as e:\n print('blocked', type(e).__name__)\"")
+# An HTTP request to the outside host's server, "200" when it answers.
+PROBE = ("timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/8000 && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 "
+         "&& head -c 12 <&3' 2>/dev/null | cut -d\" \" -f2 || echo blocked")
 
 
 def reaches(sb, host):
-    out = sb.commands.run(PROBE.format(host=host), timeout=30).stdout.strip()
+    out = sb.commands.run(PROBE.format(host=host), timeout=60).stdout.strip()
     return out == "200"
 
 
@@ -315,3 +315,22 @@ def test_egress_policy_on_the_hopx_api_and_bad_entries(e2b_env, outside_host):
         with pytest.raises(Exception) as e:
             Sandbox.create(template="base", network={"allow_out": bad})
         assert "network" in str(e.value)
+
+
+@pytest.mark.parametrize("tier", ["gvisor", "microvm"])
+def test_egress_lists_hold_on_every_tier(e2b_env, outside_host, tier):
+    if tier not in raw(e2b_env, "GET", "/health").json().get("isolation_tiers", []):
+        pytest.skip(f"SKIPPED LOUDLY: the {tier} tier is not available on this machine")
+    made = []
+    try:
+        for policy in ({"deny_out": [outside_host]}, {}):
+            r = raw(e2b_env, "POST", "/v1/sandboxes",
+                    json={"template_name": "base", "isolation": tier, "network": policy})
+            assert r.status_code == 201, r.text
+            made.append(r.json()["id"])
+        denied, plain = (Sandbox.connect(i) for i in made)
+        assert reaches(plain, outside_host)
+        assert not reaches(denied, outside_host)
+    finally:
+        for i in made:
+            raw(e2b_env, "DELETE", f"/v1/sandboxes/{i}")

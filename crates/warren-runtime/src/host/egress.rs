@@ -1,9 +1,10 @@
 //! Egress beyond on/off: per-sandbox lists of allowed and denied destinations (E2B's
-//! `allowOut`/`denyOut`), enforced by an nftables table inside the sandbox's own network
-//! namespace, which the sandbox cannot change (it holds no CAP_NET_ADMIN over that namespace).
-//! An allowed destination wins over a denied one, as in E2B. The host's own rules still apply
-//! after these: the host, other sandboxes, private ranges and metadata addresses stay unreachable
-//! whatever the lists say.
+//! `allowOut`/`denyOut`), enforced on the host: an nftables `netdev` table whose ingress hook sits
+//! on the host end of the sandbox's veth, so it sees every packet the sandbox sends, whatever
+//! sent it (a process in the namespace, gVisor's netstack writing raw frames, a VM guest's
+//! forwarded traffic), and the sandbox cannot reach it. An allowed destination wins over a
+//! denied one, as in E2B. The host's own rules still apply after these: the host, other
+//! sandboxes, private ranges and metadata addresses stay unreachable whatever the lists say.
 
 use ipnet::Ipv4Net;
 
@@ -53,17 +54,17 @@ impl EgressRules {
         self.allow.is_empty() && self.deny.is_empty()
     }
 
-    /// The namespace's table: for traffic leaving through `eth0` (the sandbox's own, and a VM
-    /// guest's forwarded through it), allowed destinations pass, denied ones are dropped, and
-    /// the rest follows `internet` (without internet access, only the allowed ones go out).
-    pub fn ruleset(&self, internet: bool) -> String {
+    /// The table `table` on host device `device` (replacing one of that name): non-IPv4 frames
+    /// (ARP) pass, allowed destinations pass, denied ones are dropped, and the rest follows
+    /// `internet` (without internet access, only the allowed ones go out).
+    pub fn ruleset(&self, table: &str, device: &str, internet: bool) -> String {
         let set = |nets: &[Ipv4Net]| {
             nets.iter()
                 .map(|n| n.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let mut rules = String::from("oifname != \"eth0\" accept\n");
+        let mut rules = String::from("meta protocol != ip accept\n");
         if !self.allow.is_empty() {
             rules.push_str(&format!("ip daddr {{ {} }} accept\n", set(&self.allow)));
         }
@@ -74,9 +75,10 @@ impl EgressRules {
             rules.push_str("drop\n");
         }
         format!(
-            "table inet warren_egress {{\n\
-               chain output {{ type filter hook output priority 0; policy accept;\n{rules}}}\n\
-               chain forward {{ type filter hook forward priority 0; policy accept;\n{rules}}}\n\
+            "table netdev {table}\n\
+             delete table netdev {table}\n\
+             table netdev {table} {{\n\
+               chain egress {{ type filter hook ingress device \"{device}\" priority 0; policy accept;\n{rules}}}\n\
              }}\n"
         )
     }
@@ -94,7 +96,7 @@ mod tests {
         assert_eq!(r.deny[0].to_string(), "0.0.0.0/0");
         assert!(EgressRules::parse(&["example.com".into()], &[]).is_err());
         assert!(EgressRules::parse(&[], &["::1".into()]).is_err());
-        let rules = r.ruleset(true);
+        let rules = r.ruleset("warren_egress_3", "wv3", true);
         assert!(
             rules.find("accept\nip daddr { 0.0.0.0/0 } drop").is_some(),
             "{rules}"

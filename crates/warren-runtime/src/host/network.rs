@@ -58,6 +58,8 @@ pub struct SandboxNet {
     pub netns_name: String,
     pub netns_path: PathBuf,
     slot: Option<u32>,
+    /// Whether its link may carry an egress table (see `egress`) to remove with it.
+    egress: bool,
 }
 
 impl SandboxNet {
@@ -67,6 +69,7 @@ impl SandboxNet {
             netns_name: netns_name.to_owned(),
             netns_path: PathBuf::from("/run/netns").join(netns_name),
             slot,
+            egress: slot.is_some(),
         }
     }
 
@@ -157,15 +160,13 @@ impl Network {
             netns_path: PathBuf::from("/run/netns").join(&name),
             netns_name: name,
             slot: None,
+            egress: false,
         };
         let mut result = self.configure(&mut net, linked).await;
-        if let (Ok(()), Some(rules), true) = (&result, egress, linked) {
-            result = run_stdin(
-                "ip",
-                &["netns", "exec", &net.netns_name, "nft", "-f", "-"],
-                &rules.ruleset(internet),
-            )
-            .await;
+        if let (Ok(()), Some(rules), Some(slot)) = (&result, egress, net.slot) {
+            net.egress = true;
+            let ruleset = rules.ruleset(&self.egress_table(slot), &self.veth_name(slot), internet);
+            result = run_stdin("nft", &["-f", "-"], &ruleset).await;
         }
         if let Err(e) = result {
             self.destroy(&net).await;
@@ -181,6 +182,11 @@ impl Network {
 
     fn veth_name(&self, slot: u32) -> String {
         format!("{}{slot}", self.names.veth)
+    }
+
+    /// The `netdev` table of the egress rules on link `slot`.
+    fn egress_table(&self, slot: u32) -> String {
+        format!("{}_egress_{slot}", self.names.table)
     }
 
     /// The namespace (and link slot) of a sandbox an earlier server process created, if its
@@ -200,6 +206,8 @@ impl Network {
             netns_name: netns_name.to_owned(),
             netns_path,
             slot,
+            // Whether it had an egress table is not recorded: removal tries.
+            egress: slot.is_some(),
         })
     }
 
@@ -292,6 +300,13 @@ impl Network {
     pub async fn destroy(&self, net: &SandboxNet) {
         if let Some(slot) = net.slot {
             let _ = run("ip", &["link", "del", &self.veth_name(slot)]).await;
+            if net.egress {
+                let _ = run(
+                    "nft",
+                    &["delete", "table", "netdev", &self.egress_table(slot)],
+                )
+                .await;
+            }
             self.used_slots
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -335,6 +350,25 @@ impl Network {
                 if slot.is_some_and(|s| !kept.contains(&s)) {
                     let _ = run("ip", &["link", "del", &name]).await;
                 }
+            }
+        }
+        // Egress tables of links no sandbox holds.
+        let listed = Command::new("nft")
+            .args(["list", "tables", "netdev"])
+            .output()
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let prefix = format!("{}_egress_", self.names.table);
+        for line in listed.lines() {
+            let Some(table) = line.trim().strip_prefix("table netdev ") else {
+                continue;
+            };
+            let slot = table
+                .strip_prefix(&prefix)
+                .and_then(|s| s.parse::<u32>().ok());
+            if slot.is_some_and(|s| !kept.contains(&s)) {
+                let _ = run("nft", &["delete", "table", "netdev", table]).await;
             }
         }
     }
