@@ -2,12 +2,32 @@
 // pointed at Warren by E2B_API_URL / E2B_SANDBOX_URL (or E2B_DOMAIN) and E2B_API_KEY.
 // Usage: node e2b.mjs E1. Exits non-zero on the first failed assertion.
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import { Sandbox, CommandExitError, NotFoundError, FilesystemEventType } from "e2b";
 import { Sandbox as CodeSandbox } from "@e2b/code-interpreter";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// E2B_DOMAIN mode: the test stands in for DNS with /etc/hosts lines (marked, removed after).
+function resolveSandboxHosts(sbx) {
+  const lines = [49983, 49999].map((p) => `127.0.0.1 ${p}-${sbx.sandboxId}.${process.env.E2B_DOMAIN} ${process.env.E2B_TEST_HOSTS_MARK}\n`);
+  fs.appendFileSync("/etc/hosts", lines.join(""));
+}
+
 const scenarios = {
+  // E2B_DOMAIN mode over HTTPS: commands, files and code through <port>-<id>.<domain>.
+  async D1() {
+    const sbx = await CodeSandbox.create();
+    resolveSandboxHosts(sbx);
+    try {
+      assert.equal((await sbx.commands.run("echo js-domain")).stdout, "js-domain\n");
+      await sbx.files.write("/tmp/j.txt", "js");
+      assert.equal(await sbx.files.read("/tmp/j.txt"), "js");
+      assert.equal((await sbx.runCode("6 * 7")).text, "42");
+    } finally {
+      await sbx.kill();
+    }
+  },
   // Lifecycle, metadata, commands, background, files, watch.
   async E1() {
     const tag = Math.random().toString(36).slice(2);

@@ -18,12 +18,26 @@ pub fn new_id() -> String {
 
 pub async fn layer(mut req: Request, next: Next) -> Response {
     use tracing::Instrument;
+    // HTTP/2 names the host in the URI's authority: every handler reads the Host header.
+    if req.headers().get(header::HOST).is_none() {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
     let id = new_id();
     req.extensions_mut().insert(RequestId(id.clone()));
     // One structured line per request: id, method, path (never headers or bodies, which carry
     // keys and code), status and duration. Everything logged while handling it carries the id.
     let span = tracing::info_span!("request", request_id = %id);
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let (method, path, version) = (
+        req.method().clone(),
+        req.uri().path().to_owned(),
+        req.version(),
+    );
     let started = std::time::Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;
     let status = res.status().as_u16();
@@ -32,9 +46,9 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         let ms = started.elapsed().as_millis() as u64;
         // Nodes report every two seconds: their calls are logged only when debugging.
         if path.starts_with("/v1/internal/") && status < 400 {
-            tracing::debug!(%method, %path, status, ms, "request");
+            tracing::debug!(%method, %path, ?version, status, ms, "request");
         } else {
-            tracing::info!(%method, %path, status, ms, "request");
+            tracing::info!(%method, %path, ?version, status, ms, "request");
         }
     });
     if res.status().is_client_error() || res.status().is_server_error() {

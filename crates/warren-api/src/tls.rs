@@ -114,6 +114,8 @@ pub fn acceptor(
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("certificate and key do not match")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 where the client offers it (E2B's Python SDK does), else HTTP/1.1; WebSockets stay
+    // on HTTP/1.1 connections (no extended CONNECT is announced).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((TlsAcceptor::from(Arc::new(config)), ca))
 }

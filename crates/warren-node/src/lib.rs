@@ -30,4 +30,4 @@ pub use proxy::{
 };
 pub use registry::RunState;
 pub use tls_listener::TlsListener;
-pub use transport::{agent_error, send_over};
+pub use transport::{agent_error, request_host, send_over};

@@ -36,6 +36,7 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    to_http1(&mut req);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
         Ok(x) => x,
         Err(e) => {
@@ -72,6 +73,40 @@ where
         });
     }
     res.map(Body::new)
+}
+
+/// Makes a request that may have come in over HTTP/2 fit for an HTTP/1.1 upstream: the version,
+/// an origin-form target, and a Host header (HTTP/2 carries it in the URI's authority).
+fn to_http1(req: &mut Request) {
+    if req.headers().get(header::HOST).is_none() {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| header::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    if req.uri().authority().is_some() {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/")
+            .parse()
+            .unwrap_or_default();
+        *req.uri_mut() = target;
+    }
+    *req.version_mut() = axum::http::Version::HTTP_11;
+}
+
+/// The host a request names: its Host header, or over HTTP/2 its URI's authority.
+pub fn request_host(req: &Request) -> &str {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
 }
 
 fn is_upgrade(req: &Request) -> bool {

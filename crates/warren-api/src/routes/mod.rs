@@ -139,12 +139,7 @@ async fn sandbox_router(
             let PublicMode::Wildcard { domain, .. } = &state.public else {
                 return next.run(req).await;
             };
-            let host = req
-                .headers()
-                .get(axum::http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            match warren_node::parse_wildcard_host(host, domain) {
+            match warren_node::parse_wildcard_host(warren_node::request_host(&req), domain) {
                 Some(found) => found,
                 None => return next.run(req).await,
             }

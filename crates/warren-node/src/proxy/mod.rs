@@ -384,11 +384,7 @@ impl Proxy {
     /// Wildcard mode: the answer for a request whose Host names a sandbox under `domain`, or the
     /// request back when it is for the control plane.
     pub async fn route_by_host(&self, domain: &str, req: Request) -> Result<Response, Request> {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+        let host = crate::transport::request_host(&req);
         let Some((port, id)) = parse_wildcard_host(host, domain) else {
             return Err(req);
         };
