@@ -226,6 +226,31 @@ def test_create_answer_names_the_node_in_raw_http(cluster):
         requests.delete(f"{cp}/v1/sandboxes/{sb['id']}", headers={"X-API-Key": KEY}, timeout=60)
 
 
+def test_e2b_sdk_through_a_control_plane_reaches_sandboxes_on_nodes(cluster, monkeypatch):
+    """E2B's single-address mode on a cluster: the control plane relays each envd and interpreter
+    call (routed by its E2b-Sandbox-Id header) to the node that runs the sandbox."""
+    from e2b_code_interpreter import Sandbox as CodeSandbox
+    cp = sorted(cluster.cps)[0]
+    for var, value in (("E2B_API_URL", cp), ("E2B_SANDBOX_URL", cp), ("E2B_API_KEY", KEY)):
+        monkeypatch.setenv(var, value)
+    nodes = set()
+    made = []
+    try:
+        for _ in range(4):
+            sb = CodeSandbox.create()
+            made.append(sb)
+            assert sb.commands.run("echo relayed").stdout == "relayed\n"
+            sb.files.write("/tmp/r.txt", "via the control plane")
+            assert sb.files.read("/tmp/r.txt") == "via the control plane"
+            assert sb.run_code("6 * 7").text == "42"
+            info = requests.get(f"{cp}/v1/sandboxes/{sb.sandbox_id}", headers={"X-API-Key": KEY}, timeout=30).json()
+            nodes.add(info["node_id"])
+        assert len(nodes) >= 2, f"every E2B sandbox landed on one node: {nodes}"
+    finally:
+        for sb in made:
+            sb.kill()
+
+
 def test_js_sdk_code_files_and_terminal_on_every_node(cluster):
     if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@hopx-ai", "sdk")):
         pytest.fail("the JS SDK is not installed: run scripts/test (it runs npm install in tests/js)")

@@ -183,6 +183,13 @@ def test_code_interpreter_state_charts_tables_errors_streams_contexts(e2b_env):
         sb.run_code("import sys\nprint('to out')\nprint('to err', file=sys.stderr)",
                     on_stdout=lambda m: out.append(m.line), on_stderr=lambda m: errs.append(m.line))
         assert "to out" in "".join(out) and "to err" in "".join(errs)
+        # Output arrives while the cell runs, not only at its end.
+        stamps = []
+        t0 = time.monotonic()
+        sb.run_code("import time\nprint('early', flush=True)\ntime.sleep(1.5)\nprint('late')",
+                    on_stdout=lambda m: stamps.append((m.line, time.monotonic() - t0)))
+        assert [l for l, _ in stamps] == ["early\n", "late\n"], stamps
+        assert stamps[1][1] - stamps[0][1] > 1.0, stamps
         ctx = sb.create_code_context()
         assert sb.run_code("x", context=ctx).error.name == "NameError"
         assert sb.run_code("x").text == "41"
@@ -251,7 +258,7 @@ def test_e2b_docs_quickstart_runs_as_written(e2b_env):
     sbx.kill()
 
 
-@pytest.mark.parametrize("scenario", ["E1", "E2"])
+@pytest.mark.parametrize("scenario", ["E1", "E2", "E3"])
 def test_e2b_js_sdk(e2b_env, scenario):
     import subprocess
     js = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "js")

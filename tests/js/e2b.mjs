@@ -86,6 +86,17 @@ const scenarios = {
     }
     await assert.rejects(Sandbox.connect(sbx.sandboxId), (e) => e instanceof NotFoundError);
   },
+  // https://e2b.dev/docs/quickstart (JavaScript), as written, with only the environment set.
+  async E3() {
+    const sbx = await CodeSandbox.create();
+    const execution = await sbx.runCode('print("hello world")');
+    console.log(execution.logs);
+    const files = await sbx.files.list("/");
+    console.log(files);
+    assert.deepEqual(execution.logs.stdout, ["hello world\n"]);
+    assert.ok(files.some((f) => f.name === "home"));
+    await sbx.kill();
+  },
   // The code interpreter: state, rich results, errors, streaming callbacks, contexts.
   async E2() {
     const sbx = await CodeSandbox.create();

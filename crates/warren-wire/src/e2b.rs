@@ -36,8 +36,8 @@ pub struct NetworkConfig {
     pub allow_out: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_out: Vec<String>,
-    /// Whether ports of the sandbox are reachable without the traffic token; always false here
-    /// (every request to a sandbox carries its token).
+    /// Whether the sandbox's own ports (other than envd and the interpreter) are reachable
+    /// without a token: always so on Warren, like Hopx preview URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_public_traffic: Option<bool>,
 }

@@ -124,6 +124,14 @@ pub async fn upload(headers: HeaderMap, Query(q): Query<FileQuery>, req: Request
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if content_type.starts_with("multipart/form-data") {
+        // The whole body is read before it is parsed: the parser stops at the closing boundary,
+        // and a connection closed with bytes still unread can fail the sender's last write.
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("upload broke off: {e}")),
+        };
+        let req = Request::from_parts(parts, Body::from(bytes));
         let mut form = match Multipart::from_request(req, &()).await {
             Ok(f) => f,
             Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),

@@ -13,6 +13,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -73,20 +74,24 @@ fn timestamp() -> String {
     crate::time_fmt::now()
 }
 
-/// The lines of one finished cell.
-fn cell_lines(reply: &Value) -> Vec<Value> {
+fn output_line(stream: &str, text: &str) -> Value {
+    json!({ "type": stream, "text": text, "timestamp": timestamp() })
+}
+
+/// The lines of one finished cell (its output too, unless it was sent while the cell ran).
+fn cell_lines(reply: &Value, with_output: bool) -> Vec<Value> {
     let mut lines = Vec::new();
     let text = |k: &str| reply.get(k).and_then(Value::as_str).unwrap_or("");
     let stdout = text("stdout");
-    if !stdout.is_empty() {
-        lines.push(json!({ "type": "stdout", "text": stdout, "timestamp": timestamp() }));
+    if with_output && !stdout.is_empty() {
+        lines.push(output_line("stdout", stdout));
     }
     let stderr = reply
         .get("user_stderr")
         .and_then(Value::as_str)
         .unwrap_or_else(|| text("stderr"));
-    if !stderr.is_empty() {
-        lines.push(json!({ "type": "stderr", "text": stderr, "timestamp": timestamp() }));
+    if with_output && !stderr.is_empty() {
+        lines.push(output_line("stderr", stderr));
     }
     for output in reply
         .get("outputs")
@@ -143,6 +148,16 @@ fn result_line(bundle: &Value) -> Value {
     line
 }
 
+/// A streamed NDJSON answer, a line as each value arrives.
+fn ndjson_stream(mut rx: tokio::sync::mpsc::UnboundedReceiver<Value>) -> Response {
+    let lines = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        .map(|v| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(format!("{v}\n"))));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .unwrap_or_default()
+}
+
 fn ndjson(lines: Vec<Value>) -> Response {
     let mut body = String::new();
     for l in lines {
@@ -156,7 +171,6 @@ fn ndjson(lines: Vec<Value>) -> Response {
 }
 
 pub async fn execute(State(state): State<E2b>, Json(req): Json<ExecuteRequest>) -> Response {
-    let _guard = state.count_execution();
     let env = state.process_env(req.env_vars.as_ref());
     let context = match req.context_id.as_deref().filter(|c| !c.is_empty()) {
         Some(id) => match state.tables.contexts.lock().get(id).cloned() {
@@ -180,33 +194,54 @@ pub async fn execute(State(state): State<E2b>, Json(req): Json<ExecuteRequest>) 
         );
     };
     if canonical != "python" {
+        let _guard = state.count_execution();
         return run_once(canonical, &req.code, &env, context.as_deref()).await;
     }
     let cwd = context
         .as_ref()
         .map(|c| c.cwd.clone())
         .unwrap_or_else(default_cwd);
-    let kernel = context.as_ref().map(|c| &c.kernel).unwrap_or(&state.kernel);
-    let outcome = kernel
-        .run(Cell {
-            code: &req.code,
-            env: &env,
-            workdir: std::path::Path::new(&cwd),
-            timeout: CELL_LIMIT,
-            ipython: false,
-        })
-        .await;
-    match outcome {
-        CellOutcome::Done(reply) => ndjson(cell_lines(&reply)),
-        CellOutcome::Unavailable => run_once("python", &req.code, &env, context.as_deref()).await,
-        CellOutcome::TimedOut => ndjson(vec![json!({
-            "type": "error", "name": "TimeoutError",
-            "value": "the cell ran too long; the interpreter was restarted", "traceback": "",
-        })]),
-        CellOutcome::Crashed(why) => ndjson(vec![json!({
-            "type": "error", "name": "KernelDied", "value": why, "traceback": "",
-        })]),
-    }
+    // Output goes out while the cell runs (the SDKs' on_stdout/on_stderr fire as it comes); the
+    // cell runs to its end even if the client leaves, like a notebook's.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        let _guard = state.count_execution();
+        let kernel = context.as_ref().map(|c| &c.kernel).unwrap_or(&state.kernel);
+        let live_tx = tx.clone();
+        let mut live = move |stream: &'static str, text: String| {
+            let _ = live_tx.send(output_line(stream, &text));
+        };
+        let outcome = kernel
+            .run_live(
+                Cell {
+                    code: &req.code,
+                    env: &env,
+                    workdir: std::path::Path::new(&cwd),
+                    timeout: CELL_LIMIT,
+                    ipython: false,
+                },
+                Some(&mut live),
+            )
+            .await;
+        let lines = match outcome {
+            CellOutcome::Done(reply) => cell_lines(&reply, false),
+            CellOutcome::Unavailable => vec![json!({
+                "type": "error", "name": "Unavailable",
+                "value": "this template has no python3 for a stateful interpreter", "traceback": "",
+            })],
+            CellOutcome::TimedOut => vec![json!({
+                "type": "error", "name": "TimeoutError",
+                "value": "the cell ran too long; the interpreter was restarted", "traceback": "",
+            })],
+            CellOutcome::Crashed(why) => vec![json!({
+                "type": "error", "name": "KernelDied", "value": why, "traceback": "",
+            })],
+        };
+        for l in lines {
+            let _ = tx.send(l);
+        }
+    });
+    ndjson_stream(rx)
 }
 
 /// A cell of a language without a stateful interpreter: one process.
@@ -240,7 +275,7 @@ async fn run_once(
                     "traceback": "",
                 });
             }
-            ndjson(cell_lines(&reply))
+            ndjson(cell_lines(&reply, true))
         }
         Err(e) => ndjson(vec![json!({
             "type": "error", "name": "Error", "value": e.to_string(), "traceback": "",
@@ -285,11 +320,12 @@ pub async fn create_context(State(state): State<E2b>, body: axum::body::Bytes) -
             format!("directory {cwd} does not exist"),
         );
     }
+    let id = crate::tree::new_execution_id();
     let context = Arc::new(Context {
-        id: crate::tree::new_execution_id(),
+        id: id.clone(),
         language,
         cwd,
-        kernel: Kernel::default(),
+        kernel: Kernel::in_dir(context_dir(&id)),
     });
     state
         .tables
@@ -297,6 +333,11 @@ pub async fn create_context(State(state): State<E2b>, body: axum::body::Bytes) -
         .lock()
         .insert(context.id.clone(), context.clone());
     Json(context.describe()).into_response()
+}
+
+/// Where a context's interpreter captures output: its own directory.
+fn context_dir(id: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from("/tmp/.warren/contexts").join(id)
 }
 
 pub async fn list_contexts(State(state): State<E2b>) -> Json<Value> {
@@ -308,7 +349,10 @@ pub async fn list_contexts(State(state): State<E2b>) -> Json<Value> {
 pub async fn remove_context(State(state): State<E2b>, UrlPath(id): UrlPath<String>) -> Response {
     match state.tables.contexts.lock().remove(&id) {
         // Dropping the context ends its interpreter.
-        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        Some(_) => {
+            let _ = std::fs::remove_dir_all(context_dir(&id));
+            StatusCode::NO_CONTENT.into_response()
+        }
         None => error(StatusCode::NOT_FOUND, format!("context {id} not found")),
     }
 }
@@ -324,7 +368,7 @@ pub async fn restart_context(State(state): State<E2b>, UrlPath(id): UrlPath<Stri
             id,
             language: old.language.clone(),
             cwd: old.cwd.clone(),
-            kernel: Kernel::default(),
+            kernel: Kernel::in_dir(context_dir(&old.id)),
         }),
     );
     StatusCode::NO_CONTENT.into_response()

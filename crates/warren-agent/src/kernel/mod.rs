@@ -6,7 +6,7 @@
 //! Templates without python3 fall back to one process per run (see `routes::execute`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +20,7 @@ use crate::tree;
 
 const DRIVER: &str = include_str!("driver.py");
 const DRIVER_PATH: &str = "/tmp/.warren/kernel_driver.py";
+const MAIN_CAPTURE_DIR: &str = "/tmp/.warren";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one cell needs.
@@ -75,6 +76,10 @@ struct State {
 
 #[derive(Default)]
 pub struct Kernel {
+    /// Where this interpreter's cells write their output (`cell.out`, `cell.err`): its own, so
+    /// that interpreters running side by side (E2B contexts) never share capture files. None:
+    /// the sandbox's main interpreter, in /tmp/.warren.
+    capture_dir: Option<PathBuf>,
     state: Mutex<State>,
     /// Set while a cell runs; read by `/jupyter/sessions` without waiting for the cell.
     busy: std::sync::atomic::AtomicBool,
@@ -86,6 +91,7 @@ pub struct Kernel {
 
 async fn start(
     env: &BTreeMap<String, String>,
+    capture_dir: &Path,
     announce: &std::sync::atomic::AtomicU32,
 ) -> Result<Option<Running>, String> {
     tokio::fs::create_dir_all("/tmp/.warren")
@@ -101,6 +107,7 @@ async fn start(
         .env_clear()
         .envs(env)
         .env(tree::MARKER, &execution_id)
+        .env("WARREN_KERNEL_DIR", capture_dir)
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -151,13 +158,33 @@ async fn start(
 }
 
 impl Kernel {
+    /// An interpreter of its own, capturing output in `capture_dir`.
+    pub fn in_dir(capture_dir: PathBuf) -> Self {
+        Self {
+            capture_dir: Some(capture_dir),
+            ..Self::default()
+        }
+    }
+
+    /// Where a running cell's output grows: `(stdout, stderr)` files.
+    pub fn capture_files(&self) -> (PathBuf, PathBuf) {
+        let dir = self.dir();
+        (dir.join("cell.out"), dir.join("cell.err"))
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.capture_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(MAIN_CAPTURE_DIR))
+    }
+
     /// Starts the interpreter ahead of the first cell, so that cell does not pay for it.
     pub async fn warm(&self, env: &BTreeMap<String, String>) {
         let mut state = self.state.lock().await;
         if state.running.is_some() || state.unavailable.is_some() {
             return;
         }
-        match start(env, &self.pid).await {
+        match start(env, &self.dir(), &self.pid).await {
             Ok(Some(r)) => {
                 *self.summary.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(describe(&r, &state));
@@ -169,12 +196,22 @@ impl Kernel {
     }
 
     pub async fn run(&self, cell: Cell<'_>) -> CellOutcome {
+        self.run_live(cell, None).await
+    }
+
+    /// Runs a cell; with `live`, its output is also handed over while it grows, as
+    /// (`"stdout"` or `"stderr"`, text), every output byte exactly once, before the outcome.
+    pub async fn run_live(
+        &self,
+        cell: Cell<'_>,
+        mut live: Option<&mut LiveOutput<'_>>,
+    ) -> CellOutcome {
         let mut state = self.state.lock().await;
         if state.unavailable.is_some() {
             return CellOutcome::Unavailable;
         }
         if state.running.is_none() {
-            match start(cell.env, &self.pid).await {
+            match start(cell.env, &self.dir(), &self.pid).await {
                 Ok(Some(r)) => state.running = Some(r),
                 Ok(None) => {
                     state.unavailable = Some("no python3".into());
@@ -194,15 +231,44 @@ impl Kernel {
             "ipython": cell.ipython,
         });
         self.busy.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The previous cell's output must not be mistaken for this one's.
+        let mut tails = if live.is_some() {
+            let (out, err) = self.capture_files();
+            let _ = std::fs::write(&out, b"");
+            let _ = std::fs::write(&err, b"");
+            Some([Tail::new(out, "stdout"), Tail::new(err, "stderr")])
+        } else {
+            None
+        };
         let outcome = async {
             running
                 .stdin
                 .write_all(format!("{request}\n").as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            running.replies.next_line().await.map_err(|e| e.to_string())
+            let reply = running.replies.next_line();
+            tokio::pin!(reply);
+            let mut tick = tokio::time::interval(LIVE_POLL);
+            loop {
+                tokio::select! {
+                    line = &mut reply => return line.map_err(|e| e.to_string()),
+                    _ = tick.tick(), if live.is_some() => {
+                        if let (Some(tails), Some(sink)) = (tails.as_mut(), live.as_mut()) {
+                            for t in tails.iter_mut() {
+                                t.pass_on(sink);
+                            }
+                        }
+                    }
+                }
+            }
         };
         let outcome = tokio::time::timeout(cell.timeout, outcome).await;
+        if let (Some(tails), Some(sink)) = (tails.as_mut(), live.as_mut()) {
+            for t in tails.iter_mut() {
+                t.pass_on(sink);
+                t.finish(sink);
+            }
+        }
         self.busy.store(false, std::sync::atomic::Ordering::Relaxed);
         state.last_activity = Some(SystemTime::now());
         let result = match outcome {
@@ -270,6 +336,58 @@ fn describe(r: &Running, state: &State) -> Value {
         "started": crate::time_fmt::rfc3339(r.started_at),
         "last_activity": state.last_activity.map(crate::time_fmt::rfc3339),
     })
+}
+
+/// Where a running cell's output goes as it grows: (stream name, text).
+pub type LiveOutput<'a> = dyn FnMut(&'static str, String) + Send + 'a;
+
+/// How often a running cell's capture files are read for live output.
+const LIVE_POLL: Duration = Duration::from_millis(40);
+
+/// Reads what a capture file gained since the last read, in whole characters.
+struct Tail {
+    path: PathBuf,
+    stream: &'static str,
+    offset: u64,
+    chunker: crate::output::Utf8Chunker,
+}
+
+impl Tail {
+    fn new(path: PathBuf, stream: &'static str) -> Self {
+        Self {
+            path,
+            stream,
+            offset: 0,
+            chunker: Default::default(),
+        }
+    }
+
+    fn pass_on(&mut self, sink: &mut LiveOutput<'_>) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        // Never more than the interpreter keeps of one cell's output.
+        let room = (MAX_CAPTURE as u64).saturating_sub(self.offset);
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(self.offset)).is_ok()
+            && f.take(room).read_to_end(&mut buf).is_ok()
+            && !buf.is_empty()
+        {
+            self.offset += buf.len() as u64;
+            let text = self.chunker.feed(&buf);
+            if !text.is_empty() {
+                sink(self.stream, text);
+            }
+        }
+    }
+
+    fn finish(&mut self, sink: &mut LiveOutput<'_>) {
+        let text = self.chunker.finish();
+        if !text.is_empty() {
+            sink(self.stream, text);
+        }
+    }
 }
 
 /// Seconds since `started`, for replies.

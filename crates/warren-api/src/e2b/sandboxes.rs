@@ -288,7 +288,7 @@ pub async fn get(
         .map(|p| NetworkConfig {
             allow_out: p.allow_out,
             deny_out: p.deny_out,
-            allow_public_traffic: Some(false),
+            allow_public_traffic: Some(true),
         });
     Ok(Json(SandboxDetail {
         listed: listed(&rec),
