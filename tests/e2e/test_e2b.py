@@ -341,3 +341,17 @@ def test_egress_lists_hold_on_every_tier(e2b_env, outside_host, tier):
     finally:
         for i in made:
             raw(e2b_env, "DELETE", f"/v1/sandboxes/{i}")
+
+
+def test_e2b_calls_are_in_the_audit_trail(e2b_env):
+    sb = Sandbox.create(template="base")
+    sb.commands.run("echo audited")
+    sb.files.write("/tmp/audited.txt", "x")
+    sb.get_info()
+    sb.kill()
+    time.sleep(0.5)  # the recorder batches writes
+    events = raw(e2b_env, "GET", f"/v1/audit?sandbox_id={sb.sandbox_id}").json()["data"]
+    actions = [e["action"] for e in events]
+    assert actions[0] == "sandbox.create" and actions[-1] == "sandbox.delete", actions
+    assert "process.start" in actions and "files.upload" in actions, actions
+    assert actions.count("sandbox.delete") == 1, actions

@@ -176,12 +176,10 @@ pub async fn start(State(state): State<E2b>, headers: HeaderMap, body: Body) -> 
             if let Some(limit) = deadline {
                 // The call's deadline ends the command, as envd does.
                 let p = proc.clone();
-                let events = proc.events.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(limit).await;
-                    if events.receiver_count() > 0
-                        || state.tables.processes.lock().contains_key(&p.pid)
-                    {
+                    let running = state.tables.processes.lock().contains_key(&p.pid);
+                    if running {
                         p.signal(nix::sys::signal::Signal::SIGKILL);
                     }
                 });

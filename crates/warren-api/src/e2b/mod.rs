@@ -9,7 +9,7 @@ mod sandboxes;
 
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::audit::ControlAction as A;
@@ -42,9 +42,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/sandboxes/{id}",
-            get(sandboxes::get)
-                .delete(sandboxes::kill)
-                .layer(audit(A::SandboxDelete)),
+            delete(sandboxes::kill)
+                .layer(audit(A::SandboxDelete))
+                .get(sandboxes::get),
         )
         .route(
             "/sandboxes/{id}/timeout",
