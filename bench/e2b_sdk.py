@@ -9,7 +9,7 @@ Prints p50/p95/p99 for
   * hopx: `Sandbox.create(template="code-interpreter")` then `run_code("print(1)")`.
 
 Usage (as root, after scripts/test built everything and made tests/.venv):
-  tests/.venv/bin/python bench/e2b.py [--runs 30]
+  tests/.venv/bin/python bench/e2b_sdk.py [--runs 30]
 """
 import argparse
 import os
