@@ -355,3 +355,25 @@ def test_e2b_calls_are_in_the_audit_trail(e2b_env):
     assert actions[0] == "sandbox.create" and actions[-1] == "sandbox.delete", actions
     assert "process.start" in actions and "files.upload" in actions, actions
     assert actions.count("sandbox.delete") == 1, actions
+
+
+def test_auto_pause_at_the_timeout_then_connect_resumes(e2b_env):
+    sb = Sandbox.create(template="base", timeout=2, lifecycle={"on_timeout": "pause"})
+    try:
+        sb.commands.run("echo survived > /tmp/kept")
+        detail = raw(e2b_env, "GET", f"/sandboxes/{sb.sandbox_id}").json()
+        assert detail["lifecycle"]["onTimeout"] == "pause", detail
+        for _ in range(100):
+            state = raw(e2b_env, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["status"]
+            if state == "paused":
+                break
+            time.sleep(0.1)
+        assert state == "paused"
+        # Paused, it has no timeout left: it waits to be resumed.
+        time.sleep(3)
+        assert raw(e2b_env, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["status"] == "paused"
+        again = Sandbox.connect(sb.sandbox_id, timeout=60)
+        assert again.commands.run("cat /tmp/kept").stdout == "survived\n"
+        assert raw(e2b_env, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["timeout_seconds"] == 60
+    finally:
+        sb.kill()

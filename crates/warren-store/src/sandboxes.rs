@@ -32,6 +32,8 @@ pub struct SandboxRecord {
     pub metadata: Option<String>,
     /// Egress beyond on/off: JSON of the allowed and denied CIDRs.
     pub egress: Option<String>,
+    /// At the timeout: pause instead of stopping it (E2B's autoPause).
+    pub pause_on_timeout: bool,
 }
 
 pub struct NewSandbox<'a> {
@@ -48,6 +50,7 @@ pub struct NewSandbox<'a> {
     pub region: Option<&'a str>,
     pub metadata: Option<&'a str>,
     pub egress: Option<&'a str>,
+    pub pause_on_timeout: bool,
 }
 
 pub struct SandboxPage {
@@ -59,7 +62,7 @@ pub struct SandboxPage {
 const COLUMNS: &str =
     "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
      timeout_seconds, expires_at, created_at, key_id, tenant, isolation, runtime_handle, \
-     listen_port, status_reason, node_id, region, metadata, egress";
+     listen_port, status_reason, node_id, region, metadata, egress, on_timeout";
 
 /// Statuses whose processes may exist.
 const LIVE: &str = "('creating','running','paused')";
@@ -74,8 +77,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
              internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation, \
-             node_id, region, metadata, egress) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+             node_id, region, metadata, egress, on_timeout) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(s.id.as_str())
         .bind(s.template_id)
@@ -96,6 +99,7 @@ impl Store {
         .bind(s.region)
         .bind(s.metadata)
         .bind(s.egress)
+        .bind(s.pause_on_timeout.then_some("pause"))
         .execute(&self.pool)
         .await?;
         Ok(SandboxRecord {
@@ -118,6 +122,7 @@ impl Store {
             region: s.region.map(str::to_owned),
             metadata: s.metadata.map(str::to_owned),
             egress: s.egress.map(str::to_owned),
+            pause_on_timeout: s.pause_on_timeout,
         })
     }
 
@@ -226,6 +231,18 @@ impl Store {
         )
         .bind(timeout_seconds)
         .bind(now.saturating_add(timeout_seconds))
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a sandbox's timeout away (a sandbox paused at its timeout waits to be resumed).
+    pub async fn clear_sandbox_expiry(&self, id: &SandboxId, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sandboxes SET timeout_seconds = NULL, expires_at = NULL, updated_at = $1 WHERE id = $2",
+        )
         .bind(now)
         .bind(id.as_str())
         .execute(&self.pool)
@@ -385,6 +402,7 @@ fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> 
         region: opt_text(r, "region")?,
         metadata: opt_text(r, "metadata")?,
         egress: opt_text(r, "egress")?,
+        pause_on_timeout: opt_text(r, "on_timeout")?.as_deref() == Some("pause"),
     })
 }
 

@@ -95,6 +95,7 @@ async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) ->
             NewSandbox {
                 metadata: None,
                 egress: None,
+                pause_on_timeout: false,
                 id: &id,
                 template_id: "2",
                 template_name: "code-interpreter",
@@ -447,6 +448,7 @@ async fn sandboxes_are_found_by_node_and_region(db: Db) {
                 NewSandbox {
                     metadata: None,
                     egress: None,
+                    pause_on_timeout: false,
                     id: &id,
                     template_id: "2",
                     template_name: "code-interpreter",

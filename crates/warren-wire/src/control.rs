@@ -35,6 +35,10 @@ pub struct CreateSandboxRequest {
     /// Warren extension (E2B's `network`): egress beyond on/off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<EgressPolicy>,
+    /// Warren extension (E2B's `autoPause`): pause the sandbox at its timeout instead of
+    /// stopping it; it then waits, without a timeout, to be resumed or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_pause: Option<bool>,
 }
 
 /// Which destinations a sandbox may reach, beyond `internet_access`: CIDRs (or single addresses)

@@ -122,6 +122,7 @@ pub async fn create(
         env_vars: req.env_vars,
         metadata: req.metadata,
         network,
+        auto_pause: req.auto_pause,
         ..Default::default()
     };
     // Like the Hopx create: once admitted it runs to the end even if the client goes away.
@@ -298,7 +299,12 @@ pub async fn get(
         network,
         lifecycle: Lifecycle {
             auto_resume: false,
-            on_timeout: "kill".into(),
+            on_timeout: if rec.pause_on_timeout {
+                "pause"
+            } else {
+                "kill"
+            }
+            .into(),
         },
     }))
 }
@@ -358,11 +364,11 @@ pub async fn connect(
         rec = state.lifecycle.resume(&rec.id).await?;
         status = StatusCode::CREATED;
     }
-    if let Some(t) = req.timeout.filter(|t| *t > 0) {
-        let remaining = rec.expires_at.map(|e| e - now());
-        if remaining.is_none_or(|r| r < t) {
-            rec = state.lifecycle.set_timeout(&rec.id, t).await?;
-        }
+    // E2B's default when the client names none; a sandbox paused at its timeout has none left.
+    let t = req.timeout.filter(|t| *t > 0).unwrap_or(DEFAULT_TIMEOUT);
+    let remaining = rec.expires_at.map(|e| e - now());
+    if remaining.is_none_or(|r| r < t) {
+        rec = state.lifecycle.set_timeout(&rec.id, t).await?;
     }
     Ok((status, Json(issued(&state, &caller, &rec)?)).into_response())
 }
@@ -399,10 +405,9 @@ pub async fn resume(
             format!("sandbox {} is not paused", rec.id),
         ));
     }
-    let mut rec = state.lifecycle.resume(&rec.id).await?;
-    if let Some(t) = req.timeout.filter(|t| *t > 0) {
-        rec = state.lifecycle.set_timeout(&rec.id, t).await?;
-    }
+    let rec = state.lifecycle.resume(&rec.id).await?;
+    let t = req.timeout.filter(|t| *t > 0).unwrap_or(DEFAULT_TIMEOUT);
+    let rec = state.lifecycle.set_timeout(&rec.id, t).await?;
     Ok((StatusCode::CREATED, Json(issued(&state, &caller, &rec)?)).into_response())
 }
 

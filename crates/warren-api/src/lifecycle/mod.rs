@@ -354,6 +354,7 @@ impl Lifecycle {
                     region: Some(&node_region),
                     metadata: metadata.as_deref(),
                     egress: egress.as_deref(),
+                    pause_on_timeout: req.auto_pause.unwrap_or(false),
                 },
                 now(),
             )

@@ -17,17 +17,22 @@ impl Lifecycle {
             match self.store.expired_sandboxes(now()).await {
                 Ok(due) => {
                     for s in due {
-                        tracing::info!(sandbox = %s.id, "sandbox expired; removing it and its data");
                         let started = std::time::Instant::now();
-                        self.stop(&s.id, SandboxStatus::Stopped, Some("its timeout passed"))
-                            .await;
+                        let outcome = if s.pause_on_timeout && self.pause_at_timeout(&s.id).await {
+                            "paused"
+                        } else {
+                            tracing::info!(sandbox = %s.id, "sandbox expired; removing it and its data");
+                            self.stop(&s.id, SandboxStatus::Stopped, Some("its timeout passed"))
+                                .await;
+                            "ok"
+                        };
                         // Lifecycle actions of the server itself are audited too (no key).
                         let event = warren_store::AuditEvent {
                             at: crate::audit::now_ms(),
                             tenant: s.tenant.clone(),
                             sandbox_id: Some(s.id.to_string()),
                             action: ControlAction::SandboxExpire.as_str().into(),
-                            outcome: "ok".into(),
+                            outcome: outcome.into(),
                             duration_ms: started.elapsed().as_millis() as i64,
                             ..Default::default()
                         };
@@ -54,5 +59,29 @@ impl Lifecycle {
                 _ = self.expiry_changed.notified() => {}
             }
         }
+    }
+
+    /// Pauses a sandbox whose timeout passed (E2B's autoPause); it keeps no timeout while
+    /// paused. False when it could not be paused: it is then stopped like any other.
+    async fn pause_at_timeout(&self, id: &warren_core::SandboxId) -> bool {
+        let paused = match self.get(id).await {
+            Ok(r) if r.status == SandboxStatus::Paused => true,
+            Ok(_) => match self.pause(id).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "cannot pause at the timeout; stopping it");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        if paused {
+            if let Err(e) = self.store.clear_sandbox_expiry(id, now()).await {
+                tracing::warn!(sandbox = %id, error = %e, "cannot clear the timeout of a paused sandbox");
+                return false;
+            }
+            tracing::info!(sandbox = %id, "sandbox paused at its timeout");
+        }
+        paused
     }
 }
