@@ -316,6 +316,10 @@ def test_egress_policy_on_the_hopx_api_and_bad_entries(e2b_env, outside_host):
         assert not reaches(sb, outside_host)
     finally:
         raw(e2b_env, "DELETE", f"/v1/sandboxes/{sid}")
+    # Network features Warren does not serve are refused, never silently dropped.
+    with pytest.raises(Exception) as e:
+        Sandbox.create(template="base", network={"allow_public_traffic": False})
+    assert "allowPublicTraffic" in str(e.value)
     for bad in (["example.com"], ["10.0.0.0/33"], ["::1"]):
         r = raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base", "network": {"allow_out": bad}})
         assert r.status_code == 400 and "network" in r.json()["message"], r.text

@@ -40,6 +40,47 @@ pub struct NetworkConfig {
     /// without a token: always so on Warren, like Hopx preview URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_public_traffic: Option<bool>,
+    /// Features of E2B's network config Warren does not serve; a create naming one is refused
+    /// rather than run without it.
+    #[serde(default, skip_serializing)]
+    pub egress_proxy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub mask_request_host: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub rules: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub dns_servers: Option<Vec<String>>,
+    #[serde(default, skip_serializing)]
+    pub https_ports: Option<Vec<u16>>,
+}
+
+impl NetworkConfig {
+    /// The first feature named here that Warren does not serve.
+    pub fn unserved(&self) -> Option<&'static str> {
+        let set = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()))
+        };
+        if self.allow_public_traffic == Some(false) {
+            Some("allowPublicTraffic: false (a sandbox's ports are reachable by their URL)")
+        } else if set(&self.egress_proxy) {
+            Some("egressProxy")
+        } else if self
+            .mask_request_host
+            .as_deref()
+            .is_some_and(|h| !h.is_empty())
+        {
+            Some("maskRequestHost")
+        } else if set(&self.rules) {
+            Some("rules")
+        } else if self.dns_servers.as_ref().is_some_and(|d| !d.is_empty()) {
+            Some("dnsServers")
+        } else if self.https_ports.as_ref().is_some_and(|p| !p.is_empty()) {
+            Some("httpsPorts")
+        } else {
+            None
+        }
+    }
 }
 
 /// A created or connected sandbox.

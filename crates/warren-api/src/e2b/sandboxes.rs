@@ -111,6 +111,11 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: NewSandbox = json_body(&body)?;
+    if let Some(feature) = req.network.as_ref().and_then(NetworkConfig::unserved) {
+        return Err(ApiError::bad_request(format!(
+            "network.{feature} is not supported by Warren (see docs/e2b.md)"
+        )));
+    }
     let network = req.network.as_ref().map(|n| EgressPolicy {
         allow_out: n.allow_out.clone(),
         deny_out: n.deny_out.clone(),
@@ -290,6 +295,7 @@ pub async fn get(
             allow_out: p.allow_out,
             deny_out: p.deny_out,
             allow_public_traffic: Some(true),
+            ..Default::default()
         });
     Ok(Json(SandboxDetail {
         listed: listed(&rec),
