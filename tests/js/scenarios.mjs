@@ -210,6 +210,18 @@ const scenarios = {
   },
 };
 
+// A sandbox without a desktop: the desktop calls raise the SDK's own DesktopNotAvailableError.
+scenarios.D0 = async () => {
+  const { DesktopNotAvailableError } = await import("@hopx-ai/sdk");
+  const sb = await Sandbox.create({ template: "code-interpreter", baseURL, apiKey });
+  try {
+    await assert.rejects(sb.desktop.getDisplayInfo(), (e) => e instanceof DesktopNotAvailableError);
+    await assert.rejects(sb.desktop.screenshot(), (e) => e instanceof DesktopNotAvailableError);
+  } finally {
+    await sb.kill();
+  }
+};
+
 const name = process.argv[2];
 await scenarios[name]();
 console.log(`${name} ok`);
