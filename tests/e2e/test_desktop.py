@@ -22,7 +22,7 @@ def test_desktop_paths_answer_what_is_missing(server):
     try:
         r = requests.get(f"{sb['public_host']}/desktop/vnc/status",
                          headers={"Authorization": f"Bearer {sb['auth_token']}"}, timeout=30)
-        assert r.status_code == 501
+        assert r.status_code == 400
         body = r.json()
         assert body["code"] == "DESKTOP_NOT_AVAILABLE"
         assert "xvfb" in body["details"]["missing_dependencies"]

@@ -1,5 +1,6 @@
-//! `/desktop/*` in a sandbox without a desktop: 501 `DESKTOP_NOT_AVAILABLE` naming the programs
-//! the template lacks (spec §5.6), in `details` for the Python SDK and at the top level for JS,
+//! `/desktop/*` in a sandbox without a desktop: 400 `DESKTOP_NOT_AVAILABLE` naming the programs
+//! the template lacks (spec §5.6 allows 400 or 501; a missing desktop is the caller's choice of
+//! template, not a server fault), in `details` for the Python SDK and at the top level for JS,
 //! so both raise their own `DesktopNotAvailableError`.
 
 use axum::http::StatusCode;
@@ -36,7 +37,7 @@ pub async fn unavailable() -> Response {
     let message = "Desktop automation is not available in this sandbox: its template has no \
                    desktop (create the sandbox from a desktop template)";
     (
-        StatusCode::NOT_IMPLEMENTED,
+        StatusCode::BAD_REQUEST,
         Json(json!({
             "error": message,
             "message": message,
