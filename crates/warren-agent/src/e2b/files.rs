@@ -92,16 +92,7 @@ fn write_info(path: &Path) -> Value {
 /// Writes `data` to `target` as `user`: parents created (and owned by the user), then the file,
 /// through a temporary sibling renamed into place.
 async fn store(user: &User, target: &Path, data: &[u8], shown: &str) -> Result<(), Response> {
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    let mut missing = Vec::new();
-    let mut p = parent;
-    while !p.exists() {
-        missing.push(p.to_path_buf());
-        match p.parent() {
-            Some(up) => p = up,
-            None => break,
-        }
-    }
+    let missing = users::missing_dirs(target.parent().unwrap_or(Path::new("/")));
     crate::routes::write_file_atomically(target, data, shown)
         .await
         .map_err(|e| e.into_response())?;

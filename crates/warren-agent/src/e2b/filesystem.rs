@@ -188,15 +188,7 @@ pub async fn make_dir(headers: HeaderMap, body: Body) -> Response {
                 ));
             }
             // Parents the call creates belong to the user too.
-            let mut created = Vec::new();
-            let mut p = full.as_path();
-            while !p.exists() {
-                created.push(p.to_path_buf());
-                match p.parent() {
-                    Some(parent) => p = parent,
-                    None => break,
-                }
-            }
+            let created = users::missing_dirs(&full);
             std::fs::create_dir_all(&full).map_err(|e| RpcError::from_io(&e, &req.path))?;
             for c in &created {
                 user.own(c);

@@ -47,6 +47,21 @@ impl User {
     }
 }
 
+/// `dir` and those of its ancestors that do not exist yet, deepest first: what a
+/// `create_dir_all(dir)` is about to make, for the user to own afterwards.
+pub fn missing_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.exists() {
+        missing.push(p.to_path_buf());
+        match p.parent() {
+            Some(up) => p = up,
+            None => break,
+        }
+    }
+    missing
+}
+
 /// The account `name` from /etc/passwd.
 pub fn lookup(name: &str) -> Option<User> {
     if name == "root" {

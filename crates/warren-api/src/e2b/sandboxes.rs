@@ -19,7 +19,6 @@ use super::ENVD_VERSION;
 use crate::auth::Caller;
 use crate::clock::{now, rfc3339};
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::Requester;
 use crate::state::{AppState, PublicMode};
 
 /// E2B's default sandbox timeout, in seconds.
@@ -130,21 +129,7 @@ pub async fn create(
         auto_pause: req.auto_pause,
         ..Default::default()
     };
-    // Like the Hopx create: once admitted it runs to the end even if the client goes away.
-    let task_state = state.clone();
-    let task_caller = caller.clone();
-    let record = tokio::spawn(async move {
-        let who = Requester {
-            tenant: &task_caller.tenant,
-            key_id: &task_caller.key_id,
-        };
-        let started = std::time::Instant::now();
-        let r = task_state.lifecycle.create(create, who).await;
-        crate::metrics::observe_create(started.elapsed().as_secs_f64());
-        r
-    })
-    .await
-    .map_err(|e| ApiError::internal("sandbox creation failed", e))??;
+    let record = crate::routes::sandboxes::create_detached(&state, &caller, create).await?;
     Ok((StatusCode::CREATED, Json(issued(&state, &caller, &record)?)).into_response())
 }
 
@@ -165,6 +150,12 @@ fn metadata_filter(raw: Option<&str>) -> BTreeMap<String, String> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// Whether the sandbox's metadata holds every pair of `filter`.
+fn has_metadata(r: &SandboxRecord, filter: &BTreeMap<String, String>) -> bool {
+    let m = metadata_of(r);
+    filter.iter().all(|(k, v)| m.get(k) == Some(v))
 }
 
 async fn live_sandboxes(
@@ -222,10 +213,7 @@ pub async fn list(
     let mut found: Vec<SandboxRecord> = live_sandboxes(&state, &caller.tenant, &statuses)
         .await?
         .into_iter()
-        .filter(|r| {
-            let m = metadata_of(r);
-            filter.iter().all(|(k, v)| m.get(k) == Some(v))
-        })
+        .filter(|r| has_metadata(r, &filter))
         .collect();
     let start: usize = q
         .next_token
@@ -256,10 +244,7 @@ pub async fn list_v1(
     Ok(Json(
         found
             .iter()
-            .filter(|r| {
-                let m = metadata_of(r);
-                filter.iter().all(|(k, v)| m.get(k) == Some(v))
-            })
+            .filter(|r| has_metadata(r, &filter))
             .map(listed)
             .collect(),
     ))

@@ -88,6 +88,30 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
     }
 }
 
+/// Creates a sandbox for `caller` (both APIs' create). Once admitted, a create runs to the end
+/// even if the client goes away (an SDK timing out on a slow start, say): dropped half-way, it
+/// would leave a starting sandbox nobody tracks. The sandbox then lives until its timeout or a
+/// delete, as if the response had been lost.
+pub(crate) async fn create_detached(
+    state: &AppState,
+    caller: &Caller,
+    req: CreateSandboxRequest,
+) -> ApiResult<SandboxRecord> {
+    let (state, caller) = (state.clone(), caller.clone());
+    tokio::spawn(async move {
+        let who = Requester {
+            tenant: &caller.tenant,
+            key_id: &caller.key_id,
+        };
+        let started = std::time::Instant::now();
+        let record = state.lifecycle.create(req, who).await?;
+        crate::metrics::observe_create(started.elapsed().as_secs_f64());
+        Ok(record)
+    })
+    .await
+    .map_err(|e| ApiError::internal("sandbox creation failed", e))?
+}
+
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -101,27 +125,7 @@ pub async fn create(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
-    // Once admitted, a create runs to the end even if the client goes away (an SDK timing out on
-    // a slow start, say): dropped half-way, it would leave a starting sandbox nobody tracks. The
-    // sandbox then lives until its timeout or a delete, as if the response had been lost.
-    tokio::spawn(create_detached(state, caller, rid, req))
-        .await
-        .map_err(|e| ApiError::internal("sandbox creation failed", e))?
-}
-
-async fn create_detached(
-    state: AppState,
-    caller: Caller,
-    rid: RequestId,
-    req: CreateSandboxRequest,
-) -> ApiResult<(StatusCode, Json<Sandbox>)> {
-    let who = Requester {
-        tenant: &caller.tenant,
-        key_id: &caller.key_id,
-    };
-    let started = std::time::Instant::now();
-    let record = state.lifecycle.create(req, who).await?;
-    crate::metrics::observe_create(started.elapsed().as_secs_f64());
+    let record = create_detached(&state, &caller, req).await?;
     let id = record.id.clone();
     let (token, exp) = state
         .tokens
