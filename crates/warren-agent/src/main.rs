@@ -6,6 +6,7 @@
 //! proxy and the driver.
 
 mod changes;
+mod desktop;
 mod e2b;
 mod error;
 mod exec;
@@ -125,7 +126,9 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
             state.kernel.warm(&env).await;
         });
     }
-    let app = routes::router(state.clone()).merge(e2b::router(state));
+    let app = routes::router(state.clone())
+        .merge(e2b::router(state))
+        .merge(desktop::router());
     match listener {
         Listener::Unix(l) => axum::serve(l, app).await,
         Listener::Tcp(l) => axum::serve(l, app).await,

@@ -90,7 +90,7 @@ impl ReadyCheck {
     }
 
     pub fn interval_ms(&self) -> u64 {
-        self.interval.unwrap_or(2_000).clamp(100, 60_000)
+        self.interval.unwrap_or(2_000).clamp(20, 60_000)
     }
 }
 

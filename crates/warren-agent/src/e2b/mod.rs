@@ -8,7 +8,7 @@ mod files;
 mod filesystem;
 mod interpreter;
 mod process;
-mod users;
+pub(crate) mod users;
 
 use std::sync::Arc;
 

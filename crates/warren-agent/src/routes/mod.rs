@@ -1,7 +1,6 @@
 //! The agent API, one module per domain (spec §5).
 
 mod commands;
-mod desktop;
 mod env;
 mod execute;
 mod files;
@@ -14,7 +13,7 @@ mod ws;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::state::AgentState;
@@ -36,7 +35,6 @@ pub fn router(state: AgentState) -> Router {
         .route("/stream/ipython", get(stream::execute_stream))
         .route("/commands/stream", get(stream::commands_stream))
         .route("/health", get(system::health))
-        .route("/desktop/{*rest}", any(desktop::unavailable))
         .route("/info", get(system::info))
         .route("/warren/clock", post(system::set_clock))
         .route("/metrics/snapshot", get(system::metrics))

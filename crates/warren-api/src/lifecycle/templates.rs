@@ -13,10 +13,15 @@ use warren_store::{Store, TemplateRecord, TemplateStatus};
 
 use super::error::{LifecycleError, LifecycleResult};
 use crate::clock::now;
-use crate::template_spec::TemplateSpec;
+use crate::template_spec::{ReadyCheck, TemplateSpec};
 
 /// How long a create waits for a template that is still being built before answering 503.
 const TEMPLATE_WAIT: Duration = Duration::from_secs(40);
+
+/// A built-in template's ready check (the desktop's: its window manager is up) is polled this
+/// often, for at most this long.
+const BUILTIN_READY_INTERVAL_MS: u64 = 25;
+const BUILTIN_READY_TIMEOUT_MS: u64 = 30_000;
 
 /// Built-in templates' root file systems, built once per template (single flight).
 pub struct TemplateRoots {
@@ -130,6 +135,17 @@ impl TemplateRoots {
         match tokio::time::timeout(TEMPLATE_WAIT, self.ensure(&recipe)).await {
             Ok(Ok(rootfs)) => Ok(TemplateSpec {
                 layers: vec![rootfs],
+                start_cmd: recipe.start_cmd.map(str::to_owned),
+                ready_cmd: recipe.ready_cmd.map(|command| ReadyCheck {
+                    kind: "command".into(),
+                    command: Some(command.to_owned()),
+                    timeout: Some(BUILTIN_READY_TIMEOUT_MS),
+                    interval: Some(BUILTIN_READY_INTERVAL_MS),
+                    port: None,
+                    url: None,
+                    path: None,
+                    process_name: None,
+                }),
                 ..Default::default()
             }),
             Ok(Err(e)) => Err(LifecycleError::Unavailable(format!(

@@ -123,9 +123,16 @@ pub fn app(state: AppState) -> Router {
 /// (with `E2b-Sandbox-Port`), and in wildcard mode a `{port}-{id}.{domain}` host.
 async fn sandbox_router(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: middleware::Next,
 ) -> Response {
+    if state.https {
+        // URLs the sandbox side answers with (the desktop's live view) keep the client's scheme.
+        req.headers_mut().insert(
+            "x-forwarded-proto",
+            axum::http::HeaderValue::from_static("https"),
+        );
+    }
     let (port, id) = match warren_node::e2b_target(req.headers()) {
         Some((port, Some(id))) => (port, id),
         Some((_, None)) => {

@@ -9,6 +9,7 @@
 //! sandbox (preview URLs).
 
 mod recording;
+mod vnc;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -173,7 +174,7 @@ impl Proxy {
             retry_after_seconds: None,
         };
         let presented = match dialect {
-            Dialect::Hopx => bearer(req),
+            Dialect::Hopx => bearer(req).or_else(|| vnc::browser_token(req, id)),
             Dialect::E2b(_) => e2b_token(req),
         };
         let key_id = match presented {
@@ -244,8 +245,20 @@ impl Proxy {
                 return res;
             }
         };
+        let https = self.tls.is_some();
+        let public_urls = match dialect {
+            Dialect::Hopx => vnc::PublicUrls::for_request(
+                &req,
+                bearer(&req).or_else(|| vnc::browser_token(&req, &id)),
+                https,
+            ),
+            Dialect::E2b(_) => None,
+        };
         let req = match dialect {
-            Dialect::Hopx => req,
+            Dialect::Hopx => match vnc::admit_browser(req, &id, https) {
+                Ok(r) => r,
+                Err(redirect) => return redirect,
+            },
             Dialect::E2b(prefix) => into_agent_path(req, prefix),
         };
         let declared = req
@@ -303,7 +316,11 @@ impl Proxy {
             );
         }
         let Some(action) = AgentAction::of(req.method(), req.uri().path()) else {
-            return target.agent.forward(req).await;
+            let res = target.agent.forward(req).await;
+            return match public_urls {
+                Some(urls) => urls.apply(res).await,
+                None => res,
+            };
         };
         // Audited: hash the input as it streams through, record the outcome.
         let started = Instant::now();

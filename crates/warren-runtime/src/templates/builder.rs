@@ -108,8 +108,10 @@ pub(crate) async fn build(
         "[{name}] step 3/{steps}: preparing /workspace and shifting ownership to uids {ID_BASE}+"
     ));
     let fs_root = rootfs.clone();
+    let files = recipe.files;
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(fs_root.join("workspace"))?;
+        write_files(&fs_root, files)?;
         allow_pip_install(&fs_root)?;
         add_user_account(&fs_root)?;
         shift_ownership(&fs_root)
@@ -227,6 +229,18 @@ fn add_user_account(root: &Path) -> std::io::Result<()> {
     let home = root.join("home/user");
     std::fs::create_dir_all(&home)?;
     std::os::unix::fs::chown(&home, Some(USER_UID), Some(USER_UID))?;
+    Ok(())
+}
+
+fn write_files(root: &Path, files: &[(&str, &str, u32)]) -> std::io::Result<()> {
+    for (path, content, mode) in files {
+        let dest = root.join(path.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&dest, content)?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
+    }
     Ok(())
 }
 

@@ -70,9 +70,13 @@ impl TemplateCache {
 pub fn recipe_hash(r: &Recipe) -> String {
     let mut h = Sha256::new();
     h.update(r.suite);
-    for p in r.packages {
+    for p in &r.packages {
         h.update(b"\0");
         h.update(p);
+    }
+    for (path, content, mode) in r.files {
+        h.update(format!("\0file={path}:{mode:o}:"));
+        h.update(content);
     }
     h.update(format!("shift={}", crate::namespaces::ID_BASE));
     // Bumped when the build itself changes (v2: pip may install into the system's Python; v3:

@@ -13,7 +13,13 @@ pub struct Recipe {
     pub suite: &'static str,
     /// Installed with apt after `debootstrap --variant=minbase`. (`debootstrap --include` cannot
     /// resolve virtual packages, which numpy & co. pull in.)
-    pub packages: &'static [&'static str],
+    pub packages: Vec<&'static str>,
+    /// Files written into the root file system after the packages: (path, content, mode).
+    pub files: &'static [(&'static str, &'static str, u32)],
+    /// Run in the background when a sandbox starts, for as long as it runs.
+    pub start_cmd: Option<&'static str>,
+    /// A shell command that succeeds once the sandbox is ready; create answers after it does.
+    pub ready_cmd: Option<&'static str>,
 }
 
 const BASE_PACKAGES: &[&str] = &["python3", "ca-certificates", "procps"];
@@ -37,6 +43,54 @@ const CODE_INTERPRETER_PACKAGES: &[&str] = &[
     "procps",
 ];
 
+/// What a computer-use agent needs on top of `code-interpreter` (the Hopx SDK's install hint
+/// names most of them): a virtual X server that is also the VNC server (TigerVNC's Xvnc, which
+/// resizes on request), a light window manager and panel, a terminal and a browser, the X tools
+/// the desktop API drives, ffmpeg for recordings, tesseract for OCR, and noVNC's viewer.
+const DESKTOP_PACKAGES: &[&str] = &[
+    "tigervnc-standalone-server",
+    "tigervnc-tools",
+    "novnc",
+    "openbox",
+    "tint2",
+    "xterm",
+    "firefox-esr",
+    "xdotool",
+    "wmctrl",
+    "xclip",
+    "x11-xserver-utils",
+    "x11-utils",
+    "imagemagick",
+    "ffmpeg",
+    "tesseract-ocr",
+    "tesseract-ocr-eng",
+    "fonts-dejavu-core",
+];
+
+/// The desktop's start command (see `DESKTOP_START`).
+const DESKTOP_START_PATH: &str = "/usr/local/bin/warren-desktop";
+
+/// Starts display :1 as the unprivileged `user`: Xvnc (X server and VNC server in one, VNC on
+/// loopback only: the agent's token-checked WebSocket is the way in), then the window manager and
+/// the panel. Logs go where `/desktop/debug/logs` reads them.
+const DESKTOP_START: &str = r##"#!/bin/sh
+# Warren's desktop: display :1 for the sandbox's unprivileged user (the template's start command).
+set -u
+logs=/tmp/warren-desktop
+mkdir -p /tmp/.X11-unix "$logs"
+chmod 1777 /tmp/.X11-unix
+chown user:user "$logs"
+size=${WARREN_DESKTOP_SIZE:-1280x800}
+exec setpriv --reuid=user --regid=user --init-groups env HOME=/home/user USER=user DISPLAY=:1 sh -c '
+  Xvnc :1 -geometry "$0" -depth 24 -localhost -rfbport 5901 -SecurityTypes None \
+    -AlwaysShared -AcceptSetDesktopSize -nolisten tcp -ac >"$1/xvnc.log" 2>&1 &
+  for _ in $(seq 200); do [ -S /tmp/.X11-unix/X1 ] && break; sleep 0.02; done
+  xsetroot -solid "#2f3b4c" 2>/dev/null
+  openbox >"$1/openbox.log" 2>&1 &
+  tint2 >"$1/tint2.log" 2>&1 &
+  wait' "$size" "$logs"
+"##;
+
 pub fn builtin_recipes() -> Vec<Recipe> {
     vec![
         Recipe {
@@ -52,7 +106,10 @@ pub fn builtin_recipes() -> Vec<Recipe> {
                 disk_mb: 2048,
             },
             suite: "bookworm",
-            packages: BASE_PACKAGES,
+            packages: BASE_PACKAGES.to_vec(),
+            files: &[],
+            start_cmd: None,
+            ready_cmd: None,
         },
         Recipe {
             id: "2",
@@ -67,7 +124,29 @@ pub fn builtin_recipes() -> Vec<Recipe> {
                 disk_mb: 4096,
             },
             suite: "bookworm",
-            packages: CODE_INTERPRETER_PACKAGES,
+            packages: CODE_INTERPRETER_PACKAGES.to_vec(),
+            files: &[],
+            start_cmd: None,
+            ready_cmd: None,
+        },
+        Recipe {
+            id: "3",
+            name: "desktop",
+            display_name: "Desktop",
+            description: "A graphical desktop on display :1 (VNC, window manager, xterm, Firefox) with the code-interpreter's Python, Node.js and Go, for computer-use agents",
+            category: "desktop",
+            language: "python",
+            resources: Resources {
+                vcpu: 2,
+                memory_mb: 4096,
+                disk_mb: 8192,
+            },
+            suite: "bookworm",
+            packages: [CODE_INTERPRETER_PACKAGES, DESKTOP_PACKAGES].concat(),
+            files: &[(DESKTOP_START_PATH, DESKTOP_START, 0o755)],
+            start_cmd: Some(DESKTOP_START_PATH),
+            // The window manager is up: windows opened from now on are managed.
+            ready_cmd: Some("DISPLAY=:1 wmctrl -m >/dev/null 2>&1"),
         },
     ]
 }

@@ -10,14 +10,13 @@ use serde_json::json;
 
 /// What a desktop needs, by the program each package provides.
 const NEEDED: &[(&str, &str)] = &[
-    ("Xvfb", "xvfb"),
-    ("x11vnc", "x11vnc"),
-    ("websockify", "websockify"),
+    ("Xvnc", "tigervnc-standalone-server"),
     ("xdotool", "xdotool"),
     ("wmctrl", "wmctrl"),
     ("xclip", "xclip"),
     ("ffmpeg", "ffmpeg"),
     ("tesseract", "tesseract-ocr"),
+    ("import", "imagemagick"),
 ];
 
 fn on_path(program: &str) -> bool {
@@ -28,14 +27,14 @@ fn on_path(program: &str) -> bool {
         .any(|dir| std::path::Path::new(dir).join(program).is_file())
 }
 
-pub async fn unavailable() -> Response {
+pub(crate) async fn unavailable() -> Response {
     let missing: Vec<&str> = NEEDED
         .iter()
         .filter(|(program, _)| !on_path(program))
         .map(|(_, package)| *package)
         .collect();
     let message = "Desktop automation is not available in this sandbox: its template has no \
-                   desktop (create the sandbox from a desktop template)";
+                   desktop (create the sandbox from a `desktop` template)";
     (
         StatusCode::BAD_REQUEST,
         Json(json!({

@@ -1,0 +1,352 @@
+//! Screenshots, the display's size, and text on screen (tesseract OCR).
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::Query;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{body, int_of, x};
+use crate::error::AgentError;
+
+/// A region of the screen.
+#[derive(Deserialize, Clone, Copy)]
+pub struct Area {
+    x: i64,
+    y: i64,
+    width: i64,
+    height: i64,
+}
+
+impl Area {
+    fn checked(self) -> Result<Self, AgentError> {
+        let fits = |v: i64| (0..=32_767).contains(&v);
+        if fits(self.x) && fits(self.y) && self.width > 0 && self.height > 0 && fits(self.width) && fits(self.height) {
+            Ok(self)
+        } else {
+            Err(AgentError::bad_request(
+                "region needs x, y >= 0 and width, height > 0",
+            ))
+        }
+    }
+}
+
+/// The screen (or one window, or a region of the screen) as PNG.
+async fn capture(window: Option<&str>, area: Option<Area>) -> Result<Vec<u8>, AgentError> {
+    let target = window.unwrap_or("root");
+    let crop;
+    let mut args = vec!["-silent", "-window", target];
+    if let Some(a) = area {
+        crop = format!("{}x{}+{}+{}", a.width, a.height, a.x, a.y);
+        args.extend(["-crop", crop.as_str(), "+repage"]);
+    }
+    // Fast compression: a screenshot is read once, soon.
+    args.extend(["-quality", "10", "png:-"]);
+    let png = x::run("import", &args).await?;
+    if png.len() < 24 {
+        return Err(AgentError::bad_request(
+            "the region lies outside the screen",
+        ));
+    }
+    Ok(png)
+}
+
+/// Width and height from a PNG's header.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if png.len() >= 24 {
+        (be(&png[16..20]), be(&png[20..24]))
+    } else {
+        (0, 0)
+    }
+}
+
+/// The JS SDK (axios) asks for JSON first; Python takes whatever comes.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.trim_start().starts_with("application/json"))
+}
+
+fn png_response(png: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "image/png")], png).into_response()
+}
+
+/// Bytes for a client that parses every answer as JSON and then calls `Buffer.from` on it (the
+/// JS SDK's region screenshot and recording download): Node's own JSON form of a Buffer, which
+/// `Buffer.from` turns back into the same bytes.
+pub(crate) fn buffer_json(bytes: &[u8]) -> Response {
+    Json(json!({ "type": "Buffer", "data": bytes })).into_response()
+}
+
+/// Python reads the PNG bytes; JS reads `{image (base64), format, width, height}`.
+pub async fn screenshot(headers: HeaderMap) -> Result<Response, AgentError> {
+    let png = capture(None, None).await?;
+    if wants_json(&headers) {
+        let (width, height) = png_size(&png);
+        let image = base64::engine::general_purpose::STANDARD.encode(&png);
+        return Ok(Json(json!({ "image": image, "format": "png", "width": width, "height": height })).into_response());
+    }
+    Ok(png_response(png))
+}
+
+pub async fn region(headers: HeaderMap, bytes: Bytes) -> Result<Response, AgentError> {
+    let area: Area = body(&bytes)?;
+    let png = capture(None, Some(area.checked()?)).await?;
+    Ok(if wants_json(&headers) {
+        buffer_json(&png)
+    } else {
+        png_response(png)
+    })
+}
+
+#[derive(Deserialize)]
+pub struct WindowQuery {
+    window_id: Option<String>,
+}
+
+/// One window (the active one unless named) as PNG bytes (JS asks for an array buffer here).
+pub async fn capture_window(Query(q): Query<WindowQuery>) -> Result<Response, AgentError> {
+    let id = match q.window_id.filter(|w| !w.is_empty()) {
+        Some(w) => int_of(&Value::String(w.clone()))
+            .ok_or_else(|| AgentError::bad_request(format!("invalid window_id {w:?}")))?,
+        None => {
+            let out = x::run("xdotool", &["getactivewindow"]).await.map_err(|_| {
+                AgentError::new(StatusCode::NOT_FOUND, "WINDOW_NOT_FOUND", "no window is active")
+            })?;
+            String::from_utf8_lossy(&out).trim().parse().map_err(|_| {
+                AgentError::new(StatusCode::NOT_FOUND, "WINDOW_NOT_FOUND", "no window is active")
+            })?
+        }
+    };
+    super::windows::require(id).await?;
+    let png = capture(Some(&format!("0x{id:x}")), None).await?;
+    Ok(png_response(png))
+}
+
+/// The screen's current size.
+pub(crate) async fn current_size() -> Result<(u32, u32), AgentError> {
+    let out = x::run("xrandr", &["--current"]).await?;
+    let text = String::from_utf8_lossy(&out);
+    // "Screen 0: minimum 32 x 32, current 1280 x 800, maximum 32768 x 32768"
+    let size = text.lines().next().and_then(|l| {
+        let cur = l.split("current ").nth(1)?;
+        let mut it = cur.split(',').next()?.split(" x ");
+        Some((it.next()?.trim().parse().ok()?, it.next()?.trim().parse().ok()?))
+    });
+    size.ok_or_else(|| {
+        AgentError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "cannot read the display size")
+    })
+}
+
+fn display_json(width: u32, height: u32) -> Response {
+    Json(json!({ "width": width, "height": height, "depth": 24, "display": 1 })).into_response()
+}
+
+pub async fn display() -> Result<Response, AgentError> {
+    let (w, h) = current_size().await?;
+    Ok(display_json(w, h))
+}
+
+/// Sizes offered by the display: its RandR modes.
+pub async fn resolutions() -> Result<Response, AgentError> {
+    let out = x::run("xrandr", &["--current"]).await?;
+    let mut seen = Vec::new();
+    for line in String::from_utf8_lossy(&out).lines().filter(|l| l.starts_with("   ")) {
+        let Some(mode) = line.split_whitespace().next() else { continue };
+        let Some((w, h)) = mode.split_once('x') else { continue };
+        if let (Ok(w), Ok(h)) = (w.parse::<u32>(), h.trim_end_matches('i').parse::<u32>()) {
+            if !seen.contains(&(w, h)) {
+                seen.push((w, h));
+            }
+        }
+    }
+    let list: Vec<Value> = seen.iter().map(|(w, h)| json!({ "width": w, "height": h })).collect();
+    Ok(Json(json!({ "resolutions": list })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Size {
+    width: u32,
+    height: u32,
+}
+
+/// Resizes the screen: Xvnc takes any size through RandR (a mode is added when the size is not
+/// one of its own), and VNC viewers follow.
+pub async fn set_resolution(bytes: Bytes) -> Result<Response, AgentError> {
+    let s: Size = body(&bytes)?;
+    if !(320..=7680).contains(&s.width) || !(200..=4320).contains(&s.height) {
+        return Err(AgentError::bad_request(
+            "width must be 320..7680 and height 200..4320",
+        ));
+    }
+    let mode = format!("{}x{}", s.width, s.height);
+    if x::run("xrandr", &["-s", &mode]).await.is_err() {
+        let (w, h) = (s.width.to_string(), s.height.to_string());
+        let output = first_output().await?;
+        // A mode line without timings: Xvnc ignores them.
+        let _ = x::run(
+            "xrandr",
+            &["--newmode", &mode, "0", &w, "0", "0", "0", &h, "0", "0", "0"],
+        )
+        .await;
+        let _ = x::run("xrandr", &["--addmode", &output, &mode]).await;
+        x::run("xrandr", &["--output", &output, "--mode", &mode]).await?;
+    }
+    let (w, h) = current_size().await?;
+    Ok(display_json(w, h))
+}
+
+async fn first_output() -> Result<String, AgentError> {
+    let out = x::run("xrandr", &["--current"]).await?;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .find(|l| l.contains(" connected"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            AgentError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "the display has no output to resize")
+        })
+}
+
+fn language(v: Option<&str>) -> Result<String, AgentError> {
+    let lang = v.unwrap_or("eng");
+    if !lang.is_empty() && lang.len() <= 64 && lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '+') {
+        Ok(lang.to_owned())
+    } else {
+        Err(AgentError::bad_request(format!("invalid OCR language {lang:?}")))
+    }
+}
+
+async fn tesseract(png: &[u8], lang: &str, tsv: bool) -> Result<String, AgentError> {
+    let mut args = vec!["stdin", "stdout", "-l", lang];
+    if tsv {
+        args.push("tsv");
+    }
+    let out = x::run_with_input("tesseract", &args, Some(png)).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[derive(Deserialize)]
+pub struct Ocr {
+    x: Option<i64>,
+    y: Option<i64>,
+    width: Option<i64>,
+    height: Option<i64>,
+    language: Option<String>,
+}
+
+/// The text in a region (the whole screen without one).
+pub async fn ocr(bytes: Bytes) -> Result<Response, AgentError> {
+    let o: Ocr = body(&bytes)?;
+    let lang = language(o.language.as_deref())?;
+    let area = match (o.x, o.y, o.width, o.height) {
+        (Some(x), Some(y), Some(width), Some(height)) => Some(Area { x, y, width, height }.checked()?),
+        _ => None,
+    };
+    let png = capture(None, area).await?;
+    let text = tesseract(&png, &lang, false).await?;
+    Ok(Json(json!({ "text": text.trim(), "language": lang })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct FindText {
+    text: String,
+    timeout: Option<u64>,
+}
+
+/// Where `text` is on screen: the smallest run of words on one line whose text contains it
+/// (case-insensitive), from tesseract's word boxes.
+async fn locate(text: &str) -> Result<Option<Value>, AgentError> {
+    let needle = text.trim().to_lowercase();
+    if needle.is_empty() {
+        return Err(AgentError::bad_request("text must not be empty"));
+    }
+    let png = capture(None, None).await?;
+    let tsv = tesseract(&png, "eng", true).await?;
+    // level page block par line word left top width height conf text
+    let mut lines: Vec<((i64, i64, i64), Vec<(String, i64, i64, i64, i64, f64)>)> = Vec::new();
+    for row in tsv.lines().skip(1) {
+        let f: Vec<&str> = row.split('\t').collect();
+        if f.len() < 12 || f[0] != "5" || f[11].trim().is_empty() {
+            continue;
+        }
+        let n = |i: usize| f[i].parse::<i64>().unwrap_or(0);
+        let key = (n(2), n(3), n(4));
+        let word = (f[11].to_owned(), n(6), n(7), n(8), n(9), f[10].parse().unwrap_or(0.0));
+        match lines.last_mut() {
+            Some((k, words)) if *k == key => words.push(word),
+            _ => lines.push((key, vec![word])),
+        }
+    }
+    for (_, words) in &lines {
+        for start in 0..words.len() {
+            let mut joined = String::new();
+            for end in start..words.len() {
+                if end > start {
+                    joined.push(' ');
+                }
+                joined.push_str(&words[end].0.to_lowercase());
+                if joined.contains(&needle) {
+                    let span = &words[start..=end];
+                    let left = span.iter().map(|w| w.1).min().unwrap_or(0);
+                    let top = span.iter().map(|w| w.2).min().unwrap_or(0);
+                    let right = span.iter().map(|w| w.1 + w.3).max().unwrap_or(0);
+                    let bottom = span.iter().map(|w| w.2 + w.4).max().unwrap_or(0);
+                    let conf = span.iter().map(|w| w.5).sum::<f64>() / span.len() as f64;
+                    let found: Vec<&str> = span.iter().map(|w| w.0.as_str()).collect();
+                    return Ok(Some(json!({
+                        "text": found.join(" "),
+                        "x": left, "y": top, "width": right - left, "height": bottom - top,
+                        "center_x": (left + right) / 2, "center_y": (top + bottom) / 2,
+                        "confidence": conf,
+                    })));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+pub async fn find_element(bytes: Bytes) -> Result<Response, AgentError> {
+    let f: FindText = body(&bytes)?;
+    let element = locate(&f.text).await?;
+    Ok(Json(json!({ "found": element.is_some(), "element": element })).into_response())
+}
+
+/// Polls the screen until `text` shows (`timeout` seconds, 30 by default).
+pub async fn wait_for(bytes: Bytes) -> Result<Response, AgentError> {
+    let f: FindText = body(&bytes)?;
+    let deadline = Instant::now() + Duration::from_secs(f.timeout.unwrap_or(30).min(300));
+    loop {
+        if let Some(element) = locate(&f.text).await? {
+            return Ok(Json(json!({ "found": true, "element": element })).into_response());
+        }
+        if Instant::now() >= deadline {
+            return Err(AgentError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "EXECUTION_TIMEOUT",
+                format!("{:?} did not appear on screen in time", f.text),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn bounds(bytes: Bytes) -> Result<Response, AgentError> {
+    let f: FindText = body(&bytes)?;
+    match locate(&f.text).await? {
+        Some(e) => Ok(Json(json!({ "x": e["x"], "y": e["y"], "width": e["width"], "height": e["height"] })).into_response()),
+        None => Err(AgentError::new(
+            StatusCode::NOT_FOUND,
+            "ELEMENT_NOT_FOUND",
+            format!("{:?} is not on screen", f.text),
+        )),
+    }
+}
