@@ -222,6 +222,64 @@ scenarios.D0 = async () => {
   }
 };
 
+// The desktop API with the JS SDK's own paths and bodies, on a `desktop` sandbox the Python test
+// made (SANDBOX_ID).
+scenarios.D1 = async () => {
+  const sb = await Sandbox.connect(process.env.SANDBOX_ID, apiKey, baseURL);
+  const d = sb.desktop;
+  const info = await d.getDisplayInfo();
+  assert.equal(info.width, 1280);
+  assert.equal(info.height, 800);
+  const shot = await d.screenshot();
+  assert.equal(shot.format, "png");
+  assert.equal(shot.width, 1280);
+  const png = Buffer.from(shot.image, "base64");
+  assert.equal(png.subarray(1, 4).toString(), "PNG");
+  assert.equal(png.readUInt32BE(16), 1280);
+  const region = await d.screenshotRegion(0, 0, 64, 32);
+  assert.equal(region.subarray(1, 4).toString(), "PNG");
+  assert.equal(region.readUInt32BE(16), 64);
+  assert.equal(region.readUInt32BE(20), 32);
+  await d.mouseMove(200, 150);
+  const loc = await sb.commands.run("DISPLAY=:1 xdotool getmouselocation --shell");
+  assert.match(loc.stdout, /X=200\nY=150/);
+  await d.mouseScroll(200, 150, 2);
+  await d.setClipboard("from js");
+  assert.equal(await d.getClipboard(), "from js");
+  assert.ok((await d.getClipboardHistory()).includes("from js"));
+  await d.keyboardCombination(["ctrl", "l"]);
+  const vnc = await d.startVnc();
+  assert.equal(vnc.display, 1);
+  assert.match(await d.getVncUrl(), /access_token=/);
+  const modes = await d.getAvailableResolutions();
+  assert.ok(modes.some((m) => m.width === 1920 && m.height === 1080));
+  await d.setResolution(1024, 768);
+  assert.equal((await d.getDisplayInfo()).width, 1024);
+  await d.setResolution(1280, 800);
+  await sb.commands.run("DISPLAY=:1 setsid xterm -T js-window -e 'sleep 60' >/dev/null 2>&1 &");
+  let win;
+  for (let i = 0; i < 100 && !win; i++) {
+    win = (await d.listWindows()).find((w) => w.title === "js-window");
+    if (!win) await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(win, "the terminal window shows up");
+  assert.equal(typeof win.id, "number");
+  await d.focusWindow(win.id);
+  const captured = await d.captureWindow(win.id);
+  assert.equal(captured.subarray(1, 4).toString(), "PNG");
+  await d.closeWindow(win.id);
+  await d.startRecording();
+  await new Promise((r) => setTimeout(r, 1500));
+  await d.stopRecording();
+  const status = await d.getRecordingStatus();
+  assert.equal(status.status, "stopped");
+  const video = await d.downloadRecording(status.recording_id);
+  assert.equal(video.subarray(4, 8).toString(), "ftyp");
+  assert.equal(video.length, status.file_size);
+  assert.ok((await d.getDebugProcesses()).some((p) => p.name === "Xvnc"));
+  assert.ok(Array.isArray(await d.getDebugLogs()));
+};
+
 const name = process.argv[2];
 await scenarios[name]();
 console.log(`${name} ok`);

@@ -69,6 +69,10 @@ pub enum AgentAction {
     FilesMove,
     /// E2B: a cell of the code interpreter.
     ExecuteCell,
+    /// Desktop: keys typed or pressed, or the clipboard set (what reaches programs as input).
+    DesktopInput,
+    /// Desktop: a live-view (VNC) session opened.
+    DesktopView,
 }
 
 impl AgentAction {
@@ -106,6 +110,12 @@ impl AgentAction {
             (&Method::POST, "/e2b/envd/filesystem.Filesystem/Remove") => FilesRemove,
             (&Method::POST, "/e2b/envd/filesystem.Filesystem/Move") => FilesMove,
             (&Method::POST, "/e2b/interpreter/execute") => ExecuteCell,
+            (&Method::POST, "/desktop/keyboard/type")
+            | (&Method::POST, "/desktop/keyboard/press")
+            | (&Method::POST, "/desktop/keyboard/combination")
+            | (&Method::POST, "/desktop/x11/hotkey")
+            | (&Method::POST, "/desktop/clipboard/set") => DesktopInput,
+            (&Method::GET, "/desktop/vnc/websockify") => DesktopView,
             _ => return None,
         })
     }
@@ -134,6 +144,8 @@ impl AgentAction {
             ProcessInput => "process.input",
             FilesMove => "files.move",
             ExecuteCell => "execute.cell",
+            DesktopInput => "desktop.input",
+            DesktopView => "desktop.view",
         }
     }
 

@@ -54,7 +54,16 @@ pub async fn click(bytes: Bytes) -> Result<Response, AgentError> {
     let (px, py) = (coordinate(c.x, "x")?, coordinate(c.y, "y")?);
     x::run(
         "xdotool",
-        &["mousemove", "--sync", &px, &py, "click", "--repeat", &repeat, button],
+        &[
+            "mousemove",
+            "--sync",
+            &px,
+            &py,
+            "click",
+            "--repeat",
+            &repeat,
+            button,
+        ],
     )
     .await?;
     Ok(ok())
@@ -87,13 +96,30 @@ pub struct Drag {
 pub async fn drag(bytes: Bytes) -> Result<Response, AgentError> {
     let d: Drag = body(&bytes)?;
     let button = button_number(d.button.as_deref())?;
-    let (fx, fy) = (coordinate(d.from_x, "from_x")?, coordinate(d.from_y, "from_y")?);
+    let (fx, fy) = (
+        coordinate(d.from_x, "from_x")?,
+        coordinate(d.from_y, "from_y")?,
+    );
     let (tx, ty) = (coordinate(d.to_x, "to_x")?, coordinate(d.to_y, "to_y")?);
     x::run(
         "xdotool",
         &[
-            "mousemove", "--sync", &fx, &fy, "mousedown", button, "sleep", "0.05", "mousemove",
-            "--sync", &tx, &ty, "sleep", "0.05", "mouseup", button,
+            "mousemove",
+            "--sync",
+            &fx,
+            &fy,
+            "mousedown",
+            button,
+            "sleep",
+            "0.05",
+            "mousemove",
+            "--sync",
+            &tx,
+            &ty,
+            "sleep",
+            "0.05",
+            "mouseup",
+            button,
         ],
     )
     .await?;
@@ -133,7 +159,12 @@ pub async fn scroll(bytes: Bytes) -> Result<Response, AgentError> {
     let clicks = clicks.clamp(1, 100).to_string();
     let mut args: Vec<String> = Vec::new();
     if let (Some(px), Some(py)) = (s.x, s.y) {
-        args.extend(["mousemove".into(), "--sync".into(), coordinate(px, "x")?, coordinate(py, "y")?]);
+        args.extend([
+            "mousemove".into(),
+            "--sync".into(),
+            coordinate(px, "x")?,
+            coordinate(py, "y")?,
+        ]);
     }
     args.extend(["click".into(), "--repeat".into(), clicks, button.into()]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -183,7 +214,9 @@ pub async fn combination(bytes: Bytes) -> Result<Response, AgentError> {
         parts.push(keysym(k)?);
     }
     if parts.is_empty() {
-        return Err(AgentError::bad_request("no keys given (key, modifiers or keys)"));
+        return Err(AgentError::bad_request(
+            "no keys given (key, modifiers or keys)",
+        ));
     }
     x::run("xdotool", &["key", "--", &parts.join("+")]).await?;
     Ok(ok())
@@ -193,7 +226,9 @@ pub async fn combination(bytes: Bytes) -> Result<Response, AgentError> {
 fn keysym(name: &str) -> Result<String, AgentError> {
     let trimmed = name.trim();
     if trimmed.is_empty() || trimmed.chars().any(|c| c.is_control()) {
-        return Err(AgentError::bad_request(format!("invalid key name {name:?}")));
+        return Err(AgentError::bad_request(format!(
+            "invalid key name {name:?}"
+        )));
     }
     let mapped = match trimmed.to_ascii_lowercase().as_str() {
         "ctrl" | "control" => "ctrl",
@@ -256,7 +291,11 @@ pub async fn clipboard_set(
     // The foreground xclip exits once its background copy owns the selection.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await;
     {
-        let mut history = desktop.clipboard.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = desktop
+            .clipboard
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         history.push(text);
         let extra = history.len().saturating_sub(HISTORY_LEN);
         history.drain(..extra);

@@ -38,10 +38,7 @@ pub type DesktopState = Arc<Desktop>;
 pub fn router() -> Router {
     let state: DesktopState = Arc::default();
     let api = Router::new()
-        .route(
-            "/desktop/vnc/start",
-            get(vnc::start).post(vnc::start),
-        )
+        .route("/desktop/vnc/start", get(vnc::start).post(vnc::start))
         .route("/desktop/vnc/stop", get(vnc::stop).post(vnc::stop))
         .route("/desktop/vnc/status", get(vnc::status))
         .route("/desktop/vnc/info", get(vnc::status))
@@ -66,10 +63,7 @@ pub fn router() -> Router {
             get(screen::screenshot).post(screen::screenshot),
         )
         .route("/desktop/screenshot/region", post(screen::region))
-        .route(
-            "/desktop/x11/capture_window",
-            get(screen::capture_window),
-        )
+        .route("/desktop/x11/capture_window", get(screen::capture_window))
         .route("/desktop/display", get(screen::display))
         .route("/desktop/display/info", get(screen::display))
         .route("/desktop/display/current", get(screen::display))
@@ -127,8 +121,13 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, AgentError> 
     } else {
         bytes
     };
-    serde_json::from_slice(text)
-        .map_err(|e| AgentError::new(axum::http::StatusCode::BAD_REQUEST, "INVALID_JSON", format!("invalid request body: {e}")))
+    serde_json::from_slice(text).map_err(|e| {
+        AgentError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+            format!("invalid request body: {e}"),
+        )
+    })
 }
 
 /// A number the SDKs send as a JSON number or a string ("0x1a00003" for X window ids).
@@ -157,7 +156,10 @@ async fn debug_logs() -> Response {
         let mut files: Vec<_> = dir.flatten().map(|e| e.path()).collect();
         files.sort();
         for f in files {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let text = std::fs::read_to_string(&f).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let from = lines.len().saturating_sub(50);
@@ -197,7 +199,8 @@ async fn debug_processes() -> Response {
                         .join(" ")
                 })
                 .unwrap_or_default();
-            processes.push(serde_json::json!({ "pid": pid, "name": name.trim(), "command": command }));
+            processes
+                .push(serde_json::json!({ "pid": pid, "name": name.trim(), "command": command }));
         }
     }
     axum::Json(serde_json::json!({ "processes": processes })).into_response()

@@ -59,7 +59,10 @@ impl Recording {
 
     fn json(&mut self, id: &str) -> serde_json::Value {
         let status = self.state();
-        let duration = self.ended.map(|(d, _)| d).unwrap_or_else(|| self.started.elapsed());
+        let duration = self
+            .ended
+            .map(|(d, _)| d)
+            .unwrap_or_else(|| self.started.elapsed());
         let file_size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         json!({
             "recording_id": id, "id": id, "status": status,
@@ -84,13 +87,21 @@ pub async fn start(State(d): State<DesktopState>, bytes: Bytes) -> Result<Respon
     let format: &'static str = match s.format.as_deref() {
         None | Some("mp4") => "mp4",
         Some("webm") => "webm",
-        Some(other) => return Err(AgentError::bad_request(format!("format must be mp4 or webm, not {other:?}"))),
+        Some(other) => {
+            return Err(AgentError::bad_request(format!(
+                "format must be mp4 or webm, not {other:?}"
+            )))
+        }
     };
     let crf = match s.quality.as_deref() {
         None | Some("medium") => "28",
         Some("low") => "35",
         Some("high") => "20",
-        Some(other) => return Err(AgentError::bad_request(format!("quality must be low, medium or high, not {other:?}"))),
+        Some(other) => {
+            return Err(AgentError::bad_request(format!(
+                "quality must be low, medium or high, not {other:?}"
+            )))
+        }
     };
     let fps = s.fps.unwrap_or(10).clamp(1, 60).to_string();
     let mut book = d.recordings.inner.lock().await;
@@ -109,11 +120,14 @@ pub async fn start(State(d): State<DesktopState>, bytes: Bytes) -> Result<Respon
     let user = x::desktop_user();
     let path = match s.output_file.filter(|f| !f.trim().is_empty()) {
         Some(f) => user.resolve(&f),
-        None => PathBuf::from(LOG_DIR).join("recordings").join(format!("{id}.{format}")),
+        None => PathBuf::from(LOG_DIR)
+            .join("recordings")
+            .join(format!("{id}.{format}")),
     };
     if let Some(dir) = path.parent() {
         for made in crate::e2b::users::missing_dirs(dir).into_iter().rev() {
-            std::fs::create_dir(&made).map_err(|e| AgentError::from_io(&e, &made.to_string_lossy()))?;
+            std::fs::create_dir(&made)
+                .map_err(|e| AgentError::from_io(&e, &made.to_string_lossy()))?;
             user.own(&made);
         }
     }
@@ -121,14 +135,52 @@ pub async fn start(State(d): State<DesktopState>, bytes: Bytes) -> Result<Respon
     let size = format!("{w}x{h}");
     let path_arg = path.to_string_lossy().into_owned();
     let mut args: Vec<&str> = vec![
-        "-loglevel", "error", "-y", "-f", "x11grab", "-draw_mouse", "1",
-        "-framerate", &fps, "-video_size", &size, "-i", x::DISPLAY,
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "x11grab",
+        "-draw_mouse",
+        "1",
+        "-framerate",
+        &fps,
+        "-video_size",
+        &size,
+        "-i",
+        x::DISPLAY,
         // Even sizes, as the 4:2:0 encoders need.
-        "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-pix_fmt", "yuv420p",
+        "-vf",
+        "scale=trunc(iw/2)*2:trunc(ih/2)*2",
+        "-pix_fmt",
+        "yuv420p",
     ];
     match format {
-        "mp4" => args.extend(["-c:v", "libx264", "-preset", "ultrafast", "-crf", crf, "-movflags", "+faststart", "-f", "mp4"]),
-        _ => args.extend(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-crf", crf, "-b:v", "2M", "-f", "webm"]),
+        "mp4" => args.extend([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            crf,
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+        ]),
+        _ => args.extend([
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-crf",
+            crf,
+            "-b:v",
+            "2M",
+            "-f",
+            "webm",
+        ]),
     }
     args.push(&path_arg);
     let log = std::fs::File::create(PathBuf::from(LOG_DIR).join(format!("{id}.log"))).ok();
@@ -138,9 +190,19 @@ pub async fn start(State(d): State<DesktopState>, bytes: Bytes) -> Result<Respon
         .stdout(Stdio::null())
         .stderr(log.map(Stdio::from).unwrap_or_else(Stdio::null));
     let child = cmd.spawn().map_err(|e| {
-        AgentError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", format!("cannot run ffmpeg: {e}"))
+        AgentError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            format!("cannot run ffmpeg: {e}"),
+        )
     })?;
-    let mut rec = Recording { format, path, started: Instant::now(), ended: None, ffmpeg: Some(child) };
+    let mut rec = Recording {
+        format,
+        path,
+        started: Instant::now(),
+        ended: None,
+        ffmpeg: Some(child),
+    };
     let answer = rec.json(&id);
     book.by_id.insert(id.clone(), rec);
     book.latest = Some(id);
@@ -163,13 +225,24 @@ pub struct Which {
 }
 
 /// The recording named, or the latest one (JS names none).
-fn pick<'a>(book: &'a mut Book, id: Option<String>) -> Result<(String, &'a mut Recording), AgentError> {
-    let id = id.filter(|i| !i.is_empty()).or_else(|| book.latest.clone()).ok_or_else(|| {
-        AgentError::new(StatusCode::NOT_FOUND, "RECORDING_NOT_FOUND", "no recording has been started")
-    })?;
+fn pick(book: &mut Book, id: Option<String>) -> Result<(String, &mut Recording), AgentError> {
+    let id = id
+        .filter(|i| !i.is_empty())
+        .or_else(|| book.latest.clone())
+        .ok_or_else(|| {
+            AgentError::new(
+                StatusCode::NOT_FOUND,
+                "RECORDING_NOT_FOUND",
+                "no recording has been started",
+            )
+        })?;
     match book.by_id.get_mut(&id) {
         Some(r) => Ok((id, r)),
-        None => Err(AgentError::new(StatusCode::NOT_FOUND, "RECORDING_NOT_FOUND", format!("no recording {id:?}"))),
+        None => Err(AgentError::new(
+            StatusCode::NOT_FOUND,
+            "RECORDING_NOT_FOUND",
+            format!("no recording {id:?}"),
+        )),
     }
 }
 
@@ -197,7 +270,10 @@ pub async fn stop(State(d): State<DesktopState>, bytes: Bytes) -> Result<Respons
     Ok(Json(rec.json(&id)).into_response())
 }
 
-pub async fn status(State(d): State<DesktopState>, Query(w): Query<Which>) -> Result<Response, AgentError> {
+pub async fn status(
+    State(d): State<DesktopState>,
+    Query(w): Query<Which>,
+) -> Result<Response, AgentError> {
     let mut book = d.recordings.inner.lock().await;
     let (id, rec) = pick(&mut book, w.recording_id)?;
     Ok(Json(rec.json(&id)).into_response())
@@ -219,7 +295,11 @@ pub async fn download_by_path(
     send(d, headers, Some(id)).await
 }
 
-async fn send(d: DesktopState, headers: HeaderMap, id: Option<String>) -> Result<Response, AgentError> {
+async fn send(
+    d: DesktopState,
+    headers: HeaderMap,
+    id: Option<String>,
+) -> Result<Response, AgentError> {
     let (path, format) = {
         let mut book = d.recordings.inner.lock().await;
         let (id, rec) = pick(&mut book, id)?;
@@ -251,7 +331,10 @@ async fn send(d: DesktopState, headers: HeaderMap, id: Option<String>) -> Result
     if json_first {
         return Ok(screen::buffer_json(&bytes));
     }
-    let mime = if format == "webm" { "video/webm" } else { "video/mp4" };
+    let mime = if format == "webm" {
+        "video/webm"
+    } else {
+        "video/mp4"
+    };
     Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
 }
-

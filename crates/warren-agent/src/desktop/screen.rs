@@ -26,7 +26,13 @@ pub struct Area {
 impl Area {
     fn checked(self) -> Result<Self, AgentError> {
         let fits = |v: i64| (0..=32_767).contains(&v);
-        if fits(self.x) && fits(self.y) && self.width > 0 && self.height > 0 && fits(self.width) && fits(self.height) {
+        if fits(self.x)
+            && fits(self.y)
+            && self.width > 0
+            && self.height > 0
+            && fits(self.width)
+            && fits(self.height)
+        {
             Ok(self)
         } else {
             Err(AgentError::bad_request(
@@ -91,7 +97,10 @@ pub async fn screenshot(headers: HeaderMap) -> Result<Response, AgentError> {
     if wants_json(&headers) {
         let (width, height) = png_size(&png);
         let image = base64::engine::general_purpose::STANDARD.encode(&png);
-        return Ok(Json(json!({ "image": image, "format": "png", "width": width, "height": height })).into_response());
+        return Ok(Json(
+            json!({ "image": image, "format": "png", "width": width, "height": height }),
+        )
+        .into_response());
     }
     Ok(png_response(png))
 }
@@ -118,10 +127,18 @@ pub async fn capture_window(Query(q): Query<WindowQuery>) -> Result<Response, Ag
             .ok_or_else(|| AgentError::bad_request(format!("invalid window_id {w:?}")))?,
         None => {
             let out = x::run("xdotool", &["getactivewindow"]).await.map_err(|_| {
-                AgentError::new(StatusCode::NOT_FOUND, "WINDOW_NOT_FOUND", "no window is active")
+                AgentError::new(
+                    StatusCode::NOT_FOUND,
+                    "WINDOW_NOT_FOUND",
+                    "no window is active",
+                )
             })?;
             String::from_utf8_lossy(&out).trim().parse().map_err(|_| {
-                AgentError::new(StatusCode::NOT_FOUND, "WINDOW_NOT_FOUND", "no window is active")
+                AgentError::new(
+                    StatusCode::NOT_FOUND,
+                    "WINDOW_NOT_FOUND",
+                    "no window is active",
+                )
             })?
         }
     };
@@ -138,10 +155,17 @@ pub(crate) async fn current_size() -> Result<(u32, u32), AgentError> {
     let size = text.lines().next().and_then(|l| {
         let cur = l.split("current ").nth(1)?;
         let mut it = cur.split(',').next()?.split(" x ");
-        Some((it.next()?.trim().parse().ok()?, it.next()?.trim().parse().ok()?))
+        Some((
+            it.next()?.trim().parse().ok()?,
+            it.next()?.trim().parse().ok()?,
+        ))
     });
     size.ok_or_else(|| {
-        AgentError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "cannot read the display size")
+        AgentError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "cannot read the display size",
+        )
     })
 }
 
@@ -158,16 +182,26 @@ pub async fn display() -> Result<Response, AgentError> {
 pub async fn resolutions() -> Result<Response, AgentError> {
     let out = x::run("xrandr", &["--current"]).await?;
     let mut seen = Vec::new();
-    for line in String::from_utf8_lossy(&out).lines().filter(|l| l.starts_with("   ")) {
-        let Some(mode) = line.split_whitespace().next() else { continue };
-        let Some((w, h)) = mode.split_once('x') else { continue };
+    for line in String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| l.starts_with("   "))
+    {
+        let Some(mode) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some((w, h)) = mode.split_once('x') else {
+            continue;
+        };
         if let (Ok(w), Ok(h)) = (w.parse::<u32>(), h.trim_end_matches('i').parse::<u32>()) {
             if !seen.contains(&(w, h)) {
                 seen.push((w, h));
             }
         }
     }
-    let list: Vec<Value> = seen.iter().map(|(w, h)| json!({ "width": w, "height": h })).collect();
+    let list: Vec<Value> = seen
+        .iter()
+        .map(|(w, h)| json!({ "width": w, "height": h }))
+        .collect();
     Ok(Json(json!({ "resolutions": list })).into_response())
 }
 
@@ -193,7 +227,19 @@ pub async fn set_resolution(bytes: Bytes) -> Result<Response, AgentError> {
         // A mode line without timings: Xvnc ignores them.
         let _ = x::run(
             "xrandr",
-            &["--newmode", &mode, "0", &w, "0", "0", "0", &h, "0", "0", "0"],
+            &[
+                "--newmode",
+                &mode,
+                "0",
+                &w,
+                "0",
+                "0",
+                "0",
+                &h,
+                "0",
+                "0",
+                "0",
+            ],
         )
         .await;
         let _ = x::run("xrandr", &["--addmode", &output, &mode]).await;
@@ -211,16 +257,27 @@ async fn first_output() -> Result<String, AgentError> {
         .and_then(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .ok_or_else(|| {
-            AgentError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "the display has no output to resize")
+            AgentError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "the display has no output to resize",
+            )
         })
 }
 
 fn language(v: Option<&str>) -> Result<String, AgentError> {
     let lang = v.unwrap_or("eng");
-    if !lang.is_empty() && lang.len() <= 64 && lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '+') {
+    if !lang.is_empty()
+        && lang.len() <= 64
+        && lang
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '+')
+    {
         Ok(lang.to_owned())
     } else {
-        Err(AgentError::bad_request(format!("invalid OCR language {lang:?}")))
+        Err(AgentError::bad_request(format!(
+            "invalid OCR language {lang:?}"
+        )))
     }
 }
 
@@ -247,7 +304,15 @@ pub async fn ocr(bytes: Bytes) -> Result<Response, AgentError> {
     let o: Ocr = body(&bytes)?;
     let lang = language(o.language.as_deref())?;
     let area = match (o.x, o.y, o.width, o.height) {
-        (Some(x), Some(y), Some(width), Some(height)) => Some(Area { x, y, width, height }.checked()?),
+        (Some(x), Some(y), Some(width), Some(height)) => Some(
+            Area {
+                x,
+                y,
+                width,
+                height,
+            }
+            .checked()?,
+        ),
         _ => None,
     };
     let png = capture(None, area).await?;
@@ -261,6 +326,16 @@ pub struct FindText {
     timeout: Option<u64>,
 }
 
+/// One word tesseract read, with its box.
+struct Word {
+    text: String,
+    left: i64,
+    top: i64,
+    width: i64,
+    height: i64,
+    confidence: f64,
+}
+
 /// Where `text` is on screen: the smallest run of words on one line whose text contains it
 /// (case-insensitive), from tesseract's word boxes.
 async fn locate(text: &str) -> Result<Option<Value>, AgentError> {
@@ -271,7 +346,7 @@ async fn locate(text: &str) -> Result<Option<Value>, AgentError> {
     let png = capture(None, None).await?;
     let tsv = tesseract(&png, "eng", true).await?;
     // level page block par line word left top width height conf text
-    let mut lines: Vec<((i64, i64, i64), Vec<(String, i64, i64, i64, i64, f64)>)> = Vec::new();
+    let mut lines: Vec<((i64, i64, i64), Vec<Word>)> = Vec::new();
     for row in tsv.lines().skip(1) {
         let f: Vec<&str> = row.split('\t').collect();
         if f.len() < 12 || f[0] != "5" || f[11].trim().is_empty() {
@@ -279,7 +354,14 @@ async fn locate(text: &str) -> Result<Option<Value>, AgentError> {
         }
         let n = |i: usize| f[i].parse::<i64>().unwrap_or(0);
         let key = (n(2), n(3), n(4));
-        let word = (f[11].to_owned(), n(6), n(7), n(8), n(9), f[10].parse().unwrap_or(0.0));
+        let word = Word {
+            text: f[11].to_owned(),
+            left: n(6),
+            top: n(7),
+            width: n(8),
+            height: n(9),
+            confidence: f[10].parse().unwrap_or(0.0),
+        };
         match lines.last_mut() {
             Some((k, words)) if *k == key => words.push(word),
             _ => lines.push((key, vec![word])),
@@ -292,15 +374,15 @@ async fn locate(text: &str) -> Result<Option<Value>, AgentError> {
                 if end > start {
                     joined.push(' ');
                 }
-                joined.push_str(&words[end].0.to_lowercase());
+                joined.push_str(&words[end].text.to_lowercase());
                 if joined.contains(&needle) {
                     let span = &words[start..=end];
-                    let left = span.iter().map(|w| w.1).min().unwrap_or(0);
-                    let top = span.iter().map(|w| w.2).min().unwrap_or(0);
-                    let right = span.iter().map(|w| w.1 + w.3).max().unwrap_or(0);
-                    let bottom = span.iter().map(|w| w.2 + w.4).max().unwrap_or(0);
-                    let conf = span.iter().map(|w| w.5).sum::<f64>() / span.len() as f64;
-                    let found: Vec<&str> = span.iter().map(|w| w.0.as_str()).collect();
+                    let left = span.iter().map(|w| w.left).min().unwrap_or(0);
+                    let top = span.iter().map(|w| w.top).min().unwrap_or(0);
+                    let right = span.iter().map(|w| w.left + w.width).max().unwrap_or(0);
+                    let bottom = span.iter().map(|w| w.top + w.height).max().unwrap_or(0);
+                    let conf = span.iter().map(|w| w.confidence).sum::<f64>() / span.len() as f64;
+                    let found: Vec<&str> = span.iter().map(|w| w.text.as_str()).collect();
                     return Ok(Some(json!({
                         "text": found.join(" "),
                         "x": left, "y": top, "width": right - left, "height": bottom - top,
@@ -342,7 +424,10 @@ pub async fn wait_for(bytes: Bytes) -> Result<Response, AgentError> {
 pub async fn bounds(bytes: Bytes) -> Result<Response, AgentError> {
     let f: FindText = body(&bytes)?;
     match locate(&f.text).await? {
-        Some(e) => Ok(Json(json!({ "x": e["x"], "y": e["y"], "width": e["width"], "height": e["height"] })).into_response()),
+        Some(e) => Ok(Json(
+            json!({ "x": e["x"], "y": e["y"], "width": e["width"], "height": e["height"] }),
+        )
+        .into_response()),
         None => Err(AgentError::new(
             StatusCode::NOT_FOUND,
             "ELEMENT_NOT_FOUND",

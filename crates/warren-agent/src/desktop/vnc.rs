@@ -45,14 +45,22 @@ impl Default for VncState {
     }
 }
 
-async fn rfb_listening() -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", RFB_PORT))
-        .await
-        .is_ok()
+/// Whether Xvnc listens, read from the socket table (a probe connection would fill its log).
+fn rfb_listening() -> bool {
+    let port = format!(":{RFB_PORT:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // local_address ends with the port; state 0A is LISTEN
+                f.len() > 3 && format!("{} ", f[1]).ends_with(&port) && f[3] == "0A"
+            })
+        })
+    })
 }
 
 async fn info(d: &DesktopState) -> Response {
-    let running = d.vnc.enabled.load(Ordering::SeqCst) && rfb_listening().await;
+    let running = d.vnc.enabled.load(Ordering::SeqCst) && rfb_listening();
     Json(json!({
         "running": running,
         "display": 1,
@@ -96,11 +104,7 @@ pub async fn viewer_root(RawQuery(q): RawQuery) -> Response {
         Some(q) => format!("/desktop/vnc/view/vnc.html?{q}"),
         None => VIEWER_URL.to_owned(),
     };
-    (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, location)],
-    )
-        .into_response()
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 fn content_type(path: &std::path::Path) -> &'static str {
@@ -175,13 +179,14 @@ pub async fn websocket(
     let options = yawc::Options::default()
         .with_no_delay()
         .with_limits(MAX_VIEWER_FRAME, MAX_VIEWER_FRAME);
-    let (mut response, fut) = upgrade.upgrade(options).map_err(|e| {
-        AgentError::bad_request(format!("websocket upgrade failed: {e}"))
-    })?;
+    let (mut response, fut) = upgrade
+        .upgrade(options)
+        .map_err(|e| AgentError::bad_request(format!("websocket upgrade failed: {e}")))?;
     if binary_asked {
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("binary"));
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("binary"),
+        );
     }
     let mut stopped = d.vnc.stopped.subscribe();
     tokio::spawn(async move {
@@ -190,14 +195,13 @@ pub async fn websocket(
         let (mut tcp_rx, mut tcp_tx) = rfb.into_split();
         let to_display = async {
             while let Some(frame) = ws_rx.next().await {
-                match frame.opcode() {
-                    OpCode::Binary | OpCode::Text => {
-                        if tcp_tx.write_all(frame.payload()).await.is_err() {
-                            break;
-                        }
-                    }
+                let forward = match frame.opcode() {
+                    OpCode::Binary | OpCode::Text => true,
                     OpCode::Close => break,
-                    _ => {}
+                    _ => false,
+                };
+                if forward && tcp_tx.write_all(frame.payload()).await.is_err() {
+                    break;
                 }
             }
         };

@@ -23,35 +23,58 @@ struct Window {
 
 /// The windows the window manager manages, except the panel and the desktop itself.
 async fn windows() -> Result<Vec<Window>, AgentError> {
-    let out = x::run("wmctrl", &["-l", "-p", "-G"]).await?;
+    let out = x::run("wmctrl", &["-l", "-p"]).await?;
     let mut list = Vec::new();
     for line in String::from_utf8_lossy(&out).lines() {
-        // id desktop pid x y w h host title...
-        let mut f = line.split_whitespace();
-        let mut next_int = || f.next().and_then(|v| int_of(&Value::String(v.to_owned())));
-        let (Some(id), Some(desktop), Some(pid), Some(x), Some(y), Some(width), Some(height)) = (
-            next_int(),
-            next_int(),
-            next_int(),
-            next_int(),
-            next_int(),
-            next_int(),
-            next_int(),
-        ) else {
+        // id desktop pid host title...
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let int = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| int_of(&Value::String((*v).to_owned())))
+        };
+        let (Some(id), Some(desktop), Some(pid)) = (int(0), int(1), int(2)) else {
             continue;
         };
-        let title = line
-            .split_whitespace()
-            .skip(8)
-            .collect::<Vec<_>>()
-            .join(" ");
         // Panels and the root "desktop" window are sticky (desktop -1) and not users' windows.
         if desktop < 0 {
             continue;
         }
-        list.push(Window { id, desktop, pid, x, y, width, height, title });
+        // wmctrl's own geometry is off by the frame; xwininfo gives the client's absolute one.
+        let Ok((x, y, width, height)) = geometry(id).await else {
+            continue; // closed in between
+        };
+        let title = fields.iter().skip(4).copied().collect::<Vec<_>>().join(" ");
+        list.push(Window {
+            id,
+            desktop,
+            pid,
+            x,
+            y,
+            width,
+            height,
+            title,
+        });
     }
     Ok(list)
+}
+
+/// A window's position on screen and size.
+async fn geometry(id: i64) -> Result<(i64, i64, i64, i64), AgentError> {
+    let out = x::run("xwininfo", &["-id", &id.to_string()]).await?;
+    let text = String::from_utf8_lossy(&out);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        field("Absolute upper-left X:"),
+        field("Absolute upper-left Y:"),
+        field("Width:"),
+        field("Height:"),
+    ))
 }
 
 pub async fn list() -> Result<Response, AgentError> {
@@ -91,8 +114,9 @@ pub struct WindowRef {
 
 async fn window_of(bytes: &Bytes) -> Result<(String, WindowRef), AgentError> {
     let w: WindowRef = body(bytes)?;
-    let id = int_of(&w.window_id)
-        .ok_or_else(|| AgentError::bad_request("window_id must be a window id (integer or 0x hex)"))?;
+    let id = int_of(&w.window_id).ok_or_else(|| {
+        AgentError::bad_request("window_id must be a window id (integer or 0x hex)")
+    })?;
     require(id).await?;
     Ok((format!("0x{id:08x}"), w))
 }
@@ -124,7 +148,17 @@ pub async fn resize(bytes: Bytes) -> Result<Response, AgentError> {
         return Err(AgentError::bad_request("width and height must be 1..32767"));
     }
     // Maximized windows ignore a new size: take that state off first.
-    let _ = x::run("wmctrl", &["-i", "-r", &id, "-b", "remove,maximized_vert,maximized_horz"]).await;
+    let _ = x::run(
+        "wmctrl",
+        &[
+            "-i",
+            "-r",
+            &id,
+            "-b",
+            "remove,maximized_vert,maximized_horz",
+        ],
+    )
+    .await;
     let geometry = format!("0,-1,-1,{width},{height}");
     x::run("wmctrl", &["-i", "-r", &id, "-e", &geometry]).await?;
     Ok(ok())

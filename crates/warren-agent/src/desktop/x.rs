@@ -89,7 +89,10 @@ pub async fn run_with_input(
             return Err(AgentError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "EXECUTION_TIMEOUT",
-                format!("{program} did not finish within {} s", TOOL_TIMEOUT.as_secs()),
+                format!(
+                    "{program} did not finish within {} s",
+                    TOOL_TIMEOUT.as_secs()
+                ),
             ))
         }
     };

@@ -256,8 +256,8 @@ impl Proxy {
         };
         let req = match dialect {
             Dialect::Hopx => match vnc::admit_browser(req, &id, https) {
-                Ok(r) => r,
-                Err(redirect) => return redirect,
+                vnc::Admitted::Forward(r) => r,
+                vnc::Admitted::Answer(redirect) => return redirect,
             },
             Dialect::E2b(prefix) => into_agent_path(req, prefix),
         };

@@ -13,7 +13,11 @@ use warren_core::SandboxId;
 const PREFIX: &str = "/desktop/vnc/";
 const QUERY_KEY: &str = "access_token";
 /// VNC answers whose `url`/`websocket_url` (paths from the agent) are made absolute here.
-const INFO_PATHS: &[&str] = &["/desktop/vnc/start", "/desktop/vnc/status", "/desktop/vnc/info"];
+const INFO_PATHS: &[&str] = &[
+    "/desktop/vnc/start",
+    "/desktop/vnc/status",
+    "/desktop/vnc/info",
+];
 /// A VNC answer is a small JSON object.
 const MAX_INFO_BYTES: usize = 64 * 1024;
 
@@ -75,26 +79,22 @@ fn without_token(req: &Request) -> String {
 /// Takes the browser's credentials off an admitted VNC request. A page opened with the token in
 /// its URL is answered with a redirect to the same URL without it, setting the cookie the
 /// viewer's files and WebSocket then present.
-pub(super) fn admit_browser(
-    mut req: Request,
-    id: &SandboxId,
-    https: bool,
-) -> Result<Request, Response> {
+pub(super) fn admit_browser(mut req: Request, id: &SandboxId, https: bool) -> Admitted {
     if !is_vnc(&req) {
-        return Ok(req);
+        return Admitted::Forward(req);
     }
     let from_query = query_token(&req).map(str::to_owned);
     let clean = without_token(&req);
     req.headers_mut().remove(header::COOKIE);
     let Some(token) = from_query else {
-        return Ok(req);
+        return Admitted::Forward(req);
     };
     let is_upgrade = req.headers().contains_key(header::UPGRADE);
     if is_upgrade || req.method() != axum::http::Method::GET {
         if let Ok(uri) = clean.parse() {
             *req.uri_mut() = uri;
         }
-        return Ok(req);
+        return Admitted::Forward(req);
     }
     let secure = if https { "; Secure" } else { "" };
     let cookie = format!(
@@ -102,13 +102,23 @@ pub(super) fn admit_browser(
         cookie_name(id)
     );
     let mut res = (StatusCode::SEE_OTHER, Body::empty()).into_response();
-    if let (Ok(loc), Ok(c)) = (HeaderValue::from_str(&clean), HeaderValue::from_str(&cookie)) {
+    if let (Ok(loc), Ok(c)) = (
+        HeaderValue::from_str(&clean),
+        HeaderValue::from_str(&cookie),
+    ) {
         res.headers_mut().insert(header::LOCATION, loc);
         res.headers_mut().insert(header::SET_COOKIE, c);
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    Err(res)
+    Admitted::Answer(res)
+}
+
+pub(super) enum Admitted {
+    /// On to the agent, without the browser's credentials.
+    Forward(Request),
+    /// Answered here (the redirect that moves the token into the cookie).
+    Answer(Response),
 }
 
 /// Where the answer's URLs must point: the sandbox's public address as the client used it, with
@@ -134,7 +144,11 @@ impl PublicUrls {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|p| p.eq_ignore_ascii_case("https"));
         let secure = https || forwarded_https || req.uri().scheme_str() == Some("https");
-        let (http, ws) = if secure { ("https", "wss") } else { ("http", "ws") };
+        let (http, ws) = if secure {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
         Some(Self {
             origin: format!("{http}://{host}"),
             ws_origin: format!("{ws}://{host}"),
@@ -165,7 +179,11 @@ impl PublicUrls {
             return Response::from_parts(parts, Body::from(bytes));
         };
         for (key, origin) in [("url", &self.origin), ("websocket_url", &self.ws_origin)] {
-            if let Some(path) = v.get(key).and_then(|p| p.as_str()).filter(|p| p.starts_with('/')) {
+            if let Some(path) = v
+                .get(key)
+                .and_then(|p| p.as_str())
+                .filter(|p| p.starts_with('/'))
+            {
                 let full = self.absolute(origin, path);
                 v[key] = serde_json::Value::String(full);
             }

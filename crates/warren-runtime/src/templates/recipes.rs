@@ -71,12 +71,15 @@ const DESKTOP_PACKAGES: &[&str] = &[
 const DESKTOP_START_PATH: &str = "/usr/local/bin/warren-desktop";
 
 /// Starts display :1 as the unprivileged `user`: Xvnc (X server and VNC server in one, VNC on
-/// loopback only: the agent's token-checked WebSocket is the way in), then the window manager and
-/// the panel. Logs go where `/desktop/debug/logs` reads them.
+/// loopback only: the agent's token-checked WebSocket is the way in), then the window manager
+/// (one workspace, so a scroll on the background cannot move the user to an empty one) and the
+/// panel, with screen blanking off (a blank screenshot after ten idle minutes helps nobody). Logs
+/// go where `/desktop/debug/logs` reads them.
 const DESKTOP_START: &str = r##"#!/bin/sh
 # Warren's desktop: display :1 for the sandbox's unprivileged user (the template's start command).
 set -u
 logs=/tmp/warren-desktop
+rm -f "$logs/ready"
 mkdir -p /tmp/.X11-unix "$logs"
 chmod 1777 /tmp/.X11-unix
 chown user:user "$logs"
@@ -84,10 +87,14 @@ size=${WARREN_DESKTOP_SIZE:-1280x800}
 exec setpriv --reuid=user --regid=user --init-groups env HOME=/home/user USER=user DISPLAY=:1 sh -c '
   Xvnc :1 -geometry "$0" -depth 24 -localhost -rfbport 5901 -SecurityTypes None \
     -AlwaysShared -AcceptSetDesktopSize -nolisten tcp -ac >"$1/xvnc.log" 2>&1 &
-  for _ in $(seq 200); do [ -S /tmp/.X11-unix/X1 ] && break; sleep 0.02; done
-  xsetroot -solid "#2f3b4c" 2>/dev/null
+  for _ in $(seq 500); do [ -S /tmp/.X11-unix/X1 ] && break; sleep 0.01; done
+  xsetroot -solid "#2f3b4c"
+  xset s off -dpms
   openbox >"$1/openbox.log" 2>&1 &
+  for _ in $(seq 500); do wmctrl -m >/dev/null 2>&1 && break; sleep 0.01; done
+  wmctrl -n 1
   tint2 >"$1/tint2.log" 2>&1 &
+  touch "$1/ready"
   wait' "$size" "$logs"
 "##;
 
@@ -145,8 +152,9 @@ pub fn builtin_recipes() -> Vec<Recipe> {
             packages: [CODE_INTERPRETER_PACKAGES, DESKTOP_PACKAGES].concat(),
             files: &[(DESKTOP_START_PATH, DESKTOP_START, 0o755)],
             start_cmd: Some(DESKTOP_START_PATH),
-            // The window manager is up: windows opened from now on are managed.
-            ready_cmd: Some("DISPLAY=:1 wmctrl -m >/dev/null 2>&1"),
+            // Written once the X server, the window manager (one workspace, no screen
+            // blanking) and the panel are up: windows opened from then on are managed.
+            ready_cmd: Some("test -e /tmp/warren-desktop/ready"),
         },
     ]
 }
