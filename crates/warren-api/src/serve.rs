@@ -178,7 +178,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 .context("serve")?;
         }
         None => {
-            axum::serve(listener, routes::app(p.state))
+            axum::serve(warren_node::no_delay(listener), routes::app(p.state))
                 .with_graceful_shutdown(shutdown_signal())
                 .await
                 .context("serve")?;

@@ -29,5 +29,5 @@ pub use proxy::{
     E2B_INTERPRETER_PORT,
 };
 pub use registry::RunState;
-pub use tls_listener::TlsListener;
+pub use tls_listener::{no_delay, TlsListener};
 pub use transport::{agent_error, request_host, send_over};

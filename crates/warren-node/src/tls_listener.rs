@@ -36,6 +36,8 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                // See `no_delay`.
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let ready = tx.clone();
                 tokio::spawn(async move {
@@ -51,6 +53,17 @@ impl TlsListener {
         });
         Ok(Self { ready, local })
     }
+}
+
+/// Plain TCP listeners get the same: answers leave at once. With Nagle's algorithm on, the last
+/// segment of an answer written in pieces (headers, then a body of a few segments) waits for the
+/// client's ACK, which a client on a kept-alive connection delays by up to 40 ms: a 20 KB
+/// screenshot took 60 ms instead of 10.
+pub fn no_delay(tcp: TcpListener) -> impl axum::serve::Listener<Io = TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    tcp.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    })
 }
 
 impl axum::serve::Listener for TlsListener {

@@ -4,6 +4,7 @@
 //! the `desktop` template ships, run as its unprivileged user; a sandbox without a desktop
 //! answers `DESKTOP_NOT_AVAILABLE`.
 
+mod capture;
 mod input;
 mod recording;
 mod screen;

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{body, int_of, x};
+use super::{body, capture, int_of, x};
 use crate::error::AgentError;
 
 /// A region of the screen.
@@ -42,24 +42,36 @@ impl Area {
     }
 }
 
-/// The screen (or one window, or a region of the screen) as PNG.
-async fn capture(window: Option<&str>, area: Option<Area>) -> Result<Vec<u8>, AgentError> {
-    let target = window.unwrap_or("root");
-    let crop;
-    let mut args = vec!["-silent", "-window", target];
-    if let Some(a) = area {
-        crop = format!("{}x{}+{}+{}", a.width, a.height, a.x, a.y);
-        args.extend(["-crop", crop.as_str(), "+repage"]);
-    }
-    // Fast compression: a screenshot is read once, soon.
-    args.extend(["-quality", "10", "png:-"]);
-    let png = x::run("import", &args).await?;
-    if png.len() < 24 {
-        return Err(AgentError::bad_request(
-            "the region lies outside the screen",
-        ));
-    }
-    Ok(png)
+/// The screen (or one window's area, or a region of the screen) as PNG.
+async fn capture(window: Option<u32>, area: Option<Area>) -> Result<Vec<u8>, AgentError> {
+    let result = tokio::task::spawn_blocking(move || {
+        let rect = match window {
+            Some(id) => Some(capture::window_rect(id)?),
+            None => area.map(|a| capture::Rect {
+                x: a.x,
+                y: a.y,
+                width: a.width,
+                height: a.height,
+            }),
+        };
+        capture::screen_png(rect)
+    })
+    .await
+    .map_err(|e| {
+        AgentError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            e.to_string(),
+        )
+    })?;
+    result.map_err(|e| match e {
+        capture::CaptureError::Outside(..) => AgentError::bad_request(e.to_string()),
+        _ => AgentError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            e.to_string(),
+        ),
+    })
 }
 
 /// Width and height from a PNG's header.
@@ -143,7 +155,8 @@ pub async fn capture_window(Query(q): Query<WindowQuery>) -> Result<Response, Ag
         }
     };
     super::windows::require(id).await?;
-    let png = capture(Some(&format!("0x{id:x}")), None).await?;
+    let id = u32::try_from(id).map_err(|_| AgentError::bad_request("invalid window_id"))?;
+    let png = capture(Some(id), None).await?;
     Ok(png_response(png))
 }
 

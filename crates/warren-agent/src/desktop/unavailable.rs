@@ -16,7 +16,6 @@ const NEEDED: &[(&str, &str)] = &[
     ("xclip", "xclip"),
     ("ffmpeg", "ffmpeg"),
     ("tesseract", "tesseract-ocr"),
-    ("import", "imagemagick"),
 ];
 
 fn on_path(program: &str) -> bool {

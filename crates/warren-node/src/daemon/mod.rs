@@ -244,7 +244,7 @@ async fn serve(
                 .await
                 .map_err(io("serve the node API"))?;
         }
-        None => axum::serve(listener, app)
+        None => axum::serve(crate::tls_listener::no_delay(listener), app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(io("serve the node API"))?,

@@ -385,6 +385,7 @@ impl Proxy {
         let stream = match dialled {
             Ok(Ok(s)) => s
                 .set_nonblocking(true)
+                .and_then(|()| s.set_nodelay(true))
                 .and_then(|()| tokio::net::TcpStream::from_std(s)),
             _ => Err(std::io::Error::other("connect failed")),
         };
@@ -429,7 +430,7 @@ impl Proxy {
                     }
                 }
                 None => {
-                    let _ = axum::serve(listener, app).await;
+                    let _ = axum::serve(crate::tls_listener::no_delay(listener), app).await;
                 }
             }
         })

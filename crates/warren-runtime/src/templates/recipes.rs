@@ -87,14 +87,13 @@ size=${WARREN_DESKTOP_SIZE:-1280x800}
 exec setpriv --reuid=user --regid=user --init-groups env HOME=/home/user USER=user DISPLAY=:1 sh -c '
   Xvnc :1 -geometry "$0" -depth 24 -localhost -rfbport 5901 -SecurityTypes None \
     -AlwaysShared -AcceptSetDesktopSize -nolisten tcp -ac >"$1/xvnc.log" 2>&1 &
-  for _ in $(seq 500); do [ -S /tmp/.X11-unix/X1 ] && break; sleep 0.01; done
-  xsetroot -solid "#2f3b4c"
-  xset s off -dpms
+  for _ in $(seq 1000); do [ -S /tmp/.X11-unix/X1 ] && break; sleep 0.005; done
   openbox >"$1/openbox.log" 2>&1 &
-  for _ in $(seq 500); do wmctrl -m >/dev/null 2>&1 && break; sleep 0.01; done
-  wmctrl -n 1
+  (xsetroot -solid "#2f3b4c"; xset s off) >/dev/null 2>&1 &
+  for _ in $(seq 2000); do wmctrl -m >/dev/null 2>&1 && break; sleep 0.005; done
   tint2 >"$1/tint2.log" 2>&1 &
   touch "$1/ready"
+  wmctrl -n 1
   wait' "$size" "$logs"
 "##;
 
@@ -152,8 +151,8 @@ pub fn builtin_recipes() -> Vec<Recipe> {
             packages: [CODE_INTERPRETER_PACKAGES, DESKTOP_PACKAGES].concat(),
             files: &[(DESKTOP_START_PATH, DESKTOP_START, 0o755)],
             start_cmd: Some(DESKTOP_START_PATH),
-            // Written once the X server, the window manager (one workspace, no screen
-            // blanking) and the panel are up: windows opened from then on are managed.
+            // Written once the X server and the window manager are up and the panel started:
+            // windows opened from then on are managed.
             ready_cmd: Some("test -e /tmp/warren-desktop/ready"),
         },
     ]
