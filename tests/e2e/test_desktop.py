@@ -123,6 +123,12 @@ def test_terminal_window_can_be_focused_resized_typed_into_and_closed(desktop):
     assert "hello warren" in text.lower(), text
     found = d.find_element("warren")
     assert found and win.x - 5 <= found["x"] <= win.x + 700, found
+    assert d.wait_for("hello warren", timeout=10)["text"].lower() == "hello warren"
+    bounds = d.get_bounds("hello")
+    assert bounds["width"] > 0 and w.y - 10 <= bounds["y"] <= w.y + w.height, bounds
+    assert d.find_element("no such words on screen") is None
+    shot = d.capture_window(window_id=win.id)
+    assert png_size(shot) == (w.width, w.height)
     d.close_window(win.id)
     deadline = time.time() + 10
     while time.time() < deadline and any(x.id == win.id for x in d.get_windows()):
@@ -155,8 +161,11 @@ def test_mouse_goes_where_asked(desktop):
     desktop.desktop.click(50, 60)
     desktop.desktop.drag(100, 100, 140, 120)
     desktop.desktop.scroll(3, "down")
+    desktop.desktop.drag_drop(150, 150, 160, 170)
+    desktop.desktop.hotkey(["ctrl"], "c")
+    desktop.desktop.combination(["alt"], "Escape")
     out = sh(desktop, "DISPLAY=:1 xdotool getmouselocation --shell")
-    assert "X=140" in out and "Y=120" in out, out
+    assert "X=160" in out and "Y=170" in out, out
 
 
 def test_clipboard_round_trips(desktop):

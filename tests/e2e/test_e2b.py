@@ -112,11 +112,15 @@ def test_background_commands_wait_kill_stdin_list_connect(sbx):
 def test_pty_create_send_resize_kill(sbx):
     h = sbx.pty.create(PtySize(rows=24, cols=80))
     sbx.pty.send_stdin(h.pid, b"stty size > /tmp/first; echo marker-$((6*7))\n")
+    # The shell creates the file before stty writes into it: wait for the line itself.
+    first = ""
     for _ in range(100):
         if sbx.files.exists("/tmp/first"):
-            break
+            first = sbx.files.read("/tmp/first")
+            if first.endswith("\n"):
+                break
         time.sleep(0.05)
-    assert sbx.files.read("/tmp/first") == "24 80\n"
+    assert first == "24 80\n"
     sbx.pty.resize(h.pid, PtySize(rows=40, cols=100))
     sbx.pty.send_stdin(h.pid, b"stty size; exit\n")
     data = bytearray()

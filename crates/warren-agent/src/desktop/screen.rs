@@ -44,6 +44,17 @@ impl Area {
 
 /// The screen (or one window's area, or a region of the screen) as PNG.
 async fn capture(window: Option<u32>, area: Option<Area>) -> Result<Vec<u8>, AgentError> {
+    capture_scaled(window, area, 1).await
+}
+
+/// How much larger OCR sees the screen than it is (see `capture::screen_png`).
+const OCR_SCALE: u32 = 2;
+
+async fn capture_scaled(
+    window: Option<u32>,
+    area: Option<Area>,
+    scale: u32,
+) -> Result<Vec<u8>, AgentError> {
     let result = tokio::task::spawn_blocking(move || {
         let rect = match window {
             Some(id) => Some(capture::window_rect(id)?),
@@ -54,7 +65,7 @@ async fn capture(window: Option<u32>, area: Option<Area>) -> Result<Vec<u8>, Age
                 height: a.height,
             }),
         };
-        capture::screen_png(rect)
+        capture::screen_png(rect, scale)
     })
     .await
     .map_err(|e| {
@@ -294,10 +305,12 @@ fn language(v: Option<&str>) -> Result<String, AgentError> {
     }
 }
 
+/// `tsv`: word boxes, found as sparse text (page segmentation mode 11). A screen is not a page:
+/// the default layout analysis misses a terminal's lines amid large empty areas.
 async fn tesseract(png: &[u8], lang: &str, tsv: bool) -> Result<String, AgentError> {
     let mut args = vec!["stdin", "stdout", "-l", lang];
     if tsv {
-        args.push("tsv");
+        args.extend(["--psm", "11", "tsv"]);
     }
     let out = x::run_with_input("tesseract", &args, Some(png)).await?;
     Ok(String::from_utf8_lossy(&out).into_owned())
@@ -328,7 +341,7 @@ pub async fn ocr(bytes: Bytes) -> Result<Response, AgentError> {
         ),
         _ => None,
     };
-    let png = capture(None, area).await?;
+    let png = capture_scaled(None, area, OCR_SCALE).await?;
     let text = tesseract(&png, &lang, false).await?;
     Ok(Json(json!({ "text": text.trim(), "language": lang })).into_response())
 }
@@ -352,11 +365,12 @@ struct Word {
 /// Where `text` is on screen: the smallest run of words on one line whose text contains it
 /// (case-insensitive), from tesseract's word boxes.
 async fn locate(text: &str) -> Result<Option<Value>, AgentError> {
-    let needle = text.trim().to_lowercase();
+    // Spaces are not compared: OCR splits and joins words where the text has none or one.
+    let needle: String = text.to_lowercase().split_whitespace().collect();
     if needle.is_empty() {
         return Err(AgentError::bad_request("text must not be empty"));
     }
-    let png = capture(None, None).await?;
+    let png = capture_scaled(None, None, OCR_SCALE).await?;
     let tsv = tesseract(&png, "eng", true).await?;
     // level page block par line word left top width height conf text
     let mut lines: Vec<((i64, i64, i64), Vec<Word>)> = Vec::new();
@@ -366,13 +380,15 @@ async fn locate(text: &str) -> Result<Option<Value>, AgentError> {
             continue;
         }
         let n = |i: usize| f[i].parse::<i64>().unwrap_or(0);
+        // Boxes back in screen pixels.
+        let px = |i: usize| n(i) / i64::from(OCR_SCALE);
         let key = (n(2), n(3), n(4));
         let word = Word {
             text: f[11].to_owned(),
-            left: n(6),
-            top: n(7),
-            width: n(8),
-            height: n(9),
+            left: px(6),
+            top: px(7),
+            width: px(8),
+            height: px(9),
             confidence: f[10].parse().unwrap_or(0.0),
         };
         match lines.last_mut() {
@@ -384,9 +400,6 @@ async fn locate(text: &str) -> Result<Option<Value>, AgentError> {
         for start in 0..words.len() {
             let mut joined = String::new();
             for end in start..words.len() {
-                if end > start {
-                    joined.push(' ');
-                }
                 joined.push_str(&words[end].text.to_lowercase());
                 if joined.contains(&needle) {
                     let span = &words[start..=end];
