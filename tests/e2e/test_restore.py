@@ -144,13 +144,24 @@ def beats(sb):
     return [float(x) for x in sb.files.read("/workspace/heartbeat").split()]
 
 
-def check_state(sb, tag, down_from=None, down_to=None):
-    """What `prepare` set up is all there, and the heartbeat kept beating while no server ran."""
+def clock_offset(sb):
+    """The sandbox's clock minus the host's. The beats carry the sandbox's time, and an emulated
+    microVM's clock falls behind the host's when the host is busy (seconds over a test)."""
+    before = time.time()
+    guest = float(sb.commands.run("date +%s.%N").stdout)
+    return guest - (before + time.time()) / 2
+
+
+def check_state(sb, tag, down_from=None, down_to=None, offset=0.0):
+    """What `prepare` set up is all there, and the heartbeat kept beating while no server ran
+    (`offset`: the sandbox's clock_offset when the server went down)."""
     assert sb.files.read("/workspace/kept.txt") == f"file of {tag}"
     assert sb.commands.run("echo $WARREN_RESTORE_TAG").stdout.strip() == tag
     assert sb.run_code("print(restored_variable)").stdout.strip() == tag
     assert sb.commands.run("echo new-command-works").stdout.strip() == "new-command-works"
     if down_from is not None:
+        # The downtime in the sandbox's own time: from its offset then to its offset now.
+        down_from, down_to = down_from + offset, down_to + clock_offset(sb)
         all_beats = beats(sb)
         during = [b for b in all_beats if down_from + 0.2 < b < down_to - 0.2]
         assert during, (f"{tag}: no heartbeat between {down_from} and {down_to}: the background "
@@ -202,6 +213,7 @@ def test_sandboxes_survive_kill_9_and_sigterm_on_every_tier(data_dir):
             server.connect(sid).pause()
 
     # kill -9: nothing of the server runs, the sandboxes do.
+    offsets = {sid: clock_offset(server.connect(sid)) for sid, s in sandboxes.items() if not s["paused"]}
     server.kill9()
     down_from = time.time()
     time.sleep(3)
@@ -218,20 +230,21 @@ def test_sandboxes_survive_kill_9_and_sigterm_on_every_tier(data_dir):
             assert server.api("GET", f"/v1/sandboxes/{sid}").json()["status"] == "running"
             check_state(sb, s["tag"])
         else:
-            check_state(sb, s["tag"], down_from, down_to)
+            check_state(sb, s["tag"], down_from, down_to, offsets[sid])
         assert sb.get_info().public_host == s["public_host"]
     for tier in tiers:
         sid = next(i for i, s in sandboxes.items() if s["tier"] == tier)
         assert "terminal-42" in terminal_echo(server, sid)
 
     # SIGTERM: the server exits and says so; the sandboxes keep running.
+    offsets = {sid: clock_offset(server.connect(sid)) for sid in sandboxes}
     server.term()
     assert "sandboxes keep running" in server.tail(5)
     down_from = time.time()
     time.sleep(3)
     down_to = server.start()
     for sid, s in sandboxes.items():  # all running now: connect resumed the paused ones
-        check_state(server.connect(sid), s["tag"], down_from, down_to)
+        check_state(server.connect(sid), s["tag"], down_from, down_to, offsets[sid])
 
     # One sandbox per tier dies while no server runs: it is reported stopped, with the reason,
     # and nothing of it is left.

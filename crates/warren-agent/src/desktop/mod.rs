@@ -6,6 +6,7 @@
 
 mod capture;
 mod input;
+mod ocr;
 mod recording;
 mod screen;
 mod unavailable;
@@ -72,10 +73,10 @@ pub fn router() -> Router {
         .route("/desktop/display/resolutions", get(screen::resolutions))
         .route("/desktop/display/set", post(screen::set_resolution))
         .route("/desktop/display/resolution", post(screen::set_resolution))
-        .route("/desktop/x11/ocr", post(screen::ocr))
-        .route("/desktop/x11/find_element", post(screen::find_element))
-        .route("/desktop/x11/wait_for", post(screen::wait_for))
-        .route("/desktop/x11/get_bounds", post(screen::bounds))
+        .route("/desktop/x11/ocr", post(ocr::ocr))
+        .route("/desktop/x11/find_element", post(ocr::find_element))
+        .route("/desktop/x11/wait_for", post(ocr::wait_for))
+        .route("/desktop/x11/get_bounds", post(ocr::bounds))
         .route("/desktop/recording/start", post(recording::start))
         .route("/desktop/recording/stop", post(recording::stop))
         .route("/desktop/recording/status", get(recording::status))
