@@ -131,14 +131,7 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
         .merge(desktop::router());
     match listener {
         Listener::Unix(l) => axum::serve(l, app).await,
-        // No Nagle delay on answers (see warren-node's `tls_listener::no_delay`).
-        Listener::Tcp(l) => {
-            use axum::serve::ListenerExt;
-            let l = l.tap_io(|s| {
-                let _ = s.set_nodelay(true);
-            });
-            axum::serve(l, app).await
-        }
+        Listener::Tcp(l) => axum::serve(l, app).await,
     }
     .context("serve")
 }
