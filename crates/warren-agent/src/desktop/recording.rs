@@ -324,11 +324,7 @@ async fn send(
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| AgentError::from_io(&e, &path.to_string_lossy()))?;
-    let json_first = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.trim_start().starts_with("application/json"));
-    if json_first {
+    if screen::wants_json(&headers) {
         return Ok(screen::buffer_json(&bytes));
     }
     let mime = if format == "webm" {

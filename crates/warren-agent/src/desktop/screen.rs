@@ -92,7 +92,7 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 }
 
 /// The JS SDK (axios) asks for JSON first; Python takes whatever comes.
-fn wants_json(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
