@@ -7,11 +7,13 @@ Prints p50/p95/p99 for
   * create -> first `run_code("print(1)")` via `Sandbox.create(...)` + `run_code` (wall time of both),
     the CPU time the SDK itself spends in this client meanwhile, and the same path in raw HTTP;
   * `commands.run("true")` round trip on a warm sandbox;
-  * with --burst N, the same create -> first result for N sandboxes created at once.
+  * with --burst N, the same create -> first result for N sandboxes created at once;
+  * with --pool N, all of it with N warm sandboxes kept by the server (`--pool TEMPLATE[@TIER]=N`):
+    every timed create waits until the pool is full again, so each one takes a warm sandbox.
 
 Usage (as root, after `scripts/test` has built everything and made tests/.venv):
   tests/.venv/bin/python bench/create_to_first.py [--runs 50] [--template code-interpreter]
-      [--isolation namespaces|gvisor|microvm] [--burst 4]
+      [--isolation namespaces|gvisor|microvm] [--burst 4] [--pool 20]
 Starts its own `warren serve` on a free loopback port with a throwaway data dir, unless
 WARREN_URL and WARREN_API_KEY point at a running server.
 """
@@ -104,11 +106,29 @@ def start_server(extra=()):
     raise SystemExit("warren serve did not come up:\n" + open(log.name).read())
 
 
+POOL = 0
+
+
+def wait_pool(url, key):
+    """With --pool: waits (untimed) until the server's warm pool is full again."""
+    if not POOL:
+        return
+    for _ in range(3000):
+        text = requests.get(f"{url}/metrics", headers={"X-API-Key": key}).text
+        ready = sum(int(float(l.split()[-1])) for l in text.splitlines() if l.startswith("warren_pool_ready{"))
+        if ready >= POOL:
+            time.sleep(0.06)  # past the filler's quiet period
+            return
+        time.sleep(0.01)
+    raise SystemExit("the warm pool did not fill up in 30 s")
+
+
 def raw_create_to_first(url, key, template, runs):
     """The same path without the SDK: one kept-alive HTTP session, POST create, POST /execute."""
     http = requests.Session()
     samples = []
     for _ in range(runs):
+        wait_pool(url, key)
         t0 = time.perf_counter()
         sb = http.post(f"{url}/v1/sandboxes", json={"template_name": template}, headers={"X-API-Key": key}).json()
         out = http.post(f"{sb['public_host']}/execute", json={"code": "print(1)", "language": "python"},
@@ -136,6 +156,7 @@ def create_and_run(url, key, template):
 def burst(url, key, template, size, runs):
     samples, walls = [], []
     for _ in range(max(1, runs // size)):
+        wait_pool(url, key)
         start = time.perf_counter()
         with ThreadPoolExecutor(size) as pool:
             results = list(pool.map(lambda _: create_and_run(url, key, template), range(size)))
@@ -150,18 +171,25 @@ def main():
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--template", default="code-interpreter")
     ap.add_argument("--isolation", default="namespaces", help="tier of the created sandboxes (namespaces, gvisor, microvm)")
+    ap.add_argument("--pool", type=int, default=0,
+                    help="keep this many warm sandboxes of the template on the tier (warren serve --pool)")
     ap.add_argument("--burst", type=int, default=0,
                     help="also create this many sandboxes at once (repeated until --runs samples), as an agent "
                          "fanning out does, and time each one's create -> first result")
     args = ap.parse_args()
+    global POOL
+    POOL = args.pool
 
     proc = None
     url, key = os.environ.get("WARREN_URL"), os.environ.get("WARREN_API_KEY")
     if not (url and key):
-        proc, url, key = start_server(["--isolation", args.isolation])
+        extra = ["--isolation", args.isolation]
+        if args.pool:
+            extra += ["--pool", f"{args.template}={args.pool}"]
+        proc, url, key = start_server(extra)
     try:
         print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} cpus  template={args.template}  "
-              f"isolation={args.isolation}", flush=True)
+              f"isolation={args.isolation}  pool={args.pool}", flush=True)
         floor(args.runs, args.template)
         if args.isolation == "gvisor":
             for platform in ("systrap", "ptrace"):
@@ -197,6 +225,7 @@ def main():
 
         create, first, total, client_cpu = [], [], [], []
         for _ in range(args.runs):
+            wait_pool(url, key)
             t0, cpu0 = time.perf_counter(), time.process_time()
             sb = Sandbox.create(template=args.template, base_url=url, api_key=key)
             t1 = time.perf_counter()

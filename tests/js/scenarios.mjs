@@ -11,6 +11,28 @@ const baseURL = process.env.BASE_URL;
 const apiKey = process.env.HOPX_API_KEY;
 
 const scenarios = {
+  // A create a warm pool answers (test_pool.py): what the caller asked for, nothing of the pool.
+  async P1() {
+    const sb = await Sandbox.create({
+      template: "code-interpreter", baseURL, apiKey,
+      envVars: { POOL_JS: "from-js" }, timeoutSeconds: 300, internetAccess: false,
+    });
+    try {
+      const r = await sb.runCode("import os; print(os.environ.get('POOL_JS'), sorted(os.listdir('/sys/class/net')))");
+      assert.equal(r.stdout, "from-js ['lo']\n");
+      const c = await sb.commands.run("echo $POOL_JS $(ps -o etimes= -p 1)");
+      const [env, age] = c.stdout.trim().split(/\s+/);
+      assert.equal(env, "from-js");
+      // Started before the create: it came from the pool.
+      assert.ok(Number(age) >= Number(process.env.MIN_AGE || "0"), `agent started ${age} s ago`);
+      const info = await sb.getInfo();
+      assert.equal(info.internetAccess, false);
+      assert.equal(info.timeoutSeconds, 300);
+      assert.equal(info.resources.memoryMb, Number(process.env.MEMORY_MB));
+    } finally {
+      await sb.kill();
+    }
+  },
   async J1() {
     const sb = await Sandbox.create({ template: "code-interpreter", baseURL, apiKey });
     const r = await sb.runCode("print(1)");

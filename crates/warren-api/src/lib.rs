@@ -25,5 +25,6 @@ mod template_spec;
 pub mod tls;
 mod tokens;
 
+pub use lifecycle::PoolTarget;
 pub use serve::{serve, shutdown_signal, stop_sandboxes, ServeConfig};
 pub use state::PublicMode;

@@ -80,6 +80,30 @@ static NODE: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
     )
 });
 
+static POOL_READY: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    registered(
+        IntGaugeVec::new(
+            Opts::new(
+                "warren_pool_ready",
+                "Warm sandboxes ready to be taken, per template id and tier (--pool)",
+            ),
+            &["template", "tier"],
+        )
+        .ok(),
+    )
+});
+
+/// Replaces the warm pool gauges: (template id, tier, ready sandboxes).
+pub fn set_pools(sizes: &[(String, String, usize)]) {
+    if let Some(g) = POOL_READY.as_ref() {
+        g.reset();
+        for (template, tier, n) in sizes {
+            g.with_label_values(&[template.as_str(), tier.as_str()])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 pub fn count_request(status: u16) {
     if let Some(m) = REQUESTS.as_ref() {
         m.with_label_values(&[&status.to_string()]).inc();

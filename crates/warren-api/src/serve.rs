@@ -67,6 +67,8 @@ pub struct ServeConfig {
     /// On SIGTERM/SIGINT, stop every sandbox instead of leaving them running for the next
     /// server to take over.
     pub stop_sandboxes_on_exit: bool,
+    /// Warm pools to keep (`--pool TEMPLATE=N`).
+    pub pools: Vec<crate::lifecycle::PoolTarget>,
 }
 
 /// Host names and addresses a generated certificate must cover.
@@ -148,6 +150,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             "sandboxes of the previous server taken over"
         );
     }
+    p.lifecycle
+        .configure_pools(cfg.pools.clone())
+        .await
+        .context("warm pools")?;
+    tokio::spawn(p.lifecycle.clone().keep_pools());
     tokio::spawn(lead_periodic_jobs(
         p.state.store.clone(),
         p.lifecycle.clone(),

@@ -164,6 +164,18 @@ impl AgentLink {
         self.call(Method::POST, "/execute", Some(req)).await
     }
 
+    /// Adds variables to the environment of every later run (`PATCH /env`): a create's
+    /// `env_vars` for a warm sandbox, which started with its template's only.
+    pub async fn merge_env(
+        &self,
+        vars: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), AgentError> {
+        let body = serde_json::json!({ "env_vars": vars });
+        self.call::<_, serde_json::Value>(Method::PATCH, "/env", Some(&body))
+            .await
+            .map(drop)
+    }
+
     /// Tells a sandbox with a kernel of its own the host's time (`POST /warren/clock`).
     pub async fn set_clock(&self, now: SystemTime) -> Result<(), AgentError> {
         let unix_nanos = now

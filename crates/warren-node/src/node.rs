@@ -366,6 +366,22 @@ impl Node {
         Ok(())
     }
 
+    /// Gives a live sandbox to another tenant (a warm sandbox taken by a create): rate limits
+    /// and audit records follow the owner.
+    pub fn set_owner(&self, id: &SandboxId, owner: &str) {
+        if let Some(e) = self.registry.lock().get_mut(id) {
+            e.target.owner = owner.to_owned();
+        }
+    }
+
+    /// Takes a running sandbox off the network: it keeps only its loopback.
+    pub async fn cut_internet(&self, handle: &SandboxHandle) -> Result<(), NodeError> {
+        self.host
+            .cut_link(&handle.host)
+            .await
+            .map_err(|e| NodeError::Driver(e.into()))
+    }
+
     /// The link to a live sandbox's agent.
     pub fn agent(&self, id: &SandboxId) -> Option<AgentLink> {
         self.registry.target(id).map(|t| t.agent)

@@ -25,7 +25,7 @@ pub use audit::{AuditEvent, AuditQuery};
 pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeySpec, NewApiKey, Role};
 pub use leader::Leadership;
 pub use nodes::NodeRecord;
-pub use sandboxes::{NewSandbox, SandboxPage, SandboxRecord, TenantUsage};
+pub use sandboxes::{ClaimPooled, NewSandbox, SandboxPage, SandboxRecord, TenantUsage};
 pub use templates::{TemplateRecord, TemplateStatus};
 
 /// A store operation failed

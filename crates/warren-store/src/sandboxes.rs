@@ -53,6 +53,16 @@ pub struct NewSandbox<'a> {
     pub pause_on_timeout: bool,
 }
 
+/// What a create sets on the warm sandbox it takes (see `claim_pooled_sandbox`).
+pub struct ClaimPooled<'a> {
+    pub tenant: &'a str,
+    pub key_id: Option<&'a str>,
+    pub timeout_seconds: Option<i64>,
+    pub internet_access: bool,
+    pub metadata: Option<&'a str>,
+    pub pause_on_timeout: bool,
+}
+
 pub struct SandboxPage {
     pub items: Vec<SandboxRecord>,
     /// Opaque cursor for the next page; `None` on the last page.
@@ -216,6 +226,50 @@ impl Store {
         .bind(id.as_str())
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Hands a warm (pooled) sandbox, recorded under `pool_tenant`, to its new owner: one
+    /// conditional update, so a pooled sandbox is never given to two creates even by two control
+    /// planes. Its creation time becomes `now`. None when it is no longer in the pool.
+    pub async fn claim_pooled_sandbox(
+        &self,
+        id: &SandboxId,
+        pool_tenant: &str,
+        claim: ClaimPooled<'_>,
+        now: i64,
+    ) -> Result<Option<SandboxRecord>, StoreError> {
+        let expires_at = claim.timeout_seconds.map(|t| now.saturating_add(t));
+        let done = sqlx::query(
+            "UPDATE sandboxes SET tenant = $1, key_id = $2, timeout_seconds = $3, expires_at = $4, \
+             internet_access = $5, metadata = $6, on_timeout = $7, created_at = $8, updated_at = $8 \
+             WHERE id = $9 AND tenant = $10 AND status = 'running'",
+        )
+        .bind(claim.tenant)
+        .bind(claim.key_id)
+        .bind(claim.timeout_seconds)
+        .bind(expires_at)
+        .bind(i64::from(claim.internet_access))
+        .bind(claim.metadata)
+        .bind(claim.pause_on_timeout.then_some("pause"))
+        .bind(now)
+        .bind(id.as_str())
+        .bind(pool_tenant)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_sandbox(id).await
+    }
+
+    /// Removes a sandbox's row: for warm sandboxes that ended without ever being anyone's
+    /// (they are not history worth keeping).
+    pub async fn forget_sandbox(&self, id: &SandboxId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sandboxes WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! touch the node's sandboxes themselves.
 
 mod error;
+mod pool;
 mod reaper;
 mod restore;
 mod templates;
@@ -20,6 +21,7 @@ use warren_wire::cluster::{StartRequest, TemplateSource};
 use warren_wire::control::CreateSandboxRequest;
 
 pub use error::{LifecycleError, LifecycleResult};
+pub use pool::{PoolTarget, POOL_TENANT};
 pub use templates::TemplateRoots;
 
 use crate::clock::now;
@@ -131,6 +133,8 @@ pub struct Lifecycle {
     /// Build-step sandboxes and whose they are. They are not in the store (they live as long as
     /// one build step), but they hold resources, so admission counts them.
     build_sandboxes: Mutex<HashMap<SandboxId, (String, Resources)>>,
+    /// Warm sandboxes ready to be taken by creates (`pool.rs`).
+    pools: pool::Pools,
 }
 
 /// A build step's sandbox: reached by the control plane only, stopped with `end_build_sandbox`.
@@ -157,6 +161,7 @@ impl Lifecycle {
             admission: tokio::sync::Mutex::new(()),
             closing: tokio::sync::RwLock::new(false),
             build_sandboxes: Mutex::new(HashMap::new()),
+            pools: pool::Pools::default(),
         }
     }
 
@@ -231,6 +236,7 @@ impl Lifecycle {
         req: CreateSandboxRequest,
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
+        let _under_way = self.pools.create_under_way();
         let wanted = req
             .template_id
             .as_deref()
@@ -327,6 +333,14 @@ impl Lifecycle {
         let mut env_vars = run.env.clone();
         env_vars.extend(req.env_vars.clone().unwrap_or_default());
         check_env(&env_vars)?;
+        if matches!(placement, Placement::Local) && egress.is_none() {
+            let claimed = self
+                .claim_pooled(&template, tier, &req, who, metadata.as_deref())
+                .await?;
+            if let Some(record) = claimed {
+                return Ok(record);
+            }
+        }
 
         let closing = self.closing.read().await;
         if *closing {
@@ -685,6 +699,15 @@ impl Lifecycle {
     /// the server, not a user, ended it).
     pub async fn stop(&self, id: &SandboxId, final_status: SandboxStatus, reason: Option<&str>) {
         match self.store.get_sandbox(id).await {
+            Ok(Some(rec)) if rec.tenant == POOL_TENANT => {
+                // A warm sandbox nobody took: no history to keep.
+                self.pools.remove(id);
+                self.destroy_on(&rec, id).await;
+                if let Err(e) = self.store.forget_sandbox(id).await {
+                    tracing::error!(sandbox = %id, error = %e, "cannot remove a warm sandbox's record");
+                }
+                return;
+            }
             Ok(Some(rec)) => self.destroy_on(&rec, id).await,
             // A build step's sandbox (never in the store), or the store is unreachable.
             _ => {

@@ -27,6 +27,7 @@ pub async fn scrape(State(state): State<AppState>, caller: Caller) -> ApiResult<
         set("healthy", i64::from(n.state() == "healthy"));
     }
     metrics::set_nodes(&values);
+    metrics::set_pools(&state.lifecycle.pool_sizes());
     let (body, content_type) =
         metrics::encode().map_err(|e| ApiError::internal("encode metrics", e))?;
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())

@@ -107,6 +107,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             env,
             expires_in_days,
         } => {
+            if tenant.starts_with("warren:") {
+                anyhow::bail!("tenant names starting with \"warren:\" are reserved for the server's own sandboxes");
+            }
             let store = open(data_dir).await?;
             let spec = KeySpec {
                 name: &name,

@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// keep running when the server exits, and the next start with this data dir takes them over.
     #[arg(long)]
     stop_sandboxes_on_exit: bool,
+    /// Keep N warm sandboxes of TEMPLATE started ahead of time (repeatable): a create that
+    /// matches takes one and answers in milliseconds. TEMPLATE@TIER=N for another tier than the
+    /// default. Warm sandboxes count in no quota until taken and survive a restart.
+    #[arg(long = "pool", value_name = "TEMPLATE=N")]
+    pools: Vec<warren_api::PoolTarget>,
     /// Days audit events are kept before they are purged.
     #[arg(long, default_value_t = 30)]
     audit_retention_days: u64,
@@ -228,6 +233,7 @@ fn config(a: ServeArgs) -> ServeConfig {
         allow_isolation_override: !a.no_isolation_override,
         database_url: a.database_url,
         stop_sandboxes_on_exit: a.stop_sandboxes_on_exit,
+        pools: a.pools,
         no_local_node: a.no_local_node,
         node_join_secret: a
             .node_join_secret

@@ -242,6 +242,15 @@ impl Host {
         })
     }
 
+    /// Cuts a running sandbox off the network (see `Network::unlink`); nothing to do for one
+    /// that has no link.
+    pub async fn cut_link(&self, record: &HostRecord) -> Result<(), HostError> {
+        match record.veth_slot {
+            Some(slot) => Ok(self.network.unlink(slot).await?),
+            None => Ok(()),
+        }
+    }
+
     /// Removes what is left of a sandbox that did not survive: its cgroup (with any process
     /// still in it), network namespace and link, and its directory. Failures are logged.
     pub async fn remove_remains(&self, id: &SandboxId, record: &HostRecord, dir: &Path) {

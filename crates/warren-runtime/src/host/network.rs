@@ -295,6 +295,13 @@ impl Network {
         Ok(())
     }
 
+    /// Takes a running sandbox's link away, so that it has only `lo` from now on, like a sandbox
+    /// created without internet access (a warm sandbox handed to a create that wants none). The
+    /// slot stays taken until the sandbox is destroyed.
+    pub async fn unlink(&self, slot: u32) -> Result<(), NetworkError> {
+        run("ip", &["link", "del", &self.veth_name(slot)]).await
+    }
+
     /// Removes the namespace and the veth pair. Errors are logged, not returned: removal must go
     /// as far as it can.
     pub async fn destroy(&self, net: &SandboxNet) {

@@ -1,0 +1,465 @@
+//! Warm pools: sandboxes of a template started ahead of time on this control plane's own node,
+//! agent and interpreter up, so that a create which matches takes one and answers in a few
+//! milliseconds. A warm sandbox is an ordinary sandbox recorded under `POOL_TENANT`: it is taken
+//! over after a restart like any other, counts in no tenant's quota, and has never run anyone's
+//! code. Taking one is a single conditional update of its row (`Store::claim_pooled_sandbox`),
+//! so it is never given to two creates; what a create sets that is not in the row (its
+//! `env_vars`, internet access off) is applied to the running sandbox then.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use warren_core::{SandboxId, SandboxStatus};
+use warren_runtime::SandboxHandle;
+use warren_store::{ClaimPooled, NewSandbox, SandboxRecord, TemplateRecord};
+use warren_wire::control::CreateSandboxRequest;
+
+use super::{check_env, Lifecycle, LifecycleError, LifecycleResult, Requester};
+use crate::clock::now;
+
+/// The tenant warm sandboxes are recorded under until a create takes them. Not a name an API key
+/// can have (`warren keys create` refuses tenants named `warren:…`).
+pub const POOL_TENANT: &str = "warren:pool";
+
+/// How long the filler waits after a failed start before it tries again (doubling up to a
+/// minute), so that a template that cannot start does not keep the machine busy.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long after the last create the filler waits before it starts a warm sandbox.
+const QUIET: Duration = Duration::from_millis(50);
+
+/// Keep `size` warm sandboxes of `template` on `tier` (None: the default tier).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolTarget {
+    pub template: String,
+    pub tier: Option<String>,
+    pub size: usize,
+}
+
+impl std::str::FromStr for PoolTarget {
+    type Err = String;
+
+    /// `TEMPLATE=N` or `TEMPLATE@TIER=N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("--pool {s:?}: expected TEMPLATE=N or TEMPLATE@TIER=N");
+        let (name, size) = s.rsplit_once('=').ok_or_else(bad)?;
+        let size: usize = size.trim().parse().map_err(|_| bad())?;
+        let (template, tier) = match name.split_once('@') {
+            Some((t, tier)) => (t.trim(), Some(tier.trim().to_owned())),
+            None => (name.trim(), None),
+        };
+        if template.is_empty() || tier.as_deref() == Some("") {
+            return Err(bad());
+        }
+        Ok(Self {
+            template: template.to_owned(),
+            tier,
+            size,
+        })
+    }
+}
+
+/// The pool of ready sandboxes, keyed by (template id, tier), oldest first.
+#[derive(Default)]
+pub(crate) struct Pools {
+    targets: Mutex<Vec<PoolTarget>>,
+    ready: Mutex<HashMap<(String, String), VecDeque<SandboxId>>>,
+    /// Wakes the filler: a sandbox was taken, or one left.
+    wake: Notify,
+    /// Creates under way; the filler starts nothing while there are any.
+    creates: AtomicUsize,
+    /// When the last create ended: the filler waits for a quiet moment after it too, so that a
+    /// client's first calls into the sandbox it just got do not share the CPU with a start.
+    last_create: Mutex<Option<std::time::Instant>>,
+}
+
+/// Counts one create under way while it lives.
+pub(crate) struct CreateUnderWay<'a>(&'a Pools);
+
+impl Drop for CreateUnderWay<'_> {
+    fn drop(&mut self) {
+        *self.0.last_create.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now());
+        self.0.creates.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pools {
+    fn ready(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), VecDeque<SandboxId>>> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn targets(&self) -> Vec<PoolTarget> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn create_under_way(&self) -> CreateUnderWay<'_> {
+        self.creates.fetch_add(1, Ordering::Relaxed);
+        CreateUnderWay(self)
+    }
+
+    fn take(&self, template_id: &str, tier: &str) -> Option<SandboxId> {
+        self.ready()
+            .get_mut(&(template_id.to_owned(), tier.to_owned()))?
+            .pop_front()
+    }
+
+    fn put_back(&self, template_id: &str, tier: &str, id: SandboxId) {
+        self.ready()
+            .entry((template_id.to_owned(), tier.to_owned()))
+            .or_default()
+            .push_front(id);
+    }
+
+    fn add(&self, template_id: &str, tier: &str, id: SandboxId) {
+        self.ready()
+            .entry((template_id.to_owned(), tier.to_owned()))
+            .or_default()
+            .push_back(id);
+    }
+
+    fn count(&self, template_id: &str, tier: &str) -> usize {
+        self.ready()
+            .get(&(template_id.to_owned(), tier.to_owned()))
+            .map_or(0, VecDeque::len)
+    }
+
+    /// Forgets a sandbox that left the pool some other way (it died, shutdown stopped it).
+    pub(crate) fn remove(&self, id: &SandboxId) {
+        for queue in self.ready().values_mut() {
+            queue.retain(|i| i != id);
+        }
+    }
+
+    /// The newest sandbox of the fullest pool, to give memory back.
+    fn take_any(&self) -> Option<SandboxId> {
+        let mut ready = self.ready();
+        let queue = ready.values_mut().max_by_key(|q| q.len())?;
+        queue.pop_back()
+    }
+
+    /// Sizes of the pools: (template id, tier, warm sandboxes).
+    pub(crate) fn sizes(&self) -> Vec<(String, String, usize)> {
+        self.ready()
+            .iter()
+            .map(|((t, tier), q)| (t.clone(), tier.clone(), q.len()))
+            .collect()
+    }
+}
+
+impl Lifecycle {
+    /// Warm sandboxes ready now: (template id, tier, count).
+    pub fn pool_sizes(&self) -> Vec<(String, String, usize)> {
+        self.pools.sizes()
+    }
+
+    /// Checks and sets the pools to keep; the filler (`keep_pools`) starts them.
+    pub async fn configure_pools(&self, targets: Vec<PoolTarget>) -> LifecycleResult<()> {
+        if !targets.is_empty() && !self.has_local_node() {
+            return Err(LifecycleError::Invalid(
+                "--pool needs a node on this control plane (not --no-local-node)".into(),
+            ));
+        }
+        for t in &targets {
+            self.pool_template(t).await?;
+        }
+        *self.pools.targets.lock().unwrap_or_else(|p| p.into_inner()) = targets;
+        Ok(())
+    }
+
+    /// The template and tier a pool target names.
+    async fn pool_template(&self, t: &PoolTarget) -> LifecycleResult<(TemplateRecord, String)> {
+        let template = self
+            .store
+            .find_template(&t.template, POOL_TENANT)
+            .await?
+            .ok_or_else(|| {
+                LifecycleError::Invalid(format!(
+                    "--pool: no built-in template {:?} (see `warren template list`)",
+                    t.template
+                ))
+            })?;
+        let tier = match &t.tier {
+            Some(name) if !self.cluster.has_tier(name) => {
+                return Err(LifecycleError::Invalid(format!(
+                    "--pool {}: isolation tier {name:?} is not available here (available: {})",
+                    t.template,
+                    self.cluster.tier_names().join(", ")
+                )))
+            }
+            Some(name) => name.clone(),
+            None => self.cluster.default_tier(),
+        };
+        Ok((template, tier))
+    }
+
+    /// Keeps the pools filled until shutdown: one start at a time, only while no create is
+    /// under way, and none while the machine is short of memory (then warm sandboxes are
+    /// stopped instead, newest first). Warm sandboxes an earlier server left are taken back
+    /// first (restore has adopted them).
+    pub async fn keep_pools(self: Arc<Self>) {
+        self.reload_pools().await;
+        if self.pools.targets().is_empty() {
+            return;
+        }
+        let mut retry = RETRY_FIRST;
+        loop {
+            if *self.closing.read().await {
+                return;
+            }
+            let mut started_one = false;
+            for target in self.pools.targets() {
+                let Ok((template, tier)) = self.pool_template(&target).await else {
+                    continue;
+                };
+                let mut have = self.pools.count(&template.id, &tier);
+                while have > target.size {
+                    if let Some(id) = self.pools.take(&template.id, &tier) {
+                        self.stop(&id, SandboxStatus::Stopped, None).await;
+                    }
+                    have -= 1;
+                }
+                if have == target.size {
+                    continue;
+                }
+                if let Some(node) = &self.cluster.local {
+                    if let Err(why) = node.has_room() {
+                        if let Some(id) = self.pools.take_any() {
+                            tracing::warn!(sandbox = %id, %why, "stopping a warm sandbox: memory is short");
+                            self.stop(&id, SandboxStatus::Stopped, None).await;
+                        }
+                        break;
+                    }
+                }
+                self.wait_for_no_creates().await;
+                match self.fill_one(&template, &tier).await {
+                    Ok(id) => {
+                        self.pools.add(&template.id, &tier, id);
+                        started_one = true;
+                        retry = RETRY_FIRST;
+                    }
+                    Err(e) => {
+                        tracing::warn!(template = %template.name, tier, error = %e, "cannot start a warm sandbox; retrying in {:?}", retry);
+                        tokio::time::sleep(retry).await;
+                        retry = (retry * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+            if !started_one {
+                tokio::select! {
+                    () = self.pools.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+
+    /// Live starts come first: waits until no create is under way and none ended in the last
+    /// `QUIET`.
+    async fn wait_for_no_creates(&self) {
+        loop {
+            let last = *self
+                .pools
+                .last_create
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let quiet_for = last.map_or(QUIET, |t| t.elapsed());
+            if self.pools.creates.load(Ordering::Relaxed) == 0 && quiet_for >= QUIET {
+                return;
+            }
+            tokio::time::sleep(
+                QUIET
+                    .saturating_sub(quiet_for)
+                    .max(Duration::from_millis(5)),
+            )
+            .await;
+        }
+    }
+
+    /// Puts the warm sandboxes found running at start back in their pools.
+    async fn reload_pools(&self) {
+        let Some(node) = &self.cluster.local else {
+            return;
+        };
+        let Ok(live) = self.store.live_sandboxes_on(None).await else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for t in self.pools.targets() {
+            if let Ok((template, tier)) = self.pool_template(&t).await {
+                wanted.push((template.id, tier));
+            }
+        }
+        for rec in live.into_iter().filter(|r| r.tenant == POOL_TENANT) {
+            let key = (rec.template_id.clone(), rec.isolation.clone());
+            if rec.status == SandboxStatus::Running
+                && node.state(&rec.id).is_some()
+                && wanted.contains(&key)
+            {
+                self.pools.add(&rec.template_id, &rec.isolation, rec.id);
+            } else {
+                self.stop(&rec.id, SandboxStatus::Stopped, None).await;
+            }
+        }
+    }
+
+    /// Starts one warm sandbox of `template` on `tier`.
+    async fn fill_one(&self, template: &TemplateRecord, tier: &str) -> LifecycleResult<SandboxId> {
+        let closing = self.closing.read().await;
+        if *closing {
+            return Err(LifecycleError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        let run = self.templates.runnable(template).await?;
+        check_env(&run.env)?;
+        let id = SandboxId::generate();
+        let record = self
+            .store
+            .insert_sandbox(
+                NewSandbox {
+                    id: &id,
+                    template_id: &template.id,
+                    template_name: &template.name,
+                    resources: template.resources,
+                    internet_access: true,
+                    timeout_seconds: None,
+                    key_id: None,
+                    tenant: POOL_TENANT,
+                    isolation: tier,
+                    node_id: None,
+                    region: Some(&self.cluster.local_region),
+                    metadata: None,
+                    egress: None,
+                    pause_on_timeout: false,
+                },
+                now(),
+            )
+            .await?;
+        let started = self
+            .start_local(
+                &id,
+                &template.name,
+                &run,
+                &record,
+                run.env.clone(),
+                tier,
+                POOL_TENANT,
+            )
+            .await;
+        let (handle, port) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.store.forget_sandbox(&id).await;
+                return Err(LifecycleError::Unavailable(e));
+            }
+        };
+        if let Err(e) = self
+            .store
+            .set_sandbox_running(&id, &handle, port, now())
+            .await
+        {
+            self.destroy_on(&record, &id).await;
+            let _ = self.store.forget_sandbox(&id).await;
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Takes a warm sandbox for a create, if its pool has one: admitted against the tenant's
+    /// quotas, recorded as the tenant's, its `env_vars` and internet access applied. None: no
+    /// warm sandbox (the create starts one).
+    pub(super) async fn claim_pooled(
+        &self,
+        template: &TemplateRecord,
+        tier: &str,
+        req: &CreateSandboxRequest,
+        who: Requester<'_>,
+        metadata: Option<&str>,
+    ) -> LifecycleResult<Option<SandboxRecord>> {
+        let Some(id) = self.pools.take(&template.id, tier) else {
+            return Ok(None);
+        };
+        self.pools.wake.notify_one();
+        let closing = self.closing.read().await;
+        if *closing {
+            return Err(LifecycleError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        let internet = req.internet_access.unwrap_or(true);
+        let claimed = {
+            let _admission = self.admission.lock().await;
+            if let Err(e) = self.admit(who.tenant, template.resources).await {
+                self.pools.put_back(&template.id, tier, id);
+                return Err(e);
+            }
+            self.store
+                .claim_pooled_sandbox(
+                    &id,
+                    POOL_TENANT,
+                    ClaimPooled {
+                        tenant: who.tenant,
+                        key_id: Some(who.key_id),
+                        timeout_seconds: req.timeout_seconds,
+                        internet_access: internet,
+                        metadata,
+                        pause_on_timeout: req.auto_pause.unwrap_or(false),
+                    },
+                    now(),
+                )
+                .await?
+        };
+        let Some(record) = claimed else {
+            return Ok(None);
+        };
+        if let Err(e) = self.hand_over(&record, req, internet).await {
+            tracing::error!(sandbox = %id, error = %e, "a warm sandbox could not be handed over");
+            let reason = format!("it could not be handed over: {e}");
+            self.stop(&id, SandboxStatus::Error, Some(&reason)).await;
+            return Err(LifecycleError::Unavailable(format!(
+                "sandbox failed to start: {e}"
+            )));
+        }
+        drop(closing);
+        if record.expires_at.is_some() {
+            self.expiry_changed.notify_one();
+        }
+        Ok(Some(record))
+    }
+
+    /// What a create asks that a warm sandbox does not have yet: its owner on the node, no
+    /// network link when it wants no internet, the caller's environment variables.
+    async fn hand_over(
+        &self,
+        record: &SandboxRecord,
+        req: &CreateSandboxRequest,
+        internet: bool,
+    ) -> Result<(), String> {
+        let node = self.local().map_err(|e| e.to_string())?;
+        node.set_owner(&record.id, &record.tenant);
+        if !internet {
+            let handle = record
+                .runtime_handle
+                .as_deref()
+                .ok_or("no runtime handle")
+                .and_then(|h| SandboxHandle::from_json(h).map_err(|_| "unreadable handle"))?;
+            node.cut_internet(&handle)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(env) = req.env_vars.as_ref().filter(|e| !e.is_empty()) {
+            let agent = node
+                .agent(&record.id)
+                .ok_or("the sandbox ended while being handed over")?;
+            agent.merge_env(env).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
