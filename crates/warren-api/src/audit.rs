@@ -72,6 +72,8 @@ pub enum ControlAction {
     SandboxStart,
     SandboxTimeout,
     SandboxTokenRefresh,
+    SandboxSnapshot,
+    SnapshotDelete,
     /// The server's own: a sandbox's timeout passed.
     SandboxExpire,
     TemplateBuild,
@@ -97,6 +99,8 @@ impl ControlAction {
             SandboxStart => "sandbox.start",
             SandboxTimeout => "sandbox.timeout",
             SandboxTokenRefresh => "sandbox.token_refresh",
+            SandboxSnapshot => "sandbox.snapshot",
+            SnapshotDelete => "snapshot.delete",
             SandboxExpire => "sandbox.expire",
             TemplateBuild => "template.build",
             TemplateDelete => "template.delete",
@@ -121,6 +125,7 @@ impl ControlAction {
                 | SandboxStart
                 | SandboxTimeout
                 | SandboxTokenRefresh
+                | SandboxSnapshot
         )
     }
 }

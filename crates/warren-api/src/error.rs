@@ -107,6 +107,10 @@ impl From<LifecycleError> for ApiError {
         match e {
             L::SandboxNotFound => Self::sandbox_not_found(),
             L::TemplateNotFound(name) => Self::template_not_found(&name),
+            e @ L::SnapshotNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "SNAPSHOT_NOT_FOUND", e.to_string())
+            }
+            L::Conflict(message) => Self::new(StatusCode::CONFLICT, "CONFLICT", message),
             e @ L::TemplateNotReady { .. } => {
                 Self::new(StatusCode::CONFLICT, "TEMPLATE_NOT_READY", e.to_string())
             }

@@ -370,6 +370,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         templates.clone(),
         cfg.limits.clone(),
         cfg.allow_isolation_override,
+        cfg.data_dir.join("snapshots"),
     ));
     if let Some(mut node_events) = node_events {
         let lifecycle = lifecycle.clone();

@@ -382,6 +382,16 @@ impl Node {
             .map_err(|e| NodeError::Driver(e.into()))
     }
 
+    /// Copies the sandbox's file system changes into `dest` as a layer (see
+    /// `IsolationDriver::snapshot`). Returns the bytes copied.
+    pub async fn snapshot(&self, id: &SandboxId, dest: &std::path::Path) -> Result<u64, NodeError> {
+        let driver = self
+            .registry
+            .driver(id)
+            .ok_or_else(|| NodeError::NotRunning(id.clone()))?;
+        Ok(driver.snapshot(id, dest).await?)
+    }
+
     /// The link to a live sandbox's agent.
     pub fn agent(&self, id: &SandboxId) -> Option<AgentLink> {
         self.registry.target(id).map(|t| t.agent)

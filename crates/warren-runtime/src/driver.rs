@@ -158,6 +158,9 @@ pub enum DriverError {
     Start(String),
     #[error("sandbox {0} is not running on this host")]
     NotFound(SandboxId),
+    /// the tier (or this sandbox) cannot do what was asked; the message says why
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// One isolation tier.
@@ -192,6 +195,16 @@ pub trait IsolationDriver {
     /// Removes what of this tier an earlier server process left behind, except the sandboxes in
     /// `keep` (adopted), once the host layer has removed the leftover cgroups and namespaces.
     async fn remove_leftovers(&self, keep: &HashSet<SandboxId>);
+    /// Copies what the running sandbox changed in its file system into `dest` (a directory to
+    /// create), as a read-only layer that new sandboxes stack on their template's layers. The
+    /// sandbox keeps running (frozen for the copy). Returns the bytes of file data copied.
+    async fn snapshot(&self, id: &SandboxId, dest: &Path) -> Result<u64, DriverError> {
+        let _ = (id, dest);
+        Err(DriverError::Unsupported(format!(
+            "snapshots are available on the namespaces tier; this sandbox runs on {}",
+            self.name()
+        )))
+    }
 }
 
 impl From<crate::host::cgroups::CgroupError> for DriverError {

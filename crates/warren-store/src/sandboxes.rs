@@ -34,6 +34,8 @@ pub struct SandboxRecord {
     pub egress: Option<String>,
     /// At the timeout: pause instead of stopping it (E2B's autoPause).
     pub pause_on_timeout: bool,
+    /// The snapshot it was created from.
+    pub snapshot_id: Option<String>,
 }
 
 pub struct NewSandbox<'a> {
@@ -51,6 +53,7 @@ pub struct NewSandbox<'a> {
     pub metadata: Option<&'a str>,
     pub egress: Option<&'a str>,
     pub pause_on_timeout: bool,
+    pub snapshot_id: Option<&'a str>,
 }
 
 /// What a create sets on the warm sandbox it takes (see `claim_pooled_sandbox`).
@@ -72,7 +75,7 @@ pub struct SandboxPage {
 const COLUMNS: &str =
     "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
      timeout_seconds, expires_at, created_at, key_id, tenant, isolation, runtime_handle, \
-     listen_port, status_reason, node_id, region, metadata, egress, on_timeout";
+     listen_port, status_reason, node_id, region, metadata, egress, on_timeout, snapshot_id";
 
 /// Statuses whose processes may exist.
 const LIVE: &str = "('creating','running','paused')";
@@ -87,8 +90,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
              internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation, \
-             node_id, region, metadata, egress, on_timeout) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+             node_id, region, metadata, egress, on_timeout, snapshot_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         )
         .bind(s.id.as_str())
         .bind(s.template_id)
@@ -110,6 +113,7 @@ impl Store {
         .bind(s.metadata)
         .bind(s.egress)
         .bind(s.pause_on_timeout.then_some("pause"))
+        .bind(s.snapshot_id)
         .execute(&self.pool)
         .await?;
         Ok(SandboxRecord {
@@ -133,6 +137,7 @@ impl Store {
             metadata: s.metadata.map(str::to_owned),
             egress: s.egress.map(str::to_owned),
             pause_on_timeout: s.pause_on_timeout,
+            snapshot_id: s.snapshot_id.map(str::to_owned),
         })
     }
 
@@ -457,6 +462,7 @@ fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> 
         metadata: opt_text(r, "metadata")?,
         egress: opt_text(r, "egress")?,
         pause_on_timeout: opt_text(r, "on_timeout")?.as_deref() == Some("pause"),
+        snapshot_id: opt_text(r, "snapshot_id")?,
     })
 }
 

@@ -39,6 +39,29 @@ pub struct CreateSandboxRequest {
     /// stopping it; it then waits, without a timeout, to be resumed or deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_pause: Option<bool>,
+    /// Warren extension: start a copy of this snapshot (`POST /v1/sandboxes/{id}/snapshot`)
+    /// instead of a fresh template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// Warren extension: create this many alike sandboxes at once; above 1 the answer is
+    /// `{"sandboxes": [...]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+}
+
+/// A snapshot of a running sandbox (Warren extension).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub object: String,
+    /// The sandbox it was taken of.
+    pub sandbox_id: String,
+    pub template_id: String,
+    pub template_name: String,
+    pub isolation: String,
+    /// Bytes of file data the snapshot adds to its template.
+    pub size_bytes: i64,
+    pub created_at: String,
 }
 
 /// Which destinations a sandbox may reach, beyond `internet_access`: CIDRs (or single addresses)

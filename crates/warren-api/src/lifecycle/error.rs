@@ -11,6 +11,12 @@ pub enum LifecycleError {
     /// no such sandbox, or another tenant's
     #[error("Sandbox not found")]
     SandboxNotFound,
+    /// no such snapshot, or another tenant's
+    #[error("Snapshot not found: {0}")]
+    SnapshotNotFound(String),
+    /// it cannot be done while something else depends on it
+    #[error("{0}")]
+    Conflict(String),
     #[error("Template not found: {0}")]
     TemplateNotFound(String),
     #[error("template {name} is {status}; wait for its build to finish")]

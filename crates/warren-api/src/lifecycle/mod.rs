@@ -7,6 +7,7 @@ mod error;
 mod pool;
 mod reaper;
 mod restore;
+mod snapshots;
 mod templates;
 
 use std::collections::HashMap;
@@ -135,6 +136,8 @@ pub struct Lifecycle {
     build_sandboxes: Mutex<HashMap<SandboxId, (String, Resources)>>,
     /// Warm sandboxes ready to be taken by creates (`pool.rs`).
     pools: pool::Pools,
+    /// Where snapshot layers are kept (`snapshots.rs`).
+    snapshots_dir: std::path::PathBuf,
 }
 
 /// A build step's sandbox: reached by the control plane only, stopped with `end_build_sandbox`.
@@ -150,6 +153,7 @@ impl Lifecycle {
         templates: Arc<TemplateRoots>,
         limits: Limits,
         allow_isolation_override: bool,
+        snapshots_dir: std::path::PathBuf,
     ) -> Self {
         Self {
             store,
@@ -162,6 +166,7 @@ impl Lifecycle {
             closing: tokio::sync::RwLock::new(false),
             build_sandboxes: Mutex::new(HashMap::new()),
             pools: pool::Pools::default(),
+            snapshots_dir,
         }
     }
 
@@ -237,9 +242,15 @@ impl Lifecycle {
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
         let _under_way = self.pools.create_under_way();
-        let wanted = req
-            .template_id
-            .as_deref()
+        // A copy of a snapshot runs its source's template with the snapshot's layer on top.
+        let snapshot = match req.snapshot_id.as_deref().filter(|s| !s.is_empty()) {
+            Some(sid) => Some(self.owned_snapshot(sid, who.tenant).await?),
+            None => None,
+        };
+        let wanted = snapshot
+            .as_ref()
+            .map(|s| s.template_id.as_str())
+            .or(req.template_id.as_deref())
             .or(req.template_name.as_deref())
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| {
@@ -278,35 +289,58 @@ impl Lifecycle {
             (Some(_), Some(json)) => serde_json::from_str::<TemplateSpec>(json).ok(),
             _ => None,
         };
-        let template_tier = stored_spec.as_ref().and_then(|s| s.isolation.clone());
+        let template_tier = match &snapshot {
+            Some(snap) => {
+                if req
+                    .isolation
+                    .as_deref()
+                    .is_some_and(|t| t != snap.isolation)
+                {
+                    return Err(LifecycleError::Invalid(format!(
+                        "snapshot {} runs on the {} tier",
+                        snap.id, snap.isolation
+                    )));
+                }
+                Some(snap.isolation.clone())
+            }
+            None => stored_spec.as_ref().and_then(|s| s.isolation.clone()),
+        };
         let wanted_tier = self.tier(req.isolation.as_deref().or(template_tier.as_deref()))?;
         let region = req.region.as_deref().filter(|r| !r.is_empty());
         let layer_keys: Vec<String> = stored_spec
             .as_ref()
             .map(|s| crate::cluster::layer_keys(&s.layers))
             .unwrap_or_default();
-        let placement = self
-            .cluster
-            .place(&Wanted {
-                tier: wanted_tier.as_deref(),
-                region,
-                memory_mb: template.resources.memory_mb,
-                template: if template.tenant.is_some() {
-                    TemplateNeed::Layers(&layer_keys)
-                } else {
-                    TemplateNeed::Builtin(&template.name)
-                },
-            })
-            .map_err(|why| {
-                crate::metrics::count_placement_failure();
-                LifecycleError::Unavailable(why)
-            })?;
+        let placement = if snapshot.is_some() {
+            // Its layer is on this machine.
+            self.local()?;
+            Placement::Local
+        } else {
+            self.cluster
+                .place(&Wanted {
+                    tier: wanted_tier.as_deref(),
+                    region,
+                    memory_mb: template.resources.memory_mb,
+                    template: if template.tenant.is_some() {
+                        TemplateNeed::Layers(&layer_keys)
+                    } else {
+                        TemplateNeed::Builtin(&template.name)
+                    },
+                })
+                .map_err(|why| {
+                    crate::metrics::count_placement_failure();
+                    LifecycleError::Unavailable(why)
+                })?
+        };
         let (run, tier, node_id, node_region) = match &placement {
             Placement::Local => {
                 if let Some(local) = &self.cluster.local {
                     local.has_room().map_err(LifecycleError::Unavailable)?;
                 }
-                let run = self.templates.runnable(&template).await?;
+                let run = match &snapshot {
+                    Some(snap) => snapshots::snapshot_spec(snap)?,
+                    None => self.templates.runnable(&template).await?,
+                };
                 let tier = wanted_tier.unwrap_or_else(|| self.cluster.default_tier());
                 (run, tier, None, self.cluster.local_region.clone())
             }
@@ -333,7 +367,7 @@ impl Lifecycle {
         let mut env_vars = run.env.clone();
         env_vars.extend(req.env_vars.clone().unwrap_or_default());
         check_env(&env_vars)?;
-        if matches!(placement, Placement::Local) && egress.is_none() {
+        if matches!(placement, Placement::Local) && egress.is_none() && snapshot.is_none() {
             let claimed = self
                 .claim_pooled(&template, tier, &req, who, metadata.as_deref())
                 .await?;
@@ -369,6 +403,7 @@ impl Lifecycle {
                     metadata: metadata.as_deref(),
                     egress: egress.as_deref(),
                     pause_on_timeout: req.auto_pause.unwrap_or(false),
+                    snapshot_id: snapshot.as_ref().map(|s| s.id.as_str()),
                 },
                 now(),
             )

@@ -338,6 +338,7 @@ impl Lifecycle {
                     metadata: None,
                     egress: None,
                     pause_on_timeout: false,
+                    snapshot_id: None,
                 },
                 now(),
             )

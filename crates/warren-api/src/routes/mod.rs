@@ -7,6 +7,7 @@ pub mod builds;
 pub mod health;
 mod metrics;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod templates;
 
 use axum::extract::{Request, State};
@@ -35,6 +36,17 @@ pub fn app(state: AppState) -> Router {
             delete(sandboxes::kill)
                 .layer(audit(A::SandboxDelete))
                 .get(sandboxes::get),
+        )
+        .route(
+            "/v1/sandboxes/{id}/snapshot",
+            post(snapshots::take).layer(audit(A::SandboxSnapshot)),
+        )
+        .route("/v1/snapshots", get(snapshots::list))
+        .route(
+            "/v1/snapshots/{id}",
+            delete(snapshots::delete)
+                .layer(audit(A::SnapshotDelete))
+                .get(snapshots::get),
         )
         .route(
             "/v1/sandboxes/{id}/pause",

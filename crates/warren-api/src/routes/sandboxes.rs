@@ -17,7 +17,7 @@ use crate::lifecycle::Requester;
 use crate::request_id::RequestId;
 use crate::state::{AppState, PublicMode};
 
-fn parse_id(raw: &str) -> ApiResult<SandboxId> {
+pub(crate) fn parse_id(raw: &str) -> ApiResult<SandboxId> {
     // A malformed id cannot name a sandbox: same answer as an unknown one.
     SandboxId::parse(raw).map_err(|_| ApiError::sandbox_not_found())
 }
@@ -117,7 +117,7 @@ pub async fn create(
     caller: Caller,
     Extension(rid): Extension<RequestId>,
     body: axum::body::Bytes,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<axum::response::Response> {
     // An empty body (some clients send none) means "all defaults", which then asks for a template.
     let req: CreateSandboxRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSandboxRequest::default()
@@ -125,16 +125,62 @@ pub async fn create(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
     };
-    let record = create_detached(&state, &caller, req).await?;
-    let id = record.id.clone();
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > MAX_COUNT {
+        return Err(ApiError::bad_request(format!(
+            "count must be between 1 and {MAX_COUNT}; got {count}"
+        )));
+    }
+    if count == 1 {
+        let record = create_detached(&state, &caller, req).await?;
+        let wire = with_token(&state, &caller, &record, Some(&rid))?;
+        return Ok((StatusCode::CREATED, Json(wire)).into_response());
+    }
+    // Many alike (a fork into N copies): all of them, or none.
+    let one = CreateSandboxRequest { count: None, ..req };
+    let results = futures_util::future::join_all(
+        (0..count).map(|_| create_detached(&state, &caller, one.clone())),
+    )
+    .await;
+    let mut made = Vec::new();
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok(record) => made.push(record),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    if let Some(e) = failed {
+        for record in &made {
+            let _ = state.lifecycle.kill(&record.id).await;
+        }
+        return Err(e);
+    }
+    let mut sandboxes = Vec::with_capacity(made.len());
+    for record in &made {
+        sandboxes.push(with_token(&state, &caller, record, Some(&rid))?);
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "sandboxes": sandboxes }))).into_response())
+}
+
+/// Most sandboxes one create may ask for (`count`).
+const MAX_COUNT: u32 = 100;
+
+/// The wire object of a new sandbox, with its token.
+fn with_token(
+    state: &AppState,
+    caller: &Caller,
+    record: &SandboxRecord,
+    rid: Option<&RequestId>,
+) -> ApiResult<Sandbox> {
     let (token, exp) = state
         .tokens
-        .issue(id.as_str(), Some(&caller.key_id), now())
+        .issue(record.id.as_str(), Some(&caller.key_id), now())
         .map_err(|e| ApiError::internal("cannot sign token", e))?;
-    let mut wire = to_wire(&state, &record, Some(&rid));
+    let mut wire = to_wire(state, record, rid);
     wire.auth_token = Some(token);
     wire.token_expires_at = Some(rfc3339(exp));
-    Ok((StatusCode::CREATED, Json(wire)))
+    Ok(wire)
 }
 
 #[derive(Deserialize)]

@@ -131,10 +131,29 @@ fn run(spec: &JailSpec) -> Result<i32, JailError> {
     } else {
         None
     };
-    // Only the pid namespace is unshared here (it applies to the child we fork next). The mount
-    // namespace must be the child's alone: pivot_root moves every process of a mount namespace,
-    // and this parent has to keep seeing the host's /proc to write the child's id maps.
+    // The pid namespace unshared here applies to the child we fork next. The child makes a mount
+    // namespace of its own as well: pivot_root moves every process of a mount namespace, and this
+    // parent has to keep seeing the host's /proc to write the child's id maps.
     sys("unshare pid", unshare(CloneFlags::CLONE_NEWPID))?;
+    if spec.persistent_upper.is_none() {
+        // The writable layer's tmpfs is mounted in a mount namespace of this outer process's own
+        // (a copy of the host's, which never sees it): the child's namespace, copied from this
+        // one, has it too, and the host reaches it through this process's /proc/<pid>/root to
+        // snapshot it (namespaces/snapshot.rs), while the sandbox, whose namespace leaves it
+        // behind at pivot_root, cannot.
+        sys("unshare mount", unshare(CloneFlags::CLONE_NEWNS))?;
+        sys(
+            "make mounts private",
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            ),
+        )?;
+        mount_scratch(spec)?;
+    }
     let (to_parent_r, to_parent_w) = sys("pipe", pipe())?;
     let (to_child_r, to_child_w) = sys("pipe", pipe())?;
 
@@ -327,6 +346,22 @@ fn cstr(s: &str) -> Result<CString, JailError> {
     CString::new(s).map_err(|_| JailError::Spec(format!("NUL byte in {s:?}")))
 }
 
+/// The size-limited tmpfs the sandbox's writable layer lives on.
+fn mount_scratch(spec: &JailSpec) -> Result<(), JailError> {
+    let scratch = spec.sandbox_dir.join("scratch");
+    let size = format!("size={}m,mode=0755", spec.disk_mb);
+    sys(
+        "mount scratch tmpfs",
+        mount(
+            Some("tmpfs"),
+            &scratch,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(size.as_str()),
+        ),
+    )
+}
+
 /// Assembles the sandbox's root: overlay of the template under a size-limited tmpfs writable
 /// layer, fresh /proc, a minimal /dev, read-only /sys, the agent bundle and the socket directory.
 fn build_root(spec: &JailSpec, idmap: Option<&OwnedFd>, root: &Path) -> Result<(), JailError> {
@@ -337,18 +372,8 @@ fn build_root(spec: &JailSpec, idmap: Option<&OwnedFd>, root: &Path) -> Result<(
             (dir.join("upper"), dir.join("work"))
         }
         None => {
+            // Mounted by the outer process (`mount_scratch`).
             let scratch = spec.sandbox_dir.join("scratch");
-            let size = format!("size={}m,mode=0755", spec.disk_mb);
-            sys(
-                "mount scratch tmpfs",
-                mount(
-                    Some("tmpfs"),
-                    &scratch,
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some(size.as_str()),
-                ),
-            )?;
             (scratch.join("upper"), scratch.join("work"))
         }
     };

@@ -5,6 +5,7 @@
 pub mod harden;
 mod idmap;
 pub mod jail;
+pub mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -39,6 +40,8 @@ pub struct NamespaceConfig {
 struct LiveSandbox {
     host: SandboxHost,
     dir: PathBuf,
+    /// The sandbox's init (the jail's outer process is its parent).
+    init: Option<ProcessRef>,
 }
 
 pub struct NamespaceDriver {
@@ -195,8 +198,9 @@ impl IsolationDriver for NamespaceDriver {
             .await?;
         match self.start_inner(spec, &dir, &host).await {
             Ok(started) => {
+                let init = started.handle.init;
                 self.live()
-                    .insert(spec.id.clone(), LiveSandbox { host, dir });
+                    .insert(spec.id.clone(), LiveSandbox { host, dir, init });
                 Ok(started)
             }
             Err(e) => {
@@ -250,6 +254,7 @@ impl IsolationDriver for NamespaceDriver {
                     LiveSandbox {
                         host,
                         dir: handle.dir.clone(),
+                        init: Some(init),
                     },
                 );
                 Ok(AdoptedSandbox::new(handle, init.watch(), paused))
@@ -261,6 +266,53 @@ impl IsolationDriver for NamespaceDriver {
                 Err(NotAdopted(why.into()))
             }
         }
+    }
+
+    async fn snapshot(&self, id: &SandboxId, dest: &Path) -> Result<u64, DriverError> {
+        let (cgroup, dir, init, id_base) = {
+            let live = self.live();
+            let l = live
+                .get(id)
+                .ok_or_else(|| DriverError::NotFound(id.clone()))?;
+            (l.host.cgroup.clone(), l.dir.clone(), l.init, l.host.id_base)
+        };
+        let jail = init
+            .filter(ProcessRef::is_alive)
+            .and_then(|p| snapshot::parent_of(p.pid))
+            .ok_or_else(|| DriverError::Unsupported("the sandbox's processes are gone".into()))?;
+        let upper = snapshot::upper_dir(jail, &dir);
+        if !upper.is_dir() {
+            return Err(DriverError::Unsupported(
+                "this sandbox was started by an earlier Warren whose sandboxes cannot be \
+                 snapshotted; sandboxes started from now on can"
+                    .into(),
+            ));
+        }
+        // Frozen while copied, so the layer is one moment of the sandbox; a paused sandbox stays so.
+        let was_frozen = cgroup.is_frozen();
+        if !was_frozen {
+            cgroup.freeze()?;
+        }
+        let dest_owned = dest.to_path_buf();
+        let copied = tokio::task::spawn_blocking(move || {
+            snapshot::copy_layer(&upper, &dest_owned, id_base, ID_BASE)
+        })
+        .await;
+        if !was_frozen {
+            cgroup.thaw()?;
+        }
+        let copied = copied
+            .map_err(|e| DriverError::Start(format!("snapshot copy: {e}")))
+            .and_then(|r| {
+                r.map_err(|source| DriverError::Io {
+                    what: "copy the sandbox's writable layer".into(),
+                    source,
+                })
+            });
+        if copied.is_err() {
+            let _ = tokio::fs::remove_dir_all(dest).await;
+        }
+        copied
     }
 
     async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {

@@ -1,0 +1,160 @@
+//! Snapshots and fork: `POST /v1/sandboxes/{id}/snapshot` copies what a running sandbox changed
+//! in its file system into a layer of its own (the node's driver does the copy, the sandbox
+//! frozen meanwhile and running on after); a create with `snapshot_id` starts a sandbox on that
+//! layer stacked on the source's layers. Copies share the layer read-only, each with its own
+//! writable layer, so a write in one is never seen by another or by the source. A snapshot is
+//! its tenant's; it is deleted with its layer once no sandbox runs from it.
+
+use std::path::PathBuf;
+
+use warren_core::{SandboxId, SandboxStatus};
+use warren_node::NodeError;
+use warren_runtime::DriverError;
+use warren_store::{SandboxRecord, SnapshotRecord};
+
+use super::{Lifecycle, LifecycleError, LifecycleResult, NodeRef};
+use crate::clock::now;
+use crate::template_spec::TemplateSpec;
+
+impl Lifecycle {
+    /// How the sandbox `rec` runs: its snapshot's spec, or its template's.
+    pub(super) async fn run_spec_of(&self, rec: &SandboxRecord) -> LifecycleResult<TemplateSpec> {
+        if let Some(snap) = &rec.snapshot_id {
+            let found = self
+                .store
+                .get_snapshot(snap, &rec.tenant)
+                .await?
+                .ok_or_else(|| LifecycleError::SnapshotNotFound(snap.clone()))?;
+            return snapshot_spec(&found);
+        }
+        let template = self
+            .store
+            .find_template(&rec.template_id, &rec.tenant)
+            .await?
+            .ok_or_else(|| LifecycleError::TemplateNotFound(rec.template_name.clone()))?;
+        self.templates.runnable(&template).await
+    }
+
+    /// Takes a snapshot of a running (or paused) sandbox of `tenant`.
+    pub async fn snapshot(&self, id: &SandboxId, tenant: &str) -> LifecycleResult<SnapshotRecord> {
+        let rec = self.get_owned(id, tenant).await?;
+        if !matches!(rec.status, SandboxStatus::Running | SandboxStatus::Paused) {
+            return Err(LifecycleError::InvalidState {
+                action: "snapshot",
+                status: rec.status,
+            });
+        }
+        let node = match self.node_of(&rec) {
+            Some(NodeRef::Local(node)) => node.clone(),
+            Some(NodeRef::Remote(node)) => {
+                return Err(LifecycleError::Invalid(format!(
+                    "snapshots are taken of sandboxes on the control plane's own node; this one \
+                     runs on node {}",
+                    node.id
+                )))
+            }
+            None => return Err(LifecycleError::SandboxNotFound),
+        };
+        let run = self.run_spec_of(&rec).await?;
+        let snap_id = format!("snap_{}", SandboxId::generate());
+        let dir = self.snapshots_dir.join(&snap_id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| LifecycleError::Unavailable(format!("snapshot directory: {e}")))?;
+        let layer = dir.join("layer");
+        let copied = node.snapshot(id, &layer).await.map_err(|e| match e {
+            NodeError::Driver(DriverError::Unsupported(why)) => LifecycleError::Invalid(why),
+            NodeError::NotRunning(_) => LifecycleError::InvalidState {
+                action: "snapshot",
+                status: rec.status,
+            },
+            source => LifecycleError::Node {
+                context: "snapshot failed",
+                source,
+            },
+        });
+        let size_bytes = match copied {
+            Ok(bytes) => i64::try_from(bytes).unwrap_or(i64::MAX),
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Err(e);
+            }
+        };
+        let mut spec = run;
+        spec.layers.insert(0, layer.clone());
+        let record = SnapshotRecord {
+            id: snap_id,
+            tenant: tenant.to_owned(),
+            source_sandbox_id: id.to_string(),
+            template_id: rec.template_id.clone(),
+            template_name: rec.template_name.clone(),
+            isolation: rec.isolation.clone(),
+            spec: serde_json::to_string(&spec)
+                .map_err(|e| LifecycleError::Unavailable(e.to_string()))?,
+            layer_dir: layer.display().to_string(),
+            size_bytes,
+            created_at: now(),
+        };
+        if let Err(e) = self.store.insert_snapshot(&record).await {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e.into());
+        }
+        tracing::info!(sandbox = %id, snapshot = %record.id, bytes = size_bytes, "snapshot taken");
+        Ok(record)
+    }
+
+    /// A tenant's snapshot (another tenant's is not found).
+    pub async fn snapshot_of_tenant(
+        &self,
+        id: &str,
+        tenant: &str,
+    ) -> LifecycleResult<SnapshotRecord> {
+        self.owned_snapshot(id, tenant).await
+    }
+
+    /// A tenant's snapshot, for a create from it.
+    pub(super) async fn owned_snapshot(
+        &self,
+        id: &str,
+        tenant: &str,
+    ) -> LifecycleResult<SnapshotRecord> {
+        self.store
+            .get_snapshot(id, tenant)
+            .await?
+            .ok_or_else(|| LifecycleError::SnapshotNotFound(id.to_owned()))
+    }
+
+    pub async fn list_snapshots(&self, tenant: &str) -> LifecycleResult<Vec<SnapshotRecord>> {
+        Ok(self.store.list_snapshots(tenant).await?)
+    }
+
+    /// Deletes a snapshot and its layer; refused while sandboxes run from it (they have the layer
+    /// mounted).
+    pub async fn delete_snapshot(&self, id: &str, tenant: &str) -> LifecycleResult<()> {
+        let snap = self.owned_snapshot(id, tenant).await?;
+        let users = self.store.snapshot_users(id).await?;
+        if users > 0 {
+            return Err(LifecycleError::Conflict(format!(
+                "{users} sandbox(es) still run from snapshot {id}; kill them first"
+            )));
+        }
+        self.store.delete_snapshot(id).await?;
+        let layer = PathBuf::from(&snap.layer_dir);
+        let dir = layer
+            .parent()
+            .filter(|d| d.starts_with(&self.snapshots_dir));
+        if let Some(dir) = dir {
+            if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+                tracing::warn!(snapshot = id, error = %e, "cannot remove the snapshot's layer");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a copy of the snapshot runs.
+pub(super) fn snapshot_spec(snap: &SnapshotRecord) -> LifecycleResult<TemplateSpec> {
+    serde_json::from_str(&snap.spec).map_err(|e| {
+        LifecycleError::Unavailable(format!("snapshot {} is unreadable: {e}", snap.id))
+    })
+}
