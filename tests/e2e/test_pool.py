@@ -163,3 +163,25 @@ def test_warm_sandboxes_survive_a_restart_and_are_stopped_by_stop_sandboxes(data
     r = subprocess.run([WARREN, "stop-sandboxes", "--data-dir", data_dir], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert leftovers() == NOTHING_LEFT, leftovers()
+
+
+def test_a_gvisor_pool_hides_the_tiers_start(data_dir):
+    s = Server(data_dir, ["--pool", f"{TEMPLATE}@gvisor=1", "--stop-sandboxes-on-exit"])
+    s.start()
+    try:
+        if "gvisor" not in s.api("GET", "/health").json()["isolation_tiers"]:
+            pytest.skip("SKIPPED LOUDLY: the gVisor tier (runsc) is not available on this machine")
+        fill(s, 1)
+        made = s.create("gvisor", env_vars={"POOL_G": "yes"})
+        sb = s.connect(made["id"])
+        assert made["isolation"] == "gvisor"
+        assert agent_age(sb) >= WARM_AGE, "the create did not take the warm gVisor sandbox"
+        assert sb.commands.run("echo $POOL_G").stdout == "yes\n"
+        assert sb.run_code("x = 6 * 7\nprint(x)").stdout == "42\n"
+        # Without internet a gVisor sandbox starts cold: its guest keeps the link it booted with.
+        cold = s.create("gvisor", internet_access=False)
+        assert agent_age(s.connect(cold["id"])) < WARM_AGE
+        assert cold["internet_access"] is False
+    finally:
+        s.term()
+    assert leftovers() == NOTHING_LEFT, leftovers()

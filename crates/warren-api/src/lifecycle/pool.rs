@@ -384,6 +384,12 @@ impl Lifecycle {
         who: Requester<'_>,
         metadata: Option<&str>,
     ) -> LifecycleResult<Option<SandboxRecord>> {
+        let internet = req.internet_access.unwrap_or(true);
+        if !internet && tier != "namespaces" {
+            // Taking the link away shows as `lo` only on the namespace tier; a gVisor or VM
+            // guest keeps the device it booted with. Those start cold, exactly as asked.
+            return Ok(None);
+        }
         let Some(id) = self.pools.take(&template.id, tier) else {
             return Ok(None);
         };
@@ -394,7 +400,6 @@ impl Lifecycle {
                 "the server is shutting down".into(),
             ));
         }
-        let internet = req.internet_access.unwrap_or(true);
         let claimed = {
             let _admission = self.admission.lock().await;
             if let Err(e) = self.admit(who.tenant, template.resources).await {

@@ -150,6 +150,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<ExitCode> {
 
 async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     super::serve::init_logging(a.log_json);
+    super::serve::raise_open_files_limit();
     let control_plane = a
         .control_plane
         .context("--control-plane URL (or WARREN_CONTROL_PLANE) is required")?;

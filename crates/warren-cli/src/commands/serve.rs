@@ -133,6 +133,7 @@ pub struct ServeArgs {
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(a.log_json);
+    raise_open_files_limit();
     warren_api::serve(config(a))
         .await
         .context("server failed")?;
@@ -151,6 +152,19 @@ pub async fn stop_all(a: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every sandbox holds a listener and agent connections open in the server: thousands of them
+/// need more descriptors than the usual soft limit of 1024. Raised to the hard limit.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit");
+            }
+        }
+    }
 }
 
 pub fn init_logging(json: bool) {
