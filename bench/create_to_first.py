@@ -153,7 +153,39 @@ def create_and_run(url, key, template):
         sb.kill()
 
 
+def raw_create_and_run(url, key, template):
+    """Create -> first result over raw HTTP (a session per call); returns (duration, end, id)."""
+    http = requests.Session()
+    t0 = time.perf_counter()
+    sb = http.post(f"{url}/v1/sandboxes", json={"template_name": template}, headers={"X-API-Key": key}).json()
+    out = http.post(f"{sb['public_host']}/execute", json={"code": "print(1)", "language": "python"},
+                    headers={"Authorization": f"Bearer {sb['auth_token']}"}).json()
+    done = time.perf_counter()
+    if out.get("stdout") != "1\n":
+        raise SystemExit(f"unexpected /execute answer {out!r}")
+    return done - t0, done, sb["id"]
+
+
 def burst(url, key, template, size, runs):
+    """N creates at once over raw HTTP (what the server costs), then through the SDK (whose
+    client work, N SDK clients in one Python process, dominates on a small machine)."""
+    samples, walls = [], []
+    for _ in range(max(1, runs // size)):
+        wait_pool(url, key)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(size) as pool:
+            results = list(pool.map(lambda _: raw_create_and_run(url, key, template), range(size)))
+        samples += [took for took, _, _ in results]
+        walls.append(max(done for _, done, _ in results) - start)
+        # Deleted after the burst: a delete's teardown would share the CPU with the others' creates.
+        for _, _, sid in results:
+            requests.delete(f"{url}/v1/sandboxes/{sid}", headers={"X-API-Key": key})
+    report(f"raw HTTP: create -> first result, {size} at once", samples)
+    report(f"raw HTTP: burst of {size}, until the last result", walls)
+    sdk_burst(url, key, template, size, runs)
+
+
+def sdk_burst(url, key, template, size, runs):
     samples, walls = [], []
     for _ in range(max(1, runs // size)):
         wait_pool(url, key)
