@@ -16,6 +16,9 @@ use super::{Lifecycle, LifecycleError, LifecycleResult, NodeRef};
 use crate::clock::now;
 use crate::template_spec::TemplateSpec;
 
+/// Snapshots one tenant may keep: each holds up to its sandbox's disk size on the host's disk.
+pub const MAX_SNAPSHOTS_PER_TENANT: usize = 100;
+
 impl Lifecycle {
     /// How the sandbox `rec` runs: its snapshot's spec, or its template's.
     pub(super) async fn run_spec_of(&self, rec: &SandboxRecord) -> LifecycleResult<TemplateSpec> {
@@ -55,6 +58,13 @@ impl Lifecycle {
             }
             None => return Err(LifecycleError::SandboxNotFound),
         };
+        let kept = self.store.list_snapshots(tenant).await?.len();
+        if kept >= MAX_SNAPSHOTS_PER_TENANT {
+            // Each holds up to its sandbox's disk size on this machine's disk.
+            return Err(LifecycleError::Conflict(format!(
+                "this organization keeps {kept} snapshots, the most it may; delete some first"
+            )));
+        }
         let run = self.run_spec_of(&rec).await?;
         let snap_id = format!("snap_{}", SandboxId::generate());
         let dir = self.snapshots_dir.join(&snap_id);

@@ -186,6 +186,7 @@ impl IsolationDriver for NamespaceDriver {
         } else {
             IdChoice::Own
         };
+        let began = std::time::Instant::now();
         let host = self
             .host
             .provision(
@@ -196,8 +197,17 @@ impl IsolationDriver for NamespaceDriver {
                 ids,
             )
             .await?;
+        let provisioned = began.elapsed();
         match self.start_inner(spec, &dir, &host).await {
             Ok(started) => {
+                // Where a start's time goes (cgroup + network namespace, then jail to agent), to
+                // see which part grows with the number of sandboxes (RUST_LOG=warren_runtime=debug).
+                tracing::debug!(
+                    sandbox = %spec.id,
+                    provision_ms = provisioned.as_secs_f64() * 1e3,
+                    agent_ms = (began.elapsed() - provisioned).as_secs_f64() * 1e3,
+                    "namespace sandbox started"
+                );
                 let init = started.handle.init;
                 self.live()
                     .insert(spec.id.clone(), LiveSandbox { host, dir, init });
