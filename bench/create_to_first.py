@@ -166,36 +166,32 @@ def raw_create_and_run(url, key, template):
     return done - t0, done, sb["id"]
 
 
+def timed_bursts(size, runs, url, key, one):
+    """`one()` -> (duration, end, id or None) run `size` at once, repeated to `runs` samples;
+    returns (each one's duration, each burst until its last result)."""
+    samples, walls = [], []
+    for _ in range(max(1, runs // size)):
+        wait_pool(url, key)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(size) as pool:
+            results = list(pool.map(lambda _: one(), range(size)))
+        samples += [r[0] for r in results]
+        walls.append(max(r[1] for r in results) - start)
+        # Deleted after the burst: a delete's teardown would share the CPU with the others' creates.
+        for *_, sid in results:
+            if sid:
+                requests.delete(f"{url}/v1/sandboxes/{sid}", headers={"X-API-Key": key})
+    return samples, walls
+
+
 def burst(url, key, template, size, runs):
     """N creates at once over raw HTTP (what the server costs), then through the SDK (whose
     client work, N SDK clients in one Python process, dominates on a small machine)."""
-    samples, walls = [], []
-    for _ in range(max(1, runs // size)):
-        wait_pool(url, key)
-        start = time.perf_counter()
-        with ThreadPoolExecutor(size) as pool:
-            results = list(pool.map(lambda _: raw_create_and_run(url, key, template), range(size)))
-        samples += [took for took, _, _ in results]
-        walls.append(max(done for _, done, _ in results) - start)
-        # Deleted after the burst: a delete's teardown would share the CPU with the others' creates.
-        for _, _, sid in results:
-            requests.delete(f"{url}/v1/sandboxes/{sid}", headers={"X-API-Key": key})
-    report(f"raw HTTP: create -> first result, {size} at once", samples)
-    report(f"raw HTTP: burst of {size}, until the last result", walls)
-    sdk_burst(url, key, template, size, runs)
-
-
-def sdk_burst(url, key, template, size, runs):
-    samples, walls = [], []
-    for _ in range(max(1, runs // size)):
-        wait_pool(url, key)
-        start = time.perf_counter()
-        with ThreadPoolExecutor(size) as pool:
-            results = list(pool.map(lambda _: create_and_run(url, key, template), range(size)))
-        samples += [took for took, _ in results]
-        walls.append(max(done for _, done in results) - start)
-    report(f"warren: create -> first result, {size} at once", samples)
-    report(f"warren: burst of {size}, until the last result", walls)
+    for label, one in (("raw HTTP", lambda: raw_create_and_run(url, key, template)),
+                       ("warren", lambda: (*create_and_run(url, key, template), None))):
+        samples, walls = timed_bursts(size, runs, url, key, one)
+        report(f"{label}: create -> first result, {size} at once", samples)
+        report(f"{label}: burst of {size}, until the last result", walls)
 
 
 def main():

@@ -170,6 +170,18 @@ impl Lifecycle {
         }
     }
 
+    /// Held by a start from admission until its sandbox is live (see `closing`); refused once
+    /// shutdown has begun.
+    async fn starts_allowed(&self) -> LifecycleResult<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let closing = self.closing.read().await;
+        if *closing {
+            return Err(LifecycleError::Unavailable(
+                "the server is shutting down".into(),
+            ));
+        }
+        Ok(closing)
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -376,12 +388,7 @@ impl Lifecycle {
             }
         }
 
-        let closing = self.closing.read().await;
-        if *closing {
-            return Err(LifecycleError::Unavailable(
-                "the server is shutting down".into(),
-            ));
-        }
+        let closing = self.starts_allowed().await?;
         let id = SandboxId::generate();
         let admission = self.admission.lock().await;
         self.admit(who.tenant, template.resources).await?;
@@ -603,12 +610,7 @@ impl Lifecycle {
         tenant: &str,
         spec: SandboxSpec,
     ) -> LifecycleResult<BuildSandbox> {
-        let closing = self.closing.read().await;
-        if *closing {
-            return Err(LifecycleError::Unavailable(
-                "the server is shutting down".into(),
-            ));
-        }
+        let closing = self.starts_allowed().await?;
         let resources = spec.resources;
         let id = spec.id.clone();
         {

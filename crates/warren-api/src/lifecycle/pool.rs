@@ -311,12 +311,7 @@ impl Lifecycle {
 
     /// Starts one warm sandbox of `template` on `tier`.
     async fn fill_one(&self, template: &TemplateRecord, tier: &str) -> LifecycleResult<SandboxId> {
-        let closing = self.closing.read().await;
-        if *closing {
-            return Err(LifecycleError::Unavailable(
-                "the server is shutting down".into(),
-            ));
-        }
+        let _open = self.starts_allowed().await?; // held until the sandbox is recorded
         let run = self.templates.runnable(template).await?;
         check_env(&run.env)?;
         let id = SandboxId::generate();
@@ -394,12 +389,7 @@ impl Lifecycle {
             return Ok(None);
         };
         self.pools.wake.notify_one();
-        let closing = self.closing.read().await;
-        if *closing {
-            return Err(LifecycleError::Unavailable(
-                "the server is shutting down".into(),
-            ));
-        }
+        let closing = self.starts_allowed().await?;
         let claimed = {
             let _admission = self.admission.lock().await;
             if let Err(e) = self.admit(who.tenant, template.resources).await {

@@ -113,21 +113,8 @@ impl Lifecycle {
         Ok(record)
     }
 
-    /// A tenant's snapshot (another tenant's is not found).
-    pub async fn snapshot_of_tenant(
-        &self,
-        id: &str,
-        tenant: &str,
-    ) -> LifecycleResult<SnapshotRecord> {
-        self.owned_snapshot(id, tenant).await
-    }
-
-    /// A tenant's snapshot, for a create from it.
-    pub(super) async fn owned_snapshot(
-        &self,
-        id: &str,
-        tenant: &str,
-    ) -> LifecycleResult<SnapshotRecord> {
+    /// A tenant's snapshot (another tenant's is not found, like a missing one).
+    pub async fn owned_snapshot(&self, id: &str, tenant: &str) -> LifecycleResult<SnapshotRecord> {
         self.store
             .get_snapshot(id, tenant)
             .await?

@@ -63,10 +63,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let snap = state
-        .lifecycle
-        .snapshot_of_tenant(&id, &caller.tenant)
-        .await?;
+    let snap = state.lifecycle.owned_snapshot(&id, &caller.tenant).await?;
     Ok(Json(to_wire(&snap)))
 }
 

@@ -142,16 +142,7 @@ fn run(spec: &JailSpec) -> Result<i32, JailError> {
         // snapshot it (namespaces/snapshot.rs), while the sandbox, whose namespace leaves it
         // behind at pivot_root, cannot.
         sys("unshare mount", unshare(CloneFlags::CLONE_NEWNS))?;
-        sys(
-            "make mounts private",
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            ),
-        )?;
+        make_mounts_private()?;
         mount_scratch(spec)?;
     }
     let (to_parent_r, to_parent_w) = sys("pipe", pipe())?;
@@ -226,16 +217,7 @@ fn init_child(
         "unshare",
         unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC),
     )?;
-    sys(
-        "make mounts private",
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        ),
-    )?;
+    make_mounts_private()?;
 
     let root = spec.sandbox_dir.join("root");
     build_root(spec, idmap, &root)?;
@@ -344,6 +326,20 @@ fn set_limits(max_processes: u64) -> Result<(), JailError> {
 
 fn cstr(s: &str) -> Result<CString, JailError> {
     CString::new(s).map_err(|_| JailError::Spec(format!("NUL byte in {s:?}")))
+}
+
+/// Mounts made in this (new) mount namespace stay in it, and the host's never reach it.
+fn make_mounts_private() -> Result<(), JailError> {
+    sys(
+        "make mounts private",
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )
 }
 
 /// The size-limited tmpfs the sandbox's writable layer lives on.
