@@ -15,6 +15,7 @@ Usage (as root, after scripts/test built everything and made tests/.venv):
 """
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,7 +98,8 @@ def main():
             return {n["public_host"].split("://")[1]: n["state"] for n in data}
 
         if not wait(lambda: list(states().values()).count("healthy") == 2, 60):
-            raise SystemExit(f"nodes did not join: see {root}")
+            logs = {n: open(os.path.join(root, n + ".log")).read()[-2000:] for n in ("cp", *(f"node-{ip}" for ip in nodes))}
+            raise SystemExit(f"nodes did not join: {logs}")
         sdk_create_to_first(cp_url, key, 3)
         report("cluster: SDK create -> first result (remote node)", sdk_create_to_first(cp_url, key, args.runs))
         report("cluster: raw HTTP create -> first result", raw_create_to_first(cp_url, key, "code-interpreter", args.runs))
@@ -124,6 +126,7 @@ def main():
         for p in list(nodes.values()) + procs:
             p.wait(timeout=60)
         stop_db()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def start_server(extra=()):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     key = "wrn_bench_" + os.urandom(16).hex()
-    log = open(os.path.join(data_dir, "server.log"), "w")
+    # BENCH_SERVER_LOG keeps the server's log (e.g. its debug-level phase timings) past the run.
+    log = open(os.environ.get("BENCH_SERVER_LOG") or os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen(
         [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
          "--stop-sandboxes-on-exit", *extra],

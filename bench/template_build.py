@@ -7,6 +7,7 @@ Usage (as root, after scripts/test): tests/.venv/bin/python bench/template_build
 """
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -51,6 +52,7 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        shutil.rmtree(ctx, ignore_errors=True)
 
 
 if __name__ == "__main__":

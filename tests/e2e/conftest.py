@@ -15,6 +15,8 @@ import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WARREN = os.path.join(ROOT, "target", "release", "warren")
+# The official JS SDKs' scenarios and the browser tests (playwright-core) live here.
+JS_DIR = os.path.join(ROOT, "tests", "js")
 API_KEY = "wrn_test_" + os.urandom(16).hex()
 # scripts/test runs the suite twice: once in local mode (public_host = a loopback port per
 # sandbox, what the SDKs use here) and once with this set, for the tests marked `wildcard`.
@@ -94,6 +96,18 @@ def leftovers():
                   if l.strip() == "table inet warren" or l.strip().startswith("table netdev warren_egress_")]
     out["cgroups"] = warren_cgroups()
     return out
+
+
+def no_more_leftovers_than(before, timeout=10):
+    """`leftovers()` once it holds nothing that `before` did not, or after `timeout` seconds: the
+    kernel removes a deleted sandbox's veth pair with its network namespace, a moment after the
+    delete answered (so a veth in `before` may be gone since, and one just freed may linger)."""
+    deadline = time.time() + timeout
+    while True:
+        left = leftovers()
+        if all(set(left[k]) <= set(before[k]) for k in left) or time.time() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 # What `leftovers()` finds once no server runs and every sandbox is gone.
@@ -201,6 +215,12 @@ def new_key(server, tenant, role="admin", env="live"):
                           "--tenant", tenant, "--role", role, "--env", env],
                          capture_output=True, text=True, check=True).stdout
     return out.strip().splitlines()[-1]
+
+
+def need_a_browser():
+    """Debian's chromium driven by playwright-core (scripts/test installs both), or a loud skip."""
+    if not os.path.exists("/usr/bin/chromium") or not os.path.isdir(os.path.join(JS_DIR, "node_modules", "playwright-core")):
+        pytest.skip("SKIPPED LOUDLY: Debian's chromium or playwright-core is missing (scripts/test installs both)")
 
 
 def raw(server, method, path, **kw):

@@ -19,6 +19,14 @@ def test_exec_stream_and_shell(server):
 
         r = cli(server, "shell", sid, stdin="echo shell-$((6*7))\nexit 3\n")
         assert r.returncode == 3 and "shell-42" in r.stdout, r.stdout + r.stderr
+
+        r = cli(server, "sandbox", "usage", sid)
+        assert r.returncode == 0 and "memory" in r.stdout and "% of" in r.stdout, r.stdout + r.stderr
+        r = cli(server, "sandbox", "usage", "--json", sid)
+        import json
+        assert json.loads(r.stdout)["sandbox_id"] == sid
+        r = cli(server, "sandbox", "usage", "nosuchsandbox00000")
+        assert r.returncode != 0 and "not found" in r.stderr.lower(), r.stdout + r.stderr
     finally:
         raw(server, "DELETE", f"/v1/sandboxes/{sid}")
 

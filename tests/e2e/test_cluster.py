@@ -6,6 +6,7 @@ is killed; nothing may be lost.
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -83,6 +84,13 @@ class Cluster:
         wait_for(lambda: all(self.node_states().get(ip, {}).get("state") == "healthy" for ip in ips),
                  within, f"nodes {ips} healthy")
 
+    def wait_idle(self, within=30):
+        """Until every node reports no sandbox. Placement goes by each node's reported count, and
+        a test's deletes reach the reports a heartbeat or two later (later still while a loaded
+        machine tears sandboxes down), so a test that checks the spread starts from empty nodes."""
+        wait_for(lambda: all(n["used"]["sandboxes"] == 0 for n in self.node_states().values()),
+                 within, "every node reports no sandbox")
+
     def stop(self):
         # Every sandbox ends with the suite: kill what is left, then stop the processes.
         try:
@@ -101,6 +109,7 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
         self.stop_db()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def wait_for(check, within, what):
@@ -156,6 +165,7 @@ def node_of(sb):
 
 
 def test_thirty_sandboxes_spread_over_three_nodes_through_either_control_plane(cluster):
+    cluster.wait_idle()
     cps = sorted(cluster.cps)
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         sbs = list(pool.map(lambda i: sdk_create(cps[i % 2]), range(30)))
@@ -222,6 +232,10 @@ def test_create_answer_names_the_node_in_raw_http(cluster):
         out = requests.post(host + "/execute", json={"code": "print(1)", "language": "python"},
                             headers={"Authorization": f"Bearer {sb['auth_token']}"}, timeout=60).json()
         assert out["stdout"] == "1\n"
+        # Usage is measured by the node that runs it, asked through the control plane.
+        u = requests.get(f"{cp}/v1/sandboxes/{sb['id']}/usage", headers={"X-API-Key": KEY}, timeout=30)
+        assert u.status_code == 200, u.text
+        assert u.json()["memory_used_bytes"] > 0 and u.json()["processes"] >= 1, u.text
     finally:
         requests.delete(f"{cp}/v1/sandboxes/{sb['id']}", headers={"X-API-Key": KEY}, timeout=60)
 
@@ -233,6 +247,7 @@ def test_e2b_sdk_through_a_control_plane_reaches_sandboxes_on_nodes(cluster, mon
     cp = sorted(cluster.cps)[0]
     for var, value in (("E2B_API_URL", cp), ("E2B_SANDBOX_URL", cp), ("E2B_API_KEY", KEY)):
         monkeypatch.setenv(var, value)
+    cluster.wait_idle()
     nodes = set()
     made = []
     try:
@@ -254,6 +269,7 @@ def test_e2b_sdk_through_a_control_plane_reaches_sandboxes_on_nodes(cluster, mon
 def test_js_sdk_code_files_and_terminal_on_every_node(cluster):
     if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@hopx-ai", "sdk")):
         pytest.fail("the JS SDK is not installed: run scripts/test (it runs npm install in tests/js)")
+    cluster.wait_idle()
     seen = set()
     for cp in sorted(cluster.cps):
         env = dict(os.environ, BASE_URL=cp, HOPX_API_KEY=KEY, CLUSTER_N="6")

@@ -2,6 +2,7 @@
 whichever node runs them (one plain, one HTTPS), the agent token-checked and preview ports open.
 DNS is not needed: requests go to the control plane's loopback address with the Host header set."""
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -61,6 +62,7 @@ def wildcard_cluster():
         for p in procs:
             p.wait(timeout=60)
         stop_db()
+        shutil.rmtree(root, ignore_errors=True)
     assert warren_host_state() == before, f"nodes left traces: {warren_host_state()}"
 
 
@@ -76,6 +78,7 @@ def test_agent_and_preview_ports_through_a_control_plane_on_every_node(wildcard_
     made = [requests.post(cp + "/v1/sandboxes", headers={"X-API-Key": KEY}, json={"template_name": "code-interpreter"},
                           timeout=60).json() for _ in range(6)]
     try:
+        assert all("id" in s for s in made), f"a create failed: {made}"
         nodes = {s["node_id"] for s in made}
         assert len(nodes) == len(NODES), f"placed on {nodes}"
         for s in made:
@@ -100,4 +103,5 @@ def test_agent_and_preview_ports_through_a_control_plane_on_every_node(wildcard_
         assert via(cp, f"7777-zzzzzzzzzzzzzzzzzz.{DOMAIN}", "/health").status_code == 404
     finally:
         for s in made:
-            requests.delete(f"{cp}/v1/sandboxes/{s['id']}", headers={"X-API-Key": KEY}, timeout=60)
+            if "id" in s:
+                requests.delete(f"{cp}/v1/sandboxes/{s['id']}", headers={"X-API-Key": KEY}, timeout=60)

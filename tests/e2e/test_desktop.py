@@ -7,15 +7,12 @@ import os
 import re
 import struct
 import subprocess
-import tempfile
 import time
 
 import pytest
 import requests
 
-from conftest import raw
-
-JS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "js")
+from conftest import JS_DIR, need_a_browser, raw
 
 
 def png_size(data):
@@ -279,11 +276,12 @@ def test_vnc_stop_and_start(desktop):
 
 def test_viewer_opens_in_a_browser(desktop):
     """noVNC in headless Chromium through the public host: the page connects and draws the desktop."""
-    chromium = "/usr/bin/chromium"
-    if not os.path.exists(chromium) or not os.path.isdir(os.path.join(JS_DIR, "node_modules", "playwright-core")):
-        pytest.skip("SKIPPED LOUDLY: Debian's chromium or playwright-core is missing")
+    need_a_browser()
     open_xterm(desktop, "seen-in-browser", "'sleep 60'")
-    shot = os.path.join(tempfile.gettempdir(), "warren-desktop-viewer.png")  # to look at by hand
+    # Kept to look at by hand, beside the console's screenshots (ignored by git).
+    shots = os.path.join(os.path.dirname(JS_DIR), ".console-shots")
+    os.makedirs(shots, exist_ok=True)
+    shot = os.path.join(shots, "desktop-viewer.png")
     env = dict(os.environ, VIEWER_URL=desktop.desktop.get_vnc_url(), SHOT=shot)
     r = subprocess.run(["node", "viewer.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -109,6 +109,22 @@ def test_background_commands_wait_kill_stdin_list_connect(sbx):
     assert sbx.commands.kill(sleeper.pid) is False
 
 
+def test_metrics_are_measured_from_outside_the_sandbox(sbx):
+    """`get_metrics` answers with one sample of now (Warren keeps no history), in E2B's shape."""
+    sbx.commands.run("dd if=/dev/zero of=/tmp/filled bs=1M count=16 conv=fsync 2>/dev/null")
+    samples = sbx.get_metrics()
+    assert len(samples) == 1, samples
+    m = samples[0]
+    assert m.cpu_count >= 1 and 0 <= m.cpu_used_pct <= 100
+    assert 0 < m.mem_used and m.mem_total >= 256 << 20
+    assert m.disk_total > 0
+    assert abs(time.time() - m.timestamp.timestamp()) < 60
+    # An interval that ended an hour ago holds no sample.
+    import datetime
+    hour_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    assert sbx.get_metrics(start=hour_ago - datetime.timedelta(minutes=5), end=hour_ago) == []
+
+
 def test_pty_create_send_resize_kill(sbx):
     h = sbx.pty.create(PtySize(rows=24, cols=80))
     sbx.pty.send_stdin(h.pid, b"stty size > /tmp/first; echo marker-$((6*7))\n")

@@ -5,6 +5,7 @@ trusts Warren's generated CA through SSL_CERT_FILE / NODE_EXTRA_CA_CERTS. Name r
 one thing a user's DNS would do (`*.<domain>` → the server): /etc/hosts entries stand in for it,
 added for the API host first and for each sandbox's hosts once its id is known, removed after."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,6 +78,8 @@ def domain_server():
         except subprocess.TimeoutExpired:
             proc.kill()
         remove_hosts()
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

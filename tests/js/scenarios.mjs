@@ -227,6 +227,7 @@ const scenarios = {
       await sb.kill();
     }
     await Sandbox.deleteTemplate(result.templateID, { baseURL, apiKey });
+    fs.rmSync(ctx, { recursive: true, force: true });
     const after = (await Sandbox.listTemplates({ baseURL, apiKey })).map((x) => x.name);
     assert.ok(!after.includes(name), "deleted template still listed");
   },

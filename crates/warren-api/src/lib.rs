@@ -16,6 +16,7 @@ mod gate;
 mod lifecycle;
 pub mod limits;
 mod metrics;
+mod openapi;
 mod registry;
 mod request_id;
 mod routes;

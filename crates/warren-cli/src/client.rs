@@ -53,7 +53,7 @@ fn extra_ca_pem() -> anyhow::Result<Option<Vec<u8>>> {
     Ok(Some(pem))
 }
 
-fn http_client() -> anyhow::Result<reqwest::Client> {
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder();
     if let Some(pem) = extra_ca_pem()? {
         for cert in reqwest::Certificate::from_pem_bundle(&pem).context("parse CA certificate")? {
@@ -80,13 +80,17 @@ pub fn websocket_tls() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
     Ok(std::sync::Arc::new(config))
 }
 
+/// The API key of a client command: --api-key / WARREN_API_KEY, else HOPX_API_KEY.
+pub fn api_key(opts: &ClientOpts) -> anyhow::Result<String> {
+    opts.api_key
+        .clone()
+        .or_else(|| std::env::var("HOPX_API_KEY").ok())
+        .context("no API key: pass --api-key or set WARREN_API_KEY (or HOPX_API_KEY)")
+}
+
 impl Client {
     pub fn new(opts: &ClientOpts) -> anyhow::Result<Self> {
-        let key = opts
-            .api_key
-            .clone()
-            .or_else(|| std::env::var("HOPX_API_KEY").ok())
-            .context("no API key: pass --api-key or set WARREN_API_KEY (or HOPX_API_KEY)")?;
+        let key = api_key(opts)?;
         Ok(Self {
             http: http_client()?,
             base: opts.url.trim_end_matches('/').to_owned(),

@@ -18,6 +18,7 @@ mod registry;
 mod tls_listener;
 pub mod tokens;
 mod transport;
+mod usage;
 pub mod webhooks;
 
 pub use agent_link::{bash, AgentError, AgentLink};
@@ -25,8 +26,8 @@ pub use error::NodeError;
 pub use gate::{AgentAction, AgentCall, Gate, Refusal};
 pub use node::{Adopt, Listeners, Node, NodeConfig, NodeEvent, SandboxStart, Started};
 pub use proxy::{
-    e2b_target, parse_wildcard_host, status_outcome, Proxy, AGENT_PORT, E2B_ENVD_PORT,
-    E2B_INTERPRETER_PORT,
+    e2b_target, parse_wildcard_host, set_e2b_target, status_outcome, Proxy, AGENT_PORT,
+    E2B_ENVD_PORT, E2B_INTERPRETER_PORT,
 };
 pub use registry::RunState;
 pub use tls_listener::{no_delay, TlsListener};

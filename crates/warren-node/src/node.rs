@@ -14,6 +14,7 @@ use warren_runtime::{
     AnyDriver, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec, SandboxUsage,
 };
 use warren_wire::agent::{CommandRequest, CommandResponse};
+use warren_wire::cluster::MeasuredUsage;
 
 use crate::agent_link::AgentLink;
 use crate::error::NodeError;
@@ -99,6 +100,7 @@ pub struct Node {
     proxy: Proxy,
     listeners: Listeners,
     events: mpsc::Sender<NodeEvent>,
+    meter: crate::usage::UsageMeter,
 }
 
 impl Node {
@@ -115,6 +117,7 @@ impl Node {
             proxy,
             listeners: cfg.listeners,
             events,
+            meter: crate::usage::UsageMeter::default(),
         });
         (node, received)
     }
@@ -412,6 +415,12 @@ impl Node {
     /// Resource usage, read from outside the sandbox.
     pub fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
         self.registry.driver(id)?.usage(id)
+    }
+
+    /// Resource usage with the CPU rate of the last moments (the first question about a
+    /// sandbox waits a quarter of a second for a second reading).
+    pub async fn measured_usage(&self, id: &SandboxId) -> Option<MeasuredUsage> {
+        self.meter.measure(id, || self.usage(id)).await
     }
 
     /// The sandbox's listener port (local mode).

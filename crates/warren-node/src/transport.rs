@@ -1,11 +1,12 @@
 //! One HTTP/1 exchange over an already-open stream (an agent's unix socket, a port inside a
-//! sandbox), with WebSocket upgrades joined end to end, and the agent-style error body the
-//! clients parse.
+//! sandbox), with WebSocket upgrades joined end to end (also a browser's WebSocket over HTTP/2,
+//! RFC 8441), and the agent-style error body the clients parse.
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use hyper_util::rt::TokioIo;
 use time::format_description::well_known::Rfc3339;
 use warren_wire::agent::AgentErrorBody;
@@ -35,6 +36,10 @@ pub async fn send_over<IO>(io: IO, mut req: Request, what: &str) -> Response
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let extended_connect = is_extended_connect(&req);
+    if extended_connect {
+        as_http1_upgrade(&mut req);
+    }
     let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     to_http1(&mut req);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
@@ -71,8 +76,48 @@ where
                 .await;
             }
         });
+        if extended_connect {
+            // HTTP/2 accepts the stream with 200 and has no connection-level upgrade headers.
+            *res.status_mut() = StatusCode::OK;
+            for h in [
+                header::CONNECTION,
+                header::UPGRADE,
+                header::SEC_WEBSOCKET_ACCEPT,
+            ] {
+                res.headers_mut().remove(h);
+            }
+        }
     }
     res.map(Body::new)
+}
+
+/// A WebSocket opened over HTTP/2: a CONNECT naming a protocol (browsers use it wherever the
+/// server announces extended CONNECT, as axum does on HTTP/2).
+fn is_extended_connect(req: &Request) -> bool {
+    req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some()
+}
+
+/// Turns an HTTP/2 WebSocket into the HTTP/1.1 upgrade upstreams speak; the client's stream
+/// stays in the request's extensions and is joined once the upstream switched. The upstream's
+/// handshake key is made up here: the client never sees its answer.
+fn as_http1_upgrade(req: &mut Request) {
+    *req.method_mut() = Method::GET;
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let headers = req.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&key) {
+        headers.insert(header::SEC_WEBSOCKET_KEY, v);
+    }
+    headers
+        .entry(header::SEC_WEBSOCKET_VERSION)
+        .or_insert(header::HeaderValue::from_static("13"));
 }
 
 /// Makes a request that may have come in over HTTP/2 fit for an HTTP/1.1 upstream: the version,

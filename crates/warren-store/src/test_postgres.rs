@@ -147,9 +147,18 @@ pub async fn database() -> Option<String> {
     let name = format!("t_{}", hex::encode(rand::random::<[u8; 6]>()));
     let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .expect("connect to the test PostgreSQL");
+    // The port answers before the server takes connections ("the database system is starting
+    // up"): try again for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        match <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await {
+            Ok(conn) => break conn,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("starting up") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("connect to the test PostgreSQL: {e}"),
+        }
+    };
     sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
         .await
         .expect("create test database");

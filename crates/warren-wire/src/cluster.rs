@@ -160,6 +160,17 @@ pub struct StartReply {
     pub handle: String,
 }
 
+/// What a sandbox uses, measured by its node from outside it (cgroups, its disk).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeasuredUsage {
+    /// CPU over the last moments, in per cent of one CPU (200 = two CPUs busy).
+    pub cpu_pct_of_one: f64,
+    pub cpu_time_ms: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: Option<u64>,
+    pub processes: u32,
+}
+
 /// An error from a node's API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeApiError {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `POST /v1/sandboxes`. Both SDKs drop unset keys; `vcpu`/`memory_mb` are never sent.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_name: Option<String>,
@@ -50,7 +50,7 @@ pub struct CreateSandboxRequest {
 }
 
 /// A snapshot of a running sandbox (Warren extension).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub id: String,
     pub object: String,
@@ -64,10 +64,34 @@ pub struct Snapshot {
     pub created_at: String,
 }
 
+/// What a sandbox uses right now, measured by the machine that runs it from outside the sandbox
+/// (its cgroups and its writable disk), so code inside cannot change what it says (Warren
+/// extension).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SandboxUsage {
+    pub sandbox_id: String,
+    pub status: String,
+    /// RFC 3339, when the figures were read.
+    pub measured_at: String,
+    /// The sandbox's vCPUs.
+    pub cpu_count: u32,
+    /// CPU over the last moments, in per cent of the sandbox's vCPUs (0 to 100).
+    pub cpu_used_pct: f64,
+    /// CPU time used since the sandbox started (all its processes), in milliseconds.
+    pub cpu_time_ms: u64,
+    pub memory_used_bytes: u64,
+    pub memory_limit_bytes: u64,
+    /// Bytes its writable file system holds; null where the tier cannot tell from outside
+    /// (gVisor keeps them in the sandbox's own memory).
+    pub disk_used_bytes: Option<u64>,
+    pub disk_limit_bytes: u64,
+    pub processes: u32,
+}
+
 /// Which destinations a sandbox may reach, beyond `internet_access`: CIDRs (or single addresses)
 /// allowed even when internet access is off, and denied even when it is on. The host, other
 /// sandboxes and metadata addresses stay denied whatever the lists say.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EgressPolicy {
     #[serde(default, alias = "allowOut", skip_serializing_if = "Vec::is_empty")]
     pub allow_out: Vec<String>,
@@ -85,7 +109,7 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
 }
 
 /// `resources` on a sandbox: Py requires all three keys whenever the object is present.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SandboxResources {
     pub vcpu: u32,
     pub memory_mb: u32,
@@ -95,7 +119,7 @@ pub struct SandboxResources {
 /// The sandbox object (spec §4.1). `organization_id` is an integer here (a string on templates).
 /// Absent values are left out rather than sent as `null`: the vendor's schema types them as
 /// plain strings and integers, and both SDKs read a missing key as "none".
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sandbox {
     pub id: String,
     pub object: String,
@@ -134,7 +158,7 @@ pub struct Sandbox {
 }
 
 /// A page of a list. `has_more: true` must come with a usable `next_cursor` or Py's `iter` loops.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ListPage<T> {
     pub object: String,
     pub data: Vec<T>,
@@ -145,12 +169,12 @@ pub struct ListPage<T> {
     pub request_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetTimeoutRequest {
     pub timeout_seconds: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub id: String,
     pub auth_token: String,
@@ -161,7 +185,7 @@ pub struct TokenResponse {
 }
 
 /// Template resources use `disk_gb`, unlike the sandbox's `disk_mb`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TemplateResources {
     pub vcpu: u32,
     pub memory_mb: u32,
@@ -170,7 +194,7 @@ pub struct TemplateResources {
 
 /// The template object (spec §4.3). `id` and `organization_id` must be strings; `features`,
 /// `tags` and `is_active` must never be null.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Template {
     pub id: String,
     pub object: String,
@@ -203,7 +227,7 @@ pub struct Template {
 
 /// The error body of the control plane: a hybrid that both SDKs read correctly (spec §2.2).
 /// Py reads `error.{message,code,request_id,details}`; JS reads the top-level `code`/`message`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorEnvelope {
     pub error: ErrorObject,
     pub code: String,
@@ -211,12 +235,13 @@ pub struct ErrorEnvelope {
     pub request_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorObject {
     pub code: String,
     pub message: String,
     pub request_id: String,
     /// Always an object, never null: Py calls `details.get(..)` unguarded on 403 and 429.
+    #[schema(value_type = Object)]
     pub details: serde_json::Map<String, Value>,
 }
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// `POST /sandboxes` and `POST /v2/sandboxes`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = E2bNewSandbox)]
 pub struct NewSandbox {
     #[serde(rename = "templateID", default)]
     pub template_id: Option<String>,
@@ -29,8 +30,9 @@ pub struct NewSandbox {
     pub network: Option<NetworkConfig>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = E2bNetworkConfig)]
 pub struct NetworkConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_out: Vec<String>,
@@ -84,8 +86,9 @@ impl NetworkConfig {
 }
 
 /// A created or connected sandbox.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = E2bSandbox)]
 pub struct Sandbox {
     #[serde(rename = "templateID")]
     pub template_id: String,
@@ -101,8 +104,9 @@ pub struct Sandbox {
 }
 
 /// One sandbox of a list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = E2bListedSandbox)]
 pub struct ListedSandbox {
     #[serde(rename = "templateID")]
     pub template_id: String,
@@ -125,8 +129,9 @@ pub struct ListedSandbox {
 }
 
 /// `GET /sandboxes/{id}`: the listed fields and a few more.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = E2bSandboxDetail)]
 pub struct SandboxDetail {
     #[serde(flatten)]
     pub listed: ListedSandbox,
@@ -138,8 +143,9 @@ pub struct SandboxDetail {
     pub lifecycle: Lifecycle,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = E2bLifecycle)]
 pub struct Lifecycle {
     pub auto_resume: bool,
     /// `kill` or `pause`: what happens at the timeout.
@@ -147,8 +153,9 @@ pub struct Lifecycle {
 }
 
 /// `POST /sandboxes/{id}/timeout`, `/connect`, `/resume`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = E2bTimeoutBody)]
 pub struct TimeoutBody {
     #[serde(default)]
     pub timeout: Option<i64>,
@@ -157,7 +164,8 @@ pub struct TimeoutBody {
 }
 
 /// `POST /sandboxes/{id}/refreshes`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = E2bRefreshBody)]
 pub struct RefreshBody {
     #[serde(default)]
     pub duration: Option<i64>,

@@ -6,7 +6,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use warren_core::SandboxId;
-use warren_wire::cluster::{BuildStepRequest, NodeApiError, StartReply, StartRequest};
+use warren_wire::cluster::{
+    BuildStepRequest, MeasuredUsage, NodeApiError, StartReply, StartRequest,
+};
 
 use crate::clock::now;
 use crate::tokens::TokenSigner;
@@ -135,6 +137,19 @@ impl RemoteNode {
         )
         .await
         .map(drop)
+    }
+
+    /// The sandbox's usage as its node measures it.
+    pub async fn usage(&self, id: &SandboxId) -> Result<MeasuredUsage, RemoteError> {
+        let res = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/node/v1/sandboxes/{id}/usage"),
+                None::<&()>,
+                Duration::from_secs(10),
+            )
+            .await?;
+        self.json(res).await
     }
 
     pub async fn resume(&self, id: &SandboxId) -> Result<(), RemoteError> {

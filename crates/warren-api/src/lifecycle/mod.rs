@@ -18,7 +18,7 @@ use warren_core::{Resources, SandboxId, SandboxStatus};
 use warren_node::{AgentLink, Node, NodeEvent, SandboxStart};
 use warren_runtime::SandboxSpec;
 use warren_store::{NewSandbox, SandboxRecord, Store, TenantUsage};
-use warren_wire::cluster::{StartRequest, TemplateSource};
+use warren_wire::cluster::{MeasuredUsage, StartRequest, TemplateSource};
 use warren_wire::control::CreateSandboxRequest;
 
 pub use error::{LifecycleError, LifecycleResult};
@@ -850,6 +850,26 @@ impl Lifecycle {
         self.store.set_sandbox_status(id, to, now()).await?;
         rec.status = to;
         Ok(rec)
+    }
+
+    /// What a running or paused sandbox uses, measured by its node from outside it.
+    pub async fn usage(&self, rec: &SandboxRecord) -> LifecycleResult<MeasuredUsage> {
+        let invalid = LifecycleError::InvalidState {
+            action: "measure",
+            status: rec.status,
+        };
+        if !rec.status.is_live() {
+            return Err(invalid);
+        }
+        match self.node_of(rec) {
+            None => Err(invalid),
+            Some(NodeRef::Local(node)) => node.measured_usage(&rec.id).await.ok_or(invalid),
+            Some(NodeRef::Remote(node)) => match node.usage(&rec.id).await {
+                Ok(u) => Ok(u),
+                Err(e) if e.not_running() => Err(invalid),
+                Err(e) => Err(LifecycleError::Unavailable(e.to_string())),
+            },
+        }
     }
 
     pub async fn set_timeout(

@@ -4,7 +4,9 @@
 pub mod admin;
 pub(crate) mod audited;
 pub mod builds;
+mod console;
 pub mod health;
+mod mcp;
 mod metrics;
 pub mod sandboxes;
 pub mod snapshots;
@@ -21,10 +23,34 @@ use crate::cluster::routes as cluster;
 use crate::state::{AppState, PublicMode};
 
 pub fn app(state: AppState) -> Router {
+    let api = front(api_routes(&state), &state);
+    // `/mcp` sits behind the same front layers: on a sandbox's wildcard host, `/mcp` is the
+    // sandbox's own path, not Warren's.
+    // So is the console (its terminal is routed to a sandbox like any sandbox request).
+    let with_mcp = mcp::route(api.clone(), state.clone())
+        .merge(console::routes())
+        .merge(api_routes(&state));
+    front(with_mcp, &state)
+}
+
+/// The layers every request passes first: request ids, and routing of requests that belong to a
+/// sandbox (which then never reach the API).
+fn front(routes: Router<AppState>, state: &AppState) -> Router {
+    routes
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            sandbox_router,
+        ))
+        .layer(middleware::from_fn(crate::request_id::layer))
+        .with_state(state.clone())
+}
+
+fn api_routes(state: &AppState) -> Router<AppState> {
     let audit = |action: A| from_fn_with_state((state.clone(), action), audited::record);
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::scrape))
+        .route("/openapi.json", get(crate::openapi::serve))
         .route(
             "/v1/sandboxes",
             post(sandboxes::create)
@@ -37,6 +63,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(audit(A::SandboxDelete))
                 .get(sandboxes::get),
         )
+        .route("/v1/sandboxes/{id}/usage", get(sandboxes::usage))
         .route(
             "/v1/sandboxes/{id}/snapshot",
             post(snapshots::take).layer(audit(A::SandboxSnapshot)),
@@ -121,14 +148,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(audit(A::TemplateDelete))
                 .get(templates::get),
         );
-    let api = api.merge(crate::e2b::routes(&state));
-    // Requests for a sandbox (a wildcard host, or E2B's routing headers) never reach the API.
-    api.layer(middleware::from_fn_with_state(
-        state.clone(),
-        sandbox_router,
-    ))
-    .layer(middleware::from_fn(crate::request_id::layer))
-    .with_state(state)
+    api.merge(crate::e2b::routes(state))
 }
 
 /// Requests that belong to a sandbox rather than to the API: E2B's `E2b-Sandbox-Id` header
@@ -164,6 +184,18 @@ async fn sandbox_router(
             }
         }
     };
+    to_sandbox(&state, port, id, req).await
+}
+
+/// Hands a request to port `port` of sandbox `id`: this machine's proxy, or the node that runs it.
+/// The request must carry the routing (`E2b-Sandbox-*` headers or the sandbox's host) for a
+/// joined node to find it again.
+pub(crate) async fn to_sandbox(
+    state: &AppState,
+    port: u16,
+    id: warren_core::SandboxId,
+    req: Request,
+) -> Response {
     let local = state.cluster.local.as_ref();
     if local.is_none_or(|n| n.state(&id).is_none()) {
         // On a joined node: relay it there.

@@ -6,8 +6,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_core::{SandboxId, SandboxStatus};
 use warren_store::SandboxRecord;
+use warren_wire::cluster::MeasuredUsage;
 use warren_wire::control::{
-    CreateSandboxRequest, ListPage, Sandbox, SandboxResources, SetTimeoutRequest, TokenResponse,
+    CreateSandboxRequest, ListPage, Sandbox, SandboxResources, SandboxUsage, SetTimeoutRequest,
+    TokenResponse,
 };
 
 use crate::auth::Caller;
@@ -240,6 +242,44 @@ pub async fn get(
         .get_owned(&parse_id(&id)?, &caller.tenant)
         .await?;
     Ok(Json(to_wire(&state, &rec, Some(&rid))))
+}
+
+/// What the sandbox uses, measured from outside it (`GET /v1/sandboxes/{id}/usage`).
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SandboxUsage>> {
+    let rec = state
+        .lifecycle
+        .get_owned(&parse_id(&id)?, &caller.tenant)
+        .await?;
+    let measured = state.lifecycle.usage(&rec).await?;
+    Ok(Json(usage_report(&rec, &measured, now())))
+}
+
+/// The wire form of a node's measurement of `rec`, taken at `at` (Unix seconds).
+pub fn usage_report(rec: &SandboxRecord, m: &MeasuredUsage, at: i64) -> SandboxUsage {
+    const MIB: u64 = 1 << 20;
+    let vcpu = rec.resources.vcpu.max(1);
+    SandboxUsage {
+        sandbox_id: rec.id.as_str().to_owned(),
+        status: rec.status.as_str().to_owned(),
+        measured_at: rfc3339(at),
+        cpu_count: vcpu,
+        // Frozen: nothing runs now, whatever ran in the moments before the pause.
+        cpu_used_pct: if rec.status == SandboxStatus::Paused {
+            0.0
+        } else {
+            ((m.cpu_pct_of_one / f64::from(vcpu)).min(100.0) * 10.0).round() / 10.0
+        },
+        cpu_time_ms: m.cpu_time_ms,
+        memory_used_bytes: m.memory_bytes,
+        memory_limit_bytes: u64::from(rec.resources.memory_mb) * MIB,
+        disk_used_bytes: m.disk_bytes,
+        disk_limit_bytes: u64::from(rec.resources.disk_mb) * MIB,
+        processes: m.processes,
+    }
 }
 
 pub async fn kill(

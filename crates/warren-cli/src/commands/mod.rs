@@ -4,6 +4,7 @@ mod audit;
 mod build;
 mod doctor;
 mod keys;
+mod mcp;
 mod node;
 mod sandbox;
 mod serve;
@@ -83,6 +84,10 @@ pub enum Command {
     /// The nodes of a cluster (admin key).
     #[command(subcommand)]
     Nodes(node::NodesCommand),
+    /// Serve Warren's tools to an AI agent over MCP on stdin/stdout (the tools of hopx-mcp:
+    /// sandboxes, code, commands, files, env). Needs WARREN_URL and WARREN_API_KEY (or
+    /// HOPX_API_KEY). The control plane serves the same tools at /mcp over HTTP.
+    Mcp(ClientOpts),
     /// Internal: set up one sandbox (started by the server; reads its spec on stdin).
     #[command(hide = true)]
     Jail,
@@ -107,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Files(c) => sandbox::files(c).await,
         Command::Node(a) => node::run(*a).await,
         Command::Nodes(c) => node::nodes(c).await,
+        Command::Mcp(opts) => mcp::run(opts).await,
         Command::Jail => unreachable_jail(),
     }
 }

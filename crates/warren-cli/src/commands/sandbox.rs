@@ -42,6 +42,15 @@ pub enum SandboxCommand {
         opts: ClientOpts,
         id: String,
     },
+    /// What a sandbox uses now (CPU, memory, disk, processes), measured outside it.
+    Usage {
+        #[command(flatten)]
+        opts: ClientOpts,
+        id: String,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Kill a sandbox and delete its data.
     Kill {
         #[command(flatten)]
@@ -182,6 +191,16 @@ pub async fn run_sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&sb)?);
         }
+        SandboxCommand::Usage { opts, id, json } => {
+            let u = Client::new(&opts)?
+                .call(Method::GET, &format!("/v1/sandboxes/{id}/usage"), None)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&u)?);
+            } else {
+                print!("{}", usage_text(&u));
+            }
+        }
         SandboxCommand::Kill { opts, id } => {
             Client::new(&opts)?
                 .call(Method::DELETE, &format!("/v1/sandboxes/{id}"), None)
@@ -190,6 +209,25 @@ pub async fn run_sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `warren sandbox usage` for people: one line per resource.
+fn usage_text(u: &Value) -> String {
+    let mib = |v: &Value| match v.as_u64() {
+        Some(b) => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        None => "unknown".into(),
+    };
+    format!(
+        "cpu        {} % of {} vCPU (CPU time {:.1} s)\nmemory     {} of {}\ndisk       {} of {}\nprocesses  {}\n",
+        s(&u["cpu_used_pct"]),
+        s(&u["cpu_count"]),
+        u["cpu_time_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        mib(&u["memory_used_bytes"]),
+        mib(&u["memory_limit_bytes"]),
+        mib(&u["disk_used_bytes"]),
+        mib(&u["disk_limit_bytes"]),
+        s(&u["processes"]),
+    )
 }
 
 fn exit_with(code: i64) -> ExitCode {

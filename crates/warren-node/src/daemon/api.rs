@@ -28,6 +28,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/node/v1/sandboxes/{id}/pause", post(pause))
         .route("/node/v1/sandboxes/{id}/resume", post(resume))
         .route("/node/v1/sandboxes/{id}/commands", post(run_command))
+        .route("/node/v1/sandboxes/{id}/usage", get(usage))
         .route("/node/v1/layers/{key}", get(layer))
         .route("/node/v1/builds/steps", post(super::build::run_step))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -248,6 +249,16 @@ async fn pause(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response
         }
     })
     .await
+}
+
+async fn usage(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = SandboxId::parse(&id) else {
+        return bad_id();
+    };
+    match d.node.measured_usage(&id).await {
+        Some(u) => Json(u).into_response(),
+        None => node_error(NodeError::NotRunning(id)),
+    }
 }
 
 async fn resume(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {

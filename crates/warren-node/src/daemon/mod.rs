@@ -162,6 +162,12 @@ async fn serve(
         labels: cfg.labels.clone(),
         report: reporter.report(Vec::new()),
     };
+    // Listening before joining: a control plane places sandboxes here as soon as the join is
+    // accepted, and its calls then wait in the listen backlog until the API serves them, rather
+    // than finding the port closed.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(io("listen on --listen"))?;
     let mut shutdown = Box::pin(shutdown);
     let joined = tokio::select! {
         j = join_until_accepted(&control, &cfg.join_secret, &join) => j,
@@ -230,9 +236,6 @@ async fn serve(
         wildcard_domain: cfg.wildcard_domain.clone(),
         layer_fetch: tokio::sync::Mutex::new(()),
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(io("listen on --listen"))?;
     tracing::info!(node = %node_id, listen = %cfg.listen, control_plane = %cfg.control_plane, "warren node is serving");
     let app = api::router(daemon);
     match &cfg.tls {

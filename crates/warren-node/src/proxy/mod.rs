@@ -437,15 +437,28 @@ impl Proxy {
     }
 }
 
+/// The routing headers of E2B clients that use one address for every sandbox.
+const E2B_SANDBOX_ID: &str = "e2b-sandbox-id";
+const E2B_SANDBOX_PORT: &str = "e2b-sandbox-port";
+
 /// The sandbox and port an E2B client names in `E2b-Sandbox-Id` / `E2b-Sandbox-Port` (its
 /// `E2B_SANDBOX_URL` mode: every sandbox behind one address). Without a port, envd's.
 pub fn e2b_target(headers: &header::HeaderMap) -> Option<(u16, Option<SandboxId>)> {
-    let id = headers.get("e2b-sandbox-id")?.to_str().ok()?.trim();
-    let port = match headers.get("e2b-sandbox-port") {
+    let id = headers.get(E2B_SANDBOX_ID)?.to_str().ok()?.trim();
+    let port = match headers.get(E2B_SANDBOX_PORT) {
         Some(p) => p.to_str().ok()?.trim().parse().ok()?,
         None => E2B_ENVD_PORT,
     };
     Some((port, SandboxId::parse(id).ok()))
+}
+
+/// Names port `port` of sandbox `id` in a request's headers, as `e2b_target` reads them: how a
+/// request made on a client's behalf (the console's terminal) is routed like an E2B client's.
+pub fn set_e2b_target(headers: &mut header::HeaderMap, id: &SandboxId, port: u16) {
+    if let Ok(v) = header::HeaderValue::from_str(id.as_str()) {
+        headers.insert(E2B_SANDBOX_ID, v);
+    }
+    headers.insert(E2B_SANDBOX_PORT, header::HeaderValue::from(port));
 }
 
 /// Splits a wildcard host `{port}-{id}.{domain}` into port and sandbox id.

@@ -60,12 +60,27 @@ pub async fn run_outcome(res: Response) -> (Response, String) {
     (Response::from_parts(p, Body::from(body)), outcome)
 }
 
-/// The outcome of any other call, from its status.
+/// The outcome of any other call, from its status (101: a WebSocket, such as a terminal, opened).
 pub fn status_outcome(status: axum::http::StatusCode) -> &'static str {
     match status.as_u16() {
-        200..=399 => "ok",
+        100..=399 => "ok",
         401 | 403 => "denied",
         400..=499 => "rejected",
         _ => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_outcome;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn an_opened_websocket_is_a_success_and_refusals_are_told_apart() {
+        assert_eq!(status_outcome(StatusCode::SWITCHING_PROTOCOLS), "ok");
+        assert_eq!(status_outcome(StatusCode::OK), "ok");
+        assert_eq!(status_outcome(StatusCode::UNAUTHORIZED), "denied");
+        assert_eq!(status_outcome(StatusCode::NOT_FOUND), "rejected");
+        assert_eq!(status_outcome(StatusCode::BAD_GATEWAY), "error");
     }
 }

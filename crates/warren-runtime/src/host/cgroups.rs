@@ -40,6 +40,10 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, CgroupError> {
 pub struct SandboxUsage {
     pub memory_bytes: u64,
     pub processes: u32,
+    /// CPU time used since the sandbox started, in nanoseconds (all its processes).
+    pub cpu_ns: u64,
+    /// Bytes its writable file system holds, where the tier can tell from outside.
+    pub disk_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -272,13 +276,18 @@ impl CgroupRoot {
         }
     }
 
-    /// Removes the idle groups and the `warren/` groups themselves once no sandbox is left in
-    /// them (at shutdown).
+    /// Removes the groups no sandbox holds (idle ones, and any whose processes were slow to die
+    /// at a teardown) and the `warren/` groups themselves once no sandbox is left in them (at
+    /// shutdown).
     pub fn remove_bases(&self) {
-        let idle = std::mem::take(&mut self.pool().idle);
-        for name in idle {
-            if let Err(e) = self.named(&name).remove() {
-                tracing::warn!(group = %name, error = %e, "cannot remove an idle cgroup");
+        self.pool().idle.clear();
+        for name in self.leftovers() {
+            if self.pool().in_use.contains(&name) {
+                continue;
+            }
+            let cg = self.named(&name);
+            if let Err(e) = cg.empty().and_then(|()| cg.remove()) {
+                tracing::warn!(group = %name, error = %e, "cannot remove a cgroup");
             }
         }
         for dir in self.bases() {
@@ -444,6 +453,26 @@ impl SandboxCgroup {
         SandboxUsage {
             memory_bytes: self.memory_bytes().unwrap_or(0),
             processes: self.pids().len() as u32,
+            cpu_ns: self.cpu_ns().unwrap_or(0),
+            disk_bytes: None,
+        }
+    }
+
+    /// CPU time used, in nanoseconds.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        let d = self.dir_of("cpuacct")?;
+        match self.layout {
+            Layout::V1 { .. } => fs::read_to_string(d.join("cpuacct.usage"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok(),
+            Layout::V2 { .. } => fs::read_to_string(d.join("cpu.stat"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|us| us * 1000),
         }
     }
 
@@ -486,7 +515,12 @@ impl SandboxCgroup {
             return Ok(());
         }
         let _ = self.freeze();
-        for _ in 0..200 {
+        // A killed process is gone once its exit has run, which for one holding gigabytes on a
+        // loaded machine takes a while: seconds, not the one second this once allowed (a group
+        // given up on stayed behind).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_millis(5);
+        while std::time::Instant::now() < deadline {
             let pids = self.pids();
             if pids.is_empty() {
                 break;
@@ -498,7 +532,8 @@ impl SandboxCgroup {
                 );
             }
             let _ = self.thaw();
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
         // Thawed whatever happened above: the next sandbox's processes join this group.
         let _ = self.thaw();

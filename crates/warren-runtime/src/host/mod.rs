@@ -6,6 +6,7 @@
 pub mod cgroups;
 pub mod egress;
 pub mod ids;
+mod netlink;
 pub mod network;
 mod process;
 pub mod slot;

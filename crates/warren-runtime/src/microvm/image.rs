@@ -7,12 +7,17 @@
 //!   top of the root with overlayfs (copy-on-write without qcow2, so any VMM can serve it);
 //! * the agent bundle, read-only, built once per server start.
 //!
+//! Root images outlive the layers they were built from when a data directory is removed; each
+//! carries the list of its layers (`root-<hash>.layers`) so that a sweep can tell the ones
+//! nothing can use again and delete them (a few hundred MB each).
+//!
 //! Layer files are owned by the sandboxes' shifted ids (root inside = `ID_BASE` outside). A guest
 //! has its own kernel and needs the real ids, so `mkfs.ext4 -d` runs inside a user namespace that
 //! maps the range back to 0: what it reads there is what the guest must see.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -46,29 +51,105 @@ impl ImageCache {
         }
     }
 
-    /// The root image of a template with these layers (topmost first), built if missing.
-    pub async fn root_image(&self, layers: &[PathBuf]) -> Result<PathBuf, DriverError> {
-        let mut hash = Sha256::new();
-        for l in layers {
-            hash.update(l.as_os_str().as_encoded_bytes());
-            hash.update(b"\n");
-        }
+    /// The root image of a template with these layers (topmost first), built if missing; `true`
+    /// beside it when it was built now.
+    pub async fn root_image(&self, layers: &[PathBuf]) -> Result<(PathBuf, bool), DriverError> {
+        let hash = Sha256::digest(layer_list(layers));
         let image = self
             .dir
-            .join(format!("root-{}.ext4", &hex::encode(hash.finalize())[..32]));
+            .join(format!("root-{}.ext4", &hex::encode(hash)[..32]));
         if image.exists() {
-            return Ok(image);
+            return Ok((image, false));
         }
         let _guard = self.building.lock().await;
         if image.exists() {
-            return Ok(image);
+            return Ok((image, false));
         }
         let (dir, layers, out) = (self.dir.clone(), layers.to_vec(), image.clone());
         tokio::task::spawn_blocking(move || build_root_image(&dir, &layers, &out))
             .await
             .map_err(|e| DriverError::Start(format!("root image build panicked: {e}")))??;
-        Ok(image)
+        Ok((image, true))
     }
+
+    /// Deletes the root images whose layers are gone (and those from before images listed their
+    /// layers), except `in_use`, and what a build that died left behind. Another server sharing
+    /// the cache keeps its images as long as their layers exist; a running guest keeps reading a
+    /// deleted image (its QEMU holds it open).
+    pub fn sweep(&self, in_use: &[PathBuf]) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let (mut removed, mut freed) = (0u32, 0u64);
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            // A build in progress (here or in another server) is younger than an hour: its
+            // staging files, and its list written just before its image.
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+            let unusable = if name.starts_with("root-") && name.ends_with(".ext4") {
+                !in_use.contains(&path) && !layers_exist(&path.with_extension("layers"))
+            } else if name.starts_with("root-") && name.ends_with(".layers") {
+                old && !path.with_extension("ext4").exists()
+            } else {
+                old && name.starts_with(".tmp-")
+            };
+            if !unusable {
+                continue;
+            }
+            let gone = if meta.is_dir() {
+                let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+                std::fs::remove_dir(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if gone.is_ok() && name.ends_with(".ext4") {
+                let _ = std::fs::remove_file(path.with_extension("layers"));
+                removed += 1;
+                freed += meta.blocks() * 512;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                freed_mb = freed / MIB,
+                "microVM root images of layers that are gone deleted"
+            );
+        }
+    }
+}
+
+/// The layers' paths, one per line: what names a root image (its hash) and what its list holds.
+fn layer_list(layers: &[PathBuf]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for l in layers {
+        list.extend_from_slice(l.as_os_str().as_bytes());
+        list.push(b'\n');
+    }
+    list
+}
+
+/// Whether every layer a root image lists still exists (false without a list).
+fn layers_exist(list: &Path) -> bool {
+    let Ok(text) = std::fs::read(list) else {
+        return false;
+    };
+    let mut any = false;
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let path = Path::new(std::ffi::OsStr::from_bytes(line));
+        if !path.exists() {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 fn build_root_image(dir: &Path, layers: &[PathBuf], out: &Path) -> Result<(), DriverError> {
@@ -101,6 +182,9 @@ fn build_root_image(dir: &Path, layers: &[PathBuf], out: &Path) -> Result<(), Dr
             .arg(&source);
         run_with_ids_unshifted(mkfs)?;
         std::os::unix::fs::chown(&staging, Some(0), Some(0)).map_err(io("chown root image"))?;
+        // The list first: an image without one is swept as unusable.
+        std::fs::write(out.with_extension("layers"), layer_list(layers))
+            .map_err(io("write layer list"))?;
         std::fs::rename(&staging, out).map_err(io("install root image"))?;
         tracing::info!(image = %out.display(), size_mb = size / MIB,
             elapsed_ms = started.elapsed().as_millis() as u64, "microVM root image built");
@@ -297,6 +381,37 @@ mod tests {
             owner_in_image(&image, "/private/inside")?,
             ID_COUNT.to_string()
         );
+        Ok(())
+    }
+
+    /// Images whose layers are gone are deleted with their lists; an image a live sandbox uses,
+    /// or whose layers all exist, stays.
+    #[test]
+    fn sweep_deletes_images_of_layers_that_are_gone() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let (layer, cache) = (tmp.path().join("layer"), tmp.path().join("cache"));
+        std::fs::create_dir_all(&layer)?;
+        std::fs::create_dir_all(&cache)?;
+        let image = |name: &str, layers: Option<&Path>| -> std::io::Result<PathBuf> {
+            let path = cache.join(format!("root-{name}.ext4"));
+            std::fs::write(&path, b"ext4")?;
+            if let Some(l) = layers {
+                std::fs::write(
+                    path.with_extension("layers"),
+                    [l.as_os_str().as_bytes(), b"\n"].concat(),
+                )?;
+            }
+            Ok(path)
+        };
+        let kept = image("kept", Some(&layer))?;
+        let orphan = image("orphan", Some(&tmp.path().join("deleted-layer")))?;
+        let unlisted = image("unlisted", None)?;
+        let in_use = image("in-use", Some(&tmp.path().join("deleted-too")))?;
+        ImageCache::new(cache.clone()).sweep(std::slice::from_ref(&in_use));
+        assert!(kept.exists() && kept.with_extension("layers").exists());
+        assert!(!orphan.exists() && !orphan.with_extension("layers").exists());
+        assert!(!unlisted.exists());
+        assert!(in_use.exists(), "an image a sandbox uses is never deleted");
         Ok(())
     }
 }

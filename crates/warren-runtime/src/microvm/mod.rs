@@ -131,7 +131,7 @@ pub struct MicrovmDriver {
     kernel: PathBuf,
     base_initrd: Vec<u8>,
     agent_image: PathBuf,
-    images: image::ImageCache,
+    images: Arc<image::ImageCache>,
     live: Mutex<HashMap<SandboxId, Live>>,
 }
 
@@ -228,7 +228,7 @@ impl MicrovmDriver {
             );
         }
         Ok(Self {
-            images: image::ImageCache::new(cfg.image_dir.clone()),
+            images: Arc::new(image::ImageCache::new(cfg.image_dir.clone())),
             cfg,
             host,
             accel,
@@ -241,6 +241,17 @@ impl MicrovmDriver {
 
     pub fn accel(&self) -> Accel {
         self.accel
+    }
+
+    /// Deletes the root images nothing can use again (see `image::ImageCache::sweep`).
+    async fn sweep_images(&self) {
+        let in_use: Vec<PathBuf> = self
+            .live()
+            .values()
+            .map(|l| l.boot.root_image.clone())
+            .collect();
+        let images = self.images.clone();
+        let _ = tokio::task::spawn_blocking(move || images.sweep(&in_use)).await;
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SandboxId, Live>> {
@@ -278,7 +289,10 @@ impl MicrovmDriver {
             .network()
             .add_guest_link(net, spec.internet_access)
             .await?;
-        let root_image = self.images.root_image(&spec.layers).await?;
+        let (root_image, built) = self.images.root_image(&spec.layers).await?;
+        if built {
+            self.sweep_images().await;
+        }
         let data_disk = dir.join("data.ext4");
         let (disk, size) = (data_disk.clone(), spec.resources.disk_mb);
         tokio::task::spawn_blocking(move || image::create_writable_disk(&disk, size))
@@ -546,7 +560,14 @@ impl IsolationDriver for MicrovmDriver {
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
-        self.live().get(id).map(|l| l.host.cgroup.usage())
+        let live = self.live();
+        let l = live.get(id)?;
+        let mut usage = l.host.cgroup.usage();
+        // The writable disk is a sparse file: what the guest wrote is what it holds on the host.
+        usage.disk_bytes = std::fs::metadata(&l.boot.data_disk)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512);
+        Some(usage)
     }
 
     async fn adopt(
@@ -570,6 +591,7 @@ impl IsolationDriver for MicrovmDriver {
     }
 
     async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
+        self.sweep_images().await;
         // QEMU processes, cgroups and namespaces are the host layer's to remove; directories and
         // agent images no live guest uses are ours.
         let in_use: Vec<PathBuf> = self

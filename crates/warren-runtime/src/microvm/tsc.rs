@@ -41,10 +41,40 @@ impl CpuFlags {
 
 /// The host's TSC rate in kHz, or `None` where the TSC is not invariant (its rate then changes
 /// with the CPU's clock, and a guest had better calibrate it itself) or cannot be read.
+///
+/// Measured on a thread pinned to one CPU: on a virtual host each vCPU's counter may carry its
+/// own offset, and a thread moved between the two readings turned that offset into a rate
+/// several per cent off (a guest clock running 9 % fast in CI). The median of three windows
+/// discards one disturbed reading.
 pub fn host_khz(flags: &CpuFlags) -> Option<u32> {
     if !flags.invariant_tsc() {
         return None;
     }
+    std::thread::spawn(|| {
+        pin_to_current_cpu();
+        let mut rates: Vec<u32> = (0..3).filter_map(|_| one_window_khz()).collect();
+        rates.sort_unstable();
+        (rates.len() == 3).then(|| rates[1])
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// Keeps the calling thread on the CPU it runs on now (best effort: unpinned, the median still
+/// guards against one migration).
+fn pin_to_current_cpu() {
+    // SAFETY: sched_getcpu only reads which CPU runs the calling thread.
+    let Ok(cpu) = usize::try_from(unsafe { libc::sched_getcpu() }) else {
+        return;
+    };
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+fn one_window_khz() -> Option<u32> {
     let (tsc0, ns0) = paired_reading()?;
     std::thread::sleep(WINDOW);
     let (tsc1, ns1) = paired_reading()?;

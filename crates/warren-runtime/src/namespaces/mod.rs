@@ -238,7 +238,20 @@ impl IsolationDriver for NamespaceDriver {
     }
 
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
-        Some(self.cgroup_of(id).ok()?.usage())
+        let (cgroup, init) = {
+            let live = self.live();
+            let l = live.get(id)?;
+            (l.host.cgroup.clone(), l.init)
+        };
+        let mut usage = cgroup.usage();
+        // The writable layer is a size-limited tmpfs under the overlay root, whose statfs is
+        // the tmpfs's: seen through the sandbox's init.
+        usage.disk_bytes = init.and_then(|p| {
+            let fs = nix::sys::statfs::statfs(format!("/proc/{}/root", p.pid).as_str()).ok()?;
+            let used = fs.blocks().saturating_sub(fs.blocks_free());
+            Some(used * fs.block_size() as u64)
+        });
+        Some(usage)
     }
 
     async fn adopt(

@@ -1,0 +1,730 @@
+//! The OpenAPI 3.1 document of the control plane, served at `/openapi.json`.
+//!
+//! Schemas come from the wire types (`warren-wire`, `ToSchema`). The operations are described
+//! here, one `#[utoipa::path]` item each, rather than on the handlers: one file then reads as the
+//! API's table of contents, and the handlers stay about behaviour. That the two agree is checked
+//! by the test below, which finds every route the router registers and fails on one the
+//! document lacks or leaves without a description.
+
+use utoipa::openapi::path::HttpMethod;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use warren_wire::control::{
+    CreateSandboxRequest, EgressPolicy, ErrorEnvelope, ErrorObject, ListPage, Sandbox,
+    SandboxResources, SandboxUsage, SetTimeoutRequest, Snapshot, Template, TemplateResources,
+    TokenResponse,
+};
+use warren_wire::e2b;
+
+/// Operations that answer exactly like another one (the vendors' names for the same call):
+/// (method, path, the path whose operation it copies).
+const ALIASES: &[(HttpMethod, &str, &str)] = &[
+    (
+        HttpMethod::Post,
+        "/v1/sandboxes/{id}/stop",
+        "/v1/sandboxes/{id}/pause",
+    ),
+    (
+        HttpMethod::Post,
+        "/v1/sandboxes/{id}/start",
+        "/v1/sandboxes/{id}/resume",
+    ),
+    (HttpMethod::Post, "/v2/sandboxes", "/sandboxes"),
+    (
+        HttpMethod::Post,
+        "/v2/sandboxes/{id}/connect",
+        "/sandboxes/{id}/connect",
+    ),
+    (
+        HttpMethod::Get,
+        "/v2/sandboxes/{id}/logs",
+        "/sandboxes/{id}/logs",
+    ),
+];
+
+/// The document, built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        for (method, alias, of) in ALIASES {
+            let op = doc.paths.paths.get(*of).and_then(|item| match method {
+                HttpMethod::Get => item.get.clone(),
+                _ => item.post.clone(),
+            });
+            if let Some(mut op) = op {
+                // Operation ids must be unique.
+                op.operation_id = op
+                    .operation_id
+                    .map(|id| format!("{id}_at_{}", alias.replace(['/', '{', '}'], "_")));
+                doc.paths
+                    .add_path_operation(*alias, vec![method.clone()], op);
+            }
+        }
+        doc
+    })
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
+    axum::Json(document())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Warren control plane",
+        description = "Self-hosted, Hopx-compatible code-execution sandboxes. The `/v1/*` routes are \
+            the Hopx control-plane API the official SDKs and CLI use (with Warren extensions: \
+            isolation tiers, snapshots, egress lists, metadata); `/sandboxes` and `/v2/sandboxes` \
+            are E2B's; `/v1/admin`, `/v1/audit` and `/v1/internal` are Warren's own. A sandbox's \
+            agent API (code, commands, files) is served at its `public_host`, not here.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        health, openapi_json, metrics,
+        create_sandbox, list_sandboxes, get_sandbox, delete_sandbox, pause_sandbox,
+        resume_sandbox, set_sandbox_timeout, refresh_sandbox_token, sandbox_usage,
+        take_snapshot, list_snapshots, get_snapshot, delete_snapshot,
+        list_templates, get_template, delete_template,
+        upload_link, upload_context, build_template, build_status, build_logs,
+        list_keys, create_key, revoke_key, rotate_key, audit_trail,
+        list_nodes, drain_node, activate_node,
+        node_join, node_heartbeat, node_audit, node_layer,
+        e2b_create, e2b_list_v1, e2b_list_v2, e2b_get, e2b_kill, e2b_set_timeout, e2b_refresh,
+        e2b_connect, e2b_pause, e2b_resume, e2b_metrics, e2b_logs, e2b_snapshots, e2b_fork,
+        e2b_network,
+        mcp_post, mcp_get, mcp_delete,
+    ),
+    components(schemas(
+        CreateSandboxRequest, EgressPolicy, SandboxResources, Sandbox, ListPage<Sandbox>,
+        ListPage<Template>, SetTimeoutRequest, TokenResponse, TemplateResources, Template,
+        Snapshot, SandboxUsage, ErrorEnvelope, ErrorObject, Sandboxes, E2bError, e2b::Sandbox,
+        e2b::ListedSandbox, e2b::SandboxDetail, e2b::NetworkConfig, e2b::Lifecycle,
+    )),
+    modifiers(&Credentials),
+    security(("api_key" = []), ("bearer" = [])),
+    tags(
+        (name = "sandboxes", description = "Sandboxes (Hopx API)"),
+        (name = "snapshots", description = "Snapshots of running sandboxes and copies of them (Warren extension)"),
+        (name = "templates", description = "Templates and their builds (Hopx API)"),
+        (name = "admin", description = "API keys and the audit trail of an organization (admin keys)"),
+        (name = "cluster", description = "Nodes of a cluster; /v1/internal is for `warren node` only"),
+        (name = "e2b", description = "E2B's control-plane API over the same sandboxes"),
+        (name = "system", description = "Health, metrics, this document"),
+        (name = "mcp", description = "MCP (streamable HTTP) with the tools of hopx-mcp"),
+    )
+)]
+struct ApiDoc;
+
+/// API keys as `X-API-Key` (the SDKs) or `Authorization: Bearer` (builds, docs).
+struct Credentials;
+
+impl Modify for Credentials {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The answer to a create with `count` above 1.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Sandboxes {
+    sandboxes: Vec<Sandbox>,
+}
+
+/// E2B's error body.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct E2bError {
+    code: i32,
+    message: String,
+}
+
+// ---------- system ----------
+
+/// Whether the server can create sandboxes, and which templates are built already.
+#[utoipa::path(get, path = "/health", tag = "system", security(()),
+    responses((status = 200, description = "Serving", body = Object)))]
+#[allow(dead_code)]
+fn health() {}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "system", security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+/// Prometheus metrics of the server and its sandboxes (admin key).
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = "4XX", description = "Refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn metrics() {}
+
+// ---------- sandboxes ----------
+
+/// Create a sandbox from a template (or copies of a snapshot); answered once its agent is up.
+/// With `count` above 1, all of them or none, as `{"sandboxes": [...]}`.
+#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes",
+    request_body(content = CreateSandboxRequest, description = "Empty means all defaults"),
+    responses(
+        (status = 201, description = "Created (with its agent token)", body = Sandbox),
+        (status = 200, description = "`count` above 1", body = Sandboxes),
+        (status = "4XX", description = "Bad input, unknown template, quota or rate limit", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn create_sandbox() {}
+
+/// The caller's sandboxes, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size (default 100, at most 1000)"),
+        ("status" = Option<String>, Query, description = "running, paused, stopped or deleted"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("region" = Option<String>, Query, description = "Only this region")),
+    responses((status = 200, description = "A page", body = ListPage<Sandbox>),
+        (status = "4XX", description = "Refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn list_sandboxes() {}
+
+/// One sandbox (also a deleted one, with `status: deleted`).
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "The sandbox", body = Sandbox),
+        (status = "4XX", description = "Not found or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn get_sandbox() {}
+
+/// Stop a sandbox and remove everything it created.
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "Deleted", body = Object),
+        (status = "4XX", description = "Not found or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn delete_sandbox() {}
+
+/// Pause a running sandbox (memory and files kept; also `/stop`).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "Paused", body = Sandbox),
+        (status = "4XX", description = "Not found, not running, or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn pause_sandbox() {}
+
+/// Resume a paused sandbox (also `/start`).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "Running", body = Sandbox),
+        (status = "4XX", description = "Not found, not paused, or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn resume_sandbox() {}
+
+/// Set a sandbox's timeout, counted from now.
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/timeout", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body = SetTimeoutRequest,
+    responses((status = 200, description = "The new expiry", body = Object),
+        (status = "4XX", description = "Bad timeout, not found, or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn set_sandbox_timeout() {}
+
+/// A new token for the sandbox's agent.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/token/refresh", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "The token", body = TokenResponse),
+        (status = "4XX", description = "Not found or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn refresh_sandbox_token() {}
+
+/// What a running or paused sandbox uses (CPU, memory, disk, processes), measured by its machine
+/// from outside the sandbox (Warren extension).
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/usage", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "The usage", body = SandboxUsage),
+        (status = "4XX", description = "Not found, not running or paused, or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn sandbox_usage() {}
+
+// ---------- snapshots ----------
+
+/// Snapshot a running sandbox's files (namespace tier); the sandbox runs on.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/snapshot", tag = "snapshots",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 201, description = "The snapshot", body = Snapshot),
+        (status = "4XX", description = "Not found, not running, another tier, or over 100 snapshots", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn take_snapshot() {}
+
+/// The caller's snapshots.
+#[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots",
+    responses((status = 200, description = "`data`: the snapshots", body = Object),
+        (status = "4XX", description = "Refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn list_snapshots() {}
+
+/// One snapshot.
+#[utoipa::path(get, path = "/v1/snapshots/{id}", tag = "snapshots",
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses((status = 200, description = "The snapshot", body = Snapshot),
+        (status = "4XX", description = "Not found or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn get_snapshot() {}
+
+/// Delete a snapshot and its layer (refused while copies of it run).
+#[utoipa::path(delete, path = "/v1/snapshots/{id}", tag = "snapshots",
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses((status = 200, description = "Deleted", body = Object),
+        (status = "4XX", description = "Not found, in use, or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn delete_snapshot() {}
+
+// ---------- templates ----------
+
+/// Templates the caller can create sandboxes from.
+#[utoipa::path(get, path = "/v1/templates", tag = "templates",
+    params(("category" = Option<String>, Query, description = "Only this category"),
+        ("language" = Option<String>, Query, description = "Only this language")),
+    responses((status = 200, description = "The templates", body = ListPage<Template>),
+        (status = "4XX", description = "Refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn list_templates() {}
+
+/// A template by name or id.
+#[utoipa::path(get, path = "/v1/templates/{name_or_id}", tag = "templates",
+    params(("name_or_id" = String, Path, description = "Template name or id")),
+    responses((status = 200, description = "The template", body = Template),
+        (status = "4XX", description = "Not found or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn get_template() {}
+
+/// Delete a template the caller built (built-in ones are refused).
+#[utoipa::path(delete, path = "/v1/templates/{name_or_id}", tag = "templates",
+    params(("name_or_id" = String, Path, description = "Template name or id")),
+    responses((status = 200, description = "Deleted", body = Object),
+        (status = "4XX", description = "Not found, public, or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn delete_template() {}
+
+/// Where to upload a build's COPY context (or that it is present already).
+#[utoipa::path(post, path = "/v1/templates/files/upload-link", tag = "templates",
+    request_body(content = Object, description = "`files_hash`, `content_length`"),
+    responses((status = 200, description = "`present`, `upload_url`, `expires_at`", body = Object),
+        (status = "4XX", description = "Bad input or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn upload_link() {}
+
+/// Upload a COPY context (`.tar.gz`) to its one-time URL; the URL is the credential.
+#[utoipa::path(put, path = "/v1/templates/files/upload/{token}", tag = "templates", security(()),
+    params(("token" = String, Path, description = "From the upload link")),
+    request_body(content = Vec<u8>, content_type = "application/gzip"),
+    responses((status = 200, description = "Stored", body = Object),
+        (status = "4XX", description = "Unknown or used link, wrong size or hash", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn upload_context() {}
+
+/// Build a template from a base and steps (COPY, RUN, ENV, WORKDIR, USER, CMD).
+#[utoipa::path(post, path = "/v1/templates/build", tag = "templates",
+    request_body(content = Object, description = "`name`, `from_image` or a base template, `steps`, `start_cmd`, `ready_cmd`, resources"),
+    responses((status = 201, description = "`build_id`, `template_id`, `status`, `logs_url`", body = Object),
+        (status = "4XX", description = "Bad recipe, name taken, or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn build_template() {}
+
+/// A build's progress.
+#[utoipa::path(get, path = "/v1/templates/build/{id}/status", tag = "templates",
+    params(("id" = String, Path, description = "Build or template id")),
+    responses((status = 200, description = "`status`, `progress`, `current_step`", body = Object),
+        (status = "4XX", description = "Not found or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn build_status() {}
+
+/// A build's log from `offset` on.
+#[utoipa::path(get, path = "/v1/templates/build/{id}/logs", tag = "templates",
+    params(("id" = String, Path, description = "Build or template id"),
+        ("offset" = Option<u64>, Query, description = "Where the previous read ended")),
+    responses((status = 200, description = "`logs`, `offset`, `status`, `complete`", body = Object),
+        (status = "4XX", description = "Not found or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn build_logs() {}
+
+// ---------- admin ----------
+
+/// The organization's API keys (never the keys themselves).
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin",
+    responses((status = 200, description = "`data`: the keys", body = Object),
+        (status = "4XX", description = "Not an admin key", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn list_keys() {}
+
+/// Create an API key; the key is shown once, in this answer.
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin",
+    request_body(content = Object, description = "`name`, `role` (admin or member), `environment`, `expires_in_days`"),
+    responses((status = 201, description = "The key", body = Object),
+        (status = "4XX", description = "Bad input or not an admin key", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn create_key() {}
+
+/// Revoke an API key.
+#[utoipa::path(delete, path = "/v1/admin/keys/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Key id")),
+    responses((status = 200, description = "Revoked", body = Object),
+        (status = "4XX", description = "Not found or not an admin key", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn revoke_key() {}
+
+/// Replace an API key; the old one works for `grace_seconds` more.
+#[utoipa::path(post, path = "/v1/admin/keys/{id}/rotate", tag = "admin",
+    params(("id" = String, Path, description = "Key id")),
+    request_body(content = Object, description = "`grace_seconds` (optional body)"),
+    responses((status = 200, description = "The new key", body = Object),
+        (status = "4XX", description = "Not found or not an admin key", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn rotate_key() {}
+
+/// The organization's audit trail, newest first (admin key).
+#[utoipa::path(get, path = "/v1/audit", tag = "admin",
+    params(("sandbox_id" = Option<String>, Query, description = "Only this sandbox"),
+        ("action" = Option<String>, Query, description = "Only this action, e.g. sandbox.create"),
+        ("key_id" = Option<String>, Query, description = "Only this key"),
+        ("since" = Option<String>, Query, description = "RFC 3339 time"),
+        ("until" = Option<String>, Query, description = "RFC 3339 time"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Page size")),
+    responses((status = 200, description = "`data`: the events", body = Object),
+        (status = "4XX", description = "Bad filter or not an admin key", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn audit_trail() {}
+
+// ---------- cluster ----------
+
+/// The cluster's nodes and their load (admin key).
+#[utoipa::path(get, path = "/v1/admin/nodes", tag = "cluster",
+    responses((status = 200, description = "`data`: the nodes", body = Object),
+        (status = "4XX", description = "Not an admin key", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn list_nodes() {}
+
+/// Place no more sandboxes on a node.
+#[utoipa::path(post, path = "/v1/admin/nodes/{id}/drain", tag = "cluster",
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 200, description = "Draining", body = Object),
+        (status = "4XX", description = "Not found or not an admin key", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn drain_node() {}
+
+/// Place sandboxes on a node again.
+#[utoipa::path(post, path = "/v1/admin/nodes/{id}/activate", tag = "cluster",
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 200, description = "Active", body = Object),
+        (status = "4XX", description = "Not found or not an admin key", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn activate_node() {}
+
+/// A `warren node` joins with the cluster's join secret.
+#[utoipa::path(post, path = "/v1/internal/nodes/join", tag = "cluster", security(()),
+    request_body = Object,
+    responses((status = 200, description = "The node's id and credentials", body = Object),
+        (status = "4XX", description = "Wrong secret or bad input", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn node_join() {}
+
+/// A node's heartbeat: its load and its sandboxes' states (node credentials).
+#[utoipa::path(post, path = "/v1/internal/nodes/heartbeat", tag = "cluster", security(()),
+    request_body = Object,
+    responses((status = 200, description = "Accepted", body = Object),
+        (status = "4XX", description = "Unknown node or bad input", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn node_heartbeat() {}
+
+/// Audit events a node recorded (node credentials).
+#[utoipa::path(post, path = "/v1/internal/nodes/audit", tag = "cluster", security(()),
+    request_body = Object,
+    responses((status = 200, description = "Stored", body = Object),
+        (status = "4XX", description = "Unknown node or bad input", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn node_audit() {}
+
+/// A built template's layer as a tar stream, for a node that lacks it (node credentials).
+#[utoipa::path(get, path = "/v1/internal/layers/{key}", tag = "cluster", security(()),
+    params(("key" = String, Path, description = "Layer key")),
+    responses((status = 200, description = "The layer", body = Vec<u8>, content_type = "application/x-tar"),
+        (status = "4XX", description = "Unknown node or layer", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn node_layer() {}
+
+// ---------- E2B ----------
+
+/// Create a sandbox (E2B; also `POST /v2/sandboxes`).
+#[utoipa::path(post, path = "/sandboxes", tag = "e2b",
+    request_body(content = Object, description = "`templateID`, `timeout`, `autoPause`, `metadata`, `envVars`, `network`"),
+    responses((status = 201, description = "Created", body = e2b::Sandbox),
+        (status = "4XX", description = "Bad input, unknown template, or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_create() {}
+
+/// Running sandboxes (E2B v1 list).
+#[utoipa::path(get, path = "/sandboxes", tag = "e2b",
+    responses((status = 200, description = "The sandboxes", body = Vec<e2b::ListedSandbox>),
+        (status = "4XX", description = "Refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_list_v1() {}
+
+/// Sandboxes by state and metadata, a page at a time (E2B v2 list).
+#[utoipa::path(get, path = "/v2/sandboxes", tag = "e2b",
+    params(("state" = Option<String>, Query, description = "running and/or paused"),
+        ("metadata" = Option<String>, Query, description = "URL-encoded key=value pairs"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+        ("nextToken" = Option<String>, Query, description = "From the previous page's x-next-token")),
+    responses((status = 200, description = "The sandboxes", body = Vec<e2b::ListedSandbox>),
+        (status = "4XX", description = "Refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_list_v2() {}
+
+/// One sandbox (E2B).
+#[utoipa::path(get, path = "/sandboxes/{id}", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "The sandbox", body = e2b::SandboxDetail),
+        (status = "4XX", description = "Not found or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_get() {}
+
+/// Kill a sandbox (E2B).
+#[utoipa::path(delete, path = "/sandboxes/{id}", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 204, description = "Killed"),
+        (status = "4XX", description = "Not found or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_kill() {}
+
+/// Set a sandbox's timeout (E2B).
+#[utoipa::path(post, path = "/sandboxes/{id}/timeout", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body(content = Object, description = "`timeout` in seconds"),
+    responses((status = 204, description = "Set"),
+        (status = "4XX", description = "Not found or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_set_timeout() {}
+
+/// Extend a sandbox's life (E2B).
+#[utoipa::path(post, path = "/sandboxes/{id}/refreshes", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body(content = Object, description = "`duration` in seconds"),
+    responses((status = 204, description = "Extended"),
+        (status = "4XX", description = "Not found or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_refresh() {}
+
+/// Connect to a sandbox, resuming it if paused (E2B; also `/v2/...`).
+#[utoipa::path(post, path = "/sandboxes/{id}/connect", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body(content = Object, description = "`timeout` in seconds"),
+    responses((status = 200, description = "Running", body = e2b::Sandbox),
+        (status = 201, description = "Resumed", body = e2b::Sandbox),
+        (status = "4XX", description = "Not found or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_connect() {}
+
+/// Pause a sandbox (E2B).
+#[utoipa::path(post, path = "/sandboxes/{id}/pause", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 204, description = "Paused"),
+        (status = "4XX", description = "Not found, not running, or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_pause() {}
+
+/// Resume a sandbox (E2B).
+#[utoipa::path(post, path = "/sandboxes/{id}/resume", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body(content = Object, description = "`timeout`, `autoPause`"),
+    responses((status = 201, description = "Resumed", body = e2b::Sandbox),
+        (status = "4XX", description = "Not found, not paused, or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_resume() {}
+
+/// A sandbox's CPU, memory and disk figures now, measured from outside it, as one sample (E2B).
+#[utoipa::path(get, path = "/sandboxes/{id}/metrics", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id"),
+        ("start" = Option<i64>, Query, description = "Unix seconds: no sample if after now"),
+        ("end" = Option<i64>, Query, description = "Unix seconds: no sample if before now")),
+    responses((status = 200, description = "The figures", body = Vec<Object>),
+        (status = "4XX", description = "Not found or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_metrics() {}
+
+/// A sandbox's logs (E2B; also `/v2/...`; Warren keeps none: empty).
+#[utoipa::path(get, path = "/sandboxes/{id}/logs", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "The logs", body = Object),
+        (status = "4XX", description = "Not found or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_logs() {}
+
+/// E2B snapshots: not served through the E2B API (use `/v1/sandboxes/{id}/snapshot`).
+#[utoipa::path(post, path = "/sandboxes/{id}/snapshots", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 501, description = "Not served", body = E2bError),
+        (status = "4XX", description = "Refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_snapshots() {}
+
+/// E2B fork: not served through the E2B API (use a snapshot and `count`).
+#[utoipa::path(post, path = "/sandboxes/{id}/fork", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 501, description = "Not served", body = E2bError),
+        (status = "4XX", description = "Refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_fork() {}
+
+/// Changing a running sandbox's network: not served.
+#[utoipa::path(put, path = "/sandboxes/{id}/network", tag = "e2b",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 501, description = "Not served", body = E2bError),
+        (status = "4XX", description = "Refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_network() {}
+
+// ---------- MCP ----------
+
+/// An MCP JSON-RPC message (streamable HTTP transport): the tools of hopx-mcp (docs/mcp.md).
+#[utoipa::path(post, path = "/mcp", tag = "mcp",
+    request_body(content = Object, description = "A JSON-RPC message"),
+    responses((status = 200, description = "JSON or an event stream", body = Object),
+        (status = 202, description = "Accepted (a notification)"),
+        (status = "4XX", description = "No or a bad API key, or a bad message", body = Object)))]
+#[allow(dead_code)]
+fn mcp_post() {}
+
+/// The server-to-client event stream of an MCP session.
+#[utoipa::path(get, path = "/mcp", tag = "mcp",
+    responses((status = 200, description = "An event stream", body = String, content_type = "text/event-stream"),
+        (status = "4XX", description = "No or a bad API key, or no session", body = Object)))]
+#[allow(dead_code)]
+fn mcp_get() {}
+
+/// End an MCP session.
+#[utoipa::path(delete, path = "/mcp", tag = "mcp",
+    responses((status = 200, description = "Ended"),
+        (status = "4XX", description = "No or a bad API key, or no session", body = Object)))]
+#[allow(dead_code)]
+fn mcp_delete() {}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every (method, path) the router registers, read from the files that register them.
+    fn routed() -> BTreeSet<(String, String)> {
+        let sources = [
+            include_str!("routes/mod.rs"),
+            include_str!("routes/mcp.rs"),
+            include_str!("e2b/mod.rs"),
+        ];
+        let mut found = BTreeSet::new();
+        for src in sources {
+            for call in src.split(".route").skip(1) {
+                // `.route("/path", get(..)...)` or `.route_service("/path", ...)`.
+                let Some(start) = call.find('"') else {
+                    continue;
+                };
+                let rest = &call[start + 1..];
+                let Some(end) = rest.find('"') else { continue };
+                let path = rest[..end].to_owned();
+                if !path.starts_with('/') {
+                    continue;
+                }
+                // The call's own text: up to the end of the chain (`;`) or of the function.
+                let body = &rest[end..];
+                let body = &body[..[body.find(';'), body.find("\n}")]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(body.len())];
+                let methods: Vec<&str> = ["get", "post", "put", "delete", "patch"]
+                    .into_iter()
+                    .filter(|m| {
+                        body.contains(&format!("({m}("))
+                            || body.contains(&format!(" {m}("))
+                            || body.contains(&format!(".{m}("))
+                    })
+                    .collect();
+                if call.starts_with("_service") {
+                    // The MCP service answers POST, GET and DELETE.
+                    for m in ["post", "get", "delete"] {
+                        found.insert((m.to_owned(), path.clone()));
+                    }
+                }
+                for m in methods {
+                    found.insert((m.to_owned(), path.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_route_is_described() {
+        let doc = document();
+        let routes = routed();
+        assert!(
+            routes.len() > 50,
+            "found only {} routes: {routes:?}",
+            routes.len()
+        );
+        for (method, path) in &routes {
+            let item = doc
+                .paths
+                .paths
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} is routed but not in the OpenAPI document"));
+            let op = match method.as_str() {
+                "get" => &item.get,
+                "post" => &item.post,
+                "put" => &item.put,
+                "delete" => &item.delete,
+                _ => &item.patch,
+            };
+            let op = op
+                .as_ref()
+                .unwrap_or_else(|| panic!("{method} {path} is routed but not documented"));
+            let described = op.summary.as_deref().is_some_and(|s| !s.is_empty())
+                || op.description.as_deref().is_some_and(|s| !s.is_empty());
+            assert!(described, "{method} {path} has no description");
+        }
+        // And nothing is documented that is not routed.
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                ("get", &item.get),
+                ("post", &item.post),
+                ("put", &item.put),
+                ("delete", &item.delete),
+                ("patch", &item.patch),
+            ] {
+                if op.is_some() {
+                    assert!(
+                        routes.contains(&(method.to_owned(), path.clone())),
+                        "{method} {path} is documented but not routed"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_schemas() {
+        let json = serde_json::to_value(document()).expect("serializable");
+        assert!(json["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")));
+        assert!(json["components"]["schemas"]["Sandbox"]["properties"]["public_host"].is_object());
+    }
+}
