@@ -4,7 +4,8 @@
 Prints p50/p95/p99 for
   * snapshot: `POST /v1/sandboxes/{id}/snapshot` of a running sandbox that wrote a few files;
   * fork into 1 and into N copies: `POST /v1/sandboxes` with `snapshot_id` (and `count`), until
-    the answer, and until every copy answered `print(1)` through its own /execute;
+    the answer, and until every copy answered `print(1)` through its own /execute (on the
+    microVM tier, whose snapshots carry memory: `print(state)`, a variable the source defined);
   * the same number of plain creates of the template (`count`) for comparison;
   * floor: N template python3 processes started at once in fresh namespaces (unshare + chroot into
     the template's root file system), the least any N fresh sandboxes could cost here.
@@ -40,11 +41,11 @@ def parallel_floor(rootfs, n, runs):
     return samples
 
 
-def first_results(http, sandboxes):
+def first_results(http, sandboxes, code="print(1)", expect="1\n"):
     def one(sb):
-        out = http.post(f"{sb['public_host']}/execute", json={"code": "print(1)", "language": "python"},
+        out = http.post(f"{sb['public_host']}/execute", json={"code": code, "language": "python"},
                         headers={"Authorization": f"Bearer {sb['auth_token']}"}).json()
-        if out.get("stdout") != "1\n":
+        if out.get("stdout") != expect:
             raise SystemExit(f"unexpected /execute answer {out!r}")
     with ThreadPoolExecutor(len(sandboxes)) as pool:
         list(pool.map(one, sandboxes))
@@ -83,7 +84,10 @@ def main():
             if r.status_code != 201:
                 raise SystemExit(f"snapshot failed: {r.text}")
             snaps.append(r.json()["id"])
-        report("snapshot of a running sandbox", took)
+            with_memory = r.json()["with_memory"]
+        report("snapshot of a running sandbox" + (" (with its memory)" if with_memory else ""), took)
+        # A copy with memory answers from its source's interpreter state.
+        check = ("print(state)", "42\n") if with_memory else ("print(1)", "1\n")
 
         for n in (1, args.copies):
             answered, first = [], []
@@ -95,7 +99,7 @@ def main():
                 if r.status_code != 201:
                     raise SystemExit(f"fork failed: {r.text}")
                 made = r.json()["sandboxes"] if n > 1 else [r.json()]
-                first_results(http, made)
+                first_results(http, made, *check)
                 t2 = time.perf_counter()
                 answered.append(t1 - t)
                 first.append(t2 - t)

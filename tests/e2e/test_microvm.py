@@ -116,3 +116,63 @@ def test_microvms_started_side_by_side_all_boot_and_keep_time(microvm):
     finally:
         for sb in sandboxes:
             sb.kill()
+
+
+def test_a_microvm_snapshot_carries_memory_into_independent_copies(microvm, server):
+    """Fork with memory (issue 16): copies of a microVM snapshot resume with the source's
+    interpreter variables, processes, memory-only files and files; each copy is on its own from
+    then on, and so is the source. Then a copy of the paused source, and the snapshots deleted."""
+    source = microvm(env_vars={"FROM": "the source"})
+    made = []
+    snaps = []
+    try:
+        assert source.run_code("x = 41").success
+        source.commands.run("nohup sleep 4343 >/dev/null 2>&1 & echo in-memory > /dev/shm/m.txt")
+        source.files.write("/workspace/kept.txt", "from the source")
+        r = raw(server, "POST", f"/v1/sandboxes/{source.sandbox_id}/snapshot")
+        assert r.status_code == 201, r.text
+        snap = r.json()
+        snaps.append(snap["id"])
+        assert snap["with_memory"] is True and snap["isolation"] == "microvm", snap
+        assert raw(server, "GET", f"/v1/snapshots/{snap['id']}").json()["with_memory"] is True
+        # the source runs on, as it was
+        assert source.run_code("print(x + 1)").stdout == "42\n"
+
+        r = raw(server, "POST", "/v1/sandboxes", json={"snapshot_id": snap["id"], "count": 2, "env_vars": {"COPY": "yes"}})
+        assert r.status_code == 201, r.text
+        made = [m["id"] for m in r.json()["sandboxes"]]
+        copies = [Sandbox.connect(m, base_url=server["base_url"], api_key=server["api_key"]) for m in made]
+        for i, c in enumerate(copies):
+            assert c.run_code("print(x + 1)").stdout == "42\n"
+            out = c.commands.run("pgrep -x sleep >/dev/null && echo alive; cat /dev/shm/m.txt; "
+                                 "cat /workspace/kept.txt; echo; echo $SANDBOX_ID $COPY; echo $FROM").stdout
+            assert out.splitlines() == ["alive", "in-memory", "from the source", f"{c.sandbox_id} yes", "the source"], out
+            assert c.run_code(f"x = {i}").success
+            c.files.write("/workspace/own.txt", f"copy {i}")
+        for i, c in enumerate(copies):
+            assert c.run_code("print(x)").stdout == f"{i}\n"
+            assert c.files.read("/workspace/own.txt") == f"copy {i}"
+        assert source.run_code("print(x)").stdout == "41\n"
+        assert not source.files.exists("/workspace/own.txt")
+        # every copy is a virtual machine of its own
+        for sid in made:
+            assert subprocess.run(["pgrep", "-f", f"name warren-{sid}"], capture_output=True).returncode == 0
+
+        # a paused source's saved state is a snapshot as well
+        source.pause()
+        r = raw(server, "POST", f"/v1/sandboxes/{source.sandbox_id}/snapshot")
+        assert r.status_code == 201, r.text
+        snaps.append(r.json()["id"])
+        r = raw(server, "POST", "/v1/sandboxes", json={"snapshot_id": snaps[-1]})
+        assert r.status_code == 201, r.text
+        made.append(r.json()["id"])
+        late = Sandbox.connect(made[-1], base_url=server["base_url"], api_key=server["api_key"])
+        assert late.run_code("print(x * 2)").stdout == "82\n"
+    finally:
+        for sid in made:
+            raw(server, "DELETE", f"/v1/sandboxes/{sid}")
+        source.kill()
+    for sid in snaps:
+        r = raw(server, "DELETE", f"/v1/snapshots/{sid}")
+        assert r.status_code == 200, r.text
+        assert not os.path.exists(os.path.join(server["data_dir"], "snapshots", sid))

@@ -120,7 +120,7 @@ def test_count_creates_all_or_nothing_and_is_bounded(server):
     assert raw(server, "GET", "/v1/sandboxes", headers=h).json()["data"] == []
 
 
-def test_snapshot_needs_a_running_namespace_sandbox(server):
+def test_snapshot_needs_a_running_sandbox_on_a_tier_that_takes_them(server):
     sb = create(server)
     kill(server, [sb["id"]])
     r = raw(server, "POST", f"/v1/sandboxes/{sb['id']}/snapshot")
@@ -129,6 +129,6 @@ def test_snapshot_needs_a_running_namespace_sandbox(server):
         g = create(server, isolation="gvisor")
         try:
             r = raw(server, "POST", f"/v1/sandboxes/{g['id']}/snapshot")
-            assert r.status_code == 400 and "namespaces tier" in r.json()["error"]["message"], r.text
+            assert r.status_code == 400 and "namespaces and microvm tiers" in r.json()["error"]["message"], r.text
         finally:
             kill(server, [g["id"]])

@@ -20,6 +20,9 @@ pub struct AgentState(Arc<Inner>);
 
 pub struct Inner {
     pub boot: BootInfo,
+    /// The sandbox's id: the boot's, or the one given after a resume into a copy
+    /// (`POST /warren/identity`).
+    sandbox_id: RwLock<String>,
     /// Variables set through `/env` (and `env_vars` on create). Applied to every later run.
     env: RwLock<BTreeMap<String, String>>,
     pub processes: ProcessTable,
@@ -44,6 +47,7 @@ impl std::ops::Deref for AgentState {
 impl AgentState {
     pub fn new(boot: BootInfo, env: BTreeMap<String, String>) -> Self {
         Self(Arc::new(Inner {
+            sandbox_id: RwLock::new(boot.sandbox_id.clone()),
             boot,
             env: RwLock::new(env),
             processes: ProcessTable::default(),
@@ -56,6 +60,17 @@ impl AgentState {
             total_errors: AtomicU64::new(0),
             last_cpu_sample: Mutex::new((Instant::now(), 0.0)),
         }))
+    }
+
+    pub fn sandbox_id(&self) -> String {
+        self.sandbox_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_sandbox_id(&self, id: String) {
+        *self.sandbox_id.write().unwrap_or_else(|p| p.into_inner()) = id;
     }
 
     pub fn global_env(&self) -> BTreeMap<String, String> {
@@ -89,11 +104,11 @@ impl AgentState {
             ("TERM", "xterm-256color"),
             ("PYTHONUNBUFFERED", "1"),
             ("MPLBACKEND", "Agg"),
-            ("SANDBOX_ID", self.boot.sandbox_id.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+        env.insert("SANDBOX_ID".into(), self.sandbox_id());
         env.extend(self.global_env());
         if let Some(r) = request {
             env.extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));

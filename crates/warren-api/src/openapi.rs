@@ -255,7 +255,8 @@ fn sandbox_usage() {}
 
 // ---------- snapshots ----------
 
-/// Snapshot a running sandbox's files (namespace tier); the sandbox runs on.
+/// Snapshot a running sandbox: its files (namespace tier), or the whole machine with its memory
+/// (microVM tier); the sandbox runs on.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/snapshot", tag = "snapshots",
     params(("id" = String, Path, description = "Sandbox id")),
     responses((status = 201, description = "The snapshot", body = Snapshot),

@@ -28,6 +28,9 @@ pub struct TemplateSpec {
     /// The isolation tier sandboxes of this template run on (None: the server's default).
     #[serde(default)]
     pub isolation: Option<String>,
+    /// A memory-carrying snapshot's saved machine (copies of it resume instead of booting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_state: Option<PathBuf>,
 }
 
 /// `readyCmd` of either SDK: Py sends `processName` and ms `timeout`/`interval`, JS `name`.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 use warren_wire::agent::{
     BackgroundStarted, CommandRequest, CommandResponse, ExecuteRequest, ExecuteResponse,
-    ProcessOutput, SetClockRequest,
+    ProcessOutput, SetClockRequest, SetIdentityRequest,
 };
 
 use crate::transport::{agent_error, send_over};
@@ -185,6 +185,20 @@ impl AgentLink {
             Method::POST,
             "/warren/clock",
             Some(&SetClockRequest { unix_nanos }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Tells the agent of a copy resumed from another sandbox's memory its own id
+    /// (`POST /warren/identity`).
+    pub async fn set_identity(&self, id: &str) -> Result<(), AgentError> {
+        self.call::<_, serde_json::Value>(
+            Method::POST,
+            "/warren/identity",
+            Some(&SetIdentityRequest {
+                sandbox_id: id.to_owned(),
+            }),
         )
         .await
         .map(drop)

@@ -182,6 +182,18 @@ impl Node {
         if driver.has_own_clock() {
             set_clock(&id, &agent).await;
         }
+        if req.spec.saved_state.is_some() {
+            // Resumed from its source's memory: the agent holds the source's id and environment.
+            let renamed = match agent.set_identity(id.as_str()).await {
+                Ok(()) => agent.merge_env(&req.spec.env_vars).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = renamed {
+                drop(started.exited);
+                let _ = driver.destroy(&id).await;
+                return Err(NodeError::Agent(e));
+            }
+        }
         let target = Target {
             agent,
             netns: netns_path(&started.handle),
@@ -387,12 +399,16 @@ impl Node {
 
     /// Copies the sandbox's file system changes into `dest` as a layer (see
     /// `IsolationDriver::snapshot`). Returns the bytes copied.
-    pub async fn snapshot(&self, id: &SandboxId, dest: &std::path::Path) -> Result<u64, NodeError> {
+    pub async fn snapshot(
+        &self,
+        id: &SandboxId,
+        dir: &std::path::Path,
+    ) -> Result<warren_runtime::SnapshotTaken, NodeError> {
         let driver = self
             .registry
             .driver(id)
             .ok_or_else(|| NodeError::NotRunning(id.clone()))?;
-        Ok(driver.snapshot(id, dest).await?)
+        Ok(driver.snapshot(id, dir).await?)
     }
 
     /// The link to a live sandbox's agent.

@@ -29,6 +29,26 @@ pub struct SandboxSpec {
     /// Destinations allowed or denied beyond `internet_access` (E2B's `allowOut`/`denyOut`).
     pub egress: Option<crate::host::egress::EgressRules>,
     pub env_vars: BTreeMap<String, String>,
+    /// Start from a snapshot that carries memory (a directory a tier's `snapshot` wrote, see
+    /// `Snapshot::saved_state`) instead of booting: processes, memory and files as they were.
+    pub saved_state: Option<PathBuf>,
+}
+
+/// What `IsolationDriver::snapshot` wrote into the snapshot's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Snapshot {
+    /// A read-only layer of the sandbox's file changes, stacked on its template's layers by
+    /// copies (which start afresh: no memory).
+    Layer(PathBuf),
+    /// The whole machine, memory included: copies resume from it (`SandboxSpec::saved_state`).
+    SavedState(PathBuf),
+}
+
+/// A snapshot taken: what it is and the bytes it holds on the host's disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    pub snapshot: Snapshot,
+    pub bytes: u64,
 }
 
 pub use crate::host::SandboxUsage;
@@ -195,13 +215,13 @@ pub trait IsolationDriver {
     /// Removes what of this tier an earlier server process left behind, except the sandboxes in
     /// `keep` (adopted), once the host layer has removed the leftover cgroups and namespaces.
     async fn remove_leftovers(&self, keep: &HashSet<SandboxId>);
-    /// Copies what the running sandbox changed in its file system into `dest` (a directory to
-    /// create), as a read-only layer that new sandboxes stack on their template's layers. The
-    /// sandbox keeps running (frozen for the copy). Returns the bytes of file data copied.
-    async fn snapshot(&self, id: &SandboxId, dest: &Path) -> Result<u64, DriverError> {
-        let _ = (id, dest);
+    /// Captures the running (or paused) sandbox into `dir` (an empty directory): its file changes
+    /// as a layer, or, on a tier that can, the whole machine with its memory. The sandbox runs on
+    /// (held still for the copy) or stays paused.
+    async fn snapshot(&self, id: &SandboxId, dir: &Path) -> Result<SnapshotTaken, DriverError> {
+        let _ = (id, dir);
         Err(DriverError::Unsupported(format!(
-            "snapshots are available on the namespaces tier; this sandbox runs on {}",
+            "snapshots are available on the namespaces and microvm tiers; this sandbox runs on {}",
             self.name()
         )))
     }

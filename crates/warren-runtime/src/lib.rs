@@ -13,6 +13,6 @@ mod tiers;
 
 pub use driver::{
     AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
-    SandboxUsage, StartedSandbox,
+    SandboxUsage, Snapshot, SnapshotTaken, StartedSandbox,
 };
 pub use tiers::AnyDriver;

@@ -61,7 +61,11 @@ impl IsolationDriver for AnyDriver {
     async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
         each!(self, d => d.remove_leftovers(keep).await)
     }
-    async fn snapshot(&self, id: &SandboxId, dest: &std::path::Path) -> Result<u64, DriverError> {
-        each!(self, d => d.snapshot(id, dest).await)
+    async fn snapshot(
+        &self,
+        id: &SandboxId,
+        dir: &std::path::Path,
+    ) -> Result<crate::driver::SnapshotTaken, DriverError> {
+        each!(self, d => d.snapshot(id, dir).await)
     }
 }

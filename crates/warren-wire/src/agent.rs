@@ -208,3 +208,10 @@ pub struct SetClockRequest {
     /// Nanoseconds since the Unix epoch.
     pub unix_nanos: i128,
 }
+
+/// `POST /warren/identity`: Warren's own agent route, the id of a sandbox resumed from another's
+/// saved memory (a microVM snapshot's copy), whose agent still holds its source's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetIdentityRequest {
+    pub sandbox_id: String,
+}

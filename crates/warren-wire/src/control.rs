@@ -59,8 +59,12 @@ pub struct Snapshot {
     pub template_id: String,
     pub template_name: String,
     pub isolation: String,
-    /// Bytes of file data the snapshot adds to its template.
+    /// Bytes the snapshot holds on the host's disk: the file data it adds to its template, and
+    /// with memory, the saved machine.
     pub size_bytes: i64,
+    /// Whether copies resume with the source's memory (its processes, interpreter variables):
+    /// snapshots of microVM sandboxes. Namespace-tier snapshots carry the file system only.
+    pub with_memory: bool,
     pub created_at: String,
 }
 

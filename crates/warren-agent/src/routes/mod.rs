@@ -37,6 +37,7 @@ pub fn router(state: AgentState) -> Router {
         .route("/health", get(system::health))
         .route("/info", get(system::info))
         .route("/warren/clock", post(system::set_clock))
+        .route("/warren/identity", post(system::set_identity))
         .route("/metrics/snapshot", get(system::metrics))
         .route("/metrics", get(system::metrics))
         .route("/processes", get(system::system_processes))

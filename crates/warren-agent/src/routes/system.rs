@@ -20,7 +20,7 @@ pub async fn health(State(state): State<AgentState>) -> Json<Value> {
         "agent": "warren-agent",
         "version": VERSION,
         "uptime_seconds": state.started.elapsed().as_secs(),
-        "vm_id": state.boot.sandbox_id,
+        "vm_id": state.sandbox_id(),
         "active_streams": 0,
         "features": features(),
     }))
@@ -45,7 +45,7 @@ pub async fn info(State(state): State<AgentState>) -> Json<Value> {
         "agent": "warren-agent",
         "agent_version": VERSION,
         "version": VERSION,
-        "vm_id": state.boot.sandbox_id,
+        "vm_id": state.sandbox_id(),
         "template": state.boot.template,
         "resources": { "vcpu": state.boot.vcpu, "memory_mb": state.boot.memory_mb, "disk_mb": state.boot.disk_mb },
         "os": std::env::consts::OS,
@@ -284,6 +284,22 @@ pub async fn cache_stats() -> Json<Value> {
 
 pub async fn cache_clear() -> Json<Value> {
     Json(json!({ "success": true, "message": "Cache cleared successfully", "entries_removed": 0 }))
+}
+
+/// Gives the agent of a copy resumed from another sandbox's saved memory its own id: Warren's own
+/// route, called by the node once the copy runs. What it changes is what this sandbox says of
+/// itself (`SANDBOX_ID`, `vm_id`); nothing outside the sandbox trusts it.
+pub async fn set_identity(
+    State(state): State<AgentState>,
+    Json(req): Json<warren_wire::agent::SetIdentityRequest>,
+) -> Result<axum::http::StatusCode, AgentError> {
+    if req.sandbox_id.is_empty() || req.sandbox_id.len() > 64 {
+        return Err(AgentError::bad_request(
+            "sandbox_id must be 1 to 64 characters",
+        ));
+    }
+    state.set_sandbox_id(req.sandbox_id);
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Sets the system clock: Warren's own route (not in the Hopx agent API), called by the control

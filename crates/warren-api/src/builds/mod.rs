@@ -397,6 +397,7 @@ async fn run_step(
         internet_access: true,
         egress: None,
         env_vars: spec.env.clone(),
+        saved_state: None,
     };
     let sandbox = ctx
         .lifecycle

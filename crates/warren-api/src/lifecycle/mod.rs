@@ -542,13 +542,20 @@ impl Lifecycle {
                 internet_access: record.internet_access,
                 egress: egress_rules(record).map_err(|e| e.to_string())?,
                 env_vars,
+                saved_state: run.saved_state.clone(),
             },
             tier: Some(tier.to_owned()),
             owner: owner.to_owned(),
             listen: true,
         };
         let started = node.start(start).await.map_err(|e| e.to_string())?;
-        if let Err(e) = self.wait_ready(node, id, run).await {
+        // A copy resumed with its memory runs its source's start command already.
+        let ready = if run.saved_state.is_some() {
+            Ok(())
+        } else {
+            self.wait_ready(node, id, run).await
+        };
+        if let Err(e) = ready {
             tracing::warn!(sandbox = %id, error = %e, "template start/ready check failed");
             let _ = node.destroy(id).await;
             return Err(format!("it did not become ready: {e}"));

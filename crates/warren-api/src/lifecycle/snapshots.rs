@@ -4,12 +4,14 @@
 //! layer stacked on the source's layers. Copies share the layer read-only, each with its own
 //! writable layer, so a write in one is never seen by another or by the source. A snapshot is
 //! its tenant's; it is deleted with its layer once no sandbox runs from it.
-
-use std::path::PathBuf;
+//!
+//! On the microVM tier a snapshot is the whole machine, memory included (the driver saves the
+//! guest's state and copies its writable disk, the guest running on after): copies resume from
+//! it with the source's processes, interpreter state and files, each on its own disk.
 
 use warren_core::{SandboxId, SandboxStatus};
 use warren_node::NodeError;
-use warren_runtime::DriverError;
+use warren_runtime::{DriverError, Snapshot};
 use warren_store::{SandboxRecord, SnapshotRecord};
 
 use super::{Lifecycle, LifecycleError, LifecycleResult, NodeRef};
@@ -71,8 +73,7 @@ impl Lifecycle {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| LifecycleError::Unavailable(format!("snapshot directory: {e}")))?;
-        let layer = dir.join("layer");
-        let copied = node.snapshot(id, &layer).await.map_err(|e| match e {
+        let taken = node.snapshot(id, &dir).await.map_err(|e| match e {
             NodeError::Driver(DriverError::Unsupported(why)) => LifecycleError::Invalid(why),
             NodeError::NotRunning(_) => LifecycleError::InvalidState {
                 action: "snapshot",
@@ -83,15 +84,25 @@ impl Lifecycle {
                 source,
             },
         });
-        let size_bytes = match copied {
-            Ok(bytes) => i64::try_from(bytes).unwrap_or(i64::MAX),
+        let taken = match taken {
+            Ok(t) => t,
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&dir).await;
                 return Err(e);
             }
         };
+        let size_bytes = i64::try_from(taken.bytes).unwrap_or(i64::MAX);
         let mut spec = run;
-        spec.layers.insert(0, layer.clone());
+        let content = match taken.snapshot {
+            Snapshot::Layer(layer) => {
+                spec.layers.insert(0, layer.clone());
+                layer
+            }
+            Snapshot::SavedState(saved) => {
+                spec.saved_state = Some(saved.clone());
+                saved
+            }
+        };
         let record = SnapshotRecord {
             id: snap_id,
             tenant: tenant.to_owned(),
@@ -101,7 +112,7 @@ impl Lifecycle {
             isolation: rec.isolation.clone(),
             spec: serde_json::to_string(&spec)
                 .map_err(|e| LifecycleError::Unavailable(e.to_string()))?,
-            layer_dir: layer.display().to_string(),
+            layer_dir: content.display().to_string(),
             size_bytes,
             created_at: now(),
         };
@@ -136,14 +147,10 @@ impl Lifecycle {
             )));
         }
         self.store.delete_snapshot(id).await?;
-        let layer = PathBuf::from(&snap.layer_dir);
-        let dir = layer
-            .parent()
-            .filter(|d| d.starts_with(&self.snapshots_dir));
-        if let Some(dir) = dir {
-            if let Err(e) = tokio::fs::remove_dir_all(dir).await {
-                tracing::warn!(snapshot = id, error = %e, "cannot remove the snapshot's layer");
-            }
+        // Its directory holds the layer or the saved machine (ids are generated, never a path).
+        let dir = self.snapshots_dir.join(&snap.id);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            tracing::warn!(snapshot = id, error = %e, "cannot remove the snapshot's files");
         }
         Ok(())
     }

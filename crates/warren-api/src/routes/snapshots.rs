@@ -25,6 +25,8 @@ fn to_wire(s: &SnapshotRecord) -> Snapshot {
         template_name: s.template_name.clone(),
         isolation: s.isolation.clone(),
         size_bytes: s.size_bytes,
+        with_memory: serde_json::from_str::<crate::template_spec::TemplateSpec>(&s.spec)
+            .is_ok_and(|spec| spec.saved_state.is_some()),
         created_at: rfc3339(s.created_at),
     }
 }

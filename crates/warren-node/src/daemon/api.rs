@@ -172,6 +172,7 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
                 None => None,
             },
             env_vars: req.env_vars.clone(),
+            saved_state: None,
         },
         tier: req.tier.clone(),
         owner: req.owner.clone(),

@@ -70,6 +70,7 @@ async fn step(
             internet_access: true,
             egress: None,
             env_vars: req.env.clone(),
+            saved_state: None,
         },
         tier: Some("namespaces".into()),
         owner: req.owner.clone(),

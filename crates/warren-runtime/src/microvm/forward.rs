@@ -36,7 +36,7 @@ async fn relay(mut client: tokio::net::UnixStream, netns: PathBuf) {
 }
 
 /// Connects to the guest agent from inside the sandbox's network namespace.
-fn dial_guest(netns: &Path) -> std::io::Result<tokio::net::TcpStream> {
+pub(super) fn dial_guest(netns: &Path) -> std::io::Result<tokio::net::TcpStream> {
     let stream = in_netns(netns, || {
         let s = std::net::TcpStream::connect((GUEST_ADDRESS, GUEST_AGENT_PORT))?;
         s.set_nodelay(true)?;

@@ -16,16 +16,16 @@ use crate::driver::DriverError;
 use crate::host::SandboxHost;
 
 /// What pause and resume need of a live sandbox.
-struct Parts {
-    host: SandboxHost,
-    dir: std::path::PathBuf,
-    vmm_uid: u32,
-    boot: Arc<Boot>,
-    exit: Arc<ExitRelay>,
+pub(super) struct Parts {
+    pub host: SandboxHost,
+    pub dir: std::path::PathBuf,
+    pub vmm_uid: u32,
+    pub boot: Arc<Boot>,
+    pub exit: Arc<ExitRelay>,
 }
 
 impl MicrovmDriver {
-    fn parts(&self, id: &SandboxId) -> Result<Parts, DriverError> {
+    pub(super) fn parts(&self, id: &SandboxId) -> Result<Parts, DriverError> {
         let live = self.live();
         let l = live
             .get(id)

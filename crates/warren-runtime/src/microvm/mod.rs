@@ -17,6 +17,7 @@ pub mod image;
 pub mod initramfs;
 pub mod qemu;
 
+mod fork;
 mod forward;
 mod hibernate;
 mod probe;
@@ -37,7 +38,7 @@ use warren_core::SandboxId;
 
 use crate::driver::{
     is_kept, AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
-    SandboxUsage, StartedSandbox,
+    SandboxUsage, SnapshotTaken, StartedSandbox,
 };
 use crate::host::network::{SandboxNet, GUEST_ADDRESS, GUEST_GATEWAY, GUEST_TAP};
 use crate::host::{Host, IdChoice, ProcessRef, SandboxHost};
@@ -275,16 +276,7 @@ impl MicrovmDriver {
         net: &SandboxNet,
         vmm_uid: u32,
     ) -> Result<Boot, DriverError> {
-        tokio::fs::create_dir_all(dir.join("run"))
-            .await
-            .map_err(io("sandbox dir"))?;
-        // QEMU (as `vmm_uid`) creates its QMP socket here and writes the data disk; nobody else
-        // may look inside (the initrd carries the sandbox's env values).
-        std::os::unix::fs::chown(dir, Some(vmm_uid), Some(vmm_uid))
-            .map_err(io("chown sandbox dir"))?;
-        tokio::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .await
-            .map_err(io("chmod sandbox dir"))?;
+        self.make_dir(dir, vmm_uid).await?;
         self.host
             .network()
             .add_guest_link(net, spec.internet_access)
@@ -334,6 +326,19 @@ impl MicrovmDriver {
             data_disk,
             agent_image: self.agent_image.clone(),
         })
+    }
+
+    /// The sandbox's host directory. QEMU (as `vmm_uid`) creates its QMP socket here and writes
+    /// the data disk; nobody else may look inside (the initrd carries the sandbox's env values).
+    async fn make_dir(&self, dir: &Path, vmm_uid: u32) -> Result<(), DriverError> {
+        tokio::fs::create_dir_all(dir.join("run"))
+            .await
+            .map_err(io("sandbox dir"))?;
+        std::os::unix::fs::chown(dir, Some(vmm_uid), Some(vmm_uid))
+            .map_err(io("chown sandbox dir"))?;
+        tokio::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .await
+            .map_err(io("chmod sandbox dir"))
     }
 
     /// Starts QEMU for `boot` inside the sandbox's cgroup and network namespace, as `vmm_uid`;
@@ -450,6 +455,11 @@ impl MicrovmDriver {
         host: &SandboxHost,
         vmm_uid: u32,
     ) -> Result<(crate::host::AgentUp, Boot, tokio::task::JoinHandle<()>), DriverError> {
+        if let Some(saved) = &spec.saved_state {
+            return self
+                .resume_copy(saved, dir, host, vmm_uid, spec.internet_access)
+                .await;
+        }
         let boot = self.prepare(spec, dir, &host.net, vmm_uid).await?;
         let child = self.launch(&boot, dir, host, vmm_uid, None)?;
         let agent_socket = dir.join("run/agent.sock");
@@ -588,6 +598,10 @@ impl IsolationDriver for MicrovmDriver {
                 Err(NotAdopted(why.into()))
             }
         }
+    }
+
+    async fn snapshot(&self, id: &SandboxId, dir: &Path) -> Result<SnapshotTaken, DriverError> {
+        self.save_machine(id, dir).await
     }
 
     async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {

@@ -20,7 +20,7 @@ use warren_core::SandboxId;
 
 use crate::driver::{
     is_kept, AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
-    SandboxUsage, StartedSandbox,
+    SandboxUsage, Snapshot, SnapshotTaken, StartedSandbox,
 };
 use crate::host::cgroups::SandboxCgroup;
 use crate::host::{Host, IdChoice, ProcessRef, SandboxHost, START_TIMEOUT};
@@ -291,7 +291,9 @@ impl IsolationDriver for NamespaceDriver {
         }
     }
 
-    async fn snapshot(&self, id: &SandboxId, dest: &Path) -> Result<u64, DriverError> {
+    async fn snapshot(&self, id: &SandboxId, dir: &Path) -> Result<SnapshotTaken, DriverError> {
+        let dest = dir.join("layer");
+        let dest = dest.as_path();
         let (cgroup, dir, init, id_base) = {
             let live = self.live();
             let l = live
@@ -335,7 +337,10 @@ impl IsolationDriver for NamespaceDriver {
         if copied.is_err() {
             let _ = tokio::fs::remove_dir_all(dest).await;
         }
-        copied
+        copied.map(|bytes| SnapshotTaken {
+            snapshot: Snapshot::Layer(dest.to_path_buf()),
+            bytes,
+        })
     }
 
     async fn remove_leftovers(&self, keep: &HashSet<SandboxId>) {
