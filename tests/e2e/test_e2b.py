@@ -235,6 +235,64 @@ def test_hopx_sandbox_through_e2b_and_back(e2b_env):
         hopx.kill()
 
 
+def snapshot_ids(paginator):
+    found = []
+    while paginator.has_next:
+        found += [s.snapshot_id for s in paginator.next_items()]
+    return found
+
+
+def test_snapshots_and_fork_through_the_e2b_sdk(e2b_env):
+    """create_snapshot, Sandbox.create(snapshot_id), list_snapshots, delete_snapshot and fork over
+    Warren's snapshots (the file system on the namespace tier, docs/e2b.md); a fork's own snapshot
+    goes once its copies are gone."""
+    source = Sandbox.create(template="base")
+    made = []
+    try:
+        source.files.write("/tmp/kept.txt", "from the source")
+        snap = source.create_snapshot(name="e2b-named")
+        assert snap.snapshot_id.startswith("snap_") and snap.names == ["e2b-named"], snap
+        assert snapshot_ids(Sandbox.list_snapshots(sandbox_id=source.sandbox_id)) == [snap.snapshot_id]
+        assert snapshot_ids(Sandbox.list_snapshots(name="e2b-named")) == [snap.snapshot_id]
+        copy = Sandbox.create(snap.snapshot_id)
+        made.append(copy)
+        assert copy.files.read("/tmp/kept.txt") == "from the source"
+        copy.files.write("/tmp/own.txt", "the copy's")
+        assert not source.files.exists("/tmp/own.txt")
+        # Not while a copy runs from it (the SDK raises on the 409), then deleted, then not found.
+        with pytest.raises(Exception):
+            Sandbox.delete_snapshot(snap.snapshot_id)
+        copy.kill()
+        made.remove(copy)
+        assert Sandbox.delete_snapshot(snap.snapshot_id) is True
+        assert Sandbox.delete_snapshot(snap.snapshot_id) is False
+
+        forks = source.fork(count=2, timeout=120)
+        assert len(forks) == 2 and all(isinstance(f, Sandbox) for f in forks), forks
+        made += forks
+        for i, f in enumerate(forks):
+            assert f.files.read("/tmp/kept.txt") == "from the source"
+            f.files.write("/tmp/fork.txt", f"fork {i}")
+        assert [f.files.read("/tmp/fork.txt") for f in forks] == ["fork 0", "fork 1"]
+        assert not source.files.exists("/tmp/fork.txt")
+        fork_snaps = snapshot_ids(Sandbox.list_snapshots(sandbox_id=source.sandbox_id))
+        assert len(fork_snaps) == 1, fork_snaps
+        with pytest.raises(Exception):
+            source.fork(count=21)
+        for f in forks:
+            f.kill()
+        made = []
+        deadline = time.time() + 40
+        while time.time() < deadline and snapshot_ids(Sandbox.list_snapshots(sandbox_id=source.sandbox_id)):
+            time.sleep(1)
+        assert snapshot_ids(Sandbox.list_snapshots(sandbox_id=source.sandbox_id)) == [], "the fork's snapshot stayed"
+        assert not os.path.exists(os.path.join(e2b_env["data_dir"], "snapshots", fork_snaps[0]))
+    finally:
+        for sb in made:
+            sb.kill()
+        source.kill()
+
+
 def test_tenants_cannot_see_or_reach_each_others_sandboxes(e2b_env, sbx):
     other = new_key(e2b_env, "e2b-other-tenant")
     assert sbx.sandbox_id not in [s.sandbox_id for s in Sandbox.list(api_key=other).next_items()]

@@ -89,8 +89,6 @@ def test_fuzzing_with_our_own_openapi_document_finds_no_errors_and_no_schema_dri
          "--exclude-operation-id", "e2b_create",
          "--exclude-operation-id", "e2b_create_at__v2_sandboxes",
          # E2B features Warren does not serve answer 501 Not Implemented, as documented.
-         "--exclude-operation-id", "e2b_snapshots",
-         "--exclude-operation-id", "e2b_fork",
          "--exclude-operation-id", "e2b_network",
          "--exclude-path-regex", "/v1/templates/(build|files)|^/mcp$",
          checks="not_a_server_error,response_schema_conformance")

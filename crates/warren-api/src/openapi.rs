@@ -93,7 +93,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         node_join, node_heartbeat, node_audit, node_layer,
         e2b_create, e2b_list_v1, e2b_list_v2, e2b_get, e2b_kill, e2b_set_timeout, e2b_refresh,
         e2b_connect, e2b_pause, e2b_resume, e2b_metrics, e2b_logs, e2b_snapshots, e2b_fork,
-        e2b_network,
+        e2b_list_snapshots, e2b_delete_template, e2b_network,
         mcp_post, mcp_get, mcp_delete,
     ),
     components(schemas(
@@ -101,6 +101,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         ListPage<Template>, SetTimeoutRequest, TokenResponse, TemplateResources, Template,
         Snapshot, SandboxUsage, ErrorEnvelope, ErrorObject, Sandboxes, E2bError, e2b::Sandbox,
         e2b::ListedSandbox, e2b::SandboxDetail, e2b::NetworkConfig, e2b::Lifecycle,
+        e2b::SnapshotRequest, e2b::SnapshotInfo, e2b::ForkRequest, e2b::ForkResult, e2b::ForkError,
     )),
     modifiers(&Credentials),
     security(("api_key" = []), ("bearer" = [])),
@@ -568,21 +569,45 @@ fn e2b_metrics() {}
 #[allow(dead_code)]
 fn e2b_logs() {}
 
-/// E2B snapshots: not served through the E2B API (use `/v1/sandboxes/{id}/snapshot`).
+/// E2B's `create_snapshot`: the sandbox's file system (namespace tier) or whole machine with its
+/// memory (microVM tier); the sandbox runs on. Its id starts sandboxes as a template does.
 #[utoipa::path(post, path = "/sandboxes/{id}/snapshots", tag = "e2b",
     params(("id" = String, Path, description = "Sandbox id")),
-    responses((status = 501, description = "Not served", body = E2bError),
-        (status = "4XX", description = "Refused", body = E2bError)))]
+    request_body(content = e2b::SnapshotRequest, description = "name, memory"),
+    responses((status = 201, description = "The snapshot", body = e2b::SnapshotInfo),
+        (status = "4XX", description = "Not found, not running, another tier, or refused", body = E2bError)))]
 #[allow(dead_code)]
 fn e2b_snapshots() {}
 
-/// E2B fork: not served through the E2B API (use a snapshot and `count`).
+/// E2B's `fork`: one snapshot, then `count` copies started each on its own; the snapshot is
+/// removed once no copy runs from it.
 #[utoipa::path(post, path = "/sandboxes/{id}/fork", tag = "e2b",
     params(("id" = String, Path, description = "Sandbox id")),
-    responses((status = 501, description = "Not served", body = E2bError),
-        (status = "4XX", description = "Refused", body = E2bError)))]
+    request_body(content = e2b::ForkRequest, description = "timeout, count"),
+    responses((status = 201, description = "One result per copy", body = Vec<e2b::ForkResult>),
+        (status = "4XX", description = "Not found, not running, or refused", body = E2bError)))]
 #[allow(dead_code)]
 fn e2b_fork() {}
+
+/// E2B's `list_snapshots`: the organization's snapshots, oldest first (`x-next-token` pages).
+#[utoipa::path(get, path = "/snapshots", tag = "e2b",
+    params(("sandboxID" = Option<String>, Query, description = "Only those of this sandbox"),
+        ("name" = Option<String>, Query, description = "Only this name or id"),
+        ("limit" = Option<usize>, Query, description = "Page size (default 100)"),
+        ("nextToken" = Option<String>, Query, description = "The x-next-token of the previous page")),
+    responses((status = 200, description = "The snapshots", body = Vec<e2b::SnapshotInfo>),
+        (status = "4XX", description = "Refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_list_snapshots() {}
+
+/// E2B's `delete_snapshot` (a template delete): snapshot ids only (another id: 404); 409 while
+/// copies run from it.
+#[utoipa::path(delete, path = "/templates/{id}", tag = "e2b",
+    params(("id" = String, Path, description = "Snapshot id")),
+    responses((status = 204, description = "Deleted"),
+        (status = "4XX", description = "Not found, in use, or refused", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_delete_template() {}
 
 /// Changing a running sandbox's network: not served.
 #[utoipa::path(put, path = "/sandboxes/{id}/network", tag = "e2b",

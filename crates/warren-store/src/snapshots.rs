@@ -2,7 +2,7 @@
 //! it on top of its template's layers. A tenant's own; copies are sandboxes whose `snapshot_id`
 //! names it.
 
-use crate::row::{int, text};
+use crate::row::{flag, int, opt_text, text};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -18,17 +18,21 @@ pub struct SnapshotRecord {
     pub layer_dir: String,
     pub size_bytes: i64,
     pub created_at: i64,
+    /// The name given when it was taken (E2B's `name`), if any.
+    pub name: Option<String>,
+    /// A fork's own snapshot: removed once no copy runs from it (`ephemeral_unused`).
+    pub ephemeral: bool,
 }
 
 const COLUMNS: &str = "id, tenant, source_sandbox_id, template_id, template_name, isolation, \
-                       spec, layer_dir, size_bytes, created_at";
+                       spec, layer_dir, size_bytes, created_at, name, ephemeral";
 
 impl Store {
     pub async fn insert_snapshot(&self, s: &SnapshotRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO snapshots (id, tenant, source_sandbox_id, template_id, template_name, \
-             isolation, spec, layer_dir, size_bytes, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             isolation, spec, layer_dir, size_bytes, created_at, name, ephemeral) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&s.id)
         .bind(&s.tenant)
@@ -40,6 +44,8 @@ impl Store {
         .bind(&s.layer_dir)
         .bind(s.size_bytes)
         .bind(s.created_at)
+        .bind(&s.name)
+        .bind(i64::from(s.ephemeral))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -80,6 +86,20 @@ impl Store {
         Ok(())
     }
 
+    /// Fork snapshots (of every tenant) no live sandbox runs from, taken before `before` (a fork
+    /// starts its copies after taking its snapshot: a fresh one is not unused yet).
+    pub async fn ephemeral_unused(&self, before: i64) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM snapshots s WHERE ephemeral = 1 AND created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM sandboxes WHERE snapshot_id = s.id \
+             AND status IN ('creating','running','paused'))"
+        ))
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
     /// How many live sandboxes run from the snapshot (they have its layer mounted).
     pub async fn snapshot_users(&self, id: &str) -> Result<i64, StoreError> {
         let row = sqlx::query(
@@ -105,5 +125,7 @@ fn snapshot_from_row(r: &sqlx::any::AnyRow) -> Result<SnapshotRecord, StoreError
         layer_dir: text(r, "layer_dir")?,
         size_bytes: int(r, "size_bytes")?,
         created_at: int(r, "created_at")?,
+        name: opt_text(r, "name")?,
+        ephemeral: flag(r, "ephemeral")?,
     })
 }

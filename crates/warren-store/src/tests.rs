@@ -38,6 +38,7 @@ on_both_backends!(
     sandboxes_are_found_by_node_and_region,
     the_first_stored_setting_wins,
     one_control_plane_leads_the_periodic_jobs,
+    fork_snapshots_are_unused_once_no_copy_runs,
 );
 
 /// Where a test's store lives.
@@ -532,4 +533,80 @@ async fn one_control_plane_leads_the_periodic_jobs(db: Db) {
         }
         assert!(taken.is_some(), "the lead did not pass on");
     }
+}
+
+fn snapshot(id: &str, name: Option<&str>, ephemeral: bool, at: i64) -> crate::SnapshotRecord {
+    crate::SnapshotRecord {
+        id: id.into(),
+        tenant: "default".into(),
+        source_sandbox_id: "src".into(),
+        template_id: "2".into(),
+        template_name: "code-interpreter".into(),
+        isolation: "namespaces".into(),
+        spec: "{}".into(),
+        layer_dir: format!("/data/snapshots/{id}/layer"),
+        size_bytes: 4096,
+        created_at: at,
+        name: name.map(str::to_owned),
+        ephemeral,
+    }
+}
+
+async fn fork_snapshots_are_unused_once_no_copy_runs(db: Db) {
+    let store = db.open().await;
+    store
+        .insert_snapshot(&snapshot("snap_named", Some("kept"), false, 100))
+        .await
+        .expect("insert");
+    store
+        .insert_snapshot(&snapshot("snap_fork", None, true, 100))
+        .await
+        .expect("insert");
+    let got = store
+        .get_snapshot("snap_named", "default")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(got.name.as_deref(), Some("kept"));
+    assert!(!got.ephemeral);
+    // A copy runs from the fork's snapshot: not unused.
+    let copy = SandboxId::generate();
+    store
+        .insert_sandbox(
+            NewSandbox {
+                metadata: None,
+                egress: None,
+                pause_on_timeout: false,
+                snapshot_id: Some("snap_fork"),
+                id: &copy,
+                template_id: "2",
+                template_name: "code-interpreter",
+                resources: RES,
+                internet_access: false,
+                timeout_seconds: None,
+                key_id: None,
+                tenant: "default",
+                isolation: "namespaces",
+                node_id: None,
+                region: None,
+            },
+            101,
+        )
+        .await
+        .expect("insert copy");
+    assert!(store.ephemeral_unused(200).await.expect("query").is_empty());
+    store
+        .end_sandbox(&copy, SandboxStatus::Stopped, None, 150)
+        .await
+        .expect("end");
+    // Only fork snapshots, and only those taken before the given time.
+    assert!(store.ephemeral_unused(100).await.expect("query").is_empty());
+    let unused: Vec<String> = store
+        .ephemeral_unused(200)
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(unused, ["snap_fork"]);
 }

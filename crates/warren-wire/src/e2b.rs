@@ -170,3 +170,56 @@ pub struct RefreshBody {
     #[serde(default)]
     pub duration: Option<i64>,
 }
+
+/// `POST /sandboxes/{id}/snapshots`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = E2bSnapshotRequest)]
+pub struct SnapshotRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `false`: the file system only (E2B's `mode="filesystem"`); absent or `true`: with memory
+    /// where the sandbox's tier can carry it.
+    #[serde(default)]
+    pub memory: Option<bool>,
+}
+
+/// A snapshot as E2B's SDKs read it: its id is what `Sandbox.create` takes as the template.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = E2bSnapshotInfo)]
+pub struct SnapshotInfo {
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+    pub names: Vec<String>,
+}
+
+/// `POST /sandboxes/{id}/fork`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = E2bForkRequest)]
+pub struct ForkRequest {
+    /// Seconds the copies live (E2B's default here: 300, as for a create).
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    /// 1 to 20 (default 1).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 20)]
+    pub count: Option<u32>,
+}
+
+/// One copy of a fork: exactly one of `sandbox` and `error`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = E2bForkResult)]
+pub struct ForkResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ForkError>,
+}
+
+/// Why one copy of a fork did not start (E2B's error object).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = E2bForkError)]
+pub struct ForkError {
+    /// The HTTP status the error would have had alone.
+    pub code: u16,
+    pub message: String,
+}

@@ -6,6 +6,7 @@
 //! node's proxy and served by the agent.
 
 mod sandboxes;
+mod snapshots;
 
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::Response;
@@ -73,8 +74,19 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
         .route("/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/v2/sandboxes/{id}/logs", get(sandboxes::logs))
-        .route("/sandboxes/{id}/snapshots", post(sandboxes::not_served))
-        .route("/sandboxes/{id}/fork", post(sandboxes::not_served))
+        .route(
+            "/sandboxes/{id}/snapshots",
+            post(snapshots::create).layer(audit(A::SandboxSnapshot)),
+        )
+        .route(
+            "/sandboxes/{id}/fork",
+            post(snapshots::fork).layer(audit(A::SandboxSnapshot)),
+        )
+        .route("/snapshots", get(snapshots::list))
+        .route(
+            "/templates/{id}",
+            delete(snapshots::delete).layer(audit(A::SnapshotDelete)),
+        )
         .route("/sandboxes/{id}/network", put(sandboxes::not_served))
         .layer(map_response(mark))
 }

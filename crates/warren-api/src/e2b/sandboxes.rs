@@ -22,11 +22,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, PublicMode};
 
 /// E2B's default sandbox timeout, in seconds.
-const DEFAULT_TIMEOUT: i64 = 300;
+pub(super) const DEFAULT_TIMEOUT: i64 = 300;
 /// Who the sandboxes are for, in E2B's `clientID` (one client: this server).
 const CLIENT_ID: &str = "warren";
 /// Largest list page.
-const MAX_PAGE: usize = 1000;
+pub(super) const MAX_PAGE: usize = 1000;
 
 /// E2B's template names for Warren's built-in templates: the SDKs' defaults among them.
 fn template_name(requested: Option<&str>) -> String {
@@ -37,7 +37,12 @@ fn template_name(requested: Option<&str>) -> String {
     }
 }
 
-fn parse_id(raw: &str) -> ApiResult<SandboxId> {
+/// Whether a template id E2B's SDKs send names a snapshot (`Sandbox.create(snapshot_id)`).
+pub(super) fn is_snapshot_id(template: &str) -> bool {
+    template.starts_with("snap_")
+}
+
+pub(super) fn parse_id(raw: &str) -> ApiResult<SandboxId> {
     SandboxId::parse(raw).map_err(|_| ApiError::sandbox_not_found())
 }
 
@@ -79,7 +84,7 @@ fn listed(r: &SandboxRecord) -> ListedSandbox {
 }
 
 /// The sandbox with a fresh access token (E2B hands one out at create and connect).
-fn issued(state: &AppState, caller: &Caller, r: &SandboxRecord) -> ApiResult<Sandbox> {
+pub(super) fn issued(state: &AppState, caller: &Caller, r: &SandboxRecord) -> ApiResult<Sandbox> {
     let (token, _) = state
         .tokens
         .issue(r.id.as_str(), Some(&caller.key_id), now())
@@ -96,7 +101,7 @@ fn issued(state: &AppState, caller: &Caller, r: &SandboxRecord) -> ApiResult<San
     })
 }
 
-fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -119,8 +124,18 @@ pub async fn create(
         allow_out: n.allow_out.clone(),
         deny_out: n.deny_out.clone(),
     });
+    // `Sandbox.create(snapshot_id)`: E2B starts a snapshot like a template.
+    let snapshot_id = req
+        .template_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| is_snapshot_id(t))
+        .map(str::to_owned);
     let create = CreateSandboxRequest {
-        template_name: Some(template_name(req.template_id.as_deref())),
+        template_name: snapshot_id
+            .is_none()
+            .then(|| template_name(req.template_id.as_deref())),
+        snapshot_id,
         timeout_seconds: Some(req.timeout.unwrap_or(DEFAULT_TIMEOUT)),
         internet_access: req.allow_internet_access,
         env_vars: req.env_vars,

@@ -13,7 +13,13 @@ impl Lifecycle {
     /// Kills sandboxes as their `expires_at` passes. Sleeps until the next expiry (to the second),
     /// or until an expiry changes.
     pub async fn reap_forever(self: Arc<Self>) {
+        let mut forks_swept = std::time::Instant::now();
+        // Unused fork snapshots go too, every ten seconds.
         loop {
+            if forks_swept.elapsed() > Duration::from_secs(9) {
+                self.remove_unused_fork_snapshots().await;
+                forks_swept = std::time::Instant::now();
+            }
             match self.store.expired_sandboxes(now()).await {
                 Ok(due) => {
                     for s in due {
@@ -45,8 +51,9 @@ impl Lifecycle {
             }
             let wait = match self.store.next_expiry().await {
                 Ok(Some(t)) => Duration::from_millis(((t - now()).max(0) as u64) * 1000 + 20)
-                    .min(Duration::from_secs(30)),
-                _ => Duration::from_secs(30),
+                    .min(Duration::from_secs(10)),
+                // Also the pace of the fork snapshots' sweep above.
+                _ => Duration::from_secs(10),
             };
             // Expiries are whole seconds: wake just after the second boundary.
             let wait = if wait < Duration::from_millis(1020) {

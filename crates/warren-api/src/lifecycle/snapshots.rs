@@ -42,6 +42,18 @@ impl Lifecycle {
 
     /// Takes a snapshot of a running (or paused) sandbox of `tenant`.
     pub async fn snapshot(&self, id: &SandboxId, tenant: &str) -> LifecycleResult<SnapshotRecord> {
+        self.snapshot_as(id, tenant, None, false).await
+    }
+
+    /// `snapshot` with a name (E2B's), or as a fork's own snapshot (`ephemeral`: removed once no
+    /// copy runs from it, see `remove_unused_fork_snapshots`).
+    pub async fn snapshot_as(
+        &self,
+        id: &SandboxId,
+        tenant: &str,
+        name: Option<&str>,
+        ephemeral: bool,
+    ) -> LifecycleResult<SnapshotRecord> {
         let rec = self.get_owned(id, tenant).await?;
         if !matches!(rec.status, SandboxStatus::Running | SandboxStatus::Paused) {
             return Err(LifecycleError::InvalidState {
@@ -115,6 +127,8 @@ impl Lifecycle {
             layer_dir: content.display().to_string(),
             size_bytes,
             created_at: now(),
+            name: name.map(str::to_owned),
+            ephemeral,
         };
         if let Err(e) = self.store.insert_snapshot(&record).await {
             let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -153,6 +167,29 @@ impl Lifecycle {
             tracing::warn!(snapshot = id, error = %e, "cannot remove the snapshot's files");
         }
         Ok(())
+    }
+}
+
+impl Lifecycle {
+    /// Deletes fork snapshots taken here that no sandbox runs from any more (ten seconds after
+    /// they were taken at the earliest: the fork records its copies just after taking it).
+    pub(super) async fn remove_unused_fork_snapshots(&self) {
+        let unused = match self.store.ephemeral_unused(now() - 10).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for unused fork snapshots");
+                return;
+            }
+        };
+        // Another control plane's are on its own machine.
+        for snap in unused
+            .iter()
+            .filter(|s| std::path::Path::new(&s.layer_dir).starts_with(&self.snapshots_dir))
+        {
+            if let Err(e) = self.delete_snapshot(&snap.id, &snap.tenant).await {
+                tracing::warn!(snapshot = %snap.id, error = %e, "cannot remove an unused fork snapshot");
+            }
+        }
     }
 }
 
