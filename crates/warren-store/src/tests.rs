@@ -90,6 +90,17 @@ async fn add(store: &Store, now: i64, timeout: Option<i64>) -> SandboxId {
 }
 
 async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) -> SandboxId {
+    add_copy(store, tenant, now, timeout, None).await
+}
+
+/// A running sandbox, a copy of `snapshot` if one is named.
+async fn add_copy(
+    store: &Store,
+    tenant: &str,
+    now: i64,
+    timeout: Option<i64>,
+    snapshot: Option<&str>,
+) -> SandboxId {
     let id = SandboxId::generate();
     store
         .insert_sandbox(
@@ -97,7 +108,7 @@ async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) ->
                 metadata: None,
                 egress: None,
                 pause_on_timeout: false,
-                snapshot_id: None,
+                snapshot_id: snapshot,
                 id: &id,
                 template_id: "2",
                 template_name: "code-interpreter",
@@ -570,30 +581,7 @@ async fn fork_snapshots_are_unused_once_no_copy_runs(db: Db) {
     assert_eq!(got.name.as_deref(), Some("kept"));
     assert!(!got.ephemeral);
     // A copy runs from the fork's snapshot: not unused.
-    let copy = SandboxId::generate();
-    store
-        .insert_sandbox(
-            NewSandbox {
-                metadata: None,
-                egress: None,
-                pause_on_timeout: false,
-                snapshot_id: Some("snap_fork"),
-                id: &copy,
-                template_id: "2",
-                template_name: "code-interpreter",
-                resources: RES,
-                internet_access: false,
-                timeout_seconds: None,
-                key_id: None,
-                tenant: "default",
-                isolation: "namespaces",
-                node_id: None,
-                region: None,
-            },
-            101,
-        )
-        .await
-        .expect("insert copy");
+    let copy = add_copy(&store, "default", 101, None, Some("snap_fork")).await;
     assert!(store.ephemeral_unused(200).await.expect("query").is_empty());
     store
         .end_sandbox(&copy, SandboxStatus::Stopped, None, 150)

@@ -26,7 +26,7 @@ pub(super) const DEFAULT_TIMEOUT: i64 = 300;
 /// Who the sandboxes are for, in E2B's `clientID` (one client: this server).
 const CLIENT_ID: &str = "warren";
 /// Largest list page.
-pub(super) const MAX_PAGE: usize = 1000;
+const MAX_PAGE: usize = 1000;
 
 /// E2B's template names for Warren's built-in templates: the SDKs' defaults among them.
 fn template_name(requested: Option<&str>) -> String {
@@ -225,27 +225,33 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let statuses = wanted_states(q.state.as_deref())?;
     let filter = metadata_filter(q.metadata.as_deref());
-    let mut found: Vec<SandboxRecord> = live_sandboxes(&state, &caller.tenant, &statuses)
+    let found: Vec<SandboxRecord> = live_sandboxes(&state, &caller.tenant, &statuses)
         .await?
         .into_iter()
         .filter(|r| has_metadata(r, &filter))
         .collect();
-    let start: usize = q
-        .next_token
-        .as_deref()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let rest = found.split_off(start.min(found.len()));
-    let more = rest.len() > limit;
-    let page: Vec<ListedSandbox> = rest.iter().take(limit).map(listed).collect();
+    Ok(page_of(&found, q.next_token.as_deref(), q.limit, listed))
+}
+
+/// One page of `found` as E2B lists it: `next_token` is the offset the previous page's
+/// `x-next-token` gave, and the answer's `x-next-token` names the next page, if any.
+pub(super) fn page_of<T, W: serde::Serialize>(
+    found: &[T],
+    next_token: Option<&str>,
+    limit: Option<usize>,
+    wire: impl Fn(&T) -> W,
+) -> Response {
+    let start: usize = next_token.and_then(|t| t.parse().ok()).unwrap_or(0);
+    let limit = limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let rest = found.get(start.min(found.len())..).unwrap_or_default();
+    let page: Vec<W> = rest.iter().take(limit).map(wire).collect();
     let mut res = Json(page).into_response();
-    if more {
+    if rest.len() > limit {
         if let Ok(v) = HeaderValue::from_str(&(start + limit).to_string()) {
             res.headers_mut().insert("x-next-token", v);
         }
     }
-    Ok(res)
+    res
 }
 
 /// `GET /sandboxes` (older SDKs): the running ones, all at once.

@@ -5,7 +5,7 @@
 //! with its memory on microVMs.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use warren_store::SnapshotRecord;
 use warren_wire::control::CreateSandboxRequest;
 use warren_wire::e2b::{ForkError, ForkRequest, ForkResult, SnapshotInfo, SnapshotRequest};
 
-use super::sandboxes::{is_snapshot_id, issued, json_body, parse_id, DEFAULT_TIMEOUT, MAX_PAGE};
+use super::sandboxes::{is_snapshot_id, issued, json_body, page_of, parse_id, DEFAULT_TIMEOUT};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -80,7 +80,7 @@ pub struct ListQuery {
     next_token: Option<String>,
 }
 
-/// `GET /snapshots`: the tenant's snapshots, oldest first, `x-next-token` naming the next page.
+/// `GET /snapshots`: the tenant's snapshots, oldest first, in pages (`page_of`).
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -99,21 +99,7 @@ pub async fn list(
         })
         .filter(|s| wanted_name.is_none_or(|n| s.id == n || s.name.as_deref() == Some(n)))
         .collect();
-    let start: usize = q
-        .next_token
-        .as_deref()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let rest = found.get(start.min(found.len())..).unwrap_or_default();
-    let page: Vec<SnapshotInfo> = rest.iter().take(limit).map(info).collect();
-    let mut res = Json(page).into_response();
-    if rest.len() > limit {
-        if let Ok(v) = HeaderValue::from_str(&(start + limit).to_string()) {
-            res.headers_mut().insert("x-next-token", v);
-        }
-    }
-    Ok(res)
+    Ok(page_of(&found, q.next_token.as_deref(), q.limit, info))
 }
 
 /// `DELETE /templates/{id}`: E2B's SDKs delete a snapshot this way. Templates themselves are
