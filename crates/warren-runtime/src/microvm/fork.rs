@@ -7,7 +7,7 @@
 //! then tells the copy's agent its own id.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
@@ -126,28 +126,9 @@ impl MicrovmDriver {
                 .map_err(io("chown the copy's disk"))?;
         }
         let state = std::fs::File::open(saved.join(STATE)).map_err(io("open saved state"))?;
-        let mut child = self.launch(&boot, dir, host, vmm_uid, Some(&state))?;
-        drop(state);
-        let resumed = async {
-            let socket = dir.join("qmp.sock");
-            let deadline = tokio::time::Instant::now() + self.start_timeout();
-            let mut qmp = loop {
-                match Qmp::connect(&socket).await {
-                    Ok(q) => break q,
-                    Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            };
-            tokio::time::timeout(self.start_timeout(), qmp.wait_incoming())
-                .await
-                .map_err(|_| DriverError::Start("resuming the saved guest timed out".into()))??;
-            qmp.cont().await
-        }
-        .await;
-        if let Err(e) = resumed {
-            let _ = child.start_kill();
-            return Err(e);
-        }
+        let mut child = self
+            .run_from_state(&boot, dir, host, vmm_uid, state)
+            .await?;
         let stdout = child
             .stdout
             .take()
@@ -199,7 +180,7 @@ fn file_name(dir: &Path) -> String {
 
 /// Copies a disk or state file keeping its holes (a writable disk is mostly unwritten), through
 /// `cp`, which also clones extents where the file system can.
-async fn copy_file(from: &Path, to: &PathBuf) -> Result<(), DriverError> {
+async fn copy_file(from: &Path, to: &Path) -> Result<(), DriverError> {
     let out = tokio::process::Command::new("cp")
         .args(["--sparse=always", "--reflink=auto", "--"])
         .arg(from)

@@ -3,6 +3,7 @@
 //! memory, open files and the writable disk are as they were; only the guest's TCP connections
 //! to the outside have to be made again (the agent's listener is unaffected).
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,15 +71,21 @@ impl MicrovmDriver {
         Ok(())
     }
 
-    pub(super) async fn restore(&self, id: &SandboxId) -> Result<(), DriverError> {
-        let p = self.parts(id)?;
-        let state_path = p.dir.join("state");
-        let state = std::fs::File::open(&state_path).map_err(io("open state file"))?;
-        let _ = std::fs::remove_file(p.dir.join("qmp.sock"));
-        let mut child = self.launch(&p.boot, &p.dir, &p.host, p.vmm_uid, Some(&state))?;
+    /// Starts QEMU for `boot` from a saved state and lets the guest run on: a resume after a
+    /// pause, or a copy of a snapshot. On failure QEMU is killed.
+    pub(super) async fn run_from_state(
+        &self,
+        boot: &Boot,
+        dir: &Path,
+        host: &SandboxHost,
+        vmm_uid: u32,
+        state: std::fs::File,
+    ) -> Result<tokio::process::Child, DriverError> {
+        let qmp_socket = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp_socket);
+        let mut child = self.launch(boot, dir, host, vmm_uid, Some(&state))?;
         drop(state);
         let resumed = async {
-            let qmp_socket = p.dir.join("qmp.sock");
             let deadline = tokio::time::Instant::now() + self.start_timeout();
             let mut qmp = loop {
                 match Qmp::connect(&qmp_socket).await {
@@ -89,16 +96,34 @@ impl MicrovmDriver {
             };
             tokio::time::timeout(self.start_timeout(), qmp.wait_incoming())
                 .await
-                .map_err(|_| DriverError::Start("restoring the guest timed out".into()))??;
+                .map_err(|_| {
+                    DriverError::Start("restoring the guest from its saved state timed out".into())
+                })??;
             qmp.cont().await
         }
         .await;
         if let Err(e) = resumed {
             let _ = child.start_kill();
-            // The guest is lost: let the service clean the sandbox up.
-            p.exit.report(-1);
             return Err(e);
         }
+        Ok(child)
+    }
+
+    pub(super) async fn restore(&self, id: &SandboxId) -> Result<(), DriverError> {
+        let p = self.parts(id)?;
+        let state_path = p.dir.join("state");
+        let state = std::fs::File::open(&state_path).map_err(io("open state file"))?;
+        let mut child = match self
+            .run_from_state(&p.boot, &p.dir, &p.host, p.vmm_uid, state)
+            .await
+        {
+            Ok(child) => child,
+            Err(e) => {
+                // The guest is lost: let the service clean the sandbox up.
+                p.exit.report(-1);
+                return Err(e);
+            }
+        };
         p.exit.hibernating.store(false, Ordering::SeqCst);
         let stdout = child
             .stdout
