@@ -16,6 +16,7 @@ mod gate;
 mod lifecycle;
 pub mod limits;
 mod metrics;
+mod nodes;
 mod openapi;
 mod registry;
 mod request_id;
@@ -23,6 +24,8 @@ mod routes;
 mod serve;
 mod state;
 mod template_spec;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 mod tokens;
 

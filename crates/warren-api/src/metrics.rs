@@ -94,7 +94,7 @@ static POOL_READY: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
 });
 
 /// Replaces the warm pool gauges: (template id, tier, ready sandboxes).
-pub fn set_pools(sizes: &[(String, String, usize)]) {
+pub fn set_pools(sizes: &[(String, warren_core::Tier, usize)]) {
     if let Some(g) = POOL_READY.as_ref() {
         g.reset();
         for (template, tier, n) in sizes {

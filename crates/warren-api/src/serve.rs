@@ -14,8 +14,9 @@ use warren_store::{Store, TemplateRecord, TemplateStatus};
 use crate::audit::Auditor;
 use crate::cluster::Cluster;
 use crate::gate::ControlGate;
-use crate::lifecycle::{Lifecycle, TemplateRoots};
+use crate::lifecycle::{Lifecycle, LifecycleConfig, TemplateRoots};
 use crate::limits::RateLimiter;
+use crate::nodes::{LocalNode, NodeHandle};
 use crate::state::{self, PublicMode};
 use crate::tokens::TokenSigner;
 use crate::{builds, clock, limits, registry, routes, tls};
@@ -55,7 +56,7 @@ pub struct ServeConfig {
     /// An unpacked Debian kernel package for microVM guests (`scripts/guest-kernel`).
     pub guest_kernel_dir: PathBuf,
     /// Tier of sandboxes that do not ask for one.
-    pub default_isolation: String,
+    pub default_isolation: warren_core::Tier,
     /// Whether a create request may pick its own tier (`"isolation"`).
     pub allow_isolation_override: bool,
     /// PostgreSQL instead of SQLite in the data dir.
@@ -270,35 +271,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         tracing::info!(key_id = %rec.id, "WARREN_API_KEY accepted");
     }
     let templates = TemplateCache::new(&cfg.cache_dir, cfg.debian_mirror.clone());
-    for r in builtin_recipes() {
-        // Without a node of its own, the nodes prepare built-in templates themselves.
-        let status = if cfg.no_local_node || templates.is_ready(&r) {
-            TemplateStatus::Active
-        } else {
-            TemplateStatus::Pending
-        };
-        store
-            .upsert_template(&TemplateRecord {
-                id: r.id.to_owned(),
-                name: r.name.to_owned(),
-                display_name: r.display_name.to_owned(),
-                description: Some(r.description.to_owned()),
-                category: Some(r.category.to_owned()),
-                language: Some(r.language.to_owned()),
-                resources: r.resources,
-                status,
-                is_public: true,
-                tenant: None,
-                spec: None,
-                build_started_at: None,
-                build_finished_at: None,
-                error_message: None,
-                created_at: now,
-                updated_at: now,
-            })
-            .await?;
-        store.set_template_status(r.id, status, None, now).await?;
-    }
+    register_builtin_templates(&store, &templates, cfg.no_local_node, now).await?;
 
     let tls = tls_setup(cfg)?;
     let tokens = Arc::new(
@@ -329,7 +302,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
             microvm: cfg.microvm,
             qemu: cfg.qemu.clone(),
             guest_kernel_dir: cfg.guest_kernel_dir.clone(),
-            default_isolation: cfg.default_isolation.clone(),
+            default_isolation: cfg.default_isolation,
         })
         .await?;
         let gate = Arc::new(ControlGate {
@@ -355,7 +328,8 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         (Some(node), Some(events))
     };
     let cluster = Cluster::new(
-        node.clone(),
+        node.clone()
+            .map(|n| Arc::new(LocalNode(n)) as Arc<dyn NodeHandle>),
         cfg.region.clone(),
         store.clone(),
         tokens.clone(),
@@ -368,9 +342,11 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         store.clone(),
         cluster.clone(),
         templates.clone(),
-        cfg.limits.clone(),
-        cfg.allow_isolation_override,
-        cfg.data_dir.join("snapshots"),
+        LifecycleConfig {
+            limits: cfg.limits.clone(),
+            allow_isolation_override: cfg.allow_isolation_override,
+            snapshots_dir: cfg.data_dir.join("snapshots"),
+        },
     ));
     if let Some(mut node_events) = node_events {
         let lifecycle = lifecycle.clone();
@@ -386,6 +362,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         .unwrap_or_else(|| "local".into());
     let state = state::AppState {
         lifecycle: lifecycle.clone(),
+        node: node.clone(),
         cluster,
         store: store.clone(),
         tokens,
@@ -412,6 +389,46 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         state,
         tls,
     })
+}
+
+/// Records the built-in templates in the store: active where their root file system is built
+/// (or, without a node here, where the nodes prepare their own), pending until then.
+pub(crate) async fn register_builtin_templates(
+    store: &Store,
+    templates: &TemplateCache,
+    no_local_node: bool,
+    now: i64,
+) -> Result<(), warren_store::StoreError> {
+    for r in builtin_recipes() {
+        // Without a node of its own, the nodes prepare built-in templates themselves.
+        let status = if no_local_node || templates.is_ready(&r) {
+            TemplateStatus::Active
+        } else {
+            TemplateStatus::Pending
+        };
+        store
+            .upsert_template(&TemplateRecord {
+                id: r.id.to_owned(),
+                name: r.name.to_owned(),
+                display_name: r.display_name.to_owned(),
+                description: Some(r.description.to_owned()),
+                category: Some(r.category.to_owned()),
+                language: Some(r.language.to_owned()),
+                resources: r.resources,
+                status,
+                is_public: true,
+                tenant: None,
+                spec: None,
+                build_started_at: None,
+                build_finished_at: None,
+                error_message: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
+        store.set_template_status(r.id, status, None, now).await?;
+    }
+    Ok(())
 }
 
 /// Runs the periodic jobs (expiry reaper, audit retention) while this control plane holds their

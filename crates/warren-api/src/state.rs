@@ -20,6 +20,9 @@ pub enum PublicMode {
 #[derive(Clone)]
 pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
+    /// This control plane's own node, whose proxy serves its sandboxes' requests (None with
+    /// `--no-local-node`). The lifecycle reaches it through `cluster.local`.
+    pub node: Option<Arc<warren_node::Node>>,
     pub cluster: Arc<crate::cluster::Cluster>,
     pub store: Store,
     pub tokens: Arc<TokenSigner>,

@@ -27,7 +27,7 @@ pub struct TemplateSpec {
     pub key: String,
     /// The isolation tier sandboxes of this template run on (None: the server's default).
     #[serde(default)]
-    pub isolation: Option<String>,
+    pub isolation: Option<warren_core::Tier>,
     /// A memory-carrying snapshot's saved machine (copies of it resume instead of booting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state: Option<PathBuf>,

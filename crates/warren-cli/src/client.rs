@@ -3,7 +3,21 @@
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::commands::ClientOpts;
+/// Where a client command finds the server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// Control-plane URL.
+    #[arg(
+        long,
+        env = "WARREN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// API key (also read from HOPX_API_KEY).
+    #[arg(long, env = "WARREN_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+}
 
 /// An open WebSocket to a sandbox's agent.
 pub type Socket =

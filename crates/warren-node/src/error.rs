@@ -2,6 +2,7 @@ use warren_core::SandboxId;
 use warren_runtime::DriverError;
 
 use crate::agent_link::AgentError;
+use crate::readiness::NotReady;
 
 /// A node command failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,4 +20,7 @@ pub enum NodeError {
     /// the sandbox's own listener could not be opened
     #[error("cannot open the sandbox's listener: {0}")]
     Listener(std::io::Error),
+    /// its template's start command or ready check failed; the sandbox was removed
+    #[error("it did not become ready: {0}")]
+    NotReady(#[from] NotReady),
 }

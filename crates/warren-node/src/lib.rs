@@ -32,3 +32,12 @@ pub use proxy::{
 pub use registry::RunState;
 pub use tls_listener::{no_delay, TlsListener};
 pub use transport::{agent_error, request_host, send_over};
+
+/// Tiers as people read them in messages: `namespaces, gvisor`.
+pub fn tier_list(tiers: &[warren_core::Tier]) -> String {
+    tiers
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use warren_core::Tier;
 use warren_runtime::host::{Host, HostConfig};
 use warren_runtime::namespaces::{NamespaceConfig, NamespaceDriver};
 use warren_runtime::{AnyDriver, IsolationDriver};
@@ -23,7 +24,7 @@ pub struct MachineConfig {
     pub qemu: PathBuf,
     pub guest_kernel_dir: PathBuf,
     /// Tier of sandboxes that do not ask for one.
-    pub default_isolation: String,
+    pub default_isolation: Tier,
 }
 
 /// Why the machine cannot run sandboxes.
@@ -35,7 +36,7 @@ pub enum MachineError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("default isolation tier {0:?} is not available here (see `warren doctor`)")]
-    NoDefaultTier(String),
+    NoDefaultTier(Tier),
 }
 
 fn setup<E: std::error::Error + Send + Sync + 'static>(
@@ -118,8 +119,8 @@ pub async fn prepare(cfg: &MachineConfig) -> Result<(Arc<Host>, Vec<AnyDriver>),
             }
         }
     }
-    let Some(pos) = tiers.iter().position(|d| d.name() == cfg.default_isolation) else {
-        return Err(MachineError::NoDefaultTier(cfg.default_isolation.clone()));
+    let Some(pos) = tiers.iter().position(|d| d.tier() == cfg.default_isolation) else {
+        return Err(MachineError::NoDefaultTier(cfg.default_isolation));
     };
     tiers.swap(0, pos);
     Ok((host, tiers))

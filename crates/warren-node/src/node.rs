@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
-use warren_core::SandboxId;
+use warren_core::{SandboxId, Tier};
 use warren_runtime::host::Host;
 use warren_runtime::{
     AnyDriver, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec, SandboxUsage,
@@ -20,6 +20,7 @@ use crate::agent_link::AgentLink;
 use crate::error::NodeError;
 use crate::gate::Gate;
 use crate::proxy::Proxy;
+use crate::readiness::{NotReady, Readiness};
 use crate::registry::{Entry, Registry, RunState, Target};
 
 /// How clients reach sandboxes on this node.
@@ -46,8 +47,8 @@ pub struct NodeConfig {
 /// What to start.
 pub struct SandboxStart {
     pub spec: SandboxSpec,
-    /// The tier by name; None for the node's default.
-    pub tier: Option<String>,
+    /// None for the node's default.
+    pub tier: Option<Tier>,
     /// The tenant the sandbox belongs to.
     pub owner: String,
     /// Give the sandbox a listener of its own (local mode). Build sandboxes have none: only the
@@ -59,7 +60,7 @@ pub struct SandboxStart {
 pub struct Adopt {
     pub id: SandboxId,
     /// The tier that runs it.
-    pub tier: String,
+    pub tier: Tier,
     /// What its start returned (`Started::handle`).
     pub handle: SandboxHandle,
     pub owner: String,
@@ -72,7 +73,7 @@ pub struct Adopt {
 /// A started (or adopted) sandbox.
 #[derive(Debug, Clone)]
 pub struct Started {
-    pub tier: &'static str,
+    pub tier: Tier,
     /// Its listener's port (local mode).
     pub port: Option<u16>,
     /// What a later server process needs to take it over; the control plane keeps it.
@@ -126,29 +127,19 @@ impl Node {
         &self.proxy
     }
 
-    /// Names of the tiers this node runs, the default first.
-    pub fn tier_names(&self) -> Vec<&'static str> {
-        self.tiers.iter().map(IsolationDriver::name).collect()
+    /// The tiers this node runs, the default first.
+    pub fn tiers(&self) -> Vec<Tier> {
+        self.tiers.iter().map(IsolationDriver::tier).collect()
     }
 
-    pub fn default_tier(&self) -> &'static str {
-        self.tiers
-            .first()
-            .map_or("namespaces", IsolationDriver::name)
-    }
-
-    pub fn has_tier(&self, name: &str) -> bool {
-        self.tiers.iter().any(|d| d.name() == name)
-    }
-
-    fn driver(&self, name: Option<&str>) -> Result<AnyDriver, NodeError> {
-        let found = match name.filter(|n| !n.is_empty()) {
+    fn driver(&self, tier: Option<Tier>) -> Result<AnyDriver, NodeError> {
+        let found = match tier {
             None => self.tiers.first(),
-            Some(n) => self.tiers.iter().find(|d| d.name() == n),
+            Some(t) => self.tiers.iter().find(|d| d.tier() == t),
         };
         found.cloned().ok_or_else(|| NodeError::NoSuchTier {
-            wanted: name.unwrap_or_default().to_owned(),
-            available: self.tier_names().join(", "),
+            wanted: tier.map_or_else(String::new, |t| t.to_string()),
+            available: crate::tier_list(&self.tiers()),
         })
     }
 
@@ -175,7 +166,7 @@ impl Node {
     /// Starts a sandbox and returns once its agent answers (and, in local mode, its listener is
     /// open). A VM guest is told the host's time first.
     pub async fn start(&self, req: SandboxStart) -> Result<Started, NodeError> {
-        let driver = self.driver(req.tier.as_deref())?;
+        let driver = self.driver(req.tier)?;
         let id = req.spec.id.clone();
         let started = driver.start(&req.spec).await?;
         let agent = AgentLink::new(started.agent_socket);
@@ -213,11 +204,39 @@ impl Node {
             _ => None,
         };
         Ok(Started {
-            tier: driver.name(),
+            tier: driver.tier(),
             port,
             handle: started.handle,
             paused: false,
         })
+    }
+
+    /// Starts a sandbox and waits until its template says it is ready (`Readiness`); a sandbox
+    /// that does not become ready is removed. A copy resumed with its source's memory is ready
+    /// as it resumes: its source ran the start command already.
+    pub async fn start_ready(
+        &self,
+        req: SandboxStart,
+        readiness: &Readiness,
+    ) -> Result<Started, NodeError> {
+        let resumed = req.spec.saved_state.is_some();
+        let id = req.spec.id.clone();
+        let started = self.start(req).await?;
+        if resumed {
+            return Ok(started);
+        }
+        let ready = match self.agent(&id) {
+            Some(agent) => readiness.wait(&agent).await,
+            None => Err(NotReady::Ended),
+        };
+        if let Err(why) = ready {
+            tracing::warn!(sandbox = %id, error = %why, "template start/ready check failed");
+            if let Err(e) = self.destroy(&id).await {
+                tracing::error!(sandbox = %id, error = %e, "sandbox teardown incomplete");
+            }
+            return Err(why.into());
+        }
+        Ok(started)
     }
 
     /// Takes over a sandbox an earlier server process started: its processes kept running while
@@ -225,7 +244,7 @@ impl Node {
     /// survive, what is left of it is removed and the error says why.
     pub async fn adopt(&self, req: Adopt) -> Result<Started, NotAdopted> {
         let driver = self
-            .driver(Some(&req.tier))
+            .driver(Some(req.tier))
             .map_err(|e| NotAdopted(e.to_string()))?;
         let adopted = driver.adopt(&req.id, &req.handle, req.paused).await?;
         self.bundles_in_use
@@ -259,7 +278,7 @@ impl Node {
             (Listeners::Wildcard, _) => None,
         };
         Ok(Started {
-            tier: driver.name(),
+            tier: driver.tier(),
             port,
             handle: req.handle,
             paused,

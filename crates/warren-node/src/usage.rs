@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use warren_core::SandboxId;
 use warren_runtime::SandboxUsage;
@@ -41,11 +41,8 @@ impl UsageMeter {
     ) -> Option<MeasuredUsage> {
         let first = read()?;
         let now = Instant::now();
-        let previous = self.previous(id, now);
-        let (usage, reading) = match previous {
-            // Asked again within a moment: the rate measured a moment ago still stands.
-            Some(p) if now - p.at < MIN_WINDOW => (first, p),
-            Some(p) => (first, Reading::after(p, now, first.cpu_ns)),
+        let (usage, reading) = match self.rate_at(id, now, first.cpu_ns) {
+            Some(reading) => (first, reading),
             None => {
                 let start = Reading {
                     at: now,
@@ -67,9 +64,16 @@ impl UsageMeter {
         })
     }
 
-    fn previous(&self, id: &SandboxId, now: Instant) -> Option<Reading> {
+    /// The CPU rate at `now` from the last reading: that reading's own when asked again within
+    /// a moment, else measured since it. None without a recent reading (a second one is needed).
+    fn rate_at(&self, id: &SandboxId, now: Instant, cpu_ns: u64) -> Option<Reading> {
         let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        last.get(id).copied().filter(|r| now - r.at < STALE)
+        let previous = last.get(id).copied().filter(|r| now - r.at < STALE)?;
+        Some(if now - previous.at < MIN_WINDOW {
+            previous
+        } else {
+            Reading::after(previous, now, cpu_ns)
+        })
     }
 
     fn remember(&self, id: &SandboxId, reading: Reading) {
@@ -106,43 +110,51 @@ mod tests {
         }
     }
 
-    /// A first question waits for two readings; one soon after reuses the rate; one later is
-    /// measured over the time since the last reading.
-    #[tokio::test(start_paused = true)]
-    async fn cpu_is_a_rate_over_the_time_between_readings() {
+    /// A first question needs two readings; one soon after reuses the rate; one later is
+    /// measured over the time since the last reading; an old reading is not used.
+    #[test]
+    fn cpu_is_a_rate_over_the_time_between_readings() {
         let meter = UsageMeter::default();
         let id = SandboxId::generate();
-        let busy = std::sync::atomic::AtomicU64::new(0);
-        // One CPU busy: the counter advances as fast as the clock.
-        let read = || {
-            let ns = busy.fetch_add(PROBE.as_nanos() as u64, std::sync::atomic::Ordering::SeqCst);
-            Some(usage(ns))
+        let t0 = Instant::now();
+        assert!(meter.rate_at(&id, t0, 0).is_none(), "no reading yet");
+        let start = Reading {
+            at: t0,
+            cpu_ns: 0,
+            pct: 0.0,
         };
-        let first = meter
-            .measure(&id, read)
-            .await
-            .unwrap_or_else(|| panic!("measured"));
-        assert!(
-            (first.cpu_pct_of_one - 100.0).abs() < 0.5,
-            "{}",
-            first.cpu_pct_of_one
-        );
-        assert_eq!(first.disk_bytes, Some(4096));
-        let again = meter
-            .measure(&id, || Some(usage(u64::MAX)))
-            .await
-            .unwrap_or_else(|| panic!("measured"));
-        assert_eq!(
-            again.cpu_pct_of_one, first.cpu_pct_of_one,
-            "asked within a moment"
-        );
-        tokio::time::advance(Duration::from_secs(2)).await;
-        let idle = busy.load(std::sync::atomic::Ordering::SeqCst) - PROBE.as_nanos() as u64;
+        // One CPU busy: the counter advanced as fast as the clock.
+        let first = Reading::after(start, t0 + PROBE, PROBE.as_nanos() as u64);
+        assert!((first.pct - 100.0).abs() < 0.01, "{}", first.pct);
+        meter.remember(&id, first);
+        let soon = meter
+            .rate_at(&id, t0 + PROBE + Duration::from_millis(10), u64::MAX)
+            .unwrap_or_else(|| panic!("a recent reading"));
+        assert_eq!(soon.pct, first.pct, "asked within a moment");
         let later = meter
-            .measure(&id, || Some(usage(idle)))
+            .rate_at(&id, t0 + PROBE + Duration::from_secs(2), first.cpu_ns)
+            .unwrap_or_else(|| panic!("a recent reading"));
+        assert_eq!(later.pct, 0.0, "nothing ran in two seconds");
+        assert!(
+            meter.rate_at(&id, t0 + STALE + PROBE, 0).is_none(),
+            "a reading a minute old is not used"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_question_takes_two_readings_and_a_missing_sandbox_none() {
+        let meter = UsageMeter::default();
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        let measured = meter
+            .measure(&SandboxId::generate(), || {
+                reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(usage(0))
+            })
             .await
             .unwrap_or_else(|| panic!("measured"));
-        assert_eq!(later.cpu_pct_of_one, 0.0, "nothing ran in two seconds");
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(measured.cpu_pct_of_one, 0.0);
+        assert_eq!(measured.disk_bytes, Some(4096));
         assert!(meter
             .measure(&SandboxId::generate(), || None)
             .await

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use warren_core::{Resources, SandboxId};
+use warren_core::{Resources, SandboxId, Tier};
 
 use crate::host::{AgentUp, HostRecord, ProcessRef, SandboxHost};
 
@@ -72,7 +72,7 @@ pub struct StartedSandbox {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxHandle {
     /// The tier that started it.
-    pub tier: String,
+    pub tier: Tier,
     pub host: HostRecord,
     /// The sandbox's host directory.
     pub dir: PathBuf,
@@ -91,7 +91,7 @@ impl StartedSandbox {
     /// A sandbox whose agent came up, with the handle of its `tier`; `init` and `tier_state`
     /// are the tier's to fill in.
     pub(crate) fn new(
-        tier: &str,
+        tier: Tier,
         up: AgentUp,
         host: &SandboxHost,
         dir: &Path,
@@ -99,7 +99,7 @@ impl StartedSandbox {
     ) -> Self {
         Self {
             handle: SandboxHandle {
-                tier: tier.to_owned(),
+                tier,
                 host: host.record(),
                 dir: dir.to_path_buf(),
                 agent_socket: up.agent_socket.clone(),
@@ -186,8 +186,8 @@ pub enum DriverError {
 /// One isolation tier.
 #[allow(async_fn_in_trait)] // only used through the `AnyDriver` enum, never as `dyn`
 pub trait IsolationDriver {
-    /// Short name shown in API objects and `warren doctor` ("namespaces", "gvisor", "microvm").
-    fn name(&self) -> &'static str;
+    /// Which tier it is.
+    fn tier(&self) -> Tier;
     /// Starts the sandbox and returns once its agent listens.
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError>;
     /// Freezes every process; memory and files are kept.
@@ -222,7 +222,7 @@ pub trait IsolationDriver {
         let _ = (id, dir);
         Err(DriverError::Unsupported(format!(
             "snapshots are available on the namespaces and microvm tiers; this sandbox runs on {}",
-            self.name()
+            self.tier()
         )))
     }
 }

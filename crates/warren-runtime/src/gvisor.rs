@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use tokio::process::Command;
-use warren_core::SandboxId;
+use warren_core::{SandboxId, Tier};
 
 use crate::driver::{
     is_kept, AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
@@ -245,7 +245,7 @@ impl GvisorDriver {
         let state = GvisorState {
             lower_mount: lower_mount.clone(),
         };
-        let mut started = StartedSandbox::new(self.name(), up, host, dir, self.host.agent_bundle());
+        let mut started = StartedSandbox::new(self.tier(), up, host, dir, self.host.agent_bundle());
         started.handle.init = init;
         started.handle.tier_state = serde_json::to_value(&state).unwrap_or_default();
         Ok((started, lower_mount))
@@ -271,8 +271,8 @@ impl GvisorDriver {
 }
 
 impl IsolationDriver for GvisorDriver {
-    fn name(&self) -> &'static str {
-        "gvisor"
+    fn tier(&self) -> Tier {
+        Tier::Gvisor
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use warren_core::SandboxId;
+use warren_core::{SandboxId, Tier};
 
 use crate::driver::{
     AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
@@ -29,8 +29,8 @@ macro_rules! each {
 }
 
 impl IsolationDriver for AnyDriver {
-    fn name(&self) -> &'static str {
-        each!(self, d => d.name())
+    fn tier(&self) -> Tier {
+        each!(self, d => d.tier())
     }
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
         each!(self, d => d.start(spec).await)

@@ -3,6 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use warren_core::Tier;
 
 use crate::StoreError;
 
@@ -25,6 +26,12 @@ pub(crate) fn opt_int(r: &AnyRow, col: &str) -> Result<Option<i64>, StoreError> 
 pub(crate) fn uint(r: &AnyRow, col: &str) -> Result<u32, StoreError> {
     let v = int(r, col)?;
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))
+}
+
+pub(crate) fn tier(r: &AnyRow, col: &str) -> Result<Tier, StoreError> {
+    let v = text(r, col)?;
+    v.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{col} = {v:?}")))
 }
 
 pub(crate) fn flag(r: &AnyRow, col: &str) -> Result<bool, StoreError> {

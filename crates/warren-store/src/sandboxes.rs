@@ -1,6 +1,6 @@
-use warren_core::{Resources, SandboxId, SandboxStatus};
+use warren_core::{Resources, SandboxId, SandboxStatus, Tier};
 
-use crate::row::{flag, int, opt_int, opt_text, text, uint};
+use crate::row::{flag, int, opt_int, opt_text, text, tier, uint};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -16,7 +16,7 @@ pub struct SandboxRecord {
     pub created_at: i64,
     pub key_id: Option<String>,
     pub tenant: String,
-    pub isolation: String,
+    pub isolation: Tier,
     /// What the node needs to take a running sandbox over after a restart (opaque JSON of the
     /// runtime); None until it started, and again once it stopped.
     pub runtime_handle: Option<String>,
@@ -47,7 +47,7 @@ pub struct NewSandbox<'a> {
     pub timeout_seconds: Option<i64>,
     pub key_id: Option<&'a str>,
     pub tenant: &'a str,
-    pub isolation: &'a str,
+    pub isolation: Tier,
     pub node_id: Option<&'a str>,
     pub region: Option<&'a str>,
     pub metadata: Option<&'a str>,
@@ -107,7 +107,7 @@ impl Store {
         .bind(now)
         .bind(s.key_id)
         .bind(s.tenant)
-        .bind(s.isolation)
+        .bind(s.isolation.as_str())
         .bind(s.node_id)
         .bind(s.region)
         .bind(s.metadata)
@@ -128,7 +128,7 @@ impl Store {
             created_at: now,
             key_id: s.key_id.map(str::to_owned),
             tenant: s.tenant.to_owned(),
-            isolation: s.isolation.to_owned(),
+            isolation: s.isolation,
             runtime_handle: None,
             listen_port: None,
             status_reason: None,
@@ -453,7 +453,7 @@ fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> 
         created_at: int(r, "created_at")?,
         key_id: opt_text(r, "key_id")?,
         tenant: text(r, "tenant")?,
-        isolation: text(r, "isolation")?,
+        isolation: tier(r, "isolation")?,
         runtime_handle: opt_text(r, "runtime_handle")?,
         listen_port: opt_int(r, "listen_port")?.and_then(|p| u16::try_from(p).ok()),
         status_reason: opt_text(r, "status_reason")?,

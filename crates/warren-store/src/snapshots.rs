@@ -2,7 +2,9 @@
 //! it on top of its template's layers. A tenant's own; copies are sandboxes whose `snapshot_id`
 //! names it.
 
-use crate::row::{flag, int, opt_text, text};
+use warren_core::Tier;
+
+use crate::row::{flag, int, opt_text, text, tier};
 use crate::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -12,7 +14,7 @@ pub struct SnapshotRecord {
     pub source_sandbox_id: String,
     pub template_id: String,
     pub template_name: String,
-    pub isolation: String,
+    pub isolation: Tier,
     /// How to run a copy (JSON of the control plane's template spec).
     pub spec: String,
     pub layer_dir: String,
@@ -39,7 +41,7 @@ impl Store {
         .bind(&s.source_sandbox_id)
         .bind(&s.template_id)
         .bind(&s.template_name)
-        .bind(&s.isolation)
+        .bind(s.isolation.as_str())
         .bind(&s.spec)
         .bind(&s.layer_dir)
         .bind(s.size_bytes)
@@ -120,7 +122,7 @@ fn snapshot_from_row(r: &sqlx::any::AnyRow) -> Result<SnapshotRecord, StoreError
         source_sandbox_id: text(r, "source_sandbox_id")?,
         template_id: text(r, "template_id")?,
         template_name: text(r, "template_name")?,
-        isolation: text(r, "isolation")?,
+        isolation: tier(r, "isolation")?,
         spec: text(r, "spec")?,
         layer_dir: text(r, "layer_dir")?,
         size_bytes: int(r, "size_bytes")?,

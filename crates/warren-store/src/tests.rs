@@ -1,7 +1,7 @@
 //! Store behaviour, every test on both backends: a real SQLite file and a real PostgreSQL
 //! server (`test_postgres`).
 
-use warren_core::{Resources, SandboxId, SandboxStatus};
+use warren_core::{Resources, SandboxId, SandboxStatus, Tier};
 
 use crate::{AuditEvent, AuditQuery, KeyEnvironment, KeySpec, NewSandbox, NodeRecord, Role, Store};
 
@@ -117,7 +117,7 @@ async fn add_copy(
                 timeout_seconds: timeout,
                 key_id: None,
                 tenant,
-                isolation: "namespaces",
+                isolation: Tier::Namespaces,
                 node_id: None,
                 region: None,
             },
@@ -471,7 +471,7 @@ async fn sandboxes_are_found_by_node_and_region(db: Db) {
                     timeout_seconds: None,
                     key_id: None,
                     tenant: "default",
-                    isolation: "namespaces",
+                    isolation: Tier::Namespaces,
                     node_id,
                     region,
                 },
@@ -553,7 +553,7 @@ fn snapshot(id: &str, name: Option<&str>, ephemeral: bool, at: i64) -> crate::Sn
         source_sandbox_id: "src".into(),
         template_id: "2".into(),
         template_name: "code-interpreter".into(),
-        isolation: "namespaces".into(),
+        isolation: Tier::Namespaces,
         spec: "{}".into(),
         layer_dir: format!("/data/snapshots/{id}/layer"),
         size_bytes: 4096,

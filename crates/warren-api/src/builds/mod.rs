@@ -21,7 +21,7 @@ use warren_runtime::SandboxSpec;
 use warren_wire::agent::CommandRequest;
 
 use crate::clock::now;
-use crate::lifecycle::{Lifecycle, TemplateRoots};
+use crate::lifecycle::{Lifecycle, RemoteStep, TemplateRoots};
 use spec::{BuildRequest, Step, TemplateSpec};
 
 /// How long one RUN step may take.
@@ -334,7 +334,9 @@ async fn execute(
         spec.start_cmd = Some(c.clone());
     }
     spec.ready_cmd = req.ready_cmd.clone();
-    spec.isolation = req.isolation.clone().or(spec.isolation.take());
+    // Checked when the build was accepted (`routes::builds`).
+    let asked = req.isolation.as_deref().and_then(|t| t.parse().ok());
+    spec.isolation = asked.or(spec.isolation.take());
     if let Some(r) = &spec.ready_cmd {
         r.probe()?;
     }
@@ -370,13 +372,15 @@ async fn run_step(
         let code = ctx
             .lifecycle
             .run_remote_build_step(
-                &ctx.tenant,
-                &spec.layers,
-                key,
-                cmd,
-                &spec.env,
-                spec.workdir.as_deref(),
-                resources,
+                RemoteStep {
+                    tenant: &ctx.tenant,
+                    layers: &spec.layers,
+                    key,
+                    command: cmd,
+                    env: &spec.env,
+                    workdir: spec.workdir.as_deref(),
+                    resources,
+                },
                 |line| build.log(format!("  {line}")),
             )
             .await

@@ -7,14 +7,13 @@
 //! except the count of placements since a node's last report.
 
 mod placement;
-mod remote;
 pub mod routes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use warren_node::Node;
+use warren_core::Tier;
 use warren_store::{NodeRecord, Store};
 use warren_wire::cluster::NodeReport;
 
@@ -39,8 +38,7 @@ pub fn layer_keys(layers: &[std::path::PathBuf]) -> Vec<String> {
         })
         .collect()
 }
-pub use remote::RemoteNode;
-
+use crate::nodes::{NodeHandle, RemoteNode};
 use crate::tokens::TokenSigner;
 
 /// How often nodes report.
@@ -76,6 +74,16 @@ impl NodeView {
         (crate::audit::now_ms() - self.record.last_seen).max(0) as f64 / 1000.0
     }
 
+    /// The tiers it reported, its default first (a name this control plane does not know is left
+    /// out).
+    pub fn tiers(&self) -> Vec<Tier> {
+        self.report
+            .tiers
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect()
+    }
+
     pub fn healthy(&self) -> bool {
         self.silent_for() < UNHEALTHY_AFTER.as_secs_f64()
     }
@@ -94,7 +102,7 @@ impl NodeView {
 
 pub struct Cluster {
     /// This control plane's own node (absent with `--no-local-node`).
-    pub local: Option<Arc<Node>>,
+    pub local: Option<Arc<dyn NodeHandle>>,
     /// The region label of the local node.
     pub local_region: String,
     store: Store,
@@ -112,7 +120,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(
-        local: Option<Arc<Node>>,
+        local: Option<Arc<dyn NodeHandle>>,
         local_region: String,
         store: Store,
         tokens: Arc<TokenSigner>,
@@ -174,6 +182,8 @@ impl Cluster {
                 &n.record.api_url,
                 self.http_for(&n),
                 self.tokens.clone(),
+                n.healthy(),
+                n.tiers(),
             )
         })
     }
@@ -210,37 +220,24 @@ impl Cluster {
 
     /// Tiers some node of the cluster runs, the local node's (or else the first node's) default
     /// first.
-    pub fn tier_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .local
-            .iter()
-            .flat_map(|n| n.tier_names())
-            .map(str::to_owned)
-            .collect();
+    pub fn tiers(&self) -> Vec<Tier> {
+        let mut tiers: Vec<Tier> = self.local.iter().flat_map(|n| n.tiers()).collect();
         for n in self.nodes().iter().filter(|n| n.healthy()) {
-            for t in &n.report.tiers {
-                if !names.contains(t) {
-                    names.push(t.clone());
+            for t in n.tiers() {
+                if !tiers.contains(&t) {
+                    tiers.push(t);
                 }
             }
         }
-        names
+        tiers
     }
 
-    pub fn default_tier(&self) -> String {
-        self.tier_names()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| "namespaces".into())
+    pub fn default_tier(&self) -> Tier {
+        self.tiers().first().copied().unwrap_or(Tier::Namespaces)
     }
 
-    pub fn has_tier(&self, name: &str) -> bool {
-        self.tier_names().iter().any(|t| t == name)
-    }
-
-    /// Whether node `id` reports (a silent one is not waited for).
-    pub fn is_healthy(&self, id: &str) -> bool {
-        self.node(id).is_some_and(|n| n.healthy())
+    pub fn has_tier(&self, tier: Tier) -> bool {
+        self.tiers().contains(&tier)
     }
 
     /// A healthy node that holds layer `key` (built there, or fetched).

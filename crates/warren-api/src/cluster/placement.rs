@@ -6,6 +6,8 @@
 
 use rand::seq::SliceRandom;
 
+use warren_core::Tier;
+
 use super::{Cluster, NodeView};
 
 /// Memory may be promised beyond a node's RAM by this factor (sandboxes rarely touch their
@@ -28,7 +30,7 @@ pub enum Placement {
 
 /// What the sandbox asks for.
 pub struct Wanted<'a> {
-    pub tier: Option<&'a str>,
+    pub tier: Option<Tier>,
     pub region: Option<&'a str>,
     pub memory_mb: u32,
     pub template: TemplateNeed<'a>,
@@ -40,17 +42,13 @@ impl Cluster {
         let nodes = self.nodes();
         let local_fits = self.local.as_ref().is_some_and(|n| {
             wanted.region.is_none_or(|r| r == self.local_region)
-                && wanted.tier.is_none_or(|t| n.has_tier(t))
+                && wanted.tier.is_none_or(|t| n.tiers().contains(&t))
         });
         let remote: Vec<&NodeView> = nodes
             .iter()
             .filter(|n| n.state() == "healthy")
             .filter(|n| wanted.region.is_none_or(|r| n.region() == Some(r)))
-            .filter(|n| {
-                wanted
-                    .tier
-                    .is_none_or(|t| n.report.tiers.iter().any(|x| x == t))
-            })
+            .filter(|n| wanted.tier.is_none_or(|t| n.tiers().contains(&t)))
             .filter(|n| self.has_room(n, wanted.memory_mb))
             .collect();
         if remote.is_empty() {
@@ -62,7 +60,7 @@ impl Cluster {
         if local_fits {
             // A control plane with a node of its own and joined nodes: its own node is one more
             // candidate, by sandbox count (it does not report like the others).
-            let local_count = self.local.as_ref().map_or(0, |n| n.list().len());
+            let local_count = self.local.as_ref().map_or(0, |n| n.sandboxes().len());
             let fewest_remote = remote
                 .iter()
                 .map(|n| n.report.used.sandboxes + self.placed_since(n))
@@ -119,7 +117,7 @@ impl Cluster {
             what.push_str(&format!(" in region {r:?}"));
         }
         if let Some(t) = wanted.tier {
-            what.push_str(&format!(" with isolation {t:?}"));
+            what.push_str(&format!(" with isolation \"{t}\""));
         }
         let regions: std::collections::BTreeSet<&str> =
             nodes.iter().filter_map(NodeView::region).collect();

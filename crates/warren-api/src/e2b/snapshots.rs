@@ -42,7 +42,7 @@ pub async fn create(
     }
     let id = parse_id(&id)?;
     let rec = state.lifecycle.get_owned(&id, &caller.tenant).await?;
-    if req.memory == Some(false) && rec.isolation == "microvm" {
+    if req.memory == Some(false) && rec.isolation == warren_core::Tier::Microvm {
         // A microVM's snapshot is its whole machine; a file-system-only one is not built.
         return Err(ApiError::bad_request(
             "file-system-only snapshots of microVM sandboxes are not available: take a full one \

@@ -46,13 +46,4 @@ pub enum LifecycleError {
     },
 }
 
-impl LifecycleError {
-    pub fn node(context: &'static str) -> impl FnOnce(NodeError) -> Self {
-        move |source| match source {
-            NodeError::NoSuchTier { .. } => Self::Invalid(source.to_string()),
-            source => Self::Node { context, source },
-        }
-    }
-}
-
 pub type LifecycleResult<T> = Result<T, LifecycleError>;

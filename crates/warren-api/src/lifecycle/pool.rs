@@ -12,13 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use warren_core::{SandboxId, SandboxStatus};
-use warren_runtime::SandboxHandle;
+use warren_core::{SandboxId, SandboxStatus, Tier};
 use warren_store::{ClaimPooled, NewSandbox, SandboxRecord, TemplateRecord};
+use warren_wire::cluster::TemplateSource;
 use warren_wire::control::CreateSandboxRequest;
 
-use super::{check_env, Lifecycle, LifecycleError, LifecycleResult, Requester};
+use super::checks::check_env;
+use super::{Lifecycle, LifecycleError, LifecycleResult, Requester};
 use crate::clock::now;
+use crate::nodes::{HandOver, NodeHandle, StartOrder};
 
 /// The tenant warm sandboxes are recorded under until a create takes them. Not a name an API key
 /// can have (`warren keys create` refuses tenants named `warren:…`).
@@ -35,7 +37,7 @@ const QUIET: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolTarget {
     pub template: String,
-    pub tier: Option<String>,
+    pub tier: Option<Tier>,
     pub size: usize,
 }
 
@@ -48,10 +50,17 @@ impl std::str::FromStr for PoolTarget {
         let (name, size) = s.rsplit_once('=').ok_or_else(bad)?;
         let size: usize = size.trim().parse().map_err(|_| bad())?;
         let (template, tier) = match name.split_once('@') {
-            Some((t, tier)) => (t.trim(), Some(tier.trim().to_owned())),
+            Some((t, tier)) => (
+                t.trim(),
+                Some(
+                    tier.trim()
+                        .parse::<Tier>()
+                        .map_err(|e| format!("--pool {s:?}: {e}"))?,
+                ),
+            ),
             None => (name.trim(), None),
         };
-        if template.is_empty() || tier.as_deref() == Some("") {
+        if template.is_empty() {
             return Err(bad());
         }
         Ok(Self {
@@ -66,7 +75,7 @@ impl std::str::FromStr for PoolTarget {
 #[derive(Default)]
 pub(crate) struct Pools {
     targets: Mutex<Vec<PoolTarget>>,
-    ready: Mutex<HashMap<(String, String), VecDeque<SandboxId>>>,
+    ready: Mutex<HashMap<(String, Tier), VecDeque<SandboxId>>>,
     /// Wakes the filler: a sandbox was taken, or one left.
     wake: Notify,
     /// Creates under way; the filler starts nothing while there are any.
@@ -88,7 +97,7 @@ impl Drop for CreateUnderWay<'_> {
 }
 
 impl Pools {
-    fn ready(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), VecDeque<SandboxId>>> {
+    fn ready(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Tier), VecDeque<SandboxId>>> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -104,29 +113,29 @@ impl Pools {
         CreateUnderWay(self)
     }
 
-    fn take(&self, template_id: &str, tier: &str) -> Option<SandboxId> {
+    fn take(&self, template_id: &str, tier: Tier) -> Option<SandboxId> {
         self.ready()
-            .get_mut(&(template_id.to_owned(), tier.to_owned()))?
+            .get_mut(&(template_id.to_owned(), tier))?
             .pop_front()
     }
 
-    fn put_back(&self, template_id: &str, tier: &str, id: SandboxId) {
+    fn put_back(&self, template_id: &str, tier: Tier, id: SandboxId) {
         self.ready()
-            .entry((template_id.to_owned(), tier.to_owned()))
+            .entry((template_id.to_owned(), tier))
             .or_default()
             .push_front(id);
     }
 
-    fn add(&self, template_id: &str, tier: &str, id: SandboxId) {
+    fn add(&self, template_id: &str, tier: Tier, id: SandboxId) {
         self.ready()
-            .entry((template_id.to_owned(), tier.to_owned()))
+            .entry((template_id.to_owned(), tier))
             .or_default()
             .push_back(id);
     }
 
-    fn count(&self, template_id: &str, tier: &str) -> usize {
+    fn count(&self, template_id: &str, tier: Tier) -> usize {
         self.ready()
-            .get(&(template_id.to_owned(), tier.to_owned()))
+            .get(&(template_id.to_owned(), tier))
             .map_or(0, VecDeque::len)
     }
 
@@ -145,17 +154,17 @@ impl Pools {
     }
 
     /// Sizes of the pools: (template id, tier, warm sandboxes).
-    pub(crate) fn sizes(&self) -> Vec<(String, String, usize)> {
+    pub(crate) fn sizes(&self) -> Vec<(String, Tier, usize)> {
         self.ready()
             .iter()
-            .map(|((t, tier), q)| (t.clone(), tier.clone(), q.len()))
+            .map(|((t, tier), q)| (t.clone(), *tier, q.len()))
             .collect()
     }
 }
 
 impl Lifecycle {
     /// Warm sandboxes ready now: (template id, tier, count).
-    pub fn pool_sizes(&self) -> Vec<(String, String, usize)> {
+    pub fn pool_sizes(&self) -> Vec<(String, Tier, usize)> {
         self.pools.sizes()
     }
 
@@ -174,7 +183,7 @@ impl Lifecycle {
     }
 
     /// The template and tier a pool target names.
-    async fn pool_template(&self, t: &PoolTarget) -> LifecycleResult<(TemplateRecord, String)> {
+    async fn pool_template(&self, t: &PoolTarget) -> LifecycleResult<(TemplateRecord, Tier)> {
         let template = self
             .store
             .find_template(&t.template, POOL_TENANT)
@@ -185,15 +194,15 @@ impl Lifecycle {
                     t.template
                 ))
             })?;
-        let tier = match &t.tier {
-            Some(name) if !self.cluster.has_tier(name) => {
+        let tier = match t.tier {
+            Some(tier) if !self.cluster.has_tier(tier) => {
                 return Err(LifecycleError::Invalid(format!(
-                    "--pool {}: isolation tier {name:?} is not available here (available: {})",
+                    "--pool {}: isolation tier \"{tier}\" is not available here (available: {})",
                     t.template,
-                    self.cluster.tier_names().join(", ")
+                    warren_node::tier_list(&self.cluster.tiers())
                 )))
             }
-            Some(name) => name.clone(),
+            Some(tier) => tier,
             None => self.cluster.default_tier(),
         };
         Ok((template, tier))
@@ -218,9 +227,9 @@ impl Lifecycle {
                 let Ok((template, tier)) = self.pool_template(&target).await else {
                     continue;
                 };
-                let mut have = self.pools.count(&template.id, &tier);
+                let mut have = self.pools.count(&template.id, tier);
                 while have > target.size {
-                    if let Some(id) = self.pools.take(&template.id, &tier) {
+                    if let Some(id) = self.pools.take(&template.id, tier) {
                         self.stop(&id, SandboxStatus::Stopped, None).await;
                     }
                     have -= 1;
@@ -238,14 +247,14 @@ impl Lifecycle {
                     }
                 }
                 self.wait_for_no_creates().await;
-                match self.fill_one(&template, &tier).await {
+                match self.fill_one(&template, tier).await {
                     Ok(id) => {
-                        self.pools.add(&template.id, &tier, id);
+                        self.pools.add(&template.id, tier, id);
                         started_one = true;
                         retry = RETRY_FIRST;
                     }
                     Err(e) => {
-                        tracing::warn!(template = %template.name, tier, error = %e, "cannot start a warm sandbox; retrying in {:?}", retry);
+                        tracing::warn!(template = %template.name, %tier, error = %e, "cannot start a warm sandbox; retrying in {:?}", retry);
                         tokio::time::sleep(retry).await;
                         retry = (retry * 2).min(RETRY_MAX);
                     }
@@ -297,12 +306,9 @@ impl Lifecycle {
             }
         }
         for rec in live.into_iter().filter(|r| r.tenant == POOL_TENANT) {
-            let key = (rec.template_id.clone(), rec.isolation.clone());
-            if rec.status == SandboxStatus::Running
-                && node.state(&rec.id).is_some()
-                && wanted.contains(&key)
-            {
-                self.pools.add(&rec.template_id, &rec.isolation, rec.id);
+            let key = (rec.template_id.clone(), rec.isolation);
+            if rec.status == SandboxStatus::Running && node.runs(&rec.id) && wanted.contains(&key) {
+                self.pools.add(&rec.template_id, rec.isolation, rec.id);
             } else {
                 self.stop(&rec.id, SandboxStatus::Stopped, None).await;
             }
@@ -310,8 +316,9 @@ impl Lifecycle {
     }
 
     /// Starts one warm sandbox of `template` on `tier`.
-    async fn fill_one(&self, template: &TemplateRecord, tier: &str) -> LifecycleResult<SandboxId> {
+    async fn fill_one(&self, template: &TemplateRecord, tier: Tier) -> LifecycleResult<SandboxId> {
         let _open = self.starts_allowed().await?; // held until the sandbox is recorded
+        let node = self.local()?.clone();
         let run = self.templates.runnable(template).await?;
         check_env(&run.env)?;
         let id = SandboxId::generate();
@@ -338,30 +345,33 @@ impl Lifecycle {
                 now(),
             )
             .await?;
-        let started = self
-            .start_local(
-                &id,
-                &template.name,
-                &run,
-                &record,
-                run.env.clone(),
-                tier,
-                POOL_TENANT,
-            )
-            .await;
-        let (handle, port) = match started {
+        let order = StartOrder {
+            id: id.clone(),
+            template_name: template.name.clone(),
+            env_vars: run.env.clone(),
+            run,
+            source: TemplateSource::Builtin {
+                name: template.name.clone(),
+            },
+            resources: record.resources,
+            internet_access: true,
+            egress: None,
+            tier,
+            owner: POOL_TENANT.to_owned(),
+        };
+        let started = match node.start(order).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = self.store.forget_sandbox(&id).await;
-                return Err(LifecycleError::Unavailable(e));
+                return Err(LifecycleError::Unavailable(e.to_string()));
             }
         };
         if let Err(e) = self
             .store
-            .set_sandbox_running(&id, &handle, port, now())
+            .set_sandbox_running(&id, &started.handle, started.port, now())
             .await
         {
-            self.destroy_on(&record, &id).await;
+            self.stop_on(node.as_ref(), &id).await;
             let _ = self.store.forget_sandbox(&id).await;
             return Err(e.into());
         }
@@ -373,14 +383,15 @@ impl Lifecycle {
     /// warm sandbox (the create starts one).
     pub(super) async fn claim_pooled(
         &self,
+        node: &dyn NodeHandle,
         template: &TemplateRecord,
-        tier: &str,
+        tier: Tier,
         req: &CreateSandboxRequest,
         who: Requester<'_>,
         metadata: Option<&str>,
     ) -> LifecycleResult<Option<SandboxRecord>> {
         let internet = req.internet_access.unwrap_or(true);
-        if !internet && tier != "namespaces" {
+        if !internet && tier.has_guest_kernel() {
             // Taking the link away shows as `lo` only on the namespace tier; a gVisor or VM
             // guest keeps the device it booted with. Those start cold, exactly as asked.
             return Ok(None);
@@ -415,7 +426,16 @@ impl Lifecycle {
         let Some(record) = claimed else {
             return Ok(None);
         };
-        if let Err(e) = self.hand_over(&record, req, internet).await {
+        let hand_over = HandOver {
+            owner: record.tenant.clone(),
+            cut_internet_of: if internet {
+                None
+            } else {
+                record.runtime_handle.clone()
+            },
+            env_vars: req.env_vars.clone().unwrap_or_default(),
+        };
+        if let Err(e) = node.hand_over(&id, hand_over).await {
             tracing::error!(sandbox = %id, error = %e, "a warm sandbox could not be handed over");
             let reason = format!("it could not be handed over: {e}");
             self.stop(&id, SandboxStatus::Error, Some(&reason)).await;
@@ -428,34 +448,5 @@ impl Lifecycle {
             self.expiry_changed.notify_one();
         }
         Ok(Some(record))
-    }
-
-    /// What a create asks that a warm sandbox does not have yet: its owner on the node, no
-    /// network link when it wants no internet, the caller's environment variables.
-    async fn hand_over(
-        &self,
-        record: &SandboxRecord,
-        req: &CreateSandboxRequest,
-        internet: bool,
-    ) -> Result<(), String> {
-        let node = self.local().map_err(|e| e.to_string())?;
-        node.set_owner(&record.id, &record.tenant);
-        if !internet {
-            let handle = record
-                .runtime_handle
-                .as_deref()
-                .ok_or("no runtime handle")
-                .and_then(|h| SandboxHandle::from_json(h).map_err(|_| "unreadable handle"))?;
-            node.cut_internet(&handle)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        if let Some(env) = req.env_vars.as_ref().filter(|e| !e.is_empty()) {
-            let agent = node
-                .agent(&record.id)
-                .ok_or("the sandbox ended while being handed over")?;
-            agent.merge_env(env).await.map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 }

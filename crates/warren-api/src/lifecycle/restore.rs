@@ -5,12 +5,11 @@
 use std::time::{Duration, Instant};
 
 use warren_core::SandboxStatus;
-use warren_node::Adopt;
-use warren_runtime::SandboxHandle;
 use warren_store::SandboxRecord;
 
 use super::{Lifecycle, LifecycleResult};
 use crate::clock::now;
+use crate::nodes::{AdoptOrder, NodeHandle};
 
 /// What a start found.
 #[derive(Debug, Default)]
@@ -28,12 +27,12 @@ impl Lifecycle {
     pub async fn restore(&self) -> LifecycleResult<Restored> {
         let started = Instant::now();
         let mut report = Restored::default();
-        if self.cluster.local.is_none() {
+        let Some(node) = self.cluster.local.clone() else {
             return Ok(report);
-        }
+        };
         // Only this control plane's own node's sandboxes: joined nodes take theirs over themselves.
         for rec in self.store.live_sandboxes_on(None).await? {
-            match self.take_over(&rec).await {
+            match self.take_over(node.as_ref(), &rec).await {
                 Ok(()) => report.adopted += 1,
                 Err(reason) => {
                     report.lost += 1;
@@ -44,31 +43,24 @@ impl Lifecycle {
                 }
             }
         }
-        if let Some(node) = &self.cluster.local {
-            node.remove_leftovers().await;
-        }
+        node.remove_leftovers().await;
         report.took = started.elapsed();
         Ok(report)
     }
 
-    async fn take_over(&self, rec: &SandboxRecord) -> Result<(), String> {
+    /// Takes one sandbox over; the error says why it did not survive.
+    async fn take_over(&self, node: &dyn NodeHandle, rec: &SandboxRecord) -> Result<(), String> {
         if rec.status == SandboxStatus::Creating {
             return Err("the server stopped while it was being created".into());
         }
         let handle = rec
             .runtime_handle
-            .as_deref()
-            .ok_or("it was started by a server without live restore")
-            .and_then(|h| SandboxHandle::from_json(h).map_err(|_| "its handle is unreadable"))?;
-        let node = self
-            .cluster
-            .local
-            .as_ref()
-            .ok_or("this control plane has no node of its own")?;
+            .clone()
+            .ok_or("it was started by a server without live restore")?;
         let adopted = node
-            .adopt(Adopt {
+            .adopt(AdoptOrder {
                 id: rec.id.clone(),
-                tier: rec.isolation.clone(),
+                tier: rec.isolation,
                 handle,
                 owner: rec.tenant.clone(),
                 paused: rec.status == SandboxStatus::Paused,
@@ -91,13 +83,13 @@ impl Lifecycle {
             // Its old port was taken: record the new one (and so the new public_host).
             if let Err(e) = self
                 .store
-                .record_sandbox_runtime(&rec.id, &adopted.handle.to_json(), adopted.port, now())
+                .record_sandbox_runtime(&rec.id, &adopted.handle, adopted.port, now())
                 .await
             {
                 tracing::error!(sandbox = %rec.id, error = %e, "cannot record the sandbox's new port");
             }
         }
-        tracing::info!(sandbox = %rec.id, tier = adopted.tier, status = %found, "sandbox taken over from the previous server");
+        tracing::info!(sandbox = %rec.id, tier = %adopted.tier, status = %found, "sandbox taken over from the previous server");
         Ok(())
     }
 }

@@ -10,11 +10,10 @@
 //! it with the source's processes, interpreter state and files, each on its own disk.
 
 use warren_core::{SandboxId, SandboxStatus};
-use warren_node::NodeError;
-use warren_runtime::{DriverError, Snapshot};
+use warren_runtime::Snapshot;
 use warren_store::{SandboxRecord, SnapshotRecord};
 
-use super::{Lifecycle, LifecycleError, LifecycleResult, NodeRef};
+use super::{Lifecycle, LifecycleError, LifecycleResult};
 use crate::clock::now;
 use crate::template_spec::TemplateSpec;
 
@@ -61,17 +60,7 @@ impl Lifecycle {
                 status: rec.status,
             });
         }
-        let node = match self.node_of(&rec) {
-            Some(NodeRef::Local(node)) => node.clone(),
-            Some(NodeRef::Remote(node)) => {
-                return Err(LifecycleError::Invalid(format!(
-                    "snapshots are taken of sandboxes on the control plane's own node; this one \
-                     runs on node {}",
-                    node.id
-                )))
-            }
-            None => return Err(LifecycleError::SandboxNotFound),
-        };
+        let node = self.node_of(&rec).ok_or(LifecycleError::SandboxNotFound)?;
         let kept = self.store.list_snapshots(tenant).await?.len();
         if kept >= MAX_SNAPSHOTS_PER_TENANT {
             // Each holds up to its sandbox's disk size on this machine's disk.
@@ -79,25 +68,22 @@ impl Lifecycle {
                 "this organization keeps {kept} snapshots, the most it may; delete some first"
             )));
         }
-        let run = self.run_spec_of(&rec).await?;
         let snap_id = format!("snap_{}", SandboxId::generate());
         let dir = self.snapshots_dir.join(&snap_id);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| LifecycleError::Unavailable(format!("snapshot directory: {e}")))?;
-        let taken = node.snapshot(id, &dir).await.map_err(|e| match e {
-            NodeError::Driver(DriverError::Unsupported(why)) => LifecycleError::Invalid(why),
-            NodeError::NotRunning(_) => LifecycleError::InvalidState {
-                action: "snapshot",
-                status: rec.status,
-            },
-            source => LifecycleError::Node {
-                context: "snapshot failed",
-                source,
-            },
-        });
-        let taken = match taken {
-            Ok(t) => t,
+        // The copy, and how the source runs (stacked under it); nothing is kept if either fails.
+        let made = async {
+            let taken = node
+                .snapshot(id, &dir)
+                .await
+                .map_err(|e| LifecycleError::from_node(e, "snapshot", rec.status))?;
+            Ok::<_, LifecycleError>((taken, self.run_spec_of(&rec).await?))
+        }
+        .await;
+        let (taken, run) = match made {
+            Ok(m) => m,
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&dir).await;
                 return Err(e);
@@ -121,7 +107,7 @@ impl Lifecycle {
             source_sandbox_id: id.to_string(),
             template_id: rec.template_id.clone(),
             template_name: rec.template_name.clone(),
-            isolation: rec.isolation.clone(),
+            isolation: rec.isolation,
             spec: serde_json::to_string(&spec)
                 .map_err(|e| LifecycleError::Unavailable(e.to_string()))?,
             layer_dir: content.display().to_string(),

@@ -23,6 +23,26 @@ const TEMPLATE_WAIT: Duration = Duration::from_secs(40);
 const BUILTIN_READY_INTERVAL_MS: u64 = 25;
 const BUILTIN_READY_TIMEOUT_MS: u64 = 30_000;
 
+/// How a built-in template runs, on `layers` (its root file system where this machine has it;
+/// none for a joined node, which prepares its own).
+pub(super) fn builtin_spec(recipe: &Recipe, layers: Vec<PathBuf>) -> TemplateSpec {
+    TemplateSpec {
+        layers,
+        start_cmd: recipe.start_cmd.map(str::to_owned),
+        ready_cmd: recipe.ready_cmd.map(|command| ReadyCheck {
+            kind: "command".into(),
+            command: Some(command.to_owned()),
+            timeout: Some(BUILTIN_READY_TIMEOUT_MS),
+            interval: Some(BUILTIN_READY_INTERVAL_MS),
+            port: None,
+            url: None,
+            path: None,
+            process_name: None,
+        }),
+        ..Default::default()
+    }
+}
+
 /// Built-in templates' root file systems, built once per template (single flight).
 pub struct TemplateRoots {
     pub cache: TemplateCache,
@@ -133,21 +153,7 @@ impl TemplateRoots {
             ))
         })?;
         match tokio::time::timeout(TEMPLATE_WAIT, self.ensure(&recipe)).await {
-            Ok(Ok(rootfs)) => Ok(TemplateSpec {
-                layers: vec![rootfs],
-                start_cmd: recipe.start_cmd.map(str::to_owned),
-                ready_cmd: recipe.ready_cmd.map(|command| ReadyCheck {
-                    kind: "command".into(),
-                    command: Some(command.to_owned()),
-                    timeout: Some(BUILTIN_READY_TIMEOUT_MS),
-                    interval: Some(BUILTIN_READY_INTERVAL_MS),
-                    port: None,
-                    url: None,
-                    path: None,
-                    process_name: None,
-                }),
-                ..Default::default()
-            }),
+            Ok(Ok(rootfs)) => Ok(builtin_spec(&recipe, vec![rootfs])),
             Ok(Err(e)) => Err(LifecycleError::Unavailable(format!(
                 "template {} could not be built: {e}",
                 template.name

@@ -149,7 +149,7 @@ pub async fn build(
         r.probe().map_err(ApiError::bad_request)?;
     }
     if let Some(tier) = req.isolation.as_deref() {
-        if !state.cluster.has_tier(tier) {
+        if !tier.parse().is_ok_and(|t| state.cluster.has_tier(t)) {
             return Err(ApiError::bad_request(format!(
                 "isolation tier {tier:?} is not available on this server (see `warren doctor`)"
             )));

@@ -16,7 +16,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "message": "Warren is running",
         "version": env!("CARGO_PKG_VERSION"),
         "isolation": state.cluster.default_tier(),
-        "isolation_tiers": state.cluster.tier_names(),
+        "isolation_tiers": state.cluster.tiers(),
         "local_node": state.cluster.local.is_some(),
         "templates": templates,
     }))

@@ -11,6 +11,8 @@ mod metrics;
 pub mod sandboxes;
 pub mod snapshots;
 pub mod templates;
+#[cfg(test)]
+mod tests;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, from_fn_with_state};
@@ -196,7 +198,7 @@ pub(crate) async fn to_sandbox(
     id: warren_core::SandboxId,
     req: Request,
 ) -> Response {
-    let local = state.cluster.local.as_ref();
+    let local = state.node.as_ref();
     if local.is_none_or(|n| n.state(&id).is_none()) {
         // On a joined node: relay it there.
         if let Ok(Some(rec)) = state.store.get_sandbox(&id).await {

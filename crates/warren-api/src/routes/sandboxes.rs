@@ -37,7 +37,7 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
             _ => String::new(),
         },
         (PublicMode::Local { host, .. }, None) => {
-            match state.cluster.local.as_ref().and_then(|n| n.port(&r.id)) {
+            match state.node.as_ref().and_then(|n| n.port(&r.id)) {
                 Some(port) => {
                     let scheme = if state.https { "https" } else { "http" };
                     format!("{scheme}://{host}:{port}")
@@ -74,7 +74,7 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
         timeout_seconds: r.timeout_seconds,
         expires_at: r.expires_at.map(rfc3339),
         created_at: rfc3339(r.created_at),
-        isolation: r.isolation.clone(),
+        isolation: r.isolation.to_string(),
         status_reason: match &node {
             // Its node stopped reporting: the sandbox may well run on, but nobody can tell.
             Some(n) if r.status.is_live() && !n.healthy() => Some(format!(

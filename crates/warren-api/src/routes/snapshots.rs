@@ -23,7 +23,7 @@ fn to_wire(s: &SnapshotRecord) -> Snapshot {
         sandbox_id: s.source_sandbox_id.clone(),
         template_id: s.template_id.clone(),
         template_name: s.template_name.clone(),
-        isolation: s.isolation.clone(),
+        isolation: s.isolation.to_string(),
         size_bytes: s.size_bytes,
         with_memory: serde_json::from_str::<crate::template_spec::TemplateSpec>(&s.spec)
             .is_ok_and(|spec| spec.saved_state.is_some()),

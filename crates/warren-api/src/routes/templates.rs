@@ -43,7 +43,7 @@ fn to_wire(state: &AppState, t: &TemplateRecord, rid: Option<&RequestId>) -> Tem
         organization_id: None,
         created_at: rfc3339(t.created_at),
         updated_at: rfc3339(t.updated_at),
-        isolation: state.cluster.default_tier(),
+        isolation: state.cluster.default_tier().to_string(),
         error_message: t.error_message.clone(),
         build_id: t.tenant.as_ref().map(|_| t.id.clone()),
         request_id: rid.map(|r| r.0.clone()),

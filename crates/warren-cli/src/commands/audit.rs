@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::ClientOpts;
 use crate::client::Client;
+use crate::client::ClientOpts;
 
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {

@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::ClientOpts;
 use crate::client::Client;
+use crate::client::ClientOpts;
 
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::ClientOpts;
+use crate::client::ClientOpts;
 
 pub async fn run(opts: ClientOpts) -> anyhow::Result<ExitCode> {
     let key = crate::client::api_key(&opts)?;

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::client::ClientOpts;
+
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/warren";
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/warren";
 
@@ -27,22 +29,6 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/warren";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Where a client command finds the server.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ClientOpts {
-    /// Control-plane URL.
-    #[arg(
-        long,
-        env = "WARREN_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub url: String,
-    /// API key (also read from HOPX_API_KEY).
-    #[arg(long, env = "WARREN_API_KEY", hide_env_values = true, global = true)]
-    pub api_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -11,8 +11,8 @@ use serde_json::Value;
 use warren_node::daemon::{DaemonConfig, NodeTls};
 use warren_node::machine::MachineConfig;
 
-use super::ClientOpts;
 use crate::client::Client;
+use crate::client::ClientOpts;
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -92,7 +92,7 @@ struct DaemonArgs {
     guest_kernel_dir: Option<PathBuf>,
     /// Tier of sandboxes that do not ask for one.
     #[arg(long, default_value = "namespaces")]
-    isolation: String,
+    isolation: warren_core::Tier,
     /// Serve HTTPS (node API and sandboxes) with a local CA generated in <data-dir>/tls; control
     /// planes trust it for this node, clients trust its ca.pem. Automatic on a non-loopback
     /// --listen without --tls-cert or --allow-plain-http.

@@ -7,8 +7,8 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::ClientOpts;
 use crate::client::Client;
+use crate::client::ClientOpts;
 
 #[derive(Subcommand, Debug)]
 pub enum SandboxCommand {

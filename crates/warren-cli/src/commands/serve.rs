@@ -85,7 +85,7 @@ pub struct ServeArgs {
     /// Isolation tier of sandboxes that do not ask for one (namespaces, gvisor or microvm); a create
     /// request may pick another available tier with `"isolation"`.
     #[arg(long, default_value = "namespaces")]
-    isolation: String,
+    isolation: warren_core::Tier,
     /// Refuse create requests that pick their own isolation tier (templates still choose theirs).
     #[arg(long)]
     no_isolation_override: bool,

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use warren_core::{Resources, SandboxId};
+use warren_core::{Resources, SandboxId, Tier};
 use warren_runtime::SandboxSpec;
 use warren_wire::agent::CommandRequest;
 use warren_wire::cluster::{NodeApiError, StartReply, StartRequest};
@@ -20,6 +20,7 @@ use super::state::Daemon;
 use crate::error::NodeError;
 use crate::layer_archive::valid_layer_key;
 use crate::node::SandboxStart;
+use crate::readiness::Readiness;
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
     let authed = Router::new()
@@ -87,6 +88,9 @@ fn node_error(e: NodeError) -> Response {
         NodeError::NoSuchTier { .. } => {
             error(StatusCode::BAD_REQUEST, "NO_SUCH_TIER", e.to_string())
         }
+        NodeError::NotReady(_) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", e.to_string())
+        }
         other => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "NODE_FAILED",
@@ -143,6 +147,10 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
     let Ok(id) = SandboxId::parse(&req.id) else {
         return bad_id();
     };
+    let tier = match req.tier.as_deref().map(str::parse::<Tier>).transpose() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "NO_SUCH_TIER", e.to_string()),
+    };
     let layers = match d.layers_of(&req.source).await {
         Ok(l) => l,
         Err(msg) => return error(StatusCode::SERVICE_UNAVAILABLE, "TEMPLATE_UNAVAILABLE", msg),
@@ -174,38 +182,21 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
             env_vars: req.env_vars.clone(),
             saved_state: None,
         },
-        tier: req.tier.clone(),
+        tier,
         owner: req.owner.clone(),
         listen: true,
     };
-    let started = match d.node.start(start).await {
+    let readiness = Readiness {
+        start_cmd: req.start_cmd.clone(),
+        probe: req.ready.clone(),
+    };
+    let started = match d.node.start_ready(start, &readiness).await {
         Ok(s) => s,
         Err(e) => return node_error(e),
     };
-    if req.start_cmd.is_some() || req.ready.is_some() {
-        let ready = match d.node.agent(&id) {
-            Some(agent) => {
-                crate::readiness::start_and_wait_ready(
-                    &agent,
-                    req.start_cmd.as_deref(),
-                    req.ready.as_ref(),
-                )
-                .await
-            }
-            None => Err("the sandbox ended while starting".into()),
-        };
-        if let Err(why) = ready {
-            let _ = d.node.destroy(&id).await;
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "NOT_READY",
-                format!("it did not become ready: {why}"),
-            );
-        }
-    }
     d.saved.put(SavedSandbox {
         id: id.to_string(),
-        tier: started.tier.to_owned(),
+        tier: started.tier,
         handle: started.handle.clone(),
         owner: req.owner,
         paused: false,
@@ -214,7 +205,7 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
         memory_mb: req.memory_mb,
     });
     Json(StartReply {
-        tier: started.tier.to_owned(),
+        tier: started.tier.to_string(),
         port: started.port,
         handle: started.handle.to_json(),
     })

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::mpsc;
-use warren_core::{Resources, SandboxId};
+use warren_core::{Resources, SandboxId, Tier};
 use warren_runtime::SandboxSpec;
 use warren_wire::agent::CommandRequest;
 use warren_wire::cluster::{BuildStepRequest, TemplateSource};
@@ -72,7 +72,7 @@ async fn step(
             env_vars: req.env.clone(),
             saved_state: None,
         },
-        tier: Some("namespaces".into()),
+        tier: Some(Tier::Namespaces),
         owner: req.owner.clone(),
         listen: false,
     };

@@ -118,7 +118,7 @@ async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let (host, tiers) = machine::prepare(&cfg.machine).await?;
-    let tier_names: Vec<String> = tiers.iter().map(|t| t.name().to_owned()).collect();
+    let tier_names: Vec<String> = tiers.iter().map(|t| t.tier().to_string()).collect();
     let saved = Arc::new(
         saved::SavedSandboxes::load(&cfg.machine.data_dir.join("node-sandboxes"))
             .map_err(io("read the node's sandbox records"))?,
@@ -309,7 +309,7 @@ async fn take_over(
         let adopted = node
             .adopt(Adopt {
                 id: id.clone(),
-                tier: s.tier.clone(),
+                tier: s.tier,
                 handle: s.handle.clone(),
                 owner: s.owner.clone(),
                 paused: s.paused,

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use warren_core::Tier;
 use warren_runtime::SandboxHandle;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedSandbox {
     pub id: String,
-    pub tier: String,
+    pub tier: Tier,
     pub handle: SandboxHandle,
     pub owner: String,
     pub paused: bool,

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use warren_core::SandboxId;
+use warren_core::{SandboxId, Tier};
 
 use crate::driver::{
     is_kept, AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
@@ -483,8 +483,8 @@ impl MicrovmDriver {
 }
 
 impl IsolationDriver for MicrovmDriver {
-    fn name(&self) -> &'static str {
-        "microvm"
+    fn tier(&self) -> Tier {
+        Tier::Microvm
     }
 
     fn has_own_clock(&self) -> bool {
@@ -515,7 +515,7 @@ impl IsolationDriver for MicrovmDriver {
                     boot: boot.clone(),
                 };
                 let mut started =
-                    StartedSandbox::new(self.name(), up, &host, &dir, self.host.agent_bundle());
+                    StartedSandbox::new(self.tier(), up, &host, &dir, self.host.agent_bundle());
                 // No init: QEMU changes with every pause and resume; it is found through the
                 // cgroup instead.
                 started.handle.tier_state = serde_json::to_value(&state).unwrap_or_default();

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
-use warren_core::SandboxId;
+use warren_core::{SandboxId, Tier};
 
 use crate::driver::{
     is_kept, AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
@@ -166,15 +166,15 @@ impl NamespaceDriver {
         if init.is_none() {
             tracing::warn!(sandbox = %spec.id, "the jail named no init process: this sandbox cannot outlive the server");
         }
-        let mut started = StartedSandbox::new(self.name(), up, host, dir, self.host.agent_bundle());
+        let mut started = StartedSandbox::new(self.tier(), up, host, dir, self.host.agent_bundle());
         started.handle.init = init;
         Ok(started)
     }
 }
 
 impl IsolationDriver for NamespaceDriver {
-    fn name(&self) -> &'static str {
-        "namespaces"
+    fn tier(&self) -> Tier {
+        Tier::Namespaces
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {

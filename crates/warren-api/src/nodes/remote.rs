@@ -1,15 +1,20 @@
-//! A control plane's calls to a node's API, each signed for that node with a short-lived token.
+//! A joined node, called over its API (`/node/v1/*`), each call signed for that node with a
+//! short-lived token.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use warren_core::SandboxId;
+use warren_core::{SandboxId, Tier};
+use warren_node::AgentLink;
+use warren_runtime::{SandboxSpec, SnapshotTaken};
 use warren_wire::cluster::{
     BuildStepRequest, MeasuredUsage, NodeApiError, StartReply, StartRequest,
 };
 
+use super::{AdoptOrder, HandOver, NodeCallError, NodeHandle, NodeStarted, StartOrder};
 use crate::clock::now;
 use crate::tokens::TokenSigner;
 
@@ -33,10 +38,18 @@ pub enum RemoteError {
     Sign(#[from] jsonwebtoken::errors::Error),
 }
 
-impl RemoteError {
-    /// The node says the sandbox is not running there.
-    pub fn not_running(&self) -> bool {
-        matches!(self, RemoteError::Refused { status: 404, .. })
+impl From<RemoteError> for NodeCallError {
+    fn from(e: RemoteError) -> Self {
+        match &e {
+            RemoteError::Refused { status: 404, .. } => Self::NotRunning,
+            RemoteError::Refused { code, message, .. } if code == "NO_SUCH_TIER" => {
+                Self::NoSuchTier(message.clone())
+            }
+            RemoteError::Refused { code, message, .. } if code == "NOT_READY" => {
+                Self::NotReady(message.clone())
+            }
+            _ => Self::Remote(e),
+        }
     }
 }
 
@@ -46,16 +59,46 @@ pub struct RemoteNode {
     api_url: String,
     http: reqwest::Client,
     tokens: Arc<TokenSigner>,
+    /// Whether it reported lately: a silent node is not waited for.
+    reporting: bool,
+    /// The tiers its last report named.
+    tiers: Vec<Tier>,
 }
 
 impl RemoteNode {
-    pub fn new(id: &str, api_url: &str, http: reqwest::Client, tokens: Arc<TokenSigner>) -> Self {
+    pub fn new(
+        id: &str,
+        api_url: &str,
+        http: reqwest::Client,
+        tokens: Arc<TokenSigner>,
+        reporting: bool,
+        tiers: Vec<Tier>,
+    ) -> Self {
         Self {
             id: id.to_owned(),
             api_url: api_url.trim_end_matches('/').to_owned(),
             http,
             tokens,
+            reporting,
+            tiers,
         }
+    }
+
+    fn reporting(&self) -> Result<(), NodeCallError> {
+        if self.reporting {
+            Ok(())
+        } else {
+            Err(NodeCallError::Silent {
+                node: self.id.clone(),
+            })
+        }
+    }
+
+    fn only_local(&self, what: &str) -> NodeCallError {
+        NodeCallError::Unsupported(format!(
+            "{what} sandboxes on the control plane's own node; this one runs on node {}",
+            self.id
+        ))
     }
 
     async fn call(
@@ -104,7 +147,7 @@ impl RemoteNode {
         })
     }
 
-    pub async fn start(&self, req: &StartRequest) -> Result<StartReply, RemoteError> {
+    async fn start_call(&self, req: &StartRequest) -> Result<StartReply, RemoteError> {
         // A start may wait for the node to prepare a template or fetch layers.
         let res = self
             .call(
@@ -117,7 +160,7 @@ impl RemoteNode {
         self.json(res).await
     }
 
-    pub async fn destroy(&self, id: &SandboxId) -> Result<(), RemoteError> {
+    async fn destroy_call(&self, id: &SandboxId) -> Result<(), RemoteError> {
         self.call(
             reqwest::Method::DELETE,
             &format!("/node/v1/sandboxes/{id}"),
@@ -128,7 +171,7 @@ impl RemoteNode {
         .map(drop)
     }
 
-    pub async fn pause(&self, id: &SandboxId) -> Result<(), RemoteError> {
+    async fn pause_call(&self, id: &SandboxId) -> Result<(), RemoteError> {
         self.call(
             reqwest::Method::POST,
             &format!("/node/v1/sandboxes/{id}/pause"),
@@ -140,7 +183,7 @@ impl RemoteNode {
     }
 
     /// The sandbox's usage as its node measures it.
-    pub async fn usage(&self, id: &SandboxId) -> Result<MeasuredUsage, RemoteError> {
+    async fn usage_call(&self, id: &SandboxId) -> Result<MeasuredUsage, RemoteError> {
         let res = self
             .call(
                 reqwest::Method::GET,
@@ -152,7 +195,7 @@ impl RemoteNode {
         self.json(res).await
     }
 
-    pub async fn resume(&self, id: &SandboxId) -> Result<(), RemoteError> {
+    async fn resume_call(&self, id: &SandboxId) -> Result<(), RemoteError> {
         self.call(
             reqwest::Method::POST,
             &format!("/node/v1/sandboxes/{id}/resume"),
@@ -211,4 +254,94 @@ impl RemoteNode {
         )
         .await
     }
+}
+
+#[async_trait]
+impl NodeHandle for RemoteNode {
+    fn tiers(&self) -> Vec<Tier> {
+        self.tiers.clone()
+    }
+
+    /// Placement judged its room from its reports.
+    fn has_room(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Its reports tell the control plane; no one asks the handle.
+    fn sandboxes(&self) -> std::collections::BTreeSet<SandboxId> {
+        std::collections::BTreeSet::new()
+    }
+
+    async fn start(&self, order: StartOrder) -> Result<NodeStarted, NodeCallError> {
+        let ready = order
+            .run
+            .ready_probe()
+            .map_err(NodeCallError::Unsupported)?;
+        let req = StartRequest {
+            id: order.id.to_string(),
+            template_name: order.template_name,
+            source: order.source,
+            workdir: order.run.workdir,
+            vcpu: order.resources.vcpu,
+            memory_mb: order.resources.memory_mb,
+            disk_mb: order.resources.disk_mb,
+            internet_access: order.internet_access,
+            egress: order.egress,
+            env_vars: order.env_vars,
+            tier: Some(order.tier.to_string()),
+            owner: order.owner,
+            start_cmd: order.run.start_cmd,
+            ready,
+        };
+        let reply = self.start_call(&req).await?;
+        Ok(NodeStarted {
+            tier: reply.tier.parse().unwrap_or(order.tier),
+            port: reply.port,
+            handle: reply.handle,
+            paused: false,
+        })
+    }
+
+    async fn stop(&self, id: &SandboxId) -> Result<(), NodeCallError> {
+        self.reporting()?;
+        Ok(self.destroy_call(id).await?)
+    }
+
+    async fn pause(&self, id: &SandboxId) -> Result<(), NodeCallError> {
+        self.reporting()?;
+        Ok(self.pause_call(id).await?)
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<(), NodeCallError> {
+        self.reporting()?;
+        Ok(self.resume_call(id).await?)
+    }
+
+    async fn usage(&self, id: &SandboxId) -> Result<MeasuredUsage, NodeCallError> {
+        Ok(self.usage_call(id).await?)
+    }
+
+    async fn snapshot(
+        &self,
+        _: &SandboxId,
+        _: &std::path::Path,
+    ) -> Result<SnapshotTaken, NodeCallError> {
+        Err(self.only_local("snapshots are taken of"))
+    }
+
+    async fn hand_over(&self, _: &SandboxId, _: HandOver) -> Result<(), NodeCallError> {
+        Err(self.only_local("warm pools keep"))
+    }
+
+    /// Build steps on a joined node run whole there (`build_step`).
+    async fn start_build(&self, _: SandboxSpec, _: &str) -> Result<AgentLink, NodeCallError> {
+        Err(self.only_local("build sandboxes are"))
+    }
+
+    /// A joined node takes its own sandboxes over when it restarts.
+    async fn adopt(&self, _: AdoptOrder) -> Result<NodeStarted, NodeCallError> {
+        Err(self.only_local("restarts take over"))
+    }
+
+    async fn remove_leftovers(&self) {}
 }

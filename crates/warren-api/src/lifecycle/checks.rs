@@ -1,0 +1,71 @@
+//! What a request may ask: limits of a create's fields, checked before anything is recorded or
+//! started. A request outside them is the caller's mistake (400), and the message names the field.
+
+use std::collections::BTreeMap;
+
+use super::{LifecycleError, LifecycleResult};
+
+/// Longest timeout a sandbox may have: a year. Larger values are refused rather than clamped, so
+/// that a typo (milliseconds for seconds) is noticed.
+pub const MAX_TIMEOUT_SECONDS: i64 = 365 * 86_400;
+/// Most environment variables a create may set.
+pub const MAX_ENV_VARS: usize = 1000;
+/// Largest environment a create may set, JSON-encoded: it reaches the sandbox's agent as one
+/// variable, and the kernel refuses any single one over 128 KiB at exec.
+pub const MAX_ENV_BYTES: usize = 120 * 1024;
+
+/// Checks `timeout_seconds` of a create or a timeout change.
+pub(super) fn check_timeout(seconds: i64) -> LifecycleResult<()> {
+    if seconds <= 0 {
+        return Err(LifecycleError::Invalid(
+            "timeout_seconds must be a positive number of seconds".into(),
+        ));
+    }
+    if seconds > MAX_TIMEOUT_SECONDS {
+        return Err(LifecycleError::Invalid(format!(
+            "timeout_seconds may be at most {MAX_TIMEOUT_SECONDS} (365 days); got {seconds}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the environment a sandbox starts with (the template's plus the caller's).
+pub(super) fn check_env(env: &BTreeMap<String, String>) -> LifecycleResult<()> {
+    if env
+        .keys()
+        .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        || env.values().any(|v| v.contains('\0'))
+    {
+        return Err(LifecycleError::Invalid(
+            "env_vars: names must be non-empty without '=' or NUL; values without NUL".into(),
+        ));
+    }
+    let bytes = serde_json::to_string(env).map_or(usize::MAX, |j| j.len());
+    if env.len() > MAX_ENV_VARS || bytes > MAX_ENV_BYTES {
+        return Err(LifecycleError::Invalid(format!(
+            "env_vars: at most {MAX_ENV_VARS} variables and {} KiB in all (as JSON); got {} \
+             variables, {} KiB",
+            MAX_ENV_BYTES / 1024,
+            env.len(),
+            bytes.div_ceil(1024)
+        )));
+    }
+    Ok(())
+}
+
+/// Metadata is for finding sandboxes again, not for storing data.
+pub(super) fn check_metadata(m: &BTreeMap<String, String>) -> LifecycleResult<()> {
+    const MAX_ENTRIES: usize = 64;
+    const MAX_KEY: usize = 256;
+    const MAX_VALUE: usize = 4096;
+    if m.len() > MAX_ENTRIES
+        || m.iter()
+            .any(|(k, v)| k.is_empty() || k.len() > MAX_KEY || v.len() > MAX_VALUE)
+    {
+        return Err(LifecycleError::Invalid(format!(
+            "metadata: at most {MAX_ENTRIES} entries, keys of 1 to {MAX_KEY} bytes, values up to \
+             {MAX_VALUE} bytes"
+        )));
+    }
+    Ok(())
+}

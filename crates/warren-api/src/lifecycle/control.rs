@@ -1,0 +1,224 @@
+//! What happens to a sandbox after its create: stop and kill, pause and resume, usage, timeout
+//! changes, what nodes report (a sandbox that ended on its own), and server shutdown.
+
+use warren_core::{SandboxId, SandboxStatus};
+use warren_node::NodeEvent;
+use warren_store::SandboxRecord;
+use warren_wire::cluster::MeasuredUsage;
+
+use super::checks::check_timeout;
+use super::{Lifecycle, LifecycleError, LifecycleResult, POOL_TENANT};
+use crate::clock::now;
+use crate::nodes::{NodeCallError, NodeHandle};
+
+impl LifecycleError {
+    /// A node's refusal to `action` a sandbox that the store says is `status`: a sandbox the
+    /// node does not run is in the wrong state for it; what the node or tier cannot do is the
+    /// caller's choice (400); a node that is silent or failed is unavailable now; the control
+    /// plane's own node failing is an internal error.
+    pub(super) fn from_node(e: NodeCallError, action: &'static str, status: SandboxStatus) -> Self {
+        match e {
+            NodeCallError::NotRunning => Self::InvalidState { action, status },
+            NodeCallError::NoSuchTier(why) | NodeCallError::Unsupported(why) => Self::Invalid(why),
+            NodeCallError::Local(source) => Self::Node {
+                context: action,
+                source,
+            },
+            e => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// Stops a sandbox on `node` and says so in the log when it could not. A joined node that
+    /// cannot be reached stops it when it reports again (the heartbeat answer names it).
+    pub(super) async fn stop_on(&self, node: &dyn NodeHandle, id: &SandboxId) {
+        match node.stop(id).await {
+            Ok(()) => {}
+            Err(e @ NodeCallError::Silent { .. }) => {
+                tracing::info!(sandbox = %id, reason = %e, "it stops the sandbox when it is back");
+            }
+            Err(e @ NodeCallError::Remote(_)) => {
+                tracing::warn!(sandbox = %id, error = %e, "node did not stop the sandbox now; it will when it reports again");
+            }
+            Err(e) => tracing::error!(sandbox = %id, error = %e, "sandbox teardown incomplete"),
+        }
+    }
+
+    /// Stops a sandbox on whichever node runs it.
+    pub(super) async fn destroy_on(&self, rec: &SandboxRecord) {
+        if let Some(node) = self.node_of(rec) {
+            self.stop_on(node.as_ref(), &rec.id).await;
+        }
+    }
+
+    /// Reacts to what the node reports: a sandbox whose init died without being asked to (out of
+    /// memory, `kill 1`, a crashed VM) is cleaned up and recorded as `error`.
+    pub async fn on_node_event(&self, event: NodeEvent) {
+        match event {
+            NodeEvent::Exited { id, code } => {
+                tracing::warn!(sandbox = %id, code, "sandbox exited on its own; cleaning up");
+                let reason = if code >= 0 {
+                    format!("its init process exited on its own (status {code})")
+                } else {
+                    "its init process exited on its own".to_owned()
+                };
+                self.stop(&id, SandboxStatus::Error, Some(&reason)).await;
+            }
+        }
+    }
+
+    /// Stops a sandbox and removes all its traces; records `final_status` (and `reason` when
+    /// the server, not a user, ended it).
+    pub async fn stop(&self, id: &SandboxId, final_status: SandboxStatus, reason: Option<&str>) {
+        match self.store.get_sandbox(id).await {
+            Ok(Some(rec)) if rec.tenant == POOL_TENANT => {
+                // A warm sandbox nobody took: no history to keep.
+                self.pools.remove(id);
+                self.destroy_on(&rec).await;
+                if let Err(e) = self.store.forget_sandbox(id).await {
+                    tracing::error!(sandbox = %id, error = %e, "cannot remove a warm sandbox's record");
+                }
+                return;
+            }
+            Ok(Some(rec)) => self.destroy_on(&rec).await,
+            // A build step's sandbox (never in the store), or the store is unreachable.
+            _ => {
+                if let Some(node) = &self.cluster.local {
+                    self.stop_on(node.as_ref(), id).await;
+                }
+            }
+        }
+        self.record_end(id, final_status, reason).await;
+    }
+
+    /// A joined node reports that a sandbox of its ended on its own (or did not survive the
+    /// node's restart).
+    pub async fn on_remote_exit(&self, node: &str, id: &SandboxId, code: i32) {
+        let Ok(Some(rec)) = self.store.get_sandbox(id).await else {
+            return;
+        };
+        if !rec.status.is_live() || rec.node_id.as_deref() != Some(node) {
+            return;
+        }
+        let reason = if code >= 0 {
+            format!("its init process exited on its own (status {code})")
+        } else {
+            format!("it did not survive a restart of its node {node}")
+        };
+        tracing::warn!(sandbox = %id, node, code, "sandbox on a node ended on its own");
+        self.record_end(id, SandboxStatus::Error, Some(&reason))
+            .await;
+    }
+
+    pub async fn kill(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
+        let mut rec = self.get(id).await?;
+        if rec.status.is_live() {
+            self.stop(id, SandboxStatus::Deleted, None).await;
+            rec.status = SandboxStatus::Deleted;
+        }
+        Ok(rec)
+    }
+
+    pub async fn pause(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
+        self.transition(id, SandboxStatus::Paused).await
+    }
+
+    pub async fn resume(&self, id: &SandboxId) -> LifecycleResult<SandboxRecord> {
+        self.transition(id, SandboxStatus::Running).await
+    }
+
+    async fn transition(
+        &self,
+        id: &SandboxId,
+        to: SandboxStatus,
+    ) -> LifecycleResult<SandboxRecord> {
+        let mut rec = self.get(id).await?;
+        if rec.status == to {
+            return Ok(rec); // pausing a paused sandbox (or resuming a running one) is a no-op
+        }
+        let pause = to == SandboxStatus::Paused;
+        let (allowed, action) = if pause {
+            (rec.status.can_pause(), "pause")
+        } else {
+            (rec.status.can_resume(), "resume")
+        };
+        let invalid = LifecycleError::InvalidState {
+            action,
+            status: rec.status,
+        };
+        if !allowed {
+            return Err(invalid);
+        }
+        let Some(node) = self.node_of(&rec) else {
+            return Err(invalid);
+        };
+        let done = if pause {
+            node.pause(id).await
+        } else {
+            node.resume(id).await
+        };
+        done.map_err(|e| LifecycleError::from_node(e, action, rec.status))?;
+        self.store.set_sandbox_status(id, to, now()).await?;
+        rec.status = to;
+        Ok(rec)
+    }
+
+    /// What a running or paused sandbox uses, measured by its node from outside it.
+    pub async fn usage(&self, rec: &SandboxRecord) -> LifecycleResult<MeasuredUsage> {
+        let invalid = LifecycleError::InvalidState {
+            action: "measure",
+            status: rec.status,
+        };
+        if !rec.status.is_live() {
+            return Err(invalid);
+        }
+        let Some(node) = self.node_of(rec) else {
+            return Err(invalid);
+        };
+        node.usage(&rec.id)
+            .await
+            .map_err(|e| LifecycleError::from_node(e, "measure", rec.status))
+    }
+
+    pub async fn set_timeout(
+        &self,
+        id: &SandboxId,
+        seconds: i64,
+    ) -> LifecycleResult<SandboxRecord> {
+        check_timeout(seconds)?;
+        let rec = self.get(id).await?;
+        if !rec.status.is_live() {
+            return Err(LifecycleError::InvalidState {
+                action: "set the timeout of",
+                status: rec.status,
+            });
+        }
+        self.store.set_sandbox_timeout(id, seconds, now()).await?;
+        self.expiry_changed.notify_one();
+        self.get(id).await
+    }
+
+    /// Server shutdown. Waits for starts under way (they would otherwise finish after this and
+    /// be half-recorded) and refuses new ones. Build sandboxes always stop (their build cannot go
+    /// on); the others keep running for the next server to take over, unless `stop_because`
+    /// gives the reason to stop them. Returns how many sandboxes keep running.
+    pub async fn shut_down(&self, stop_because: Option<&str>) -> usize {
+        *self.closing.write().await = true;
+        let builds: Vec<SandboxId> = self.build_sandboxes().keys().cloned().collect();
+        for id in builds {
+            self.stop(&id, SandboxStatus::Stopped, None).await;
+            self.build_sandboxes().remove(&id);
+        }
+        let Some(local) = self.cluster.local.clone() else {
+            return 0;
+        };
+        let Some(reason) = stop_because else {
+            return local.sandboxes().len();
+        };
+        for id in local.sandboxes() {
+            self.stop(&id, SandboxStatus::Stopped, Some(reason)).await;
+        }
+        0
+    }
+}

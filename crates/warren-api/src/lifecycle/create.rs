@@ -1,0 +1,368 @@
+//! A create, step by step: check what is asked and find the template (or snapshot) it names,
+//! place it on a node and resolve how it runs there, take a warm sandbox if one fits, or else
+//! admit it against the tenant's quotas, record it and start it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use warren_core::{SandboxId, SandboxStatus, Tier};
+use warren_store::{NewSandbox, SandboxRecord, SnapshotRecord, TemplateRecord};
+use warren_wire::cluster::TemplateSource;
+use warren_wire::control::{CreateSandboxRequest, EgressPolicy};
+
+use super::checks::{check_env, check_metadata, check_timeout};
+use super::snapshots::snapshot_spec;
+use super::templates::builtin_spec;
+use super::{Lifecycle, LifecycleError, LifecycleResult, Requester, TemplateRoots};
+use crate::clock::now;
+use crate::cluster::{layer_keys, Placement, TemplateNeed, Wanted};
+use crate::nodes::{NodeHandle, StartOrder};
+use crate::template_spec::TemplateSpec;
+
+/// A create's fields checked, and what they name found.
+pub(super) struct Asked {
+    pub template: TemplateRecord,
+    /// The snapshot it copies, if any.
+    pub snapshot: Option<SnapshotRecord>,
+    /// A built template's stored spec; None for a built-in template.
+    pub stored: Option<TemplateSpec>,
+    /// The tier asked for: by the request, else the snapshot's or the template's; None for the
+    /// default of the node it goes to.
+    pub tier: Option<Tier>,
+    /// User metadata as stored (JSON).
+    pub metadata: Option<String>,
+    pub egress: Option<EgressPolicy>,
+}
+
+/// Where a create goes and how it runs there.
+pub(super) struct Placed {
+    pub node: Arc<dyn NodeHandle>,
+    /// The joined node it goes to; None for this control plane's own.
+    pub node_id: Option<String>,
+    pub region: String,
+    pub tier: Tier,
+    /// How it runs there (layers, working directory, start command, ready check, environment).
+    pub run: TemplateSpec,
+    /// The template as a joined node finds it.
+    pub source: TemplateSource,
+}
+
+impl Lifecycle {
+    pub async fn create(
+        self: &Arc<Self>,
+        req: CreateSandboxRequest,
+        who: Requester<'_>,
+    ) -> LifecycleResult<SandboxRecord> {
+        let _under_way = self.pools.create_under_way();
+        let asked = self.check_request(&req, who).await?;
+        let placed = self.place(&asked, req.region.as_deref()).await?;
+        // The template's environment, overridden by the caller's env_vars.
+        let mut env_vars = placed.run.env.clone();
+        env_vars.extend(req.env_vars.clone().unwrap_or_default());
+        check_env(&env_vars)?;
+        if let Some(taken) = self.take_warm(&asked, &placed, &req, who).await? {
+            return Ok(taken);
+        }
+        self.start_new(&asked, placed, env_vars, &req, who).await
+    }
+
+    /// Checks the request's own fields and finds the template (or snapshot) it names.
+    async fn check_request(
+        &self,
+        req: &CreateSandboxRequest,
+        who: Requester<'_>,
+    ) -> LifecycleResult<Asked> {
+        // A copy of a snapshot runs its source's template with the snapshot on top.
+        let snapshot = match req.snapshot_id.as_deref().filter(|s| !s.is_empty()) {
+            Some(sid) => Some(self.owned_snapshot(sid, who.tenant).await?),
+            None => None,
+        };
+        let wanted = snapshot
+            .as_ref()
+            .map(|s| s.template_id.as_str())
+            .or(req.template_id.as_deref())
+            .or(req.template_name.as_deref())
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                LifecycleError::Invalid("template_name or template_id is required".into())
+            })?;
+        if let Some(t) = req.timeout_seconds {
+            check_timeout(t)?;
+        }
+        if let Some(env) = &req.env_vars {
+            check_env(env)?;
+        }
+        let metadata = match &req.metadata {
+            Some(m) if !m.is_empty() => {
+                check_metadata(m)?;
+                Some(serde_json::to_string(m).map_err(|e| LifecycleError::Invalid(e.to_string()))?)
+            }
+            _ => None,
+        };
+        let egress = match &req.network {
+            Some(p) if !(p.allow_out.is_empty() && p.deny_out.is_empty()) => {
+                crate::egress::check(p).map_err(LifecycleError::Invalid)?;
+                Some(p.clone())
+            }
+            _ => None,
+        };
+        let template = self
+            .store
+            .find_template(wanted, who.tenant)
+            .await?
+            .ok_or_else(|| LifecycleError::TemplateNotFound(wanted.to_owned()))?;
+        let stored = match (&template.tenant, &template.spec) {
+            (Some(_), Some(json)) => serde_json::from_str::<TemplateSpec>(json).ok(),
+            _ => None,
+        };
+        let tier = self.asked_tier(req, snapshot.as_ref(), stored.as_ref())?;
+        Ok(Asked {
+            template,
+            snapshot,
+            stored,
+            tier,
+            metadata,
+            egress,
+        })
+    }
+
+    /// The tier a create asks for: per sandbox (when the operator allows it), else its snapshot's
+    /// or its template's; checked against the tiers the cluster runs. None: the default of the
+    /// node it goes to.
+    fn asked_tier(
+        &self,
+        req: &CreateSandboxRequest,
+        snapshot: Option<&SnapshotRecord>,
+        stored: Option<&TemplateSpec>,
+    ) -> LifecycleResult<Option<Tier>> {
+        if req.isolation.is_some() && !self.allow_isolation_override {
+            return Err(LifecycleError::TierChoiceDisabled);
+        }
+        let requested = match req.isolation.as_deref().filter(|t| !t.is_empty()) {
+            None => None,
+            Some(name) => Some(name.parse::<Tier>().map_err(|_| self.no_such_tier(name))?),
+        };
+        let tier = match snapshot {
+            Some(snap) => {
+                if requested.is_some_and(|t| t != snap.isolation) {
+                    return Err(LifecycleError::Invalid(format!(
+                        "snapshot {} runs on the {} tier",
+                        snap.id, snap.isolation
+                    )));
+                }
+                Some(snap.isolation)
+            }
+            None => requested.or(stored.and_then(|s| s.isolation)),
+        };
+        match tier {
+            Some(t) if !self.cluster.has_tier(t) => Err(self.no_such_tier(t.as_str())),
+            t => Ok(t),
+        }
+    }
+
+    fn no_such_tier(&self, name: &str) -> LifecycleError {
+        LifecycleError::Invalid(format!(
+            "isolation tier {name:?} is not available on this server (available: {}; see `warren doctor`)",
+            warren_node::tier_list(&self.cluster.tiers())
+        ))
+    }
+
+    /// Chooses the node and resolves how the sandbox runs there. A snapshot's copy runs where its
+    /// layer is: on this control plane's own node.
+    async fn place(&self, asked: &Asked, region: Option<&str>) -> LifecycleResult<Placed> {
+        let template = &asked.template;
+        let keys: Vec<String> = asked
+            .stored
+            .as_ref()
+            .map(|s| layer_keys(&s.layers))
+            .unwrap_or_default();
+        let source = if template.tenant.is_some() {
+            TemplateSource::Layers { keys: keys.clone() }
+        } else {
+            TemplateSource::Builtin {
+                name: template.name.clone(),
+            }
+        };
+        let placement = if asked.snapshot.is_some() {
+            self.local()?;
+            Placement::Local
+        } else {
+            let wanted = Wanted {
+                tier: asked.tier,
+                region: region.filter(|r| !r.is_empty()),
+                memory_mb: template.resources.memory_mb,
+                template: if template.tenant.is_some() {
+                    TemplateNeed::Layers(&keys)
+                } else {
+                    TemplateNeed::Builtin(&template.name)
+                },
+            };
+            self.cluster.place(&wanted).map_err(|why| {
+                crate::metrics::count_placement_failure();
+                LifecycleError::Unavailable(why)
+            })?
+        };
+        let placed = match placement {
+            Placement::Local => {
+                let node = self.local()?.clone();
+                node.has_room().map_err(LifecycleError::Unavailable)?;
+                let run = match &asked.snapshot {
+                    Some(snap) => snapshot_spec(snap)?,
+                    None => self.templates.runnable(template).await?,
+                };
+                Placed {
+                    tier: asked.tier.unwrap_or_else(|| self.cluster.default_tier()),
+                    node,
+                    node_id: None,
+                    region: self.cluster.local_region.clone(),
+                    run,
+                    source,
+                }
+            }
+            Placement::Remote(view) => {
+                let node = self.cluster.remote(&view.record.id).ok_or_else(|| {
+                    LifecycleError::Unavailable(format!("node {} left the cluster", view.record.id))
+                })?;
+                // The node prepares the template itself: nothing is built here.
+                let run = match (&template.tenant, &asked.stored) {
+                    (Some(_), Some(spec)) => spec.clone(),
+                    (Some(_), None) => {
+                        return Err(LifecycleError::TemplateNotReady {
+                            name: template.name.clone(),
+                            status: template.status.as_str(),
+                        })
+                    }
+                    (None, _) => TemplateRoots::recipe(&template.name)
+                        .map(|r| builtin_spec(&r, Vec::new()))
+                        .unwrap_or_default(),
+                };
+                Placed {
+                    tier: asked
+                        .tier
+                        .or_else(|| node.tiers().first().copied())
+                        .unwrap_or(Tier::Namespaces),
+                    node_id: Some(view.record.id.clone()),
+                    region: view.region().unwrap_or("default").to_owned(),
+                    node: Arc::new(node),
+                    run,
+                    source,
+                }
+            }
+        };
+        // A template whose ready check cannot be run is refused before anything is recorded.
+        placed.run.ready_probe().map_err(LifecycleError::Invalid)?;
+        Ok(placed)
+    }
+
+    /// Takes a warm sandbox when one fits: on this control plane's own node, neither a copy of a
+    /// snapshot nor one with an egress policy (both set at start).
+    async fn take_warm(
+        &self,
+        asked: &Asked,
+        placed: &Placed,
+        req: &CreateSandboxRequest,
+        who: Requester<'_>,
+    ) -> LifecycleResult<Option<SandboxRecord>> {
+        if placed.node_id.is_some() || asked.egress.is_some() || asked.snapshot.is_some() {
+            return Ok(None);
+        }
+        self.claim_pooled(
+            placed.node.as_ref(),
+            &asked.template,
+            placed.tier,
+            req,
+            who,
+            asked.metadata.as_deref(),
+        )
+        .await
+    }
+
+    /// Admits, records and starts a new sandbox; a start that fails is recorded as `error` with
+    /// the reason.
+    async fn start_new(
+        &self,
+        asked: &Asked,
+        placed: Placed,
+        env_vars: BTreeMap<String, String>,
+        req: &CreateSandboxRequest,
+        who: Requester<'_>,
+    ) -> LifecycleResult<SandboxRecord> {
+        let closing = self.starts_allowed().await?;
+        let id = SandboxId::generate();
+        let egress = match &asked.egress {
+            Some(p) => {
+                Some(serde_json::to_string(p).map_err(|e| LifecycleError::Invalid(e.to_string()))?)
+            }
+            None => None,
+        };
+        let record = {
+            let _admission = self.admission.lock().await;
+            self.admit(who.tenant, asked.template.resources).await?;
+            self.store
+                .insert_sandbox(
+                    NewSandbox {
+                        id: &id,
+                        template_id: &asked.template.id,
+                        template_name: &asked.template.name,
+                        resources: asked.template.resources,
+                        internet_access: req.internet_access.unwrap_or(true),
+                        timeout_seconds: req.timeout_seconds,
+                        key_id: Some(who.key_id),
+                        tenant: who.tenant,
+                        isolation: placed.tier,
+                        node_id: placed.node_id.as_deref(),
+                        region: Some(&placed.region),
+                        metadata: asked.metadata.as_deref(),
+                        egress: egress.as_deref(),
+                        pause_on_timeout: req.auto_pause.unwrap_or(false),
+                        snapshot_id: asked.snapshot.as_ref().map(|s| s.id.as_str()),
+                    },
+                    now(),
+                )
+                .await?
+        };
+        let order = StartOrder {
+            id: id.clone(),
+            template_name: asked.template.name.clone(),
+            run: placed.run,
+            source: placed.source,
+            resources: record.resources,
+            internet_access: record.internet_access,
+            egress: asked.egress.clone(),
+            env_vars,
+            tier: placed.tier,
+            owner: who.tenant.to_owned(),
+        };
+        let started = match placed.node.start(order).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(sandbox = %id, error = %e, "sandbox failed to start");
+                let reason = format!("it failed to start: {e}");
+                self.record_end(&id, SandboxStatus::Error, Some(&reason))
+                    .await;
+                return Err(LifecycleError::Unavailable(format!(
+                    "sandbox failed to start: {e}"
+                )));
+            }
+        };
+        // Running, with what a server that restarts from here on needs to take it over.
+        let recorded = self
+            .store
+            .set_sandbox_running(&id, &started.handle, started.port, now())
+            .await;
+        if let Err(e) = recorded {
+            self.stop_on(placed.node.as_ref(), &id).await;
+            return Err(e.into());
+        }
+        drop(closing);
+        if record.expires_at.is_some() {
+            self.expiry_changed.notify_one();
+        }
+        Ok(SandboxRecord {
+            status: SandboxStatus::Running,
+            listen_port: started.port,
+            runtime_handle: Some(started.handle),
+            ..record
+        })
+    }
+}
