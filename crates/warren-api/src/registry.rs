@@ -141,12 +141,8 @@ impl Registry {
                 let target = staged.clone();
                 tokio::task::spawn_blocking(move || {
                     let f = std::fs::File::open(&blob).map_err(|e| e.to_string())?;
-                    warren_runtime::layers::unpack_image_layer(
-                        f,
-                        &target,
-                        warren_runtime::namespaces::ID_BASE,
-                    )
-                    .map_err(|e| e.to_string())
+                    warren_runtime::layers::unpack_image_layer(f, &target)
+                        .map_err(|e| e.to_string())
                 })
                 .await
                 .map_err(|e| e.to_string())??;

@@ -1,7 +1,10 @@
 //! A small HTTP client for the control plane and for a sandbox's agent (via its `public_host`).
 
 use anyhow::{bail, Context};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use warren_wire::agent::UploadResponse;
+use warren_wire::control::{Sandbox, TokenResponse};
 
 /// Where a client command finds the server.
 #[derive(clap::Args, Debug, Clone)]
@@ -36,17 +39,28 @@ pub struct Agent {
     token: String,
 }
 
+/// What an error answer says, in any of the shapes Warren answers with: the wire spec's envelope
+/// (`message`), the agent's and E2B's (`message`), or a flat `error` string.
+#[derive(Deserialize, Default)]
+struct ErrorAnswer {
+    message: Option<String>,
+    error: Option<serde_json::Value>,
+}
+
 async fn check(res: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     if res.status().is_success() {
         return Ok(res);
     }
     let status = res.status();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let body: ErrorAnswer = res.json().await.unwrap_or_default();
+    let flat = body
+        .error
+        .as_ref()
+        .and_then(|e| e.as_str().map(str::to_owned));
     let msg = body
-        .get("message")
-        .and_then(Value::as_str)
-        .or_else(|| body.get("error").and_then(Value::as_str))
-        .unwrap_or("request failed");
+        .message
+        .or(flat)
+        .unwrap_or_else(|| "request failed".into());
     bail!("{msg} (HTTP {status})")
 }
 
@@ -112,24 +126,30 @@ impl Client {
         })
     }
 
-    pub async fn call(
+    /// One call of the control plane's API, its answer read as `T` (a `warren-wire` shape, or
+    /// `serde_json::Value` to print it as it came).
+    pub async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .header("X-API-Key", &self.key);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let res = req
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
-        Ok(check(res).await?.json().await?)
+        check(res)
+            .await?
+            .json()
+            .await
+            .with_context(|| format!("unexpected answer to {path}"))
     }
 
     /// PUTs bytes to a URL the server handed out (a one-time upload link; no credentials).
@@ -147,61 +167,62 @@ impl Client {
 
     /// Connects to a sandbox's agent: reads its public host and a fresh token.
     pub async fn agent(&self, id: &str) -> anyhow::Result<Agent> {
-        let sb = self
-            .call(reqwest::Method::GET, &format!("/v1/sandboxes/{id}"), None)
+        let sb: Sandbox = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/sandboxes/{id}"),
+                NO_BODY,
+            )
             .await?;
-        let base = sb["public_host"]
-            .as_str()
-            .unwrap_or("")
-            .trim_end_matches('/')
-            .to_owned();
-        if sb["status"] != "running" || base.is_empty() {
-            bail!(
-                "sandbox {id} is {}",
-                sb["status"].as_str().unwrap_or("unknown")
-            );
+        let base = sb.public_host.trim_end_matches('/').to_owned();
+        if sb.status != "running" || base.is_empty() {
+            bail!("sandbox {id} is {}", sb.status);
         }
-        let tok = self
+        let tok: TokenResponse = self
             .call(
                 reqwest::Method::POST,
                 &format!("/v1/sandboxes/{id}/token/refresh"),
-                None,
+                NO_BODY,
             )
             .await?;
-        let token = tok["auth_token"]
-            .as_str()
-            .context("no token in refresh response")?
-            .to_owned();
         Ok(Agent {
             http: self.http.clone(),
             base,
-            token,
+            token: tok.auth_token,
         })
     }
 }
 
+/// No request body (a `None` the compiler can type).
+pub const NO_BODY: Option<&()> = None;
+
 impl Agent {
-    pub async fn json(
+    /// One call of the sandbox's agent, its answer read as `T`.
+    pub async fn json<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        Ok(self.raw(method, path, body).await?.json().await?)
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
+        self.raw(method, path, body)
+            .await?
+            .json()
+            .await
+            .with_context(|| format!("unexpected answer to {path}"))
     }
 
     pub async fn raw(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<&impl Serialize>,
     ) -> anyhow::Result<reqwest::Response> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         check(req.send().await.context("cannot reach the sandbox")?).await
     }
@@ -228,7 +249,7 @@ impl Agent {
         Ok(socket)
     }
 
-    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<UploadResponse> {
         let form = reqwest::multipart::Form::new()
             .text("path", path.to_owned())
             .part(

@@ -4,13 +4,13 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
+use warren_wire::agent::{StreamMessage, TerminalMessage};
 
-use crate::client::Agent;
-
-use crate::client::Socket;
+use crate::client::{Agent, Socket};
 
 async fn send(socket: &mut Socket, msg: Value) -> anyhow::Result<()> {
     socket
@@ -19,8 +19,9 @@ async fn send(socket: &mut Socket, msg: Value) -> anyhow::Result<()> {
         .context("the sandbox closed the connection")
 }
 
-/// The next JSON message, or None once the socket is closed.
-async fn next(socket: &mut Socket) -> Option<Value> {
+/// The next message of a shape the client knows, or None once the socket is closed (messages it
+/// does not know are skipped).
+async fn next<T: DeserializeOwned>(socket: &mut Socket) -> Option<T> {
     while let Some(Ok(msg)) = socket.next().await {
         let text = match msg {
             Message::Text(t) => t.as_str().to_owned(),
@@ -41,23 +42,22 @@ pub async fn execute(
     command: &str,
     timeout: u64,
     workdir: &str,
-) -> anyhow::Result<i64> {
+) -> anyhow::Result<i32> {
     let mut socket = agent.websocket("/execute/stream").await?;
     let start = json!({ "type": "execute", "code": command, "language": "bash", "timeout": timeout, "workdir": workdir });
     send(&mut socket, start).await?;
     let mut exit_code = None;
-    while let Some(msg) = next(&mut socket).await {
-        match msg["type"].as_str() {
-            Some("stdout") => {
+    while let Some(msg) = next::<StreamMessage>(&mut socket).await {
+        match msg {
+            StreamMessage::Stdout { data, .. } => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(msg["data"].as_str().unwrap_or("").as_bytes())?;
+                out.write_all(data.as_bytes())?;
                 out.flush()?;
             }
-            Some("stderr") => eprint!("{}", msg["data"].as_str().unwrap_or("")),
-            Some("error") => eprintln!("warren: {}", msg["error"].as_str().unwrap_or("error")),
-            Some("result") => exit_code = msg["exit_code"].as_i64(),
-            Some("complete") => break,
-            _ => {}
+            StreamMessage::Stderr { data, .. } => eprint!("{data}"),
+            StreamMessage::Error { error, .. } => eprintln!("warren: {error}"),
+            StreamMessage::Result { exit_code: c, .. } => exit_code = Some(c),
+            StreamMessage::Complete { .. } => break,
         }
     }
     let _ = socket.close(None).await;
@@ -109,7 +109,7 @@ fn terminal_size() -> Option<(u16, u16)> {
 }
 
 /// An interactive shell: local keystrokes in, the sandbox's PTY out. Returns the shell's exit code.
-pub async fn shell(agent: &Agent) -> anyhow::Result<i64> {
+pub async fn shell(agent: &Agent) -> anyhow::Result<i32> {
     let mut socket = agent.websocket("/terminal").await?;
     let resize = |(cols, rows): (u16, u16)| json!({ "type": "resize", "cols": cols, "rows": rows });
     if let Some(size) = terminal_size() {
@@ -122,15 +122,14 @@ pub async fn shell(agent: &Agent) -> anyhow::Result<i64> {
     let mut stdin_open = true;
     loop {
         tokio::select! {
-            msg = next(&mut socket) => match msg {
-                Some(m) if m["type"] == "output" => {
+            msg = next::<TerminalMessage>(&mut socket) => match msg {
+                Some(TerminalMessage::Output { data }) => {
                     let mut out = std::io::stdout().lock();
-                    out.write_all(m["data"].as_str().unwrap_or("").as_bytes())?;
+                    out.write_all(data.as_bytes())?;
                     out.flush()?;
                 }
-                Some(m) if m["type"] == "exit" => return Ok(m["code"].as_i64().unwrap_or(0)),
-                Some(m) if m["type"] == "error" => bail!("{}", m["error"].as_str().unwrap_or("terminal error")),
-                Some(_) => {}
+                Some(TerminalMessage::Exit { code }) => return Ok(code),
+                Some(TerminalMessage::Error { error, .. }) => bail!("{error}"),
                 None => bail!("the sandbox closed the terminal"),
             },
             n = stdin.read(&mut buf), if stdin_open => match n {

@@ -120,8 +120,8 @@ impl SandboxHandle {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        serde_json::from_str(text).map_err(|e| format!("unreadable sandbox handle: {e}"))
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
     }
 }
 
@@ -173,9 +173,42 @@ pub enum DriverError {
         what: String,
         source: std::io::Error,
     },
-    /// the sandbox did not come up; the message carries the agent's or jail's last words
-    #[error("sandbox failed to start: {0}")]
-    Start(String),
+    /// the template names no layer to run on
+    #[error("the template has no layers")]
+    NoLayers,
+    /// what the tier hands its sandbox (a jail's spec, an OCI config, an environment) could not
+    /// be written
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// a helper thread of the tier panicked
+    #[error("{0} panicked")]
+    Panicked(&'static str),
+    #[error(transparent)]
+    Qmp(#[from] crate::microvm::qemu::QmpError),
+    /// a snapshot's saved machine lacks a file it needs
+    #[error("the snapshot's saved machine is incomplete")]
+    SavedStateIncomplete,
+    /// a host program the tier runs failed; its own words follow
+    #[error("{tool} failed ({status}): {output}")]
+    Tool {
+        tool: &'static str,
+        status: String,
+        output: String,
+    },
+    #[error("guest kernel module {module}.ko not found under {dir}")]
+    MissingKernelModule { module: String, dir: PathBuf },
+    #[error("{0} is too large for an initramfs")]
+    TooLarge(String),
+    #[error("QEMU has no stdout")]
+    NoStdout,
+    /// a step of starting or resuming a guest did not finish in time
+    #[error("{0} timed out")]
+    TimedOut(&'static str),
+    #[error("OCI bundle: {0}")]
+    Oci(#[from] oci_spec::OciSpecError),
     #[error("sandbox {0} is not running on this host")]
     NotFound(SandboxId),
     /// the tier (or this sandbox) cannot do what was asked; the message says why

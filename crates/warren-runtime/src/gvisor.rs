@@ -127,7 +127,10 @@ impl GvisorDriver {
     ) -> Result<oci_spec::runtime::Spec, DriverError> {
         let workdir = spec.workdir.clone().unwrap_or_else(|| "/workspace".into());
         let boot_env =
-            serde_json::to_string(&spec.env_vars).map_err(|e| DriverError::Start(e.to_string()))?;
+            serde_json::to_string(&spec.env_vars).map_err(|source| DriverError::Encode {
+                what: "the environment",
+                source,
+            })?;
         let mut mounts = vec![
             json!({"destination": "/proc", "type": "proc", "source": "proc"}),
             json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}),
@@ -179,7 +182,10 @@ impl GvisorDriver {
                 ],
             },
         });
-        serde_json::from_value(config).map_err(|e| DriverError::Start(format!("OCI spec: {e}")))
+        serde_json::from_value(config).map_err(|source| DriverError::Encode {
+            what: "the OCI spec",
+            source,
+        })
     }
 
     async fn start_inner(
@@ -195,7 +201,7 @@ impl GvisorDriver {
         }
         // One read-only root: the single layer itself, or a read-only overlay of several.
         let (root, lower_mount) = match spec.layers.as_slice() {
-            [] => return Err(DriverError::Start("no template layers".into())),
+            [] => return Err(DriverError::NoLayers),
             [one] => (one.clone(), None),
             many => {
                 let mnt = dir.join("lower");
@@ -207,11 +213,9 @@ impl GvisorDriver {
         // process and tracer threads: about 7 measured), all counted in the pids group: without
         // this a test runner forking 150 processes would end the sandbox.
         host.cgroup
-            .set_max_tasks(u64::from(spec.resources.max_pids()) * HOST_TASKS_PER_PROCESS)
-            .map_err(|e| DriverError::Start(format!("pids limit: {e}")))?;
+            .set_max_tasks(u64::from(spec.resources.max_pids()) * HOST_TASKS_PER_PROCESS)?;
         let oci = self.bundle(spec, &root, dir, &host.net)?;
-        oci.save(dir.join("bundle/config.json"))
-            .map_err(|e| DriverError::Start(format!("write OCI bundle: {e}")))?;
+        oci.save(dir.join("bundle/config.json"))?;
         let log = std::fs::File::create(dir.join("runsc.log")).map_err(io("runsc log"))?;
         let mut cmd = self.runsc();
         cmd.arg("run")

@@ -146,8 +146,17 @@ pub fn maybe_gunzip<'a, R: Read + 'a>(mut r: R) -> Result<Box<dyn Read + 'a>, La
 }
 
 /// Unpacks one OCI image layer into `dir`, converting OCI whiteouts (`.wh.name`,
-/// `.wh..wh..opq`) into overlayfs ones.
-pub fn unpack_image_layer(reader: impl Read, dir: &Path, id_base: u32) -> Result<(), LayerError> {
+/// `.wh..wh..opq`) into overlayfs ones. Files are owned by the canonical id range every layer
+/// is kept in (root inside = `namespaces::ID_BASE` on the host).
+pub fn unpack_image_layer(reader: impl Read, dir: &Path) -> Result<(), LayerError> {
+    unpack_image_layer_shifted(reader, dir, crate::namespaces::ID_BASE)
+}
+
+fn unpack_image_layer_shifted(
+    reader: impl Read,
+    dir: &Path,
+    id_base: u32,
+) -> Result<(), LayerError> {
     let mut archive = tar::Archive::new(maybe_gunzip(reader)?);
     archive.set_preserve_permissions(true);
     archive.set_unpack_xattrs(false);
@@ -197,8 +206,28 @@ pub fn unpack_image_layer(reader: impl Read, dir: &Path, id_base: u32) -> Result
 /// Unpacks a COPY step's context (a tarball of paths relative to the build context) into `dir`
 /// the way `COPY src... dest` places them: a directory source's contents go under `dest`; a file
 /// goes to `dest/<name>` when `dest` ends in `/` or there are several sources, else to `dest`.
-/// Owned by `owner` (uid, gid inside the sandbox; root by default).
+/// Owned by `owner` (uid, gid inside the sandbox; root by default), in the canonical id range of
+/// layers.
 pub fn unpack_copy(
+    reader: impl Read,
+    dir: &Path,
+    sources: &[String],
+    dest: &str,
+    owner: (u32, u32),
+    mode: Option<u32>,
+) -> Result<usize, LayerError> {
+    unpack_copy_shifted(
+        reader,
+        dir,
+        sources,
+        dest,
+        owner,
+        mode,
+        crate::namespaces::ID_BASE,
+    )
+}
+
+fn unpack_copy_shifted(
     reader: impl Read,
     dir: &Path,
     sources: &[String],
@@ -343,7 +372,7 @@ mod tests {
             ("req.txt", Some(b"r")),
         ]);
         let id = nix::unistd::getuid().as_raw();
-        let n = unpack_copy(
+        let n = unpack_copy_shifted(
             &ctx[..],
             dir.path(),
             &["app/".into()],
@@ -360,7 +389,7 @@ mod tests {
         );
         assert!(dir.path().join("srv/app/lib/x.py").exists());
         assert!(!dir.path().join("srv/app/req.txt").exists());
-        unpack_copy(
+        unpack_copy_shifted(
             &ctx[..],
             dir.path(),
             &["req.txt".into()],
@@ -381,7 +410,8 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         b.append(&h, &b"x"[..]).expect("append");
         let evil = b.into_inner().expect("tar");
-        unpack_copy(&evil[..], dir.path(), &[".".into()], "/x", (0, 0), None, id).expect("skip");
+        unpack_copy_shifted(&evil[..], dir.path(), &[".".into()], "/x", (0, 0), None, id)
+            .expect("skip");
         assert!(!dir.path().join("../escape").exists());
     }
 }

@@ -215,3 +215,53 @@ pub struct SetClockRequest {
 pub struct SetIdentityRequest {
     pub sandbox_id: String,
 }
+
+/// A message the agent sends on `/execute/stream` and `/commands/stream` (spec §6): output as it
+/// comes, then at most one error, the result, and `complete` last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StreamMessage {
+    Stdout {
+        data: String,
+        #[serde(default)]
+        timestamp: String,
+    },
+    Stderr {
+        data: String,
+        #[serde(default)]
+        timestamp: String,
+    },
+    Error {
+        error: String,
+        code: String,
+        #[serde(default)]
+        timestamp: String,
+    },
+    Result {
+        exit_code: i32,
+        execution_time: f64,
+        #[serde(default)]
+        timestamp: String,
+    },
+    /// The last message before the socket closes (the JS SDK waits for it).
+    Complete { success: bool },
+}
+
+/// A message the agent sends on `/terminal`: output, an error, and `exit` last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TerminalMessage {
+    Output { data: String },
+    Error { error: String, code: String },
+    Exit { code: i32 },
+}
+
+/// The answer to `POST /files/upload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadResponse {
+    pub success: bool,
+    pub path: String,
+    pub size: u64,
+    pub message: String,
+    pub timestamp: String,
+}

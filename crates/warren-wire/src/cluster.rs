@@ -228,3 +228,20 @@ pub struct BuildStepRequest {
 pub fn builtin_layer_key(template: &str) -> String {
     format!("builtin:{template}")
 }
+
+/// `GET /v1/admin/nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeList {
+    pub object: String,
+    pub data: Vec<NodeSummary>,
+    /// Whether the control plane runs sandboxes itself too.
+    pub local_node: bool,
+    pub has_more: bool,
+    pub request_id: String,
+}
+
+/// The answer to `POST /v1/admin/nodes/{id}/drain` and `/activate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeAnswer {
+    pub node: Option<NodeSummary>,
+}

@@ -269,3 +269,83 @@ impl ErrorEnvelope {
         }
     }
 }
+
+/// One record of the audit trail (`GET /v1/audit`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// RFC 3339 with milliseconds.
+    pub at: String,
+    pub tenant: String,
+    pub key_id: Option<String>,
+    pub sandbox_id: Option<String>,
+    pub action: String,
+    pub input_bytes: Option<i64>,
+    pub input_sha256: Option<String>,
+    pub outcome: String,
+    pub status_code: Option<i64>,
+    pub duration_ms: i64,
+    pub request_id: Option<String>,
+}
+
+/// A page of the audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub object: String,
+    pub data: Vec<AuditEntry>,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+    pub request_id: String,
+}
+
+/// The answer to `POST /v1/templates/files/upload-link` (spec §3.9): no keys beyond these.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadLink {
+    pub present: bool,
+    pub upload_url: String,
+    pub expires_at: String,
+    pub files_hash: String,
+    pub request_id: String,
+}
+
+/// The answer to `POST /v1/templates/build`: no keys beyond these.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildStarted {
+    pub build_id: String,
+    pub template_id: String,
+    pub status: String,
+    pub logs_url: String,
+    pub request_id: String,
+}
+
+/// `GET /v1/templates/build/{id}/status`: no keys beyond these; the optional ones are left out
+/// rather than null.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildStatus {
+    pub build_id: String,
+    pub template_id: String,
+    /// `building`, `active` or `failed`.
+    pub status: String,
+    pub progress: u32,
+    pub started_at: String,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// `GET /v1/templates/build/{id}/logs?offset=N`: the log from byte N, and where the next read
+/// starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildLogs {
+    pub logs: String,
+    pub offset: usize,
+    pub status: String,
+    pub complete: bool,
+    pub request_id: String,
+}

@@ -13,7 +13,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use warren_wire::agent::{FileContent, FileInfo, FileList, FileWriteRequest, PathRequest};
+use warren_wire::agent::{
+    FileContent, FileInfo, FileList, FileWriteRequest, PathRequest, UploadResponse,
+};
 
 use super::user_path;
 use crate::changes::temp_sibling;
@@ -339,7 +341,7 @@ pub async fn mkdir(Json(req): Json<PathRequest>) -> Result<Json<Value>, AgentErr
 
 /// Multipart upload: a `file` part and a `path` field, in either order. The file part is streamed
 /// to a temporary file first, so its size is bounded only by the sandbox's disk.
-pub async fn upload(mut form: Multipart) -> Result<Json<Value>, AgentError> {
+pub async fn upload(mut form: Multipart) -> Result<Json<UploadResponse>, AgentError> {
     let mut dest: Option<String> = None;
     let mut staged: Option<(PathBuf, u64, Option<String>)> = None;
     let staging_dir = Path::new("/tmp/.warren");
@@ -420,9 +422,13 @@ pub async fn upload(mut form: Multipart) -> Result<Json<Value>, AgentError> {
     .await;
     let _ = tokio::fs::remove_file(&tmp).await;
     moved.map_err(|e| AgentError::from_io(&e, &dest))?;
-    Ok(Json(
-        json!({ "success": true, "path": dest, "size": size, "message": "File uploaded", "timestamp": crate::time_fmt::now() }),
-    ))
+    Ok(Json(UploadResponse {
+        success: true,
+        path: dest,
+        size,
+        message: "File uploaded".into(),
+        timestamp: crate::time_fmt::now(),
+    }))
 }
 
 #[cfg(test)]

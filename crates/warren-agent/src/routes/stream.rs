@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
+use warren_wire::agent::StreamMessage;
 
 use super::ws::{self, Incoming};
 use crate::exec::{self, Invocation};
@@ -58,13 +58,17 @@ enum Event {
     Chunk { stdout: bool, data: String },
 }
 
-fn error_message(message: &str, code: &str) -> serde_json::Value {
-    json!({ "type": "error", "error": message, "code": code, "timestamp": crate::time_fmt::now() })
+fn error_message(message: &str, code: &str) -> StreamMessage {
+    StreamMessage::Error {
+        error: message.to_owned(),
+        code: code.to_owned(),
+        timestamp: crate::time_fmt::now(),
+    }
 }
 
 async fn fail(mut socket: ws::Socket, message: &str, code: &str) {
-    let _ = ws::send(&mut socket, error_message(message, code)).await;
-    let _ = ws::send(&mut socket, json!({ "type": "complete", "success": false })).await;
+    let _ = ws::send(&mut socket, &error_message(message, code)).await;
+    let _ = ws::send(&mut socket, &StreamMessage::Complete { success: false }).await;
     ws::close(socket).await;
 }
 
@@ -146,9 +150,13 @@ async fn run(mut socket: ws::Socket, state: AgentState, default_language: &'stat
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(Event::Chunk { stdout, data }) => {
-                    let kind = if stdout { "stdout" } else { "stderr" };
-                    let msg = json!({ "type": kind, "data": data, "timestamp": crate::time_fmt::now() });
-                    if !ws::send(&mut socket, msg).await {
+                    let timestamp = crate::time_fmt::now();
+                    let msg = if stdout {
+                        StreamMessage::Stdout { data, timestamp }
+                    } else {
+                        StreamMessage::Stderr { data, timestamp }
+                    };
+                    if !ws::send(&mut socket, &msg).await {
                         client_gone = true;
                         break;
                     }
@@ -199,17 +207,18 @@ async fn run(mut socket: ws::Socket, state: AgentState, default_language: &'stat
     };
     if timed_out {
         let msg = format!("Execution timed out after {timeout_secs} seconds");
-        let _ = ws::send(&mut socket, error_message(&msg, "EXECUTION_TIMEOUT")).await;
+        let _ = ws::send(&mut socket, &error_message(&msg, "EXECUTION_TIMEOUT")).await;
     }
-    let result = json!({
-        "type": "result",
-        "exit_code": exit_code,
-        "execution_time": started.elapsed().as_secs_f64(),
-        "timestamp": crate::time_fmt::now(),
-    });
-    let _ = ws::send(&mut socket, result).await;
-    let done = json!({ "type": "complete", "success": exit_code == 0 });
-    let _ = ws::send(&mut socket, done).await;
+    let result = StreamMessage::Result {
+        exit_code,
+        execution_time: started.elapsed().as_secs_f64(),
+        timestamp: crate::time_fmt::now(),
+    };
+    let _ = ws::send(&mut socket, &result).await;
+    let done = StreamMessage::Complete {
+        success: exit_code == 0,
+    };
+    let _ = ws::send(&mut socket, &done).await;
     ws::close(socket).await;
 }
 

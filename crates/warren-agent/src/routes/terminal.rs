@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
+use warren_wire::agent::TerminalMessage;
 
 use super::ws::{self, Incoming};
 use crate::output::Utf8Chunker;
@@ -29,9 +30,12 @@ async fn run(mut socket: ws::Socket, state: AgentState) {
     let (shell, mut child) = match pty::spawn_shell(&env, &super::default_workdir(), 80, 24) {
         Ok((shell, child)) => (Arc::new(shell), child),
         Err(e) => {
-            let msg = json!({ "type": "error", "error": format!("cannot start a shell: {e}"), "code": "EXECUTION_FAILED" });
-            let _ = ws::send(&mut socket, msg).await;
-            let _ = ws::send(&mut socket, json!({ "type": "exit", "code": 127 })).await;
+            let msg = TerminalMessage::Error {
+                error: format!("cannot start a shell: {e}"),
+                code: "EXECUTION_FAILED".into(),
+            };
+            let _ = ws::send(&mut socket, &msg).await;
+            let _ = ws::send(&mut socket, &TerminalMessage::Exit { code: 127 }).await;
             return ws::close(socket).await;
         }
     };
@@ -51,7 +55,7 @@ async fn run(mut socket: ws::Socket, state: AgentState) {
         tokio::select! {
             out = rx.recv() => match out {
                 Some(data) => {
-                    if !ws::send(&mut socket, json!({ "type": "output", "data": data })).await {
+                    if !ws::send(&mut socket, &TerminalMessage::Output { data }).await {
                         break true;
                     }
                 }
@@ -85,7 +89,7 @@ async fn run(mut socket: ws::Socket, state: AgentState) {
         return;
     }
     let code = exit_code.unwrap_or(-1);
-    let _ = ws::send(&mut socket, json!({ "type": "exit", "code": code })).await;
+    let _ = ws::send(&mut socket, &TerminalMessage::Exit { code }).await;
     ws::close(socket).await;
 }
 

@@ -31,7 +31,7 @@ fn event_name(change: Change) -> &'static str {
 async fn fail(mut socket: ws::Socket, message: String, code: &str) {
     let _ = ws::send(
         &mut socket,
-        json!({ "type": "error", "error": message, "code": code }),
+        &json!({ "type": "error", "error": message, "code": code }),
     )
     .await;
     ws::close(socket).await;
@@ -85,7 +85,7 @@ async fn run(mut socket: ws::Socket) {
             ev = rx.recv() => {
                 let Some((path, event)) = ev else { break };
                 let msg = json!({ "type": "change", "path": path, "event": event, "timestamp": crate::time_fmt::now() });
-                if !ws::send(&mut socket, msg).await {
+                if !ws::send(&mut socket, &msg).await {
                     break;
                 }
             }

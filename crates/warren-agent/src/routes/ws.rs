@@ -89,8 +89,11 @@ pub async fn opening(socket: &mut Socket) -> Option<Value> {
 }
 
 /// Sends one message; false when the client is gone.
-pub async fn send(socket: &mut Socket, msg: Value) -> bool {
-    socket.send(Frame::text(msg.to_string())).await.is_ok()
+pub async fn send(socket: &mut Socket, msg: &impl serde::Serialize) -> bool {
+    let Ok(text) = serde_json::to_string(msg) else {
+        return false;
+    };
+    socket.send(Frame::text(text)).await.is_ok()
 }
 
 /// Closes politely; the client may already be gone.

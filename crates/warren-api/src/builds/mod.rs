@@ -292,13 +292,7 @@ async fn execute(
                     let copied = tokio::task::spawn_blocking(move || {
                         let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
                         warren_runtime::layers::unpack_copy(
-                            f,
-                            &target,
-                            &sources,
-                            &dest,
-                            owner,
-                            mode,
-                            warren_runtime::namespaces::ID_BASE,
+                            f, &target, &sources, &dest, owner, mode,
                         )
                         .map_err(|e| e.to_string())
                     })

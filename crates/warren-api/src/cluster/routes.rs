@@ -7,12 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use warren_core::SandboxId;
 use warren_store::{AuditEvent, NodeRecord};
 use warren_wire::cluster::{
-    AuditBatch, HeartbeatResponse, JoinRequest, JoinResponse, NodeReport, NodeSummary,
+    AuditBatch, HeartbeatResponse, JoinRequest, JoinResponse, NodeAnswer, NodeList, NodeReport,
+    NodeSummary,
 };
 
 use super::{NodeView, HEARTBEAT};
@@ -246,20 +246,19 @@ pub async fn list_nodes(
     State(state): State<AppState>,
     caller: Caller,
     Extension(rid): Extension<RequestId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NodeList>> {
     caller.require_admin()?;
     state.cluster.refresh().await;
-    let nodes: Vec<NodeSummary> = state.cluster.nodes().iter().map(summary).collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": nodes,
-        "local_node": state.cluster.local.is_some(),
-        "has_more": false,
-        "request_id": rid.0,
-    })))
+    Ok(Json(NodeList {
+        object: "list".into(),
+        data: state.cluster.nodes().iter().map(summary).collect(),
+        local_node: state.cluster.local.is_some(),
+        has_more: false,
+        request_id: rid.0,
+    }))
 }
 
-async fn set_state(state: &AppState, id: &str, to: &str) -> ApiResult<Json<Value>> {
+async fn set_state(state: &AppState, id: &str, to: &str) -> ApiResult<Json<NodeAnswer>> {
     if !state.store.set_node_state(id, to).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -269,14 +268,14 @@ async fn set_state(state: &AppState, id: &str, to: &str) -> ApiResult<Json<Value
     }
     state.cluster.refresh().await;
     let node = state.cluster.node(id).map(|n| summary(&n));
-    Ok(Json(json!({ "node": node })))
+    Ok(Json(NodeAnswer { node }))
 }
 
 pub async fn drain(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NodeAnswer>> {
     caller.require_admin()?;
     set_state(&state, &id, "draining").await
 }
@@ -285,7 +284,7 @@ pub async fn activate(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NodeAnswer>> {
     caller.require_admin()?;
     set_state(&state, &id, "active").await
 }

@@ -101,7 +101,8 @@ impl Lifecycle {
         };
         let egress = match &req.network {
             Some(p) if !(p.allow_out.is_empty() && p.deny_out.is_empty()) => {
-                crate::egress::check(p).map_err(LifecycleError::Invalid)?;
+                crate::egress::check(p)
+                    .map_err(|e| LifecycleError::Invalid(format!("network: {e}")))?;
                 Some(p.clone())
             }
             _ => None,

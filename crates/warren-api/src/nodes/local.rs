@@ -40,7 +40,7 @@ impl NodeHandle for LocalNode {
             .as_ref()
             .map(|p| EgressRules::parse(&p.allow_out, &p.deny_out))
             .transpose()
-            .map_err(NodeCallError::Unsupported)?;
+            .map_err(|e| NodeCallError::Unsupported(e.to_string()))?;
         let readiness = Readiness {
             start_cmd: order.run.start_cmd.clone(),
             probe: order

@@ -103,7 +103,7 @@ pub enum NodeCallError {
     NotAdopted(String),
     /// the sandbox's runtime handle (kept in the store) cannot be read
     #[error("unreadable runtime handle: {0}")]
-    BadHandle(String),
+    BadHandle(serde_json::Error),
     #[error(transparent)]
     Local(NodeError),
     #[error(transparent)]

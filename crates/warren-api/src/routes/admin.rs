@@ -8,6 +8,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_store::{ApiKeyRecord, AuditQuery, KeyEnvironment, KeySpec, NewApiKey, Role};
+use warren_wire::control::{AuditEntry, AuditPage};
 
 use crate::auth::Caller;
 use crate::clock::{now, rfc3339};
@@ -182,7 +183,7 @@ pub async fn audit(
     caller: Caller,
     Extension(rid): Extension<RequestId>,
     Query(p): Query<AuditParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditPage>> {
     caller.require_admin()?;
     let q = AuditQuery {
         tenant: Some(caller.tenant.clone()),
@@ -198,30 +199,28 @@ pub async fn audit(
     let next_cursor = more
         .then(|| events.last().map(|e| e.seq.to_string()))
         .flatten();
-    let data: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            json!({
-                "seq": e.seq,
-                "at": crate::clock::rfc3339_ms(e.at),
-                "tenant": e.tenant,
-                "key_id": e.key_id,
-                "sandbox_id": e.sandbox_id,
-                "action": e.action,
-                "input_bytes": e.input_bytes,
-                "input_sha256": e.input_sha256,
-                "outcome": e.outcome,
-                "status_code": e.status_code,
-                "duration_ms": e.duration_ms,
-                "request_id": e.request_id,
-            })
+    let data = events
+        .into_iter()
+        .map(|e| AuditEntry {
+            seq: e.seq,
+            at: crate::clock::rfc3339_ms(e.at),
+            tenant: e.tenant,
+            key_id: e.key_id,
+            sandbox_id: e.sandbox_id,
+            action: e.action,
+            input_bytes: e.input_bytes,
+            input_sha256: e.input_sha256,
+            outcome: e.outcome,
+            status_code: e.status_code,
+            duration_ms: e.duration_ms,
+            request_id: e.request_id,
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "has_more": next_cursor.is_some(),
-        "next_cursor": next_cursor,
-        "request_id": rid.0,
-    })))
+    Ok(Json(AuditPage {
+        object: "list".into(),
+        data,
+        has_more: next_cursor.is_some(),
+        next_cursor,
+        request_id: rid.0,
+    }))
 }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use warren_core::Resources;
 use warren_store::{TemplateRecord, TemplateStatus};
+use warren_wire::control::{BuildLogs, BuildStarted, BuildStatus, UploadLink};
 
 use crate::auth::Caller;
 use crate::builds::spec::BuildRequest;
@@ -46,7 +47,7 @@ pub async fn upload_link(
     headers: HeaderMap,
     Extension(rid): Extension<RequestId>,
     Json(req): Json<UploadLinkRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UploadLink>> {
     let size = req.content_length.unwrap_or(MAX_UPLOAD);
     if size > MAX_UPLOAD {
         return Err(ApiError::new(
@@ -61,13 +62,16 @@ pub async fn upload_link(
         .map_err(ApiError::bad_request)?;
     // Always upload: the SDKs' hash of a directory does not cover its files (spec §3.9), so a
     // "present" answer could silently build from stale files. Caching keys on the bytes instead.
-    Ok(Json(json!({
-        "present": false,
-        "upload_url": format!("{}/v1/templates/files/upload/{token}", origin(&state, &headers)),
-        "expires_at": rfc3339(expires),
-        "files_hash": req.files_hash,
-        "request_id": rid.0,
-    })))
+    Ok(Json(UploadLink {
+        present: false,
+        upload_url: format!(
+            "{}/v1/templates/files/upload/{token}",
+            origin(&state, &headers)
+        ),
+        expires_at: rfc3339(expires),
+        files_hash: req.files_hash,
+        request_id: rid.0,
+    }))
 }
 
 /// `PUT` of a COPY context to its one-time URL (no credentials: the URL is the credential).
@@ -250,13 +254,13 @@ pub async fn build(
     });
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "build_id": id,
-            "template_id": id,
-            "status": "building",
-            "logs_url": format!("{}/v1/templates/build/{id}/logs", origin(&state, &headers)),
-            "request_id": rid.0,
-        })),
+        Json(BuildStarted {
+            logs_url: format!("{}/v1/templates/build/{id}/logs", origin(&state, &headers)),
+            build_id: id.clone(),
+            template_id: id,
+            status: "building".into(),
+            request_id: rid.0,
+        }),
     ))
 }
 
@@ -285,35 +289,33 @@ pub async fn status(
     caller: Caller,
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BuildStatus>> {
     let (t, live) = owned_build(&state, &caller, &id).await?;
     let started = t.build_started_at.unwrap_or(t.created_at);
-    let mut v = json!({
-        "build_id": t.id,
-        "template_id": t.id,
-        "status": t.status.as_str(),
-        "progress": if t.status == TemplateStatus::Active { 100 } else { 0 },
-        "started_at": rfc3339(started),
-        "request_id": rid.0,
-    });
+    let mut status = BuildStatus {
+        build_id: t.id.clone(),
+        template_id: t.id.clone(),
+        status: t.status.as_str().to_owned(),
+        progress: if t.status == TemplateStatus::Active {
+            100
+        } else {
+            0
+        },
+        started_at: rfc3339(started),
+        request_id: rid.0,
+        current_step: None,
+        build_duration_ms: None,
+        completed_at: t.build_finished_at.map(rfc3339),
+        error_message: t.error_message.clone(),
+    };
     if let Some(b) = live {
         let view = b.view();
-        v["status"] = view.status.into();
-        v["progress"] = view.progress.into();
-        if let Some(s) = view.current_step {
-            v["current_step"] = s.into();
-        }
-        if let Some(ms) = view.duration_ms {
-            v["build_duration_ms"] = ms.into();
-        }
+        status.status = view.status.to_owned();
+        status.progress = view.progress;
+        status.current_step = view.current_step;
+        status.build_duration_ms = view.duration_ms;
     }
-    if let Some(f) = t.build_finished_at {
-        v["completed_at"] = rfc3339(f).into();
-    }
-    if let Some(e) = &t.error_message {
-        v["error_message"] = e.clone().into();
-    }
-    Ok(Json(v))
+    Ok(Json(status))
 }
 
 #[derive(Deserialize)]
@@ -328,7 +330,7 @@ pub async fn logs(
     Extension(rid): Extension<RequestId>,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BuildLogs>> {
     let (t, live) = owned_build(&state, &caller, &id).await?;
     let (logs, offset, status) = match live {
         Some(b) => {
@@ -338,7 +340,11 @@ pub async fn logs(
         None => (String::new(), q.offset, t.status.as_str().to_owned()),
     };
     let complete = matches!(status.as_str(), "active" | "failed");
-    Ok(Json(
-        json!({ "logs": logs, "offset": offset, "status": status, "complete": complete, "request_id": rid.0 }),
-    ))
+    Ok(Json(BuildLogs {
+        logs,
+        offset,
+        status,
+        complete,
+        request_id: rid.0,
+    }))
 }

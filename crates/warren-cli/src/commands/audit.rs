@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
-use serde_json::Value;
+use warren_wire::control::AuditPage;
 
-use crate::client::Client;
-use crate::client::ClientOpts;
+use crate::client::{Client, ClientOpts, NO_BODY};
 
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {
@@ -51,17 +50,16 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
             query.push(format!("{k}={}", enc(v)));
         }
     }
-    let page = client
+    let page: AuditPage = client
         .call(
             reqwest::Method::GET,
             &format!("/v1/audit?{}", query.join("&")),
-            None,
+            NO_BODY,
         )
         .await?;
-    let events = page["data"].as_array().cloned().unwrap_or_default();
     if a.json {
-        for e in &events {
-            println!("{e}");
+        for e in &page.data {
+            println!("{}", serde_json::to_string(e)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -69,22 +67,19 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
         "{:<25} {:<22} {:<20} {:<18} {:<22} {:>7} {:>6}",
         "AT", "ACTION", "SANDBOX", "KEY", "OUTCOME", "BYTES", "MS"
     );
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    for e in &events {
+    for e in &page.data {
         println!(
             "{:<25} {:<22} {:<20} {:<18} {:<22} {:>7} {:>6}",
-            s(&e["at"]),
-            s(&e["action"]),
-            s(&e["sandbox_id"]),
-            s(&e["key_id"]),
-            s(&e["outcome"]),
-            e["input_bytes"]
-                .as_i64()
-                .map_or("-".into(), |b| b.to_string()),
-            e["duration_ms"].as_i64().unwrap_or(0)
+            e.at,
+            e.action,
+            e.sandbox_id.as_deref().unwrap_or("-"),
+            e.key_id.as_deref().unwrap_or("-"),
+            e.outcome,
+            e.input_bytes.map_or("-".into(), |b| b.to_string()),
+            e.duration_ms
         );
     }
-    if page["has_more"].as_bool() == Some(true) {
+    if page.has_more {
         eprintln!("(more events: raise --limit or narrow with --since/--action)");
     }
     Ok(ExitCode::SUCCESS)

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
+use warren_wire::control::{BuildLogs, BuildStarted, BuildStatus, UploadLink};
 
-use crate::client::Client;
-use crate::client::ClientOpts;
+use crate::client::{Client, ClientOpts, NO_BODY};
 
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
@@ -76,9 +77,34 @@ fn shell_form(rest: &str) -> String {
     }
 }
 
+/// One step of the build request, in the form both SDKs send (`type` and `args`).
+#[derive(Debug, Default, Serialize)]
+struct Step {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    args: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permissions: Option<String>,
+    /// A COPY step's uploaded context.
+    #[serde(rename = "filesHash", skip_serializing_if = "Option::is_none")]
+    files_hash: Option<String>,
+}
+
+impl Step {
+    fn new(kind: &'static str, args: Vec<String>) -> Self {
+        Self {
+            kind,
+            args,
+            ..Self::default()
+        }
+    }
+}
+
 struct Recipe {
     from: String,
-    steps: Vec<Value>,
+    steps: Vec<Step>,
     /// COPY steps' sources, by position in `steps`.
     copies: Vec<(usize, Vec<String>)>,
 }
@@ -93,27 +119,27 @@ fn parse(text: &str) -> anyhow::Result<Recipe> {
         let n = i + 1;
         match instr.to_ascii_uppercase().as_str() {
             "FROM" => from = Some(rest.split_whitespace().next().unwrap_or("").to_owned()),
-            "RUN" => steps.push(json!({ "type": "RUN", "args": [shell_form(rest)] })),
+            "RUN" => steps.push(Step::new("RUN", vec![shell_form(rest)])),
             "ENV" => {
                 let (k, v) = rest
                     .split_once('=')
                     .or_else(|| rest.split_once(char::is_whitespace))
                     .with_context(|| format!("line {n}: ENV needs KEY=VALUE"))?;
-                steps
-                    .push(json!({ "type": "ENV", "args": [k.trim(), v.trim().trim_matches('"')] }));
+                let args = vec![k.trim().to_owned(), v.trim().trim_matches('"').to_owned()];
+                steps.push(Step::new("ENV", args));
             }
-            "WORKDIR" => steps.push(json!({ "type": "WORKDIR", "args": [rest] })),
-            "USER" => steps.push(json!({ "type": "USER", "args": [rest] })),
-            "CMD" => steps.push(json!({ "type": "CMD", "args": [shell_form(rest)] })),
+            "WORKDIR" => steps.push(Step::new("WORKDIR", vec![rest.to_owned()])),
+            "USER" => steps.push(Step::new("USER", vec![rest.to_owned()])),
+            "CMD" => steps.push(Step::new("CMD", vec![shell_form(rest)])),
             "COPY" => {
                 let mut words: Vec<&str> = rest.split_whitespace().collect();
-                let mut step = json!({ "type": "COPY" });
+                let mut step = Step::new("COPY", Vec::new());
                 words.retain(|w| {
                     if let Some(o) = w.strip_prefix("--chown=") {
-                        step["owner"] = o.into();
+                        step.owner = Some(o.to_owned());
                         false
                     } else if let Some(m) = w.strip_prefix("--chmod=") {
-                        step["permissions"] = m.into();
+                        step.permissions = Some(m.to_owned());
                         false
                     } else {
                         true
@@ -124,7 +150,7 @@ fn parse(text: &str) -> anyhow::Result<Recipe> {
                 }
                 let dest = words.pop().unwrap_or_default();
                 let sources: Vec<String> = words.iter().map(|s| (*s).to_owned()).collect();
-                step["args"] = json!([sources.join(","), dest]);
+                step.args = vec![sources.join(","), dest.to_owned()];
                 copies.push((steps.len(), sources));
                 steps.push(step);
             }
@@ -173,62 +199,61 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<ExitCode> {
     for (index, sources) in &recipe.copies {
         let bytes = context_tarball(&context, sources)?;
         let hash = hex::encode(Sha256::digest(&bytes));
-        let link = client
+        let link: UploadLink = client
             .call(
                 reqwest::Method::POST,
                 "/v1/templates/files/upload-link",
-                Some(json!({ "files_hash": hash, "content_length": bytes.len() })),
+                Some(&json!({ "files_hash": hash, "content_length": bytes.len() })),
             )
             .await?;
-        if link["present"] != true {
-            let url = link["upload_url"].as_str().context("no upload_url")?;
+        if !link.present {
             eprintln!("uploading {} ({} bytes)", sources.join(" "), bytes.len());
-            client.put_bytes(url, bytes).await?;
+            client.put_bytes(&link.upload_url, bytes).await?;
         }
-        recipe.steps[*index]["filesHash"] = hash.into();
+        if let Some(step) = recipe.steps.get_mut(*index) {
+            step.files_hash = Some(hash);
+        }
     }
     let body = json!({
         "name": a.name, "from_image": recipe.from, "steps": recipe.steps, "cpu": a.cpu,
         "memory": a.memory_mb, "diskGB": a.disk_gb, "skipCache": a.skip_cache, "update": a.update,
         "isolation": a.isolation,
     });
-    let started = client
-        .call(reqwest::Method::POST, "/v1/templates/build", Some(body))
+    let started: BuildStarted = client
+        .call(reqwest::Method::POST, "/v1/templates/build", Some(&body))
         .await?;
-    let id = started["template_id"]
-        .as_str()
-        .context("no template_id")?
-        .to_owned();
-    let mut offset = 0u64;
+    let id = started.template_id;
+    let mut offset = 0usize;
     loop {
-        let status = client
+        let status: BuildStatus = client
             .call(
                 reqwest::Method::GET,
                 &format!("/v1/templates/build/{id}/status"),
-                None,
+                NO_BODY,
             )
             .await?;
         // Logs after status: once the status is final no line is added, so this read gets the
         // last ones (a fully cached build ends between two polls).
-        let logs = client
+        let logs: BuildLogs = client
             .call(
                 reqwest::Method::GET,
                 &format!("/v1/templates/build/{id}/logs?offset={offset}"),
-                None,
+                NO_BODY,
             )
             .await?;
-        print!("{}", logs["logs"].as_str().unwrap_or(""));
-        offset = logs["offset"].as_u64().unwrap_or(offset);
-        match status["status"].as_str() {
-            Some("active") => {
+        print!("{}", logs.logs);
+        offset = logs.offset;
+        match status.status.as_str() {
+            "active" => {
                 eprintln!("template {} ({id}) is active", a.name);
                 return Ok(ExitCode::SUCCESS);
             }
-            Some("failed") => {
+            "failed" => {
                 eprintln!(
                     "build failed: {}",
-                    status["error_message"]
-                        .as_str()
+                    status
+                        .error_message
+                        .as_deref()
                         .unwrap_or("see the log above")
                 );
                 return Ok(ExitCode::FAILURE);
@@ -237,8 +262,8 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<ExitCode> {
                 if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                     eprint!(
                         "\r[{:>3}%] {}\x1b[K\r",
-                        status["progress"].as_u64().unwrap_or(0),
-                        status["current_step"].as_str().unwrap_or("")
+                        status.progress,
+                        status.current_step.as_deref().unwrap_or("")
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(400)).await;
@@ -256,11 +281,11 @@ mod tests {
         )
         .expect("parse");
         assert_eq!(r.from, "base");
-        assert_eq!(r.steps[0]["args"][0], "app/,x.txt");
-        assert_eq!(r.steps[0]["owner"], "1000:1000");
-        assert_eq!(r.steps[1]["args"][0], "apt-get update &&  echo done");
-        assert_eq!(r.steps[3]["args"][1], "two words");
-        assert_eq!(r.steps[5]["args"][0], "python3 -m http.server");
+        assert_eq!(r.steps[0].args, ["app/,x.txt", "/srv/"]);
+        assert_eq!(r.steps[0].owner.as_deref(), Some("1000:1000"));
+        assert_eq!(r.steps[1].args, ["apt-get update &&  echo done"]);
+        assert_eq!(r.steps[3].args, ["B", "two words"]);
+        assert_eq!(r.steps[5].args, ["python3 -m http.server"]);
         assert!(super::parse("RUN x").is_err());
     }
 }

@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::Value;
 use warren_node::daemon::{DaemonConfig, NodeTls};
 use warren_node::machine::MachineConfig;
+use warren_wire::cluster::{NodeAnswer, NodeList};
 
-use crate::client::Client;
-use crate::client::ClientOpts;
+use crate::client::{Client, ClientOpts, NO_BODY};
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -226,14 +225,14 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
 
 async fn set_state(opts: &ClientOpts, id: &str, action: &str) -> anyhow::Result<ExitCode> {
     let client = Client::new(opts)?;
-    let answer = client
+    let answer: NodeAnswer = client
         .call(
             reqwest::Method::POST,
             &format!("/v1/admin/nodes/{id}/{action}"),
-            None,
+            NO_BODY,
         )
         .await?;
-    let state = answer["node"]["state"].as_str().unwrap_or("?");
+    let state = answer.node.map_or_else(|| "?".to_owned(), |n| n.state);
     println!("node {id}: {state}");
     Ok(ExitCode::SUCCESS)
 }
@@ -241,43 +240,41 @@ async fn set_state(opts: &ClientOpts, id: &str, action: &str) -> anyhow::Result<
 pub async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
     let NodesCommand::List { opts, json } = cmd;
     let client = Client::new(&opts)?;
-    let page = client
-        .call(reqwest::Method::GET, "/v1/admin/nodes", None)
-        .await?;
     if json {
+        let page: serde_json::Value = client
+            .call(reqwest::Method::GET, "/v1/admin/nodes", NO_BODY)
+            .await?;
         println!("{}", serde_json::to_string_pretty(&page)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let nodes = page["data"].as_array().cloned().unwrap_or_default();
+    let page: NodeList = client
+        .call(reqwest::Method::GET, "/v1/admin/nodes", NO_BODY)
+        .await?;
     println!(
         "{:<18} {:<10} {:<26} {:<16} {:>9} {:>11} {:>6}",
         "ID", "STATE", "PUBLIC HOST", "LABELS", "SANDBOXES", "MEMORY MB", "SEEN"
     );
-    for n in &nodes {
-        let labels = n["labels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
-        let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    for n in &page.data {
+        let labels = n
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         println!(
             "{:<18} {:<10} {:<26} {:<16} {:>4}/{:<4} {:>5}/{:<5} {:>5.1}s",
-            s(&n["id"]),
-            s(&n["state"]),
-            s(&n["public_host"]),
+            n.id,
+            n.state,
+            n.public_host,
             labels,
-            n["used"]["sandboxes"].as_u64().unwrap_or(0),
-            n["capacity"]["sandboxes"].as_u64().unwrap_or(0),
-            n["used"]["memory_mb"].as_u64().unwrap_or(0),
-            n["capacity"]["memory_mb"].as_u64().unwrap_or(0),
-            n["last_seen_seconds_ago"].as_f64().unwrap_or(0.0),
+            n.used.sandboxes,
+            n.capacity.sandboxes,
+            n.used.memory_mb,
+            n.capacity.memory_mb,
+            n.last_seen_seconds_ago,
         );
     }
-    if nodes.is_empty() {
+    if page.data.is_empty() {
         println!("(no node has joined; start `warren node --control-plane URL` with WARREN_NODE_JOIN_SECRET)");
     }
     Ok(ExitCode::SUCCESS)

@@ -2,13 +2,17 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use clap::Subcommand;
 use reqwest::Method;
-use serde_json::{json, Value};
+use warren_wire::agent::{
+    CommandRequest, CommandResponse, ExecuteRequest, ExecuteResponse, FileList,
+};
+use warren_wire::control::{CreateSandboxRequest, ListPage, Sandbox, SandboxUsage};
 
-use crate::client::Client;
-use crate::client::ClientOpts;
+use crate::client::{Client, ClientOpts, NO_BODY};
 
 #[derive(Subcommand, Debug)]
 pub enum SandboxCommand {
@@ -125,12 +129,9 @@ pub enum FilesCommand {
     },
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+/// An optional field as a table cell.
+fn cell(v: Option<&str>) -> &str {
+    v.unwrap_or("-")
 }
 
 pub async fn run_sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
@@ -143,57 +144,61 @@ pub async fn run_sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             env,
         } => {
             let client = Client::new(&opts)?;
-            let mut env_vars = serde_json::Map::new();
+            let mut env_vars = BTreeMap::new();
             for kv in env {
                 let (k, v) = kv
                     .split_once('=')
                     .with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
-                env_vars.insert(k.to_owned(), v.into());
+                env_vars.insert(k.to_owned(), v.to_owned());
             }
-            let mut body = json!({ "template_name": template, "internet_access": !no_internet, "env_vars": env_vars });
-            if let Some(t) = timeout {
-                body["timeout_seconds"] = t.into();
-            }
-            let sb = client
-                .call(Method::POST, "/v1/sandboxes", Some(body))
+            let body = CreateSandboxRequest {
+                template_name: Some(template),
+                internet_access: Some(!no_internet),
+                env_vars: Some(env_vars),
+                timeout_seconds: timeout,
+                ..Default::default()
+            };
+            let sb: Sandbox = client
+                .call(Method::POST, "/v1/sandboxes", Some(&body))
                 .await?;
             eprintln!(
                 "created sandbox from {} at {}",
-                s(&sb["template_name"]),
-                s(&sb["public_host"])
+                cell(sb.template_name.as_deref()),
+                sb.public_host
             );
-            println!("{}", s(&sb["id"]));
+            println!("{}", sb.id);
         }
         SandboxCommand::List { opts, status } => {
             let client = Client::new(&opts)?;
             let q = status.map(|st| format!("?status={st}")).unwrap_or_default();
-            let page = client
-                .call(Method::GET, &format!("/v1/sandboxes{q}"), None)
+            let page: ListPage<Sandbox> = client
+                .call(Method::GET, &format!("/v1/sandboxes{q}"), NO_BODY)
                 .await?;
             println!(
                 "{:<20} {:<10} {:<18} {:<22} {:<22}",
                 "ID", "STATUS", "TEMPLATE", "CREATED", "EXPIRES"
             );
-            for sb in page["data"].as_array().into_iter().flatten() {
+            for sb in &page.data {
                 println!(
                     "{:<20} {:<10} {:<18} {:<22} {:<22}",
-                    s(&sb["id"]),
-                    s(&sb["status"]),
-                    s(&sb["template_name"]),
-                    s(&sb["created_at"]),
-                    s(&sb["expires_at"])
+                    sb.id,
+                    sb.status,
+                    cell(sb.template_name.as_deref()),
+                    sb.created_at,
+                    cell(sb.expires_at.as_deref())
                 );
             }
         }
         SandboxCommand::Get { opts, id } => {
-            let sb = Client::new(&opts)?
-                .call(Method::GET, &format!("/v1/sandboxes/{id}"), None)
+            // Printed as the server sent it, every field included.
+            let sb: serde_json::Value = Client::new(&opts)?
+                .call(Method::GET, &format!("/v1/sandboxes/{id}"), NO_BODY)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&sb)?);
         }
         SandboxCommand::Usage { opts, id, json } => {
-            let u = Client::new(&opts)?
-                .call(Method::GET, &format!("/v1/sandboxes/{id}/usage"), None)
+            let u: SandboxUsage = Client::new(&opts)?
+                .call(Method::GET, &format!("/v1/sandboxes/{id}/usage"), NO_BODY)
                 .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&u)?);
@@ -202,8 +207,8 @@ pub async fn run_sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             }
         }
         SandboxCommand::Kill { opts, id } => {
-            Client::new(&opts)?
-                .call(Method::DELETE, &format!("/v1/sandboxes/{id}"), None)
+            let _: serde_json::Value = Client::new(&opts)?
+                .call(Method::DELETE, &format!("/v1/sandboxes/{id}"), NO_BODY)
                 .await?;
             println!("killed {id}");
         }
@@ -212,25 +217,25 @@ pub async fn run_sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `warren sandbox usage` for people: one line per resource.
-fn usage_text(u: &Value) -> String {
-    let mib = |v: &Value| match v.as_u64() {
+fn usage_text(u: &SandboxUsage) -> String {
+    let mib = |b: Option<u64>| match b {
         Some(b) => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
         None => "unknown".into(),
     };
     format!(
         "cpu        {} % of {} vCPU (CPU time {:.1} s)\nmemory     {} of {}\ndisk       {} of {}\nprocesses  {}\n",
-        s(&u["cpu_used_pct"]),
-        s(&u["cpu_count"]),
-        u["cpu_time_ms"].as_f64().unwrap_or(0.0) / 1000.0,
-        mib(&u["memory_used_bytes"]),
-        mib(&u["memory_limit_bytes"]),
-        mib(&u["disk_used_bytes"]),
-        mib(&u["disk_limit_bytes"]),
-        s(&u["processes"]),
+        u.cpu_used_pct,
+        u.cpu_count,
+        u.cpu_time_ms as f64 / 1000.0,
+        mib(Some(u.memory_used_bytes)),
+        mib(Some(u.memory_limit_bytes)),
+        mib(u.disk_used_bytes),
+        mib(Some(u.disk_limit_bytes)),
+        u.processes,
     )
 }
 
-fn exit_with(code: i64) -> ExitCode {
+fn exit_with(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
@@ -243,16 +248,18 @@ pub async fn run_code(a: RunArgs) -> anyhow::Result<ExitCode> {
         a.code
     };
     let agent = Client::new(&a.opts)?.agent(&a.id).await?;
-    let r = agent
-        .json(
-            Method::POST,
-            "/execute",
-            Some(json!({ "code": code, "language": a.language, "timeout": a.timeout })),
-        )
-        .await?;
-    print!("{}", r["stdout"].as_str().unwrap_or(""));
-    eprint!("{}", r["stderr"].as_str().unwrap_or(""));
-    Ok(exit_with(r["exit_code"].as_i64().unwrap_or(1)))
+    let req = ExecuteRequest {
+        code,
+        language: a.language,
+        timeout: Some(a.timeout),
+        workdir: None,
+        env: None,
+        name: None,
+    };
+    let r: ExecuteResponse = agent.json(Method::POST, "/execute", Some(&req)).await?;
+    print!("{}", r.stdout);
+    eprint!("{}", r.stderr);
+    Ok(exit_with(r.exit_code))
 }
 
 pub async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
@@ -261,13 +268,19 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         let code = crate::stream::execute(&agent, &a.command, a.timeout, &a.workdir).await?;
         return Ok(exit_with(code));
     }
-    let body = json!({ "command": "bash", "args": ["-c", a.command], "timeout": a.timeout, "workdir": a.workdir });
-    let r = agent
-        .json(Method::POST, "/commands/run", Some(body))
+    let req = CommandRequest {
+        command: "bash".into(),
+        args: vec!["-c".into(), a.command],
+        timeout: Some(a.timeout),
+        workdir: Some(a.workdir),
+        env: None,
+    };
+    let r: CommandResponse = agent
+        .json(Method::POST, "/commands/run", Some(&req))
         .await?;
-    print!("{}", r["stdout"].as_str().unwrap_or(""));
-    eprint!("{}", r["stderr"].as_str().unwrap_or(""));
-    Ok(exit_with(r["exit_code"].as_i64().unwrap_or(1)))
+    print!("{}", r.stdout);
+    eprint!("{}", r.stderr);
+    Ok(exit_with(r.exit_code))
 }
 
 pub async fn files(cmd: FilesCommand) -> anyhow::Result<ExitCode> {
@@ -281,7 +294,7 @@ pub async fn files(cmd: FilesCommand) -> anyhow::Result<ExitCode> {
             let agent = Client::new(&opts)?.agent(&id).await?;
             let q: String = url_encode(&remote);
             let bytes = agent
-                .raw(Method::GET, &format!("/files/download?path={q}"), None)
+                .raw(Method::GET, &format!("/files/download?path={q}"), NO_BODY)
                 .await?
                 .bytes()
                 .await?;
@@ -302,25 +315,19 @@ pub async fn files(cmd: FilesCommand) -> anyhow::Result<ExitCode> {
                 std::fs::read(&local).with_context(|| format!("read {}", local.display()))?;
             let agent = Client::new(&opts)?.agent(&id).await?;
             let r = agent.upload(&remote, bytes).await?;
-            println!("uploaded {} bytes to {}", s(&r["size"]), s(&r["path"]));
+            println!("uploaded {} bytes to {}", r.size, r.path);
         }
         FilesCommand::Ls { opts, id, path } => {
             let agent = Client::new(&opts)?.agent(&id).await?;
-            let r = agent
+            let r: FileList = agent
                 .json(
                     Method::GET,
                     &format!("/files/list?path={}", url_encode(&path)),
-                    None,
+                    NO_BODY,
                 )
                 .await?;
-            for f in r["files"].as_array().into_iter().flatten() {
-                println!(
-                    "{} {:>10} {} {}",
-                    s(&f["permissions"]),
-                    s(&f["size"]),
-                    s(&f["modified"]),
-                    s(&f["name"])
-                );
+            for f in &r.files {
+                println!("{} {:>10} {} {}", f.permissions, f.size, f.modified, f.name);
             }
         }
     }

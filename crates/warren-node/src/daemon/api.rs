@@ -175,7 +175,9 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
                     &p.deny_out,
                 ) {
                     Ok(r) => Some(r),
-                    Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e),
+                    Err(e) => {
+                        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string())
+                    }
                 },
                 None => None,
             },

@@ -14,7 +14,20 @@ pub struct EgressRules {
     pub deny: Vec<Ipv4Net>,
 }
 
-fn parse_one(entry: &str) -> Result<Ipv4Net, String> {
+/// An egress list names something Warren cannot enforce.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EgressError {
+    #[error("{0:?}: IPv6 destinations are not supported (sandboxes have no IPv6 route)")]
+    Ipv6(String),
+    #[error(
+        "{0:?} is not an IPv4 address or CIDR (domain names are not supported in egress lists)"
+    )]
+    NotAnAddress(String),
+    #[error("at most {0} egress entries in all")]
+    TooMany(usize),
+}
+
+fn parse_one(entry: &str) -> Result<Ipv4Net, EgressError> {
     let e = entry.trim();
     if let Ok(net) = e.parse::<Ipv4Net>() {
         return Ok(net.trunc());
@@ -23,20 +36,16 @@ fn parse_one(entry: &str) -> Result<Ipv4Net, String> {
         return Ok(Ipv4Net::from(addr));
     }
     if e.parse::<std::net::IpAddr>().is_ok() || e.parse::<ipnet::IpNet>().is_ok() {
-        return Err(format!(
-            "{entry:?}: IPv6 destinations are not supported (sandboxes have no IPv6 route)"
-        ));
+        return Err(EgressError::Ipv6(entry.to_owned()));
     }
-    Err(format!(
-        "{entry:?} is not an IPv4 address or CIDR (domain names are not supported in egress lists)"
-    ))
+    Err(EgressError::NotAnAddress(entry.to_owned()))
 }
 
 impl EgressRules {
-    pub fn parse(allow: &[String], deny: &[String]) -> Result<Self, String> {
+    pub fn parse(allow: &[String], deny: &[String]) -> Result<Self, EgressError> {
         const MAX: usize = 1000;
         if allow.len() + deny.len() > MAX {
-            return Err(format!("at most {MAX} egress entries in all"));
+            return Err(EgressError::TooMany(MAX));
         }
         Ok(Self {
             allow: allow

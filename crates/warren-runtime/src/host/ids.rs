@@ -69,14 +69,28 @@ impl IdAllocator {
     }
 }
 
+/// Why sandboxes cannot have host ids of their own here: the step that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct IdmapUnavailable {
+    pub step: &'static str,
+    pub source: std::io::Error,
+}
+
+impl IdmapUnavailable {
+    fn step(step: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self { step, source }
+    }
+}
+
 /// Whether sandboxes can have ids of their own here: a short-lived child (spawned, so this is
 /// safe in a threaded server) makes a user namespace as an unprivileged range id (which some
 /// hosts forbid), and a detached clone of `dir`'s mount gets that namespace's mapping attached
 /// (and is dropped again).
-pub fn idmap_works(dir: &std::path::Path) -> Result<(), String> {
+pub fn idmap_works(dir: &std::path::Path) -> Result<(), IdmapUnavailable> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(IdmapUnavailable::step("create the layers directory"))?;
     let mut cmd = std::process::Command::new("sleep");
     cmd.arg("10")
         .stdin(std::process::Stdio::null())
@@ -97,23 +111,25 @@ pub fn idmap_works(dir: &std::path::Path) -> Result<(), String> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("user namespace: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(IdmapUnavailable::step("user namespace"))?;
     let probe = (|| {
         let pid = child.id();
         let map = format!("{CANONICAL_BASE} {FIRST_RANGE} {RANGE_SIZE}\n");
         std::fs::write(format!("/proc/{pid}/uid_map"), &map)
-            .map_err(|e| format!("uid_map: {e}"))?;
+            .map_err(IdmapUnavailable::step("uid_map"))?;
         std::fs::write(format!("/proc/{pid}/gid_map"), &map)
-            .map_err(|e| format!("gid_map: {e}"))?;
+            .map_err(IdmapUnavailable::step("gid_map"))?;
         let userns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
-            .map_err(|e| format!("user namespace: {e}"))?;
+            .map_err(IdmapUnavailable::step("user namespace"))?;
         let tree = rustix::mount::open_tree(
             rustix::fs::CWD,
             dir,
             rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
                 | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
         )
-        .map_err(|e| format!("open_tree: {e}"))?;
+        .map_err(|e| IdmapUnavailable::step("open_tree")(e.into()))?;
         let attr = libc::mount_attr {
             attr_set: libc::MOUNT_ATTR_IDMAP,
             attr_clr: 0,
@@ -133,9 +149,8 @@ pub fn idmap_works(dir: &std::path::Path) -> Result<(), String> {
             )
         };
         if set != 0 {
-            return Err(format!(
-                "mount_setattr: {}",
-                std::io::Error::last_os_error()
+            return Err(IdmapUnavailable::step("mount_setattr")(
+                std::io::Error::last_os_error(),
             ));
         }
         Ok(())

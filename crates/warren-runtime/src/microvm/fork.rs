@@ -59,8 +59,9 @@ impl MicrovmDriver {
                 resumed?;
             }
             copy_file(&p.boot.initrd, &dir.join(INITRD)).await?;
-            let boot = serde_json::to_vec(&*p.boot).map_err(|e| {
-                DriverError::Start(format!("cannot describe the saved machine: {e}"))
+            let boot = serde_json::to_vec(&*p.boot).map_err(|source| DriverError::Encode {
+                what: "the saved machine's description",
+                source,
             })?;
             tokio::fs::write(dir.join(BOOT), boot)
                 .await
@@ -97,9 +98,7 @@ impl MicrovmDriver {
             .await
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| {
-                DriverError::Start("the snapshot's saved machine is incomplete".into())
-            })?;
+            .ok_or(DriverError::SavedStateIncomplete)?;
         for disk in [&source.root_image, &source.agent_image] {
             if !disk.exists() {
                 return Err(DriverError::Unsupported(format!(
@@ -129,10 +128,7 @@ impl MicrovmDriver {
         let mut child = self
             .run_from_state(&boot, dir, host, vmm_uid, state)
             .await?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| DriverError::Start("QEMU has no stdout".into()))?;
+        let stdout = child.stdout.take().ok_or(DriverError::NoStdout)?;
         let exited = crate::host::watch_exit(child, tokio::io::BufReader::new(stdout).lines());
         let agent_socket = dir.join("run/agent.sock");
         let forwarder = forward::spawn(&agent_socket, host.net.netns_path.clone())?;
@@ -164,8 +160,8 @@ async fn wait_for_listener(netns: &Path, within: Duration) -> Result<(), DriverE
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(DriverError::Start(
-                "the resumed guest's agent does not answer".into(),
+            return Err(DriverError::TimedOut(
+                "waiting for the resumed guest's agent",
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -191,9 +187,13 @@ async fn copy_file(from: &Path, to: &Path) -> Result<(), DriverError> {
     if out.status.success() {
         return Ok(());
     }
-    Err(DriverError::Start(format!(
-        "copying {} failed: {}",
-        from.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    Err(DriverError::Tool {
+        tool: "cp",
+        status: out.status.to_string(),
+        output: format!(
+            "{}: {}",
+            from.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    })
 }

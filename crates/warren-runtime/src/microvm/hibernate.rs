@@ -47,7 +47,7 @@ impl MicrovmDriver {
         qmp.stop().await?;
         let saved = async {
             let state = std::fs::File::create(&state_path).map_err(io("create state file"))?;
-            qmp.save_state(&state).await
+            Ok::<_, DriverError>(qmp.save_state(&state).await?)
         }
         .await;
         if let Err(e) = saved {
@@ -90,16 +90,14 @@ impl MicrovmDriver {
             let mut qmp = loop {
                 match Qmp::connect(&qmp_socket).await {
                     Ok(q) => break q,
-                    Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                    Err(e) if tokio::time::Instant::now() > deadline => return Err(e.into()),
                     Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
             };
             tokio::time::timeout(self.start_timeout(), qmp.wait_incoming())
                 .await
-                .map_err(|_| {
-                    DriverError::Start("restoring the guest from its saved state timed out".into())
-                })??;
-            qmp.cont().await
+                .map_err(|_| DriverError::TimedOut("restoring the guest from its saved state"))??;
+            Ok::<_, DriverError>(qmp.cont().await?)
         }
         .await;
         if let Err(e) = resumed {
@@ -125,10 +123,7 @@ impl MicrovmDriver {
             }
         };
         p.exit.hibernating.store(false, Ordering::SeqCst);
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| DriverError::Start("QEMU has no stdout".into()))?;
+        let stdout = child.stdout.take().ok_or(DriverError::NoStdout)?;
         p.exit.watch(crate::host::watch_exit(
             child,
             tokio::io::BufReader::new(stdout).lines(),

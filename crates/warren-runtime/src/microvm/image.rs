@@ -68,7 +68,7 @@ impl ImageCache {
         let (dir, layers, out) = (self.dir.clone(), layers.to_vec(), image.clone());
         tokio::task::spawn_blocking(move || build_root_image(&dir, &layers, &out))
             .await
-            .map_err(|e| DriverError::Start(format!("root image build panicked: {e}")))??;
+            .map_err(|_| DriverError::Panicked("the root image build"))??;
         Ok((image, true))
     }
 
@@ -159,7 +159,7 @@ fn build_root_image(dir: &Path, layers: &[PathBuf], out: &Path) -> Result<(), Dr
     let union = staging.with_extension("mnt");
     let result = (|| {
         let source = match layers {
-            [] => return Err(DriverError::Start("no template layers".into())),
+            [] => return Err(DriverError::NoLayers),
             [one] => one.clone(),
             many => {
                 crate::layers::mount_read_only_union(many, &union)
@@ -240,12 +240,15 @@ fn mkfs_result(out: &std::process::Output) -> Result<(), DriverError> {
     if out.status.success() {
         return Ok(());
     }
-    Err(DriverError::Start(format!(
-        "mkfs.ext4 failed ({}): {} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim(),
-        String::from_utf8_lossy(&out.stdout).trim()
-    )))
+    Err(DriverError::Tool {
+        tool: "mkfs.ext4",
+        status: out.status.to_string(),
+        output: format!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+    })
 }
 
 /// Bytes in use (allocated blocks) and number of entries below `dir`, not following symlinks.
@@ -307,7 +310,7 @@ fn run_with_ids_unshifted(mut cmd: Command) -> Result<(), DriverError> {
     drop((ready_w, go_r));
     let mapped = mapper
         .join()
-        .map_err(|_| DriverError::Start("id map thread panicked".into()))?;
+        .map_err(|_| DriverError::Panicked("the id map thread"))?;
     let child = spawned.map_err(io("start mkfs.ext4 in a user namespace"))?;
     mapped?;
     let out = child.wait_with_output().map_err(io("wait for mkfs.ext4"))?;

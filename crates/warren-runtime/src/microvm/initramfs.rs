@@ -63,12 +63,12 @@ pub fn build_base(busybox: &Path, modules_dir: &Path) -> Result<Vec<u8>, DriverE
     ];
     let found = find_modules(modules_dir);
     for m in MODULES {
-        let path = found.get(*m).ok_or_else(|| {
-            DriverError::Start(format!(
-                "guest kernel module {m}.ko not found under {}",
-                modules_dir.display()
-            ))
-        })?;
+        let path = found
+            .get(*m)
+            .ok_or_else(|| DriverError::MissingKernelModule {
+                module: (*m).to_owned(),
+                dir: modules_dir.to_path_buf(),
+            })?;
         let bytes = std::fs::read(path).map_err(io("read kernel module"))?;
         entries.push((format!("modules/{m}.ko"), 0o100644, bytes));
     }
@@ -93,7 +93,10 @@ pub fn build_config(cfg: &GuestConfig) -> Result<Vec<u8>, DriverError> {
         .iter()
         .map(|(k, v)| format!("{k}={}\n", shell_quote(v)))
         .collect();
-    let env = serde_json::to_vec(cfg.env).map_err(|e| DriverError::Start(e.to_string()))?;
+    let env = serde_json::to_vec(cfg.env).map_err(|source| DriverError::Encode {
+        what: "the environment",
+        source,
+    })?;
     let mut entries = vec![
         ("warren".to_owned(), 0o040700, vec![]),
         ("warren/config".to_owned(), 0o100600, config.into_bytes()),
@@ -130,8 +133,7 @@ fn shell_quote(s: &str) -> String {
 fn archive(entries: Vec<(String, u32, Vec<u8>)>) -> Result<Vec<u8>, DriverError> {
     let mut out = Vec::new();
     for (ino, (name, mode, data)) in entries.into_iter().enumerate() {
-        let len = u32::try_from(data.len())
-            .map_err(|_| DriverError::Start(format!("{name} is too large for an initramfs")))?;
+        let len = u32::try_from(data.len()).map_err(|_| DriverError::TooLarge(name.clone()))?;
         let mut w = cpio::NewcBuilder::new(&name)
             .ino(ino as u32 + 1)
             .mode(mode)

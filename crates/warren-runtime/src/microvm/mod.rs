@@ -289,7 +289,7 @@ impl MicrovmDriver {
         let (disk, size) = (data_disk.clone(), spec.resources.disk_mb);
         tokio::task::spawn_blocking(move || image::create_writable_disk(&disk, size))
             .await
-            .map_err(|e| DriverError::Start(format!("disk creation panicked: {e}")))??;
+            .map_err(|_| DriverError::Panicked("the disk creation"))??;
         std::os::unix::fs::chown(&data_disk, Some(vmm_uid), Some(vmm_uid))
             .map_err(io("chown writable disk"))?;
         let workdir = spec.workdir.clone().unwrap_or_else(|| "/workspace".into());

@@ -10,8 +10,6 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::driver::DriverError;
-
 /// How guest instructions run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -219,13 +217,33 @@ pub struct Qmp {
     writer: tokio::net::unix::OwnedWriteHalf,
 }
 
-fn qmp_err(what: &str) -> impl FnOnce(std::io::Error) -> DriverError {
-    let what = format!("QMP {what}");
-    move |source| DriverError::Io { what, source }
+/// A QMP conversation with a guest's QEMU failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("QMP {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("QMP connection closed")]
+    Closed,
+    #[error("QMP reply: {0}")]
+    BadReply(serde_json::Error),
+    /// QEMU refused a command; its description says why
+    #[error("QMP {command}: {desc}")]
+    Refused { command: String, desc: String },
+    #[error("saving the guest failed: {0}")]
+    SaveFailed(String),
+    #[error("restoring the guest failed (QEMU status {0:?})")]
+    RestoreFailed(Option<String>),
+}
+
+fn qmp_err(what: &'static str) -> impl FnOnce(std::io::Error) -> QmpError {
+    move |source| QmpError::Io { what, source }
 }
 
 impl Qmp {
-    pub async fn connect(socket: &Path) -> Result<Self, DriverError> {
+    pub async fn connect(socket: &Path) -> Result<Self, QmpError> {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(qmp_err("connect"))?;
@@ -239,18 +257,18 @@ impl Qmp {
         Ok(qmp)
     }
 
-    async fn read_line(&mut self) -> Result<Value, DriverError> {
+    async fn read_line(&mut self) -> Result<Value, QmpError> {
         let line = self
             .lines
             .next_line()
             .await
             .map_err(qmp_err("read"))?
-            .ok_or_else(|| DriverError::Start("QMP connection closed".into()))?;
-        serde_json::from_str(&line).map_err(|e| DriverError::Start(format!("QMP reply: {e}")))
+            .ok_or(QmpError::Closed)?;
+        serde_json::from_str(&line).map_err(QmpError::BadReply)
     }
 
     /// Runs one command and returns its `return` value.
-    pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, DriverError> {
+    pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, QmpError> {
         self.writer
             .write_all(message(command, arguments).as_bytes())
             .await
@@ -259,33 +277,37 @@ impl Qmp {
     }
 
     /// The reply to the command just sent; asynchronous events are skipped.
-    async fn reply(&mut self, command: &str) -> Result<Value, DriverError> {
+    async fn reply(&mut self, command: &str) -> Result<Value, QmpError> {
         loop {
             let reply = self.read_line().await?;
             if let Some(ret) = reply.get("return") {
                 return Ok(ret.clone());
             }
             if let Some(err) = reply.get("error") {
-                return Err(DriverError::Start(format!(
-                    "QMP {command}: {}",
-                    err.get("desc").and_then(Value::as_str).unwrap_or("failed")
-                )));
+                return Err(QmpError::Refused {
+                    command: command.to_owned(),
+                    desc: err
+                        .get("desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("failed")
+                        .to_owned(),
+                });
             }
         }
     }
 
     /// Stops the guest's vCPUs (memory and devices stay as they are).
-    pub async fn stop(&mut self) -> Result<(), DriverError> {
+    pub async fn stop(&mut self) -> Result<(), QmpError> {
         self.execute("stop", json!({})).await.map(drop)
     }
 
-    pub async fn cont(&mut self) -> Result<(), DriverError> {
+    pub async fn cont(&mut self) -> Result<(), QmpError> {
         self.execute("cont", json!({})).await.map(drop)
     }
 
     /// Saves the stopped guest's whole state (memory, devices) into `file`, handed to QEMU over
     /// the QMP socket (QEMU runs under a seccomp filter that forbids it to open or exec).
-    pub async fn save_state(&mut self, file: &std::fs::File) -> Result<(), DriverError> {
+    pub async fn save_state(&mut self, file: &std::fs::File) -> Result<(), QmpError> {
         self.send_fd("warren-state", file).await?;
         // QEMU throttles a migration to 128 MiB/s by default (it expects a network, and a
         // running guest); the guest is stopped and the stream goes to a local file.
@@ -301,12 +323,12 @@ impl Qmp {
             match info.get("status").and_then(Value::as_str) {
                 Some("completed") => return Ok(()),
                 Some("failed") | Some("cancelled") => {
-                    return Err(DriverError::Start(format!(
-                        "saving the guest failed: {}",
+                    return Err(QmpError::SaveFailed(
                         info.get("error-desc")
                             .and_then(Value::as_str)
                             .unwrap_or("unknown error")
-                    )))
+                            .to_owned(),
+                    ))
                 }
                 _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
@@ -314,7 +336,7 @@ impl Qmp {
     }
 
     /// Waits until a guest started with `-incoming` has loaded its saved state.
-    pub async fn wait_incoming(&mut self) -> Result<(), DriverError> {
+    pub async fn wait_incoming(&mut self) -> Result<(), QmpError> {
         loop {
             let status = self.execute("query-status", json!({})).await?;
             match status.get("status").and_then(Value::as_str) {
@@ -322,17 +344,13 @@ impl Qmp {
                 Some("paused") | Some("postmigrate") | Some("prelaunch") | Some("running") => {
                     return Ok(())
                 }
-                other => {
-                    return Err(DriverError::Start(format!(
-                        "restoring the guest failed (QEMU status {other:?})"
-                    )))
-                }
+                other => return Err(QmpError::RestoreFailed(other.map(str::to_owned))),
             }
         }
     }
 
     /// `getfd`: passes `file` to QEMU under `name` (SCM_RIGHTS on the QMP socket).
-    async fn send_fd(&mut self, name: &str, file: &std::fs::File) -> Result<(), DriverError> {
+    async fn send_fd(&mut self, name: &str, file: &std::fs::File) -> Result<(), QmpError> {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         use std::os::fd::AsRawFd;
         let msg = message("getfd", json!({ "fdname": name }));

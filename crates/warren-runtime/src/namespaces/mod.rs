@@ -144,8 +144,10 @@ impl NamespaceDriver {
             .process_group(0)
             .spawn()
             .map_err(io("spawn jail"))?;
-        let payload =
-            serde_json::to_vec(&jail_spec).map_err(|e| DriverError::Start(e.to_string()))?;
+        let payload = serde_json::to_vec(&jail_spec).map_err(|source| DriverError::Encode {
+            what: "the jail's spec",
+            source,
+        })?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(&payload)
@@ -327,7 +329,7 @@ impl IsolationDriver for NamespaceDriver {
             cgroup.thaw()?;
         }
         let copied = copied
-            .map_err(|e| DriverError::Start(format!("snapshot copy: {e}")))
+            .map_err(|_| DriverError::Panicked("the snapshot copy"))
             .and_then(|r| {
                 r.map_err(|source| DriverError::Io {
                     what: "copy the sandbox's writable layer".into(),
