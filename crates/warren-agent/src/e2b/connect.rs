@@ -174,26 +174,49 @@ impl Frames {
     }
 }
 
-/// Reads the messages of a client stream as they arrive.
-pub async fn for_each_message<F>(body: Body, mut on_message: F) -> Result<(), RpcError>
-where
-    F: FnMut(Value) -> Result<(), RpcError>,
-{
-    let mut stream = body.into_data_stream();
-    let mut frames = Frames::default();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RpcError::invalid(format!("request stream broke: {e}")))?;
-        frames.push(&chunk);
-        while let Some((flags, msg)) = frames.next_frame()? {
-            if flags & END_STREAM != 0 {
-                return Ok(());
-            }
-            let v = serde_json::from_slice(&msg)
-                .map_err(|e| RpcError::invalid(format!("invalid message: {e}")))?;
-            on_message(v)?;
+/// The messages of a client stream, read one at a time as the handler asks for them: nothing is
+/// read ahead, so a client that sends faster than its messages are handled is held back by the
+/// connection's flow control instead of filling the agent's memory.
+pub struct ClientStream {
+    body: axum::body::BodyDataStream,
+    frames: Frames,
+    ended: bool,
+}
+
+impl ClientStream {
+    pub fn new(body: Body) -> Self {
+        Self {
+            body: body.into_data_stream(),
+            frames: Frames::default(),
+            ended: false,
         }
     }
-    Ok(())
+
+    /// The next message; None once the client ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Value>, RpcError> {
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            if let Some((flags, msg)) = self.frames.next_frame()? {
+                if flags & END_STREAM != 0 {
+                    self.ended = true;
+                    return Ok(None);
+                }
+                let v = serde_json::from_slice(&msg)
+                    .map_err(|e| RpcError::invalid(format!("invalid message: {e}")))?;
+                return Ok(Some(v));
+            }
+            match self.body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk
+                        .map_err(|e| RpcError::invalid(format!("request stream broke: {e}")))?;
+                    self.frames.push(&chunk);
+                }
+                None => self.ended = true,
+            }
+        }
+    }
 }
 
 /// A unary answer.
@@ -309,5 +332,35 @@ mod tests {
             END_STREAM
         );
         assert!(f.next_frame().expect("test value").is_none());
+    }
+
+    /// A client stream is read one message at a time, in order, and ends at its end-of-stream
+    /// envelope even when more bytes follow.
+    #[tokio::test]
+    async fn a_client_stream_yields_its_messages_one_at_a_time() {
+        let mut bytes = Vec::new();
+        for m in [&br#"{"n":1}"#[..], br#"{"n":2}"#] {
+            bytes.extend_from_slice(&envelope(0, m));
+        }
+        bytes.extend_from_slice(&envelope(END_STREAM, b"{}"));
+        bytes.extend_from_slice(&envelope(0, br#"{"n":3}"#));
+        // Split mid-envelope, as a network would.
+        let (a, b) = bytes.split_at(7);
+        let chunks = vec![
+            Ok::<_, std::io::Error>(Bytes::copy_from_slice(a)),
+            Ok(Bytes::copy_from_slice(b)),
+        ];
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let mut stream = ClientStream::new(body);
+        for n in [1, 2] {
+            let m = stream
+                .next()
+                .await
+                .expect("a message")
+                .expect("not the end");
+            assert_eq!(m["n"], n);
+        }
+        assert!(stream.next().await.expect("the end").is_none());
+        assert!(stream.next().await.expect("still the end").is_none());
     }
 }

@@ -149,7 +149,10 @@ fn result_line(bundle: &Value) -> Value {
 }
 
 /// A streamed NDJSON answer, a line as each value arrives.
-fn ndjson_stream(mut rx: tokio::sync::mpsc::UnboundedReceiver<Value>) -> Response {
+/// Lines of a running cell's answer waiting for its reader.
+const OUTPUT_DEPTH: usize = 16;
+
+fn ndjson_stream(mut rx: tokio::sync::mpsc::Receiver<Value>) -> Response {
     let lines = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
         .map(|v| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(format!("{v}\n"))));
     Response::builder()
@@ -203,13 +206,17 @@ pub async fn execute(State(state): State<E2b>, Json(req): Json<ExecuteRequest>) 
         .unwrap_or_else(default_cwd);
     // Output goes out while the cell runs (the SDKs' on_stdout/on_stderr fire as it comes); the
     // cell runs to its end even if the client leaves, like a notebook's.
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    // A bounded channel: a reader that falls behind holds the tailing back (see `LiveOutput`).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(OUTPUT_DEPTH);
     tokio::spawn(async move {
         let _guard = state.count_execution();
         let kernel = context.as_ref().map(|c| &c.kernel).unwrap_or(&state.kernel);
         let live_tx = tx.clone();
         let mut live = move |stream: &'static str, text: String| {
-            let _ = live_tx.send(output_line(stream, &text));
+            let tx = live_tx.clone();
+            Box::pin(async move {
+                let _ = tx.send(output_line(stream, &text)).await;
+            }) as futures_util::future::BoxFuture<'static, ()>
         };
         let outcome = kernel
             .run_live(
@@ -238,7 +245,7 @@ pub async fn execute(State(state): State<E2b>, Json(req): Json<ExecuteRequest>) 
             })],
         };
         for l in lines {
-            let _ = tx.send(l);
+            let _ = tx.send(l).await;
         }
     });
     ndjson_stream(rx)

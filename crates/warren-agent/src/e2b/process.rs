@@ -497,20 +497,16 @@ pub async fn send_input(State(state): State<E2b>, headers: HeaderMap, body: Body
 
 /// `process.Process/StreamInput`: a client stream naming the process, then its input in order.
 pub async fn stream_input(State(state): State<E2b>, body: Body) -> Response {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let reading = connect::for_each_message(body, move |m| {
-        let _ = tx.send(m);
-        Ok(())
-    });
-    let state2 = state.clone();
-    let writing = async move {
+    // Each message is written to the process before the next is read (see `ClientStream`).
+    let mut messages = connect::ClientStream::new(body);
+    let written = async {
         let mut target: Option<Arc<Proc>> = None;
-        while let Some(m) = rx.recv().await {
+        while let Some(m) = messages.next().await? {
             if let Some(start) = m.get("start") {
                 let sel: Selector =
                     serde_json::from_value(start.get("process").cloned().unwrap_or_default())
                         .map_err(|e| RpcError::invalid(e.to_string()))?;
-                target = Some(state2.tables.processes.find(&sel)?);
+                target = Some(state.tables.processes.find(&sel)?);
             } else if let Some(data) = m.get("data") {
                 let proc = target.as_ref().ok_or_else(|| {
                     RpcError::invalid("the stream must start by naming the process")
@@ -522,11 +518,11 @@ pub async fn stream_input(State(state): State<E2b>, body: Body) -> Response {
             }
         }
         Ok::<(), RpcError>(())
-    };
-    let (read, written) = tokio::join!(reading, writing);
+    }
+    .await;
     let (sender, response) = connect::server_stream();
     tokio::spawn(async move {
-        match read.and(written) {
+        match written {
             Ok(()) => {
                 sender.send(&json!({})).await;
                 sender.end(None).await;

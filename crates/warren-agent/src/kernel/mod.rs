@@ -255,7 +255,7 @@ impl Kernel {
                     _ = tick.tick(), if live.is_some() => {
                         if let (Some(tails), Some(sink)) = (tails.as_mut(), live.as_mut()) {
                             for t in tails.iter_mut() {
-                                t.pass_on(sink);
+                                t.pass_on(sink, false).await;
                             }
                         }
                     }
@@ -265,8 +265,7 @@ impl Kernel {
         let outcome = tokio::time::timeout(cell.timeout, outcome).await;
         if let (Some(tails), Some(sink)) = (tails.as_mut(), live.as_mut()) {
             for t in tails.iter_mut() {
-                t.pass_on(sink);
-                t.finish(sink);
+                t.pass_on(sink, true).await;
             }
         }
         self.busy.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -338,8 +337,11 @@ fn describe(r: &Running, state: &State) -> Value {
     })
 }
 
-/// Where a running cell's output goes as it grows: (stream name, text).
-pub type LiveOutput<'a> = dyn FnMut(&'static str, String) + Send + 'a;
+/// Where a running cell's output goes as it grows: (stream name, text). The future it returns is
+/// awaited before more is read, so a slow reader holds the tailing back (the interpreter's own
+/// capture files, bounded by `MAX_CAPTURE`, keep what is not read yet).
+pub type LiveOutput<'a> =
+    dyn FnMut(&'static str, String) -> futures_util::future::BoxFuture<'static, ()> + Send + 'a;
 
 /// How often a running cell's capture files are read for live output.
 const LIVE_POLL: Duration = Duration::from_millis(40);
@@ -362,30 +364,29 @@ impl Tail {
         }
     }
 
-    fn pass_on(&mut self, sink: &mut LiveOutput<'_>) {
+    /// What the file gained since the last read, in whole characters (None: nothing).
+    fn read_new(&mut self) -> Option<String> {
         use std::io::{Read, Seek, SeekFrom};
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return;
-        };
+        let mut f = std::fs::File::open(&self.path).ok()?;
         // Never more than the interpreter keeps of one cell's output.
         let room = (MAX_CAPTURE as u64).saturating_sub(self.offset);
         let mut buf = Vec::new();
-        if f.seek(SeekFrom::Start(self.offset)).is_ok()
-            && f.take(room).read_to_end(&mut buf).is_ok()
-            && !buf.is_empty()
-        {
-            self.offset += buf.len() as u64;
-            let text = self.chunker.feed(&buf);
-            if !text.is_empty() {
-                sink(self.stream, text);
-            }
-        }
+        f.seek(SeekFrom::Start(self.offset)).ok()?;
+        f.take(room).read_to_end(&mut buf).ok()?;
+        self.offset += buf.len() as u64;
+        Some(self.chunker.feed(&buf)).filter(|t| !t.is_empty())
     }
 
-    fn finish(&mut self, sink: &mut LiveOutput<'_>) {
-        let text = self.chunker.finish();
-        if !text.is_empty() {
-            sink(self.stream, text);
+    /// Hands what the file gained to `sink`; with `last`, also a character cut in half.
+    async fn pass_on(&mut self, sink: &mut LiveOutput<'_>, last: bool) {
+        if let Some(text) = self.read_new() {
+            sink(self.stream, text).await;
+        }
+        if last {
+            let text = self.chunker.finish();
+            if !text.is_empty() {
+                sink(self.stream, text).await;
+            }
         }
     }
 }
