@@ -18,7 +18,6 @@ pub mod limits;
 mod metrics;
 mod nodes;
 mod openapi;
-mod registry;
 mod request_id;
 mod routes;
 mod serve;

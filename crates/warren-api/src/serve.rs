@@ -19,7 +19,7 @@ use crate::limits::RateLimiter;
 use crate::nodes::{LocalNode, NodeHandle};
 use crate::state::{self, PublicMode};
 use crate::tokens::TokenSigner;
-use crate::{builds, clock, limits, registry, routes, tls};
+use crate::{builds, clock, limits, routes, tls};
 use warren_node::webhooks::Dispatcher;
 
 pub struct ServeConfig {
@@ -373,7 +373,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         builds: Arc::new(builds::Builds::default()),
         layers: Arc::new(warren_runtime::layers::LayerStore::new(&cfg.cache_dir)),
         uploads: Arc::new(builds::uploads::Uploads::new(&cfg.data_dir)),
-        registry: Arc::new(registry::Registry::new(
+        registry: Arc::new(builds::registry::Registry::new(
             &cfg.cache_dir,
             cfg.insecure_registries.clone(),
             cfg.registry_mirror.clone(),

@@ -34,7 +34,7 @@ pub struct AppState {
     pub builds: Arc<crate::builds::Builds>,
     pub layers: Arc<warren_runtime::layers::LayerStore>,
     pub uploads: Arc<crate::builds::uploads::Uploads>,
-    pub registry: Arc<crate::registry::Registry>,
+    pub registry: Arc<crate::builds::registry::Registry>,
     pub node_id: String,
     pub region: String,
 }

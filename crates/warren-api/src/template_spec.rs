@@ -58,16 +58,26 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// A `readyCmd` that cannot be turned into a check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadReadyCheck {
+    #[error("readyCmd of type {kind} needs {what}")]
+    Missing { kind: String, what: &'static str },
+    #[error("unknown readyCmd type {0:?}")]
+    UnknownType(String),
+}
+
 impl ReadyCheck {
     /// The shell command that succeeds once the sandbox is ready.
-    pub fn probe(&self) -> Result<String, String> {
-        let need = |v: &Option<String>, what: &str| {
-            v.clone()
-                .ok_or_else(|| format!("readyCmd of type {} needs {what}", self.kind))
+    pub fn probe(&self) -> Result<String, BadReadyCheck> {
+        let missing = |what: &'static str| BadReadyCheck::Missing {
+            kind: self.kind.clone(),
+            what,
         };
+        let need = |v: &Option<String>, what: &'static str| v.clone().ok_or_else(|| missing(what));
         Ok(match self.kind.as_str() {
             "port" => {
-                let port = self.port.ok_or("readyCmd of type port needs port")?;
+                let port = self.port.ok_or_else(|| missing("port"))?;
                 format!("(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null")
             }
             "url" => {
@@ -84,7 +94,7 @@ impl ReadyCheck {
                 shell_quote(&need(&self.process_name, "a process name")?)
             ),
             "command" => need(&self.command, "command")?,
-            other => return Err(format!("unknown readyCmd type {other:?}")),
+            other => return Err(BadReadyCheck::UnknownType(other.to_owned())),
         })
     }
 
@@ -99,7 +109,7 @@ impl ReadyCheck {
 
 impl TemplateSpec {
     /// The ready check as the node runs it.
-    pub fn ready_probe(&self) -> Result<Option<warren_wire::cluster::ReadyProbe>, String> {
+    pub fn ready_probe(&self) -> Result<Option<warren_wire::cluster::ReadyProbe>, BadReadyCheck> {
         self.ready_cmd
             .as_ref()
             .map(|r| {

@@ -117,7 +117,11 @@ impl Harness {
             builds: Arc::new(crate::builds::Builds::default()),
             layers: Arc::new(warren_runtime::layers::LayerStore::new(&cache)),
             uploads: Arc::new(crate::builds::uploads::Uploads::new(&data)),
-            registry: Arc::new(crate::registry::Registry::new(&cache, Vec::new(), None)),
+            registry: Arc::new(crate::builds::registry::Registry::new(
+                &cache,
+                Vec::new(),
+                None,
+            )),
             node_id: "test-node".into(),
             region: "local".into(),
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use warren_wire::agent::CommandRequest;
 
-use crate::agent_link::AgentLink;
+use crate::agent_link::{AgentError, AgentLink};
 
 /// Longest a RUN step may take.
 pub const RUN_TIMEOUT_SECS: u64 = 3600;
@@ -16,16 +16,15 @@ pub async fn follow(
     agent: &AgentLink,
     req: &CommandRequest,
     mut line: impl FnMut(String),
-) -> Result<i64, String> {
-    let started = agent.start_command(req).await.map_err(|e| e.to_string())?;
+) -> Result<i64, AgentError> {
+    let started = agent.start_command(req).await?;
     let (mut out_at, mut err_at) = (0u64, 0u64);
     let mut partial: BTreeMap<&str, String> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let p = agent
             .process_output(&started.process_id, out_at, err_at)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for (stream, text) in [("stdout", &p.stdout), ("stderr", &p.stderr)] {
             let buf = partial.entry(stream).or_default();
             buf.push_str(text);

@@ -24,3 +24,11 @@ pub enum NodeError {
     #[error("it did not become ready: {0}")]
     NotReady(#[from] NotReady),
 }
+
+/// The machine is short of memory for one more sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this machine is short of memory ({available_mib} MiB available, {reserve_mib} MiB kept free for running sandboxes and the host): stop sandboxes or add machines, then retry")]
+pub struct NoRoom {
+    pub available_mib: u64,
+    pub reserve_mib: u64,
+}

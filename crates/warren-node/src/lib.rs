@@ -22,7 +22,7 @@ mod usage;
 pub mod webhooks;
 
 pub use agent_link::{bash, AgentError, AgentLink};
-pub use error::NodeError;
+pub use error::{NoRoom, NodeError};
 pub use gate::{AgentAction, AgentCall, Gate, Refusal};
 pub use node::{Adopt, Listeners, Node, NodeConfig, NodeEvent, SandboxStart, Started};
 pub use proxy::{

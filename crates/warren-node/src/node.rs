@@ -17,7 +17,7 @@ use warren_wire::agent::{CommandRequest, CommandResponse};
 use warren_wire::cluster::MeasuredUsage;
 
 use crate::agent_link::AgentLink;
-use crate::error::NodeError;
+use crate::error::{NoRoom, NodeError};
 use crate::gate::Gate;
 use crate::proxy::Proxy;
 use crate::readiness::{NotReady, Readiness};
@@ -146,19 +146,17 @@ impl Node {
     /// Whether this machine can take another sandbox: its available memory must stay above a
     /// reserve (5 % of its memory, at least 512 MiB) for the host and the sandboxes already
     /// running. Quotas are promises of the control plane; this is what the machine really has.
-    pub fn has_room(&self) -> Result<(), String> {
+    pub fn has_room(&self) -> Result<(), NoRoom> {
         const MIB: u64 = 1024 * 1024;
         let Some((total, available)) = warren_runtime::host::memory() else {
             return Ok(());
         };
         let reserve = (total / 20).max(512 * MIB);
         if available < reserve {
-            return Err(format!(
-                "this machine is short of memory ({} MiB available, {} MiB kept free for running \
-                 sandboxes and the host): stop sandboxes or add machines, then retry",
-                available / MIB,
-                reserve / MIB
-            ));
+            return Err(NoRoom {
+                available_mib: available / MIB,
+                reserve_mib: reserve / MIB,
+            });
         }
         Ok(())
     }

@@ -89,17 +89,35 @@ pub struct Kernel {
     summary: std::sync::Mutex<Option<Value>>,
 }
 
+/// Why the interpreter did not start.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("interpreter pipes missing")]
+    NoPipes,
+    #[error("the interpreter did not start")]
+    NoHello,
+}
+
+fn cannot(what: &'static str) -> impl FnOnce(std::io::Error) -> StartError {
+    move |source| StartError::Io { what, source }
+}
+
 async fn start(
     env: &BTreeMap<String, String>,
     capture_dir: &Path,
     announce: &std::sync::atomic::AtomicU32,
-) -> Result<Option<Running>, String> {
+) -> Result<Option<Running>, StartError> {
     tokio::fs::create_dir_all("/tmp/.warren")
         .await
-        .map_err(|e| format!("cannot create /tmp/.warren: {e}"))?;
+        .map_err(cannot("create /tmp/.warren"))?;
     tokio::fs::write(DRIVER_PATH, DRIVER)
         .await
-        .map_err(|e| format!("cannot write the interpreter driver: {e}"))?;
+        .map_err(cannot("write the interpreter driver"))?;
     let execution_id = tree::new_execution_id();
     let mut cmd = Command::new("python3");
     cmd.arg("-u")
@@ -125,12 +143,12 @@ async fn start(
         Ok(c) => c,
         // No python3 in this template: same as no IPython.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot start python3: {e}")),
+        Err(e) => return Err(cannot("start python3")(e)),
     };
     let pid = child.id().unwrap_or(0);
     announce.store(pid, std::sync::atomic::Ordering::Relaxed);
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err("interpreter pipes missing".into());
+        return Err(StartError::NoPipes);
     };
     let mut replies = BufReader::new(stdout).lines();
     let hello = tokio::time::timeout(START_TIMEOUT, replies.next_line()).await;
@@ -138,7 +156,7 @@ async fn start(
         Ok(Ok(Some(line))) => serde_json::from_str(&line).unwrap_or(Value::Null),
         _ => {
             tree::kill_tree(pid, &execution_id);
-            return Err("the interpreter did not start".into());
+            return Err(StartError::NoHello);
         }
     };
     if hello["ready"] != true {
@@ -217,7 +235,7 @@ impl Kernel {
                     state.unavailable = Some("no python3".into());
                     return CellOutcome::Unavailable;
                 }
-                Err(e) => return CellOutcome::Crashed(e),
+                Err(e) => return CellOutcome::Crashed(e.to_string()),
             }
         }
         let Some(running) = state.running.as_mut() else {

@@ -5,6 +5,8 @@
 //! content depends on (the parent's key, the step, the env and workdir it ran with, the uploaded
 //! bytes), so an unchanged prefix of a recipe is never re-run.
 
+mod error;
+pub mod registry;
 pub mod spec;
 pub mod uploads;
 
@@ -19,6 +21,8 @@ use warren_node::AgentLink;
 use warren_runtime::layers::LayerStore;
 use warren_runtime::SandboxSpec;
 use warren_wire::agent::CommandRequest;
+
+pub use error::BuildError;
 
 use crate::clock::now;
 use crate::lifecycle::{Lifecycle, RemoteStep, TemplateRoots};
@@ -176,6 +180,7 @@ pub async fn run(ctx: BuildContext, build: Arc<Build>, req: BuildRequest, base: 
             g.duration_ms = Some(duration);
         }
         Err(e) => {
+            let e = e.to_string();
             build.log(format!("❌ ERROR: {e}"));
             let _ = store
                 .finish_template_build(&build.template_id, Err(&e), finished)
@@ -190,7 +195,8 @@ pub async fn run(ctx: BuildContext, build: Arc<Build>, req: BuildRequest, base: 
 }
 
 /// Records a build that could not even start (its base is missing).
-pub async fn fail(ctx: &BuildContext, build: &Build, error: String) {
+pub async fn fail(ctx: &BuildContext, build: &Build, error: impl std::fmt::Display) {
+    let error = error.to_string();
     let finished = now();
     let _ = ctx
         .lifecycle
@@ -208,7 +214,7 @@ async fn execute(
     build: &Build,
     req: &BuildRequest,
     base: TemplateSpec,
-) -> Result<TemplateSpec, String> {
+) -> Result<TemplateSpec, BuildError> {
     let mut spec = base;
     spec.start_cmd = None;
     spec.ready_cmd = None;
@@ -258,14 +264,14 @@ async fn execute(
             } => {
                 let (uploads, tenant, hash) =
                     (ctx.uploads.clone(), ctx.tenant.clone(), files_hash.clone());
-                let (content_hash, path) = tokio::task::spawn_blocking(move || {
-                    uploads.stored(&tenant, &hash)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    format!("step {n}: no uploaded files for hash {files_hash}; upload them first")
-                })?;
+                let (content_hash, path) =
+                    tokio::task::spawn_blocking(move || uploads.stored(&tenant, &hash))
+                        .await
+                        .map_err(|_| BuildError::Panicked("reading the uploaded files"))?
+                        .ok_or_else(|| BuildError::NoUpload {
+                            step: n,
+                            hash: files_hash.clone(),
+                        })?;
                 let k = key(&[
                     &spec.key,
                     "COPY",
@@ -279,27 +285,32 @@ async fn execute(
                     build.log("  ✓ cached");
                 } else {
                     invalidated = true;
-                    let staged = ctx.layers.staging(&k).map_err(|e| e.to_string())?;
+                    let staged = ctx.layers.staging(&k)?;
                     let (sources, dest) = (sources.clone(), dest.clone());
                     let owner = parse_owner(owner.as_deref())?;
                     let mode = match permissions.as_deref() {
                         Some(p) => Some(u32::from_str_radix(p, 8).map_err(|_| {
-                            format!("step {n}: permissions must be octal, got {p}")
+                            BuildError::Permissions {
+                                step: n,
+                                got: p.to_owned(),
+                            }
                         })?),
                         None => None,
                     };
                     let target = staged.clone();
                     let copied = tokio::task::spawn_blocking(move || {
-                        let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                        let f = std::fs::File::open(&path).map_err(|source| BuildError::Io {
+                            what: "open the uploaded files",
+                            source,
+                        })?;
                         warren_runtime::layers::unpack_copy(
                             f, &target, &sources, &dest, owner, mode,
                         )
-                        .map_err(|e| e.to_string())
+                        .map_err(|source| BuildError::Copy { step: n, source })
                     })
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("step {n}: {e}"))?;
-                    ctx.layers.commit(&staged, &k).map_err(|e| e.to_string())?;
+                    .map_err(|_| BuildError::Panicked("the COPY step"))??;
+                    ctx.layers.commit(&staged, &k)?;
                     build.log(format!("  copied {copied} files"));
                 }
                 spec.layers.insert(0, ctx.layers.path(&k));
@@ -317,7 +328,11 @@ async fn execute(
                     invalidated = true;
                     run_step(ctx, build, &spec, cmd, resources, &k)
                         .await
-                        .map_err(|e| format!("step {n} ({}) failed: {e}", step.describe()))?;
+                        .map_err(|e| BuildError::Run {
+                            step: n,
+                            what: step.describe(),
+                            source: Box::new(e),
+                        })?;
                 }
                 spec.layers.insert(0, ctx.layers.path(&k));
                 spec.key = k;
@@ -338,7 +353,7 @@ async fn execute(
     Ok(spec)
 }
 
-fn parse_owner(owner: Option<&str>) -> Result<(u32, u32), String> {
+fn parse_owner(owner: Option<&str>) -> Result<(u32, u32), BuildError> {
     let Some(o) = owner else { return Ok((0, 0)) };
     let id = |s: &str| match s {
         "root" | "" => Ok(0),
@@ -346,7 +361,7 @@ fn parse_owner(owner: Option<&str>) -> Result<(u32, u32), String> {
             .parse::<u32>()
             .ok()
             .filter(|&n| n < 65_536)
-            .ok_or_else(|| format!("COPY owner must be numeric (uid:gid) or root, got {o}")),
+            .ok_or_else(|| BuildError::Owner(o.to_owned())),
     };
     let (u, g) = o.split_once(':').unwrap_or((o, o));
     Ok((id(u)?, id(g)?))
@@ -361,7 +376,7 @@ async fn run_step(
     cmd: &str,
     resources: Resources,
     key: &str,
-) -> Result<(), String> {
+) -> Result<(), BuildError> {
     if !ctx.lifecycle.has_local_node() {
         let code = ctx
             .lifecycle
@@ -377,14 +392,13 @@ async fn run_step(
                 },
                 |line| build.log(format!("  {line}")),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         return match code {
             0 => Ok(()),
-            code => Err(format!("exit code {code}")),
+            code => Err(BuildError::ExitCode(code)),
         };
     }
-    let staged = ctx.layers.staging(key).map_err(|e| e.to_string())?;
+    let staged = ctx.layers.staging(key)?;
     let sandbox = SandboxSpec {
         id: SandboxId::generate(),
         template_name: format!("build-{key:.12}"),
@@ -400,24 +414,23 @@ async fn run_step(
     let sandbox = ctx
         .lifecycle
         .start_build_sandbox(&ctx.tenant, sandbox)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let result = follow_run(&sandbox.agent, build, cmd, spec).await;
     ctx.lifecycle.end_build_sandbox(sandbox).await;
     match result {
         Ok(0) => {
             let upper = staged.join("upper");
-            let committed = ctx.layers.commit(&upper, key).map_err(|e| e.to_string());
+            let committed = ctx.layers.commit(&upper, key);
             let _ = std::fs::remove_dir_all(&staged);
-            committed.map(drop)
+            committed.map(drop).map_err(BuildError::from)
         }
         Ok(code) => {
             let _ = std::fs::remove_dir_all(&staged);
-            Err(format!("exit code {code}"))
+            Err(BuildError::ExitCode(code))
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staged);
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -428,7 +441,7 @@ async fn follow_run(
     build: &Build,
     cmd: &str,
     spec: &TemplateSpec,
-) -> Result<i64, String> {
+) -> Result<i64, warren_node::AgentError> {
     let req = CommandRequest {
         env: Some(spec.env.clone()),
         workdir: spec.workdir.clone(),
@@ -442,13 +455,8 @@ pub async fn local_base(
     lifecycle: &Arc<Lifecycle>,
     name: &str,
     tenant: &str,
-) -> Result<Option<TemplateSpec>, String> {
-    let Some(t) = lifecycle
-        .store
-        .find_template(name, tenant)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+) -> Result<Option<TemplateSpec>, BuildError> {
+    let Some(t) = lifecycle.store.find_template(name, tenant).await? else {
         return Ok(None);
     };
     if let Some(recipe) = TemplateRoots::recipe(&t.name).filter(|_| t.tenant.is_none()) {
@@ -475,10 +483,13 @@ pub async fn local_base(
     match (&t.status, &t.spec) {
         (warren_store::TemplateStatus::Active, Some(json)) => serde_json::from_str(json)
             .map(Some)
-            .map_err(|e| format!("template {name} has an unreadable spec: {e}")),
-        _ => Err(format!(
-            "template {name} is not active (status {})",
-            t.status.as_str()
-        )),
+            .map_err(|source| BuildError::UnreadableSpec {
+                name: name.to_owned(),
+                source,
+            }),
+        _ => Err(BuildError::NotActive {
+            name: name.to_owned(),
+            status: t.status.as_str(),
+        }),
     }
 }

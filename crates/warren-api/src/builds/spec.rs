@@ -23,8 +23,17 @@ pub enum Step {
     Cmd(String),
 }
 
+/// A step of a build request that cannot be run as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("{kind} step needs argument {n}")]
+    MissingArgument { kind: String, n: usize },
+    #[error("unknown step type {0:?}")]
+    Unknown(String),
+}
+
 impl Step {
-    pub fn parse(v: &Value) -> Result<(Step, bool), String> {
+    pub fn parse(v: &Value) -> Result<(Step, bool), StepError> {
         let kind = v["type"].as_str().unwrap_or("").to_ascii_uppercase();
         let args: Vec<String> = v["args"]
             .as_array()
@@ -37,7 +46,10 @@ impl Step {
         let arg = |i: usize| {
             args.get(i)
                 .cloned()
-                .ok_or_else(|| format!("{kind} step needs argument {}", i + 1))
+                .ok_or_else(|| StepError::MissingArgument {
+                    kind: kind.clone(),
+                    n: i + 1,
+                })
         };
         let skip = v["skipCache"].as_bool().unwrap_or(false);
         let step = match kind.as_str() {
@@ -61,7 +73,7 @@ impl Step {
             ),
             "USER" => Step::User(arg(0)?),
             "CMD" => Step::Cmd(args.join(" ")),
-            other => return Err(format!("unknown step type {other:?}")),
+            other => return Err(StepError::Unknown(other.to_owned())),
         };
         Ok((step, skip))
     }

@@ -17,6 +17,11 @@ struct Link {
     expires_at: i64,
 }
 
+/// The hash an upload link is asked for is not a hex digest.
+#[derive(Debug, thiserror::Error)]
+#[error("files_hash must be a hex digest")]
+pub struct BadFilesHash;
+
 pub struct Uploads {
     dir: PathBuf,
     links: Mutex<HashMap<String, Link>>,
@@ -45,9 +50,9 @@ impl Uploads {
         files_hash: &str,
         max_bytes: u64,
         now: i64,
-    ) -> Result<(String, i64), String> {
+    ) -> Result<(String, i64), BadFilesHash> {
         if !valid_hash(files_hash) {
-            return Err("files_hash must be a hex digest".into());
+            return Err(BadFilesHash);
         }
         let token = hex::encode(rand::random::<[u8; 16]>());
         let expires_at = now + LINK_TTL_SECONDS;

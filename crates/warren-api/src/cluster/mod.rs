@@ -337,21 +337,28 @@ impl Cluster {
     }
 }
 
+/// Why a TLS client for a node could not be made.
+#[derive(Debug, thiserror::Error)]
+enum TlsSetupError {
+    #[error("read the CA bundle: {0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
 /// A TLS client trusting `ca_pem` (a node's own CA), or else the system's CA bundle.
-fn tls_connector(ca_pem: Option<&str>) -> Result<tokio_rustls::TlsConnector, String> {
+fn tls_connector(ca_pem: Option<&str>) -> Result<tokio_rustls::TlsConnector, TlsSetupError> {
     let pem = match ca_pem {
         Some(p) => p.as_bytes().to_vec(),
-        None => std::fs::read("/etc/ssl/certs/ca-certificates.crt").map_err(|e| e.to_string())?,
+        None => std::fs::read("/etc/ssl/certs/ca-certificates.crt").map_err(TlsSetupError::Read)?,
     };
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| e.to_string())?;
-        roots.add(cert).map_err(|e| e.to_string())?;
+        roots.add(cert.map_err(TlsSetupError::Read)?)?;
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(

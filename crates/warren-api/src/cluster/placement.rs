@@ -28,6 +28,18 @@ pub enum Placement {
     Remote(Box<NodeView>),
 }
 
+/// No node can take the sandbox now; says what was asked and what the cluster has.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no node can take this sandbox{asked}: {joined} node(s) joined, {healthy} healthy and not draining{regions}; retry later or add nodes")]
+pub struct NoNodeFits {
+    /// ` in region "eu" with isolation "gvisor"`, or nothing.
+    asked: String,
+    joined: usize,
+    healthy: usize,
+    /// `, regions: eu, us`, or nothing.
+    regions: String,
+}
+
 /// What the sandbox asks for.
 pub struct Wanted<'a> {
     pub tier: Option<Tier>,
@@ -38,7 +50,7 @@ pub struct Wanted<'a> {
 
 impl Cluster {
     /// Chooses a node, or says why none can take the sandbox.
-    pub fn place(&self, wanted: &Wanted<'_>) -> Result<Placement, String> {
+    pub fn place(&self, wanted: &Wanted<'_>) -> Result<Placement, NoNodeFits> {
         let nodes = self.nodes();
         let local_fits = self.local.as_ref().is_some_and(|n| {
             wanted.region.is_none_or(|r| r == self.local_region)
@@ -110,28 +122,28 @@ impl Cluster {
         free + if cached { 1.0 } else { 0.0 }
     }
 
-    fn why_none(&self, nodes: &[NodeView], wanted: &Wanted<'_>) -> String {
-        let healthy = nodes.iter().filter(|n| n.state() == "healthy").count();
-        let mut what = String::from("no node can take this sandbox");
+    fn why_none(&self, nodes: &[NodeView], wanted: &Wanted<'_>) -> NoNodeFits {
+        let mut asked = String::new();
         if let Some(r) = wanted.region {
-            what.push_str(&format!(" in region {r:?}"));
+            asked.push_str(&format!(" in region {r:?}"));
         }
         if let Some(t) = wanted.tier {
-            what.push_str(&format!(" with isolation \"{t}\""));
+            asked.push_str(&format!(" with isolation \"{t}\""));
         }
         let regions: std::collections::BTreeSet<&str> =
             nodes.iter().filter_map(NodeView::region).collect();
-        format!(
-            "{what}: {} node(s) joined, {healthy} healthy and not draining{}; retry later or add nodes",
-            nodes.len(),
-            if regions.is_empty() {
+        NoNodeFits {
+            asked,
+            joined: nodes.len(),
+            healthy: nodes.iter().filter(|n| n.state() == "healthy").count(),
+            regions: if regions.is_empty() {
                 String::new()
             } else {
                 format!(
                     ", regions: {}",
                     regions.into_iter().collect::<Vec<_>>().join(", ")
                 )
-            }
-        )
+            },
+        }
     }
 }

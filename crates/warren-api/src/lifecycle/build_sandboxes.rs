@@ -93,7 +93,7 @@ impl Lifecycle {
                 memory_mb: step.resources.memory_mb,
                 template: TemplateNeed::Layers(&keys),
             })
-            .map_err(LifecycleError::Unavailable)?;
+            .map_err(|why| LifecycleError::Unavailable(why.to_string()))?;
         let Placement::Remote(node) = placement else {
             return Err(LifecycleError::Unavailable(
                 "no node to run the build step on".into(),

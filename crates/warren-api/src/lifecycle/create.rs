@@ -200,13 +200,14 @@ impl Lifecycle {
             };
             self.cluster.place(&wanted).map_err(|why| {
                 crate::metrics::count_placement_failure();
-                LifecycleError::Unavailable(why)
+                LifecycleError::Unavailable(why.to_string())
             })?
         };
         let placed = match placement {
             Placement::Local => {
                 let node = self.local()?.clone();
-                node.has_room().map_err(LifecycleError::Unavailable)?;
+                node.has_room()
+                    .map_err(|e| LifecycleError::Unavailable(e.to_string()))?;
                 let run = match &asked.snapshot {
                     Some(snap) => snapshot_spec(snap)?,
                     None => self.templates.runnable(template).await?,
@@ -251,7 +252,10 @@ impl Lifecycle {
             }
         };
         // A template whose ready check cannot be run is refused before anything is recorded.
-        placed.run.ready_probe().map_err(LifecycleError::Invalid)?;
+        placed
+            .run
+            .ready_probe()
+            .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
         Ok(placed)
     }
 

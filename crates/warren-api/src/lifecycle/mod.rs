@@ -32,7 +32,7 @@ use warren_store::{SandboxRecord, Store, TenantUsage};
 pub use build_sandboxes::RemoteStep;
 pub use error::{LifecycleError, LifecycleResult};
 pub use pool::{PoolTarget, POOL_TENANT};
-pub use templates::TemplateRoots;
+pub use templates::{RootfsUnavailable, TemplateRoots};
 
 use crate::clock::now;
 use crate::cluster::Cluster;

@@ -41,12 +41,24 @@ pub struct PoolTarget {
     pub size: usize,
 }
 
+/// A `--pool` value that names no pool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadPoolTarget {
+    #[error("--pool {0:?}: expected TEMPLATE=N or TEMPLATE@TIER=N")]
+    Shape(String),
+    #[error("--pool {arg:?}: {tier}")]
+    Tier {
+        arg: String,
+        tier: warren_core::UnknownTier,
+    },
+}
+
 impl std::str::FromStr for PoolTarget {
-    type Err = String;
+    type Err = BadPoolTarget;
 
     /// `TEMPLATE=N` or `TEMPLATE@TIER=N`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("--pool {s:?}: expected TEMPLATE=N or TEMPLATE@TIER=N");
+    fn from_str(s: &str) -> Result<Self, BadPoolTarget> {
+        let bad = || BadPoolTarget::Shape(s.to_owned());
         let (name, size) = s.rsplit_once('=').ok_or_else(bad)?;
         let size: usize = size.trim().parse().map_err(|_| bad())?;
         let (template, tier) = match name.split_once('@') {
@@ -55,7 +67,10 @@ impl std::str::FromStr for PoolTarget {
                 Some(
                     tier.trim()
                         .parse::<Tier>()
-                        .map_err(|e| format!("--pool {s:?}: {e}"))?,
+                        .map_err(|tier| BadPoolTarget::Tier {
+                            arg: s.to_owned(),
+                            tier,
+                        })?,
                 ),
             ),
             None => (name.trim(), None),

@@ -11,6 +11,17 @@ use super::{Lifecycle, LifecycleResult};
 use crate::clock::now;
 use crate::nodes::{AdoptOrder, NodeHandle};
 
+/// Why a sandbox the store holds as live was not taken over: the reason it is recorded with.
+#[derive(Debug, thiserror::Error)]
+enum NotTakenOver {
+    #[error("the server stopped while it was being created")]
+    StillCreating,
+    #[error("it was started by a server without live restore")]
+    NoHandle,
+    #[error("{0} while the server was down")]
+    Ended(crate::nodes::NodeCallError),
+}
+
 /// What a start found.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -34,8 +45,9 @@ impl Lifecycle {
         for rec in self.store.live_sandboxes_on(None).await? {
             match self.take_over(node.as_ref(), &rec).await {
                 Ok(()) => report.adopted += 1,
-                Err(reason) => {
+                Err(why) => {
                     report.lost += 1;
+                    let reason = why.to_string();
                     tracing::warn!(sandbox = %rec.id, %reason, "sandbox did not survive the previous server; recorded as stopped");
                     self.store
                         .end_sandbox(&rec.id, SandboxStatus::Stopped, Some(&reason), now())
@@ -49,14 +61,15 @@ impl Lifecycle {
     }
 
     /// Takes one sandbox over; the error says why it did not survive.
-    async fn take_over(&self, node: &dyn NodeHandle, rec: &SandboxRecord) -> Result<(), String> {
+    async fn take_over(
+        &self,
+        node: &dyn NodeHandle,
+        rec: &SandboxRecord,
+    ) -> Result<(), NotTakenOver> {
         if rec.status == SandboxStatus::Creating {
-            return Err("the server stopped while it was being created".into());
+            return Err(NotTakenOver::StillCreating);
         }
-        let handle = rec
-            .runtime_handle
-            .clone()
-            .ok_or("it was started by a server without live restore")?;
+        let handle = rec.runtime_handle.clone().ok_or(NotTakenOver::NoHandle)?;
         let adopted = node
             .adopt(AdoptOrder {
                 id: rec.id.clone(),
@@ -67,7 +80,7 @@ impl Lifecycle {
                 port: rec.listen_port,
             })
             .await
-            .map_err(|e| format!("{e} while the server was down"))?;
+            .map_err(NotTakenOver::Ended)?;
         let found = if adopted.paused {
             SandboxStatus::Paused
         } else {

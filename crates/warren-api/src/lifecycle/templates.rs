@@ -43,6 +43,16 @@ pub(super) fn builtin_spec(recipe: &Recipe, layers: Vec<PathBuf>) -> TemplateSpe
     }
 }
 
+/// Why a built-in template's root file system is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsUnavailable {
+    #[error(transparent)]
+    Build(#[from] warren_runtime::templates::BuildError),
+    /// another caller led the build, and it failed
+    #[error("template build failed; see the server log")]
+    FailedElsewhere,
+}
+
 /// Built-in templates' root file systems, built once per template (single flight).
 pub struct TemplateRoots {
     pub cache: TemplateCache,
@@ -65,7 +75,7 @@ impl TemplateRoots {
 
     /// Builds a template's root file system if the cache lacks it; concurrent callers share one
     /// build. Progress goes to the log.
-    pub async fn ensure(&self, recipe: &Recipe) -> Result<PathBuf, String> {
+    pub async fn ensure(&self, recipe: &Recipe) -> Result<PathBuf, RootfsUnavailable> {
         if self.cache.is_ready(recipe) {
             return Ok(self.cache.rootfs(recipe.name));
         }
@@ -89,7 +99,7 @@ impl TemplateRoots {
             return if self.cache.is_ready(recipe) {
                 Ok(self.cache.rootfs(recipe.name))
             } else {
-                Err("template build failed; see the server log".into())
+                Err(RootfsUnavailable::FailedElsewhere)
             };
         }
         let _ = self
@@ -114,7 +124,7 @@ impl TemplateRoots {
             .unwrap_or_else(|p| p.into_inner())
             .remove(recipe.name);
         notify.notify_waiters();
-        result.map_err(|e| e.to_string())
+        Ok(result?)
     }
 
     /// How to run a template: a built-in one is built on first use; a built one must be active.

@@ -144,7 +144,7 @@ async fn a_start_that_fails_is_recorded_with_its_reason_and_frees_the_quota() {
 async fn a_machine_short_of_memory_refuses_before_recording_anything() {
     let h = Harness::new().await;
     h.built_template("py", None).await;
-    h.node.set_no_room(Some("this machine is short of memory"));
+    h.node.set_no_room(true);
     let err = h.lifecycle.create(create_of("py"), h.who()).await;
     assert!(matches!(err, Err(LifecycleError::Unavailable(m)) if m.contains("short of memory")));
     for status in [None, Some(SandboxStatus::Error)] {

@@ -47,8 +47,8 @@ struct State {
     calls: Vec<Call>,
     /// The next starts fail with this (the template's ready check did not pass).
     fail_starts: Option<String>,
-    /// Why the machine has no room, when it has none.
-    no_room: Option<String>,
+    /// Whether the machine is short of memory.
+    no_room: bool,
     /// Sandboxes an earlier server left that are still alive (`adopt` takes them), and whether
     /// they are found paused.
     survivors: BTreeMap<SandboxId, bool>,
@@ -85,8 +85,8 @@ impl FakeNode {
         self.state().fail_starts = why.map(str::to_owned);
     }
 
-    pub fn set_no_room(&self, why: Option<&str>) {
-        self.state().no_room = why.map(str::to_owned);
+    pub fn set_no_room(&self, short: bool) {
+        self.state().no_room = short;
     }
 
     pub fn set_start_delay(&self, delay: Duration) {
@@ -126,11 +126,14 @@ impl NodeHandle for FakeNode {
         self.tiers.clone()
     }
 
-    fn has_room(&self) -> Result<(), String> {
-        match &self.state().no_room {
-            Some(why) => Err(why.clone()),
-            None => Ok(()),
+    fn has_room(&self) -> Result<(), warren_node::NoRoom> {
+        if self.state().no_room {
+            return Err(warren_node::NoRoom {
+                available_mib: 100,
+                reserve_mib: 512,
+            });
         }
+        Ok(())
     }
 
     fn sandboxes(&self) -> BTreeSet<SandboxId> {

@@ -22,7 +22,7 @@ impl NodeHandle for LocalNode {
         self.0.tiers()
     }
 
-    fn has_room(&self) -> Result<(), String> {
+    fn has_room(&self) -> Result<(), warren_node::NoRoom> {
         self.0.has_room()
     }
 
@@ -46,7 +46,7 @@ impl NodeHandle for LocalNode {
             probe: order
                 .run
                 .ready_probe()
-                .map_err(NodeCallError::Unsupported)?,
+                .map_err(|e| NodeCallError::Unsupported(e.to_string()))?,
         };
         let start = SandboxStart {
             spec: SandboxSpec {

@@ -131,7 +131,7 @@ pub trait NodeHandle: Send + Sync {
     fn tiers(&self) -> Vec<Tier>;
     /// Whether the machine can take one more sandbox now (quotas are promises; this is what the
     /// machine really has). The error says what is short.
-    fn has_room(&self) -> Result<(), String>;
+    fn has_room(&self) -> Result<(), warren_node::NoRoom>;
     /// The sandboxes it runs (or holds paused) now.
     fn sandboxes(&self) -> BTreeSet<SandboxId>;
     fn runs(&self, id: &SandboxId) -> bool {

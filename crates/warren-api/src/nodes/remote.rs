@@ -53,6 +53,25 @@ impl From<RemoteError> for NodeCallError {
     }
 }
 
+/// A build step on a joined node did not end with an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteStepError {
+    #[error(transparent)]
+    Call(#[from] RemoteError),
+    #[error("node {node}: {source}")]
+    Broken {
+        node: String,
+        source: reqwest::Error,
+    },
+    #[error("node {node}: bad answer {line:?}")]
+    BadAnswer { node: String, line: String },
+    /// the node could not run the step; its words
+    #[error("{0}")]
+    Failed(String),
+    #[error("node {node} ended the step without a result")]
+    NoResult { node: String },
+}
+
 #[derive(Clone)]
 pub struct RemoteNode {
     pub id: String,
@@ -212,7 +231,7 @@ impl RemoteNode {
         &self,
         req: &BuildStepRequest,
         mut line: impl FnMut(String),
-    ) -> Result<i64, String> {
+    ) -> Result<i64, RemoteStepError> {
         let res = self
             .call(
                 reqwest::Method::POST,
@@ -220,12 +239,14 @@ impl RemoteNode {
                 Some(req),
                 Duration::from_secs(warren_node::build_step::RUN_TIMEOUT_SECS + 600),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut body = res.bytes_stream();
         let mut buf = String::new();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| format!("node {}: {e}", self.id))?;
+            let chunk = chunk.map_err(|source| RemoteStepError::Broken {
+                node: self.id.clone(),
+                source,
+            })?;
             buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(nl) = buf.find('\n') {
                 let l: String = buf.drain(..=nl).collect();
@@ -233,15 +254,18 @@ impl RemoteNode {
                 if let Some(text) = l.strip_prefix("log ") {
                     line(text.to_owned());
                 } else if let Some(code) = l.strip_prefix("exit ") {
-                    return code
-                        .parse()
-                        .map_err(|_| format!("node {}: bad answer {l:?}", self.id));
+                    return code.parse().map_err(|_| RemoteStepError::BadAnswer {
+                        node: self.id.clone(),
+                        line: l.to_owned(),
+                    });
                 } else if let Some(why) = l.strip_prefix("fail ") {
-                    return Err(why.to_owned());
+                    return Err(RemoteStepError::Failed(why.to_owned()));
                 }
             }
         }
-        Err(format!("node {} ended the step without a result", self.id))
+        Err(RemoteStepError::NoResult {
+            node: self.id.clone(),
+        })
     }
 
     /// A layer the node holds, as a tar stream.
@@ -263,7 +287,7 @@ impl NodeHandle for RemoteNode {
     }
 
     /// Placement judged its room from its reports.
-    fn has_room(&self) -> Result<(), String> {
+    fn has_room(&self) -> Result<(), warren_node::NoRoom> {
         Ok(())
     }
 
@@ -276,7 +300,7 @@ impl NodeHandle for RemoteNode {
         let ready = order
             .run
             .ready_probe()
-            .map_err(NodeCallError::Unsupported)?;
+            .map_err(|e| NodeCallError::Unsupported(e.to_string()))?;
         let req = StartRequest {
             id: order.id.to_string(),
             template_name: order.template_name,

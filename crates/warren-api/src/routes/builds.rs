@@ -59,7 +59,7 @@ pub async fn upload_link(
     let (token, expires) = state
         .uploads
         .link(&caller.tenant, &req.files_hash, size, now())
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     // Always upload: the SDKs' hash of a directory does not cover its files (spec §3.9), so a
     // "present" answer could silently build from stale files. Caching keys on the bytes instead.
     Ok(Json(UploadLink {
@@ -147,10 +147,11 @@ pub async fn build(
         return Err(ApiError::bad_request("from_image is required"));
     };
     for s in &req.steps {
-        crate::builds::spec::Step::parse(s).map_err(ApiError::bad_request)?;
+        crate::builds::spec::Step::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     if let Some(r) = &req.ready_cmd {
-        r.probe().map_err(ApiError::bad_request)?;
+        r.probe()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     if let Some(tier) = req.isolation.as_deref() {
         if !tier.parse().is_ok_and(|t| state.cluster.has_tier(t)) {
@@ -232,16 +233,15 @@ pub async fn build(
     tokio::spawn(async move {
         let base = match builds::local_base(&ctx.lifecycle, &from, &ctx.tenant).await {
             Ok(Some(base)) => Ok(base),
-            Ok(None) => {
-                registry
-                    .pull(
-                        &from,
-                        req.registry_credentials.as_ref(),
-                        &ctx.layers,
-                        &build,
-                    )
-                    .await
-            }
+            Ok(None) => registry
+                .pull(
+                    &from,
+                    req.registry_credentials.as_ref(),
+                    &ctx.layers,
+                    &build,
+                )
+                .await
+                .map_err(builds::BuildError::from),
             Err(e) => Err(e),
         };
         match base {

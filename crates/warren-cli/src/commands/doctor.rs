@@ -312,8 +312,7 @@ async fn boot_probe(a: &DoctorArgs, kernel_dir: &std::path::Path) -> anyhow::Res
                 &bundle,
                 &work,
             )
-            .await
-            .map_err(anyhow::Error::msg)?;
+            .await?;
             ms.push(took.as_secs_f64() * 1000.0);
         }
         ms.sort_by(f64::total_cmp);

@@ -153,7 +153,13 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
     };
     let layers = match d.layers_of(&req.source).await {
         Ok(l) => l,
-        Err(msg) => return error(StatusCode::SERVICE_UNAVAILABLE, "TEMPLATE_UNAVAILABLE", msg),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TEMPLATE_UNAVAILABLE",
+                e.to_string(),
+            )
+        }
     };
     let resources = Resources {
         vcpu: req.vcpu,

@@ -15,8 +15,10 @@ use warren_runtime::SandboxSpec;
 use warren_wire::agent::CommandRequest;
 use warren_wire::cluster::{BuildStepRequest, TemplateSource};
 
-use super::state::Daemon;
+use super::state::{Daemon, LayersUnavailable};
+use crate::agent_link::AgentError;
 use crate::build_step::{follow, RUN_TIMEOUT_SECS};
+use crate::error::NodeError;
 use crate::layer_archive::valid_layer_key;
 use crate::node::SandboxStart;
 
@@ -25,7 +27,7 @@ pub async fn run_step(State(d): State<Arc<Daemon>>, Json(req): Json<BuildStepReq
     tokio::spawn(async move {
         let last = match step(&d, &req, &tx).await {
             Ok(code) => format!("exit {code}\n"),
-            Err(e) => format!("fail {}\n", e.replace('\n', " ")),
+            Err(e) => format!("fail {}\n", e.to_string().replace('\n', " ")),
         };
         let _ = tx.send(last).await;
     });
@@ -37,13 +39,28 @@ pub async fn run_step(State(d): State<Arc<Daemon>>, Json(req): Json<BuildStepReq
     ([("content-type", "text/plain")], Body::from_stream(lines)).into_response()
 }
 
+/// Why a build step could not run to an exit code.
+#[derive(Debug, thiserror::Error)]
+enum StepFailed {
+    #[error(transparent)]
+    Layers(#[from] LayersUnavailable),
+    #[error(transparent)]
+    Layer(#[from] warren_runtime::layers::LayerError),
+    #[error("build sandbox failed to start: {0}")]
+    Start(NodeError),
+    #[error("the build sandbox ended while starting")]
+    Ended,
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
 async fn step(
     d: &Daemon,
     req: &BuildStepRequest,
     out: &mpsc::Sender<String>,
-) -> Result<i64, String> {
+) -> Result<i64, StepFailed> {
     if !valid_layer_key(&req.key) {
-        return Err(format!("invalid layer key {:?}", req.key));
+        return Err(LayersUnavailable::InvalidKey(req.key.clone()).into());
     }
     if d.layers.is_ready(&req.key) {
         return Ok(0);
@@ -53,7 +70,7 @@ async fn step(
             keys: req.layers.clone(),
         })
         .await?;
-    let staged = d.layers.staging(&req.key).map_err(|e| e.to_string())?;
+    let staged = d.layers.staging(&req.key)?;
     let id = SandboxId::generate();
     let start = SandboxStart {
         spec: SandboxSpec {
@@ -78,7 +95,7 @@ async fn step(
     };
     if let Err(e) = d.node.start(start).await {
         let _ = std::fs::remove_dir_all(&staged);
-        return Err(format!("build sandbox failed to start: {e}"));
+        return Err(StepFailed::Start(e));
     }
     let result = match d.node.agent(&id) {
         Some(agent) => {
@@ -93,8 +110,9 @@ async fn step(
                 let _ = out.try_send(format!("log {line}\n"));
             })
             .await
+            .map_err(StepFailed::from)
         }
-        None => Err("the build sandbox ended while starting".into()),
+        None => Err(StepFailed::Ended),
     };
     if let Err(e) = d.node.destroy(&id).await {
         tracing::warn!(sandbox = %id, error = %e, "build sandbox cleanup");
@@ -104,7 +122,7 @@ async fn step(
             .layers
             .commit(&staged.join("upper"), &req.key)
             .map(|_| 0)
-            .map_err(|e| e.to_string()),
+            .map_err(StepFailed::from),
         other => other,
     };
     let _ = std::fs::remove_dir_all(&staged);

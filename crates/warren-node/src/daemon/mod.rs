@@ -77,7 +77,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("the control plane's token key is unreadable: {0}")]
-    TokenKey(String),
+    TokenKey(#[from] base64::DecodeError),
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -264,11 +264,9 @@ fn layers_dir(cache_dir: &std::path::Path) -> PathBuf {
     cache_dir.join("layers")
 }
 
-fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
+fn base64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| e.to_string())
+    base64::engine::general_purpose::STANDARD.decode(text.trim())
 }
 
 /// Joins, retrying while the control plane is unreachable or refuses (it may be starting, or

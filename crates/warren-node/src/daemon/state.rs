@@ -11,11 +11,34 @@ use warren_runtime::layers::LayerStore;
 use warren_runtime::templates::{builtin_recipes, TemplateCache};
 use warren_wire::cluster::TemplateSource;
 
-use super::control::ControlPlane;
+use super::control::{ControlError, ControlPlane};
 use super::saved::SavedSandboxes;
 use crate::layer_archive::valid_layer_key;
 use crate::node::Node;
 use crate::tokens::TokenVerifier;
+
+/// Why a template's layers are not on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum LayersUnavailable {
+    #[error("template {0} is not built into this node")]
+    NotBuiltIn(String),
+    #[error("template {name} could not be built: {reason}")]
+    BuildFailed { name: String, reason: String },
+    #[error(
+        "template {0} is still being prepared on this node (once, a few minutes); retry shortly"
+    )]
+    StillPreparing(String),
+    #[error("invalid layer key {0:?}")]
+    InvalidKey(String),
+    #[error("fetch layer {key}: {source}")]
+    Fetch { key: String, source: ControlError },
+    #[error("download layer {key}: {source}")]
+    Download { key: String, source: std::io::Error },
+    #[error("unpack layer {key}: {source}")]
+    Unpack { key: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] warren_runtime::layers::LayerError),
+}
 
 /// How long a start waits for a built-in template this node is still preparing.
 const TEMPLATE_WAIT: Duration = Duration::from_secs(40);
@@ -38,7 +61,10 @@ pub struct Daemon {
 impl Daemon {
     /// The host paths of a template's layers on this node: a built-in template prepared here
     /// (built on first use), a built one's layers fetched from the control plane once.
-    pub async fn layers_of(&self, source: &TemplateSource) -> Result<Vec<PathBuf>, String> {
+    pub async fn layers_of(
+        &self,
+        source: &TemplateSource,
+    ) -> Result<Vec<PathBuf>, LayersUnavailable> {
         match source {
             TemplateSource::Builtin { name } => self.builtin_rootfs(name).await.map(|p| vec![p]),
             TemplateSource::Layers { keys } => {
@@ -49,7 +75,7 @@ impl Daemon {
                         continue;
                     }
                     if !valid_layer_key(key) {
-                        return Err(format!("invalid layer key {key:?}"));
+                        return Err(LayersUnavailable::InvalidKey(key.clone()));
                     }
                     if !self.layers.is_ready(key) {
                         self.fetch_layer(key).await?;
@@ -62,11 +88,11 @@ impl Daemon {
     }
 
     /// A built-in template's root file system on this node, prepared on first use.
-    async fn builtin_rootfs(&self, name: &str) -> Result<PathBuf, String> {
+    async fn builtin_rootfs(&self, name: &str) -> Result<PathBuf, LayersUnavailable> {
         let recipe = builtin_recipes()
             .into_iter()
             .find(|r| r.name == name)
-            .ok_or_else(|| format!("template {name} is not built into this node"))?;
+            .ok_or_else(|| LayersUnavailable::NotBuiltIn(name.to_owned()))?;
         if self.templates.is_ready(&recipe) {
             return Ok(self.templates.rootfs(recipe.name));
         }
@@ -75,18 +101,20 @@ impl Daemon {
             let progress = |line: String| tracing::info!(target: "warren::template", "{line}");
             templates.ensure(&recipe, &progress).await
         });
+        let failed = |reason: String| LayersUnavailable::BuildFailed {
+            name: name.to_owned(),
+            reason,
+        };
         match tokio::time::timeout(TEMPLATE_WAIT, build).await {
-                    Ok(Ok(Ok(rootfs))) => Ok(rootfs),
-                    Ok(Ok(Err(e))) => Err(format!("template {name} could not be built: {e}")),
-                    Ok(Err(e)) => Err(format!("template {name} could not be built: {e}")),
-                    Err(_) => Err(format!(
-                        "template {name} is still being prepared on this node (once, a few minutes); retry shortly"
-                    )),
-                }
+            Ok(Ok(Ok(rootfs))) => Ok(rootfs),
+            Ok(Ok(Err(e))) => Err(failed(e.to_string())),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => Err(LayersUnavailable::StillPreparing(name.to_owned())),
+        }
     }
 
     /// Downloads a layer from the control plane (a tar stream) and unpacks it into the cache.
-    async fn fetch_layer(&self, key: &str) -> Result<(), String> {
+    async fn fetch_layer(&self, key: &str) -> Result<(), LayersUnavailable> {
         let _one = self.layer_fetch.lock().await;
         if self.layers.is_ready(key) {
             return Ok(());
@@ -96,8 +124,11 @@ impl Daemon {
             .control
             .layer(key)
             .await
-            .map_err(|e| format!("fetch layer {key}: {e}"))?;
-        let staged = self.layers.staging(key).map_err(|e| e.to_string())?;
+            .map_err(|source| LayersUnavailable::Fetch {
+                key: key.to_owned(),
+                source,
+            })?;
+        let staged = self.layers.staging(key)?;
         let archive = staged.with_extension("tar");
         let downloaded = async {
             let mut file = tokio::fs::File::create(&archive).await?;
@@ -117,7 +148,10 @@ impl Daemon {
             Err(e) => {
                 let _ = std::fs::remove_file(&archive);
                 let _ = std::fs::remove_dir_all(&staged);
-                return Err(format!("download layer {key}: {e}"));
+                return Err(LayersUnavailable::Download {
+                    key: key.to_owned(),
+                    source: e,
+                });
             }
         };
         let (from, into) = (archive.clone(), staged.clone());
@@ -130,16 +164,16 @@ impl Daemon {
             tar.unpack(&into)
         })
         .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let _ = std::fs::remove_file(&archive);
-        if let Err(e) = unpacked {
+        if let Err(source) = unpacked {
             let _ = std::fs::remove_dir_all(&staged);
-            return Err(format!("unpack layer {key}: {e}"));
+            return Err(LayersUnavailable::Unpack {
+                key: key.to_owned(),
+                source,
+            });
         }
-        self.layers
-            .commit(&staged, key)
-            .map_err(|e| e.to_string())?;
+        self.layers.commit(&staged, key)?;
         tracing::info!(
             layer = key,
             bytes,

@@ -159,33 +159,56 @@ pub fn find_kernel(kernel_dir: &Path) -> Option<(PathBuf, PathBuf)> {
     Some((vmlinuz, modules))
 }
 
+/// Why this host cannot run the microVM tier.
+#[derive(Debug, thiserror::Error)]
+pub enum MicrovmUnavailable {
+    #[error("{qemu} cannot run: {source}")]
+    QemuMissing {
+        qemu: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} --version failed")]
+    QemuBroken(PathBuf),
+    #[error("no guest kernel in {0} (scripts/guest-kernel installs one)")]
+    NoKernel(PathBuf),
+    #[error("no static busybox at {0} (Debian package busybox-static)")]
+    NoBusybox(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error("the probe guest never reported ready")]
+    NeverReady,
+}
+
 impl MicrovmDriver {
     /// The driver, or why this host cannot run the tier.
-    pub async fn detect(cfg: MicrovmConfig, host: Arc<Host>) -> Result<Self, String> {
+    pub async fn detect(cfg: MicrovmConfig, host: Arc<Host>) -> Result<Self, MicrovmUnavailable> {
         let version = tokio::process::Command::new(&cfg.qemu)
             .arg("--version")
             .output()
             .await
-            .map_err(|e| format!("{} cannot run: {e}", cfg.qemu.display()))?;
+            .map_err(|source| MicrovmUnavailable::QemuMissing {
+                qemu: cfg.qemu.clone(),
+                source,
+            })?;
         if !version.status.success() {
-            return Err(format!("{} --version failed", cfg.qemu.display()));
+            return Err(MicrovmUnavailable::QemuBroken(cfg.qemu.clone()));
         }
-        let (kernel, modules) = find_kernel(&cfg.kernel_dir).ok_or_else(|| {
-            format!(
-                "no guest kernel in {} (scripts/guest-kernel installs one)",
-                cfg.kernel_dir.display()
-            )
-        })?;
+        let (kernel, modules) = find_kernel(&cfg.kernel_dir)
+            .ok_or_else(|| MicrovmUnavailable::NoKernel(cfg.kernel_dir.clone()))?;
         if !cfg.busybox.exists() {
-            return Err(format!(
-                "no static busybox at {} (Debian package busybox-static)",
-                cfg.busybox.display()
-            ));
+            return Err(MicrovmUnavailable::NoBusybox(cfg.busybox.clone()));
         }
-        let base_initrd =
-            initramfs::build_base(&cfg.busybox, &modules).map_err(|e| e.to_string())?;
+        let base_initrd = initramfs::build_base(&cfg.busybox, &modules)?;
         for d in [&cfg.state_dir, &cfg.image_dir] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(|source| MicrovmUnavailable::Io {
+                path: d.clone(),
+                source,
+            })?;
         }
         // One image per agent bundle, never rewritten: running guests have theirs attached.
         let bundle_name = host
@@ -201,13 +224,12 @@ impl MicrovmDriver {
                 std::fs::rename(&staging, &out).map_err(io("install agent image"))
             })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| DriverError::Panicked("the agent image build"))??;
         }
         // Blocking: measuring the TSC rate sleeps a few tens of milliseconds.
         let (accel, why_not_kvm) = tokio::task::spawn_blocking(qemu::detect_accel)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| DriverError::Panicked("the acceleration check"))?;
         match &why_not_kvm {
             None => tracing::info!(accel = "kvm", "microVM tier available"),
             Some(why) => tracing::warn!(

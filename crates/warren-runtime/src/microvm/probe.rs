@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{find_kernel, image, initramfs, qemu};
+use super::{find_kernel, image, initramfs, qemu, MicrovmUnavailable};
+use crate::driver::DriverError;
 
 /// Boots a guest with nothing but the agent (no template root, no network) and returns the time
 /// from starting QEMU to the agent's ready line: the floor under every microVM sandbox start.
@@ -16,19 +17,22 @@ pub async fn probe_boot(
     busybox: &Path,
     agent_bundle: &Path,
     work: &Path,
-) -> Result<Duration, String> {
+) -> Result<Duration, MicrovmUnavailable> {
     use tokio::io::AsyncBufReadExt;
     let (kernel, modules) = find_kernel(kernel_dir)
-        .ok_or_else(|| format!("no guest kernel in {}", kernel_dir.display()))?;
+        .ok_or_else(|| MicrovmUnavailable::NoKernel(kernel_dir.to_path_buf()))?;
     let initrd = work.join("probe-initrd");
     let agent_image = work.join("probe-agent.ext4");
-    let mut bytes = initramfs::build_base(busybox, &modules).map_err(|e| e.to_string())?;
-    bytes.extend(initramfs::build_probe_config().map_err(|e| e.to_string())?);
-    std::fs::write(&initrd, bytes).map_err(|e| e.to_string())?;
-    image::build_agent_image(agent_bundle, &agent_image).map_err(|e| e.to_string())?;
+    let mut bytes = initramfs::build_base(busybox, &modules)?;
+    bytes.extend(initramfs::build_probe_config()?);
+    std::fs::write(&initrd, bytes).map_err(|source| MicrovmUnavailable::Io {
+        path: initrd.clone(),
+        source,
+    })?;
+    image::build_agent_image(agent_bundle, &agent_image)?;
     let (accel, _) = tokio::task::spawn_blocking(qemu::detect_accel)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| DriverError::Panicked("the acceleration check"))?;
     let started = std::time::Instant::now();
     let mut child = qemu::boot_probe_command(qemu, accel, &kernel, &initrd, &agent_image)
         .stdin(Stdio::null())
@@ -36,8 +40,11 @@ pub async fn probe_boot(
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("{}: {e}", qemu.display()))?;
-    let stdout = child.stdout.take().ok_or("no QEMU stdout")?;
+        .map_err(|source| MicrovmUnavailable::QemuMissing {
+            qemu: qemu.to_path_buf(),
+            source,
+        })?;
+    let stdout = child.stdout.take().ok_or(DriverError::NoStdout)?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let ready = crate::host::until_ready(
         &mut lines,
@@ -50,6 +57,6 @@ pub async fn probe_boot(
     if ready {
         Ok(took)
     } else {
-        Err("the probe guest never reported ready".into())
+        Err(MicrovmUnavailable::NeverReady)
     }
 }

@@ -11,8 +11,45 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use warren_runtime::layers::LayerStore;
 
-use crate::builds::spec::{RegistryCredentials, TemplateSpec};
-use crate::builds::Build;
+use super::spec::{RegistryCredentials, TemplateSpec};
+use super::Build;
+
+/// Why an image could not be pulled as a build's base.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{image:?} is neither a local template nor an image reference: {source}")]
+    Reference {
+        image: String,
+        source: oci_client::ParseError,
+    },
+    #[error("mirror reference: {0}")]
+    Mirror(oci_client::ParseError),
+    #[error("cannot pull {reference}: {source}")]
+    Pull {
+        reference: String,
+        source: oci_client::errors::OciDistributionError,
+    },
+    #[error("layer {digest}: {source}")]
+    Blob {
+        digest: String,
+        source: oci_client::errors::OciDistributionError,
+    },
+    #[error("unsupported layer digest {0}")]
+    Digest(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Layer(#[from] warren_runtime::layers::LayerError),
+    #[error("unpacking a layer panicked")]
+    Panicked,
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> RegistryError {
+    move |source| RegistryError::Io { what, source }
+}
 
 pub struct Registry {
     blobs: PathBuf,
@@ -36,9 +73,10 @@ impl Registry {
         }
     }
 
-    fn reference(&self, image: &str) -> Result<Reference, String> {
-        let r: Reference = image.parse().map_err(|e| {
-            format!("{image:?} is neither a local template nor an image reference: {e}")
+    fn reference(&self, image: &str) -> Result<Reference, RegistryError> {
+        let r: Reference = image.parse().map_err(|source| RegistryError::Reference {
+            image: image.to_owned(),
+            source,
         })?;
         match &self.mirror {
             Some(m) if r.registry() == "docker.io" || r.registry() == "index.docker.io" => {
@@ -47,9 +85,7 @@ impl Registry {
                     Some(d) => format!("{m}/{}@{d}", r.repository()),
                     None => format!("{m}/{}:{tag}", r.repository()),
                 };
-                rewritten
-                    .parse()
-                    .map_err(|e| format!("mirror reference: {e}"))
+                rewritten.parse().map_err(RegistryError::Mirror)
             }
             _ => Ok(r),
         }
@@ -62,7 +98,7 @@ impl Registry {
         credentials: Option<&RegistryCredentials>,
         layers: &LayerStore,
         build: &Build,
-    ) -> Result<TemplateSpec, String> {
+    ) -> Result<TemplateSpec, RegistryError> {
         let reference = self.reference(image)?;
         let registry = reference.resolve_registry().to_owned();
         let mut insecure = self.insecure.clone();
@@ -84,21 +120,24 @@ impl Registry {
         let (manifest, digest, config) = client
             .pull_manifest_and_config(&reference, &auth)
             .await
-            .map_err(|e| format!("cannot pull {reference}: {e}"))?;
+            .map_err(|source| RegistryError::Pull {
+            reference: reference.to_string(),
+            source,
+        })?;
         build.log(format!(
             "  manifest {digest}: {} layers",
             manifest.layers.len()
         ));
         tokio::fs::create_dir_all(&self.blobs)
             .await
-            .map_err(|e| format!("blob store: {e}"))?;
+            .map_err(io("blob store"))?;
         let mut spec = TemplateSpec::default();
         for (i, layer) in manifest.layers.iter().enumerate() {
             let hex = layer
                 .digest
                 .strip_prefix("sha256:")
                 .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-                .ok_or_else(|| format!("unsupported layer digest {}", layer.digest))?
+                .ok_or_else(|| RegistryError::Digest(layer.digest.clone()))?
                 .to_owned();
             let key = format!("blob-{hex}");
             if layers.is_ready(&key) {
@@ -119,17 +158,16 @@ impl Registry {
                         layer.size
                     ));
                     let part = blob.with_extension("part");
-                    let mut file = tokio::fs::File::create(&part)
-                        .await
-                        .map_err(|e| format!("blob: {e}"))?;
+                    let mut file = tokio::fs::File::create(&part).await.map_err(io("blob"))?;
                     // pull_blob checks the content against the digest.
                     client
                         .pull_blob(&reference, layer, &mut file)
                         .await
-                        .map_err(|e| format!("layer {}: {e}", layer.digest))?;
-                    tokio::fs::rename(&part, &blob)
-                        .await
-                        .map_err(|e| format!("blob: {e}"))?;
+                        .map_err(|source| RegistryError::Blob {
+                            digest: layer.digest.clone(),
+                            source,
+                        })?;
+                    tokio::fs::rename(&part, &blob).await.map_err(io("blob"))?;
                 }
                 build.log(format!(
                     "  layer {}/{} {:.19} unpacking",
@@ -137,16 +175,15 @@ impl Registry {
                     manifest.layers.len(),
                     layer.digest
                 ));
-                let staged = layers.staging(&key).map_err(|e| e.to_string())?;
+                let staged = layers.staging(&key)?;
                 let target = staged.clone();
                 tokio::task::spawn_blocking(move || {
-                    let f = std::fs::File::open(&blob).map_err(|e| e.to_string())?;
-                    warren_runtime::layers::unpack_image_layer(f, &target)
-                        .map_err(|e| e.to_string())
+                    let f = std::fs::File::open(&blob).map_err(io("blob"))?;
+                    Ok::<_, RegistryError>(warren_runtime::layers::unpack_image_layer(f, &target)?)
                 })
                 .await
-                .map_err(|e| e.to_string())??;
-                layers.commit(&staged, &key).map_err(|e| e.to_string())?;
+                .map_err(|_| RegistryError::Panicked)??;
+                layers.commit(&staged, &key)?;
             }
             spec.layers.insert(0, layers.path(&key));
         }
