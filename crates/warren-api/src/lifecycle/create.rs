@@ -15,7 +15,7 @@ use super::snapshots::snapshot_spec;
 use super::templates::builtin_spec;
 use super::{Lifecycle, LifecycleError, LifecycleResult, Requester, TemplateRoots};
 use crate::clock::now;
-use crate::cluster::{layer_keys, Placement, TemplateNeed, Wanted};
+use crate::cluster::{layer_keys, NodeView, Placement, TemplateNeed, Wanted};
 use crate::nodes::{NodeHandle, StartOrder};
 use crate::template_spec::TemplateSpec;
 
@@ -177,13 +177,6 @@ impl Lifecycle {
             .as_ref()
             .map(|s| layer_keys(&s.layers))
             .unwrap_or_default();
-        let source = if template.tenant.is_some() {
-            TemplateSource::Layers { keys: keys.clone() }
-        } else {
-            TemplateSource::Builtin {
-                name: template.name.clone(),
-            }
-        };
         let placement = if asked.snapshot.is_some() {
             self.local()?;
             Placement::Local
@@ -203,53 +196,16 @@ impl Lifecycle {
                 LifecycleError::Unavailable(why.to_string())
             })?
         };
+        let source = if template.tenant.is_some() {
+            TemplateSource::Layers { keys }
+        } else {
+            TemplateSource::Builtin {
+                name: template.name.clone(),
+            }
+        };
         let placed = match placement {
-            Placement::Local => {
-                let node = self.local()?.clone();
-                node.has_room()
-                    .map_err(|e| LifecycleError::Unavailable(e.to_string()))?;
-                let run = match &asked.snapshot {
-                    Some(snap) => snapshot_spec(snap)?,
-                    None => self.templates.runnable(template).await?,
-                };
-                Placed {
-                    tier: asked.tier.unwrap_or_else(|| self.cluster.default_tier()),
-                    node,
-                    node_id: None,
-                    region: self.cluster.local_region.clone(),
-                    run,
-                    source,
-                }
-            }
-            Placement::Remote(view) => {
-                let node = self.cluster.remote(&view.record.id).ok_or_else(|| {
-                    LifecycleError::Unavailable(format!("node {} left the cluster", view.record.id))
-                })?;
-                // The node prepares the template itself: nothing is built here.
-                let run = match (&template.tenant, &asked.stored) {
-                    (Some(_), Some(spec)) => spec.clone(),
-                    (Some(_), None) => {
-                        return Err(LifecycleError::TemplateNotReady {
-                            name: template.name.clone(),
-                            status: template.status.as_str(),
-                        })
-                    }
-                    (None, _) => TemplateRoots::recipe(&template.name)
-                        .map(|r| builtin_spec(&r, Vec::new()))
-                        .unwrap_or_default(),
-                };
-                Placed {
-                    tier: asked
-                        .tier
-                        .or_else(|| node.tiers().first().copied())
-                        .unwrap_or(Tier::Namespaces),
-                    node_id: Some(view.record.id.clone()),
-                    region: view.region().unwrap_or("default").to_owned(),
-                    node: Arc::new(node),
-                    run,
-                    source,
-                }
-            }
+            Placement::Local => self.on_local_node(asked, source).await?,
+            Placement::Remote(view) => self.on_joined_node(asked, &view, source)?,
         };
         // A template whose ready check cannot be run is refused before anything is recorded.
         placed
@@ -257,6 +213,65 @@ impl Lifecycle {
             .ready_probe()
             .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
         Ok(placed)
+    }
+
+    /// Placed here: the machine must have room, and a built-in template is built on first use.
+    async fn on_local_node(
+        &self,
+        asked: &Asked,
+        source: TemplateSource,
+    ) -> LifecycleResult<Placed> {
+        let node = self.local()?.clone();
+        node.has_room()
+            .map_err(|e| LifecycleError::Unavailable(e.to_string()))?;
+        let run = match &asked.snapshot {
+            Some(snap) => snapshot_spec(snap)?,
+            None => self.templates.runnable(&asked.template).await?,
+        };
+        Ok(Placed {
+            tier: asked.tier.unwrap_or_else(|| self.cluster.default_tier()),
+            node,
+            node_id: None,
+            region: self.cluster.local_region.clone(),
+            run,
+            source,
+        })
+    }
+
+    /// Placed on a joined node, which prepares the template itself: nothing is built here.
+    fn on_joined_node(
+        &self,
+        asked: &Asked,
+        view: &NodeView,
+        source: TemplateSource,
+    ) -> LifecycleResult<Placed> {
+        let template = &asked.template;
+        let node = self.cluster.remote(&view.record.id).ok_or_else(|| {
+            LifecycleError::Unavailable(format!("node {} left the cluster", view.record.id))
+        })?;
+        let run = match (&template.tenant, &asked.stored) {
+            (Some(_), Some(spec)) => spec.clone(),
+            (Some(_), None) => {
+                return Err(LifecycleError::TemplateNotReady {
+                    name: template.name.clone(),
+                    status: template.status.as_str(),
+                })
+            }
+            (None, _) => TemplateRoots::recipe(&template.name)
+                .map(|r| builtin_spec(&r, Vec::new()))
+                .unwrap_or_default(),
+        };
+        Ok(Placed {
+            tier: asked
+                .tier
+                .or_else(|| node.tiers().first().copied())
+                .unwrap_or(Tier::Namespaces),
+            node_id: Some(view.record.id.clone()),
+            region: view.region().unwrap_or("default").to_owned(),
+            node: Arc::new(node),
+            run,
+            source,
+        })
     }
 
     /// Takes a warm sandbox when one fits: on this control plane's own node, neither a copy of a
@@ -293,39 +308,8 @@ impl Lifecycle {
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
         let closing = self.starts_allowed().await?;
-        let id = SandboxId::generate();
-        let egress = match &asked.egress {
-            Some(p) => {
-                Some(serde_json::to_string(p).map_err(|e| LifecycleError::Invalid(e.to_string()))?)
-            }
-            None => None,
-        };
-        let record = {
-            let _admission = self.admission.lock().await;
-            self.admit(who.tenant, asked.template.resources).await?;
-            self.store
-                .insert_sandbox(
-                    NewSandbox {
-                        id: &id,
-                        template_id: &asked.template.id,
-                        template_name: &asked.template.name,
-                        resources: asked.template.resources,
-                        internet_access: req.internet_access.unwrap_or(true),
-                        timeout_seconds: req.timeout_seconds,
-                        key_id: Some(who.key_id),
-                        tenant: who.tenant,
-                        isolation: placed.tier,
-                        node_id: placed.node_id.as_deref(),
-                        region: Some(&placed.region),
-                        metadata: asked.metadata.as_deref(),
-                        egress: egress.as_deref(),
-                        pause_on_timeout: req.auto_pause.unwrap_or(false),
-                        snapshot_id: asked.snapshot.as_ref().map(|s| s.id.as_str()),
-                    },
-                    now(),
-                )
-                .await?
-        };
+        let record = self.admit_and_record(asked, &placed, req, who).await?;
+        let id = record.id.clone();
         let order = StartOrder {
             id: id.clone(),
             template_name: asked.template.name.clone(),
@@ -369,5 +353,48 @@ impl Lifecycle {
             runtime_handle: Some(started.handle),
             ..record
         })
+    }
+
+    /// Checks the tenant's quotas and records the sandbox as `creating`, under the admission lock
+    /// so that concurrent creates cannot overshoot a quota together.
+    async fn admit_and_record(
+        &self,
+        asked: &Asked,
+        placed: &Placed,
+        req: &CreateSandboxRequest,
+        who: Requester<'_>,
+    ) -> LifecycleResult<SandboxRecord> {
+        let egress = match &asked.egress {
+            Some(p) => {
+                Some(serde_json::to_string(p).map_err(|e| LifecycleError::Invalid(e.to_string()))?)
+            }
+            None => None,
+        };
+        let _admission = self.admission.lock().await;
+        self.admit(who.tenant, asked.template.resources).await?;
+        let record = self
+            .store
+            .insert_sandbox(
+                NewSandbox {
+                    id: &SandboxId::generate(),
+                    template_id: &asked.template.id,
+                    template_name: &asked.template.name,
+                    resources: asked.template.resources,
+                    internet_access: req.internet_access.unwrap_or(true),
+                    timeout_seconds: req.timeout_seconds,
+                    key_id: Some(who.key_id),
+                    tenant: who.tenant,
+                    isolation: placed.tier,
+                    node_id: placed.node_id.as_deref(),
+                    region: Some(&placed.region),
+                    metadata: asked.metadata.as_deref(),
+                    egress: egress.as_deref(),
+                    pause_on_timeout: req.auto_pause.unwrap_or(false),
+                    snapshot_id: asked.snapshot.as_ref().map(|s| s.id.as_str()),
+                },
+                now(),
+            )
+            .await?;
+        Ok(record)
     }
 }

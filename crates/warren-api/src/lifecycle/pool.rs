@@ -441,27 +441,41 @@ impl Lifecycle {
         let Some(record) = claimed else {
             return Ok(None);
         };
-        let hand_over = HandOver {
+        self.hand_over(node, &record, req).await?;
+        drop(closing);
+        if record.expires_at.is_some() {
+            self.expiry_changed.notify_one();
+        }
+        Ok(Some(record))
+    }
+
+    /// Gives the claimed warm sandbox what the create asks and it does not have yet: its owner
+    /// on the node, no network link when it wants no internet, the caller's environment. One
+    /// that cannot be handed over is stopped and recorded as `error`.
+    async fn hand_over(
+        &self,
+        node: &dyn NodeHandle,
+        record: &SandboxRecord,
+        req: &CreateSandboxRequest,
+    ) -> LifecycleResult<()> {
+        let to = HandOver {
             owner: record.tenant.clone(),
-            cut_internet_of: if internet {
+            cut_internet_of: if record.internet_access {
                 None
             } else {
                 record.runtime_handle.clone()
             },
             env_vars: req.env_vars.clone().unwrap_or_default(),
         };
-        if let Err(e) = node.hand_over(&id, hand_over).await {
-            tracing::error!(sandbox = %id, error = %e, "a warm sandbox could not be handed over");
-            let reason = format!("it could not be handed over: {e}");
-            self.stop(&id, SandboxStatus::Error, Some(&reason)).await;
-            return Err(LifecycleError::Unavailable(format!(
-                "sandbox failed to start: {e}"
-            )));
-        }
-        drop(closing);
-        if record.expires_at.is_some() {
-            self.expiry_changed.notify_one();
-        }
-        Ok(Some(record))
+        let Err(e) = node.hand_over(&record.id, to).await else {
+            return Ok(());
+        };
+        tracing::error!(sandbox = %record.id, error = %e, "a warm sandbox could not be handed over");
+        let reason = format!("it could not be handed over: {e}");
+        self.stop(&record.id, SandboxStatus::Error, Some(&reason))
+            .await;
+        Err(LifecycleError::Unavailable(format!(
+            "sandbox failed to start: {e}"
+        )))
     }
 }

@@ -10,7 +10,7 @@
 //! it with the source's processes, interpreter state and files, each on its own disk.
 
 use warren_core::{SandboxId, SandboxStatus};
-use warren_runtime::Snapshot;
+use warren_runtime::{Snapshot, SnapshotTaken};
 use warren_store::{SandboxRecord, SnapshotRecord};
 
 use super::{Lifecycle, LifecycleError, LifecycleResult};
@@ -73,55 +73,29 @@ impl Lifecycle {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| LifecycleError::Unavailable(format!("snapshot directory: {e}")))?;
-        // The copy, and how the source runs (stacked under it); nothing is kept if either fails.
+        // The copy, how the source runs (stacked under it), and its record; nothing is kept
+        // if one of them fails.
         let made = async {
             let taken = node
                 .snapshot(id, &dir)
                 .await
                 .map_err(|e| LifecycleError::from_node(e, "snapshot", rec.status))?;
-            Ok::<_, LifecycleError>((taken, self.run_spec_of(&rec).await?))
+            let run = self.run_spec_of(&rec).await?;
+            let record = snapshot_record(&snap_id, &rec, taken, run, name, ephemeral)?;
+            self.store.insert_snapshot(&record).await?;
+            Ok::<_, LifecycleError>(record)
         }
         .await;
-        let (taken, run) = match made {
-            Ok(m) => m,
+        match made {
+            Ok(record) => {
+                tracing::info!(sandbox = %id, snapshot = %record.id, bytes = record.size_bytes, "snapshot taken");
+                Ok(record)
+            }
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&dir).await;
-                return Err(e);
+                Err(e)
             }
-        };
-        let size_bytes = i64::try_from(taken.bytes).unwrap_or(i64::MAX);
-        let mut spec = run;
-        let content = match taken.snapshot {
-            Snapshot::Layer(layer) => {
-                spec.layers.insert(0, layer.clone());
-                layer
-            }
-            Snapshot::SavedState(saved) => {
-                spec.saved_state = Some(saved.clone());
-                saved
-            }
-        };
-        let record = SnapshotRecord {
-            id: snap_id,
-            tenant: tenant.to_owned(),
-            source_sandbox_id: id.to_string(),
-            template_id: rec.template_id.clone(),
-            template_name: rec.template_name.clone(),
-            isolation: rec.isolation,
-            spec: serde_json::to_string(&spec)
-                .map_err(|e| LifecycleError::Unavailable(e.to_string()))?,
-            layer_dir: content.display().to_string(),
-            size_bytes,
-            created_at: now(),
-            name: name.map(str::to_owned),
-            ephemeral,
-        };
-        if let Err(e) = self.store.insert_snapshot(&record).await {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(e.into());
         }
-        tracing::info!(sandbox = %id, snapshot = %record.id, bytes = size_bytes, "snapshot taken");
-        Ok(record)
     }
 
     /// A tenant's snapshot (another tenant's is not found, like a missing one).
@@ -183,5 +157,42 @@ impl Lifecycle {
 pub(super) fn snapshot_spec(snap: &SnapshotRecord) -> LifecycleResult<TemplateSpec> {
     serde_json::from_str(&snap.spec).map_err(|e| {
         LifecycleError::Unavailable(format!("snapshot {} is unreadable: {e}", snap.id))
+    })
+}
+
+/// The record of snapshot `id` of sandbox `rec`: what was `taken` on top of how the source runs.
+fn snapshot_record(
+    id: &str,
+    rec: &SandboxRecord,
+    taken: SnapshotTaken,
+    run: TemplateSpec,
+    name: Option<&str>,
+    ephemeral: bool,
+) -> LifecycleResult<SnapshotRecord> {
+    let mut spec = run;
+    let content = match taken.snapshot {
+        Snapshot::Layer(layer) => {
+            spec.layers.insert(0, layer.clone());
+            layer
+        }
+        Snapshot::SavedState(saved) => {
+            spec.saved_state = Some(saved.clone());
+            saved
+        }
+    };
+    Ok(SnapshotRecord {
+        id: id.to_owned(),
+        tenant: rec.tenant.clone(),
+        source_sandbox_id: rec.id.to_string(),
+        template_id: rec.template_id.clone(),
+        template_name: rec.template_name.clone(),
+        isolation: rec.isolation,
+        spec: serde_json::to_string(&spec)
+            .map_err(|e| LifecycleError::Unavailable(e.to_string()))?,
+        layer_dir: content.display().to_string(),
+        size_bytes: i64::try_from(taken.bytes).unwrap_or(i64::MAX),
+        created_at: now(),
+        name: name.map(str::to_owned),
+        ephemeral,
     })
 }
