@@ -11,24 +11,6 @@ use super::{Lifecycle, LifecycleError, LifecycleResult, POOL_TENANT};
 use crate::clock::now;
 use crate::nodes::{NodeCallError, NodeHandle};
 
-impl LifecycleError {
-    /// A node's refusal to `action` a sandbox that the store says is `status`: a sandbox the
-    /// node does not run is in the wrong state for it; what the node or tier cannot do is the
-    /// caller's choice (400); a node that is silent or failed is unavailable now; the control
-    /// plane's own node failing is an internal error.
-    pub(super) fn from_node(e: NodeCallError, action: &'static str, status: SandboxStatus) -> Self {
-        match e {
-            NodeCallError::NotRunning => Self::InvalidState { action, status },
-            NodeCallError::NoSuchTier(why) | NodeCallError::Unsupported(why) => Self::Invalid(why),
-            NodeCallError::Local(source) => Self::Node {
-                context: action,
-                source,
-            },
-            e => Self::Unavailable(e.to_string()),
-        }
-    }
-}
-
 impl Lifecycle {
     /// Stops a sandbox on `node` and says so in the log when it could not. A joined node that
     /// cannot be reached stops it when it reports again (the heartbeat answer names it).

@@ -3,6 +3,7 @@ use warren_node::NodeError;
 use warren_store::StoreError;
 
 use crate::limits::QuotaExceeded;
+use crate::nodes::NodeCallError;
 
 /// Why a lifecycle command failed. Becomes an API error (status, code, envelope) only at the HTTP
 /// edge (`crate::error`).
@@ -44,6 +45,24 @@ pub enum LifecycleError {
         context: &'static str,
         source: NodeError,
     },
+}
+
+impl LifecycleError {
+    /// A node's refusal to `action` a sandbox that the store says is `status`: a sandbox the
+    /// node does not run is in the wrong state for it; what the node or tier cannot do is the
+    /// caller's choice (400); a node that is silent or failed is unavailable now; the control
+    /// plane's own node failing is an internal error.
+    pub(super) fn from_node(e: NodeCallError, action: &'static str, status: SandboxStatus) -> Self {
+        match e {
+            NodeCallError::NotRunning => Self::InvalidState { action, status },
+            NodeCallError::NoSuchTier(why) | NodeCallError::Unsupported(why) => Self::Invalid(why),
+            NodeCallError::Local(source) => Self::Node {
+                context: action,
+                source,
+            },
+            e => Self::Unavailable(e.to_string()),
+        }
+    }
 }
 
 pub type LifecycleResult<T> = Result<T, LifecycleError>;
