@@ -88,9 +88,12 @@ fn node_error(e: NodeError) -> Response {
         NodeError::NoSuchTier { .. } => {
             error(StatusCode::BAD_REQUEST, "NO_SUCH_TIER", e.to_string())
         }
-        NodeError::NotReady(_) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", e.to_string())
-        }
+        // The reason alone: the control plane says "it did not become ready" itself.
+        NodeError::NotReady(why) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_READY",
+            why.to_string(),
+        ),
         other => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "NODE_FAILED",
