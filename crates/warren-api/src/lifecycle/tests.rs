@@ -22,6 +22,14 @@ fn create_of(template: &str) -> CreateSandboxRequest {
     }
 }
 
+/// A sandbox of the harness's built template `py`, created by its key.
+async fn create_py(h: &Harness) -> warren_store::SandboxRecord {
+    h.lifecycle
+        .create(create_of("py"), h.who())
+        .await
+        .expect("created")
+}
+
 fn quota(max_sandboxes: u64) -> Setup {
     let mut setup = Setup::default();
     setup.limits.max_sandboxes_per_tenant = max_sandboxes;
@@ -214,11 +222,7 @@ async fn another_tenants_template_and_sandbox_are_not_found() {
         h.lifecycle.create(create_of("py"), other).await,
         Err(LifecycleError::TemplateNotFound(_))
     ));
-    let rec = h
-        .lifecycle
-        .create(create_of("py"), h.who())
-        .await
-        .expect("created");
+    let rec = create_py(&h).await;
     assert!(matches!(
         h.lifecycle.get_owned(&rec.id, "globex").await,
         Err(LifecycleError::SandboxNotFound)
@@ -229,11 +233,7 @@ async fn another_tenants_template_and_sandbox_are_not_found() {
 async fn pause_resume_and_kill_follow_the_status_machine() {
     let h = Harness::new().await;
     h.built_template("py", None).await;
-    let rec = h
-        .lifecycle
-        .create(create_of("py"), h.who())
-        .await
-        .expect("created");
+    let rec = create_py(&h).await;
     let paused = h.lifecycle.pause(&rec.id).await.expect("paused");
     assert_eq!(paused.status, SandboxStatus::Paused);
     assert!(h.node.sandbox(&rec.id).is_some_and(|s| s.paused));
@@ -265,11 +265,7 @@ async fn pause_resume_and_kill_follow_the_status_machine() {
 async fn a_sandbox_the_node_lost_cannot_be_paused_and_its_exit_is_recorded() {
     let h = Harness::new().await;
     h.built_template("py", None).await;
-    let rec = h
-        .lifecycle
-        .create(create_of("py"), h.who())
-        .await
-        .expect("created");
+    let rec = create_py(&h).await;
     h.node.lose(&rec.id);
     assert!(matches!(
         h.lifecycle.pause(&rec.id).await,
@@ -353,11 +349,7 @@ async fn a_sandbox_of_a_lost_node_is_marked_when_the_node_reports_it() {
 async fn a_snapshot_is_copied_onto_its_layer_and_kept_while_copies_run() {
     let h = Harness::new().await;
     let template = h.built_template("py", None).await;
-    let source = h
-        .lifecycle
-        .create(create_of("py"), h.who())
-        .await
-        .expect("created");
+    let source = create_py(&h).await;
     let snap = h
         .lifecycle
         .snapshot(&source.id, TENANT)
@@ -489,22 +481,10 @@ async fn a_warm_sandbox_is_not_taken_past_the_quota() {
 async fn a_restart_takes_over_survivors_and_records_the_rest_as_stopped() {
     let h = Harness::new().await;
     h.built_template("py", None).await;
-    let alive = h
-        .lifecycle
-        .create(create_of("py"), h.who())
-        .await
-        .expect("created");
-    let paused = h
-        .lifecycle
-        .create(create_of("py"), h.who())
-        .await
-        .expect("created");
+    let alive = create_py(&h).await;
+    let paused = create_py(&h).await;
     h.lifecycle.pause(&paused.id).await.expect("paused");
-    let dead = h
-        .lifecycle
-        .create(create_of("py"), h.who())
-        .await
-        .expect("created");
+    let dead = create_py(&h).await;
 
     // The next server: a new node process finds two of them alive, one resumed meanwhile.
     let node = Arc::new(FakeNode::new(&[Tier::Namespaces]));
@@ -561,11 +541,7 @@ async fn sandboxes_are_stopped_as_their_timeout_passes_or_paused_when_asked() {
     req.timeout_seconds = Some(1);
     req.auto_pause = Some(true);
     let pausing = h.lifecycle.create(req, h.who()).await.expect("created");
-    let lasting = h
-        .lifecycle
-        .create(create_of("py"), h.who())
-        .await
-        .expect("created");
+    let lasting = create_py(&h).await;
     let reaper = tokio::spawn(h.lifecycle.clone().reap_forever());
     let mut ended = None;
     for _ in 0..40 {
