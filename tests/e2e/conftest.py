@@ -130,6 +130,8 @@ def warren_cgroups():
 
 @pytest.fixture(scope="session")
 def server():
+    """The suite's server. Its egress proxy resolves the test names of test_egress.py to the
+    upstream hosts that test creates (EGRESS_PINS)."""
     if os.geteuid() != 0:
         pytest.skip("SKIPPED LOUDLY: Warren's namespace driver needs root (cgroups, netns, overlay)")
     data_dir = tempfile.mkdtemp(prefix="warren-test-")
@@ -150,7 +152,8 @@ def server():
         [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
          "--stop-sandboxes-on-exit",
          # explicit quotas so tests do not depend on the machine's size
-         "--max-sandboxes", "8", "--max-vcpu", "64", "--max-memory-mb", "65536", "--max-upload-mb", "64", *mode],
+         "--max-sandboxes", "8", "--max-vcpu", "64", "--max-memory-mb", "65536", "--max-upload-mb", "64",
+         *[a for name, ip in EGRESS_PINS.items() for a in ("--egress-resolve", f"{name}={ip}")], *mode],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     base = f"{'https' if TLS else 'http'}://127.0.0.1:{port}"
@@ -226,6 +229,18 @@ def need_a_browser():
 def raw(server, method, path, **kw):
     headers = kw.pop("headers", {"X-API-Key": server["api_key"]})
     return requests.request(method, server["base_url"] + path, headers=headers, timeout=120, **kw)
+
+
+# Names the server's egress proxy and DNS filter resolve (`--egress-resolve`): two upstream hosts
+# in a netns of test_egress.py (198.19.0.0/24, inside the 198.18.0.0/15 test range), and names that
+# resolve to addresses the proxy must never dial.
+EGRESS_PINS = {
+    "allowed.test": "198.19.0.2",
+    "other.test": "198.19.0.3",
+    "a.pkg.test": "198.19.0.2",
+    "private.test": "10.0.0.5",
+    "loop.test": "127.0.0.1",
+}
 
 
 @pytest.fixture

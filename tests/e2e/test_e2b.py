@@ -398,12 +398,17 @@ def test_egress_policy_on_the_hopx_api_and_bad_entries(e2b_env, outside_host):
     with pytest.raises(Exception) as e:
         Sandbox.create(template="base", network={"allow_public_traffic": False})
     assert "allowPublicTraffic" in str(e.value)
-    for bad in (["example.com"], ["10.0.0.0/33"], ["::1"]):
+    # Bad entries get E2B's own 400 messages, on both APIs.
+    for bad, message in ((["example.com"], "you must include 'ALL_TRAFFIC' in deny out"),
+                         (["10.0.0.0/33"], "invalid allowed domain"), (["::1"], "IPv6"),
+                         (["0.0.0.0"], "invalid allowed address 0.0.0.0")):
         r = raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base", "network": {"allow_out": bad}})
-        assert r.status_code == 400 and "network" in r.json()["message"], r.text
+        assert r.status_code == 400 and message in r.json()["message"], r.text
         with pytest.raises(Exception) as e:
             Sandbox.create(template="base", network={"allow_out": bad})
-        assert "network" in str(e.value)
+        assert message in str(e.value)
+    r = raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base", "network": {"deny_out": ["example.com"]}})
+    assert r.status_code == 400 and "invalid denied CIDR example.com" in r.json()["message"], r.text
 
 
 @pytest.mark.parametrize("tier", ["gvisor", "microvm"])

@@ -71,6 +71,7 @@ pub enum ControlAction {
     SandboxStop,
     SandboxStart,
     SandboxTimeout,
+    SandboxNetwork,
     SandboxTokenRefresh,
     SandboxSnapshot,
     SnapshotDelete,
@@ -98,6 +99,7 @@ impl ControlAction {
             SandboxStop => "sandbox.stop",
             SandboxStart => "sandbox.start",
             SandboxTimeout => "sandbox.timeout",
+            SandboxNetwork => "sandbox.network",
             SandboxTokenRefresh => "sandbox.token_refresh",
             SandboxSnapshot => "sandbox.snapshot",
             SnapshotDelete => "snapshot.delete",
@@ -124,6 +126,7 @@ impl ControlAction {
                 | SandboxStop
                 | SandboxStart
                 | SandboxTimeout
+                | SandboxNetwork
                 | SandboxTokenRefresh
                 | SandboxSnapshot
         )

@@ -1,9 +1,16 @@
-//! Checks a create's egress policy (`network.allowOut`/`denyOut`) before anything starts; a bad
-//! entry is the caller's mistake (400), named in the answer.
+//! Parses a request's egress policy (`network`) before anything starts; a bad entry is the
+//! caller's mistake (400), named in the answer with E2B's words.
 
-use warren_runtime::host::egress::{EgressError, EgressRules};
+use warren_runtime::host::egress::{Policy, PolicyError};
 use warren_wire::control::EgressPolicy;
 
-pub fn check(p: &EgressPolicy) -> Result<(), EgressError> {
-    EgressRules::parse(&p.allow_out, &p.deny_out).map(drop)
+pub fn parse(p: &EgressPolicy) -> Result<Policy, PolicyError> {
+    Policy::parse(&p.allow_out, &p.deny_out, &p.dns_servers)
+}
+
+/// The policy a sandbox record keeps (JSON in the store), if any.
+pub fn stored(rec: &warren_store::SandboxRecord) -> Option<EgressPolicy> {
+    rec.egress
+        .as_deref()
+        .and_then(|e| serde_json::from_str::<EgressPolicy>(e).ok())
 }

@@ -84,7 +84,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
     paths(
         health, openapi_json, metrics,
         create_sandbox, list_sandboxes, get_sandbox, delete_sandbox, pause_sandbox,
-        resume_sandbox, set_sandbox_timeout, refresh_sandbox_token, sandbox_usage,
+        resume_sandbox, set_sandbox_timeout, set_sandbox_network, refresh_sandbox_token, sandbox_usage,
         take_snapshot, list_snapshots, get_snapshot, delete_snapshot,
         list_templates, get_template, delete_template,
         upload_link, upload_context, build_template, build_status, build_logs,
@@ -236,6 +236,16 @@ fn resume_sandbox() {}
         (status = "4XX", description = "Bad timeout, not found, or refused", body = ErrorEnvelope)))]
 #[allow(dead_code)]
 fn set_sandbox_timeout() {}
+
+/// Replace a sandbox's egress policy (Warren extension): the body is the create request's
+/// `network`. New connections follow it at once; open ones it no longer allows are cut.
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/network", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body = EgressPolicy,
+    responses((status = 200, description = "The policy now enforced", body = EgressPolicy),
+        (status = "4XX", description = "A bad entry (named), a domain without `0.0.0.0/0` denied, not found, or refused", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn set_sandbox_network() {}
 
 /// A new token for the sandbox's agent.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/token/refresh", tag = "sandboxes",
@@ -609,11 +619,13 @@ fn e2b_list_snapshots() {}
 #[allow(dead_code)]
 fn e2b_delete_template() {}
 
-/// Changing a running sandbox's network: not served.
+/// Replace a running sandbox's whole egress config (E2B): `allowOut`, `denyOut`, `dnsServers`,
+/// `allow_internet_access`; omitted fields are cleared.
 #[utoipa::path(put, path = "/sandboxes/{id}/network", tag = "e2b",
     params(("id" = String, Path, description = "Sandbox id")),
-    responses((status = 501, description = "Not served", body = E2bError),
-        (status = "4XX", description = "Refused", body = E2bError)))]
+    request_body = e2b::NetworkConfig,
+    responses((status = 204, description = "Replaced"),
+        (status = "4XX", description = "A bad entry, not found, or refused", body = E2bError)))]
 #[allow(dead_code)]
 fn e2b_network() {}
 

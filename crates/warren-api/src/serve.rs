@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub registry_mirror: Option<String>,
     /// Offer the gVisor tier when `runsc` works here.
     pub gvisor: bool,
+    /// How the egress proxy resolves names (`--egress-resolve`).
+    pub egress_resolver: warren_egress::Resolver,
     pub runsc: PathBuf,
     /// Offer the microVM tier when QEMU and a guest kernel are installed.
     pub microvm: bool,
@@ -303,6 +305,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
             qemu: cfg.qemu.clone(),
             guest_kernel_dir: cfg.guest_kernel_dir.clone(),
             default_isolation: cfg.default_isolation,
+            egress_resolver: cfg.egress_resolver.clone(),
         })
         .await?;
         let gate = Arc::new(ControlGate {

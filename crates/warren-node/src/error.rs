@@ -23,6 +23,9 @@ pub enum NodeError {
     /// its template's start command or ready check failed; the sandbox was removed
     #[error("it did not become ready: {0}")]
     NotReady(#[from] NotReady),
+    /// its egress policy cannot be put in place (the message says why)
+    #[error("{0}")]
+    Egress(String),
 }
 
 /// The machine is short of memory for one more sandbox.

@@ -73,6 +73,9 @@ pub enum AgentAction {
     DesktopInput,
     /// Desktop: a live-view (VNC) session opened.
     DesktopView,
+    /// A connection out of the sandbox, allowed or refused by its egress policy (recorded by
+    /// the host's egress proxy, not by a request).
+    Egress,
 }
 
 impl AgentAction {
@@ -146,6 +149,7 @@ impl AgentAction {
             ExecuteCell => "execute.cell",
             DesktopInput => "desktop.input",
             DesktopView => "desktop.view",
+            Egress => "egress",
         }
     }
 

@@ -25,6 +25,8 @@ pub struct MachineConfig {
     pub guest_kernel_dir: PathBuf,
     /// Tier of sandboxes that do not ask for one.
     pub default_isolation: Tier,
+    /// How the egress proxy and DNS filter resolve names (`--egress-resolve`).
+    pub egress_resolver: warren_egress::Resolver,
 }
 
 /// Why the machine cannot run sandboxes.
@@ -63,6 +65,10 @@ pub async fn prepare(cfg: &MachineConfig) -> Result<(Arc<Host>, Vec<AnyDriver>),
             agent_bundle: bundle,
             network_base: cfg.network_base,
             layers_dir: cfg.cache_dir.clone(),
+            egress: warren_egress::ProxyConfig {
+                resolver: cfg.egress_resolver.clone(),
+                refused: Vec::new(),
+            },
         })
         .await
         .map_err(setup("initialise the host layer (run as root)"))?,

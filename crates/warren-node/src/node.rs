@@ -108,8 +108,15 @@ impl Node {
     /// The node and the receiving end of its events. `tiers` must not be empty.
     pub fn new(cfg: NodeConfig, gate: Arc<dyn Gate>) -> (Arc<Self>, mpsc::Receiver<NodeEvent>) {
         let registry = Arc::new(Registry::default());
-        let proxy = Proxy::new(registry.clone(), gate, cfg.max_body_bytes, cfg.tls);
+        let proxy = Proxy::new(registry.clone(), gate.clone(), cfg.max_body_bytes, cfg.tls);
         let (events, received) = mpsc::channel(EVENT_DEPTH);
+        if let Some(egress) = cfg.host.take_egress_events() {
+            tokio::spawn(crate::egress_audit::forward(
+                egress,
+                registry.clone(),
+                gate.clone(),
+            ));
+        }
         let node = Arc::new(Self {
             host: cfg.host,
             tiers: cfg.tiers,
@@ -404,6 +411,27 @@ impl Node {
         if let Some(e) = self.registry.lock().get_mut(id) {
             e.target.owner = owner.to_owned();
         }
+    }
+
+    /// Replaces a running sandbox's egress policy (none: `internet` alone decides). New
+    /// connections follow it at once; open ones it refuses are cut.
+    pub async fn set_egress(
+        &self,
+        id: &SandboxId,
+        handle: &SandboxHandle,
+        policy: Option<&warren_runtime::host::egress::Policy>,
+        internet: bool,
+    ) -> Result<(), NodeError> {
+        if self.registry.driver(id).is_none() {
+            return Err(NodeError::NotRunning(id.clone()));
+        }
+        self.host
+            .set_egress(id, &handle.host, policy, internet)
+            .await
+            .map_err(|e| match e {
+                warren_runtime::host::HostError::Network(n) => NodeError::Egress(n.to_string()),
+                e => NodeError::Driver(e.into()),
+            })
     }
 
     /// Takes a running sandbox off the network: it keeps only its loopback.

@@ -27,11 +27,23 @@ pub struct SandboxSpec {
     pub resources: Resources,
     pub internet_access: bool,
     /// Destinations allowed or denied beyond `internet_access` (E2B's `allowOut`/`denyOut`).
-    pub egress: Option<crate::host::egress::EgressRules>,
+    pub egress: Option<crate::host::egress::Policy>,
     pub env_vars: BTreeMap<String, String>,
     /// Start from a snapshot that carries memory (a directory a tier's `snapshot` wrote, see
     /// `Snapshot::saved_state`) instead of booting: processes, memory and files as they were.
     pub saved_state: Option<PathBuf>,
+}
+
+impl SandboxSpec {
+    /// Whether the sandbox gets a link out (and so a resolver): internet access, or a policy
+    /// that allows something.
+    pub fn reaches_out(&self) -> bool {
+        self.internet_access
+            || self
+                .egress
+                .as_ref()
+                .is_some_and(|e| !e.allow.is_empty() || e.has_domains())
+    }
 }
 
 /// What `IsolationDriver::snapshot` wrote into the snapshot's directory.

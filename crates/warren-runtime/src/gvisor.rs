@@ -140,7 +140,7 @@ impl GvisorDriver {
             json!({"destination": "/.warren", "type": "bind", "source": self.host.agent_bundle(), "options": ["rbind", "ro"]}),
             json!({"destination": "/run/warren", "type": "bind", "source": dir.join("run"), "options": ["rbind", "rw"]}),
         ];
-        if spec.internet_access {
+        if spec.reaches_out() {
             if let Some(resolv) = &self.host.network().resolv_conf {
                 let path = dir.join("resolv.conf");
                 std::fs::write(&path, resolv).map_err(io("resolv.conf"))?;

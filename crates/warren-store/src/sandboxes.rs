@@ -278,6 +278,22 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the sandbox's egress policy (JSON; None: internet access alone decides).
+    pub async fn set_sandbox_egress(
+        &self,
+        id: &SandboxId,
+        egress: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sandboxes SET egress = $1, updated_at = $2 WHERE id = $3")
+            .bind(egress)
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Sets the sandbox to expire `timeout_seconds` from `now`.
     pub async fn set_sandbox_timeout(
         &self,

@@ -245,3 +245,13 @@ pub struct NodeList {
 pub struct NodeAnswer {
     pub node: Option<NodeSummary>,
 }
+
+/// A sandbox's egress policy replaced (`PUT /node/v1/sandboxes/{id}/network`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkUpdate {
+    /// What its start returned (the node finds its link by it).
+    pub handle: String,
+    /// None: internet access alone decides.
+    pub egress: Option<crate::control::EgressPolicy>,
+    pub internet_access: bool,
+}

@@ -92,15 +92,29 @@ pub struct SandboxUsage {
     pub processes: u32,
 }
 
-/// Which destinations a sandbox may reach, beyond `internet_access`: CIDRs (or single addresses)
-/// allowed even when internet access is off, and denied even when it is on. The host, other
-/// sandboxes and metadata addresses stay denied whatever the lists say.
+/// Which destinations a sandbox may reach, beyond `internet_access` (Warren extension, E2B's
+/// `network`). `allow_out` takes IPv4 addresses, CIDRs and domain names (`example.com`,
+/// `*.example.com` for the names under it, `*` for every name); `deny_out` addresses and CIDRs.
+/// An allowed destination wins over a denied one. Naming a domain requires `deny_out` to hold
+/// `0.0.0.0/0`: the sandbox's TCP then goes through a proxy on the host that lets through only
+/// connections whose TLS server name or HTTP Host is allowed (and dials that name itself), and
+/// its DNS answers only allowed names. The host, other sandboxes, private ranges and metadata
+/// addresses stay denied whatever the lists say.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EgressPolicy {
     #[serde(default, alias = "allowOut", skip_serializing_if = "Vec::is_empty")]
     pub allow_out: Vec<String>,
     #[serde(default, alias = "denyOut", skip_serializing_if = "Vec::is_empty")]
     pub deny_out: Vec<String>,
+    /// DNS servers all traffic to which is allowed (E2B's `dnsServers`).
+    #[serde(default, alias = "dnsServers", skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<String>,
+}
+
+impl EgressPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.allow_out.is_empty() && self.deny_out.is_empty() && self.dns_servers.is_empty()
+    }
 }
 
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -50,13 +50,24 @@ pub struct NetworkConfig {
     pub mask_request_host: Option<String>,
     #[serde(default, skip_serializing)]
     pub rules: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
+    /// DNS servers all traffic to which is allowed. Sandboxes resolve through the host either
+    /// way (with domain rules, through a filter that answers only allowed names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_servers: Option<Vec<String>>,
     #[serde(default, skip_serializing)]
     pub https_ports: Option<Vec<u16>>,
 }
 
 impl NetworkConfig {
+    /// The egress part, as Warren's own API takes it.
+    pub fn egress(&self) -> crate::control::EgressPolicy {
+        crate::control::EgressPolicy {
+            allow_out: self.allow_out.clone(),
+            deny_out: self.deny_out.clone(),
+            dns_servers: self.dns_servers.clone().unwrap_or_default(),
+        }
+    }
+
     /// The first feature named here that Warren does not serve.
     pub fn unserved(&self) -> Option<&'static str> {
         let set = |v: &Option<serde_json::Value>| {
@@ -75,14 +86,22 @@ impl NetworkConfig {
             Some("maskRequestHost")
         } else if set(&self.rules) {
             Some("rules")
-        } else if self.dns_servers.as_ref().is_some_and(|d| !d.is_empty()) {
-            Some("dnsServers")
         } else if self.https_ports.as_ref().is_some_and(|p| !p.is_empty()) {
             Some("httpsPorts")
         } else {
             None
         }
     }
+}
+
+/// `PUT /sandboxes/{id}/network`: the whole egress config, replaced (omitted fields cleared).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkUpdate {
+    #[serde(flatten)]
+    pub network: NetworkConfig,
+    /// `false` denies everything not allowed (as `denyOut: ["0.0.0.0/0"]`).
+    #[serde(default)]
+    pub allow_internet_access: Option<bool>,
 }
 
 /// A created or connected sandbox.

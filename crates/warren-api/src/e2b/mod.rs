@@ -87,6 +87,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/templates/{id}",
             delete(snapshots::delete).layer(audit(A::SnapshotDelete)),
         )
-        .route("/sandboxes/{id}/network", put(sandboxes::not_served))
+        .route(
+            "/sandboxes/{id}/network",
+            put(sandboxes::set_network).layer(audit(A::SandboxNetwork)),
+        )
         .layer(map_response(mark))
 }

@@ -120,10 +120,7 @@ pub async fn create(
             "network.{feature} is not supported by Warren (see docs/e2b.md)"
         )));
     }
-    let network = req.network.as_ref().map(|n| EgressPolicy {
-        allow_out: n.allow_out.clone(),
-        deny_out: n.deny_out.clone(),
-    });
+    let network = req.network.as_ref().map(NetworkConfig::egress);
     // `Sandbox.create(snapshot_id)`: E2B starts a snapshot like a template.
     let snapshot_id = req
         .template_id
@@ -300,6 +297,7 @@ pub async fn get(
         .map(|p| NetworkConfig {
             allow_out: p.allow_out,
             deny_out: p.deny_out,
+            dns_servers: (!p.dns_servers.is_empty()).then_some(p.dns_servers),
             allow_public_traffic: Some(true),
             ..Default::default()
         });
@@ -343,6 +341,43 @@ pub async fn set_timeout(
         .timeout
         .ok_or_else(|| ApiError::bad_request("timeout (seconds) is required"))?;
     state.lifecycle.set_timeout(&rec.id, seconds).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /sandboxes/{id}/network`: replaces the sandbox's whole egress config; new connections
+/// follow it at once and open ones it refuses are cut.
+pub async fn set_network(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let req: warren_wire::e2b::NetworkUpdate = json_body(&body)?;
+    if let Some(feature) = req.network.unserved() {
+        return Err(ApiError::bad_request(format!(
+            "network.{feature} is not supported by Warren (see docs/e2b.md)"
+        )));
+    }
+    let rec = owned_live(&state, &caller, &id).await?;
+    let mut policy = req.network.egress();
+    match req.allow_internet_access {
+        Some(false)
+            if !policy
+                .deny_out
+                .iter()
+                .any(|d| d == warren_egress::ALL_TRAFFIC) =>
+        {
+            policy.deny_out.push(warren_egress::ALL_TRAFFIC.into());
+        }
+        Some(true) if !rec.internet_access => {
+            return Err(ApiError::bad_request(
+                "allow_internet_access: the sandbox was created without internet access, which \
+                 cannot be turned on while it runs (allowOut can open destinations)",
+            ));
+        }
+        _ => {}
+    }
+    state.lifecycle.set_network(&rec.id, &policy).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -469,16 +504,4 @@ pub async fn logs(
 ) -> ApiResult<Json<serde_json::Value>> {
     owned_live(&state, &caller, &id).await?;
     Ok(Json(serde_json::json!({ "logs": [], "logEntries": [] })))
-}
-
-/// Calls of the E2B API that Warren does not serve yet: a clear 501 naming the call.
-pub async fn not_served(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "NOT_IMPLEMENTED",
-        format!(
-            "{} is not served by Warren yet (see docs/e2b.md)",
-            uri.path()
-        ),
-    )
 }

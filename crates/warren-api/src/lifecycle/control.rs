@@ -5,6 +5,7 @@ use warren_core::{SandboxId, SandboxStatus};
 use warren_node::NodeEvent;
 use warren_store::SandboxRecord;
 use warren_wire::cluster::MeasuredUsage;
+use warren_wire::control::EgressPolicy;
 
 use super::checks::check_timeout;
 use super::{Lifecycle, LifecycleError, LifecycleResult, POOL_TENANT};
@@ -178,6 +179,42 @@ impl Lifecycle {
         }
         self.store.set_sandbox_timeout(id, seconds, now()).await?;
         self.expiry_changed.notify_one();
+        self.get(id).await
+    }
+
+    /// Replaces a live sandbox's egress policy (an empty one: internet access alone decides),
+    /// on its node first, then in the store: what the store says is what is enforced.
+    pub async fn set_network(
+        &self,
+        id: &SandboxId,
+        policy: &EgressPolicy,
+    ) -> LifecycleResult<SandboxRecord> {
+        crate::egress::parse(policy).map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+        let rec = self.get(id).await?;
+        if !rec.status.is_live() {
+            return Err(LifecycleError::InvalidState {
+                action: "change the network of",
+                status: rec.status,
+            });
+        }
+        let node = self
+            .node_of(&rec)
+            .ok_or_else(|| LifecycleError::Unavailable("the sandbox's node is gone".into()))?;
+        let handle = rec
+            .runtime_handle
+            .as_deref()
+            .ok_or_else(|| LifecycleError::Unavailable("the sandbox is still starting".into()))?;
+        let policy = (!policy.is_empty()).then_some(policy);
+        node.set_network(id, handle, policy, rec.internet_access)
+            .await
+            .map_err(|e| LifecycleError::from_node(e, "change the network of", rec.status))?;
+        let json = policy
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+        self.store
+            .set_sandbox_egress(id, json.as_deref(), now())
+            .await?;
         self.get(id).await
     }
 

@@ -100,9 +100,8 @@ impl Lifecycle {
             _ => None,
         };
         let egress = match &req.network {
-            Some(p) if !(p.allow_out.is_empty() && p.deny_out.is_empty()) => {
-                crate::egress::check(p)
-                    .map_err(|e| LifecycleError::Invalid(format!("network: {e}")))?;
+            Some(p) if !p.is_empty() => {
+                crate::egress::parse(p).map_err(|e| LifecycleError::Invalid(e.to_string()))?;
                 Some(p.clone())
             }
             _ => None,

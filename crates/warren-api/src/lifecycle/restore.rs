@@ -102,6 +102,15 @@ impl Lifecycle {
                 tracing::error!(sandbox = %rec.id, error = %e, "cannot record the sandbox's new port");
             }
         }
+        if let Some(policy) = crate::egress::stored(rec) {
+            // The egress proxy lives in the server process: a new one starts empty.
+            if let Err(e) = node
+                .set_network(&rec.id, &adopted.handle, Some(&policy), rec.internet_access)
+                .await
+            {
+                tracing::error!(sandbox = %rec.id, error = %e, "cannot put the sandbox's egress policy back");
+            }
+        }
         tracing::info!(sandbox = %rec.id, tier = %adopted.tier, status = %found, "sandbox taken over from the previous server");
         Ok(())
     }

@@ -638,3 +638,70 @@ async fn a_build_sandbox_counts_in_the_quota_until_it_ends() {
         .await
         .expect("the build gave its share back");
 }
+
+#[tokio::test]
+async fn a_network_update_reaches_the_node_first_and_bad_policies_change_nothing() {
+    use warren_wire::control::EgressPolicy;
+    let h = Harness::new().await;
+    h.built_template("py", None).await;
+    let mut req = create_of("py");
+    let first = EgressPolicy {
+        allow_out: vec!["api.test".into()],
+        deny_out: vec!["0.0.0.0/0".into()],
+        ..Default::default()
+    };
+    req.network = Some(first.clone());
+    let rec = h.lifecycle.create(req, h.who()).await.expect("created");
+    assert_eq!(crate::egress::stored(&rec), Some(first.clone()));
+
+    let next = EgressPolicy {
+        allow_out: vec!["*.pkg.test".into(), "198.18.0.9".into()],
+        deny_out: vec!["0.0.0.0/0".into()],
+        ..Default::default()
+    };
+    let updated = h.lifecycle.set_network(&rec.id, &next).await.expect("set");
+    assert_eq!(crate::egress::stored(&updated), Some(next.clone()));
+    assert!(h
+        .node
+        .calls()
+        .contains(&Call::SetNetwork(rec.id.clone(), Some(next.clone()))));
+
+    // A domain without 0.0.0.0/0 denied: E2B's 400, the node untouched, the store unchanged.
+    let bad = EgressPolicy {
+        allow_out: vec!["api.test".into()],
+        ..Default::default()
+    };
+    let e = h
+        .lifecycle
+        .set_network(&rec.id, &bad)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(e, LifecycleError::Invalid(ref m) if m.contains("ALL_TRAFFIC")),
+        "{e}"
+    );
+    let calls = h
+        .node
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::SetNetwork(..)))
+        .count();
+    assert_eq!(calls, 1);
+    let stored = h.lifecycle.get(&rec.id).await.expect("stored");
+    assert_eq!(crate::egress::stored(&stored), Some(next));
+
+    // An empty policy clears it; a stopped sandbox's network cannot change.
+    let cleared = h
+        .lifecycle
+        .set_network(&rec.id, &EgressPolicy::default())
+        .await
+        .expect("cleared");
+    assert_eq!(crate::egress::stored(&cleared), None);
+    h.lifecycle.kill(&rec.id).await.expect("killed");
+    let e = h
+        .lifecycle
+        .set_network(&rec.id, &first)
+        .await
+        .expect_err("not live");
+    assert!(matches!(e, LifecycleError::InvalidState { .. }), "{e}");
+}

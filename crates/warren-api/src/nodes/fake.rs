@@ -38,6 +38,7 @@ pub enum Call {
     HandOver(SandboxId),
     StartBuild(SandboxId),
     Adopt(SandboxId),
+    SetNetwork(SandboxId, Option<warren_wire::control::EgressPolicy>),
     RemoveLeftovers,
 }
 
@@ -213,6 +214,20 @@ impl NodeHandle for FakeNode {
             snapshot: Snapshot::Layer(layer),
             bytes: 4096,
         })
+    }
+
+    async fn set_network(
+        &self,
+        id: &SandboxId,
+        _: &str,
+        egress: Option<&warren_wire::control::EgressPolicy>,
+        _: bool,
+    ) -> Result<(), NodeCallError> {
+        self.record(Call::SetNetwork(id.clone(), egress.cloned()));
+        if !self.state().sandboxes.contains_key(id) {
+            return Err(NodeCallError::NotRunning);
+        }
+        Ok(())
     }
 
     async fn hand_over(&self, id: &SandboxId, to: HandOver) -> Result<(), NodeCallError> {

@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use warren_core::{SandboxId, Tier};
 use warren_node::readiness::Readiness;
 use warren_node::{Adopt, AgentLink, Node, NodeError, SandboxStart};
-use warren_runtime::host::egress::EgressRules;
 use warren_runtime::{SandboxHandle, SandboxSpec, SnapshotTaken};
 use warren_wire::cluster::MeasuredUsage;
 
@@ -38,7 +37,7 @@ impl NodeHandle for LocalNode {
         let egress = order
             .egress
             .as_ref()
-            .map(|p| EgressRules::parse(&p.allow_out, &p.deny_out))
+            .map(crate::egress::parse)
             .transpose()
             .map_err(|e| NodeCallError::Unsupported(e.to_string()))?;
         let readiness = Readiness {
@@ -95,6 +94,24 @@ impl NodeHandle for LocalNode {
 
     async fn snapshot(&self, id: &SandboxId, dir: &Path) -> Result<SnapshotTaken, NodeCallError> {
         Ok(self.0.snapshot(id, dir).await?)
+    }
+
+    async fn set_network(
+        &self,
+        id: &SandboxId,
+        handle: &str,
+        egress: Option<&warren_wire::control::EgressPolicy>,
+        internet_access: bool,
+    ) -> Result<(), NodeCallError> {
+        let handle = SandboxHandle::from_json(handle).map_err(NodeCallError::BadHandle)?;
+        let policy = egress
+            .map(crate::egress::parse)
+            .transpose()
+            .map_err(|e| NodeCallError::Unsupported(e.to_string()))?;
+        Ok(self
+            .0
+            .set_egress(id, &handle, policy.as_ref(), internet_access)
+            .await?)
     }
 
     async fn hand_over(&self, id: &SandboxId, to: HandOver) -> Result<(), NodeCallError> {

@@ -116,6 +116,7 @@ impl From<NodeError> for NodeCallError {
             NodeError::NotRunning(_) => Self::NotRunning,
             NodeError::NoSuchTier { .. } => Self::NoSuchTier(e.to_string()),
             NodeError::NotReady(why) => Self::NotReady(why.to_string()),
+            NodeError::Egress(why) => Self::Unsupported(why),
             NodeError::Driver(warren_runtime::DriverError::Unsupported(why)) => {
                 Self::Unsupported(why)
             }
@@ -149,6 +150,14 @@ pub trait NodeHandle: Send + Sync {
     async fn usage(&self, id: &SandboxId) -> Result<MeasuredUsage, NodeCallError>;
     /// Captures a sandbox into `dir` (see `IsolationDriver::snapshot`).
     async fn snapshot(&self, id: &SandboxId, dir: &Path) -> Result<SnapshotTaken, NodeCallError>;
+    /// Replaces a running sandbox's egress policy (`handle`: what its start returned).
+    async fn set_network(
+        &self,
+        id: &SandboxId,
+        handle: &str,
+        egress: Option<&EgressPolicy>,
+        internet_access: bool,
+    ) -> Result<(), NodeCallError>;
     /// Gives a warm sandbox to the create that took it.
     async fn hand_over(&self, id: &SandboxId, to: HandOver) -> Result<(), NodeCallError>;
 

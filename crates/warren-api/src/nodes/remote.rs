@@ -353,6 +353,30 @@ impl NodeHandle for RemoteNode {
         Err(self.only_local("snapshots are taken of"))
     }
 
+    async fn set_network(
+        &self,
+        id: &SandboxId,
+        handle: &str,
+        egress: Option<&warren_wire::control::EgressPolicy>,
+        internet_access: bool,
+    ) -> Result<(), NodeCallError> {
+        self.reporting()?;
+        let body = warren_wire::cluster::NetworkUpdate {
+            handle: handle.to_owned(),
+            egress: egress.cloned(),
+            internet_access,
+        };
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/node/v1/sandboxes/{id}/network"),
+            Some(&body),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(drop)
+        .map_err(NodeCallError::from)
+    }
+
     async fn hand_over(&self, _: &SandboxId, _: HandOver) -> Result<(), NodeCallError> {
         Err(self.only_local("warm pools keep"))
     }

@@ -100,6 +100,10 @@ fn api_routes(state: &AppState) -> Router<AppState> {
             put(sandboxes::set_timeout).layer(audit(A::SandboxTimeout)),
         )
         .route(
+            "/v1/sandboxes/{id}/network",
+            put(sandboxes::set_network).layer(audit(A::SandboxNetwork)),
+        )
+        .route(
             "/v1/sandboxes/{id}/token/refresh",
             post(sandboxes::refresh_token).layer(audit(A::SandboxTokenRefresh)),
         )

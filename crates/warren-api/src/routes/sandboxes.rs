@@ -8,8 +8,8 @@ use warren_core::{SandboxId, SandboxStatus};
 use warren_store::SandboxRecord;
 use warren_wire::cluster::MeasuredUsage;
 use warren_wire::control::{
-    CreateSandboxRequest, ListPage, Sandbox, SandboxResources, SandboxUsage, SetTimeoutRequest,
-    TokenResponse,
+    CreateSandboxRequest, EgressPolicy, ListPage, Sandbox, SandboxResources, SandboxUsage,
+    SetTimeoutRequest, TokenResponse,
 };
 
 use crate::auth::Caller;
@@ -339,6 +339,21 @@ pub async fn set_timeout(
         "expires_at": rec.expires_at.map(rfc3339),
         "request_id": rid.0,
     })))
+}
+
+/// Replaces a sandbox's egress policy (Warren extension): the body is the create request's
+/// `network`, the answer the policy now enforced. New connections follow it at once; open ones
+/// it refuses are cut.
+pub async fn set_network(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<EgressPolicy>,
+) -> ApiResult<Json<EgressPolicy>> {
+    let id = parse_id(&id)?;
+    state.lifecycle.get_owned(&id, &caller.tenant).await?;
+    let rec = state.lifecycle.set_network(&id, &body).await?;
+    Ok(Json(crate::egress::stored(&rec).unwrap_or_default()))
 }
 
 pub async fn refresh_token(

@@ -76,6 +76,11 @@ struct DaemonArgs {
     /// Largest request body sent to a sandbox (file uploads and writes), in MB.
     #[arg(long, default_value_t = 1024)]
     max_upload_mb: u64,
+    /// Pin NAME to IPv4 address IP for the egress proxy and the sandboxes' DNS filter, as curl's
+    /// `--resolve` (repeatable; for tests and split-horizon names). Without it, the host's
+    /// resolver answers.
+    #[arg(long = "egress-resolve", value_name = "NAME=IP")]
+    egress_resolve: Vec<String>,
     /// Do not offer the gVisor tier even if runsc is installed.
     #[arg(long)]
     no_gvisor: bool,
@@ -210,6 +215,8 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
                 .guest_kernel_dir
                 .unwrap_or_else(|| a.cache_dir.join("guest-kernel")),
             default_isolation: a.isolation,
+            egress_resolver: warren_egress::Resolver::with_pins(&a.egress_resolve)
+                .context("--egress-resolve")?,
         },
         debian_mirror: a.debian_mirror,
         max_body_bytes: a.max_upload_mb * 1024 * 1024,

@@ -66,6 +66,11 @@ pub struct ServeArgs {
     /// Pull Docker Hub images through this registry mirror (host[:port]).
     #[arg(long)]
     registry_mirror: Option<String>,
+    /// Pin NAME to IPv4 address IP for the egress proxy and the sandboxes' DNS filter, as curl's
+    /// `--resolve` (repeatable; for tests and split-horizon names). Without it, the host's
+    /// resolver answers.
+    #[arg(long = "egress-resolve", value_name = "NAME=IP")]
+    egress_resolve: Vec<String>,
     /// Do not offer the gVisor tier even if runsc is installed.
     #[arg(long)]
     no_gvisor: bool,
@@ -134,7 +139,7 @@ pub struct ServeArgs {
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(a.log_json);
     raise_open_files_limit();
-    warren_api::serve(config(a))
+    warren_api::serve(config(a)?)
         .await
         .context("server failed")?;
     Ok(ExitCode::SUCCESS)
@@ -144,7 +149,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
 pub async fn stop_all(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(a.log_json);
     let data_dir = a.data_dir.clone();
-    let stopped = warren_api::stop_sandboxes(config(a)).await.context(
+    let stopped = warren_api::stop_sandboxes(config(a)?).await.context(
         "cannot stop the sandboxes (is a server running? stop it first, or kill them through its API)",
     )?;
     println!(
@@ -184,7 +189,7 @@ pub fn init_logging(json: bool) {
     }
 }
 
-fn config(a: ServeArgs) -> ServeConfig {
+fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     let public = match a.wildcard_domain {
         Some(domain) => PublicMode::Wildcard {
             domain,
@@ -213,7 +218,7 @@ fn config(a: ServeArgs) -> ServeConfig {
     if let Some(v) = a.max_memory_mb {
         limits.max_memory_mb_per_tenant = v;
     }
-    ServeConfig {
+    Ok(ServeConfig {
         listen: a.listen,
         data_dir: a.data_dir,
         cache_dir: a.cache_dir.clone(),
@@ -237,6 +242,8 @@ fn config(a: ServeArgs) -> ServeConfig {
         insecure_registries: a.insecure_registries,
         registry_mirror: a.registry_mirror,
         gvisor: !a.no_gvisor,
+        egress_resolver: warren_egress::Resolver::with_pins(&a.egress_resolve)
+            .context("--egress-resolve")?,
         runsc: a.runsc,
         microvm: !a.no_microvm,
         qemu: a.qemu,
@@ -253,5 +260,5 @@ fn config(a: ServeArgs) -> ServeConfig {
             .node_join_secret
             .filter(|s| !s.is_empty())
             .map(warren_core::Secret::new),
-    }
+    })
 }

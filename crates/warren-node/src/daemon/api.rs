@@ -8,10 +8,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use warren_core::{Resources, SandboxId, Tier};
-use warren_runtime::SandboxSpec;
+use warren_runtime::host::egress::Policy;
+use warren_runtime::{SandboxHandle, SandboxSpec};
 use warren_wire::agent::CommandRequest;
 use warren_wire::cluster::{NodeApiError, StartReply, StartRequest};
 
@@ -27,6 +28,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/node/v1/sandboxes", post(start))
         .route("/node/v1/sandboxes/{id}", delete(destroy))
         .route("/node/v1/sandboxes/{id}/pause", post(pause))
+        .route("/node/v1/sandboxes/{id}/network", put(set_network))
         .route("/node/v1/sandboxes/{id}/resume", post(resume))
         .route("/node/v1/sandboxes/{id}/commands", post(run_command))
         .route("/node/v1/sandboxes/{id}/usage", get(usage))
@@ -179,10 +181,7 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
             resources,
             internet_access: req.internet_access,
             egress: match &req.egress {
-                Some(p) => match warren_runtime::host::egress::EgressRules::parse(
-                    &p.allow_out,
-                    &p.deny_out,
-                ) {
+                Some(p) => match Policy::parse(&p.allow_out, &p.deny_out, &p.dns_servers) {
                     Ok(r) => Some(r),
                     Err(e) => {
                         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string())
@@ -214,6 +213,8 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
         port: started.port,
         vcpu: req.vcpu,
         memory_mb: req.memory_mb,
+        egress: req.egress.clone(),
+        internet_access: req.internet_access,
     });
     Json(StartReply {
         tier: started.tier.to_string(),
@@ -252,6 +253,39 @@ async fn pause(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response
         }
     })
     .await
+}
+
+async fn set_network(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Json(req): Json<warren_wire::cluster::NetworkUpdate>,
+) -> Response {
+    let Ok(id) = SandboxId::parse(&id) else {
+        return bad_id();
+    };
+    let handle = match SandboxHandle::from_json(&req.handle) {
+        Ok(h) => h,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string()),
+    };
+    let policy = match &req.egress {
+        Some(p) => match Policy::parse(&p.allow_out, &p.deny_out, &p.dns_servers) {
+            Ok(p) => Some(p),
+            Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string()),
+        },
+        None => None,
+    };
+    match d
+        .node
+        .set_egress(&id, &handle, policy.as_ref(), req.internet_access)
+        .await
+    {
+        Ok(()) => {
+            d.saved.set_egress(id.as_str(), req.egress);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(NodeError::Egress(why)) => error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", why),
+        Err(e) => node_error(e),
+    }
 }
 
 async fn usage(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {

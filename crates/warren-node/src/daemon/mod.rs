@@ -317,6 +317,22 @@ async fn take_over(
         match adopted {
             Ok(a) => {
                 tracing::info!(sandbox = %id, paused = a.paused, "sandbox taken over");
+                let policy = s.egress.as_ref().and_then(|p| {
+                    warren_runtime::host::egress::Policy::parse(
+                        &p.allow_out,
+                        &p.deny_out,
+                        &p.dns_servers,
+                    )
+                    .ok()
+                });
+                if let Some(p) = &policy {
+                    if let Err(e) = node
+                        .set_egress(&id, &a.handle, Some(p), s.internet_access)
+                        .await
+                    {
+                        tracing::error!(sandbox = %id, error = %e, "cannot put the sandbox's egress policy back");
+                    }
+                }
                 saved.put(saved::SavedSandbox {
                     paused: a.paused,
                     port: a.port,

@@ -20,6 +20,15 @@ pub struct SavedSandbox {
     pub port: Option<u16>,
     pub vcpu: u32,
     pub memory_mb: u32,
+    /// Its egress policy and internet access, put back in place when the node takes it over.
+    #[serde(default)]
+    pub egress: Option<warren_wire::control::EgressPolicy>,
+    #[serde(default = "yes")]
+    pub internet_access: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub struct SavedSandboxes {
@@ -82,6 +91,14 @@ impl SavedSandboxes {
         let found = self.lock().get(id).cloned();
         if let Some(mut s) = found {
             s.paused = paused;
+            self.put(s);
+        }
+    }
+
+    pub fn set_egress(&self, id: &str, egress: Option<warren_wire::control::EgressPolicy>) {
+        let found = self.lock().get(id).cloned();
+        if let Some(mut s) = found {
+            s.egress = egress;
             self.put(s);
         }
     }

@@ -19,6 +19,7 @@ pub use spawn::AgentUp;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,8 @@ pub enum HostError {
     Cgroup(#[from] CgroupError),
     #[error("network: {0}")]
     Network(#[from] NetworkError),
+    #[error("cannot start the egress proxy: {0}")]
+    Egress(std::io::Error),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -70,6 +73,8 @@ pub struct HostConfig {
     pub network_base: Ipv4Addr,
     /// Where template layers live: checked once for idmapped mounts, which per-sandbox ids need.
     pub layers_dir: PathBuf,
+    /// How the egress proxy resolves names.
+    pub egress: warren_egress::ProxyConfig,
 }
 
 /// Which host ids a sandbox runs with.
@@ -125,6 +130,9 @@ pub struct Host {
     /// Whether template layers can be shown through idmapped mounts here (else every sandbox
     /// runs with the canonical range, as before per-sandbox ids).
     own_ids: bool,
+    egress: Arc<warren_egress::EgressProxy>,
+    egress_events:
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<warren_egress::EgressEvent>>>,
 }
 
 impl Host {
@@ -136,7 +144,15 @@ impl Host {
             veth: slot.veth_prefix(),
             table: slot.group_name(),
         };
-        let network = Network::init(slot.network_base(cfg.network_base), names).await?;
+        let base = slot.network_base(cfg.network_base);
+        let mut egress = cfg.egress;
+        egress
+            .refused
+            .push(ipnet::Ipv4Net::new(base, 16).unwrap_or_default());
+        let (proxy, egress_events) = warren_egress::EgressProxy::start(egress)
+            .await
+            .map_err(HostError::Egress)?;
+        let network = Network::init(base, names, proxy.clone()).await?;
         let dir = cfg.layers_dir.clone();
         let own_ids = match tokio::task::spawn_blocking(move || ids::idmap_works(&dir)).await {
             Ok(Ok(())) => true,
@@ -164,6 +180,8 @@ impl Host {
             network,
             agent_bundle: cfg.agent_bundle,
             own_ids,
+            egress: proxy,
+            egress_events: std::sync::Mutex::new(Some(egress_events)),
         })
     }
 
@@ -196,7 +214,7 @@ impl Host {
         id: &SandboxId,
         resources: &Resources,
         internet_access: bool,
-        egress: Option<&egress::EgressRules>,
+        egress: Option<&egress::Policy>,
         ids: IdChoice,
     ) -> Result<SandboxHost, HostError> {
         let id_base = match ids {
@@ -245,6 +263,36 @@ impl Host {
 
     /// Cuts a running sandbox off the network (see `Network::unlink`); nothing to do for one
     /// that has no link.
+    /// Replaces the egress policy of a running sandbox (see `Network::set_policy`).
+    pub async fn set_egress(
+        &self,
+        id: &SandboxId,
+        record: &HostRecord,
+        policy: Option<&egress::Policy>,
+        internet: bool,
+    ) -> Result<(), HostError> {
+        let net = SandboxNet::named(&record.netns, record.veth_slot);
+        Ok(self
+            .network
+            .set_policy(&net, id.as_str(), policy, internet)
+            .await?)
+    }
+
+    /// The egress proxy's decisions, once (the node forwards them to the audit trail).
+    pub fn take_egress_events(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<warren_egress::EgressEvent>> {
+        self.egress_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Counts of allowed and refused connections, for the metrics.
+    pub fn egress_counters(&self) -> &warren_egress::Counters {
+        self.egress.counters()
+    }
+
     pub async fn cut_link(&self, record: &HostRecord) -> Result<(), HostError> {
         match record.veth_slot {
             Some(slot) => Ok(self.network.unlink(slot).await?),

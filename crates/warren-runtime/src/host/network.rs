@@ -13,9 +13,10 @@
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::process::Command;
+use warren_egress::{EgressProxy, Policy};
 
 use super::netlink::{self, Netlink, NewNamespace};
 
@@ -27,6 +28,10 @@ pub enum NetworkError {
     Spawn { cmd: String, source: std::io::Error },
     #[error("no free sandbox network slots")]
     Exhausted,
+    /// Its link was never made (created without internet access and without allowed
+    /// destinations), and one cannot be added to a running sandbox.
+    #[error("the sandbox was created without network access, so an egress policy cannot open it; create it with internet access or an allow list")]
+    NoLink,
     #[error("cannot {what}: {source}")]
     Netlink {
         what: &'static str,
@@ -69,6 +74,8 @@ pub struct Network {
     slots: Mutex<Slots>,
     /// The host's resolv.conf, given to sandboxes with internet access.
     pub resolv_conf: Option<String>,
+    /// Judges the TCP and DNS of sandboxes whose policy names domains (see `create`).
+    proxy: Arc<EgressProxy>,
 }
 
 /// What was created for one sandbox; enough to remove it again.
@@ -102,7 +109,11 @@ const SLOTS: u32 = 16_384; // a /16 in /30s
 
 impl Network {
     /// Prepares host-wide state: forwarding and the nftables table (replaced atomically).
-    pub async fn init(base: Ipv4Addr, names: NetNames) -> Result<Self, NetworkError> {
+    pub async fn init(
+        base: Ipv4Addr,
+        names: NetNames,
+        proxy: Arc<EgressProxy>,
+    ) -> Result<Self, NetworkError> {
         let NetNames {
             veth: veth_prefix,
             table,
@@ -126,17 +137,32 @@ impl Network {
         } else {
             format!("iifname \"{veth_prefix}*\" ip daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport 53 accept\n", dns.join(", "))
         };
+        let (tcp, dns_port) = (proxy.tcp_port(), proxy.dns_port());
+        // Sandboxes in `proxied` (their policy names domains) have their TCP redirected to the
+        // egress proxy and their DNS to its filter; any of their TCP or DNS still going straight
+        // out (a flow opened before the policy) is dropped in `forward`. The proxy's ports take
+        // only redirected sandbox traffic.
         let ruleset = format!(
             "table inet {table}\n\
              delete table inet {table}\n\
              table inet {table} {{\n\
+               set proxied {{ type ipv4_addr; }}\n\
+               chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;\n\
+                 iifname \"{veth_prefix}*\" ip saddr @proxied meta l4proto tcp redirect to :{tcp}\n\
+                 iifname \"{veth_prefix}*\" ip saddr @proxied udp dport 53 redirect to :{dns_port}\n\
+               }}\n\
                chain input {{ type filter hook input priority -10; policy accept;\n\
                  iifname \"{veth_prefix}*\" ct state established,related accept\n\
+                 iifname \"{veth_prefix}*\" ip saddr @proxied ct status dnat accept\n\
                  iifname \"{veth_prefix}*\" drop\n\
+                 tcp dport {tcp} drop\n\
+                 udp dport {dns_port} drop\n\
                }}\n\
                chain forward {{ type filter hook forward priority -10; policy accept;\n\
                  oifname \"{veth_prefix}*\" ct state established,related accept\n\
                  oifname \"{veth_prefix}*\" drop\n\
+                 iifname \"{veth_prefix}*\" ip saddr @proxied meta l4proto tcp drop\n\
+                 iifname \"{veth_prefix}*\" ip saddr @proxied th dport 53 drop\n\
                  {dns_rule}\
                  iifname \"{veth_prefix}*\" ip daddr {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 }} drop\n\
                  iifname \"{veth_prefix}*\" meta nfproto ipv6 drop\n\
@@ -166,20 +192,21 @@ impl Network {
             host,
             slots: Mutex::default(),
             resolv_conf,
+            proxy,
         })
     }
 
     /// Creates the namespace of sandbox `id`; with `internet` also its veth link and routes. An
-    /// egress policy adds its rules inside the namespace; one that allows destinations gives a
-    /// sandbox without internet access a link too, on which only those pass.
+    /// egress policy adds its rules on the link; one that allows destinations gives a sandbox
+    /// without internet access a link too, on which only those pass.
     pub async fn create(
         &self,
         id: &str,
         internet: bool,
-        egress: Option<&super::egress::EgressRules>,
+        egress: Option<&Policy>,
     ) -> Result<SandboxNet, NetworkError> {
         let egress = egress.filter(|e| !e.is_empty());
-        let linked = internet || egress.is_some_and(|e| !e.allow.is_empty());
+        let linked = internet || egress.is_some_and(|e| !e.allow.is_empty() || e.has_domains());
         let name = self.netns_name(id);
         let path = netlink::netns_path(&name);
         let made =
@@ -197,16 +224,66 @@ impl Network {
         };
         let mut result = self.configure(&mut net, &made, linked).await;
         drop(made);
-        if let (Ok(()), Some(rules), Some(slot)) = (&result, egress, net.slot) {
+        if let (Ok(()), Some(policy)) = (&result, egress) {
             net.egress = true;
-            let ruleset = rules.ruleset(&self.egress_table(slot), &self.veth_name(slot), internet);
-            result = run_stdin("nft", &["-f", "-"], &ruleset).await;
+            result = self.set_policy(&net, id, Some(policy), internet).await;
         }
         if let Err(e) = result {
             self.destroy(&net).await;
             return Err(e);
         }
         Ok(net)
+    }
+
+    /// Puts a sandbox's link under `policy` (none: only `internet` decides), replacing what it
+    /// had: the link's table, whether its TCP and DNS go through the egress proxy, and the
+    /// proxy's view. Connections the new policy refuses are cut (the proxy closes its own; the
+    /// table and the `forward` chain drop packets of direct ones).
+    pub async fn set_policy(
+        &self,
+        net: &SandboxNet,
+        id: &str,
+        policy: Option<&Policy>,
+        internet: bool,
+    ) -> Result<(), NetworkError> {
+        let policy = policy.filter(|p| !p.is_empty());
+        let Some(slot) = net.slot else {
+            return match policy {
+                None => Ok(()),
+                Some(_) => Err(NetworkError::NoLink),
+            };
+        };
+        let (_, guest) = self.addresses(slot);
+        let table = self.egress_table(slot);
+        let proxied = format!("inet {} proxied", self.names.table);
+        match policy {
+            Some(p) => {
+                let ruleset = super::egress::ruleset(p, &table, &self.veth_name(slot), internet);
+                run_stdin("nft", &["-f", "-"], &ruleset).await?;
+                if p.has_domains() {
+                    self.proxy.set(guest, id, p.clone());
+                    let add = format!("add element {proxied} {{ {guest} }}\n");
+                    run_stdin("nft", &["-f", "-"], &add).await?;
+                } else {
+                    self.unproxy(guest).await;
+                }
+            }
+            None => {
+                self.unproxy(guest).await;
+                let _ = run("nft", &["delete", "table", "netdev", &table]).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the sandbox at `guest` out of the proxy's hands.
+    async fn unproxy(&self, guest: Ipv4Addr) {
+        self.proxy.remove(guest);
+        let del = format!(
+            "delete element inet {} proxied {{ {guest} }}\n",
+            self.names.table
+        );
+        let _ = run_stdin("nft", &["-f", "-"], &del).await;
     }
 
     /// The network namespace of sandbox `id`.
@@ -369,6 +446,7 @@ impl Network {
     pub async fn destroy(&self, net: &SandboxNet) {
         if let Some(slot) = net.slot {
             if net.egress {
+                self.unproxy(self.addresses(slot).1).await;
                 let _ = run(
                     "nft",
                     &["delete", "table", "netdev", &self.egress_table(slot)],

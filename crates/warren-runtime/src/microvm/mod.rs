@@ -301,7 +301,7 @@ impl MicrovmDriver {
         self.make_dir(dir, vmm_uid).await?;
         self.host
             .network()
-            .add_guest_link(net, spec.internet_access)
+            .add_guest_link(net, spec.reaches_out())
             .await?;
         let (root_image, built) = self.images.root_image(&spec.layers).await?;
         if built {
@@ -316,7 +316,7 @@ impl MicrovmDriver {
             .map_err(io("chown writable disk"))?;
         let workdir = spec.workdir.clone().unwrap_or_else(|| "/workspace".into());
         let resolv = spec
-            .internet_access
+            .reaches_out()
             .then(|| self.host.network().resolv_conf.as_deref())
             .flatten();
         let config = initramfs::build_config(&initramfs::GuestConfig {

@@ -93,7 +93,7 @@ impl NamespaceDriver {
         }
         chown(dir.join("run"), Some(host.id_base), Some(host.id_base))
             .map_err(io("chown run dir"))?;
-        if let (true, Some(resolv)) = (spec.internet_access, &self.host.network().resolv_conf) {
+        if let (true, Some(resolv)) = (spec.reaches_out(), &self.host.network().resolv_conf) {
             tokio::fs::write(dir.join("resolv.conf"), resolv)
                 .await
                 .map_err(io("resolv.conf"))?;

@@ -1,0 +1,253 @@
+"""Egress by domain, enforced on the host: a sandbox whose policy names domains reaches exactly
+those names (TLS by SNI, HTTP by every request's Host), its DNS answers only them, and a runtime
+update opens and closes access and cuts open connections. Upstream hosts live in a network
+namespace this test creates (198.19.0.0/24); the server pins the test names to them
+(conftest.EGRESS_PINS)."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+from e2b import Sandbox as E2bSandbox
+from hopx_ai import Sandbox as HopxSandbox
+
+from conftest import raw
+
+HOST_ADDR, ALLOWED_ADDR, OTHER_ADDR = "198.19.0.1", "198.19.0.2", "198.19.0.3"
+POLICY = {"allow_out": ["allowed.test", "*.pkg.test", "private.test", "loop.test"], "deny_out": ["0.0.0.0/0"]}
+
+# Runs inside the sandbox: each probe's outcome as JSON (standard library only).
+PROBE = r'''
+import http.client, json, socket, ssl, sys
+CA = "/tmp/egress-ca.pem"
+def tls_ctx():
+    return ssl.create_default_context(cafile=CA)
+def https(name, path="/"):
+    c = http.client.HTTPSConnection(name, 443, timeout=10, context=tls_ctx())
+    c.request("GET", path)
+    r = c.getresponse()
+    return {"status": r.status, "body": r.read().decode()}
+def http_(name, path="/", host=None):
+    c = http.client.HTTPConnection(name, 80, timeout=10)
+    c.request("GET", path, headers={"Host": host} if host else {})
+    r = c.getresponse()
+    return {"status": r.status, "body": r.read().decode()}
+def keepalive(name, second_host):
+    c = http.client.HTTPConnection(name, 80, timeout=10)
+    c.request("GET", "/")
+    r = c.getresponse(); first = r.status; r.read()
+    c.request("GET", "/", headers={"Host": second_host})
+    r = c.getresponse()
+    return {"first": first, "second": r.status, "body": r.read().decode()}
+def tls_no_sni(ip):
+    ctx = ssl.create_default_context(cafile=CA); ctx.check_hostname = False
+    s = socket.create_connection((ip, 443), timeout=10)
+    t = ctx.wrap_socket(s)
+    t.sendall(b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+    return {"status": int(t.recv(100).split()[1])}
+def udp(ip):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(b"ping", (ip, 443))
+    return {"reply": s.recvfrom(100)[0].decode()}
+def dns(name):
+    return {"address": socket.gethostbyname(name)}
+out = []
+for kind, *args in json.loads(sys.argv[1]):
+    try:
+        out.append({"ok": True, **globals()[kind](*args)})
+    except Exception as e:
+        out.append({"ok": False, "error": type(e).__name__ + ": " + str(e)})
+print(json.dumps(out))
+'''
+
+
+def run(exec_cmd, probes):
+    """Runs PROBE in the sandbox; `exec_cmd(cmd)` returns its stdout."""
+    return json.loads(exec_cmd("python3 /tmp/egress-probe.py '" + json.dumps(probes) + "'").strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    """Two upstream hosts (allowed.test, other.test) in a netns of this test, with a test CA."""
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    assert "198.19." not in routes, "198.19.0.0/24 is in use on this machine; refusing to test against it"
+    name = f"wteg{os.getpid() % 10000}"
+    certs = tempfile.mkdtemp(prefix="warren-egress-")
+    ca, ca_key, leaf, leaf_key = (os.path.join(certs, f) for f in ("ca.pem", "ca.key", "leaf.pem", "leaf.key"))
+    sans = "subjectAltName=DNS:allowed.test,DNS:other.test,DNS:*.pkg.test,DNS:private.test,DNS:loop.test"
+    for c in (["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=warren egress test CA",
+               "-days", "2", "-keyout", ca_key, "-out", ca],
+              ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=allowed.test", "-keyout", leaf_key,
+               "-out", leaf + ".csr"]):
+        subprocess.run(c, check=True, capture_output=True)
+    ext = os.path.join(certs, "ext")
+    with open(ext, "w") as f:
+        f.write(sans + "\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", leaf + ".csr", "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                    "-days", "2", "-extfile", ext, "-out", leaf], check=True, capture_output=True)
+    cmds = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", f"{name}h", "type", "veth", "peer", "name", "eth0", "netns", name],
+        ["ip", "addr", "add", f"{HOST_ADDR}/24", "dev", f"{name}h"],
+        ["ip", "link", "set", f"{name}h", "up"],
+        ["ip", "-n", name, "addr", "add", f"{ALLOWED_ADDR}/24", "dev", "eth0"],
+        ["ip", "-n", name, "addr", "add", f"{OTHER_ADDR}/24", "dev", "eth0"],
+        ["ip", "-n", name, "link", "set", "eth0", "up"],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+        ["ip", "-n", name, "route", "add", "default", "via", HOST_ADDR],
+    ]
+    for c in cmds:
+        subprocess.run(c, check=True)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "egress_upstream.py")
+    server = subprocess.Popen(["ip", "netns", "exec", name, "python3", script, leaf, leaf_key, ALLOWED_ADDR, OTHER_ADDR],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert server.stdout.readline().strip() == "ready"
+    try:
+        yield {"ca": open(ca).read()}
+    finally:
+        server.kill()
+        server.wait()
+        subprocess.run(["ip", "link", "del", f"{name}h"])
+        subprocess.run(["ip", "netns", "del", name])
+        shutil.rmtree(certs)
+
+
+@pytest.fixture
+def e2b_env(server, monkeypatch):
+    monkeypatch.setenv("E2B_API_URL", server["base_url"])
+    monkeypatch.setenv("E2B_SANDBOX_URL", server["base_url"])
+    monkeypatch.setenv("E2B_API_KEY", server["api_key"])
+    monkeypatch.delenv("E2B_DOMAIN", raising=False)
+    return server
+
+
+def prepared(sb, ca):
+    sb.files.write("/tmp/egress-probe.py", PROBE)
+    sb.files.write("/tmp/egress-ca.pem", ca)
+    return sb
+
+
+def e2b_exec(sb):
+    return lambda cmd: sb.commands.run(cmd, timeout=60).stdout
+
+
+def tiers(server):
+    return [t for t in ("namespaces", "gvisor") if t in raw(server, "GET", "/health").json().get("isolation_tiers", [])]
+
+
+@pytest.mark.parametrize("tier", ["namespaces", "gvisor"])
+def test_domain_policy_allows_names_and_refuses_the_rest(e2b_env, upstream, tier):
+    if tier not in tiers(e2b_env):
+        pytest.skip(f"SKIPPED LOUDLY: the {tier} tier is not available on this machine")
+    r = raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base", "isolation": tier, "network": POLICY})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    try:
+        sb = prepared(E2bSandbox.connect(sid), upstream["ca"])
+        got = run(e2b_exec(sb), [
+            ["https", "allowed.test"], ["http_", "allowed.test"], ["https", "a.pkg.test"],
+            ["http_", "other.test"], ["https", "other.test"],
+            ["tls_no_sni", ALLOWED_ADDR], ["keepalive", "allowed.test", "other.test"],
+            ["http_", "private.test"], ["https", "private.test"], ["http_", "loop.test"],
+            ["udp", ALLOWED_ADDR], ["dns", "allowed.test"], ["dns", "other.test"],
+        ])
+        https_ok, http_ok, wild_ok, http_other, https_other, no_sni, keep, priv_http, priv_https, loop, udp, dns_ok, dns_other = got
+        # Allowed names, over HTTPS (SNI) and HTTP (Host); the proxy dialled the name itself.
+        assert https_ok["ok"] and https_ok["status"] == 200 and json.loads(https_ok["body"])["server"] == ALLOWED_ADDR, https_ok
+        assert http_ok["ok"] and http_ok["status"] == 200, http_ok
+        assert wild_ok["ok"] and wild_ok["status"] == 200, wild_ok
+        # Another name: a 403 naming the rule on HTTP, a reset on TLS.
+        assert http_other["status"] == 403 and "other.test" in http_other["body"] and "denyOut 0.0.0.0/0" in http_other["body"], http_other
+        assert not https_other["ok"], https_other
+        # An address alone (no SNI) is judged by CIDR: refused, even though it is allowed.test's address.
+        assert not no_sni["ok"], no_sni
+        # A second Host on a kept-alive connection is judged again.
+        assert keep["first"] == 200 and keep["second"] == 403, keep
+        # Allowed names that resolve to private or loopback addresses are never dialled.
+        assert priv_http.get("status") != 200 and not priv_https["ok"] and loop.get("status") != 200, (priv_http, priv_https, loop)
+        # UDP other than DNS does not leave; DNS answers allowed names only.
+        assert not udp["ok"], udp
+        assert dns_ok == {"ok": True, "address": ALLOWED_ADDR}, dns_ok
+        assert not dns_other["ok"], dns_other
+    finally:
+        raw(e2b_env, "DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_runtime_update_opens_closes_and_cuts_open_connections(e2b_env, upstream):
+    r = raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base", "network": POLICY})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    try:
+        sb = prepared(E2bSandbox.connect(sid), upstream["ca"])
+        ex = e2b_exec(sb)
+        # A connection opened under the old policy, kept open in the background.
+        sb.files.write("/tmp/held.py", r'''
+import http.client, os, ssl, time
+c = http.client.HTTPSConnection("allowed.test", 443, timeout=10, context=ssl.create_default_context(cafile="/tmp/egress-ca.pem"))
+c.request("GET", "/"); r = c.getresponse(); r.read()
+open("/tmp/held-ready", "w").write(str(r.status))
+while not os.path.exists("/tmp/held-go"):
+    time.sleep(0.05)
+try:
+    c.request("GET", "/"); r = c.getresponse(); r.read(); out = "open %d" % r.status
+except Exception as e:
+    out = "cut " + type(e).__name__
+open("/tmp/held-result", "w").write(out)
+''')
+        sb.commands.run("python3 /tmp/held.py", background=True)
+        for _ in range(100):
+            if ex("cat /tmp/held-ready 2>/dev/null || true").strip() == "200":
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the held connection did not open")
+        new = {"allow_out": ["other.test"], "deny_out": ["0.0.0.0/0"]}
+        r = raw(e2b_env, "PUT", f"/v1/sandboxes/{sid}/network", json=new)
+        assert r.status_code == 200 and r.json() == new, r.text
+        ex("touch /tmp/held-go")
+        for _ in range(100):
+            held = ex("cat /tmp/held-result 2>/dev/null || true").strip()
+            if held:
+                break
+            time.sleep(0.1)
+        assert held.startswith("cut"), held
+        after = run(ex, [["https", "allowed.test"], ["https", "other.test"], ["http_", "other.test"]])
+        assert not after[0]["ok"] and after[1].get("status") == 200 and after[2].get("status") == 200, after
+        # E2B's API: the SDK's update_network replaces the whole config (204).
+        E2bSandbox.update_network(sid, {"allow_out": ["allowed.test"], "deny_out": ["0.0.0.0/0"]}) \
+            if hasattr(E2bSandbox, "update_network") else pytest.fail("e2b SDK without update_network")
+        again = run(ex, [["https", "allowed.test"], ["https", "other.test"]])
+        assert again[0].get("status") == 200 and not again[1]["ok"], again
+        # An empty policy: internet access alone decides again (the proxy lets go).
+        r = raw(e2b_env, "PUT", f"/v1/sandboxes/{sid}/network", json={})
+        assert r.status_code == 200 and r.json() == {}, r.text
+        # Bad policies are refused with E2B's words and change nothing.
+        r = raw(e2b_env, "PUT", f"/v1/sandboxes/{sid}/network", json={"allow_out": ["allowed.test"]})
+        assert r.status_code == 400 and "ALL_TRAFFIC" in r.json()["message"], r.text
+        # Every decision is in the audit trail.
+        trail = raw(e2b_env, "GET", f"/v1/audit?sandbox_id={sid}&action=egress&limit=500").json()
+        outcomes = [e["outcome"] for e in trail["events"]]
+        assert any(o.startswith("refused other.test:443") for o in outcomes), outcomes
+        assert any(o.startswith("allowed allowed.test:443") for o in outcomes), outcomes
+        assert any(e["action"] == "sandbox.network" for e in
+                   raw(e2b_env, "GET", f"/v1/audit?sandbox_id={sid}&action=sandbox.network").json()["events"])
+    finally:
+        raw(e2b_env, "DELETE", f"/v1/sandboxes/{sid}")
+
+
+def test_e2b_sdk_create_with_domains_and_hopx_sdk_drive_it(e2b_env, upstream):
+    sb = E2bSandbox.create(template="base", network={"allow_out": ["allowed.test"], "deny_out": ["0.0.0.0/0"]})
+    try:
+        prepared(sb, upstream["ca"])
+        got = run(e2b_exec(sb), [["https", "allowed.test"], ["https", "other.test"]])
+        assert got[0].get("status") == 200 and not got[1]["ok"], got
+        assert sb.get_info().network is not None
+        # The same sandbox through the Hopx SDK.
+        hx = HopxSandbox.connect(sb.sandbox_id, base_url=e2b_env["base_url"], api_key=e2b_env["api_key"])
+        got = run(lambda cmd: hx.commands.run(cmd).stdout, [["http_", "allowed.test"], ["http_", "other.test"]])
+        assert got[0].get("status") == 200 and got[1].get("status") == 403, got
+    finally:
+        sb.kill()
