@@ -148,8 +148,16 @@ def server():
         # `warren keys` (new_key) finds the store the same way as the server.
         os.environ["WARREN_DATABASE_URL"] = url
         mode += ["--database-url", url]
+    # A CA of the suite's own for the upstream test servers of test_egress.py: the egress proxy
+    # checks their certificates against it when it brokers secrets (--egress-upstream-ca).
+    upstream_ca = os.path.join(data_dir, "egress-test-ca")
+    os.makedirs(upstream_ca)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=warren egress test CA",
+                    "-days", "2", "-keyout", os.path.join(upstream_ca, "ca.key"),
+                    "-out", os.path.join(upstream_ca, "ca.pem")], check=True, capture_output=True)
     proc = subprocess.Popen(
         [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
+         "--egress-upstream-ca", os.path.join(upstream_ca, "ca.pem"),
          "--stop-sandboxes-on-exit",
          # explicit quotas so tests do not depend on the machine's size
          "--max-sandboxes", "8", "--max-vcpu", "64", "--max-memory-mb", "65536", "--max-upload-mb", "64",
@@ -173,7 +181,8 @@ def server():
             time.sleep(0.1)
     else:
         raise RuntimeError("warren serve did not become healthy:\n" + open(log.name).read())
-    yield {"base_url": base, "api_key": API_KEY, "data_dir": data_dir, "log": log.name, "proc": proc}
+    yield {"base_url": base, "api_key": API_KEY, "data_dir": data_dir, "log": log.name, "proc": proc,
+           "upstream_ca": upstream_ca}
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)

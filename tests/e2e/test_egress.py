@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 
 import pytest
 from e2b import Sandbox as E2bSandbox
@@ -70,23 +71,23 @@ def run(exec_cmd, probes):
 
 
 @pytest.fixture(scope="module")
-def upstream():
-    """Two upstream hosts (allowed.test, other.test) in a netns of this test, with a test CA."""
+def upstream(server):
+    """Two upstream hosts (allowed.test, other.test) in a netns of this test, with certificates
+    of the suite's upstream CA (conftest: the server trusts it upstream)."""
     routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
     assert "198.19." not in routes, "198.19.0.0/24 is in use on this machine; refusing to test against it"
     name = f"wteg{os.getpid() % 10000}"
     certs = tempfile.mkdtemp(prefix="warren-egress-")
-    ca, ca_key, leaf, leaf_key = (os.path.join(certs, f) for f in ("ca.pem", "ca.key", "leaf.pem", "leaf.key"))
+    ca, ca_key = (os.path.join(server["upstream_ca"], f) for f in ("ca.pem", "ca.key"))
+    leaf, leaf_key = (os.path.join(certs, f) for f in ("leaf.pem", "leaf.key"))
     sans = "subjectAltName=DNS:allowed.test,DNS:other.test,DNS:*.pkg.test,DNS:private.test,DNS:loop.test"
-    for c in (["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=warren egress test CA",
-               "-days", "2", "-keyout", ca_key, "-out", ca],
-              ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=allowed.test", "-keyout", leaf_key,
-               "-out", leaf + ".csr"]):
-        subprocess.run(c, check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=allowed.test",
+                    "-keyout", leaf_key, "-out", leaf + ".csr"], check=True, capture_output=True)
     ext = os.path.join(certs, "ext")
     with open(ext, "w") as f:
         f.write(sans + "\n")
-    subprocess.run(["openssl", "x509", "-req", "-in", leaf + ".csr", "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+    subprocess.run(["openssl", "x509", "-req", "-in", leaf + ".csr", "-CA", ca, "-CAkey", ca_key,
+                    "-CAcreateserial", "-CAserial", os.path.join(certs, "serial"),
                     "-days", "2", "-extfile", ext, "-out", leaf], check=True, capture_output=True)
     cmds = [
         ["ip", "netns", "add", name],
@@ -251,3 +252,78 @@ def test_e2b_sdk_create_with_domains_and_hopx_sdk_drive_it(e2b_env, upstream):
         assert got[0].get("status") == 200 and got[1].get("status") == 403, got
     finally:
         sb.kill()
+
+
+def test_secret_reaches_only_its_host_and_the_sandbox_holds_a_placeholder(e2b_env, upstream):
+    value = f"ghp_{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    name = f"gh-{uuid.uuid4().hex[:8]}"
+    r = raw(e2b_env, "POST", "/v1/secrets", json={"name": name, "value": value, "hosts": ["allowed.test"]})
+    assert r.status_code == 201 and value not in r.text and r.json()["hosts"] == ["allowed.test"], r.text
+    listed = raw(e2b_env, "GET", "/v1/secrets").json()["secrets"]
+    assert any(s["name"] == name for s in listed) and value not in json.dumps(listed)
+    for bad in ({"name": "x y", "value": "v", "hosts": ["a.test"]}, {"name": "ok", "value": "v", "hosts": []},
+                {"name": "ok", "value": "v", "hosts": ["*"]}):
+        assert raw(e2b_env, "POST", "/v1/secrets", json=bad).status_code == 400
+    r = raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base", "secrets": {"GH_TOKEN": "no-such-secret"}})
+    assert r.status_code == 400 and "no-such-secret" in r.json()["message"], r.text
+    # Internet on, no domain rules: the sandbox goes through the proxy for its secret only.
+    r = raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base", "secrets": {"GH_TOKEN": name}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    try:
+        sb = prepared(E2bSandbox.connect(sid), upstream["ca"])
+        ex = e2b_exec(sb)
+        # The upstream's CA too, for the hosts the proxy does not terminate (as root).
+        sb.commands.run("cat /tmp/egress-ca.pem >> /etc/ssl/certs/ca-certificates.crt", user="root")
+        placeholder = ex("printenv GH_TOKEN").strip()
+        assert placeholder.startswith("wrn_secret_") and value not in placeholder
+        sb.files.write("/tmp/use.py", r'''
+import json, os, ssl, sys, urllib.request
+def get(url, host=None):
+    headers = {"Authorization": "Bearer " + os.environ["GH_TOKEN"], "X-Other": "keep"}
+    if host:
+        headers["Host"] = host
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return {"status": r.status, "body": r.read().decode()}
+    except urllib.error.HTTPError as e:
+        return {"status": e.code, "body": e.read().decode()}
+    except Exception as e:
+        return {"error": type(e).__name__ + ": " + str(e)}
+print(json.dumps([get("https://allowed.test/"), get("https://other.test/"), get("http://allowed.test/"),
+                  get("https://allowed.test/redirect"), get("https://allowed.test/", host="other.test")]))
+''')
+        bound, other, plain, redirected, fronted = json.loads(ex("python3 /tmp/use.py").strip().splitlines()[-1])
+        # The bound host, over HTTPS, sees the value in place of the placeholder.
+        assert bound.get("status") == 200, bound
+        headers = json.loads(bound["body"])["headers"]
+        assert headers["Authorization"] == "Bearer " + value and headers["X-Other"] == "keep", headers
+        # Another host, plain HTTP, and a redirect's target get the placeholder only.
+        assert other.get("status") == 200 and value not in other["body"] and placeholder in other["body"], other
+        assert plain.get("status") == 200 and value not in plain["body"] and placeholder in plain["body"], plain
+        assert value not in json.dumps(redirected), redirected
+        # A request that names another Host inside the bound host's TLS is refused.
+        assert fronted.get("status") == 421, fronted
+        # Nothing inside the sandbox holds the value: its environment, files, /proc.
+        leak = ex(f"grep -rl {value} /etc /tmp /root /home /workspace /proc/[0-9]*/environ 2>/dev/null | head -3; true")
+        assert leak.strip() == "", leak
+        # Its use is in the audit trail, without the value.
+        trail = raw(e2b_env, "GET", f"/v1/audit?sandbox_id={sid}&action=egress&limit=500").json()["events"]
+        assert any(f"secret {name} put in header authorization" in e["outcome"] for e in trail), trail
+        assert value not in json.dumps(trail)
+    finally:
+        raw(e2b_env, "DELETE", f"/v1/sandboxes/{sid}")
+    assert raw(e2b_env, "DELETE", f"/v1/secrets/{name}").status_code == 204
+    assert raw(e2b_env, "DELETE", f"/v1/secrets/{name}").status_code == 404
+    assert not any(s["name"] == name for s in raw(e2b_env, "GET", "/v1/secrets").json()["secrets"])
+    # Not in the server's log, the audit trail, nor in clear anywhere under its data dir (the store).
+    time.sleep(0.3)
+    assert value.encode() not in open(e2b_env["log"], "rb").read()
+    for root, _, files in os.walk(e2b_env["data_dir"]):
+        for f in files:
+            path = os.path.join(root, f)
+            try:
+                data = open(path, "rb").read()
+            except OSError:
+                continue
+            assert value.encode() not in data, path

@@ -85,6 +85,8 @@ pub enum ControlAction {
     KeyRotate,
     NodeDrain,
     NodeActivate,
+    SecretPut,
+    SecretDelete,
 }
 
 impl ControlAction {
@@ -112,6 +114,8 @@ impl ControlAction {
             KeyRotate => "key.rotate",
             NodeDrain => "node.drain",
             NodeActivate => "node.activate",
+            SecretPut => "secret.put",
+            SecretDelete => "secret.delete",
         }
     }
 

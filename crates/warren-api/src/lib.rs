@@ -20,6 +20,7 @@ mod nodes;
 mod openapi;
 mod request_id;
 mod routes;
+pub mod secrets;
 mod serve;
 mod state;
 mod template_spec;

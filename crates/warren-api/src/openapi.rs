@@ -10,9 +10,9 @@ use utoipa::openapi::path::HttpMethod;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use warren_wire::control::{
-    CreateSandboxRequest, EgressPolicy, ErrorEnvelope, ErrorObject, ListPage, Sandbox,
-    SandboxResources, SandboxUsage, SetTimeoutRequest, Snapshot, Template, TemplateResources,
-    TokenResponse,
+    CreateSandboxRequest, EgressPolicy, ErrorEnvelope, ErrorObject, ListPage, NewSecret, Sandbox,
+    SandboxResources, SandboxUsage, SecretInfo, SecretList, SetTimeoutRequest, Snapshot, Template,
+    TemplateResources, TokenResponse,
 };
 use warren_wire::e2b;
 
@@ -84,7 +84,8 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
     paths(
         health, openapi_json, metrics,
         create_sandbox, list_sandboxes, get_sandbox, delete_sandbox, pause_sandbox,
-        resume_sandbox, set_sandbox_timeout, set_sandbox_network, refresh_sandbox_token, sandbox_usage,
+        resume_sandbox, set_sandbox_timeout, set_sandbox_network, refresh_sandbox_token,
+        put_secret, list_secrets, delete_secret, sandbox_usage,
         take_snapshot, list_snapshots, get_snapshot, delete_snapshot,
         list_templates, get_template, delete_template,
         upload_link, upload_context, build_template, build_status, build_logs,
@@ -97,7 +98,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         mcp_post, mcp_get, mcp_delete,
     ),
     components(schemas(
-        CreateSandboxRequest, EgressPolicy, SandboxResources, Sandbox, ListPage<Sandbox>,
+        CreateSandboxRequest, EgressPolicy, NewSecret, SecretInfo, SecretList, SandboxResources, Sandbox, ListPage<Sandbox>,
         ListPage<Template>, SetTimeoutRequest, TokenResponse, TemplateResources, Template,
         Snapshot, SandboxUsage, ErrorEnvelope, ErrorObject, Sandboxes, E2bError, e2b::Sandbox,
         e2b::ListedSandbox, e2b::SandboxDetail, e2b::NetworkConfig, e2b::Lifecycle,
@@ -107,6 +108,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
     security(("api_key" = []), ("bearer" = [])),
     tags(
         (name = "sandboxes", description = "Sandboxes (Hopx API)"),
+        (name = "secrets", description = "Credentials the host brokers: a sandbox holds a placeholder, and the egress proxy puts the value in its place only in HTTPS requests to the secret's hosts (Warren extension)"),
         (name = "snapshots", description = "Snapshots of running sandboxes and copies of them (Warren extension)"),
         (name = "templates", description = "Templates and their builds (Hopx API)"),
         (name = "admin", description = "API keys and the audit trail of an organization (admin keys)"),
@@ -246,6 +248,28 @@ fn set_sandbox_timeout() {}
         (status = "4XX", description = "A bad entry (named), a domain without `0.0.0.0/0` denied, not found, or refused", body = ErrorEnvelope)))]
 #[allow(dead_code)]
 fn set_sandbox_network() {}
+
+/// Store a secret, or replace its value and hosts. The value is write-only.
+#[utoipa::path(post, path = "/v1/secrets", tag = "secrets",
+    request_body = NewSecret,
+    responses((status = 201, description = "Stored (the answer has no value)", body = SecretInfo),
+        (status = "4XX", description = "A bad name, value or host (named)", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn put_secret() {}
+
+/// The caller's secrets, without values.
+#[utoipa::path(get, path = "/v1/secrets", tag = "secrets",
+    responses((status = 200, description = "Secrets", body = SecretList)))]
+#[allow(dead_code)]
+fn list_secrets() {}
+
+/// Delete a secret. Running sandboxes keep it until their policy is next set.
+#[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "secrets",
+    params(("name" = String, Path, description = "Secret name")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such secret", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn delete_secret() {}
 
 /// A new token for the sandbox's agent.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/token/refresh", tag = "sandboxes",

@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub gvisor: bool,
     /// How the egress proxy resolves names (`--egress-resolve`).
     pub egress_resolver: warren_egress::Resolver,
+    /// CA certificates (PEM) the egress proxy trusts upstream (`--egress-upstream-ca`).
+    pub egress_upstream_ca: Vec<String>,
     pub runsc: PathBuf,
     /// Offer the microVM tier when QEMU and a guest kernel are installed.
     pub microvm: bool,
@@ -306,6 +308,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
             guest_kernel_dir: cfg.guest_kernel_dir.clone(),
             default_isolation: cfg.default_isolation,
             egress_resolver: cfg.egress_resolver.clone(),
+            egress_upstream_ca: cfg.egress_upstream_ca.clone(),
         })
         .await?;
         let gate = Arc::new(ControlGate {
@@ -349,6 +352,10 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
             limits: cfg.limits.clone(),
             allow_isolation_override: cfg.allow_isolation_override,
             snapshots_dir: cfg.data_dir.join("snapshots"),
+            vault: Arc::new(
+                crate::secrets::SecretVault::open(store.clone(), &cfg.data_dir)
+                    .context("open the secret store")?,
+            ),
         },
     ));
     if let Some(mut node_events) = node_events {

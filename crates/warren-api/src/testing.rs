@@ -86,6 +86,9 @@ impl Harness {
                 limits: setup.limits.clone(),
                 allow_isolation_override: setup.allow_isolation_override,
                 snapshots_dir: data.join("snapshots"),
+                vault: Arc::new(
+                    crate::secrets::SecretVault::open(store.clone(), &data).expect("secret store"),
+                ),
             },
         ));
         let key = store

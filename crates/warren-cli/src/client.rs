@@ -152,6 +152,18 @@ impl Client {
             .with_context(|| format!("unexpected answer to {path}"))
     }
 
+    /// A call whose answer has no body (204).
+    pub async fn call_no_answer(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-API-Key", &self.key)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        check(res).await.map(drop)
+    }
+
     /// PUTs bytes to a URL the server handed out (a one-time upload link; no credentials).
     pub async fn put_bytes(&self, url: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
         let res = self

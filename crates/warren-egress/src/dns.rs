@@ -61,7 +61,7 @@ async fn answer(proxy: &Shared, peer: Ipv4Addr, query: &Message) -> Option<Messa
         .to_ascii()
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    let allowed = sandbox.policy().domain_for(&name).is_some();
+    let allowed = sandbox.policy().resolves(&name);
     let event = |decision, rule: String| EgressEvent {
         sandbox: sandbox.id.clone(),
         name: Some(name.clone()),

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use crate::events::{Decision, EgressEvent};
 use crate::state::{Guarded, Shared};
 
-type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The connection's current upstream: the name it was dialled for and its sender.
 type Upstream = Mutex<Option<(String, SendRequest<Incoming>)>>;
@@ -76,6 +76,26 @@ impl Conn {
             );
         }
         self.proxy.rename(&self.sandbox, self.live, &name);
+        // Secrets are never put in plain HTTP; a placeholder sent this way goes out as it is.
+        let policy = self.sandbox.policy();
+        for s in &policy.secrets {
+            let seen = req
+                .headers()
+                .values()
+                .any(|v| v.to_str().is_ok_and(|t| t.contains(s.placeholder.as_str())));
+            if seen {
+                self.proxy.events.send(EgressEvent {
+                    sandbox: self.sandbox.id.clone(),
+                    name: Some(name.clone()),
+                    addr: *self.dest.ip(),
+                    port: self.dest.port(),
+                    decision: Decision::Allowed,
+                    rule: format!("secret {} placeholder sent unchanged (plain HTTP)", s.name),
+                    bytes_out: 0,
+                    bytes_in: 0,
+                });
+            }
+        }
         let mut upstream = self.upstream.lock().await;
         let reuse = matches!(&*upstream, Some((n, s)) if *n == name && !s.is_closed());
         if !reuse {
@@ -138,7 +158,7 @@ impl Conn {
 }
 
 /// The request's Host (or its absolute URI's), without a port, lower-cased.
-fn host_of<B>(req: &Request<B>) -> Option<String> {
+pub(crate) fn host_of<B>(req: &Request<B>) -> Option<String> {
     let raw = req
         .headers()
         .get(hyper::header::HOST)
@@ -153,7 +173,7 @@ fn host_of<B>(req: &Request<B>) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
-fn refusal(status: StatusCode, text: String) -> Response<Body> {
+pub(crate) fn refusal(status: StatusCode, text: String) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(Bytes::from(text))
             .map_err(|never| match never {})

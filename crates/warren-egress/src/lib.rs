@@ -4,18 +4,21 @@
 //! addresses the proxy never dials (`guard`). The host's firewall (warren-runtime) redirects a
 //! sandbox's traffic here; this crate decides.
 
+mod ca;
 mod dns;
 mod events;
 mod guard;
 mod http;
+mod mitm;
 pub mod policy;
 mod proxy;
 pub mod resolve;
+pub mod secrets;
 mod sniff;
 mod state;
 
 pub use events::{Counters, Decision, EgressEvent};
-pub use policy::{Policy, PolicyError, Verdict, ALL_TRAFFIC};
+pub use policy::{Brokered, Policy, PolicyError, Verdict, ALL_TRAFFIC};
 pub use proxy::{EgressProxy, ProxyConfig};
 pub use resolve::{PinError, Resolver};
 pub use state::DialError;

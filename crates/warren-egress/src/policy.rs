@@ -43,7 +43,7 @@ pub enum Domain {
 }
 
 impl Domain {
-    fn parse(entry: &str) -> Result<Self, PolicyError> {
+    pub fn parse(entry: &str) -> Result<Self, PolicyError> {
         let e = entry.trim().trim_end_matches('.').to_ascii_lowercase();
         if e == "*" {
             return Ok(Self::Any);
@@ -94,6 +94,8 @@ pub struct Policy {
     /// Allowed addresses, with the DNS servers the caller named.
     pub allow: Vec<Ipv4Net>,
     pub deny: Vec<Ipv4Net>,
+    /// Credentials the proxy puts in requests to their hosts (see `secrets`).
+    pub secrets: Vec<Brokered>,
 }
 
 /// What the policy says about one destination, and which entry said it (shown to the sandbox in
@@ -164,12 +166,31 @@ impl Policy {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.domains.is_empty() && self.allow.is_empty() && self.deny.is_empty()
+        self.domains.is_empty()
+            && self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.secrets.is_empty()
     }
 
     /// Whether names are judged: the sandbox's TCP and DNS then go through the host's proxy.
     pub fn has_domains(&self) -> bool {
         !self.domains.is_empty()
+    }
+
+    /// Whether the sandbox's TCP and DNS go through the host's proxy: it judges names, or it
+    /// brokers credentials.
+    pub fn proxied(&self) -> bool {
+        self.has_domains() || !self.secrets.is_empty()
+    }
+
+    /// Whether the sandbox may resolve `name`: every name when no domain rule is set.
+    pub fn resolves(&self, name: &str) -> bool {
+        !self.has_domains() || self.domain_for(name).is_some()
+    }
+
+    /// The secrets bound to `name`.
+    pub fn secrets_for(&self, name: &str) -> Vec<&Brokered> {
+        self.secrets.iter().filter(|s| s.bound_to(name)).collect()
     }
 
     /// The domain entry that allows `name`, if any.
@@ -208,6 +229,47 @@ impl Policy {
             allowed: true,
             rule: "no rule (internet access)".into(),
         }
+    }
+}
+
+/// One secret given to one sandbox.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Brokered {
+    /// The secret's name (for the audit trail; never its value).
+    pub name: String,
+    /// What the sandbox holds instead of the value.
+    pub placeholder: String,
+    pub value: String,
+    pub hosts: Vec<Domain>,
+}
+
+impl std::fmt::Debug for Brokered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Brokered")
+            .field("name", &self.name)
+            .field("placeholder", &self.placeholder)
+            .field("value", &"<redacted>")
+            .field("hosts", &self.hosts)
+            .finish()
+    }
+}
+
+/// Parses the hosts a secret is bound to: names or `*.name`, never `*` (a value that goes to
+/// every host is not brokered, only hidden).
+pub fn parse_hosts(hosts: &[String]) -> Result<Vec<Domain>, PolicyError> {
+    hosts
+        .iter()
+        .map(|h| match Domain::parse(h)? {
+            Domain::Any => Err(PolicyError::Domain(h.clone())),
+            d => Ok(d),
+        })
+        .collect()
+}
+
+impl Brokered {
+    pub fn bound_to(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.iter().any(|d| d.matches(&name))
     }
 }
 

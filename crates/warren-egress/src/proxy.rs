@@ -16,17 +16,21 @@ use crate::guard::Guard;
 use crate::policy::{Policy, Verdict};
 use crate::resolve::Resolver;
 use crate::sniff::{self, Opening};
-use crate::state::{DialError, Guarded, Shared};
+use crate::state::{reset, DialError, Guarded, Mitm, Shared};
 
 /// How long a connection may stay silent before the proxy gives up telling what it is.
 const SNIFF_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What the proxy needs from its operator.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ProxyConfig {
     pub resolver: Resolver,
     /// Addresses refused beyond the fixed set (the sandbox links' own range).
     pub refused: Vec<ipnet::Ipv4Net>,
+    /// Where the node's CA for brokering secrets is kept (none: secrets are not brokered here).
+    pub ca_dir: Option<std::path::PathBuf>,
+    /// CA certificates (PEM) trusted upstream besides the web's (`--egress-upstream-ca`).
+    pub upstream_ca_pem: Vec<String>,
 }
 
 pub struct EgressProxy {
@@ -45,7 +49,20 @@ impl EgressProxy {
         let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
         let dns = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
         let (events, received) = Events::new();
-        let shared = Arc::new(Shared::new(cfg.resolver, Guard::new(&cfg.refused), events));
+        let mitm = match &cfg.ca_dir {
+            Some(dir) => Some(Mitm {
+                ca: crate::ca::NodeCa::load_or_create(dir).map_err(std::io::Error::other)?,
+                upstream: crate::ca::upstream_config(&cfg.upstream_ca_pem)
+                    .map_err(std::io::Error::other)?,
+            }),
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(
+            cfg.resolver,
+            Guard::new(&cfg.refused),
+            events,
+            mitm,
+        ));
         let proxy = Arc::new(Self {
             shared: shared.clone(),
             tcp_port: listener.local_addr()?.port(),
@@ -54,6 +71,11 @@ impl EgressProxy {
         tokio::spawn(proxy.clone().accept_loop(listener));
         tokio::spawn(crate::dns::serve(shared, dns));
         Ok((proxy, received))
+    }
+
+    /// The CA certificate sandboxes with secrets must trust (PEM).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.shared.mitm.as_ref().map(|m| m.ca.cert_pem.as_str())
     }
 
     pub fn counters(&self) -> &crate::Counters {
@@ -128,15 +150,29 @@ impl EgressProxy {
                     self.shared.refused(&sandbox, Some(&name), dest, &verdict);
                     return reset(stream);
                 }
+                if !policy.secrets_for(&name).is_empty() && self.shared.mitm.is_some() {
+                    return crate::mitm::serve(self.shared.clone(), sandbox, stream, name, dest)
+                        .await;
+                }
                 let upstream = self.shared.dial(&name, dest.port()).await;
                 self.splice(&sandbox, stream, upstream, Some(name), dest, verdict)
                     .await
             }
             Opening::Http => crate::http::serve(self.shared.clone(), sandbox, stream, dest).await,
             Opening::Tls { sni: None } | Opening::Other => {
+                // No name: judged by address alone. Allowed addresses were let through above;
+                // without domain rules everything else not denied is too (a sandbox proxied for
+                // its secrets only), except addresses the host never dials.
                 let verdict = policy.judge(None, *dest.ip());
+                if verdict.allowed && !self.shared.guard.refuses(*dest.ip()) {
+                    let upstream = TcpStream::connect(dest)
+                        .await
+                        .map_err(|e| DialError::Connect(e.to_string()));
+                    return self
+                        .splice(&sandbox, stream, upstream, None, dest, verdict)
+                        .await;
+                }
                 let verdict = if verdict.allowed {
-                    // Allowed addresses were let through above; what is left is a host address.
                     Verdict {
                         allowed: false,
                         rule: "a host or private address".into(),
@@ -202,11 +238,4 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddrV4> {
         Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
         u16::from_be(sin.sin_port),
     ))
-}
-
-/// Closes with a TCP reset, so that the sandbox's program sees a refusal at once instead of a
-/// connection that seemed to open.
-pub(crate) fn reset(stream: TcpStream) {
-    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-    drop(stream);
 }

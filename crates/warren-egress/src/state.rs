@@ -49,16 +49,24 @@ pub(crate) struct Shared {
     pub resolver: Resolver,
     pub guard: Guard,
     pub events: Events,
+    /// TLS interception for hosts with secrets, where the node has a CA.
+    pub mitm: Option<Mitm>,
     next_conn: std::sync::atomic::AtomicU64,
 }
 
+pub(crate) struct Mitm {
+    pub ca: crate::ca::NodeCa,
+    pub upstream: Arc<rustls::ClientConfig>,
+}
+
 impl Shared {
-    pub fn new(resolver: Resolver, guard: Guard, events: Events) -> Self {
+    pub fn new(resolver: Resolver, guard: Guard, events: Events, mitm: Option<Mitm>) -> Self {
         Self {
             sandboxes: RwLock::default(),
             resolver,
             guard,
             events,
+            mitm,
             next_conn: Default::default(),
         }
     }
@@ -197,4 +205,11 @@ pub enum DialError {
     Refused,
     #[error("cannot connect: {0}")]
     Connect(String),
+}
+
+/// Closes with a TCP reset, so that the sandbox's program sees a refusal at once instead of a
+/// connection that seemed to open.
+pub(crate) fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
 }

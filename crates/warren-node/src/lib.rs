@@ -7,6 +7,7 @@
 mod agent_link;
 pub mod build_step;
 pub mod daemon;
+pub mod egress;
 mod egress_audit;
 mod error;
 mod gate;

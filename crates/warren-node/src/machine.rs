@@ -27,6 +27,9 @@ pub struct MachineConfig {
     pub default_isolation: Tier,
     /// How the egress proxy and DNS filter resolve names (`--egress-resolve`).
     pub egress_resolver: warren_egress::Resolver,
+    /// CA certificates (PEM) the egress proxy trusts upstream besides the web's
+    /// (`--egress-upstream-ca`).
+    pub egress_upstream_ca: Vec<String>,
 }
 
 /// Why the machine cannot run sandboxes.
@@ -68,6 +71,8 @@ pub async fn prepare(cfg: &MachineConfig) -> Result<(Arc<Host>, Vec<AnyDriver>),
             egress: warren_egress::ProxyConfig {
                 resolver: cfg.egress_resolver.clone(),
                 refused: Vec::new(),
+                ca_dir: Some(cfg.data_dir.join("egress-ca")),
+                upstream_ca_pem: cfg.egress_upstream_ca.clone(),
             },
         })
         .await

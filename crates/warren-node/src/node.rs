@@ -170,11 +170,26 @@ impl Node {
 
     /// Starts a sandbox and returns once its agent answers (and, in local mode, its listener is
     /// open). A VM guest is told the host's time first.
-    pub async fn start(&self, req: SandboxStart) -> Result<Started, NodeError> {
+    pub async fn start(&self, mut req: SandboxStart) -> Result<Started, NodeError> {
         let driver = self.driver(req.tier)?;
         let id = req.spec.id.clone();
+        // With brokered secrets, TLS clients must trust the CA the egress proxy presents.
+        let ca = match &req.spec.egress {
+            Some(p) if !p.secrets.is_empty() => self.host.egress_ca_pem().map(str::to_owned),
+            _ => None,
+        };
+        if ca.is_some() {
+            req.spec.env_vars.extend(crate::egress::trust_env());
+        }
         let started = driver.start(&req.spec).await?;
         let agent = AgentLink::new(started.agent_socket);
+        if let (Some(pem), None) = (&ca, &req.spec.saved_state) {
+            if let Err(e) = crate::egress::install_ca(&agent, pem).await {
+                drop(started.exited);
+                let _ = driver.destroy(&id).await;
+                return Err(NodeError::Agent(e));
+            }
+        }
         if driver.has_own_clock() {
             set_clock(&id, &agent).await;
         }

@@ -13,6 +13,7 @@ mod leader;
 mod nodes;
 mod row;
 mod sandboxes;
+mod secrets;
 mod snapshots;
 mod templates;
 
@@ -27,6 +28,7 @@ pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeySpec, NewApiKey, Role}
 pub use leader::Leadership;
 pub use nodes::NodeRecord;
 pub use sandboxes::{ClaimPooled, NewSandbox, SandboxPage, SandboxRecord, TenantUsage};
+pub use secrets::SecretRecord;
 pub use snapshots::SnapshotRecord;
 pub use templates::{TemplateRecord, TemplateStatus};
 

@@ -36,6 +36,8 @@ pub struct SandboxRecord {
     pub pause_on_timeout: bool,
     /// The snapshot it was created from.
     pub snapshot_id: Option<String>,
+    /// The secrets it was given (JSON; see `NewSandbox::secret_bindings`).
+    pub secret_bindings: Option<String>,
 }
 
 pub struct NewSandbox<'a> {
@@ -54,6 +56,8 @@ pub struct NewSandbox<'a> {
     pub egress: Option<&'a str>,
     pub pause_on_timeout: bool,
     pub snapshot_id: Option<&'a str>,
+    /// The secrets it was given: JSON of env var, secret name and placeholder (never values).
+    pub secret_bindings: Option<&'a str>,
 }
 
 /// What a create sets on the warm sandbox it takes (see `claim_pooled_sandbox`).
@@ -75,7 +79,8 @@ pub struct SandboxPage {
 const COLUMNS: &str =
     "seq, id, template_id, template_name, status, vcpu, memory_mb, disk_mb, internet_access, \
      timeout_seconds, expires_at, created_at, key_id, tenant, isolation, runtime_handle, \
-     listen_port, status_reason, node_id, region, metadata, egress, on_timeout, snapshot_id";
+     listen_port, status_reason, node_id, region, metadata, egress, on_timeout, snapshot_id, \
+     secret_bindings";
 
 /// Statuses whose processes may exist.
 const LIVE: &str = "('creating','running','paused')";
@@ -90,8 +95,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
              internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation, \
-             node_id, region, metadata, egress, on_timeout, snapshot_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+             node_id, region, metadata, egress, on_timeout, snapshot_id, secret_bindings) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
         )
         .bind(s.id.as_str())
         .bind(s.template_id)
@@ -114,6 +119,7 @@ impl Store {
         .bind(s.egress)
         .bind(s.pause_on_timeout.then_some("pause"))
         .bind(s.snapshot_id)
+        .bind(s.secret_bindings)
         .execute(&self.pool)
         .await?;
         Ok(SandboxRecord {
@@ -138,6 +144,7 @@ impl Store {
             egress: s.egress.map(str::to_owned),
             pause_on_timeout: s.pause_on_timeout,
             snapshot_id: s.snapshot_id.map(str::to_owned),
+            secret_bindings: s.secret_bindings.map(str::to_owned),
         })
     }
 
@@ -479,6 +486,7 @@ fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> 
         egress: opt_text(r, "egress")?,
         pause_on_timeout: opt_text(r, "on_timeout")?.as_deref() == Some("pause"),
         snapshot_id: opt_text(r, "snapshot_id")?,
+        secret_bindings: opt_text(r, "secret_bindings")?,
     })
 }
 

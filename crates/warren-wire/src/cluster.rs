@@ -149,6 +149,9 @@ pub struct StartRequest {
     /// The template's start command, run in the background before the ready check.
     pub start_cmd: Option<String>,
     pub ready: Option<ReadyProbe>,
+    /// Secrets the node's egress proxy brokers for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretBinding>,
 }
 
 /// The answer to a start.
@@ -254,4 +257,28 @@ pub struct NetworkUpdate {
     /// None: internet access alone decides.
     pub egress: Option<crate::control::EgressPolicy>,
     pub internet_access: bool,
+    #[serde(default)]
+    pub secrets: Vec<SecretBinding>,
+}
+
+/// A secret given to a sandbox, as its node needs it: the placeholder the sandbox holds and the
+/// value the node's egress proxy puts in its place for the bound hosts (sent over the node link
+/// only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretBinding {
+    pub name: String,
+    pub placeholder: String,
+    pub value: String,
+    pub hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for SecretBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretBinding")
+            .field("name", &self.name)
+            .field("placeholder", &self.placeholder)
+            .field("value", &"<redacted>")
+            .field("hosts", &self.hosts)
+            .finish()
+    }
 }

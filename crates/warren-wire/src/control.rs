@@ -35,6 +35,11 @@ pub struct CreateSandboxRequest {
     /// Warren extension (E2B's `network`): egress beyond on/off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<EgressPolicy>,
+    /// Warren extension: secrets the sandbox uses without holding them. Each env var named here
+    /// gets an opaque placeholder; the host's egress proxy puts the secret's value in its place
+    /// only in HTTPS requests to the hosts the secret is bound to (`POST /v1/secrets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<BTreeMap<String, String>>,
     /// Warren extension (E2B's `autoPause`): pause the sandbox at its timeout instead of
     /// stopping it; it then waits, without a timeout, to be resumed or deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,4 +367,42 @@ pub struct BuildLogs {
     pub status: String,
     pub complete: bool,
     pub request_id: String,
+}
+
+/// `POST /v1/secrets` (Warren extension): a secret the host brokers. Creating an existing name
+/// replaces its value and hosts (a rotation; sandboxes already running keep the old value until
+/// their policy is next set).
+#[derive(Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSecret {
+    /// Letters, digits, `_` and `-`, at most 128.
+    pub name: String,
+    /// Write-only: never shown again, never logged.
+    pub value: String,
+    /// The hosts it is sent to: names or `*.name` (at most 32).
+    pub hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for NewSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSecret")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .field("hosts", &self.hosts)
+            .finish()
+    }
+}
+
+/// A secret as the API shows it: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SecretInfo {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretInfo>,
 }

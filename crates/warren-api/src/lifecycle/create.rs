@@ -32,6 +32,15 @@ pub(super) struct Asked {
     /// User metadata as stored (JSON).
     pub metadata: Option<String>,
     pub egress: Option<EgressPolicy>,
+    /// Brokered secrets: the env vars holding their placeholders, what the record keeps, and
+    /// what the node's egress proxy needs.
+    pub secrets: Option<AskedSecrets>,
+}
+
+pub(super) struct AskedSecrets {
+    pub env: BTreeMap<String, String>,
+    pub kept: String,
+    pub bindings: Vec<warren_wire::cluster::SecretBinding>,
 }
 
 /// Where a create goes and how it runs there.
@@ -60,6 +69,9 @@ impl Lifecycle {
         let mut env_vars = placed.run.env.clone();
         env_vars.extend(req.env_vars.clone().unwrap_or_default());
         check_env(&env_vars)?;
+        if let Some(s) = &asked.secrets {
+            env_vars.extend(s.env.clone());
+        }
         if let Some(taken) = self.take_warm(&asked, &placed, &req, who).await? {
             return Ok(taken);
         }
@@ -116,6 +128,21 @@ impl Lifecycle {
             _ => None,
         };
         let tier = self.asked_tier(req, snapshot.as_ref(), stored.as_ref())?;
+        let secrets = match &req.secrets {
+            Some(wanted) if !wanted.is_empty() => {
+                let (env, kept, bindings) = self
+                    .vault
+                    .bind(who.tenant, wanted)
+                    .await
+                    .map_err(LifecycleError::from_secrets)?;
+                Some(AskedSecrets {
+                    env,
+                    kept,
+                    bindings,
+                })
+            }
+            _ => None,
+        };
         Ok(Asked {
             template,
             snapshot,
@@ -123,6 +150,7 @@ impl Lifecycle {
             tier,
             metadata,
             egress,
+            secrets,
         })
     }
 
@@ -282,7 +310,11 @@ impl Lifecycle {
         req: &CreateSandboxRequest,
         who: Requester<'_>,
     ) -> LifecycleResult<Option<SandboxRecord>> {
-        if placed.node_id.is_some() || asked.egress.is_some() || asked.snapshot.is_some() {
+        if placed.node_id.is_some()
+            || asked.egress.is_some()
+            || asked.secrets.is_some()
+            || asked.snapshot.is_some()
+        {
             return Ok(None);
         }
         self.claim_pooled(
@@ -317,6 +349,11 @@ impl Lifecycle {
             resources: record.resources,
             internet_access: record.internet_access,
             egress: asked.egress.clone(),
+            secrets: asked
+                .secrets
+                .as_ref()
+                .map(|s| s.bindings.clone())
+                .unwrap_or_default(),
             env_vars,
             tier: placed.tier,
             owner: who.tenant.to_owned(),
@@ -390,6 +427,7 @@ impl Lifecycle {
                     egress: egress.as_deref(),
                     pause_on_timeout: req.auto_pause.unwrap_or(false),
                     snapshot_id: asked.snapshot.as_ref().map(|s| s.id.as_str()),
+                    secret_bindings: asked.secrets.as_ref().map(|s| s.kept.as_str()),
                 },
                 now(),
             )

@@ -48,6 +48,19 @@ pub enum LifecycleError {
 }
 
 impl LifecycleError {
+    /// A secret that cannot be given: the caller's mistake, or the server's key.
+    pub(super) fn from_secrets(e: crate::secrets::SecretError) -> Self {
+        use crate::secrets::SecretError;
+        match e {
+            SecretError::Invalid(why) => Self::Invalid(why),
+            SecretError::NotFound(name) => {
+                Self::Invalid(format!("secrets: no secret named {name:?}"))
+            }
+            SecretError::Store(e) => Self::Store(e),
+            e => Self::Unavailable(e.to_string()),
+        }
+    }
+
     /// A node's refusal to `action` a sandbox that the store says is `status`: a sandbox the
     /// node does not run is in the wrong state for it; what the node or tier cannot do is the
     /// caller's choice (400); a node that is silent or failed is unavailable now; the control

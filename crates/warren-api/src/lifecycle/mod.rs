@@ -68,6 +68,7 @@ pub struct Lifecycle {
     pools: pool::Pools,
     /// Where snapshot layers are kept (`snapshots.rs`).
     snapshots_dir: std::path::PathBuf,
+    vault: Arc<crate::secrets::SecretVault>,
 }
 
 /// How a `Lifecycle` is set up.
@@ -77,6 +78,8 @@ pub struct LifecycleConfig {
     pub allow_isolation_override: bool,
     /// Where snapshot layers are kept.
     pub snapshots_dir: std::path::PathBuf,
+    /// Secrets brokered for sandboxes.
+    pub vault: Arc<crate::secrets::SecretVault>,
 }
 
 impl Lifecycle {
@@ -98,7 +101,18 @@ impl Lifecycle {
             build_sandboxes: Mutex::new(HashMap::new()),
             pools: pool::Pools::default(),
             snapshots_dir: cfg.snapshots_dir,
+            vault: cfg.vault,
         }
+    }
+
+    /// The tenant-scoped secret store.
+    pub fn vault(&self) -> &crate::secrets::SecretVault {
+        &self.vault
+    }
+
+    #[cfg(test)]
+    pub(crate) fn vault_arc(&self) -> Arc<crate::secrets::SecretVault> {
+        self.vault.clone()
     }
 
     /// Held by a start from admission until its sandbox is live (see `closing`); refused once

@@ -356,6 +356,7 @@ impl Lifecycle {
                     egress: None,
                     pause_on_timeout: false,
                     snapshot_id: None,
+                    secret_bindings: None,
                 },
                 now(),
             )
@@ -371,6 +372,7 @@ impl Lifecycle {
             resources: record.resources,
             internet_access: true,
             egress: None,
+            secrets: Vec::new(),
             tier,
             owner: POOL_TENANT.to_owned(),
         };

@@ -102,10 +102,18 @@ impl Lifecycle {
                 tracing::error!(sandbox = %rec.id, error = %e, "cannot record the sandbox's new port");
             }
         }
-        if let Some(policy) = crate::egress::stored(rec) {
+        let policy = crate::egress::stored(rec);
+        let secrets = self.vault.rebind(rec).await;
+        if policy.is_some() || !secrets.is_empty() {
             // The egress proxy lives in the server process: a new one starts empty.
             if let Err(e) = node
-                .set_network(&rec.id, &adopted.handle, Some(&policy), rec.internet_access)
+                .set_network(
+                    &rec.id,
+                    &adopted.handle,
+                    policy.as_ref(),
+                    &secrets,
+                    rec.internet_access,
+                )
                 .await
             {
                 tracing::error!(sandbox = %rec.id, error = %e, "cannot put the sandbox's egress policy back");

@@ -315,6 +315,7 @@ async fn a_sandbox_of_a_lost_node_is_marked_when_the_node_reports_it() {
                 egress: None,
                 pause_on_timeout: false,
                 snapshot_id: None,
+                secret_bindings: None,
             },
             crate::clock::now(),
         )
@@ -508,6 +509,7 @@ async fn a_restart_takes_over_survivors_and_records_the_rest_as_stopped() {
             limits: h.lifecycle.limits().clone(),
             allow_isolation_override: true,
             snapshots_dir: h.dir.path().join("snapshots"),
+            vault: h.lifecycle.vault_arc(),
         },
     );
     let report = next.restore().await.expect("restored");

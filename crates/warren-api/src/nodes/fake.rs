@@ -221,6 +221,7 @@ impl NodeHandle for FakeNode {
         id: &SandboxId,
         _: &str,
         egress: Option<&warren_wire::control::EgressPolicy>,
+        _: &[warren_wire::cluster::SecretBinding],
         _: bool,
     ) -> Result<(), NodeCallError> {
         self.record(Call::SetNetwork(id.clone(), egress.cloned()));

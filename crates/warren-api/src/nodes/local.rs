@@ -34,11 +34,7 @@ impl NodeHandle for LocalNode {
     }
 
     async fn start(&self, order: StartOrder) -> Result<NodeStarted, NodeCallError> {
-        let egress = order
-            .egress
-            .as_ref()
-            .map(crate::egress::parse)
-            .transpose()
+        let egress = warren_node::egress::rules(order.egress.as_ref(), &order.secrets)
             .map_err(|e| NodeCallError::Unsupported(e.to_string()))?;
         let readiness = Readiness {
             start_cmd: order.run.start_cmd.clone(),
@@ -101,12 +97,11 @@ impl NodeHandle for LocalNode {
         id: &SandboxId,
         handle: &str,
         egress: Option<&warren_wire::control::EgressPolicy>,
+        secrets: &[warren_wire::cluster::SecretBinding],
         internet_access: bool,
     ) -> Result<(), NodeCallError> {
         let handle = SandboxHandle::from_json(handle).map_err(NodeCallError::BadHandle)?;
-        let policy = egress
-            .map(crate::egress::parse)
-            .transpose()
+        let policy = warren_node::egress::rules(egress, secrets)
             .map_err(|e| NodeCallError::Unsupported(e.to_string()))?;
         Ok(self
             .0

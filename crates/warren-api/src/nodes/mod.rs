@@ -36,6 +36,8 @@ pub struct StartOrder {
     pub resources: Resources,
     pub internet_access: bool,
     pub egress: Option<EgressPolicy>,
+    /// Secrets its node's egress proxy brokers.
+    pub secrets: Vec<warren_wire::cluster::SecretBinding>,
     /// The template's environment with the caller's on top.
     pub env_vars: BTreeMap<String, String>,
     pub tier: Tier,
@@ -156,6 +158,7 @@ pub trait NodeHandle: Send + Sync {
         id: &SandboxId,
         handle: &str,
         egress: Option<&EgressPolicy>,
+        secrets: &[warren_wire::cluster::SecretBinding],
         internet_access: bool,
     ) -> Result<(), NodeCallError>;
     /// Gives a warm sandbox to the create that took it.

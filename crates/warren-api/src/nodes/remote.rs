@@ -311,6 +311,7 @@ impl NodeHandle for RemoteNode {
             disk_mb: order.resources.disk_mb,
             internet_access: order.internet_access,
             egress: order.egress,
+            secrets: order.secrets,
             env_vars: order.env_vars,
             tier: Some(order.tier.to_string()),
             owner: order.owner,
@@ -358,6 +359,7 @@ impl NodeHandle for RemoteNode {
         id: &SandboxId,
         handle: &str,
         egress: Option<&warren_wire::control::EgressPolicy>,
+        secrets: &[warren_wire::cluster::SecretBinding],
         internet_access: bool,
     ) -> Result<(), NodeCallError> {
         self.reporting()?;
@@ -365,6 +367,7 @@ impl NodeHandle for RemoteNode {
             handle: handle.to_owned(),
             egress: egress.cloned(),
             internet_access,
+            secrets: secrets.to_vec(),
         };
         self.call(
             reqwest::Method::PUT,

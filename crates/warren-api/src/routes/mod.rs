@@ -9,6 +9,7 @@ pub mod health;
 mod mcp;
 mod metrics;
 pub mod sandboxes;
+mod secrets;
 pub mod snapshots;
 pub mod templates;
 #[cfg(test)]
@@ -98,6 +99,16 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         .route(
             "/v1/sandboxes/{id}/timeout",
             put(sandboxes::set_timeout).layer(audit(A::SandboxTimeout)),
+        )
+        .route(
+            "/v1/secrets",
+            post(secrets::create)
+                .layer(audit(A::SecretPut))
+                .get(secrets::list),
+        )
+        .route(
+            "/v1/secrets/{name}",
+            delete(secrets::delete).layer(audit(A::SecretDelete)),
         )
         .route(
             "/v1/sandboxes/{id}/network",

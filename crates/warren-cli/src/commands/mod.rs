@@ -7,6 +7,7 @@ mod keys;
 mod mcp;
 mod node;
 mod sandbox;
+mod secrets;
 mod serve;
 mod template;
 
@@ -48,6 +49,10 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Show the audit trail of your organization (admin key).
     Audit(audit::AuditArgs),
+    /// Secrets the host brokers for your sandboxes: they hold a placeholder, and the value goes
+    /// only to the secret's hosts.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
     /// Build or list template root file systems.
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -89,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::StopSandboxes(a) => serve::stop_all(*a).await,
         Command::Keys(c) => keys::run(c).await,
         Command::Audit(a) => audit::run(a).await,
+        Command::Secrets(c) => secrets::run(c).await,
         Command::Doctor(a) => doctor::run(a).await,
         Command::Template(c) => template::run(c).await,
         Command::Sandbox(c) => sandbox::run_sandbox(c).await,

@@ -81,6 +81,10 @@ struct DaemonArgs {
     /// resolver answers.
     #[arg(long = "egress-resolve", value_name = "NAME=IP")]
     egress_resolve: Vec<String>,
+    /// Trust this CA certificate (PEM file) for upstream servers when the egress proxy makes
+    /// TLS connections for brokered secrets, besides the web's roots (repeatable).
+    #[arg(long = "egress-upstream-ca", value_name = "FILE")]
+    egress_upstream_ca: Vec<PathBuf>,
     /// Do not offer the gVisor tier even if runsc is installed.
     #[arg(long)]
     no_gvisor: bool,
@@ -215,6 +219,7 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
                 .guest_kernel_dir
                 .unwrap_or_else(|| a.cache_dir.join("guest-kernel")),
             default_isolation: a.isolation,
+            egress_upstream_ca: read_pems(&a.egress_upstream_ca)?,
             egress_resolver: warren_egress::Resolver::with_pins(&a.egress_resolve)
                 .context("--egress-resolve")?,
         },
@@ -285,4 +290,15 @@ pub async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
         println!("(no node has joined; start `warren node --control-plane URL` with WARREN_NODE_JOIN_SECRET)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The PEM files of `--egress-upstream-ca`, read now so that a wrong path stops the start.
+fn read_pems(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--egress-upstream-ca: read {}", f.display()))
+        })
+        .collect()
 }

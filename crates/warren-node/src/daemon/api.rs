@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use warren_core::{Resources, SandboxId, Tier};
-use warren_runtime::host::egress::Policy;
 use warren_runtime::{SandboxHandle, SandboxSpec};
 use warren_wire::agent::CommandRequest;
 use warren_wire::cluster::{NodeApiError, StartReply, StartRequest};
@@ -180,14 +179,9 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
             workdir: req.workdir.clone(),
             resources,
             internet_access: req.internet_access,
-            egress: match &req.egress {
-                Some(p) => match Policy::parse(&p.allow_out, &p.deny_out, &p.dns_servers) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string())
-                    }
-                },
-                None => None,
+            egress: match crate::egress::rules(req.egress.as_ref(), &req.secrets) {
+                Ok(p) => p,
+                Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string()),
             },
             env_vars: req.env_vars.clone(),
             saved_state: None,
@@ -267,12 +261,9 @@ async fn set_network(
         Ok(h) => h,
         Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string()),
     };
-    let policy = match &req.egress {
-        Some(p) => match Policy::parse(&p.allow_out, &p.deny_out, &p.dns_servers) {
-            Ok(p) => Some(p),
-            Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string()),
-        },
-        None => None,
+    let policy = match crate::egress::rules(req.egress.as_ref(), &req.secrets) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string()),
     };
     match d
         .node

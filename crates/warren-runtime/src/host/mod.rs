@@ -288,6 +288,11 @@ impl Host {
             .take()
     }
 
+    /// The CA sandboxes with brokered secrets must trust (PEM).
+    pub fn egress_ca_pem(&self) -> Option<&str> {
+        self.egress.ca_pem()
+    }
+
     /// Counts of allowed and refused connections, for the metrics.
     pub fn egress_counters(&self) -> &warren_egress::Counters {
         self.egress.counters()

@@ -260,7 +260,7 @@ impl Network {
             Some(p) => {
                 let ruleset = super::egress::ruleset(p, &table, &self.veth_name(slot), internet);
                 run_stdin("nft", &["-f", "-"], &ruleset).await?;
-                if p.has_domains() {
+                if p.proxied() {
                     self.proxy.set(guest, id, p.clone());
                     let add = format!("add element {proxied} {{ {guest} }}\n");
                     run_stdin("nft", &["-f", "-"], &add).await?;
