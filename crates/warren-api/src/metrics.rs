@@ -93,6 +93,29 @@ static POOL_READY: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
     )
 });
 
+static EGRESS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "warren_egress_connections_total",
+                "Connections (and DNS questions) of sandboxes under an egress policy, by decision, on this control plane's own machine",
+            ),
+            &["decision"],
+        )
+        .ok(),
+    )
+});
+
+/// Brings the egress counters up to the proxy's own counts (which only grow).
+pub fn set_egress(allowed: u64, refused: u64) {
+    if let Some(c) = EGRESS.as_ref() {
+        for (label, now) in [("allowed", allowed), ("refused", refused)] {
+            let m = c.with_label_values(&[label]);
+            m.inc_by(now.saturating_sub(m.get()));
+        }
+    }
+}
+
 /// Replaces the warm pool gauges: (template id, tier, ready sandboxes).
 pub fn set_pools(sizes: &[(String, warren_core::Tier, usize)]) {
     if let Some(g) = POOL_READY.as_ref() {
@@ -153,6 +176,7 @@ pub fn encode() -> Result<(Vec<u8>, String), prometheus::Error> {
     LazyLock::force(&PLACEMENT_FAILURES);
     LazyLock::force(&SANDBOXES);
     LazyLock::force(&NODE);
+    LazyLock::force(&EGRESS);
     let encoder = TextEncoder::new();
     let mut out = Vec::new();
     encoder.encode(&REGISTRY.gather(), &mut out)?;

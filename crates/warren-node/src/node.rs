@@ -449,6 +449,13 @@ impl Node {
             })
     }
 
+    /// Connections the egress proxy allowed and refused so far.
+    pub fn egress_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = self.host.egress_counters();
+        (c.allowed.load(Relaxed), c.refused.load(Relaxed))
+    }
+
     /// Takes a running sandbox off the network: it keeps only its loopback.
     pub async fn cut_internet(&self, handle: &SandboxHandle) -> Result<(), NodeError> {
         self.host

@@ -28,6 +28,10 @@ pub async fn scrape(State(state): State<AppState>, caller: Caller) -> ApiResult<
     }
     metrics::set_nodes(&values);
     metrics::set_pools(&state.lifecycle.pool_sizes());
+    if let Some(node) = &state.node {
+        let (allowed, refused) = node.egress_counts();
+        metrics::set_egress(allowed, refused);
+    }
     let (body, content_type) =
         metrics::encode().map_err(|e| ApiError::internal("encode metrics", e))?;
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
