@@ -202,3 +202,54 @@ pub(crate) fn substitute(
     }
     done
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Brokered, Domain};
+
+    fn policy(value: &str) -> Policy {
+        Policy {
+            secrets: vec![Brokered {
+                name: "gh".into(),
+                placeholder: "wrn_secret_abc".into(),
+                value: value.into(),
+                hosts: vec![Domain::Exact("api.test".into())],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn headers() -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer wrn_secret_abc"),
+        );
+        h.insert("x-other", HeaderValue::from_static("plain"));
+        h
+    }
+
+    #[test]
+    fn only_the_bound_host_gets_the_value_and_no_header_can_be_forged() {
+        let mut h = headers();
+        let done = substitute(&policy("s3cr3t"), "api.test", &mut h);
+        assert_eq!(h["authorization"], "Bearer s3cr3t");
+        assert_eq!(h["x-other"], "plain");
+        assert_eq!(
+            done,
+            vec!["secret gh put in header authorization".to_owned()]
+        );
+
+        let mut h = headers();
+        let done = substitute(&policy("s3cr3t"), "evil.test", &mut h);
+        assert_eq!(h["authorization"], "Bearer wrn_secret_abc");
+        assert!(done[0].contains("not bound to evil.test"), "{done:?}");
+
+        // A value that would end the header line is not sent.
+        let mut h = headers();
+        substitute(&policy("x\r\nInjected: 1"), "api.test", &mut h);
+        assert_eq!(h["authorization"], "Bearer wrn_secret_abc");
+        assert!(h.get("injected").is_none());
+    }
+}

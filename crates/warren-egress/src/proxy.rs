@@ -214,6 +214,11 @@ impl EgressProxy {
             r = tokio::io::copy_bidirectional(&mut stream, &mut upstream) => r.unwrap_or((0, 0)),
             _ = cut.wait_for(|c| *c) => {
                 self.shared.untrack(sandbox, conn);
+                let verdict = Verdict {
+                    allowed: false,
+                    rule: "a policy change (open connection cut)".into(),
+                };
+                self.shared.refused(sandbox, name.as_deref(), dest, &verdict);
                 return reset(stream);
             }
         };
