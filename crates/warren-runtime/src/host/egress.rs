@@ -13,6 +13,10 @@ pub use warren_egress::{Policy, PolicyError};
 
 use ipnet::Ipv4Net;
 
+/// The packet mark of a proxied sandbox's TCP and DNS, set here and matched by the host table
+/// (see `network`), which redirects that traffic to the egress proxy.
+pub const PROXIED_MARK: u32 = 0x5741_0000;
+
 /// The table `table` on host device `device` (replacing one of that name): non-IPv4 frames
 /// (ARP) pass, allowed destinations pass, denied ones are dropped, and the rest follows
 /// `internet` (without internet access, only the allowed ones go out).
@@ -24,8 +28,11 @@ pub fn ruleset(policy: &Policy, table: &str, device: &str, internet: bool) -> St
             .join(", ")
     };
     let mut rules = String::from("meta protocol != ip accept\n");
-    if policy.has_domains() {
-        rules.push_str("ip protocol tcp accept\nudp dport 53 accept\n");
+    if policy.proxied() {
+        rules.push_str(&format!(
+            "ip protocol tcp meta mark set {PROXIED_MARK} accept\n\
+             udp dport 53 meta mark set {PROXIED_MARK} accept\n"
+        ));
     }
     if !policy.allow.is_empty() {
         rules.push_str(&format!("ip daddr {{ {} }} accept\n", set(&policy.allow)));
@@ -58,11 +65,13 @@ mod tests {
             rules.contains("ip daddr { 198.18.0.5/32 } accept\nip daddr { 0.0.0.0/0 } drop"),
             "{rules}"
         );
-        assert!(!rules.contains("tcp accept"));
+        assert!(!rules.contains("meta mark"));
         let d = Policy::parse(&["api.test".into()], &["0.0.0.0/0".into()], &[]).expect("valid");
         let rules = ruleset(&d, "t", "wv3", false);
         assert!(
-            rules.contains("ip protocol tcp accept\nudp dport 53 accept\n"),
+            rules.contains(&format!(
+                "ip protocol tcp meta mark set {PROXIED_MARK} accept\n"
+            )),
             "{rules}"
         );
     }

@@ -138,22 +138,24 @@ impl Network {
             format!("iifname \"{veth_prefix}*\" ip daddr {{ {} }} meta l4proto {{ tcp, udp }} th dport 53 accept\n", dns.join(", "))
         };
         let (tcp, dns_port) = (proxy.tcp_port(), proxy.dns_port());
-        // Sandboxes in `proxied` (their policy names domains) have their TCP redirected to the
-        // egress proxy and their DNS to its filter; any of their TCP or DNS still going straight
-        // out (a flow opened before the policy) is dropped in `forward`. The proxy's ports take
-        // only redirected sandbox traffic.
+        // A sandbox's egress table marks the TCP and DNS of a sandbox whose policy names domains
+        // or brokers secrets (`egress::PROXIED_MARK`): that traffic is redirected to the egress
+        // proxy and its DNS filter, and any of it still going straight out (a flow opened before
+        // the policy) is dropped in `forward`. The mark lives in the per-sandbox table, so a
+        // sandbox stays under its policy across a server restart (the new proxy, until told the
+        // policy again, refuses what reaches it). The proxy's ports take only redirected traffic.
+        let mark = super::egress::PROXIED_MARK;
         let ruleset = format!(
             "table inet {table}\n\
              delete table inet {table}\n\
              table inet {table} {{\n\
-               set proxied {{ type ipv4_addr; }}\n\
                chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;\n\
-                 iifname \"{veth_prefix}*\" ip saddr @proxied meta l4proto tcp redirect to :{tcp}\n\
-                 iifname \"{veth_prefix}*\" ip saddr @proxied udp dport 53 redirect to :{dns_port}\n\
+                 iifname \"{veth_prefix}*\" meta mark {mark} meta l4proto tcp redirect to :{tcp}\n\
+                 iifname \"{veth_prefix}*\" meta mark {mark} udp dport 53 redirect to :{dns_port}\n\
                }}\n\
                chain input {{ type filter hook input priority -10; policy accept;\n\
                  iifname \"{veth_prefix}*\" ct state established,related accept\n\
-                 iifname \"{veth_prefix}*\" ip saddr @proxied ct status dnat accept\n\
+                 iifname \"{veth_prefix}*\" meta mark {mark} ct status dnat accept\n\
                  iifname \"{veth_prefix}*\" drop\n\
                  tcp dport {tcp} drop\n\
                  udp dport {dns_port} drop\n\
@@ -161,8 +163,8 @@ impl Network {
                chain forward {{ type filter hook forward priority -10; policy accept;\n\
                  oifname \"{veth_prefix}*\" ct state established,related accept\n\
                  oifname \"{veth_prefix}*\" drop\n\
-                 iifname \"{veth_prefix}*\" ip saddr @proxied meta l4proto tcp drop\n\
-                 iifname \"{veth_prefix}*\" ip saddr @proxied th dport 53 drop\n\
+                 iifname \"{veth_prefix}*\" meta mark {mark} meta l4proto tcp drop\n\
+                 iifname \"{veth_prefix}*\" meta mark {mark} th dport 53 drop\n\
                  {dns_rule}\
                  iifname \"{veth_prefix}*\" ip daddr {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3 }} drop\n\
                  iifname \"{veth_prefix}*\" meta nfproto ipv6 drop\n\
@@ -255,35 +257,24 @@ impl Network {
         };
         let (_, guest) = self.addresses(slot);
         let table = self.egress_table(slot);
-        let proxied = format!("inet {} proxied", self.names.table);
         match policy {
             Some(p) => {
-                let ruleset = super::egress::ruleset(p, &table, &self.veth_name(slot), internet);
-                run_stdin("nft", &["-f", "-"], &ruleset).await?;
+                // The proxy learns the policy before the table sends it anything.
                 if p.proxied() {
                     self.proxy.set(guest, id, p.clone());
-                    let add = format!("add element {proxied} {{ {guest} }}\n");
-                    run_stdin("nft", &["-f", "-"], &add).await?;
-                } else {
-                    self.unproxy(guest).await;
+                }
+                let ruleset = super::egress::ruleset(p, &table, &self.veth_name(slot), internet);
+                run_stdin("nft", &["-f", "-"], &ruleset).await?;
+                if !p.proxied() {
+                    self.proxy.remove(guest);
                 }
             }
             None => {
-                self.unproxy(guest).await;
                 let _ = run("nft", &["delete", "table", "netdev", &table]).await;
+                self.proxy.remove(guest);
             }
         }
         Ok(())
-    }
-
-    /// Takes the sandbox at `guest` out of the proxy's hands.
-    async fn unproxy(&self, guest: Ipv4Addr) {
-        self.proxy.remove(guest);
-        let del = format!(
-            "delete element inet {} proxied {{ {guest} }}\n",
-            self.names.table
-        );
-        let _ = run_stdin("nft", &["-f", "-"], &del).await;
     }
 
     /// The network namespace of sandbox `id`.
@@ -446,7 +437,7 @@ impl Network {
     pub async fn destroy(&self, net: &SandboxNet) {
         if let Some(slot) = net.slot {
             if net.egress {
-                self.unproxy(self.addresses(slot).1).await;
+                self.proxy.remove(self.addresses(slot).1);
                 let _ = run(
                     "nft",
                     &["delete", "table", "netdev", &self.egress_table(slot)],
