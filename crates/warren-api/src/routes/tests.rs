@@ -146,8 +146,9 @@ async fn create_mistakes_are_400s_that_name_the_field() {
         ),
         (r#"{"timeout_seconds": 60}"#, "template_name"),
         (
+            // E2B's words, which name the list and the entry.
             r#"{"template_name": "base", "network": {"allow_out": ["not-an-ip/99"]}}"#,
-            "network",
+            "invalid allowed domain \"not-an-ip/99\"",
         ),
         (r#"{"template_name": 7"#, "JSON"),
     ];
