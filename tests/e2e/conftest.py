@@ -240,6 +240,16 @@ def raw(server, method, path, **kw):
     return requests.request(method, server["base_url"] + path, headers=headers, timeout=120, **kw)
 
 
+@pytest.fixture
+def e2b_env(server, monkeypatch):
+    """The E2B SDKs pointed at the suite's server (one address for API and sandboxes)."""
+    monkeypatch.setenv("E2B_API_URL", server["base_url"])
+    monkeypatch.setenv("E2B_SANDBOX_URL", server["base_url"])
+    monkeypatch.setenv("E2B_API_KEY", server["api_key"])
+    monkeypatch.delenv("E2B_DOMAIN", raising=False)
+    return server
+
+
 # Names the server's egress proxy and DNS filter resolve (`--egress-resolve`): two upstream hosts
 # in a netns of test_egress.py (198.19.0.0/24, inside the 198.18.0.0/15 test range), and names that
 # resolve to addresses the proxy must never dial.

@@ -20,15 +20,6 @@ from e2b_code_interpreter import Sandbox as CodeSandbox  # noqa: E402
 
 
 @pytest.fixture
-def e2b_env(server, monkeypatch):
-    monkeypatch.setenv("E2B_API_URL", server["base_url"])
-    monkeypatch.setenv("E2B_SANDBOX_URL", server["base_url"])
-    monkeypatch.setenv("E2B_API_KEY", server["api_key"])
-    monkeypatch.delenv("E2B_DOMAIN", raising=False)
-    return server
-
-
-@pytest.fixture
 def sbx(e2b_env):
     sb = Sandbox.create(template="base", metadata={"suite": "e2b"})
     yield sb

@@ -120,15 +120,6 @@ def upstream(server):
         shutil.rmtree(certs)
 
 
-@pytest.fixture
-def e2b_env(server, monkeypatch):
-    monkeypatch.setenv("E2B_API_URL", server["base_url"])
-    monkeypatch.setenv("E2B_SANDBOX_URL", server["base_url"])
-    monkeypatch.setenv("E2B_API_KEY", server["api_key"])
-    monkeypatch.delenv("E2B_DOMAIN", raising=False)
-    return server
-
-
 def prepared(sb, ca):
     sb.files.write("/tmp/egress-probe.py", PROBE)
     sb.files.write("/tmp/egress-ca.pem", ca)

@@ -4,14 +4,14 @@
 //! get empty answers: sandboxes have no IPv6 route, and without HTTPS records clients do not try
 //! ECH, whose outer SNI would hide the name the policy judges.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
-use crate::events::{Decision, EgressEvent};
+use crate::policy::Verdict;
 use crate::state::Shared;
 
 const TTL: u32 = 30;
@@ -61,21 +61,15 @@ async fn answer(proxy: &Shared, peer: Ipv4Addr, query: &Message) -> Option<Messa
         .to_ascii()
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    let allowed = sandbox.policy().resolves(&name);
-    let event = |decision, rule: String| EgressEvent {
-        sandbox: sandbox.id.clone(),
-        name: Some(name.clone()),
-        addr: peer,
-        port: 53,
-        decision,
-        rule,
-        bytes_out: 0,
-        bytes_in: 0,
-    };
-    if !allowed {
-        proxy
-            .events
-            .send(event(Decision::Refused, "DNS: name not in allowOut".into()));
+    if !sandbox.policy().resolves(&name) {
+        // No address: the resolver the sandbox asked is not known here, and the sandbox's own
+        // link address is never shown.
+        let verdict = Verdict {
+            allowed: false,
+            rule: "DNS: name not in allowOut".into(),
+        };
+        let dest = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 53);
+        proxy.refused(&sandbox, Some(&name), dest, &verdict);
         reply.set_response_code(ResponseCode::NXDomain);
         return Some(reply);
     };

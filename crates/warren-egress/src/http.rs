@@ -13,7 +13,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use crate::events::{Decision, EgressEvent};
 use crate::state::{Guarded, Shared};
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -84,16 +83,13 @@ impl Conn {
                 .values()
                 .any(|v| v.to_str().is_ok_and(|t| t.contains(s.placeholder.as_str())));
             if seen {
-                self.proxy.events.send(EgressEvent {
-                    sandbox: self.sandbox.id.clone(),
-                    name: Some(name.clone()),
-                    addr: *self.dest.ip(),
-                    port: self.dest.port(),
-                    decision: Decision::Allowed,
-                    rule: format!("secret {} placeholder sent unchanged (plain HTTP)", s.name),
-                    bytes_out: 0,
-                    bytes_in: 0,
-                });
+                self.proxy.allowed(
+                    &self.sandbox,
+                    Some(&name),
+                    self.dest,
+                    format!("secret {} placeholder sent unchanged (plain HTTP)", s.name),
+                    (0, 0),
+                );
             }
         }
         let mut upstream = self.upstream.lock().await;
@@ -108,16 +104,8 @@ impl Conn {
                     )
                 }
             }
-            self.proxy.events.send(EgressEvent {
-                sandbox: self.sandbox.id.clone(),
-                name: Some(name.clone()),
-                addr: *self.dest.ip(),
-                port: self.dest.port(),
-                decision: Decision::Allowed,
-                rule: verdict.rule,
-                bytes_out: 0,
-                bytes_in: 0,
-            });
+            self.proxy
+                .allowed(&self.sandbox, Some(&name), self.dest, verdict.rule, (0, 0));
         }
         let Some((_, sender)) = upstream.as_mut() else {
             return refusal(StatusCode::BAD_GATEWAY, "no upstream".into());

@@ -16,7 +16,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use crate::events::{Decision, EgressEvent};
 use crate::http::{host_of, refusal, Body};
 use crate::policy::Policy;
 use crate::state::{Guarded, Shared};
@@ -102,16 +101,8 @@ impl Conn {
             );
         }
         for used in substitute(&policy, &host, req.headers_mut()) {
-            self.shared.events.send(EgressEvent {
-                sandbox: self.sandbox.id.clone(),
-                name: Some(host.clone()),
-                addr: *self.dest.ip(),
-                port: self.dest.port(),
-                decision: Decision::Allowed,
-                rule: used,
-                bytes_out: 0,
-                bytes_in: 0,
-            });
+            self.shared
+                .allowed(&self.sandbox, Some(&host), self.dest, used, (0, 0));
         }
         let mut upstream = self.upstream.lock().await;
         if upstream.as_ref().is_none_or(|s| s.is_closed()) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::events::{Decision, EgressEvent, Events};
+use crate::events::{EgressEvent, Events};
 use crate::guard::Guard;
 use crate::policy::{Policy, Verdict};
 use crate::resolve::Resolver;
@@ -135,11 +135,8 @@ impl EgressProxy {
                     allowed: true,
                     rule: format!("allowOut {net}"),
                 };
-                let upstream = TcpStream::connect(dest)
-                    .await
-                    .map_err(|e| DialError::Connect(e.to_string()));
                 return self
-                    .splice(&sandbox, stream, upstream, None, dest, verdict)
+                    .splice_to_address(&sandbox, stream, dest, verdict)
                     .await;
             }
         }
@@ -165,11 +162,8 @@ impl EgressProxy {
                 // its secrets only), except addresses the host never dials.
                 let verdict = policy.judge(None, *dest.ip());
                 if verdict.allowed && !self.shared.guard.refuses(*dest.ip()) {
-                    let upstream = TcpStream::connect(dest)
-                        .await
-                        .map_err(|e| DialError::Connect(e.to_string()));
                     return self
-                        .splice(&sandbox, stream, upstream, None, dest, verdict)
+                        .splice_to_address(&sandbox, stream, dest, verdict)
                         .await;
                 }
                 let verdict = if verdict.allowed {
@@ -184,6 +178,21 @@ impl EgressProxy {
                 reset(stream)
             }
         }
+    }
+
+    /// A connection judged by its address alone, spliced to that address.
+    async fn splice_to_address(
+        &self,
+        sandbox: &Arc<Guarded>,
+        stream: TcpStream,
+        dest: SocketAddrV4,
+        verdict: Verdict,
+    ) {
+        let upstream = TcpStream::connect(dest)
+            .await
+            .map_err(|e| DialError::Connect(e.to_string()));
+        self.splice(sandbox, stream, upstream, None, dest, verdict)
+            .await
     }
 
     /// Copies both ways until either side ends or the policy cuts the connection.
@@ -223,16 +232,8 @@ impl EgressProxy {
             }
         };
         self.shared.untrack(sandbox, conn);
-        self.shared.events.send(EgressEvent {
-            sandbox: sandbox.id.clone(),
-            name,
-            addr: *dest.ip(),
-            port: dest.port(),
-            decision: Decision::Allowed,
-            rule: verdict.rule,
-            bytes_out: copied.0,
-            bytes_in: copied.1,
-        });
+        self.shared
+            .allowed(sandbox, name.as_deref(), dest, verdict.rule, copied);
     }
 }
 

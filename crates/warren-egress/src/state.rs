@@ -184,15 +184,47 @@ impl Shared {
         verdict: &Verdict,
     ) {
         tracing::debug!(sandbox = %sandbox.id, name, addr = %dest, rule = %verdict.rule, "egress refused");
+        self.record(
+            sandbox,
+            name,
+            dest,
+            Decision::Refused,
+            verdict.rule.clone(),
+            (0, 0),
+        );
+    }
+
+    /// Records what went through for the sandbox: `rule` says why or what was done, `bytes` are
+    /// what it sent and received (when counted).
+    pub fn allowed(
+        &self,
+        sandbox: &Guarded,
+        name: Option<&str>,
+        dest: SocketAddrV4,
+        rule: String,
+        bytes: (u64, u64),
+    ) {
+        self.record(sandbox, name, dest, Decision::Allowed, rule, bytes);
+    }
+
+    fn record(
+        &self,
+        sandbox: &Guarded,
+        name: Option<&str>,
+        dest: SocketAddrV4,
+        decision: Decision,
+        rule: String,
+        (bytes_out, bytes_in): (u64, u64),
+    ) {
         self.events.send(EgressEvent {
             sandbox: sandbox.id.clone(),
             name: name.map(str::to_owned),
             addr: *dest.ip(),
             port: dest.port(),
-            decision: Decision::Refused,
-            rule: verdict.rule.clone(),
-            bytes_out: 0,
-            bytes_in: 0,
+            decision,
+            rule,
+            bytes_out,
+            bytes_in,
         });
     }
 }

@@ -50,6 +50,7 @@ fn outcome(e: &EgressEvent) -> String {
         Decision::Refused => "refused",
     };
     let dest = match &e.name {
+        Some(n) if e.addr.is_unspecified() => format!("{n}:{}", e.port),
         Some(n) => format!("{n}:{} ({})", e.port, e.addr),
         None => format!("{}:{}", e.addr, e.port),
     };

@@ -84,6 +84,19 @@ pub enum Command {
     Jail,
 }
 
+/// The PEM files of `--egress-upstream-ca` (serve and node), read now so that a wrong path stops
+/// the start.
+fn read_pems(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--egress-upstream-ca: read {}", f.display()))
+        })
+        .collect()
+}
+
 pub fn data_dir_arg(d: Option<PathBuf>) -> PathBuf {
     d.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }

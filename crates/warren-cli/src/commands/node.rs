@@ -219,7 +219,7 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
                 .guest_kernel_dir
                 .unwrap_or_else(|| a.cache_dir.join("guest-kernel")),
             default_isolation: a.isolation,
-            egress_upstream_ca: read_pems(&a.egress_upstream_ca)?,
+            egress_upstream_ca: super::read_pems(&a.egress_upstream_ca)?,
             egress_resolver: warren_egress::Resolver::with_pins(&a.egress_resolve)
                 .context("--egress-resolve")?,
         },
@@ -290,15 +290,4 @@ pub async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
         println!("(no node has joined; start `warren node --control-plane URL` with WARREN_NODE_JOIN_SECRET)");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The PEM files of `--egress-upstream-ca`, read now so that a wrong path stops the start.
-fn read_pems(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .with_context(|| format!("--egress-upstream-ca: read {}", f.display()))
-        })
-        .collect()
 }

@@ -246,7 +246,7 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
         insecure_registries: a.insecure_registries,
         registry_mirror: a.registry_mirror,
         gvisor: !a.no_gvisor,
-        egress_upstream_ca: read_pems(&a.egress_upstream_ca)?,
+        egress_upstream_ca: super::read_pems(&a.egress_upstream_ca)?,
         egress_resolver: warren_egress::Resolver::with_pins(&a.egress_resolve)
             .context("--egress-resolve")?,
         runsc: a.runsc,
@@ -266,15 +266,4 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
             .filter(|s| !s.is_empty())
             .map(warren_core::Secret::new),
     })
-}
-
-/// The PEM files of `--egress-upstream-ca`, read now so that a wrong path stops the start.
-fn read_pems(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .with_context(|| format!("--egress-upstream-ca: read {}", f.display()))
-        })
-        .collect()
 }

@@ -317,14 +317,7 @@ async fn take_over(
         match adopted {
             Ok(a) => {
                 tracing::info!(sandbox = %id, paused = a.paused, "sandbox taken over");
-                let policy = s.egress.as_ref().and_then(|p| {
-                    warren_runtime::host::egress::Policy::parse(
-                        &p.allow_out,
-                        &p.deny_out,
-                        &p.dns_servers,
-                    )
-                    .ok()
-                });
+                let policy = crate::egress::rules(s.egress.as_ref(), &[]).ok().flatten();
                 if let Some(p) = &policy {
                     if let Err(e) = node
                         .set_egress(&id, &a.handle, Some(p), s.internet_access)
