@@ -5,7 +5,7 @@ use warren_runtime::host::egress::{Policy, PolicyError};
 use warren_wire::control::EgressPolicy;
 
 pub fn parse(p: &EgressPolicy) -> Result<Policy, PolicyError> {
-    Policy::parse(&p.allow_out, &p.deny_out, &p.dns_servers)
+    warren_node::egress::parse(p)
 }
 
 /// The policy a sandbox record keeps (JSON in the store), if any.

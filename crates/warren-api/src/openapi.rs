@@ -94,7 +94,8 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         node_join, node_heartbeat, node_audit, node_layer,
         e2b_create, e2b_list_v1, e2b_list_v2, e2b_get, e2b_kill, e2b_set_timeout, e2b_refresh,
         e2b_connect, e2b_pause, e2b_resume, e2b_metrics, e2b_logs, e2b_snapshots, e2b_fork,
-        e2b_list_snapshots, e2b_delete_template, e2b_network,
+        e2b_list_snapshots, e2b_delete_template, e2b_network, e2b_secret_create, e2b_secret_list,
+        e2b_secret_get, e2b_secret_update, e2b_secret_delete,
         mcp_post, mcp_get, mcp_delete,
     ),
     components(schemas(
@@ -102,7 +103,8 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         ListPage<Template>, SetTimeoutRequest, TokenResponse, TemplateResources, Template,
         Snapshot, SandboxUsage, ErrorEnvelope, ErrorObject, Sandboxes, E2bError, e2b::Sandbox,
         e2b::ListedSandbox, e2b::SandboxDetail, e2b::NetworkConfig, e2b::Lifecycle,
-        e2b::SnapshotRequest, e2b::SnapshotInfo, e2b::ForkRequest, e2b::ForkResult, e2b::ForkError,
+        e2b::SnapshotRequest, e2b::SnapshotInfo, e2b::NewSecret, e2b::SecretUpdate, e2b::Secret,
+        warren_wire::control::NetworkRule, warren_wire::control::NetworkTransform, e2b::ForkRequest, e2b::ForkResult, e2b::ForkError,
     )),
     modifiers(&Credentials),
     security(("api_key" = []), ("bearer" = [])),
@@ -652,6 +654,49 @@ fn e2b_delete_template() {}
         (status = "4XX", description = "A bad entry, not found, or refused", body = E2bError)))]
 #[allow(dead_code)]
 fn e2b_network() {}
+
+/// Store a new secret (E2B). The value is write-only; a sandbox's `network.rules` use it as
+/// `${e2b.secrets.NAME}` in headers set for a host.
+#[utoipa::path(post, path = "/secrets", tag = "e2b",
+    request_body = e2b::NewSecret,
+    responses((status = 201, description = "Created, without the value", body = e2b::Secret),
+        (status = 409, description = "The name is in use", body = E2bError),
+        (status = "4XX", description = "Bad input", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_secret_create() {}
+
+/// The caller's secrets by name, a page at a time (E2B).
+#[utoipa::path(get, path = "/secrets", tag = "e2b",
+    params(("limit" = Option<u32>, Query, description = "Page size"),
+        ("nextToken" = Option<String>, Query, description = "From the previous page's x-next-token")),
+    responses((status = 200, description = "The secrets, without values", body = Vec<e2b::Secret>)))]
+#[allow(dead_code)]
+fn e2b_secret_list() {}
+
+/// One secret, by id or name (E2B).
+#[utoipa::path(get, path = "/secrets/{id}", tag = "e2b",
+    params(("id" = String, Path, description = "Secret id or name")),
+    responses((status = 200, description = "The secret, without its value", body = e2b::Secret),
+        (status = 404, description = "No such secret", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_secret_get() {}
+
+/// A secret's next value (its version counts up) and, when given, new metadata (E2B).
+#[utoipa::path(post, path = "/secrets/{id}", tag = "e2b",
+    params(("id" = String, Path, description = "Secret id or name")),
+    request_body = e2b::SecretUpdate,
+    responses((status = 200, description = "Updated", body = e2b::Secret),
+        (status = 404, description = "No such secret", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_secret_update() {}
+
+/// Delete a secret (E2B). Running sandboxes keep it until their network is next set.
+#[utoipa::path(delete, path = "/secrets/{id}", tag = "e2b",
+    params(("id" = String, Path, description = "Secret id or name")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such secret", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_secret_delete() {}
 
 // ---------- MCP ----------
 

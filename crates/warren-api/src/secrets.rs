@@ -14,7 +14,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use warren_store::{SecretRecord, Store};
 use warren_wire::cluster::SecretBinding;
-use warren_wire::control::{NewSecret, SecretInfo};
+use warren_wire::control::{EgressPolicy, NewSecret, SecretInfo};
 
 const MAX_VALUE: usize = 64 * 1024;
 const MAX_HOSTS: usize = 32;
@@ -26,6 +26,8 @@ pub enum SecretError {
     Invalid(String),
     #[error("no secret named {0:?}")]
     NotFound(String),
+    #[error("a secret named {0:?} exists already")]
+    Exists(String),
     /// a sealed value did not open with this server's key (another key, or a damaged row)
     #[error(
         "secret {0:?} cannot be opened with this server's key (was WARREN_SECRETS_KEY changed?)"
@@ -112,11 +114,7 @@ impl SecretVault {
     /// Creates or replaces a secret of `tenant`.
     pub async fn put(&self, tenant: &str, s: &NewSecret) -> Result<SecretInfo, SecretError> {
         check_name(&s.name)?;
-        if s.value.is_empty() || s.value.len() > MAX_VALUE {
-            return Err(SecretError::Invalid(format!(
-                "value: between 1 byte and {MAX_VALUE} bytes"
-            )));
-        }
+        check_value(&s.value)?;
         if s.hosts.is_empty() || s.hosts.len() > MAX_HOSTS {
             return Err(SecretError::Invalid(format!(
                 "hosts: between 1 and {MAX_HOSTS} host names the secret is sent to"
@@ -132,6 +130,115 @@ impl SecretVault {
             .put_secret(tenant, &s.name, &sealed, &hosts, crate::clock::now())
             .await?;
         Ok(info(&rec))
+    }
+
+    /// E2B's create: a new secret with no hosts of its own (a sandbox's `network.rules` bind
+    /// it); a name in use is refused.
+    pub async fn create(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<SecretRecord, SecretError> {
+        check_name(name)?;
+        check_value(value)?;
+        let sealed = self.seal(tenant, name, value)?;
+        let metadata =
+            serde_json::to_string(metadata).map_err(|e| SecretError::Invalid(e.to_string()))?;
+        self.store
+            .insert_secret(tenant, name, &sealed, &metadata, crate::clock::now())
+            .await?
+            .ok_or_else(|| SecretError::Exists(name.to_owned()))
+    }
+
+    /// E2B's update: the secret named or numbered `reference` gets a new value (its next
+    /// version) and, when given, new metadata.
+    pub async fn update(
+        &self,
+        tenant: &str,
+        reference: &str,
+        value: &str,
+        metadata: Option<&BTreeMap<String, String>>,
+    ) -> Result<SecretRecord, SecretError> {
+        check_value(value)?;
+        let rec = self.find(tenant, reference).await?;
+        let sealed = self.seal(tenant, &rec.name, value)?;
+        let metadata = metadata
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| SecretError::Invalid(e.to_string()))?;
+        self.store
+            .update_secret(
+                tenant,
+                &rec.name,
+                &sealed,
+                metadata.as_deref(),
+                crate::clock::now(),
+            )
+            .await?
+            .ok_or_else(|| SecretError::NotFound(reference.to_owned()))
+    }
+
+    /// The secret whose id or name is `reference`.
+    pub async fn find(&self, tenant: &str, reference: &str) -> Result<SecretRecord, SecretError> {
+        self.store
+            .find_secret(tenant, reference)
+            .await?
+            .ok_or_else(|| SecretError::NotFound(reference.to_owned()))
+    }
+
+    pub async fn records(&self, tenant: &str) -> Result<Vec<SecretRecord>, SecretError> {
+        Ok(self.store.list_secrets(tenant).await?)
+    }
+
+    /// What a node needs for the secrets `policy`'s header rules name (`${e2b.secrets.NAME}`),
+    /// each bound to the hosts of the rules naming it. A name with no such secret is the
+    /// caller's mistake.
+    pub async fn for_rules(
+        &self,
+        tenant: &str,
+        policy: &EgressPolicy,
+    ) -> Result<Vec<SecretBinding>, SecretError> {
+        let mut hosts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (host, headers) in policy.rule_headers() {
+            for (_, value) in headers {
+                for name in warren_egress::policy::rule_secrets(value) {
+                    let bound = hosts.entry(name).or_default();
+                    if !bound.iter().any(|h| h == host) {
+                        bound.push(host.to_owned());
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (name, hosts) in hosts {
+            let rec = self.store.get_secret(tenant, name).await?.ok_or_else(|| {
+                SecretError::Invalid(format!("network.rules: no secret named {name:?}"))
+            })?;
+            out.push(SecretBinding {
+                name: rec.name.clone(),
+                placeholder: warren_egress::policy::rule_placeholder(name),
+                value: self.unseal(&rec)?,
+                hosts,
+                rule_only: true,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Everything a sandbox's node needs for `policy`: the secrets the sandbox was given in its
+    /// environment (`rebind`) and those `policy`'s rules name.
+    pub async fn bindings(
+        &self,
+        rec: &warren_store::SandboxRecord,
+        policy: Option<&EgressPolicy>,
+    ) -> Result<Vec<SecretBinding>, SecretError> {
+        let mut out = self.rebind(rec).await;
+        if let Some(p) = policy {
+            out.extend(self.for_rules(&rec.tenant, p).await?);
+        }
+        Ok(out)
     }
 
     pub async fn list(&self, tenant: &str) -> Result<Vec<SecretInfo>, SecretError> {
@@ -171,6 +278,12 @@ impl SecretVault {
             let rec = self.store.get_secret(tenant, name).await?.ok_or_else(|| {
                 SecretError::Invalid(format!("secrets: no secret named {name:?}"))
             })?;
+            if rec.hosts == "[]" {
+                return Err(SecretError::Invalid(format!(
+                    "secrets: secret {name:?} is bound to no host (set its hosts with \
+                     POST /v1/secrets, or name it in network.rules)"
+                )));
+            }
             let placeholder = warren_egress::secrets::placeholder();
             bindings.push(binding(&rec, self.unseal(&rec)?, &placeholder)?);
             env.insert(var.clone(), placeholder.clone());
@@ -223,6 +336,7 @@ fn binding(
         value,
         hosts: serde_json::from_str(&rec.hosts)
             .map_err(|_| SecretError::Unsealable(rec.name.clone()))?,
+        rule_only: false,
     })
 }
 
@@ -233,6 +347,15 @@ fn info(rec: &SecretRecord) -> SecretInfo {
         created_at: crate::clock::rfc3339(rec.created_at),
         updated_at: crate::clock::rfc3339(rec.updated_at),
     }
+}
+
+fn check_value(value: &str) -> Result<(), SecretError> {
+    if value.is_empty() || value.len() > MAX_VALUE {
+        return Err(SecretError::Invalid(format!(
+            "value: between 1 byte and {MAX_VALUE} bytes"
+        )));
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<(), SecretError> {

@@ -100,7 +100,9 @@ impl Conn {
                 ),
             );
         }
-        for used in substitute(&policy, &host, req.headers_mut()) {
+        let mut done = substitute(&policy, &host, req.headers_mut());
+        done.extend(apply_rules(&policy, &host, req.headers_mut()));
+        for used in done {
             self.shared
                 .allowed(&self.sandbox, Some(&host), self.dest, used, (0, 0));
         }
@@ -167,7 +169,7 @@ pub(crate) fn substitute(
     for (header, value) in headers.iter_mut() {
         let Ok(text) = value.to_str() else { continue };
         let mut replaced = text.to_owned();
-        for s in policy.secrets.iter() {
+        for s in policy.secrets.iter().filter(|s| !s.rule_only) {
             if !replaced.contains(&s.placeholder) {
                 continue;
             }
@@ -194,6 +196,43 @@ pub(crate) fn substitute(
     done
 }
 
+/// Sets the headers of the rules for `host` (replacing the sandbox's own), their secrets'
+/// placeholders filled in; returns what was done for the audit trail (names, never values).
+pub(crate) fn apply_rules(
+    policy: &Policy,
+    host: &str,
+    headers: &mut hyper::HeaderMap,
+) -> Vec<String> {
+    let mut done = Vec::new();
+    for rule in policy.rules_for(host) {
+        for (name, template) in &rule.headers {
+            let mut value = template.clone();
+            let mut used = Vec::new();
+            for s in policy.secrets.iter().filter(|s| s.bound_to(host)) {
+                if value.contains(&s.placeholder) {
+                    value = value.replace(&s.placeholder, &s.value);
+                    used.push(s.name.as_str());
+                }
+            }
+            let (Ok(n), Ok(v)) = (
+                hyper::header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) else {
+                done.push(format!(
+                    "header {name}: the rule's value cannot be sent in a header"
+                ));
+                continue;
+            };
+            headers.insert(n, v);
+            done.push(match used.is_empty() {
+                true => format!("rule for {} set header {name}", rule.host),
+                false => format!("secret {} put in header {name} by rule", used.join(", ")),
+            });
+        }
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +245,7 @@ mod tests {
                 placeholder: "wrn_secret_abc".into(),
                 value: value.into(),
                 hosts: vec![Domain::Exact("api.test".into())],
+                rule_only: false,
             }],
             ..Default::default()
         }
@@ -242,5 +282,37 @@ mod tests {
         substitute(&policy("x\r\nInjected: 1"), "api.test", &mut h);
         assert_eq!(h["authorization"], "Bearer wrn_secret_abc");
         assert!(h.get("injected").is_none());
+    }
+
+    #[test]
+    fn rules_set_headers_and_their_secrets_only_there() {
+        let mut p = policy("s3cr3t");
+        p.secrets[0].placeholder = "${e2b.secrets.gh}".into();
+        p.secrets[0].rule_only = true;
+        p.rules = crate::policy::parse_rules([(
+            "api.test",
+            vec![("X-Api-Key", "key ${e2b.secrets.gh}")],
+        )])
+        .expect("valid");
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("mine"));
+        h.insert("x-echo", HeaderValue::from_static("${e2b.secrets.gh}"));
+        let done = [
+            substitute(&p, "api.test", &mut h),
+            apply_rules(&p, "api.test", &mut h),
+        ]
+        .concat();
+        assert_eq!(h["x-api-key"], "key s3cr3t");
+        assert_eq!(
+            h["x-echo"], "${e2b.secrets.gh}",
+            "a rule's secret never fills the sandbox's own headers"
+        );
+        assert_eq!(
+            done,
+            vec!["secret gh put in header x-api-key by rule".to_owned()]
+        );
+        let mut h = hyper::HeaderMap::new();
+        assert!(apply_rules(&p, "other.test", &mut h).is_empty());
+        assert!(h.is_empty());
     }
 }

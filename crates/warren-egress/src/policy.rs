@@ -29,6 +29,9 @@ pub enum PolicyError {
     DnsServer(String),
     #[error("at most {0} egress entries in all")]
     TooMany(usize),
+    /// A `rules` entry Warren cannot serve as asked; the message names it.
+    #[error("rules: {0}")]
+    Rule(String),
 }
 
 /// A name pattern of `allowOut`.
@@ -96,6 +99,101 @@ pub struct Policy {
     pub deny: Vec<Ipv4Net>,
     /// Credentials the proxy puts in requests to their hosts (see `secrets`).
     pub secrets: Vec<Brokered>,
+    /// Headers the proxy sets on HTTPS requests to a host (E2B's `network.rules` transforms).
+    pub rules: Vec<HeaderRule>,
+}
+
+/// E2B's per-host transform: headers set (replacing the sandbox's own) on every HTTPS request
+/// to `host`. A value may hold secrets' placeholders (`${e2b.secrets.NAME}`), filled in by the
+/// proxy; the sandbox never sees the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRule {
+    pub host: Domain,
+    pub headers: Vec<(String, String)>,
+}
+
+/// How E2B's SDKs write a secret's placeholder in a rule (`Secret.fill(name)`).
+pub fn rule_placeholder(secret: &str) -> String {
+    format!("${{e2b.secrets.{secret}}}")
+}
+
+/// The secrets a rule's header value names, in order.
+pub fn rule_secrets(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("${e2b.secrets.") {
+        let after = &rest[at + "${e2b.secrets.".len()..];
+        let Some(end) = after.find('}') else { break };
+        out.push(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    out
+}
+
+/// At most this many headers over all rules.
+pub const MAX_RULE_HEADERS: usize = 64;
+
+/// Parses E2B's `network.rules` (host → transforms' headers). A host is a name or `*.name`
+/// (TLS is terminated for it, which needs a name; never `*`); a header must be one HTTP can
+/// carry; workload identity tokens (`${e2b.identity...}`) are not served.
+pub fn parse_rules<'a>(
+    rules: impl IntoIterator<Item = (&'a str, Vec<(&'a str, &'a str)>)>,
+) -> Result<Vec<HeaderRule>, PolicyError> {
+    let mut out: Vec<HeaderRule> = Vec::new();
+    let mut count = 0;
+    for (host, headers) in rules {
+        let literal =
+            host.parse::<std::net::IpAddr>().is_ok() || host.parse::<ipnet::IpNet>().is_ok();
+        let domain = match Domain::parse(host) {
+            Ok(Domain::Any) | Err(_) => {
+                return Err(PolicyError::Rule(format!(
+                    "{host:?}: a rule's host must be a name or *.name (TLS to it is terminated \
+                     to set its headers)"
+                )))
+            }
+            Ok(_) if literal => {
+                return Err(PolicyError::Rule(format!(
+                    "{host:?}: a rule's host must be a name or *.name (TLS to it is terminated \
+                     to set its headers)"
+                )))
+            }
+            Ok(d) => d,
+        };
+        let mut set = Vec::new();
+        for (name, value) in headers {
+            count += 1;
+            if count > MAX_RULE_HEADERS {
+                return Err(PolicyError::Rule(format!(
+                    "at most {MAX_RULE_HEADERS} headers in all"
+                )));
+            }
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !name_ok {
+                return Err(PolicyError::Rule(format!(
+                    "{host}: {name:?} is not a header name"
+                )));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(PolicyError::Rule(format!(
+                    "{host}: header {name}: a value cannot hold a line break"
+                )));
+            }
+            if value.contains("${e2b.identity.") {
+                return Err(PolicyError::Rule(format!(
+                    "{host}: header {name}: workload identity tokens (iam) are not served by Warren"
+                )));
+            }
+            set.push((name.to_ascii_lowercase(), value.to_owned()));
+        }
+        out.push(HeaderRule {
+            host: domain,
+            headers: set,
+        });
+    }
+    Ok(out)
 }
 
 /// What the policy says about one destination, and which entry said it (shown to the sandbox in
@@ -170,6 +268,7 @@ impl Policy {
             && self.allow.is_empty()
             && self.deny.is_empty()
             && self.secrets.is_empty()
+            && self.rules.is_empty()
     }
 
     /// Whether names are judged: the sandbox's TCP and DNS then go through the host's proxy.
@@ -180,7 +279,24 @@ impl Policy {
     /// Whether the sandbox's TCP and DNS go through the host's proxy: it judges names, or it
     /// brokers credentials.
     pub fn proxied(&self) -> bool {
-        self.has_domains() || !self.secrets.is_empty()
+        self.has_domains() || !self.secrets.is_empty() || !self.rules.is_empty()
+    }
+
+    /// Whether TLS to `name` is terminated by the proxy: a secret is bound to it or a rule sets
+    /// its headers.
+    pub fn intercepts(&self, name: &str) -> bool {
+        !self.secrets_for(name).is_empty() || self.rules_for(name).next().is_some()
+    }
+
+    /// Whether TLS to some host is terminated (the sandbox must trust the node's CA).
+    pub fn intercepts_any(&self) -> bool {
+        !self.secrets.is_empty() || !self.rules.is_empty()
+    }
+
+    /// The header rules for `name`.
+    pub fn rules_for<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a HeaderRule> + 'a {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.rules.iter().filter(move |r| r.host.matches(&name))
     }
 
     /// Whether the sandbox may resolve `name`: every name when no domain rule is set.
@@ -241,6 +357,9 @@ pub struct Brokered {
     pub placeholder: String,
     pub value: String,
     pub hosts: Vec<Domain>,
+    /// Named by a rule only (E2B): the value goes into the headers a rule sets, never in place
+    /// of a placeholder the sandbox wrote itself (`${e2b.secrets.NAME}` is no secret).
+    pub rule_only: bool,
 }
 
 impl std::fmt::Debug for Brokered {
@@ -250,6 +369,7 @@ impl std::fmt::Debug for Brokered {
             .field("placeholder", &self.placeholder)
             .field("value", &"<redacted>")
             .field("hosts", &self.hosts)
+            .field("rule_only", &self.rule_only)
             .finish()
     }
 }
@@ -326,5 +446,30 @@ mod tests {
         let any = Policy::parse(&s(&["*"]), &s(&[ALL_TRAFFIC]), &s(&["8.8.8.8"])).expect("valid");
         assert!(any.judge(Some("anything.example"), ip).allowed);
         assert!(any.judge(None, Ipv4Addr::new(8, 8, 8, 8)).allowed);
+    }
+
+    #[test]
+    fn rules_name_hosts_and_headers_http_can_carry() {
+        let rules = parse_rules([(
+            "api.test",
+            vec![("X-Api-Key", "${e2b.secrets.k1} and ${e2b.secrets.k2}")],
+        )])
+        .expect("valid rules");
+        assert_eq!(rules[0].headers[0].0, "x-api-key");
+        assert_eq!(rule_secrets(&rules[0].headers[0].1), vec!["k1", "k2"]);
+        let p = Policy {
+            rules,
+            ..Default::default()
+        };
+        assert!(p.proxied() && p.intercepts("API.test") && !p.intercepts("other.test"));
+        for bad in [
+            ("*", vec![("a", "b")]),
+            ("10.0.0.1", vec![("a", "b")]),
+            ("api.test", vec![("bad name", "b")]),
+            ("api.test", vec![("a", "x\r\ny: z")]),
+            ("api.test", vec![("a", "${e2b.identity.tokens.aws}")]),
+        ] {
+            assert!(parse_rules([bad.clone()]).is_err(), "{bad:?}");
+        }
     }
 }

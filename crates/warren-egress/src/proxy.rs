@@ -147,7 +147,7 @@ impl EgressProxy {
                     self.shared.refused(&sandbox, Some(&name), dest, &verdict);
                     return reset(stream);
                 }
-                if !policy.secrets_for(&name).is_empty() && self.shared.mitm.is_some() {
+                if policy.intercepts(&name) && self.shared.mitm.is_some() {
                     return crate::mitm::serve(self.shared.clone(), sandbox, stream, name, dest)
                         .await;
                 }

@@ -17,7 +17,7 @@ pub fn rules(
     secrets: &[SecretBinding],
 ) -> Result<Option<Policy>, PolicyError> {
     let mut policy = match egress {
-        Some(p) => Policy::parse(&p.allow_out, &p.deny_out, &p.dns_servers)?,
+        Some(p) => parse(p)?,
         None => Policy::default(),
     };
     for s in secrets {
@@ -26,9 +26,17 @@ pub fn rules(
             placeholder: s.placeholder.clone(),
             value: s.value.clone(),
             hosts: parse_hosts(&s.hosts)?,
+            rule_only: s.rule_only,
         });
     }
     Ok((!policy.is_empty()).then_some(policy))
+}
+
+/// A policy as the API takes it (lists and E2B's header rules), checked.
+pub fn parse(p: &EgressPolicy) -> Result<Policy, PolicyError> {
+    let mut policy = Policy::parse(&p.allow_out, &p.deny_out, &p.dns_servers)?;
+    policy.rules = warren_egress::policy::parse_rules(p.rule_headers())?;
+    Ok(policy)
 }
 
 /// Where the node's CA goes in the sandbox: its own file (Node.js takes extra CAs from one) and
@@ -51,10 +59,10 @@ pub fn trust_env() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// Puts the node's CA (PEM) in the sandbox's trust store.
+/// Puts the node's CA (PEM) in the sandbox's trust store, once.
 pub async fn install_ca(agent: &AgentLink, pem: &str) -> Result<(), AgentError> {
     let script = format!(
-        "set -e; mkdir -p /usr/local/share/ca-certificates /etc/ssl/certs; \
+        "set -e; [ -s {CA_FILE} ] && exit 0; mkdir -p /usr/local/share/ca-certificates /etc/ssl/certs; \
          printf '%s\\n' \"$WARREN_EGRESS_CA\" > {CA_FILE}; cat {CA_FILE} >> {BUNDLE}"
     );
     let out = agent

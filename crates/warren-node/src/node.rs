@@ -173,9 +173,10 @@ impl Node {
     pub async fn start(&self, mut req: SandboxStart) -> Result<Started, NodeError> {
         let driver = self.driver(req.tier)?;
         let id = req.spec.id.clone();
-        // With brokered secrets, TLS clients must trust the CA the egress proxy presents.
+        // With TLS terminated for some host (brokered secrets, header rules), TLS clients must
+        // trust the CA the egress proxy presents.
         let ca = match &req.spec.egress {
-            Some(p) if !p.secrets.is_empty() => self.host.egress_ca_pem().map(str::to_owned),
+            Some(p) if p.intercepts_any() => self.host.egress_ca_pem().map(str::to_owned),
             _ => None,
         };
         if ca.is_some() {
@@ -439,6 +440,18 @@ impl Node {
     ) -> Result<(), NodeError> {
         if self.registry.driver(id).is_none() {
             return Err(NodeError::NotRunning(id.clone()));
+        }
+        // TLS terminated for a host from now on: the sandbox's system bundle must hold the CA
+        // (clients started with their own bundle, or before this, do not see it).
+        if let (Some(pem), Some(agent)) = (
+            self.host
+                .egress_ca_pem()
+                .filter(|_| policy.is_some_and(|p| p.intercepts_any())),
+            self.agent(id),
+        ) {
+            crate::egress::install_ca(&agent, pem)
+                .await
+                .map_err(NodeError::Agent)?;
         }
         self.host
             .set_egress(id, &handle.host, policy, internet)

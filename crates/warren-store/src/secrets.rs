@@ -14,9 +14,14 @@ pub struct SecretRecord {
     pub hosts: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub id: String,
+    /// Counted up by every new value.
+    pub version: i64,
+    /// Customer metadata (JSON object).
+    pub metadata: String,
 }
 
-const COLUMNS: &str = "tenant, name, sealed, hosts, created_at, updated_at";
+const COLUMNS: &str = "tenant, name, sealed, hosts, created_at, updated_at, id, version, metadata";
 
 fn record(r: &sqlx::any::AnyRow) -> Result<SecretRecord, StoreError> {
     Ok(SecretRecord {
@@ -26,10 +31,82 @@ fn record(r: &sqlx::any::AnyRow) -> Result<SecretRecord, StoreError> {
         hosts: text(r, "hosts")?,
         created_at: int(r, "created_at")?,
         updated_at: int(r, "updated_at")?,
+        id: text(r, "id")?,
+        version: int(r, "version")?,
+        metadata: text(r, "metadata")?,
     })
 }
 
 impl Store {
+    /// Creates the secret (E2B's create: no hosts yet, rules bind it); None when the tenant has
+    /// one of that name already.
+    pub async fn insert_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        sealed: &str,
+        metadata: &str,
+        now: i64,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO secrets (tenant, name, sealed, hosts, created_at, updated_at, id, metadata) \
+             VALUES ($1, $2, $3, '[]', $4, $5, $6, $7) ON CONFLICT (tenant, name) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(sealed)
+        .bind(now)
+        .bind(now)
+        .bind(crate::keys::random_hex(16))
+        .bind(metadata)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_secret(tenant, name).await
+    }
+
+    /// A new value (and, when given, new metadata) for the secret `name`: its next version.
+    pub async fn update_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        sealed: &str,
+        metadata: Option<&str>,
+        now: i64,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        sqlx::query(
+            "UPDATE secrets SET sealed = $1, metadata = COALESCE($2, metadata), \
+             version = version + 1, updated_at = $3 WHERE tenant = $4 AND name = $5",
+        )
+        .bind(sealed)
+        .bind(metadata)
+        .bind(now)
+        .bind(tenant)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        self.get_secret(tenant, name).await
+    }
+
+    /// The secret whose id or name is `reference` (E2B's paths take either).
+    pub async fn find_secret(
+        &self,
+        tenant: &str,
+        reference: &str,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM secrets WHERE tenant = $1 AND (id = $2 OR name = $3)"
+        ))
+        .bind(tenant)
+        .bind(reference)
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(record).transpose()
+    }
+
     /// Creates the secret, or replaces its value and hosts (a rotation); returns it.
     pub async fn put_secret(
         &self,
@@ -40,9 +117,10 @@ impl Store {
         now: i64,
     ) -> Result<SecretRecord, StoreError> {
         sqlx::query(
-            "INSERT INTO secrets (tenant, name, sealed, hosts, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (tenant, name) DO UPDATE SET sealed = $7, hosts = $8, updated_at = $9",
+            "INSERT INTO secrets (tenant, name, sealed, hosts, created_at, updated_at, id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant, name) DO UPDATE SET sealed = $8, hosts = $9, updated_at = $10, \
+             version = secrets.version + 1",
         )
         .bind(tenant)
         .bind(name)
@@ -50,6 +128,7 @@ impl Store {
         .bind(hosts)
         .bind(now)
         .bind(now)
+        .bind(crate::keys::random_hex(16))
         .bind(sealed)
         .bind(hosts)
         .bind(now)

@@ -270,6 +270,10 @@ pub struct SecretBinding {
     pub placeholder: String,
     pub value: String,
     pub hosts: Vec<String>,
+    /// Given for a `network.rules` header only (E2B): never put in place of a placeholder the
+    /// sandbox wrote itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rule_only: bool,
 }
 
 impl std::fmt::Debug for SecretBinding {
@@ -279,6 +283,7 @@ impl std::fmt::Debug for SecretBinding {
             .field("placeholder", &self.placeholder)
             .field("value", &"<redacted>")
             .field("hosts", &self.hosts)
+            .field("rule_only", &self.rule_only)
             .finish()
     }
 }

@@ -114,11 +114,47 @@ pub struct EgressPolicy {
     /// DNS servers all traffic to which is allowed (E2B's `dnsServers`).
     #[serde(default, alias = "dnsServers", skip_serializing_if = "Vec::is_empty")]
     pub dns_servers: Vec<String>,
+    /// E2B's per-host transforms: headers the host's proxy sets on HTTPS requests to that host
+    /// (replacing the sandbox's own), where `${e2b.secrets.NAME}` stands for a secret's value.
+    /// A host named here must still be allowed by `allow_out` (or by internet access).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, Vec<NetworkRule>>,
+}
+
+/// One of E2B's `network.rules` entries for a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<NetworkTransform>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkTransform {
+    /// Header name → value, set on every HTTPS request to the rule's host.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 impl EgressPolicy {
     pub fn is_empty(&self) -> bool {
-        self.allow_out.is_empty() && self.deny_out.is_empty() && self.dns_servers.is_empty()
+        self.allow_out.is_empty()
+            && self.deny_out.is_empty()
+            && self.dns_servers.is_empty()
+            && self.rules.is_empty()
+    }
+
+    /// Each rule host with the headers its transforms set, in order.
+    pub fn rule_headers(&self) -> impl Iterator<Item = (&str, Vec<(&str, &str)>)> {
+        self.rules.iter().map(|(host, rules)| {
+            let headers = rules
+                .iter()
+                .filter_map(|r| r.transform.as_ref())
+                .flat_map(|t| t.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .collect();
+            (host.as_str(), headers)
+        })
     }
 }
 

@@ -48,8 +48,10 @@ pub struct NetworkConfig {
     pub egress_proxy: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
     pub mask_request_host: Option<String>,
-    #[serde(default, skip_serializing)]
-    pub rules: Option<serde_json::Value>,
+    /// Per-host header transforms (`${e2b.secrets.NAME}` placeholders filled in by the host's
+    /// proxy on HTTPS requests to that host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<BTreeMap<String, Vec<crate::control::NetworkRule>>>,
     /// DNS servers all traffic to which is allowed. Sandboxes resolve through the host either
     /// way (with domain rules, through a filter that answers only allowed names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +67,7 @@ impl NetworkConfig {
             allow_out: self.allow_out.clone(),
             deny_out: self.deny_out.clone(),
             dns_servers: self.dns_servers.clone().unwrap_or_default(),
+            rules: self.rules.clone().unwrap_or_default(),
         }
     }
 
@@ -84,8 +87,6 @@ impl NetworkConfig {
             .is_some_and(|h| !h.is_empty())
         {
             Some("maskRequestHost")
-        } else if set(&self.rules) {
-            Some("rules")
         } else if self.https_ports.as_ref().is_some_and(|p| !p.is_empty()) {
             Some("httpsPorts")
         } else {
@@ -241,4 +242,54 @@ pub struct ForkError {
     /// The HTTP status the error would have had alone.
     pub code: u16,
     pub message: String,
+}
+
+/// `POST /secrets`: a new secret. The value is write-only.
+#[derive(Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = E2bNewSecret)]
+pub struct NewSecret {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /secrets/{id}`: the secret's next value (and metadata, when given).
+#[derive(Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = E2bSecretUpdate)]
+pub struct SecretUpdate {
+    pub value: String,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+macro_rules! redacted_debug {
+    ($t:ty, $($field:ident),*) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($field), &self.$field))*
+                    .field("value", &"<redacted>")
+                    .finish()
+            }
+        }
+    };
+}
+redacted_debug!(NewSecret, name, metadata);
+redacted_debug!(SecretUpdate, metadata);
+
+/// A secret as E2B shows it: never its value.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = E2bSecret)]
+pub struct Secret {
+    #[serde(rename = "secretID")]
+    pub secret_id: String,
+    pub name: String,
+    pub current_version: i64,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
 }

@@ -6,6 +6,7 @@
 //! node's proxy and served by the agent.
 
 mod sandboxes;
+mod secrets;
 mod snapshots;
 
 use axum::middleware::{from_fn_with_state, map_response};
@@ -90,6 +91,19 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/sandboxes/{id}/network",
             put(sandboxes::set_network).layer(audit(A::SandboxNetwork)),
+        )
+        .route(
+            "/secrets",
+            post(secrets::create)
+                .layer(audit(A::SecretPut))
+                .get(secrets::list),
+        )
+        .route(
+            "/secrets/{id}",
+            post(secrets::update)
+                .layer(audit(A::SecretPut))
+                .merge(delete(secrets::delete).layer(audit(A::SecretDelete)))
+                .merge(get(secrets::get)),
         )
         .layer(map_response(mark))
 }

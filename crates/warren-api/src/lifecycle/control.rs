@@ -205,7 +205,11 @@ impl Lifecycle {
             .as_deref()
             .ok_or_else(|| LifecycleError::Unavailable("the sandbox is still starting".into()))?;
         let policy = (!policy.is_empty()).then_some(policy);
-        let secrets = self.vault.rebind(&rec).await;
+        let secrets = self
+            .vault
+            .bindings(&rec, policy)
+            .await
+            .map_err(LifecycleError::from_secrets)?;
         node.set_network(id, handle, policy, &secrets, rec.internet_access)
             .await
             .map_err(|e| LifecycleError::from_node(e, "change the network of", rec.status))?;

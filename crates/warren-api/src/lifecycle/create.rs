@@ -128,7 +128,7 @@ impl Lifecycle {
             _ => None,
         };
         let tier = self.asked_tier(req, snapshot.as_ref(), stored.as_ref())?;
-        let secrets = match &req.secrets {
+        let mut secrets = match &req.secrets {
             Some(wanted) if !wanted.is_empty() => {
                 let (env, kept, bindings) = self
                     .vault
@@ -143,6 +143,23 @@ impl Lifecycle {
             }
             _ => None,
         };
+        if let Some(p) = &egress {
+            let by_rules = self
+                .vault
+                .for_rules(who.tenant, p)
+                .await
+                .map_err(LifecycleError::from_secrets)?;
+            if !by_rules.is_empty() {
+                secrets
+                    .get_or_insert_with(|| AskedSecrets {
+                        env: BTreeMap::new(),
+                        kept: "[]".into(),
+                        bindings: Vec::new(),
+                    })
+                    .bindings
+                    .extend(by_rules);
+            }
+        }
         Ok(Asked {
             template,
             snapshot,

@@ -103,7 +103,13 @@ impl Lifecycle {
             }
         }
         let policy = crate::egress::stored(rec);
-        let secrets = self.vault.rebind(rec).await;
+        let secrets = match self.vault.bindings(rec, policy.as_ref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(sandbox = %rec.id, error = %e, "a secret its network rules name cannot be given again");
+                self.vault.rebind(rec).await
+            }
+        };
         if policy.is_some() || !secrets.is_empty() {
             // The egress proxy lives in the server process: a new one starts empty.
             if let Err(e) = node

@@ -18,6 +18,9 @@ impl From<SecretError> for ApiError {
             SecretError::NotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", e.to_string())
             }
+            SecretError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", e.to_string())
+            }
             e => ApiError::internal("secret store", e),
         }
     }
