@@ -323,3 +323,83 @@ print(json.dumps([get("https://allowed.test/"), get("https://other.test/"), get(
             except OSError:
                 continue
             assert value.encode() not in data, path
+
+
+# Runs inside the sandbox: one HTTPS request whose own headers try to get at the secret.
+RULE_PROBE = r'''
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"X-Api-Key": "mine", "X-Echo": sys.argv[2]})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(json.dumps({"status": r.status, "headers": json.loads(r.read())["headers"]}))
+except Exception as e:
+    print(json.dumps({"error": type(e).__name__ + ": " + str(e)}))
+'''
+
+
+def rule_request(sb, url, echo):
+    sb.files.write("/tmp/rule-probe.py", RULE_PROBE)
+    got = json.loads(sb.commands.run(f"python3 /tmp/rule-probe.py {url} '{echo}'", timeout=60).stdout.strip().splitlines()[-1])
+    got["headers"] = {k.lower(): v for k, v in got.get("headers", {}).items()}
+    return got
+
+
+def test_e2b_secrets_api_and_network_rules_put_a_secret_in_a_hosts_headers(e2b_env, upstream):
+    from e2b import Secret
+    from e2b.exceptions import SandboxException, SecretException
+
+    name = f"k-{uuid.uuid4().hex[:8]}"
+    first, value = f"v1-{uuid.uuid4().hex}", f"v2-{uuid.uuid4().hex}"
+    made = Secret.create(name, first, metadata={"team": "a"})
+    assert made.name == name and made.version == 1 and made.secret_id and made.metadata == {"team": "a"}
+    with pytest.raises(SecretException):
+        Secret.create(name, "again")
+    assert Secret.exists(name) and Secret.exists(made.secret_id)
+    updated = Secret.update(made.secret_id, value)
+    assert updated.version == 2 and updated.metadata == {"team": "a"}
+    assert Secret.get_info(name).version == 2
+    pages = Secret.list(limit=1)
+    listed = []
+    while pages.has_next:
+        listed += pages.next_items()
+    assert name in [s.name for s in listed]
+    assert first not in json.dumps(raw(e2b_env, "GET", "/secrets").json())
+
+    rule = {"allowed.test": [{"transform": {"headers": {"X-Api-Key": "key=" + Secret.fill(name)}}}]}
+    with pytest.raises(SandboxException) as refused:
+        E2bSandbox.create(template="base", network={"rules": {"allowed.test": [
+            {"transform": {"headers": {"X-Api-Key": Secret.fill("no-such-secret")}}}]}})
+    assert "no-such-secret" in str(refused.value)
+
+    sb = E2bSandbox.create(template="base", network={
+        "allow_out": ["allowed.test"], "deny_out": ["0.0.0.0/0"], "rules": rule})
+    late = E2bSandbox.create(template="base")
+    try:
+        # The rule's host gets the header with the value, replacing the sandbox's own; the same
+        # placeholder written by the sandbox in another header stays as it is.
+        got = rule_request(sb, "https://allowed.test/", Secret.fill(name))
+        assert got.get("status") == 200, got
+        assert got["headers"]["x-api-key"] == "key=" + value, got
+        assert got["headers"]["x-echo"] == Secret.fill(name), got
+        leak = sb.commands.run(f"grep -rl {value} /etc /tmp /root /home /proc/[0-9]*/environ 2>/dev/null | head -3; true").stdout
+        assert leak.strip() == "", leak
+        # A running sandbox given the rule at runtime: TLS to the host is now terminated with
+        # the node's CA, which the update put in its trust store.
+        late.files.write("/tmp/upstream-ca.pem", upstream["ca"])
+        late.commands.run("cat /tmp/upstream-ca.pem >> /etc/ssl/certs/ca-certificates.crt", user="root")
+        late.update_network({"rules": rule})
+        got = rule_request(late, "https://allowed.test/", "-")
+        assert got.get("status") == 200 and got["headers"]["x-api-key"] == "key=" + value, got
+        late.update_network({"allow_out": ["allowed.test"], "deny_out": ["0.0.0.0/0"]})
+        got = rule_request(late, "https://allowed.test/", "-")
+        assert got.get("status") == 200 and got["headers"]["x-api-key"] == "mine", got
+        trail = raw(e2b_env, "GET", f"/v1/audit?sandbox_id={sb.sandbox_id}&action=egress&limit=500").json()["data"]
+        assert any(f"secret {name} put in header x-api-key by rule" in e["outcome"] for e in trail), trail
+        assert value not in json.dumps(trail)
+    finally:
+        sb.kill()
+        late.kill()
+    assert Secret.destroy(name) and not Secret.destroy(name) and not Secret.exists(name)
+    time.sleep(0.3)
+    log = open(e2b_env["log"], "rb").read()
+    assert value.encode() not in log and first.encode() not in log

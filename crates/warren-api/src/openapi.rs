@@ -370,7 +370,7 @@ fn upload_context() {}
 
 /// Build a template from a base and steps (COPY, RUN, ENV, WORKDIR, USER, CMD).
 #[utoipa::path(post, path = "/v1/templates/build", tag = "templates",
-    request_body(content = Object, description = "`name`, `from_image` or a base template, `steps`, `start_cmd`, `ready_cmd`, resources"),
+    request_body(content = Object, description = "`name`, `from_image` or a base template, `steps`, `start_cmd`, `ready_cmd`, resources; Warren extensions: `isolation`, and `network` (an egress policy, as on create, that sandboxes of this template get when their create names none)"),
     responses((status = 201, description = "`build_id`, `template_id`, `status`, `logs_url`", body = Object),
         (status = "4XX", description = "Bad recipe, name taken, or refused", body = ErrorEnvelope)))]
 #[allow(dead_code)]

@@ -31,6 +31,9 @@ pub struct TemplateSpec {
     /// A memory-carrying snapshot's saved machine (copies of it resume instead of booting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_state: Option<PathBuf>,
+    /// The egress policy of sandboxes whose create names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<warren_wire::control::EgressPolicy>,
 }
 
 /// `readyCmd` of either SDK: Py sends `processName` and ms `timeout`/`interval`, JS `name`.

@@ -148,14 +148,24 @@ impl Harness {
 
     /// A built template of `TENANT`, ready, whose one layer is an empty directory.
     pub async fn built_template(&self, name: &str, tier: Option<Tier>) -> TemplateRecord {
+        self.built_template_with(name, |spec| spec.isolation = tier)
+            .await
+    }
+
+    /// A built template of `TENANT` whose spec `shape` changed.
+    pub async fn built_template_with(
+        &self,
+        name: &str,
+        shape: impl FnOnce(&mut crate::template_spec::TemplateSpec),
+    ) -> TemplateRecord {
         let layer = self.dir.path().join("layers").join(name);
         std::fs::create_dir_all(&layer).expect("layer dir");
-        let spec = crate::template_spec::TemplateSpec {
+        let mut spec = crate::template_spec::TemplateSpec {
             layers: vec![layer],
             env: [("FROM_TEMPLATE".to_owned(), "1".to_owned())].into(),
-            isolation: tier,
             ..Default::default()
         };
+        shape(&mut spec);
         let now = crate::clock::now();
         let record = TemplateRecord {
             id: format!("tpl-{name}"),

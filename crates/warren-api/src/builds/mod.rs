@@ -346,6 +346,9 @@ async fn execute(
     // Checked when the build was accepted (`routes::builds`).
     let asked = req.isolation.as_deref().and_then(|t| t.parse().ok());
     spec.isolation = asked.or(spec.isolation.take());
+    if let Some(n) = req.network.as_ref().filter(|n| !n.is_empty()) {
+        spec.network = Some(n.clone());
+    }
     if let Some(r) = &spec.ready_cmd {
         r.probe()?;
     }

@@ -117,6 +117,10 @@ pub struct BuildRequest {
     /// Warren extension: the tier this template's sandboxes run on.
     #[serde(default)]
     pub isolation: Option<String>,
+    /// Warren extension: the egress policy this template's sandboxes get when their create
+    /// names none (a create's `network` replaces it whole).
+    #[serde(default)]
+    pub network: Option<warren_wire::control::EgressPolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

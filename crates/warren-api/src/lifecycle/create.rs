@@ -127,6 +127,8 @@ impl Lifecycle {
             (Some(_), Some(json)) => serde_json::from_str::<TemplateSpec>(json).ok(),
             _ => None,
         };
+        // A template's default policy, when the create names none.
+        let egress = egress.or_else(|| stored.as_ref().and_then(|s| s.network.clone()));
         let tier = self.asked_tier(req, snapshot.as_ref(), stored.as_ref())?;
         let mut secrets = match &req.secrets {
             Some(wanted) if !wanted.is_empty() => {

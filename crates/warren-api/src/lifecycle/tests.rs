@@ -707,3 +707,68 @@ async fn a_network_update_reaches_the_node_first_and_bad_policies_change_nothing
         .expect_err("not live");
     assert!(matches!(e, LifecycleError::InvalidState { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn a_templates_policy_is_the_default_and_a_creates_own_replaces_it() {
+    use warren_wire::control::EgressPolicy;
+    let h = Harness::new().await;
+    let template_policy = EgressPolicy {
+        allow_out: vec!["pypi.test".into()],
+        deny_out: vec!["0.0.0.0/0".into()],
+        ..Default::default()
+    };
+    let p = template_policy.clone();
+    h.built_template_with("fenced", move |spec| spec.network = Some(p))
+        .await;
+    let rec = h
+        .lifecycle
+        .create(create_of("fenced"), h.who())
+        .await
+        .expect("created");
+    assert_eq!(crate::egress::stored(&rec), Some(template_policy));
+
+    let own = EgressPolicy {
+        allow_out: vec!["198.18.0.9".into()],
+        ..Default::default()
+    };
+    let mut req = create_of("fenced");
+    req.network = Some(own.clone());
+    let rec = h.lifecycle.create(req, h.who()).await.expect("created");
+    assert_eq!(crate::egress::stored(&rec), Some(own));
+}
+
+#[tokio::test]
+async fn network_rules_name_existing_secrets_only() {
+    use warren_wire::control::{EgressPolicy, NetworkRule, NetworkTransform};
+    let h = Harness::new().await;
+    h.built_template("py", None).await;
+    let rule = |secret: &str| EgressPolicy {
+        rules: [(
+            "api.test".to_owned(),
+            vec![NetworkRule {
+                transform: Some(NetworkTransform {
+                    headers: [("x-api-key".to_owned(), format!("${{e2b.secrets.{secret}}}"))]
+                        .into(),
+                }),
+            }],
+        )]
+        .into(),
+        ..Default::default()
+    };
+    let mut req = create_of("py");
+    req.network = Some(rule("missing"));
+    let e = h.lifecycle.create(req, h.who()).await.expect_err("refused");
+    assert!(
+        matches!(e, LifecycleError::Invalid(ref m) if m.contains("missing")),
+        "{e}"
+    );
+    h.lifecycle
+        .vault()
+        .create(crate::testing::TENANT, "k", "value", &Default::default())
+        .await
+        .expect("secret");
+    let mut req = create_of("py");
+    req.network = Some(rule("k"));
+    let rec = h.lifecycle.create(req, h.who()).await.expect("created");
+    assert_eq!(crate::egress::stored(&rec), Some(rule("k")));
+}

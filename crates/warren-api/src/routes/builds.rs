@@ -153,6 +153,9 @@ pub async fn build(
         r.probe()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
+    if let Some(n) = &req.network {
+        crate::egress::parse(n).map_err(|e| ApiError::bad_request(format!("network: {e}")))?;
+    }
     if let Some(tier) = req.isolation.as_deref() {
         if !tier.parse().is_ok_and(|t| state.cluster.has_tier(t)) {
             return Err(ApiError::bad_request(format!(
