@@ -1,7 +1,7 @@
 // The web console in Debian's headless Chromium through playwright-core, as a person uses it:
 // a refused key, sign-in, create, terminal echo, file upload then download, a background
 // process's output, extend, pause and resume, the list with live usage, templates and a build
-// log, keys (create, rotate, revoke), the audit trail filtered, another tenant's sandbox
+// log, keys (create, rotate, revoke), secrets (stored, listed, deleted), the audit trail filtered, another tenant's sandbox
 // refused, kill, sign-out, and a member key's narrower console. Each page's screenshot goes to
 // SHOTS and must not be blank.
 //
@@ -112,6 +112,21 @@ async function theRest(page, context, id, seenUrls) {
   const before = await active.count();
   await active.first().getByTestId("revoke").click();
   await page.waitForFunction((n) => document.querySelectorAll('[data-key="made-in-console"] [data-testid="revoke"]').length === n - 1, before);
+
+  // Secrets: stored from the page (the value never shown back), listed with hosts, deleted.
+  await page.getByTestId("nav-secrets").click();
+  const secretValue = `console-${Date.now()}-value`;
+  await page.getByTestId("secret-name").fill("console-secret");
+  await page.getByTestId("secret-value").fill(secretValue);
+  await page.getByTestId("secret-hosts").fill("api.example.test, *.pkg.test");
+  await page.getByTestId("save-secret").click();
+  const secretRow = page.locator('[data-secret="console-secret"]');
+  await secretRow.waitFor();
+  assert.match(await secretRow.innerText(), /api\.example\.test, \*\.pkg\.test/);
+  assert.ok(!(await page.content()).includes(secretValue), "the value is never shown back");
+  await shot(page, "07b-secrets");
+  await secretRow.getByTestId("delete-secret").click();
+  await secretRow.waitFor({ state: "detached" });
 
   // The audit trail, filtered to the sandbox: its creation and the token the console asked for.
   await page.getByTestId("nav-audit").click();

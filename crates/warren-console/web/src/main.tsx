@@ -8,6 +8,7 @@ import { Sandboxes } from "./pages/Sandboxes";
 import { SandboxPage } from "./pages/SandboxPage";
 import { Templates } from "./pages/Templates";
 import { Keys } from "./pages/Keys";
+import { Secrets } from "./pages/Secrets";
 import { Audit } from "./pages/Audit";
 
 function App() {
@@ -28,6 +29,7 @@ function App() {
   const nav = [
     ["sandboxes", "Sandboxes"],
     ["templates", "Templates"],
+    ["secrets", "Secrets"],
     ...(admin
       ? [
           ["keys", "API keys"],
@@ -38,6 +40,7 @@ function App() {
   let body;
   if (page === "sandboxes" && id) body = <SandboxPage id={id} />;
   else if (page === "templates") body = <Templates />;
+  else if (page === "secrets") body = <Secrets />;
   else if (page === "keys" && admin) body = <Keys />;
   else if (page === "audit" && admin) body = <Audit />;
   else body = <Sandboxes />;
