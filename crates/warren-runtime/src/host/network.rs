@@ -259,6 +259,7 @@ impl Network {
         let table = self.egress_table(slot);
         match policy {
             Some(p) => {
+                self.slots().with_egress.insert(slot);
                 // The proxy learns the policy before the table sends it anything.
                 if p.proxied() {
                     self.proxy.set(guest, id, p.clone());
@@ -270,6 +271,7 @@ impl Network {
                 }
             }
             None => {
+                self.slots().with_egress.remove(&slot);
                 let _ = run("nft", &["delete", "table", "netdev", &table]).await;
                 self.proxy.remove(guest);
             }
@@ -436,7 +438,8 @@ impl Network {
     /// at once: slots go round (see `Slots`), and one whose old veth lingers is skipped.
     pub async fn destroy(&self, net: &SandboxNet) {
         if let Some(slot) = net.slot {
-            if net.egress {
+            let tabled = self.slots().with_egress.remove(&slot);
+            if net.egress || tabled {
                 self.proxy.remove(self.addresses(slot).1);
                 let _ = run(
                     "nft",
@@ -556,6 +559,8 @@ async fn address_link(
 struct Slots {
     used: BTreeSet<u32>,
     next: u32,
+    /// Links given an egress table while running (`set_policy`): removed with the sandbox.
+    with_egress: BTreeSet<u32>,
 }
 
 impl Slots {
