@@ -3,6 +3,7 @@ sandboxes, keys are roles with masked listings, rotation and revocation; every e
 the audit trail; rate limits and quotas answer with the shapes the SDKs map."""
 import os
 import re
+import threading
 import time
 
 import pytest
@@ -115,19 +116,33 @@ def test_audit_records_run_code_with_outcome(server):
 
 
 def test_rate_limit_is_429_with_retry_after_and_sdk_raises(server):
+    # A key may make 100 requests per second (burst 100). One client in a loop may be slower
+    # than that on a loaded machine with PostgreSQL behind the server, so eight clients at once
+    # make the requests, until the first 429 or 20 s.
     key = new_key(server, "tenant-rate")
-    statuses = []
-    with requests.Session() as s:
-        for _ in range(400):
-            r = s.get(server["base_url"] + "/v1/sandboxes", headers={"X-API-Key": key}, timeout=10)
-            statuses.append(r.status_code)
-            if r.status_code == 429:
-                body = r.json()
-                details = body["error"]["details"]
-                assert details["retry_after_seconds"] >= 1
-                assert r.headers["Retry-After"] == str(details["retry_after_seconds"])
-                break
-    assert statuses[-1] == 429 and statuses.count(200) >= 100, statuses[-5:]
+    statuses, limited, lock = [], [], threading.Lock()
+    deadline = time.time() + 20
+
+    def client():
+        with requests.Session() as s:
+            while time.time() < deadline and not limited:
+                r = s.get(server["base_url"] + "/v1/sandboxes", headers={"X-API-Key": key}, timeout=10)
+                with lock:
+                    statuses.append(r.status_code)
+                    if r.status_code == 429:
+                        limited.append(r)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert limited and statuses.count(200) >= 100, statuses[-5:]
+    r = limited[0]
+    details = r.json()["error"]["details"]
+    assert details["retry_after_seconds"] >= 1
+    assert r.headers["Retry-After"] == str(details["retry_after_seconds"])
+    assert set(statuses) <= {200, 429}, set(statuses)
 
 
 def test_quota_is_403_resource_limit_error(server):
