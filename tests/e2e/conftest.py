@@ -13,6 +13,8 @@ import time
 import pytest
 import requests
 
+from egress_hosts import make_ca
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WARREN = os.path.join(ROOT, "target", "release", "warren")
 # The official JS SDKs' scenarios and the browser tests (playwright-core) live here.
@@ -151,10 +153,7 @@ def server():
     # A CA of the suite's own for the upstream test servers of test_egress.py: the egress proxy
     # checks their certificates against it when it brokers secrets (--egress-upstream-ca).
     upstream_ca = os.path.join(data_dir, "egress-test-ca")
-    os.makedirs(upstream_ca)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=warren egress test CA",
-                    "-days", "2", "-keyout", os.path.join(upstream_ca, "ca.key"),
-                    "-out", os.path.join(upstream_ca, "ca.pem")], check=True, capture_output=True)
+    make_ca(upstream_ca)
     proc = subprocess.Popen(
         [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
          "--egress-upstream-ca", os.path.join(upstream_ca, "ca.pem"),

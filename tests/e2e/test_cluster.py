@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from conftest import WARREN, free_port, start_postgres
+from egress_hosts import make_ca, upstream_hosts
 
 pytestmark = pytest.mark.cluster
 
@@ -50,6 +51,9 @@ class Cluster:
         self.cp_args = {}
         self.nodes = {}  # ip -> Popen
         self.node_args = {}
+        # Nodes broker secrets for the upstream hosts of egress_hosts (a CA of this cluster's).
+        self.upstream_ca = os.path.join(self.root, "egress-test-ca")
+        make_ca(self.upstream_ca)
 
     def log(self, name):
         return open(os.path.join(self.root, f"{name}.log"), "a")
@@ -69,7 +73,9 @@ class Cluster:
         # Each node talks to one control plane; either knows every node (one store).
         cp = sorted(self.cps)[int(ip.rsplit(".", 1)[1]) % len(self.cps)]
         args = [WARREN, "node", "--control-plane", cp, "--listen", f"{ip}:7070", "--data-dir", data,
-                "--label", f"region={NODES[ip]}", *(["--tls"] if ip == TLS_NODE else [])]
+                "--label", f"region={NODES[ip]}", *(["--tls"] if ip == TLS_NODE else []),
+                "--egress-upstream-ca", os.path.join(self.upstream_ca, "ca.pem"),
+                "--egress-resolve", "allowed.test=198.19.0.2", "--egress-resolve", "other.test=198.19.0.3"]
         self.nodes[ip] = subprocess.Popen(args, stdout=self.log(f"node-{ip}"), stderr=subprocess.STDOUT, env=self.env)
 
     def any_cp(self):
@@ -394,6 +400,70 @@ def test_node_killed_is_noticed_and_its_sandboxes_work_after_restart(cluster):
     finally:
         for sb in sbs:
             sb.kill()
+
+
+# Runs in the sandbox: what allowed.test saw in the Authorization header the sandbox sent.
+BEARER_SEEN = r'''
+import json, os, urllib.request
+req = urllib.request.Request("https://allowed.test/", headers={"Authorization": "Bearer " + os.environ["TOKEN"]})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print({k.lower(): v for k, v in json.loads(r.read())["headers"].items()}.get("authorization"))
+except Exception as e:
+    print("error", type(e).__name__, e)
+'''
+
+
+def test_a_restarted_node_gets_its_sandboxes_brokered_secrets_back(cluster):
+    """A node never writes a secret's value down: after a restart the control plane gives it the
+    secrets of the sandboxes it took over (told by the node's heartbeat)."""
+    cp = sorted(cluster.cps)[0]
+    hdr = {"X-API-Key": KEY}
+    value = "clu_" + os.urandom(20).hex()
+    r = requests.post(cp + "/v1/secrets", headers=hdr, timeout=10,
+                      json={"name": "clu-token", "value": value, "hosts": ["allowed.test"]})
+    assert r.status_code == 201, r.text
+    with upstream_hosts(cluster.upstream_ca):
+        r = requests.post(cp + "/v1/sandboxes", headers=hdr, timeout=60, json={
+            "template_name": "code-interpreter", "region": "eu", "secrets": {"TOKEN": "clu-token"},
+            "network": {"allow_out": ["allowed.test"], "deny_out": ["0.0.0.0/0"]}})
+        assert r.status_code == 201, r.text
+        from hopx_ai import Sandbox
+        sb = Sandbox.connect(r.json()["id"], base_url=cp, api_key=KEY)
+        try:
+            assert node_of(sb) == "127.0.0.2"
+            sb.files.write("/tmp/bearer.py", BEARER_SEEN)
+            seen = lambda: sb.commands.run("python3 /tmp/bearer.py", timeout=60).stdout.strip()  # noqa: E731
+            assert seen() == "Bearer " + value
+            victim = cluster.nodes["127.0.0.2"]
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            cluster.start_node("127.0.0.2")
+            cluster.wait_healthy(["127.0.0.2"])
+            # A heartbeat or two later the node has the value again; until then the placeholder
+            # goes out unchanged (useless to the receiver), never anything else.
+            deadline, got = time.time() + 30, None
+            while time.time() < deadline:
+                got = seen()
+                if got == "Bearer " + value:
+                    break
+                assert got.startswith("Bearer wrn_secret_") or got.startswith("error"), got
+                time.sleep(1)
+            assert got == "Bearer " + value, got
+            # Not written down on the node (its records, keys and logs; not the template trees).
+            for root, _, files in os.walk(os.path.join(cluster.root, "node-127.0.0.2")):
+                for f in files:
+                    path = os.path.join(root, f)
+                    try:
+                        if os.path.islink(path) or os.path.getsize(path) > 1 << 20:
+                            continue
+                        data = open(path, "rb").read()
+                    except OSError:
+                        continue
+                    assert value.encode() not in data, path
+        finally:
+            sb.kill()
+            requests.delete(cp + "/v1/secrets/clu-token", headers=hdr, timeout=10)
 
 
 def test_node_stopped_with_its_sandboxes_then_they_are_stopped_for_good(cluster):

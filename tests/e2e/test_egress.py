@@ -5,9 +5,6 @@ namespace this test creates (198.19.0.0/24); the server pins the test names to t
 (conftest.EGRESS_PINS)."""
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 
@@ -16,8 +13,8 @@ from e2b import Sandbox as E2bSandbox
 from hopx_ai import Sandbox as HopxSandbox
 
 from conftest import raw
+from egress_hosts import ALLOWED_ADDR, OTHER_ADDR, upstream_hosts
 
-HOST_ADDR, ALLOWED_ADDR, OTHER_ADDR = "198.19.0.1", "198.19.0.2", "198.19.0.3"
 POLICY = {"allow_out": ["allowed.test", "*.pkg.test", "private.test", "loop.test"], "deny_out": ["0.0.0.0/0"]}
 
 # Runs inside the sandbox: each probe's outcome as JSON (standard library only).
@@ -78,46 +75,8 @@ def run(exec_cmd, probes):
 def upstream(server):
     """Two upstream hosts (allowed.test, other.test) in a netns of this test, with certificates
     of the suite's upstream CA (conftest: the server trusts it upstream)."""
-    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
-    assert "198.19." not in routes, "198.19.0.0/24 is in use on this machine; refusing to test against it"
-    name = f"wteg{os.getpid() % 10000}"
-    certs = tempfile.mkdtemp(prefix="warren-egress-")
-    ca, ca_key = (os.path.join(server["upstream_ca"], f) for f in ("ca.pem", "ca.key"))
-    leaf, leaf_key = (os.path.join(certs, f) for f in ("leaf.pem", "leaf.key"))
-    sans = "subjectAltName=DNS:allowed.test,DNS:other.test,DNS:*.pkg.test,DNS:private.test,DNS:loop.test"
-    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=allowed.test",
-                    "-keyout", leaf_key, "-out", leaf + ".csr"], check=True, capture_output=True)
-    ext = os.path.join(certs, "ext")
-    with open(ext, "w") as f:
-        f.write(sans + "\n")
-    subprocess.run(["openssl", "x509", "-req", "-in", leaf + ".csr", "-CA", ca, "-CAkey", ca_key,
-                    "-CAcreateserial", "-CAserial", os.path.join(certs, "serial"),
-                    "-days", "2", "-extfile", ext, "-out", leaf], check=True, capture_output=True)
-    cmds = [
-        ["ip", "netns", "add", name],
-        ["ip", "link", "add", f"{name}h", "type", "veth", "peer", "name", "eth0", "netns", name],
-        ["ip", "addr", "add", f"{HOST_ADDR}/24", "dev", f"{name}h"],
-        ["ip", "link", "set", f"{name}h", "up"],
-        ["ip", "-n", name, "addr", "add", f"{ALLOWED_ADDR}/24", "dev", "eth0"],
-        ["ip", "-n", name, "addr", "add", f"{OTHER_ADDR}/24", "dev", "eth0"],
-        ["ip", "-n", name, "link", "set", "eth0", "up"],
-        ["ip", "-n", name, "link", "set", "lo", "up"],
-        ["ip", "-n", name, "route", "add", "default", "via", HOST_ADDR],
-    ]
-    for c in cmds:
-        subprocess.run(c, check=True)
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "egress_upstream.py")
-    server = subprocess.Popen(["ip", "netns", "exec", name, "python3", script, leaf, leaf_key, ALLOWED_ADDR, OTHER_ADDR],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert server.stdout.readline().strip() == "ready"
-    try:
-        yield {"ca": open(ca).read()}
-    finally:
-        server.kill()
-        server.wait()
-        subprocess.run(["ip", "link", "del", f"{name}h"])
-        subprocess.run(["ip", "netns", "del", name])
-        shutil.rmtree(certs)
+    with upstream_hosts(server["upstream_ca"]) as hosts:
+        yield hosts
 
 
 def prepared(sb, ca):

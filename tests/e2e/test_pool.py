@@ -185,3 +185,35 @@ def test_a_gvisor_pool_hides_the_tiers_start(data_dir):
     finally:
         s.term()
     assert leftovers() == NOTHING_LEFT, leftovers()
+
+
+def test_a_create_with_an_egress_policy_takes_a_warm_sandbox_and_the_policy_holds(data_dir):
+    s = Server(data_dir, ["--pool", f"{TEMPLATE}=1", "--stop-sandboxes-on-exit"])
+    s.start()
+    try:
+        fill(s, 1)
+        r = s.api("POST", "/v1/secrets", json={"name": "pool-key", "value": "pool-secret-value", "hosts": ["api.test"]})
+        assert r.status_code == 201, r.text
+        policy = {"allow_out": ["api.test"], "deny_out": ["0.0.0.0/0"],
+                  "rules": {"api.test": [{"transform": {"headers": {"X-Api-Key": "${e2b.secrets.pool-key}"}}}]}}
+        made = s.api("POST", "/v1/sandboxes", json={"template_name": TEMPLATE, "network": policy})
+        assert made.status_code == 201, made.text
+        sb = s.connect(made.json()["id"])
+        assert agent_age(sb) >= WARM_AGE, "the create did not take the warm sandbox"
+        assert s.api("GET", f"/v1/sandboxes/{sb.sandbox_id}/network").json() == policy
+        # Its DNS is the host's filter now: a name outside the policy does not resolve.
+        out = sb.commands.run("python3 -c \"import socket\ntry:\n socket.getaddrinfo('not-allowed.test', 443)\n"
+                              "except OSError:\n print('refused')\"")
+        assert out.stdout == "refused\n", out.stdout + out.stderr
+        # The rule terminates TLS for api.test: the CA is in the system bundle and new processes
+        # are pointed at it, as a cold create's would be.
+        ca = "/usr/local/share/ca-certificates/warren-egress.crt"
+        env = sb.commands.run(f"echo $REQUESTS_CA_BUNDLE $NODE_EXTRA_CA_CERTS; grep -c -F -f {ca} $REQUESTS_CA_BUNDLE").stdout.split()
+        assert env[:2] == ["/etc/ssl/certs/ca-certificates.crt", ca] and int(env[2]) > 3, env
+        assert "pool-secret-value" not in sb.commands.run("env; cat /etc/ssl/certs/ca-certificates.crt | tail -c 4000").stdout
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        assert "warren_egress_" in tables, tables
+        sb.kill()
+    finally:
+        s.term()
+    assert leftovers() == NOTHING_LEFT, leftovers()

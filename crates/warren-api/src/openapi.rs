@@ -84,7 +84,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
     paths(
         health, openapi_json, metrics,
         create_sandbox, list_sandboxes, get_sandbox, delete_sandbox, pause_sandbox,
-        resume_sandbox, set_sandbox_timeout, set_sandbox_network, refresh_sandbox_token,
+        resume_sandbox, set_sandbox_timeout, set_sandbox_network, get_sandbox_network, refresh_sandbox_token,
         put_secret, list_secrets, delete_secret, sandbox_usage,
         take_snapshot, list_snapshots, get_snapshot, delete_snapshot,
         list_templates, get_template, delete_template,
@@ -250,6 +250,15 @@ fn set_sandbox_timeout() {}
         (status = "4XX", description = "A bad entry (named), a domain without `0.0.0.0/0` denied, not found, or refused", body = ErrorEnvelope)))]
 #[allow(dead_code)]
 fn set_sandbox_network() {}
+
+/// A sandbox's egress policy (Warren extension): what it was created with, its template's, or
+/// the last one put; empty when internet access alone decides.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/network", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses((status = 200, description = "The policy enforced", body = EgressPolicy),
+        (status = "4XX", description = "Not found", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn get_sandbox_network() {}
 
 /// Store a secret, or replace its value and hosts. The value is write-only.
 #[utoipa::path(post, path = "/v1/secrets", tag = "secrets",

@@ -441,8 +441,9 @@ impl Node {
         if self.registry.driver(id).is_none() {
             return Err(NodeError::NotRunning(id.clone()));
         }
-        // TLS terminated for a host from now on: the sandbox's system bundle must hold the CA
-        // (clients started with their own bundle, or before this, do not see it).
+        // TLS terminated for a host from now on: the sandbox's system bundle must hold the CA,
+        // and processes started from now on are pointed at it as a create's would be (clients
+        // already running with a bundle of their own do not see it).
         if let (Some(pem), Some(agent)) = (
             self.host
                 .egress_ca_pem()
@@ -450,6 +451,10 @@ impl Node {
             self.agent(id),
         ) {
             crate::egress::install_ca(&agent, pem)
+                .await
+                .map_err(NodeError::Agent)?;
+            agent
+                .merge_env(&crate::egress::trust_env())
                 .await
                 .map_err(NodeError::Agent)?;
         }

@@ -76,6 +76,10 @@ pub struct NodeReport {
     /// Sandboxes that ended on their own since the last report (init exited: out of memory,
     /// `kill 1`, a crashed VM), with the exit code.
     pub exited: Vec<(String, i32)>,
+    /// Sandboxes it took over after a restart whose brokered secrets it no longer holds (it
+    /// never writes their values down): the control plane puts their network back, with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awaiting_secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -144,6 +144,15 @@ pub async fn heartbeat(
         .filter(|s| !live.contains(&s.id))
         .map(|s| s.id.clone())
         .collect();
+    for id in report
+        .awaiting_secrets
+        .iter()
+        .filter(|id| live.contains(*id))
+        .filter_map(|id| SandboxId::parse(id).ok())
+    {
+        let lifecycle = state.lifecycle.clone();
+        tokio::spawn(async move { lifecycle.rearm_network(&id).await });
+    }
     let current = state.store.get_node(&node).await?;
     Ok(Json(HeartbeatResponse {
         state: current.map_or_else(|| "active".into(), |n| n.state),

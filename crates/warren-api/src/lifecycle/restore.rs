@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use warren_core::SandboxStatus;
+use warren_core::{SandboxId, SandboxStatus};
 use warren_store::SandboxRecord;
 
 use super::{Lifecycle, LifecycleResult};
@@ -102,6 +102,28 @@ impl Lifecycle {
                 tracing::error!(sandbox = %rec.id, error = %e, "cannot record the sandbox's new port");
             }
         }
+        // The egress proxy lives in the server process: a new one starts empty.
+        self.put_network_back(node, rec, &adopted.handle).await;
+        tracing::info!(sandbox = %rec.id, tier = %adopted.tier, status = %found, "sandbox taken over from the previous server");
+        Ok(())
+    }
+
+    /// Gives a joined node that restarted the brokered secrets of a sandbox it took over (it
+    /// never writes their values down), with the sandbox's policy.
+    pub async fn rearm_network(&self, id: &SandboxId) {
+        let Ok(rec) = self.get(id).await else {
+            return;
+        };
+        let (Some(node), Some(handle)) = (self.node_of(&rec), rec.runtime_handle.as_deref()) else {
+            return;
+        };
+        if rec.status.is_live() {
+            self.put_network_back(node.as_ref(), &rec, handle).await;
+        }
+    }
+
+    /// Puts a sandbox's egress policy and brokered secrets on its node again.
+    async fn put_network_back(&self, node: &dyn NodeHandle, rec: &SandboxRecord, handle: &str) {
         let policy = crate::egress::stored(rec);
         let secrets = match self.vault.bindings(rec, policy.as_ref()).await {
             Ok(s) => s,
@@ -110,22 +132,20 @@ impl Lifecycle {
                 self.vault.rebind(rec).await
             }
         };
-        if policy.is_some() || !secrets.is_empty() {
-            // The egress proxy lives in the server process: a new one starts empty.
-            if let Err(e) = node
-                .set_network(
-                    &rec.id,
-                    &adopted.handle,
-                    policy.as_ref(),
-                    &secrets,
-                    rec.internet_access,
-                )
-                .await
-            {
-                tracing::error!(sandbox = %rec.id, error = %e, "cannot put the sandbox's egress policy back");
-            }
+        if policy.is_none() && secrets.is_empty() {
+            return;
         }
-        tracing::info!(sandbox = %rec.id, tier = %adopted.tier, status = %found, "sandbox taken over from the previous server");
-        Ok(())
+        if let Err(e) = node
+            .set_network(
+                &rec.id,
+                handle,
+                policy.as_ref(),
+                &secrets,
+                rec.internet_access,
+            )
+            .await
+        {
+            tracing::error!(sandbox = %rec.id, error = %e, "cannot put the sandbox's egress policy back");
+        }
     }
 }

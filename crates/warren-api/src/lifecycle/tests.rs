@@ -458,6 +458,44 @@ async fn a_create_takes_a_warm_sandbox_and_the_pool_refills() {
 }
 
 #[tokio::test]
+async fn a_create_with_an_egress_policy_takes_a_warm_sandbox_and_puts_the_policy_on_it() {
+    use warren_wire::control::EgressPolicy;
+    let h = Harness::new().await;
+    h.builtin_ready("base");
+    h.lifecycle
+        .configure_pools(vec!["base=2".parse::<PoolTarget>().expect("pool")])
+        .await
+        .expect("configured");
+    let filler = tokio::spawn(h.lifecycle.clone().keep_pools());
+    warm(&h, 2).await;
+    let warm_ids: Vec<SandboxId> = h.node.sandboxes().into_iter().collect();
+    let policy = EgressPolicy {
+        allow_out: vec!["api.test".into()],
+        deny_out: vec!["0.0.0.0/0".into()],
+        ..Default::default()
+    };
+    let mut req = create_of("base");
+    req.network = Some(policy.clone());
+    let rec = h.lifecycle.create(req, h.who()).await.expect("created");
+    assert!(warm_ids.contains(&rec.id), "a warm sandbox was taken");
+    assert!(h
+        .node
+        .calls()
+        .contains(&Call::SetNetwork(rec.id.clone(), Some(policy.clone()))));
+    assert_eq!(crate::egress::stored(&rec), Some(policy.clone()));
+    let stored = h.lifecycle.get(&rec.id).await.expect("stored");
+    assert_eq!(crate::egress::stored(&stored), Some(policy.clone()));
+
+    // Without internet access its allowed names need the link a warm sandbox would lose: cold.
+    let mut offline = create_of("base");
+    offline.network = Some(policy);
+    offline.internet_access = Some(false);
+    let cold = h.lifecycle.create(offline, h.who()).await.expect("created");
+    assert!(!warm_ids.contains(&cold.id));
+    filler.abort();
+}
+
+#[tokio::test]
 async fn a_warm_sandbox_is_not_taken_past_the_quota() {
     let h = Harness::with(quota(1)).await;
     h.builtin_ready("base");

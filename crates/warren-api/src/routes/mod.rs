@@ -112,7 +112,9 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/v1/sandboxes/{id}/network",
-            put(sandboxes::set_network).layer(audit(A::SandboxNetwork)),
+            put(sandboxes::set_network)
+                .layer(audit(A::SandboxNetwork))
+                .get(sandboxes::network),
         )
         .route(
             "/v1/sandboxes/{id}/token/refresh",

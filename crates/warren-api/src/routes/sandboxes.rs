@@ -341,6 +341,17 @@ pub async fn set_timeout(
     })))
 }
 
+/// A sandbox's egress policy (Warren extension); empty when internet access alone decides.
+pub async fn network(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EgressPolicy>> {
+    let id = parse_id(&id)?;
+    let rec = state.lifecycle.get_owned(&id, &caller.tenant).await?;
+    Ok(Json(crate::egress::stored(&rec).unwrap_or_default()))
+}
+
 /// Replaces a sandbox's egress policy (Warren extension): the body is the create request's
 /// `network`, the answer the policy now enforced. New connections follow it at once; open ones
 /// it refuses are cut.

@@ -209,6 +209,8 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
         memory_mb: req.memory_mb,
         egress: req.egress.clone(),
         internet_access: req.internet_access,
+        brokers_secrets: !req.secrets.is_empty(),
+        awaiting_secrets: false,
     });
     Json(StartReply {
         tier: started.tier.to_string(),
@@ -271,7 +273,8 @@ async fn set_network(
         .await
     {
         Ok(()) => {
-            d.saved.set_egress(id.as_str(), req.egress);
+            d.saved
+                .set_egress(id.as_str(), req.egress, !req.secrets.is_empty());
             StatusCode::NO_CONTENT.into_response()
         }
         Err(NodeError::Egress(why)) => error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", why),

@@ -330,6 +330,7 @@ async fn take_over(
                     paused: a.paused,
                     port: a.port,
                     handle: a.handle,
+                    awaiting_secrets: s.brokers_secrets,
                     ..s
                 });
             }

@@ -106,6 +106,11 @@ impl Reporter {
             layers,
             sandboxes,
             exited,
+            awaiting_secrets: saved
+                .iter()
+                .filter(|s| s.awaiting_secrets)
+                .map(|s| s.id.clone())
+                .collect(),
         }
     }
 }

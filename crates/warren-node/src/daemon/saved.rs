@@ -25,6 +25,13 @@ pub struct SavedSandbox {
     pub egress: Option<warren_wire::control::EgressPolicy>,
     #[serde(default = "yes")]
     pub internet_access: bool,
+    /// Its policy has brokered secrets, whose values live in this process only.
+    #[serde(default)]
+    pub brokers_secrets: bool,
+    /// Taken over by a restarted node, which lost those values: the control plane gives them
+    /// again (see `NodeReport::awaiting_secrets`). Never written down.
+    #[serde(skip)]
+    pub awaiting_secrets: bool,
 }
 
 fn yes() -> bool {
@@ -95,10 +102,18 @@ impl SavedSandboxes {
         }
     }
 
-    pub fn set_egress(&self, id: &str, egress: Option<warren_wire::control::EgressPolicy>) {
+    /// Records a policy put in place with (or without) brokered secrets.
+    pub fn set_egress(
+        &self,
+        id: &str,
+        egress: Option<warren_wire::control::EgressPolicy>,
+        brokers_secrets: bool,
+    ) {
         let found = self.lock().get(id).cloned();
         if let Some(mut s) = found {
             s.egress = egress;
+            s.brokers_secrets = brokers_secrets;
+            s.awaiting_secrets = false;
             self.put(s);
         }
     }

@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::egress::Load;
 use tokio::process::Command;
 use warren_egress::{EgressProxy, Policy};
 
@@ -228,7 +229,9 @@ impl Network {
         drop(made);
         if let (Ok(()), Some(policy)) = (&result, egress) {
             net.egress = true;
-            result = self.set_policy(&net, id, Some(policy), internet).await;
+            result = self
+                .load_policy(&net, id, Some(policy), internet, Load::Fresh)
+                .await;
         }
         if let Err(e) = result {
             self.destroy(&net).await;
@@ -248,6 +251,18 @@ impl Network {
         policy: Option<&Policy>,
         internet: bool,
     ) -> Result<(), NetworkError> {
+        self.load_policy(net, id, policy, internet, Load::Replace)
+            .await
+    }
+
+    async fn load_policy(
+        &self,
+        net: &SandboxNet,
+        id: &str,
+        policy: Option<&Policy>,
+        internet: bool,
+        load: Load,
+    ) -> Result<(), NetworkError> {
         let policy = policy.filter(|p| !p.is_empty());
         let Some(slot) = net.slot else {
             return match policy {
@@ -264,7 +279,8 @@ impl Network {
                 if p.proxied() {
                     self.proxy.set(guest, id, p.clone());
                 }
-                let ruleset = super::egress::ruleset(p, &table, &self.veth_name(slot), internet);
+                let ruleset =
+                    super::egress::ruleset(p, &table, &self.veth_name(slot), internet, load);
                 run_stdin("nft", &["-f", "-"], &ruleset).await?;
                 if !p.proxied() {
                     self.proxy.remove(guest);
