@@ -352,63 +352,14 @@ impl Lifecycle {
             )
             .await?;
         match (claimed, &asked.egress) {
-            (Some(record), Some(policy)) => self
-                .put_policy_on_warm(placed.node.as_ref(), record, policy)
-                .await
-                .map(Some),
+            // Put on as a runtime update would (`set_network`), which also records it.
+            (Some(record), Some(policy)) => match self.set_network(&record.id, policy).await {
+                Ok(record) => Ok(Some(record)),
+                Err(e) => Err(self
+                    .give_up_warm(&record.id, "take its egress policy", e)
+                    .await),
+            },
             (claimed, _) => Ok(claimed),
-        }
-    }
-
-    /// Gives a claimed warm sandbox the create's egress policy; one that cannot take it is
-    /// stopped and recorded as `error`.
-    async fn put_policy_on_warm(
-        &self,
-        node: &dyn NodeHandle,
-        record: SandboxRecord,
-        policy: &EgressPolicy,
-    ) -> LifecycleResult<SandboxRecord> {
-        let json =
-            serde_json::to_string(policy).map_err(|e| LifecycleError::Invalid(e.to_string()));
-        let put = match (json, record.runtime_handle.as_deref()) {
-            (Ok(json), Some(handle)) => {
-                let put = match self.vault.bindings(&record, Some(policy)).await {
-                    Ok(secrets) => node
-                        .set_network(
-                            &record.id,
-                            handle,
-                            Some(policy),
-                            &secrets,
-                            record.internet_access,
-                        )
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                put.map(|()| json)
-            }
-            (Err(e), _) => return Err(e),
-            (_, None) => Err("the warm sandbox has no runtime handle".to_owned()),
-        };
-        match put {
-            Ok(json) => {
-                self.store
-                    .set_sandbox_egress(&record.id, Some(&json), now())
-                    .await?;
-                Ok(SandboxRecord {
-                    egress: Some(json),
-                    ..record
-                })
-            }
-            Err(e) => {
-                tracing::error!(sandbox = %record.id, error = %e, "a warm sandbox could not take its egress policy");
-                let reason = format!("it could not take its egress policy: {e}");
-                self.stop(&record.id, SandboxStatus::Error, Some(&reason))
-                    .await;
-                Err(LifecycleError::Unavailable(format!(
-                    "sandbox failed to start: {e}"
-                )))
-            }
         }
     }
 

@@ -469,15 +469,23 @@ impl Lifecycle {
             },
             env_vars: req.env_vars.clone().unwrap_or_default(),
         };
-        let Err(e) = node.hand_over(&record.id, to).await else {
-            return Ok(());
-        };
-        tracing::error!(sandbox = %record.id, error = %e, "a warm sandbox could not be handed over");
-        let reason = format!("it could not be handed over: {e}");
-        self.stop(&record.id, SandboxStatus::Error, Some(&reason))
-            .await;
-        Err(LifecycleError::Unavailable(format!(
-            "sandbox failed to start: {e}"
-        )))
+        match node.hand_over(&record.id, to).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.give_up_warm(&record.id, "be handed over", e).await),
+        }
+    }
+
+    /// Stops a claimed warm sandbox that could not `do_what` the create needs, records it as
+    /// `error` with the reason, and gives the create's error.
+    pub(super) async fn give_up_warm(
+        &self,
+        id: &SandboxId,
+        do_what: &str,
+        e: impl std::fmt::Display,
+    ) -> LifecycleError {
+        tracing::error!(sandbox = %id, error = %e, "a warm sandbox could not {do_what}");
+        let reason = format!("it could not {do_what}: {e}");
+        self.stop(id, SandboxStatus::Error, Some(&reason)).await;
+        LifecycleError::Unavailable(format!("sandbox failed to start: {e}"))
     }
 }

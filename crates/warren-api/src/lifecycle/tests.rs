@@ -415,16 +415,22 @@ async fn warm(h: &Harness, n: usize) {
     panic!("the pool did not fill");
 }
 
-#[tokio::test]
-async fn a_create_takes_a_warm_sandbox_and_the_pool_refills() {
-    let h = Harness::new().await;
+/// A pool of two `base` sandboxes, filled; the returned task keeps it (abort it at the end).
+async fn two_warm_base(h: &Harness) -> tokio::task::JoinHandle<()> {
     h.builtin_ready("base");
     h.lifecycle
         .configure_pools(vec!["base=2".parse::<PoolTarget>().expect("pool")])
         .await
         .expect("configured");
     let filler = tokio::spawn(h.lifecycle.clone().keep_pools());
-    warm(&h, 2).await;
+    warm(h, 2).await;
+    filler
+}
+
+#[tokio::test]
+async fn a_create_takes_a_warm_sandbox_and_the_pool_refills() {
+    let h = Harness::new().await;
+    let filler = two_warm_base(&h).await;
     let warm_ids: Vec<SandboxId> = h.node.sandboxes().into_iter().collect();
     let mut req = create_of("base");
     req.env_vars = Some([("TOKEN".to_owned(), "t".to_owned())].into());
@@ -461,13 +467,7 @@ async fn a_create_takes_a_warm_sandbox_and_the_pool_refills() {
 async fn a_create_with_an_egress_policy_takes_a_warm_sandbox_and_puts_the_policy_on_it() {
     use warren_wire::control::EgressPolicy;
     let h = Harness::new().await;
-    h.builtin_ready("base");
-    h.lifecycle
-        .configure_pools(vec!["base=2".parse::<PoolTarget>().expect("pool")])
-        .await
-        .expect("configured");
-    let filler = tokio::spawn(h.lifecycle.clone().keep_pools());
-    warm(&h, 2).await;
+    let filler = two_warm_base(&h).await;
     let warm_ids: Vec<SandboxId> = h.node.sandboxes().into_iter().collect();
     let policy = EgressPolicy {
         allow_out: vec!["api.test".into()],
@@ -498,13 +498,7 @@ async fn a_create_with_an_egress_policy_takes_a_warm_sandbox_and_puts_the_policy
 #[tokio::test]
 async fn a_warm_sandbox_is_not_taken_past_the_quota() {
     let h = Harness::with(quota(1)).await;
-    h.builtin_ready("base");
-    h.lifecycle
-        .configure_pools(vec!["base=2".parse::<PoolTarget>().expect("pool")])
-        .await
-        .expect("configured");
-    let filler = tokio::spawn(h.lifecycle.clone().keep_pools());
-    warm(&h, 2).await;
+    let filler = two_warm_base(&h).await;
     h.lifecycle
         .create(create_of("base"), h.who())
         .await
