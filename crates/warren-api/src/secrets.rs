@@ -382,14 +382,7 @@ fn key_file(path: &Path) -> Result<Vec<u8>, SecretError> {
     SystemRandom::new()
         .fill(&mut raw)
         .map_err(|_| SecretError::Key("no randomness".into()))?;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(&raw))
+    warren_egress::ca::create_private(path, &raw)
         .map_err(|e| SecretError::Key(format!("write {}: {e}", path.display())))?;
     Ok(raw)
 }

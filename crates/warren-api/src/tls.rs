@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose};
 use tokio_rustls::TlsAcceptor;
 
 /// How the server gets its certificate.
@@ -23,53 +23,10 @@ pub enum TlsSource {
     },
 }
 
-fn ca_params() -> anyhow::Result<CertificateParams> {
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.distinguished_name
-        .push(DnType::CommonName, "Warren local CA");
-    p.distinguished_name
-        .push(DnType::OrganizationName, "Warren");
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    // Fixed dates: the CA is re-derived from its stored key at each start and must keep the same
-    // subject and validity.
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2044, 1, 1);
-    Ok(p)
-}
-
-fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("write {}", path.display()))?;
-    f.write_all(data.as_bytes())?;
-    Ok(())
-}
-
 /// Loads or creates the local CA and issues a server certificate for `names`. Returns the PEM
 /// chain and key, and the path of the CA certificate clients should trust.
 fn generated(data_dir: &Path, names: &[String]) -> anyhow::Result<(String, String, PathBuf)> {
-    let dir = data_dir.join("tls");
-    std::fs::create_dir_all(&dir)?;
-    let (ca_key_path, ca_cert_path) = (dir.join("ca.key"), dir.join("ca.pem"));
-    let ca_key = match std::fs::read_to_string(&ca_key_path) {
-        Ok(pem) => KeyPair::from_pem(&pem).context("parse tls/ca.key")?,
-        Err(_) => {
-            let key = KeyPair::generate()?;
-            write_private(&ca_key_path, &key.serialize_pem())?;
-            key
-        }
-    };
-    let ca = ca_params()?.self_signed(&ca_key)?;
-    if !ca_cert_path.exists() {
-        std::fs::write(&ca_cert_path, ca.pem())?;
-    }
+    let ca = warren_egress::ca::LocalCa::load_or_make(&data_dir.join("tls"), "Warren local CA")?;
     let mut params = CertificateParams::new(names.to_vec())?;
     params.distinguished_name.push(
         DnType::CommonName,
@@ -82,8 +39,12 @@ fn generated(data_dir: &Path, names: &[String]) -> anyhow::Result<(String, Strin
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
-    Ok((cert.pem() + &ca.pem(), key.serialize_pem(), ca_cert_path))
+    let cert = params.signed_by(&key, &ca.issuer, &ca.key)?;
+    Ok((
+        cert.pem() + &ca.issuer.pem(),
+        key.serialize_pem(),
+        ca.cert_path,
+    ))
 }
 
 /// Builds the acceptor; for a generated CA also returns the CA path to print.

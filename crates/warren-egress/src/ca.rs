@@ -3,7 +3,7 @@
 //! leaves the host's data dir. Leaf certificates are minted per name and kept.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
@@ -27,23 +27,19 @@ pub struct NodeCa {
     leaves: Mutex<HashMap<String, Arc<rustls::ServerConfig>>>,
 }
 
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.distinguished_name
-        .push(DnType::CommonName, "Warren egress proxy CA");
-    p.distinguished_name
-        .push(DnType::OrganizationName, "Warren");
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    // Fixed: the CA is re-derived from its stored key at each start, with the same subject.
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2044, 1, 1);
-    Ok(p)
+/// A self-signed CA kept in a directory as `ca.key` (readable by root only) and `ca.pem`, made
+/// on first use and re-derived from the stored key at every start. The node's egress CA and the
+/// API's local TLS CA (warren-api's `tls`) are both this.
+pub struct LocalCa {
+    pub issuer: rcgen::Certificate,
+    pub key: KeyPair,
+    /// The certificate as first written: what clients were told to trust.
+    pub cert_pem: String,
+    pub cert_path: PathBuf,
 }
 
-impl NodeCa {
-    /// Loads the CA kept in `dir`, or makes one there (its key readable by root only).
-    pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
+impl LocalCa {
+    pub fn load_or_make(dir: &Path, common_name: &str) -> Result<Self, CaError> {
         let io = |what: &str| {
             let what = format!("{what} {}", dir.display());
             move |e| CaError::Io(what, e)
@@ -52,13 +48,15 @@ impl NodeCa {
         let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.pem"));
         let key = match std::fs::read_to_string(&key_path) {
             Ok(pem) => KeyPair::from_pem(&pem)?,
-            Err(_) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = KeyPair::generate()?;
-                write_private(&key_path, &key.serialize_pem()).map_err(io("write the key in"))?;
+                create_private(&key_path, key.serialize_pem().as_bytes())
+                    .map_err(io("write the key in"))?;
                 key
             }
+            Err(e) => return Err(io("read the key in")(e)),
         };
-        let issuer = ca_params()?.self_signed(&key)?;
+        let issuer = ca_params(common_name)?.self_signed(&key)?;
         let cert_pem = match std::fs::read_to_string(&cert_path) {
             Ok(pem) => pem,
             Err(_) => {
@@ -68,9 +66,49 @@ impl NodeCa {
             }
         };
         Ok(Self {
-            cert_pem,
             issuer,
             key,
+            cert_pem,
+            cert_path,
+        })
+    }
+}
+
+fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Warren");
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // Fixed dates: the CA is re-derived from its stored key at each start and must keep the same
+    // subject and validity.
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2044, 1, 1);
+    Ok(p)
+}
+
+/// Writes a new file only root can read; an existing file is an error, never overwritten (a
+/// replaced key would orphan everything made with the old one).
+pub fn create_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
+impl NodeCa {
+    /// Loads the CA kept in `dir`, or makes one there.
+    pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
+        let ca = LocalCa::load_or_make(dir, "Warren egress proxy CA")?;
+        Ok(Self {
+            cert_pem: ca.cert_pem,
+            issuer: ca.issuer,
+            key: ca.key,
             leaves: Mutex::default(),
         })
     }
@@ -113,18 +151,6 @@ impl NodeCa {
     }
 }
 
-fn write_private(path: &Path, data: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data.as_bytes())
-}
-
 /// The roots the proxy checks upstream certificates against: the web's (webpki-roots) and the
 /// operator's extra CAs (`--egress-upstream-ca`).
 pub fn upstream_config(extra_pem: &[String]) -> Result<Arc<rustls::ClientConfig>, CaError> {
@@ -145,4 +171,26 @@ pub fn upstream_config(extra_pem: &[String]) -> Result<Arc<rustls::ClientConfig>
     .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_local_ca_is_made_once_with_a_private_key_and_kept_across_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LocalCa::load_or_make(dir.path(), "Test CA").unwrap();
+        let mode = std::fs::metadata(dir.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = LocalCa::load_or_make(dir.path(), "Test CA").unwrap();
+        assert_eq!(first.cert_pem, again.cert_pem);
+        assert_eq!(first.key.serialize_pem(), again.key.serialize_pem());
+        // An existing key is never overwritten.
+        assert!(create_private(&dir.path().join("ca.key"), b"x").is_err());
+    }
 }

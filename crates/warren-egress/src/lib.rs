@@ -4,7 +4,7 @@
 //! addresses the proxy never dials (`guard`). The host's firewall (warren-runtime) redirects a
 //! sandbox's traffic here; this crate decides.
 
-mod ca;
+pub mod ca;
 mod dns;
 mod events;
 mod guard;
