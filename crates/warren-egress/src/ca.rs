@@ -180,14 +180,14 @@ mod tests {
 
     #[test]
     fn a_local_ca_is_made_once_with_a_private_key_and_kept_across_starts() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = LocalCa::load_or_make(dir.path(), "Test CA").unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = LocalCa::load_or_make(dir.path(), "Test CA").expect("CA");
         let mode = std::fs::metadata(dir.path().join("ca.key"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = LocalCa::load_or_make(dir.path(), "Test CA").unwrap();
+        let again = LocalCa::load_or_make(dir.path(), "Test CA").expect("CA");
         assert_eq!(first.cert_pem, again.cert_pem);
         assert_eq!(first.key.serialize_pem(), again.key.serialize_pem());
         // An existing key is never overwritten.
