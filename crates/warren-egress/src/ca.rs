@@ -183,7 +183,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let first = LocalCa::load_or_make(dir.path(), "Test CA").expect("CA");
         let mode = std::fs::metadata(dir.path().join("ca.key"))
-            .unwrap()
+            .expect("key file")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
