@@ -1,7 +1,7 @@
 //! The control plane's answers to the node's questions about each sandbox request
 //! (`warren_node::Gate`): sandbox tokens, request rates, the audit trail and asynchronous runs.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -11,6 +11,7 @@ use warren_core::SandboxId;
 use warren_node::{AgentCall, AgentLink, Gate, Refusal};
 
 use crate::audit::Auditor;
+use crate::lifecycle::Lifecycle;
 use crate::limits::RateLimiter;
 use crate::tokens::TokenSigner;
 use warren_node::webhooks::Dispatcher;
@@ -20,6 +21,9 @@ pub struct ControlGate {
     pub rate: Arc<RateLimiter>,
     pub audit: Arc<Auditor>,
     pub webhooks: Arc<Dispatcher>,
+    /// Set once the lifecycle exists (it is made after the node this gate serves); weak, as the
+    /// lifecycle holds that node.
+    pub lifecycle: Arc<OnceLock<Weak<Lifecycle>>>,
 }
 
 impl Gate for ControlGate {
@@ -39,6 +43,17 @@ impl Gate for ControlGate {
     fn record(&self, call: AgentCall) -> BoxFuture<'static, ()> {
         let audit = self.audit.clone();
         Box::pin(async move { audit.record(crate::audit::agent_event(call)).await })
+    }
+
+    fn resume_on_request(&self, sandbox: &SandboxId) -> BoxFuture<'static, bool> {
+        let lifecycle = self.lifecycle.get().and_then(Weak::upgrade);
+        let sandbox = sandbox.clone();
+        Box::pin(async move {
+            match lifecycle {
+                Some(l) => l.resume_on_request(&sandbox).await,
+                None => false,
+            }
+        })
     }
 
     fn execute_async(

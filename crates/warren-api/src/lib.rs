@@ -18,6 +18,7 @@ pub mod limits;
 mod metrics;
 mod nodes;
 mod openapi;
+mod query;
 mod request_id;
 mod routes;
 pub mod secrets;

@@ -294,6 +294,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
             }
         });
     }
+    let gate_lifecycle = Arc::new(std::sync::OnceLock::new());
     let (node, node_events) = if cfg.no_local_node {
         (None, None)
     } else {
@@ -316,6 +317,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
             rate: rate.clone(),
             audit: audit.clone(),
             webhooks: Arc::new(Dispatcher::new()),
+            lifecycle: gate_lifecycle.clone(),
         });
         let listeners = match &cfg.public {
             PublicMode::Local { bind, .. } => Listeners::Local { bind: *bind },
@@ -358,6 +360,8 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
             ),
         },
     ));
+    // Set once: the gate was made before the lifecycle existed.
+    let _ = gate_lifecycle.set(Arc::downgrade(&lifecycle));
     if let Some(mut node_events) = node_events {
         let lifecycle = lifecycle.clone();
         tokio::spawn(async move {

@@ -31,6 +31,11 @@ pub trait Gate: Send + Sync + 'static {
     fn check_rate(&self, owner: &str) -> Result<(), Refusal>;
     /// Records one audited agent call.
     fn record(&self, call: AgentCall) -> BoxFuture<'static, ()>;
+    /// A request reached a paused sandbox: resumes it if its owner asked for that (E2B's
+    /// autoResume), and says whether it runs again. Nodes that cannot decide it say no.
+    fn resume_on_request(&self, _sandbox: &SandboxId) -> BoxFuture<'static, bool> {
+        Box::pin(async { false })
+    }
     /// Answers `POST /execute/async` for `sandbox`: runs the code through `agent` and delivers
     /// the result to the caller's callback from the host.
     fn execute_async(

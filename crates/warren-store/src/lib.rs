@@ -27,7 +27,7 @@ pub use audit::{AuditEvent, AuditQuery};
 pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeySpec, NewApiKey, Role};
 pub use leader::Leadership;
 pub use nodes::NodeRecord;
-pub use sandboxes::{ClaimPooled, NewSandbox, SandboxPage, SandboxRecord, TenantUsage};
+pub use sandboxes::{ClaimPooled, NewSandbox, OnTimeout, SandboxPage, SandboxRecord, TenantUsage};
 pub use secrets::SecretRecord;
 pub use snapshots::SnapshotRecord;
 pub use templates::{TemplateRecord, TemplateStatus};

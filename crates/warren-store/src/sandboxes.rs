@@ -32,12 +32,45 @@ pub struct SandboxRecord {
     pub metadata: Option<String>,
     /// Egress beyond on/off: JSON of the allowed and denied CIDRs.
     pub egress: Option<String>,
-    /// At the timeout: pause instead of stopping it (E2B's autoPause).
-    pub pause_on_timeout: bool,
+    /// What happens at the timeout (E2B's autoPause, autoResume).
+    pub on_timeout: OnTimeout,
     /// The snapshot it was created from.
     pub snapshot_id: Option<String>,
     /// The secrets it was given (JSON; see `NewSandbox::secret_bindings`).
     pub secret_bindings: Option<String>,
+}
+
+/// What happens at a sandbox's timeout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnTimeout {
+    #[default]
+    Kill,
+    /// Paused, and waits for a `connect` (E2B's autoPause).
+    Pause,
+    /// Paused, and resumed by the next request that reaches it (E2B's autoResume).
+    PauseUntilRequest,
+}
+
+impl OnTimeout {
+    pub fn pauses(self) -> bool {
+        self != Self::Kill
+    }
+
+    fn column(self) -> Option<&'static str> {
+        match self {
+            Self::Kill => None,
+            Self::Pause => Some("pause"),
+            Self::PauseUntilRequest => Some("pause,resume"),
+        }
+    }
+
+    fn of_column(raw: Option<&str>) -> Self {
+        match raw {
+            Some("pause") => Self::Pause,
+            Some("pause,resume") => Self::PauseUntilRequest,
+            _ => Self::Kill,
+        }
+    }
 }
 
 pub struct NewSandbox<'a> {
@@ -54,7 +87,7 @@ pub struct NewSandbox<'a> {
     pub region: Option<&'a str>,
     pub metadata: Option<&'a str>,
     pub egress: Option<&'a str>,
-    pub pause_on_timeout: bool,
+    pub on_timeout: OnTimeout,
     pub snapshot_id: Option<&'a str>,
     /// The secrets it was given: JSON of env var, secret name and placeholder (never values).
     pub secret_bindings: Option<&'a str>,
@@ -67,7 +100,7 @@ pub struct ClaimPooled<'a> {
     pub timeout_seconds: Option<i64>,
     pub internet_access: bool,
     pub metadata: Option<&'a str>,
-    pub pause_on_timeout: bool,
+    pub on_timeout: OnTimeout,
 }
 
 pub struct SandboxPage {
@@ -117,7 +150,7 @@ impl Store {
         .bind(s.region)
         .bind(s.metadata)
         .bind(s.egress)
-        .bind(s.pause_on_timeout.then_some("pause"))
+        .bind(s.on_timeout.column())
         .bind(s.snapshot_id)
         .bind(s.secret_bindings)
         .execute(&self.pool)
@@ -142,7 +175,7 @@ impl Store {
             region: s.region.map(str::to_owned),
             metadata: s.metadata.map(str::to_owned),
             egress: s.egress.map(str::to_owned),
-            pause_on_timeout: s.pause_on_timeout,
+            on_timeout: s.on_timeout,
             snapshot_id: s.snapshot_id.map(str::to_owned),
             secret_bindings: s.secret_bindings.map(str::to_owned),
         })
@@ -263,7 +296,7 @@ impl Store {
         .bind(expires_at)
         .bind(i64::from(claim.internet_access))
         .bind(claim.metadata)
-        .bind(claim.pause_on_timeout.then_some("pause"))
+        .bind(claim.on_timeout.column())
         .bind(now)
         .bind(id.as_str())
         .bind(pool_tenant)
@@ -320,15 +353,29 @@ impl Store {
         Ok(())
     }
 
-    /// Takes a sandbox's timeout away (a sandbox paused at its timeout waits to be resumed).
+    pub async fn set_sandbox_on_timeout(
+        &self,
+        id: &SandboxId,
+        on_timeout: OnTimeout,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sandboxes SET on_timeout = $1, updated_at = $2 WHERE id = $3")
+            .bind(on_timeout.column())
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a sandbox's expiry away (a sandbox paused at its timeout waits to be resumed); its
+    /// `timeout_seconds` stays, the timeout it gets again when a request resumes it.
     pub async fn clear_sandbox_expiry(&self, id: &SandboxId, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE sandboxes SET timeout_seconds = NULL, expires_at = NULL, updated_at = $1 WHERE id = $2",
-        )
-        .bind(now)
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE sandboxes SET expires_at = NULL, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -484,7 +531,7 @@ fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> 
         region: opt_text(r, "region")?,
         metadata: opt_text(r, "metadata")?,
         egress: opt_text(r, "egress")?,
-        pause_on_timeout: opt_text(r, "on_timeout")?.as_deref() == Some("pause"),
+        on_timeout: OnTimeout::of_column(opt_text(r, "on_timeout")?.as_deref()),
         snapshot_id: opt_text(r, "snapshot_id")?,
         secret_bindings: opt_text(r, "secret_bindings")?,
     })

@@ -107,7 +107,7 @@ async fn add_copy(
             NewSandbox {
                 metadata: None,
                 egress: None,
-                pause_on_timeout: false,
+                on_timeout: crate::OnTimeout::Kill,
                 snapshot_id: snapshot,
                 secret_bindings: None,
                 id: &id,
@@ -462,7 +462,7 @@ async fn sandboxes_are_found_by_node_and_region(db: Db) {
                 NewSandbox {
                     metadata: None,
                     egress: None,
-                    pause_on_timeout: false,
+                    on_timeout: crate::OnTimeout::Kill,
                     snapshot_id: None,
                     secret_bindings: None,
                     id: &id,

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 /// `POST /v1/sandboxes`. Both SDKs drop unset keys; `vcpu`/`memory_mb` are never sent.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_name: Option<String>,
@@ -44,6 +45,10 @@ pub struct CreateSandboxRequest {
     /// stopping it; it then waits, without a timeout, to be resumed or deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_pause: Option<bool>,
+    /// Warren extension (E2B's `autoResume`), with `auto_pause`: a sandbox paused at its timeout
+    /// is resumed by the next request that reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_resume: Option<bool>,
     /// Warren extension: start a copy of this snapshot (`POST /v1/sandboxes/{id}/snapshot`)
     /// instead of a fresh template.
     #[serde(default, skip_serializing_if = "Option::is_none")]

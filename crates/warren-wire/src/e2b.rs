@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// `POST /sandboxes` and `POST /v2/sandboxes`.
+/// `POST /sandboxes` and `POST /v2/sandboxes`. Every field E2B's API defines is named here, so
+/// that one Warren does not serve is refused by name rather than dropped (see `unserved`), and
+/// any other field is refused by serde.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = E2bNewSandbox)]
 pub struct NewSandbox {
     #[serde(rename = "templateID", default)]
@@ -17,6 +19,12 @@ pub struct NewSandbox {
     pub timeout: Option<i64>,
     #[serde(default)]
     pub auto_pause: Option<bool>,
+    /// `false`: pause at the timeout keeping the file system only. Warren's pauses keep memory.
+    #[serde(default)]
+    pub auto_pause_memory: Option<bool>,
+    /// `{"enabled": true}`: a sandbox paused at its timeout resumes on its next request.
+    #[serde(default)]
+    pub auto_resume: Option<AutoResume>,
     #[serde(default, alias = "allow_internet_access")]
     pub allow_internet_access: Option<bool>,
     /// Older SDKs: a secure sandbox needs its access token for every envd call (always so here).
@@ -28,10 +36,69 @@ pub struct NewSandbox {
     pub env_vars: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub network: Option<NetworkConfig>,
+    /// E2B's MCP gateway configuration: not served.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub mcp: Option<serde_json::Value>,
+    /// Workload identity tokens: not served.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub iam: Option<serde_json::Value>,
+    /// Volumes to mount: not served yet.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub volume_mounts: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = E2bAutoResume)]
+pub struct AutoResume {
+    pub enabled: bool,
+}
+
+/// Whether a JSON value asks for anything: not null, not an empty object or list.
+fn is_set(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => false,
+        serde_json::Value::Object(o) => !o.is_empty(),
+        serde_json::Value::Array(a) => !a.is_empty(),
+        _ => true,
+    }
+}
+
+impl NewSandbox {
+    /// The first field named here that Warren does not serve, with why.
+    pub fn unserved(&self) -> Option<String> {
+        if self.mcp.as_ref().is_some_and(is_set) {
+            return Some("mcp: E2B's MCP gateway is not served by Warren".into());
+        }
+        if self.iam.as_ref().is_some_and(is_set) {
+            return Some("iam: workload identity tokens are not served by Warren".into());
+        }
+        if self.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Some("volumeMounts: volumes are not served by Warren yet".into());
+        }
+        if self.auto_pause_memory == Some(false) {
+            return Some(
+                "autoPauseMemory: false (a file-system-only pause) is not served by Warren: \
+                 its pauses keep memory and processes"
+                    .into(),
+            );
+        }
+        let resume = self.auto_resume.as_ref().is_some_and(|r| r.enabled);
+        if resume && self.auto_pause != Some(true) {
+            return Some("autoResume needs autoPause: true".into());
+        }
+        if let Some(feature) = self.network.as_ref().and_then(NetworkConfig::unserved) {
+            return Some(format!("network.{feature}"));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = E2bNetworkConfig)]
 pub struct NetworkConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -96,13 +163,38 @@ impl NetworkConfig {
 }
 
 /// `PUT /sandboxes/{id}/network`: the whole egress config, replaced (omitted fields cleared).
+/// Its own struct rather than `NetworkConfig` flattened: serde refuses unknown fields only
+/// without `flatten`.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkUpdate {
-    #[serde(flatten)]
-    pub network: NetworkConfig,
-    /// `false` denies everything not allowed (as `denyOut: ["0.0.0.0/0"]`).
     #[serde(default)]
+    pub allow_out: Vec<String>,
+    #[serde(default)]
+    pub deny_out: Vec<String>,
+    #[serde(default)]
+    pub dns_servers: Option<Vec<String>>,
+    #[serde(default)]
+    pub egress_proxy: Option<serde_json::Value>,
+    #[serde(default)]
+    pub rules: Option<BTreeMap<String, Vec<crate::control::NetworkRule>>>,
+    /// `false` denies everything not allowed (as `denyOut: ["0.0.0.0/0"]`).
+    #[serde(default, rename = "allow_internet_access")]
     pub allow_internet_access: Option<bool>,
+}
+
+impl NetworkUpdate {
+    /// The config it sets, as a create would name it.
+    pub fn network(&self) -> NetworkConfig {
+        NetworkConfig {
+            allow_out: self.allow_out.clone(),
+            deny_out: self.deny_out.clone(),
+            dns_servers: self.dns_servers.clone(),
+            egress_proxy: self.egress_proxy.clone(),
+            rules: self.rules.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// A created or connected sandbox.
@@ -172,19 +264,45 @@ pub struct Lifecycle {
     pub on_timeout: String,
 }
 
-/// `POST /sandboxes/{id}/timeout`, `/connect`, `/resume`.
+/// `POST /sandboxes/{id}/timeout`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = E2bTimeoutBody)]
 pub struct TimeoutBody {
     #[serde(default)]
     pub timeout: Option<i64>,
+}
+
+/// `POST /sandboxes/{id}/connect` and the older `/resume` (which also took `autoPause`).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = E2bConnectBody)]
+pub struct ConnectBody {
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    /// `false`: resume from the file system only. Warren's paused sandboxes resume whole.
+    #[serde(default)]
+    pub memory: Option<bool>,
     #[serde(default)]
     pub auto_pause: Option<bool>,
 }
 
+/// `POST /sandboxes/{id}/pause`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = E2bPauseBody)]
+pub struct PauseBody {
+    /// `false`: keep the file system only. Warren's pauses keep memory.
+    #[serde(default)]
+    pub memory: Option<bool>,
+    /// Refuse the pause (503) while the sandbox's agent does not answer.
+    #[serde(default)]
+    pub require_healthy_guest: Option<bool>,
+}
+
 /// `POST /sandboxes/{id}/refreshes`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = E2bRefreshBody)]
 pub struct RefreshBody {
     #[serde(default)]
@@ -193,6 +311,7 @@ pub struct RefreshBody {
 
 /// `POST /sandboxes/{id}/snapshots`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = E2bSnapshotRequest)]
 pub struct SnapshotRequest {
     #[serde(default)]
@@ -214,6 +333,7 @@ pub struct SnapshotInfo {
 
 /// `POST /sandboxes/{id}/fork`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = E2bForkRequest)]
 pub struct ForkRequest {
     /// Seconds the copies live (E2B's default here: 300, as for a create).

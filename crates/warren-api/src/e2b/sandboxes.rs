@@ -2,23 +2,24 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use warren_core::{SandboxId, SandboxStatus};
-use warren_store::SandboxRecord;
+use warren_store::{OnTimeout, SandboxRecord};
 use warren_wire::control::{CreateSandboxRequest, EgressPolicy};
 use warren_wire::e2b::{
-    Lifecycle, ListedSandbox, NetworkConfig, NewSandbox, RefreshBody, Sandbox, SandboxDetail,
-    TimeoutBody,
+    ConnectBody, Lifecycle, ListedSandbox, NetworkConfig, NewSandbox, PauseBody, RefreshBody,
+    Sandbox, SandboxDetail, TimeoutBody,
 };
 
 use super::ENVD_VERSION;
 use crate::auth::Caller;
 use crate::clock::{now, rfc3339};
 use crate::error::{ApiError, ApiResult};
+use crate::query::ApiQuery;
 use crate::state::{AppState, PublicMode};
 
 /// E2B's default sandbox timeout, in seconds.
@@ -115,10 +116,8 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: NewSandbox = json_body(&body)?;
-    if let Some(feature) = req.network.as_ref().and_then(NetworkConfig::unserved) {
-        return Err(ApiError::bad_request(format!(
-            "network.{feature} is not supported by Warren (see docs/e2b.md)"
-        )));
+    if let Some(why) = req.unserved() {
+        return Err(ApiError::bad_request(format!("{why} (see docs/e2b.md)")));
     }
     let network = req.network.as_ref().map(NetworkConfig::egress);
     // `Sandbox.create(snapshot_id)`: E2B starts a snapshot like a template.
@@ -139,19 +138,83 @@ pub async fn create(
         metadata: req.metadata,
         network,
         auto_pause: req.auto_pause,
+        auto_resume: req.auto_resume.map(|r| r.enabled),
         ..Default::default()
     };
     let record = crate::routes::sandboxes::create_detached(&state, &caller, create).await?;
     Ok((StatusCode::CREATED, Json(issued(&state, &caller, &record)?)).into_response())
 }
 
+/// `GET /v2/sandboxes` (and `GET /sandboxes`, which takes `metadata` only): E2B's parameters,
+/// every one served; any other is a 400 naming it.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListQuery {
     metadata: Option<String>,
     state: Option<String>,
+    /// `asc` (oldest first) or `desc` (newest first, the default).
+    order: Option<String>,
+    /// RFC 3339: sandboxes started at or after it.
+    started_after: Option<String>,
+    /// A template's id or name (E2B's names of the built-in ones too).
+    template: Option<String>,
     limit: Option<usize>,
-    #[serde(rename = "nextToken")]
     next_token: Option<String>,
+}
+
+/// What a list keeps, checked before anything is read.
+struct ListFilter {
+    metadata: BTreeMap<String, String>,
+    started_after: Option<i64>,
+    template: Option<String>,
+    oldest_first: bool,
+}
+
+impl ListFilter {
+    fn of(q: &ListQuery) -> ApiResult<Self> {
+        let started_after = match q.started_after.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => Some(
+                time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| {
+                        ApiError::bad_request(format!(
+                            "startedAfter: {raw:?} is not an RFC 3339 time ({e})"
+                        ))
+                    })?
+                    .unix_timestamp(),
+            ),
+        };
+        let oldest_first = match q.order.as_deref().unwrap_or("desc") {
+            "asc" => true,
+            "desc" => false,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "order: {other:?} is not asc or desc"
+                )))
+            }
+        };
+        Ok(Self {
+            metadata: metadata_filter(q.metadata.as_deref()),
+            started_after,
+            template: q
+                .template
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+            oldest_first,
+        })
+    }
+
+    fn keeps(&self, r: &SandboxRecord) -> bool {
+        has_metadata(r, &self.metadata)
+            && self.started_after.is_none_or(|t| r.created_at >= t)
+            && self.template.as_deref().is_none_or(|t| {
+                r.template_id == t
+                    || r.template_name == t
+                    || r.template_name == template_name(Some(t))
+            })
+    }
 }
 
 /// `metadata=k%3Dv%26k2%3Dv2`: the SDKs send the filter as a query string inside the parameter.
@@ -218,15 +281,18 @@ fn wanted_states(raw: Option<&str>) -> ApiResult<Vec<SandboxStatus>> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let statuses = wanted_states(q.state.as_deref())?;
-    let filter = metadata_filter(q.metadata.as_deref());
-    let found: Vec<SandboxRecord> = live_sandboxes(&state, &caller.tenant, &statuses)
+    let filter = ListFilter::of(&q)?;
+    let mut found: Vec<SandboxRecord> = live_sandboxes(&state, &caller.tenant, &statuses)
         .await?
         .into_iter()
-        .filter(|r| has_metadata(r, &filter))
+        .filter(|r| filter.keeps(r))
         .collect();
+    if filter.oldest_first {
+        found.reverse();
+    }
     Ok(page_of(&found, q.next_token.as_deref(), q.limit, listed))
 }
 
@@ -255,14 +321,14 @@ pub(super) fn page_of<T, W: serde::Serialize>(
 pub async fn list_v1(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<ListedSandbox>>> {
-    let filter = metadata_filter(q.metadata.as_deref());
+    let filter = ListFilter::of(&q)?;
     let found = live_sandboxes(&state, &caller.tenant, &[SandboxStatus::Running]).await?;
     Ok(Json(
         found
             .iter()
-            .filter(|r| has_metadata(r, &filter))
+            .filter(|r| filter.keeps(r))
             .map(listed)
             .collect(),
     ))
@@ -308,8 +374,8 @@ pub async fn get(
         domain: domain(&state),
         network,
         lifecycle: Lifecycle {
-            auto_resume: false,
-            on_timeout: if rec.pause_on_timeout {
+            auto_resume: rec.on_timeout == OnTimeout::PauseUntilRequest,
+            on_timeout: if rec.on_timeout.pauses() {
                 "pause"
             } else {
                 "kill"
@@ -353,13 +419,14 @@ pub async fn set_network(
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     let req: warren_wire::e2b::NetworkUpdate = json_body(&body)?;
-    if let Some(feature) = req.network.unserved() {
+    let network = req.network();
+    if let Some(feature) = network.unserved() {
         return Err(ApiError::bad_request(format!(
             "network.{feature} is not supported by Warren (see docs/e2b.md)"
         )));
     }
     let rec = owned_live(&state, &caller, &id).await?;
-    let mut policy = req.network.egress();
+    let mut policy = network.egress();
     match req.allow_internet_access {
         Some(false)
             if !policy
@@ -404,7 +471,13 @@ pub async fn connect(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let req: TimeoutBody = json_body(&body)?;
+    let req: ConnectBody = json_body(&body)?;
+    refuse_fs_only(req.memory)?;
+    if req.auto_pause.is_some() {
+        return Err(ApiError::bad_request(
+            "autoPause is set at create (lifecycle.on_timeout), not on connect",
+        ));
+    }
     let mut rec = owned_live(&state, &caller, &id).await?;
     let mut status = StatusCode::OK;
     if rec.status == SandboxStatus::Paused {
@@ -424,7 +497,16 @@ pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
+    let req: PauseBody = json_body(&body)?;
+    refuse_fs_only(req.memory)?;
+    if req.require_healthy_guest == Some(true) {
+        return Err(ApiError::bad_request(
+            "requireHealthyGuest: true is not served by Warren yet: its pauses freeze the \
+             sandbox from outside without asking its agent (see docs/e2b.md)",
+        ));
+    }
     let rec = owned_live(&state, &caller, &id).await?;
     if rec.status == SandboxStatus::Paused {
         return Err(ApiError::new(
@@ -437,13 +519,26 @@ pub async fn pause(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `memory: false` asks for a file-system-only pause or resume, which Warren does not do: its
+/// pauses keep memory and processes.
+fn refuse_fs_only(memory: Option<bool>) -> ApiResult<()> {
+    if memory == Some(false) {
+        return Err(ApiError::bad_request(
+            "memory: false (a file-system-only pause or resume) is not served by Warren: its \
+             pauses keep memory and processes (see docs/e2b.md)",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let req: TimeoutBody = json_body(&body)?;
+    let req: ConnectBody = json_body(&body)?;
+    refuse_fs_only(req.memory)?;
     let rec = owned_live(&state, &caller, &id).await?;
     if rec.status != SandboxStatus::Paused {
         return Err(ApiError::new(
@@ -453,12 +548,25 @@ pub async fn resume(
         ));
     }
     let rec = state.lifecycle.resume(&rec.id).await?;
+    // The older SDKs' resume names what happens at the next timeout.
+    let rec = match req.auto_pause {
+        Some(pause) => {
+            let then = match (pause, rec.on_timeout) {
+                (false, _) => OnTimeout::Kill,
+                (true, OnTimeout::PauseUntilRequest) => OnTimeout::PauseUntilRequest,
+                (true, _) => OnTimeout::Pause,
+            };
+            state.lifecycle.set_on_timeout(&rec.id, then).await?
+        }
+        None => rec,
+    };
     let t = req.timeout.filter(|t| *t > 0).unwrap_or(DEFAULT_TIMEOUT);
     let rec = state.lifecycle.set_timeout(&rec.id, t).await?;
     Ok((StatusCode::CREATED, Json(issued(&state, &caller, &rec)?)).into_response())
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricsRange {
     /// Unix seconds.
     start: Option<i64>,
@@ -472,7 +580,7 @@ pub async fn metrics(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(range): Query<MetricsRange>,
+    ApiQuery(range): ApiQuery<MetricsRange>,
 ) -> ApiResult<Json<Vec<serde_json::Value>>> {
     let rec = owned_live(&state, &caller, &id).await?;
     let at = now();

@@ -2,7 +2,7 @@
 //! (`Secret.create/list/get/update/delete`). A secret made here has no hosts of its own: a
 //! sandbox's `network.rules` name it (`${e2b.secrets.NAME}`) in the headers set for a host.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,6 +13,7 @@ use warren_wire::e2b::{NewSecret, Secret, SecretUpdate};
 use super::sandboxes::json_body;
 use crate::auth::Caller;
 use crate::error::ApiResult;
+use crate::query::ApiQuery;
 use crate::state::AppState;
 
 fn shown(rec: &SecretRecord) -> Secret {
@@ -46,6 +47,7 @@ pub async fn create(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<usize>,
     #[serde(rename = "nextToken")]
@@ -56,7 +58,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let all = state.lifecycle.vault().records(&caller.tenant).await?;
     Ok(super::sandboxes::page_of(

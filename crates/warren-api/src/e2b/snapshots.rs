@@ -4,7 +4,7 @@
 //! runs. What a snapshot holds is the tier's: the file system on namespaces, the whole machine
 //! with its memory on microVMs.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +16,7 @@ use warren_wire::e2b::{ForkError, ForkRequest, ForkResult, SnapshotInfo, Snapsho
 use super::sandboxes::{is_snapshot_id, issued, json_body, page_of, parse_id, DEFAULT_TIMEOUT};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::query::ApiQuery;
 use crate::state::AppState;
 
 /// Most copies one fork may ask for (E2B's bound).
@@ -71,6 +72,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(rename = "sandboxID")]
     sandbox_id: Option<String>,
@@ -84,7 +86,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let wanted_name = q.name.as_deref().filter(|n| !n.is_empty());
     let found: Vec<SnapshotRecord> = state

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use warren_store::OnTimeout;
+use warren_wire::control::CreateSandboxRequest;
+
 use super::{LifecycleError, LifecycleResult};
 
 /// Longest timeout a sandbox may have: a year. Larger values are refused rather than clamped, so
@@ -27,6 +30,22 @@ pub(super) fn check_timeout(seconds: i64) -> LifecycleResult<()> {
         )));
     }
     Ok(())
+}
+
+/// What the create asks to happen at its timeout; `auto_resume` alone is a mistake (a sandbox
+/// that is never paused has nothing to resume).
+pub(super) fn on_timeout(req: &CreateSandboxRequest) -> LifecycleResult<OnTimeout> {
+    match (
+        req.auto_pause.unwrap_or(false),
+        req.auto_resume.unwrap_or(false),
+    ) {
+        (false, false) => Ok(OnTimeout::Kill),
+        (true, false) => Ok(OnTimeout::Pause),
+        (true, true) => Ok(OnTimeout::PauseUntilRequest),
+        (false, true) => Err(LifecycleError::Invalid(
+            "auto_resume needs auto_pause: true".into(),
+        )),
+    }
 }
 
 /// Checks the environment a sandbox starts with (the template's plus the caller's).

@@ -3,7 +3,7 @@
 
 use warren_core::{SandboxId, SandboxStatus};
 use warren_node::NodeEvent;
-use warren_store::SandboxRecord;
+use warren_store::{OnTimeout, SandboxRecord};
 use warren_wire::cluster::MeasuredUsage;
 use warren_wire::control::EgressPolicy;
 
@@ -11,6 +11,9 @@ use super::checks::check_timeout;
 use super::{Lifecycle, LifecycleError, LifecycleResult, POOL_TENANT};
 use crate::clock::now;
 use crate::nodes::{NodeCallError, NodeHandle};
+
+/// The timeout a sandbox resumed by a request gets when it had none (E2B's default).
+const DEFAULT_RESUMED_TIMEOUT: i64 = 300;
 
 impl Lifecycle {
     /// Stops a sandbox on `node` and says so in the log when it could not. A joined node that
@@ -179,6 +182,50 @@ impl Lifecycle {
         }
         self.store.set_sandbox_timeout(id, seconds, now()).await?;
         self.expiry_changed.notify_one();
+        self.get(id).await
+    }
+
+    /// A request reached a paused sandbox: one paused at its timeout with autoResume runs again,
+    /// with the timeout it had. True when it runs.
+    pub async fn resume_on_request(&self, id: &SandboxId) -> bool {
+        let _one_at_a_time = self.resuming.lock().await;
+        let rec = match self.get(id).await {
+            Ok(r) => r,
+            Err(_) => return false,
+        };
+        match rec.status {
+            SandboxStatus::Running => return true,
+            SandboxStatus::Paused if rec.on_timeout == OnTimeout::PauseUntilRequest => {}
+            _ => return false,
+        }
+        if let Err(e) = self.resume(id).await {
+            tracing::warn!(sandbox = %id, error = %e, "cannot resume a sandbox on a request");
+            return false;
+        }
+        let timeout = rec.timeout_seconds.unwrap_or(DEFAULT_RESUMED_TIMEOUT);
+        if let Err(e) = self.set_timeout(id, timeout).await {
+            tracing::warn!(sandbox = %id, error = %e, "cannot set the timeout of a resumed sandbox");
+        }
+        tracing::info!(sandbox = %id, "sandbox resumed by a request");
+        true
+    }
+
+    /// Changes what happens at a live sandbox's timeout.
+    pub async fn set_on_timeout(
+        &self,
+        id: &SandboxId,
+        on_timeout: OnTimeout,
+    ) -> LifecycleResult<SandboxRecord> {
+        let rec = self.get(id).await?;
+        if !rec.status.is_live() {
+            return Err(LifecycleError::InvalidState {
+                action: "change the timeout action of",
+                status: rec.status,
+            });
+        }
+        self.store
+            .set_sandbox_on_timeout(id, on_timeout, now())
+            .await?;
         self.get(id).await
     }
 

@@ -10,7 +10,7 @@ use warren_store::{NewSandbox, SandboxRecord, SnapshotRecord, TemplateRecord};
 use warren_wire::cluster::TemplateSource;
 use warren_wire::control::{CreateSandboxRequest, EgressPolicy};
 
-use super::checks::{check_env, check_metadata, check_timeout};
+use super::checks::{check_env, check_metadata, check_timeout, on_timeout};
 use super::snapshots::snapshot_spec;
 use super::templates::builtin_spec;
 use super::{Lifecycle, LifecycleError, LifecycleResult, Requester, TemplateRoots};
@@ -101,6 +101,7 @@ impl Lifecycle {
         if let Some(t) = req.timeout_seconds {
             check_timeout(t)?;
         }
+        on_timeout(req)?;
         if let Some(env) = &req.env_vars {
             check_env(env)?;
         }
@@ -460,7 +461,7 @@ impl Lifecycle {
                     region: Some(&placed.region),
                     metadata: asked.metadata.as_deref(),
                     egress: egress.as_deref(),
-                    pause_on_timeout: req.auto_pause.unwrap_or(false),
+                    on_timeout: on_timeout(req)?,
                     snapshot_id: asked.snapshot.as_ref().map(|s| s.id.as_str()),
                     secret_bindings: asked.secrets.as_ref().map(|s| s.kept.as_str()),
                 },

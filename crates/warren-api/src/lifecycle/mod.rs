@@ -56,6 +56,8 @@ pub struct Lifecycle {
     allow_isolation_override: bool,
     /// Wakes the reaper when an expiry moves earlier.
     expiry_changed: Notify,
+    /// Resumes on request, one at a time: a burst of requests to a paused sandbox resumes it once.
+    resuming: tokio::sync::Mutex<()>,
     /// Serialises quota check + insert, so concurrent creates cannot overshoot a quota together.
     admission: tokio::sync::Mutex<()>,
     /// Held (read) by every start from admission until its sandbox is live, so shutdown (write)
@@ -96,6 +98,7 @@ impl Lifecycle {
             limits: cfg.limits,
             allow_isolation_override: cfg.allow_isolation_override,
             expiry_changed: Notify::new(),
+            resuming: tokio::sync::Mutex::new(()),
             admission: tokio::sync::Mutex::new(()),
             closing: tokio::sync::RwLock::new(false),
             build_sandboxes: Mutex::new(HashMap::new()),

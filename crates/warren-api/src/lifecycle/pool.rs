@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use warren_core::{SandboxId, SandboxStatus, Tier};
-use warren_store::{ClaimPooled, NewSandbox, SandboxRecord, TemplateRecord};
+use warren_store::{ClaimPooled, NewSandbox, OnTimeout, SandboxRecord, TemplateRecord};
 use warren_wire::cluster::TemplateSource;
 use warren_wire::control::CreateSandboxRequest;
 
-use super::checks::check_env;
+use super::checks::{check_env, on_timeout};
 use super::{Lifecycle, LifecycleError, LifecycleResult, Requester};
 use crate::clock::now;
 use crate::nodes::{HandOver, NodeHandle, StartOrder};
@@ -354,7 +354,7 @@ impl Lifecycle {
                     region: Some(&self.cluster.local_region),
                     metadata: None,
                     egress: None,
-                    pause_on_timeout: false,
+                    on_timeout: OnTimeout::Kill,
                     snapshot_id: None,
                     secret_bindings: None,
                 },
@@ -434,7 +434,7 @@ impl Lifecycle {
                         timeout_seconds: req.timeout_seconds,
                         internet_access: internet,
                         metadata,
-                        pause_on_timeout: req.auto_pause.unwrap_or(false),
+                        on_timeout: on_timeout(req)?,
                     },
                     now(),
                 )

@@ -24,7 +24,8 @@ impl Lifecycle {
                 Ok(due) => {
                     for s in due {
                         let started = std::time::Instant::now();
-                        let outcome = if s.pause_on_timeout && self.pause_at_timeout(&s.id).await {
+                        let outcome = if s.on_timeout.pauses() && self.pause_at_timeout(&s.id).await
+                        {
                             "paused"
                         } else {
                             tracing::info!(sandbox = %s.id, "sandbox expired; removing it and its data");

@@ -313,7 +313,7 @@ async fn a_sandbox_of_a_lost_node_is_marked_when_the_node_reports_it() {
                 region: Some("eu"),
                 metadata: None,
                 egress: None,
-                pause_on_timeout: false,
+                on_timeout: warren_store::OnTimeout::Kill,
                 snapshot_id: None,
                 secret_bindings: None,
             },
@@ -614,6 +614,54 @@ async fn sandboxes_are_stopped_as_their_timeout_passes_or_paused_when_asked() {
         .iter()
         .any(|e| e.action == "sandbox.expire"
             && e.sandbox_id.as_deref() == Some(expiring.id.as_str())));
+}
+
+#[tokio::test]
+async fn a_sandbox_paused_at_its_timeout_with_auto_resume_runs_again_on_a_request() {
+    let h = Harness::new().await;
+    h.built_template("py", None).await;
+    let mut req = create_of("py");
+    req.auto_resume = Some(true);
+    let refused = h.lifecycle.create(req.clone(), h.who()).await;
+    assert!(
+        matches!(&refused, Err(LifecycleError::Invalid(m)) if m.contains("auto_pause")),
+        "auto_resume alone is a mistake: {refused:?}"
+    );
+    req.auto_pause = Some(true);
+    req.timeout_seconds = Some(1);
+    let sb = h.lifecycle.create(req, h.who()).await.expect("created");
+    let plain = {
+        let mut req = create_of("py");
+        req.auto_pause = Some(true);
+        h.lifecycle.create(req, h.who()).await.expect("created")
+    };
+    let reaper = tokio::spawn(h.lifecycle.clone().reap_forever());
+    let mut paused = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if h.lifecycle.get(&sb.id).await.expect("kept").status == SandboxStatus::Paused {
+            paused = true;
+            break;
+        }
+    }
+    reaper.abort();
+    assert!(paused, "paused within 4 s of its 1 s timeout");
+    assert!(h.lifecycle.resume_on_request(&sb.id).await);
+    let rec = h.lifecycle.get(&sb.id).await.expect("kept");
+    assert_eq!(rec.status, SandboxStatus::Running);
+    assert!(
+        rec.expires_at.is_some_and(|e| e <= crate::clock::now() + 1),
+        "it gets its own timeout again: {:?}",
+        rec.expires_at
+    );
+    assert!(h.node.calls().contains(&Call::Resume(sb.id.clone())));
+    // Paused by hand, without autoResume: a request does not wake it.
+    h.lifecycle.pause(&plain.id).await.expect("paused");
+    assert!(!h.lifecycle.resume_on_request(&plain.id).await);
+    assert_eq!(
+        h.lifecycle.get(&plain.id).await.expect("kept").status,
+        SandboxStatus::Paused
+    );
 }
 
 #[tokio::test]

@@ -307,7 +307,7 @@ impl Proxy {
             }
             _ => (req, None),
         };
-        if target.state == RunState::Paused {
+        if target.state == RunState::Paused && !self.gate.resume_on_request(&id).await {
             return refuse(
                 dialect,
                 StatusCode::CONFLICT,

@@ -226,9 +226,13 @@ fn add_user_account(root: &Path) -> std::io::Result<()> {
     )?;
     append("etc/group", format!("user:x:{USER_UID}:\n"))?;
     append("etc/shadow", "user:*:19000:0:99999:7:::\n".into())?;
-    let home = root.join("home/user");
-    std::fs::create_dir_all(&home)?;
-    std::os::unix::fs::chown(&home, Some(USER_UID), Some(USER_UID))?;
+    // Its home, and the workspace agents are pointed at: E2B's commands run as `user`, Hopx's
+    // as root, and both must be able to create files there.
+    for dir in ["home/user", "workspace"] {
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir)?;
+        std::os::unix::fs::chown(&dir, Some(USER_UID), Some(USER_UID))?;
+    }
     Ok(())
 }
 

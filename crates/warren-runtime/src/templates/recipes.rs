@@ -22,7 +22,8 @@ pub struct Recipe {
     pub ready_cmd: Option<&'static str>,
 }
 
-const BASE_PACKAGES: &[&str] = &["python3", "ca-certificates", "procps"];
+/// Besides Python: what agents' setup steps and E2B's `git` module run first (git, curl).
+const BASE_PACKAGES: &[&str] = &["python3", "ca-certificates", "procps", "git", "curl"];
 const CODE_INTERPRETER_PACKAGES: &[&str] = &[
     "python3",
     "python3-numpy",
@@ -41,6 +42,8 @@ const CODE_INTERPRETER_PACKAGES: &[&str] = &[
     "golang-go",
     "ca-certificates",
     "procps",
+    "git",
+    "curl",
 ];
 
 /// What a computer-use agent needs on top of `code-interpreter` (the Hopx SDK's install hint
