@@ -149,3 +149,37 @@ def test_templates_carry_git_and_curl_and_the_user_owns_its_workspace(e2b_env):
         assert log == "first", log
     finally:
         sb.kill()
+
+
+def test_file_metadata_and_watch_events_as_envd_0_6_4_reports_them(e2b_env):
+    sb = Sandbox.create(template="base")
+    try:
+        assert sb._envd_version.public == "0.6.4"
+        sb.files.make_dir("/home/user/w")
+        handle = sb.files.watch_dir("/home/user/w", include_entry=True)
+        # Metadata on upload: kept as the file's user.e2b.* xattrs, keys lowercased, shown in
+        # its EntryInfo; the next upload replaces it.
+        info = sb.files.write("/home/user/w/m.txt", "x", metadata={"Author": "mish", "purpose": "test"})
+        assert info.metadata == {"author": "mish", "purpose": "test"}, info
+        assert sb.files.get_info("/home/user/w/m.txt").metadata == {"author": "mish", "purpose": "test"}
+        listed = {e.name: e.metadata for e in sb.files.list("/home/user/w")}
+        assert listed["m.txt"] == {"author": "mish", "purpose": "test"}, listed
+        xattr = sb.commands.run("python3 -c \"import os; print(os.getxattr('/home/user/w/m.txt', 'user.e2b.author').decode())\"")
+        assert xattr.stdout.strip() == "mish"
+        sb.files.write("/home/user/w/m.txt", "y", metadata={"author": "kim"})
+        assert sb.files.get_info("/home/user/w/m.txt").metadata == {"author": "kim"}
+        sb.files.write("/home/user/w/m.txt", "z")
+        assert sb.files.get_info("/home/user/w/m.txt").metadata is None
+        sb.commands.run("rm /home/user/w/m.txt")
+        time.sleep(1)
+        events = handle.get_new_events()
+        handle.stop()
+        seen = [(e.name, e.type.value) for e in events]
+        # The kernel's sequence, once each: a new file is created, then written; a replaced one is
+        # written; then removed. Nothing of Warren's temporary files.
+        assert seen == [("m.txt", "create"), ("m.txt", "write"), ("m.txt", "write"), ("m.txt", "write"),
+                        ("m.txt", "remove")], seen
+        assert events[0].entry is not None and events[0].entry.name == "m.txt", events[0]
+        assert events[-1].entry is None
+    finally:
+        sb.kill()

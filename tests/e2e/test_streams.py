@@ -125,8 +125,9 @@ def test_several_terminals_and_close_ends_the_shell(server):
 
 
 def test_p21_files_watch_reports_created_modified_deleted(server):
-    """A write through the files API is one event under the file's own name: `created` for a new
-    file, `modified` for an existing one; the temporary file of the atomic write never shows."""
+    """A write through the files API shows as the kernel shows a plain write of the file, under
+    its own name: `created` then `modified` for a new file, `modified` for an existing one; the
+    temporary file of the atomic write never shows."""
     async def scenario():
         sb = await make(server)
         try:
@@ -157,6 +158,45 @@ def test_p21_files_watch_reports_created_modified_deleted(server):
             assert ("deleted", "/workspace/sub/w.txt") in seen, seen
             assert not any(".warren-" in p for _, p in seen), seen
             assert not any(kind == "renamed" for kind, _ in seen), seen
+        finally:
+            await sb.kill()
+    run(scenario())
+
+
+def test_p21_the_cookbook_watch_demo_sees_what_the_vendors_agent_sends(server):
+    """Hopx's cookbook (03_file_operations.py, watch_files): four changes, and the watcher stops
+    at its fifth event. The vendor's agent (inotify) reports a new file's create and then its
+    write, so the demo ends; each event once, in the kernel's order."""
+    async def scenario():
+        sb = await make(server)
+        try:
+            events = []
+
+            async def watch():
+                async for ev in sb.files.watch("/workspace"):
+                    if ev["type"] == "change":
+                        events.append((ev["event"], ev["path"]))
+                        if len(events) >= 6:
+                            break
+
+            async def make_changes():
+                await asyncio.sleep(1)
+                await sb.files.write("/workspace/test1.txt", "Content 1")
+                await asyncio.sleep(0.5)
+                await sb.files.write("/workspace/test2.txt", "Content 2")
+                await asyncio.sleep(0.5)
+                await sb.files.remove("/workspace/test1.txt")
+                await asyncio.sleep(0.5)
+                await sb.files.mkdir("/workspace/newdir")
+
+            watcher = asyncio.create_task(watch())
+            await make_changes()
+            await asyncio.wait_for(watcher, 10)
+            assert events == [
+                ("created", "/workspace/test1.txt"), ("modified", "/workspace/test1.txt"),
+                ("created", "/workspace/test2.txt"), ("modified", "/workspace/test2.txt"),
+                ("deleted", "/workspace/test1.txt"), ("created", "/workspace/newdir"),
+            ], events
         finally:
             await sb.kill()
     run(scenario())

@@ -2,8 +2,10 @@
 //! `WatchDir`). The files APIs write atomically: a temporary sibling is filled, then renamed
 //! over the target. The kernel reports that as a create/write of the temporary file and a rename;
 //! a user wrote one file. So temporary files are never reported, and a rename that completes an
-//! atomic write is reported as the target being created (or modified, when it existed), looked
-//! up in the writes this agent made in the last seconds.
+//! atomic write is reported as the kernel reports a plain write of the target, the way the
+//! vendors' agents (inotify underneath) show it: a new file is created and then written (no write
+//! when it is empty), an existing one is written. The writes are looked up among those this agent
+//! made in the last seconds.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -14,7 +16,27 @@ use notify::event::{EventKind, ModifyKind, RenameMode};
 /// How long a finished atomic write is remembered for the watchers that see its rename.
 const REMEMBER: Duration = Duration::from_secs(10);
 
-static RECENT_WRITES: Mutex<Vec<(PathBuf, bool, Instant)>> = Mutex::new(Vec::new());
+static RECENT_WRITES: Mutex<Vec<(PathBuf, Written, Instant)>> = Mutex::new(Vec::new());
+
+/// What an atomic write did to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// A file that did not exist, with content or empty.
+    New { empty: bool },
+    /// A file that existed, replaced.
+    Replaced,
+}
+
+impl Written {
+    /// For a write of `len` bytes to `target`, before it is renamed into place.
+    pub fn of(target: &Path, len: u64) -> Self {
+        if target.exists() {
+            Self::Replaced
+        } else {
+            Self::New { empty: len == 0 }
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -45,19 +67,19 @@ fn is_temp(path: &Path) -> bool {
 }
 
 /// Called just before the rename that completes an atomic write of `target`.
-pub fn note_atomic_write(target: &Path, existed: bool) {
+pub fn note_atomic_write(target: &Path, written: Written) {
     let mut recent = RECENT_WRITES.lock().unwrap_or_else(|p| p.into_inner());
     recent.retain(|(_, _, at)| at.elapsed() < REMEMBER);
-    recent.push((target.to_path_buf(), existed, Instant::now()));
+    recent.push((target.to_path_buf(), written, Instant::now()));
 }
 
-fn atomic_write_of(target: &Path) -> Option<bool> {
+fn atomic_write_of(target: &Path) -> Option<Written> {
     let recent = RECENT_WRITES.lock().unwrap_or_else(|p| p.into_inner());
     recent
         .iter()
         .rev()
         .find(|(p, _, at)| p == target && at.elapsed() < REMEMBER)
-        .map(|(_, existed, _)| *existed)
+        .map(|(_, written, _)| *written)
 }
 
 /// What one raw event means, per path.
@@ -85,8 +107,14 @@ fn renamed(mode: RenameMode, paths: &[PathBuf]) -> Vec<(PathBuf, Change)> {
         // Both ends in one event: the separate From and To events carry the same news.
         (RenameMode::Both, _) => Vec::new(),
         (RenameMode::To, [to]) if !is_temp(to) => match atomic_write_of(to) {
-            Some(true) => vec![(to.clone(), Change::Modified)],
-            Some(false) => vec![(to.clone(), Change::Created)],
+            Some(Written::Replaced) => vec![(to.clone(), Change::Modified)],
+            Some(Written::New { empty: true }) => vec![(to.clone(), Change::Created)],
+            Some(Written::New { empty: false }) => {
+                vec![
+                    (to.clone(), Change::Created),
+                    (to.clone(), Change::Modified),
+                ]
+            }
             None => vec![(to.clone(), Change::Renamed)],
         },
         (_, paths) => paths
@@ -109,11 +137,11 @@ mod tests {
     }
 
     #[test]
-    fn an_atomic_write_is_one_create_of_the_target() {
+    fn an_atomic_write_is_reported_as_a_plain_write_of_the_target() {
         let target = Path::new("/w/a.txt");
         let tmp = temp_sibling(target);
         let tmp = tmp.to_str().expect("test value");
-        note_atomic_write(target, false);
+        note_atomic_write(target, Written::New { empty: false });
         let events = [
             ev(EventKind::Create(CreateKind::File), &[tmp]),
             ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &[tmp]),
@@ -131,10 +159,16 @@ mod tests {
             ),
         ];
         let all: Vec<_> = events.iter().flat_map(interpret).collect();
-        assert_eq!(all, vec![(PathBuf::from("/w/a.txt"), Change::Created)]);
-        note_atomic_write(target, true);
-        let again = interpret(&events[3]);
-        assert_eq!(again, vec![(PathBuf::from("/w/a.txt"), Change::Modified)]);
+        let a = PathBuf::from("/w/a.txt");
+        assert_eq!(
+            all,
+            vec![(a.clone(), Change::Created), (a.clone(), Change::Modified)],
+            "created, then written: nothing of the temporary file"
+        );
+        note_atomic_write(target, Written::Replaced);
+        assert_eq!(interpret(&events[3]), vec![(a.clone(), Change::Modified)]);
+        note_atomic_write(target, Written::New { empty: true });
+        assert_eq!(interpret(&events[3]), vec![(a, Change::Created)]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod e2b;
 mod egress;
 mod error;
 mod gate;
+mod idempotency;
 mod lifecycle;
 pub mod limits;
 mod metrics;

@@ -8,6 +8,7 @@
 //! integers (booleans as 0/1), text, and NULL.
 
 mod audit;
+mod idempotency;
 mod keys;
 mod leader;
 mod nodes;
@@ -24,6 +25,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEvent, AuditQuery};
+pub use idempotency::KeyClaim;
 pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeySpec, NewApiKey, Role};
 pub use leader::Leadership;
 pub use nodes::NodeRecord;

@@ -39,6 +39,7 @@ on_both_backends!(
     the_first_stored_setting_wins,
     one_control_plane_leads_the_periodic_jobs,
     fork_snapshots_are_unused_once_no_copy_runs,
+    an_idempotency_key_is_claimed_once_per_tenant_and_day,
 );
 
 /// Where a test's store lives.
@@ -599,4 +600,54 @@ async fn fork_snapshots_are_unused_once_no_copy_runs(db: Db) {
         .map(|s| s.id)
         .collect();
     assert_eq!(unused, ["snap_fork"]);
+}
+
+async fn an_idempotency_key_is_claimed_once_per_tenant_and_day(db: Db) {
+    use crate::KeyClaim;
+    let store = db.open().await;
+    let claim = |tenant: &'static str, digest: &'static str, now: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_idempotency_key(tenant, "k-1", digest, now, now - 86_400)
+                .await
+                .expect("claim")
+        }
+    };
+    assert_eq!(claim("acme", "d1", 1000).await, KeyClaim::Claimed);
+    // While the first request runs, a retry sees it without a sandbox; another tenant's key is
+    // its own.
+    assert_eq!(
+        claim("acme", "d1", 1001).await,
+        KeyClaim::Taken {
+            request_sha256: "d1".into(),
+            sandbox_id: None
+        }
+    );
+    assert_eq!(claim("other", "d1", 1001).await, KeyClaim::Claimed);
+    store
+        .finish_idempotency_key("acme", "k-1", "sb1")
+        .await
+        .expect("finish");
+    assert_eq!(
+        claim("acme", "d2", 1002).await,
+        KeyClaim::Taken {
+            request_sha256: "d1".into(),
+            sandbox_id: Some("sb1".into())
+        }
+    );
+    // A day later the key is free again; a released key at once.
+    assert_eq!(claim("acme", "d3", 1000 + 86_401).await, KeyClaim::Claimed);
+    store
+        .release_idempotency_key("acme", "k-1")
+        .await
+        .expect("release");
+    assert_eq!(claim("acme", "d4", 1000 + 86_402).await, KeyClaim::Claimed);
+    assert_eq!(
+        store
+            .remove_idempotency_keys_before(i64::MAX)
+            .await
+            .expect("sweep"),
+        2
+    );
 }

@@ -2,6 +2,7 @@
 //! octet-stream uploads, written atomically like every write of the agent), `/health`, `/envs`
 //! and `/metrics`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use axum::body::Body;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
+use super::file_metadata;
 use super::users::{self, User};
 use super::E2b;
 
@@ -81,25 +83,38 @@ pub async fn download(headers: HeaderMap, Query(q): Query<FileQuery>) -> Respons
     }
 }
 
-fn write_info(path: &Path) -> Value {
-    json!({
+fn write_info(path: &Path, metadata: &BTreeMap<String, String>) -> Value {
+    let mut v = json!({
         "name": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         "type": "file",
         "path": path.display().to_string(),
-    })
+    });
+    if !metadata.is_empty() {
+        v["metadata"] = json!(metadata);
+    }
+    v
 }
 
 /// Writes `data` to `target` as `user`: parents created (and owned by the user), then the file,
-/// through a temporary sibling renamed into place.
-async fn store(user: &User, target: &Path, data: &[u8], shown: &str) -> Result<(), Response> {
+/// through a temporary sibling (owned by the user, carrying the metadata) renamed into place.
+async fn store(
+    user: &User,
+    target: &Path,
+    data: &[u8],
+    shown: &str,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), Response> {
     let missing = users::missing_dirs(target.parent().unwrap_or(Path::new("/")));
-    crate::routes::write_file_atomically(target, data, shown)
-        .await
-        .map_err(|e| e.into_response())?;
+    crate::routes::write_file_atomically(target, data, shown, |tmp| {
+        user.own(tmp);
+        file_metadata::replace(tmp, metadata)
+            .map_err(|e| std::io::Error::other(format!("cannot keep its metadata: {e}")))
+    })
+    .await
+    .map_err(|e| e.into_response())?;
     for m in &missing {
         user.own(m);
     }
-    user.own(target);
     Ok(())
 }
 
@@ -109,6 +124,10 @@ pub async fn upload(headers: HeaderMap, Query(q): Query<FileQuery>, req: Request
     let user = match user_of(&headers, &q) {
         Ok(u) => u,
         Err(r) => return *r,
+    };
+    let metadata = match file_metadata::from_headers(&headers) {
+        Ok(m) => m,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -145,10 +164,10 @@ pub async fn upload(headers: HeaderMap, Query(q): Query<FileQuery>, req: Request
                 Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
             };
             let full = user.resolve(&path);
-            if let Err(r) = store(&user, &full, &data, &path).await {
+            if let Err(r) = store(&user, &full, &data, &path, &metadata).await {
                 return r;
             }
-            written.push(write_info(&full));
+            written.push(write_info(&full, &metadata));
         }
         return Json(written).into_response();
     }
@@ -174,10 +193,10 @@ pub async fn upload(headers: HeaderMap, Query(q): Query<FileQuery>, req: Request
         }
     }
     let full = user.resolve(&path);
-    if let Err(r) = store(&user, &full, &data, &path).await {
+    if let Err(r) = store(&user, &full, &data, &path, &metadata).await {
         return r;
     }
-    Json(vec![write_info(&full)]).into_response()
+    Json(vec![write_info(&full, &metadata)]).into_response()
 }
 
 /// gzip is decoded by the system's `gzip` (every template has it), so the agent carries no

@@ -88,6 +88,10 @@ pub fn entry_info(path: &Path) -> std::io::Result<Value> {
         "group": name_of(meta.gid(), "/etc/group").unwrap_or_else(|| meta.gid().to_string()),
         "modifiedTime": modified,
     });
+    let metadata = super::file_metadata::read(path);
+    if !metadata.is_empty() {
+        v["metadata"] = json!(metadata);
+    }
     if is_symlink {
         v["isSymlink"] = json!(true);
         if let Ok(t) = std::fs::read_link(path) {
@@ -105,6 +109,13 @@ struct PathReq {
     depth: Option<u32>,
     #[serde(default)]
     recursive: Option<bool>,
+    /// Watches: each event carries the entry's `EntryInfo` when it can be stat-ed.
+    #[serde(default, alias = "include_entry", rename = "includeEntry")]
+    include_entry: bool,
+    /// Watches on network mounts: allowed either way here (inotify is asked for any mount, and
+    /// what it reports is reported).
+    #[serde(default, alias = "allow_network_mounts", rename = "allowNetworkMounts")]
+    _allow_network_mounts: bool,
 }
 
 async fn request(headers: &HeaderMap, body: Body) -> Result<(PathReq, User, PathBuf), RpcError> {
@@ -260,9 +271,10 @@ fn event_type(change: Change) -> &'static str {
     }
 }
 
-/// The `FilesystemEvent`s of one raw event, named relative to the watched `root`. A file created
-/// by a write is also reported written, as envd does (clients wait for the write).
-fn events_of(root: &Path, event: &notify::Event) -> Vec<Value> {
+/// The `FilesystemEvent`s of one raw event, named relative to the watched `root`: one per kernel
+/// event, as envd reports them (a new file's write is its own event: see `changes`), with the
+/// entry's info when asked for and it is still there.
+fn events_of(root: &Path, event: &notify::Event, include_entry: bool) -> Vec<Value> {
     let mut out = Vec::new();
     for (path, change) in crate::changes::interpret(event) {
         let name = path
@@ -272,23 +284,27 @@ fn events_of(root: &Path, event: &notify::Event) -> Vec<Value> {
         if name.is_empty() {
             continue;
         }
-        out.push(json!({ "name": name, "type": event_type(change) }));
-        if change == Change::Created && path.is_file() {
-            out.push(json!({ "name": name, "type": event_type(Change::Modified) }));
+        let mut e = json!({ "name": name, "type": event_type(change) });
+        if include_entry && change != Change::Removed {
+            if let Ok(entry) = entry_info(&path) {
+                e["entry"] = entry;
+            }
         }
+        out.push(e);
     }
     out
 }
 
 fn watch(
     dir: &Path,
-    recursive: bool,
+    req: &PathReq,
     mut on_event: impl FnMut(Value) -> bool + Send + 'static,
 ) -> Result<notify::RecommendedWatcher, RpcError> {
     let root = dir.to_path_buf();
+    let (recursive, include_entry) = (req.recursive.unwrap_or(false), req.include_entry);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
-        for e in events_of(&root, &event) {
+        for e in events_of(&root, &event, include_entry) {
             if !on_event(e) {
                 return;
             }
@@ -327,7 +343,7 @@ pub async fn watch_dir(headers: HeaderMap, body: Body) -> Response {
         return connect::stream_error(e);
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(256);
-    let watcher = match watch(&full, req.recursive.unwrap_or(false), move |e| {
+    let watcher = match watch(&full, &req, move |e| {
         // blocking_send: notify calls this on its own thread.
         tx.blocking_send(e).is_ok()
     }) {
@@ -363,7 +379,7 @@ pub async fn create_watcher(State(state): State<E2b>, headers: HeaderMap, body: 
         watchable(&full, &req.path)?;
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
-        let watcher = watch(&full, req.recursive.unwrap_or(false), move |e| {
+        let watcher = watch(&full, &req, move |e| {
             let mut v = sink.lock().unwrap_or_else(|p| p.into_inner());
             if v.len() >= WATCHER_BACKLOG {
                 v.remove(0);

@@ -4,6 +4,7 @@
 //! sandbox's access token; nothing here sees a credential.
 
 mod connect;
+mod file_metadata;
 mod files;
 mod filesystem;
 mod interpreter;

@@ -166,6 +166,7 @@ pub(crate) async fn write_atomically(
     data: &[u8],
     mode: Option<u32>,
     display: &str,
+    prepare: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<(), AgentError> {
     let parent = target.parent().unwrap_or(Path::new("/"));
     tokio::fs::create_dir_all(parent)
@@ -180,7 +181,7 @@ pub(crate) async fn write_atomically(
         .with_path(display));
     }
     let tmp = temp_sibling(target);
-    let existed = target.exists();
+    let written = crate::changes::Written::of(target, data.len() as u64);
     let result = async {
         let mut f = tokio::fs::File::create(&tmp).await?;
         f.write_all(data).await?;
@@ -188,7 +189,10 @@ pub(crate) async fn write_atomically(
         if let Some(m) = mode {
             tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(m)).await?;
         }
-        crate::changes::note_atomic_write(target, existed);
+        // Owner and attributes go on the temporary file, so that the target appears whole and
+        // watchers see no attribute change of it.
+        prepare(&tmp)?;
+        crate::changes::note_atomic_write(target, written);
         tokio::fs::rename(&tmp, target).await
     }
     .await;
@@ -221,7 +225,7 @@ pub async fn write(Json(req): Json<FileWriteRequest>) -> Result<Json<Value>, Age
         )
         .with_path(&req.path));
     }
-    write_atomically(&full, &data, mode, &req.path).await?;
+    write_atomically(&full, &data, mode, &req.path, |_| Ok(())).await?;
     Ok(Json(json!({
         "success": true,
         "path": req.path,
@@ -408,7 +412,11 @@ pub async fn upload(mut form: Multipart) -> Result<Json<UploadResponse>, AgentEr
         if let Some(parent) = full.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        crate::changes::note_atomic_write(&full, full.exists());
+        let len = tokio::fs::metadata(&tmp)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        crate::changes::note_atomic_write(&full, crate::changes::Written::of(&full, len));
         match tokio::fs::rename(&tmp, &full).await {
             Ok(()) => Ok(()),
             // Different file systems (e.g. a tmpfs /tmp): copy to a sibling, then rename.

@@ -108,8 +108,9 @@ pub(crate) async fn write_file_atomically(
     target: &std::path::Path,
     data: &[u8],
     shown: &str,
+    prepare: impl FnOnce(&std::path::Path) -> std::io::Result<()>,
 ) -> Result<(), crate::error::AgentError> {
-    files::write_atomically(target, data, None, shown).await
+    files::write_atomically(target, data, None, shown, prepare).await
 }
 
 /// The sandbox's usage, as `/metrics` reports it.

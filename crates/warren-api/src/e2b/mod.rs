@@ -19,7 +19,7 @@ use crate::error::E2bErrors;
 use crate::state::AppState;
 
 /// The version of envd the agent's E2B API matches: the SDKs enable features by it.
-pub const ENVD_VERSION: &str = "0.5.7";
+pub const ENVD_VERSION: &str = "0.6.4";
 
 async fn mark(mut res: Response) -> Response {
     res.extensions_mut().insert(E2bErrors);

@@ -113,8 +113,11 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
+    let key = crate::idempotency::key_of(&headers)?;
     let req: NewSandbox = json_body(&body)?;
     if let Some(why) = req.unserved() {
         return Err(ApiError::bad_request(format!("{why} (see docs/e2b.md)")));
@@ -141,8 +144,11 @@ pub async fn create(
         auto_resume: req.auto_resume.map(|r| r.enabled),
         ..Default::default()
     };
-    let record = crate::routes::sandboxes::create_detached(&state, &caller, create).await?;
-    Ok((StatusCode::CREATED, Json(issued(&state, &caller, &record)?)).into_response())
+    let (record, replayed) =
+        crate::idempotency::create_once(&state, &caller, key.as_deref(), uri.path(), &body, create)
+            .await?;
+    let res = (StatusCode::CREATED, Json(issued(&state, &caller, &record)?)).into_response();
+    Ok(crate::routes::sandboxes::replayed_if(replayed, res))
 }
 
 /// `GET /v2/sandboxes` (and `GET /sandboxes`, which takes `metadata` only): E2B's parameters,

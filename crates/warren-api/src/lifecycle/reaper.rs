@@ -14,10 +14,18 @@ impl Lifecycle {
     /// or until an expiry changes.
     pub async fn reap_forever(self: Arc<Self>) {
         let mut forks_swept = std::time::Instant::now();
-        // Unused fork snapshots go too, every ten seconds.
+        // Unused fork snapshots and day-old idempotency keys go too, every ten seconds.
         loop {
             if forks_swept.elapsed() > Duration::from_secs(9) {
                 self.remove_unused_fork_snapshots().await;
+                // Idempotency keys name their sandbox for a day.
+                if let Err(e) = self
+                    .store
+                    .remove_idempotency_keys_before(now() - crate::idempotency::KEPT_SECONDS)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot forget old idempotency keys");
+                }
                 forks_swept = std::time::Instant::now();
             }
             match self.store.expired_sandboxes(now()).await {

@@ -118,8 +118,10 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Extension(rid): Extension<RequestId>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::response::Response> {
+    let key = crate::idempotency::key_of(&headers)?;
     // An empty body (some clients send none) means "all defaults", which then asks for a template.
     let req: CreateSandboxRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateSandboxRequest::default()
@@ -134,9 +136,25 @@ pub async fn create(
         )));
     }
     if count == 1 {
-        let record = create_detached(&state, &caller, req).await?;
+        let (record, replayed) = crate::idempotency::create_once(
+            &state,
+            &caller,
+            key.as_deref(),
+            "/v1/sandboxes",
+            &body,
+            req,
+        )
+        .await?;
         let wire = with_token(&state, &caller, &record, Some(&rid))?;
-        return Ok((StatusCode::CREATED, Json(wire)).into_response());
+        return Ok(replayed_if(
+            replayed,
+            (StatusCode::CREATED, Json(wire)).into_response(),
+        ));
+    }
+    if key.is_some() {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key is served on creates of one sandbox; count is above 1",
+        ));
     }
     // Many alike (a fork into N copies): all of them, or none.
     let one = CreateSandboxRequest { count: None, ..req };
@@ -163,6 +181,20 @@ pub async fn create(
         sandboxes.push(with_token(&state, &caller, record, Some(&rid))?);
     }
     Ok((StatusCode::CREATED, Json(json!({ "sandboxes": sandboxes }))).into_response())
+}
+
+/// Marks the answer to a retried create (`Idempotent-Replayed: true`), as idempotent APIs do.
+pub(crate) fn replayed_if(
+    replayed: bool,
+    mut res: axum::response::Response,
+) -> axum::response::Response {
+    if replayed {
+        res.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    res
 }
 
 /// Most sandboxes one create may ask for (`count`).
