@@ -58,6 +58,43 @@ impl KeyEnvironment {
     }
 }
 
+/// How a key's text looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyShape {
+    /// `wrn_live_`/`wrn_test_` + hex: the environment is visible in the key.
+    #[default]
+    Warren,
+    /// `e2b_` + hex: the form older E2B SDKs check before they send a key (openai-agents' pinned
+    /// e2b 2.31.0 among them). Its environment is recorded, not visible.
+    E2b,
+}
+
+impl KeyShape {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "warren" => Some(Self::Warren),
+            "e2b" => Some(Self::E2b),
+            _ => None,
+        }
+    }
+
+    fn label(self, environment: KeyEnvironment) -> &'static str {
+        match self {
+            Self::Warren => environment.prefix(),
+            Self::E2b => "e2b_",
+        }
+    }
+
+    /// The shape of a key whose listing prefix is `prefix`.
+    fn of_prefix(prefix: &str) -> Self {
+        if prefix.starts_with("e2b_") {
+            Self::E2b
+        } else {
+            Self::Warren
+        }
+    }
+}
+
 /// A stored key, without the secret (only its hash is kept).
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
@@ -110,9 +147,17 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-/// How many characters of a key are kept in clear for listings: the fixed `wrn_live_` label
-/// plus four random characters, far too few to help an attacker.
-const SHOWN_PREFIX: usize = 13;
+/// How many random characters of a key are kept in clear for listings, after its fixed label
+/// (`wrn_live_`, `e2b_`): far too few to help an attacker.
+const SHOWN_RANDOM: usize = 4;
+
+fn shown_prefix(secret: &str) -> String {
+    let label = ["wrn_live_", "wrn_test_", "e2b_"]
+        .iter()
+        .find(|l| secret.starts_with(**l))
+        .map_or(0, |l| l.len());
+    secret.chars().take(label + SHOWN_RANDOM).collect()
+}
 
 const COLUMNS: &str =
     "id, name, prefix, tenant, role, environment, created_at, revoked_at, expires_at";
@@ -124,7 +169,18 @@ impl Store {
         spec: &KeySpec<'_>,
         now: i64,
     ) -> Result<NewApiKey, StoreError> {
-        let secret = format!("{}{}", spec.environment.prefix(), random_hex(32));
+        self.create_api_key_shaped(spec, KeyShape::Warren, now)
+            .await
+    }
+
+    /// Creates a new random key of `shape`: its label + 256 bits of hex.
+    pub async fn create_api_key_shaped(
+        &self,
+        spec: &KeySpec<'_>,
+        shape: KeyShape,
+        now: i64,
+    ) -> Result<NewApiKey, StoreError> {
+        let secret = format!("{}{}", shape.label(spec.environment), random_hex(32));
         let record = self.insert_key(spec, &secret, now).await?;
         Ok(NewApiKey { record, secret })
     }
@@ -155,7 +211,7 @@ impl Store {
         let record = ApiKeyRecord {
             id: format!("key_{}", random_hex(8)),
             name: spec.name.to_owned(),
-            prefix: secret.chars().take(SHOWN_PREFIX).collect(),
+            prefix: shown_prefix(secret),
             tenant: spec.tenant.to_owned(),
             role: spec.role,
             environment: spec.environment,
@@ -238,7 +294,7 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Replaces key `id` with a new one of the same name, tenant, role and environment; the old
+    /// Replaces key `id` with a new one of the same name, tenant, role, environment and shape; the old
     /// key keeps working for `grace_seconds`, so clients can switch without downtime.
     pub async fn rotate_key(
         &self,
@@ -254,7 +310,7 @@ impl Store {
             return Ok(None);
         }
         let new = self
-            .create_api_key(
+            .create_api_key_shaped(
                 &KeySpec {
                     name: &old.name,
                     tenant: &old.tenant,
@@ -262,6 +318,7 @@ impl Store {
                     environment: old.environment,
                     expires_at: old.expires_at,
                 },
+                KeyShape::of_prefix(&old.prefix),
                 now,
             )
             .await?;

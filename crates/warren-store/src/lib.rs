@@ -26,7 +26,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use idempotency::KeyClaim;
-pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeySpec, NewApiKey, Role};
+pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeyShape, KeySpec, NewApiKey, Role};
 pub use leader::Leadership;
 pub use nodes::NodeRecord;
 pub use sandboxes::{ClaimPooled, NewSandbox, OnTimeout, SandboxPage, SandboxRecord, TenantUsage};

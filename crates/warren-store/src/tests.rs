@@ -40,6 +40,7 @@ on_both_backends!(
     one_control_plane_leads_the_periodic_jobs,
     fork_snapshots_are_unused_once_no_copy_runs,
     an_idempotency_key_is_claimed_once_per_tenant_and_day,
+    e2b_shaped_keys_work_and_keep_their_shape_when_rotated,
 );
 
 /// Where a test's store lives.
@@ -650,4 +651,31 @@ async fn an_idempotency_key_is_claimed_once_per_tenant_and_day(db: Db) {
             .expect("sweep"),
         2
     );
+}
+
+async fn e2b_shaped_keys_work_and_keep_their_shape_when_rotated(db: Db) {
+    let store = db.open().await;
+    let key = store
+        .create_api_key_shaped(&spec("agents", "acme"), crate::KeyShape::E2b, 1)
+        .await
+        .expect("create");
+    let hex = key.secret.strip_prefix("e2b_").expect("e2b_ label");
+    assert!(
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    assert_eq!(key.record.masked().len(), "e2b_".len() + 4 + "…".len());
+    assert!(store
+        .find_key(&key.secret, 2)
+        .await
+        .expect("find")
+        .is_some());
+    let new = store
+        .rotate_key(&key.record.id, Some("acme"), 0, 3)
+        .await
+        .expect("rotate")
+        .expect("rotated");
+    assert!(new.secret.starts_with("e2b_"), "rotation keeps the shape");
 }

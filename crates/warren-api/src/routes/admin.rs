@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use warren_store::{ApiKeyRecord, AuditQuery, KeyEnvironment, KeySpec, NewApiKey, Role};
+use warren_store::{ApiKeyRecord, AuditQuery, KeyEnvironment, KeyShape, KeySpec, NewApiKey, Role};
 use warren_wire::control::{AuditEntry, AuditPage};
 
 use crate::auth::Caller;
@@ -61,6 +61,9 @@ pub struct CreateKey {
     name: String,
     #[serde(default)]
     role: Option<String>,
+    /// `warren` (default: `wrn_live_…`) or `e2b` (`e2b_…`, for E2B SDKs that check a key's form).
+    #[serde(default)]
+    format: Option<String>,
     #[serde(default)]
     environment: Option<String>,
     #[serde(default)]
@@ -100,7 +103,15 @@ pub async fn create_key(
         environment,
         expires_at,
     };
-    let key = state.store.create_api_key(&spec, now()).await?;
+    let shape = match body.format.as_deref() {
+        None => KeyShape::Warren,
+        Some(f) => KeyShape::parse(f)
+            .ok_or_else(|| ApiError::bad_request("format must be warren or e2b"))?,
+    };
+    let key = state
+        .store
+        .create_api_key_shaped(&spec, shape, now())
+        .await?;
     Ok((StatusCode::CREATED, Json(new_key_json(&key))))
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use warren_store::{KeyEnvironment, KeySpec, Role, Store};
+use warren_store::{KeyEnvironment, KeyShape, KeySpec, Role, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
@@ -28,6 +28,10 @@ pub enum KeysCommand {
         /// Days until the key stops working.
         #[arg(long)]
         expires_in_days: Option<i64>,
+        /// warren (wrn_live_…) or e2b (e2b_… + hex: for E2B SDKs that check a key's form before
+        /// sending it, e.g. the e2b 2.31 that openai-agents pins).
+        #[arg(long, default_value = "warren", value_parser = ["warren", "e2b"])]
+        format: String,
     },
     /// List keys (masked).
     List {
@@ -106,6 +110,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             role,
             env,
             expires_in_days,
+            format,
         } => {
             if tenant.starts_with("warren:") {
                 anyhow::bail!("tenant names starting with \"warren:\" are reserved for the server's own sandboxes");
@@ -118,7 +123,8 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 environment: KeyEnvironment::parse(&env).context("env")?,
                 expires_at: expires_in_days.map(|d| now() + d * 86_400),
             };
-            let key = store.create_api_key(&spec, now()).await?;
+            let shape = KeyShape::parse(&format).context("format")?;
+            let key = store.create_api_key_shaped(&spec, shape, now()).await?;
             audit(&store, &key.record.tenant, &key.record.id, "key.create").await?;
             println!(
                 "Created {} key {} ({}) for organization {}. It is shown only now; store it safely:",
