@@ -220,10 +220,10 @@ def sandbox(server):
         pass
 
 
-def new_key(server, tenant, role="admin", env="live"):
+def new_key(server, tenant, role="admin", env="live", fmt="warren"):
     """A fresh key of `tenant`, made with the CLI against the server's data dir (the operator's way)."""
     out = subprocess.run([WARREN, "keys", "create", "--data-dir", server["data_dir"], "--name", f"{tenant}-{role}",
-                          "--tenant", tenant, "--role", role, "--env", env],
+                          "--tenant", tenant, "--role", role, "--env", env, "--format", fmt],
                          capture_output=True, text=True, check=True).stdout
     return out.strip().splitlines()[-1]
 

@@ -8,7 +8,10 @@ import time
 
 import pytest
 
-from conftest import raw
+import re
+import threading
+
+from conftest import new_key, raw
 
 pytest.importorskip("e2b", reason="SKIPPED LOUDLY: the e2b SDK is not installed (scripts/test installs it)")
 
@@ -181,5 +184,62 @@ def test_file_metadata_and_watch_events_as_envd_0_6_4_reports_them(e2b_env):
                         ("m.txt", "remove")], seen
         assert events[0].entry is not None and events[0].entry.name == "m.txt", events[0]
         assert events[-1].entry is None
+    finally:
+        sb.kill()
+
+
+def test_idempotency_key_makes_one_sandbox_on_both_protocols(e2b_env):
+    key = "retry-" + os.urandom(6).hex()
+    first = Sandbox.create(template="base", idempotency_key=key, metadata={"k": key})
+    try:
+        again = Sandbox.create(template="base", idempotency_key=key, metadata={"k": key})
+        assert again.sandbox_id == first.sandbox_id
+        assert again.commands.run("echo same").stdout == "same\n"
+        # The same key with another request is a conflict, not a second sandbox.
+        r = raw(e2b_env, "POST", "/sandboxes", json={"templateID": "base", "metadata": {"k": "other"}},
+                headers={"X-API-Key": e2b_env["api_key"], "Idempotency-Key": key})
+        assert r.status_code == 409 and "Idempotency-Key" in r.json()["message"], r.text
+        found = Sandbox.list(query=SandboxQuery(metadata={"k": key})).next_items()
+        assert [s.sandbox_id for s in found] == [first.sandbox_id]
+    finally:
+        first.kill()
+    # Once its sandbox ended, the key says so.
+    r = raw(e2b_env, "POST", "/v2/sandboxes", json={"templateID": "base", "metadata": {"k": key}},
+            headers={"X-API-Key": e2b_env["api_key"], "Idempotency-Key": key})
+    assert r.status_code == 409 and "ended" in r.json()["message"], r.text
+
+    # Hopx side, with retries racing each other: one sandbox, the later answers marked replayed.
+    key = "hopx-" + os.urandom(6).hex()
+    answers = []
+
+    def create():
+        answers.append(raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base"},
+                           headers={"X-API-Key": e2b_env["api_key"], "Idempotency-Key": key}))
+    threads = [threading.Thread(target=create) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+        assert len({a.json()["id"] for a in answers}) == 1, [a.json()["id"] for a in answers]
+        assert sorted(a.headers.get("Idempotent-Replayed", "") for a in answers) == ["", "true", "true"]
+    finally:
+        raw(e2b_env, "DELETE", f"/v1/sandboxes/{answers[0].json()['id']}")
+    r = raw(e2b_env, "POST", "/v1/sandboxes", json={"template_name": "base"},
+            headers={"X-API-Key": e2b_env["api_key"], "Idempotency-Key": "has space"})
+    assert r.status_code == 400 and "Idempotency-Key" in r.json()["message"], r.text
+
+
+def test_keys_in_e2b_shape_are_accepted_by_both_protocols(e2b_env, monkeypatch):
+    key = new_key(e2b_env, "shaped", fmt="e2b")
+    # What older E2B SDKs check before they send a key (e2b 2.31's own pattern).
+    assert re.fullmatch(r"e2b_[0-9a-f]+", key), key
+    monkeypatch.setenv("E2B_API_KEY", key)
+    sb = Sandbox.create(template="base")
+    try:
+        assert sb.commands.run("echo ok").stdout == "ok\n"
+        r = raw(e2b_env, "GET", f"/v1/sandboxes/{sb.sandbox_id}", headers={"X-API-Key": key})
+        assert r.status_code == 200 and r.json()["status"] == "running"
     finally:
         sb.kill()
