@@ -151,6 +151,12 @@ mod tests {
             Some(Some("key_1".to_owned()))
         );
         assert!(!signer.verify(&tok, "bbbbbbbbbbbbbbbbbb"));
+        // A token names its sandbox (older E2B clients send it without the routing headers).
+        assert_eq!(
+            signer.verifier().sandbox_of(&tok).as_deref(),
+            Some("aaaaaaaaaaaaaaaaaa")
+        );
+        assert_eq!(signer.verifier().sandbox_of("not-a-token"), None);
         let (old, _) = signer
             .issue("aaaaaaaaaaaaaaaaaa", None, now - 2 * TOKEN_TTL_SECONDS)
             .expect("issue");
@@ -158,6 +164,7 @@ mod tests {
             !signer.verify(&old, "aaaaaaaaaaaaaaaaaa"),
             "expired token accepted"
         );
+        assert_eq!(signer.verifier().sandbox_of(&old), None);
         assert!(
             !self::signer().verify(&tok, "aaaaaaaaaaaaaaaaaa"),
             "token from another key accepted"

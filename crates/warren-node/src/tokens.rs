@@ -66,6 +66,17 @@ impl TokenVerifier {
     /// For a valid, unexpired token of `sandbox_id`: the id of the key that obtained it (if
     /// recorded). None for anything else, node-call tokens included.
     pub fn sandbox(&self, token: &str, sandbox_id: &str) -> Option<Option<String>> {
+        self.sandbox_claims(token)
+            .filter(|c| c.sub == sandbox_id)
+            .map(|c| c.kid)
+    }
+
+    /// The sandbox a valid, unexpired sandbox token is for.
+    pub fn sandbox_of(&self, token: &str) -> Option<String> {
+        self.sandbox_claims(token).map(|c| c.sub)
+    }
+
+    fn sandbox_claims(&self, token: &str) -> Option<SandboxClaims> {
         let alg = jsonwebtoken::decode_header(token).ok()?.alg;
         let key = match alg {
             Algorithm::EdDSA => &self.key,
@@ -79,8 +90,8 @@ impl TokenVerifier {
         v.validate_aud = false;
         decode::<SandboxClaims>(token, key, &v)
             .ok()
-            .filter(|d| d.claims.sub == sandbox_id && d.claims.aud.is_none())
-            .map(|d| d.claims.kid)
+            .map(|d| d.claims)
+            .filter(|c| c.aud.is_none())
     }
 
     /// Whether `token` is a valid, unexpired call token for node `node_id`.

@@ -195,7 +195,10 @@ async fn sandbox_router(
         }
         None => {
             let PublicMode::Wildcard { domain, .. } = &state.public else {
-                return next.run(req).await;
+                return match envd_call_without_routing(&state, &req) {
+                    Some(id) => to_sandbox(&state, warren_node::E2B_ENVD_PORT, id, req).await,
+                    None => next.run(req).await,
+                };
             };
             match warren_node::parse_wildcard_host(warren_node::request_host(&req), domain) {
                 Some(found) => found,
@@ -204,6 +207,19 @@ async fn sandbox_router(
         }
     };
     to_sandbox(&state, port, id, req).await
+}
+
+/// Older E2B JS SDKs (2.8 and before) send envd's HTTP calls (`/files` and the like) in the
+/// one-address setup without the `E2b-Sandbox-*` headers their Connect calls carry; the envd
+/// access token they do send names the sandbox. Only envd's own paths are taken this way.
+fn envd_call_without_routing(state: &AppState, req: &Request) -> Option<warren_core::SandboxId> {
+    let path = req.uri().path();
+    if !matches!(path, "/files" | "/envs" | "/metrics" | "/health") {
+        return None;
+    }
+    let token = req.headers().get("x-access-token")?.to_str().ok()?;
+    let id = state.tokens.verifier().sandbox_of(token)?;
+    warren_core::SandboxId::parse(&id).ok()
 }
 
 /// Hands a request to port `port` of sandbox `id`: this machine's proxy, or the node that runs it.
