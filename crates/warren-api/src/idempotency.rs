@@ -4,12 +4,12 @@
 //! another control plane (PostgreSQL) agree too; a retry that arrives while the first request is
 //! still making its sandbox waits for it.
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use warren_store::{KeyClaim, SandboxRecord};
-use warren_wire::control::CreateSandboxRequest;
 
 use crate::auth::Caller;
 use crate::clock::now;
@@ -37,21 +37,18 @@ pub fn key_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
-/// Creates the sandbox `req` asks for once per key: the record, and whether it was made by an
-/// earlier request with the same key.
+/// Runs `create` (the create this request asks for) once per key: the record, and whether it
+/// was made by an earlier request with the same key.
 pub async fn create_once(
     state: &AppState,
     caller: &Caller,
     key: Option<&str>,
     path: &str,
     body: &[u8],
-    req: CreateSandboxRequest,
+    create: impl Future<Output = ApiResult<SandboxRecord>>,
 ) -> ApiResult<(SandboxRecord, bool)> {
     let Some(key) = key else {
-        return Ok((
-            crate::routes::sandboxes::create_detached(state, caller, req).await?,
-            false,
-        ));
+        return Ok((create.await?, false));
     };
     let digest = hex::encode(
         Sha256::new()
@@ -68,7 +65,7 @@ pub async fn create_once(
             .await?
         {
             KeyClaim::Claimed => {
-                return match crate::routes::sandboxes::create_detached(state, caller, req).await {
+                return match create.await {
                     Ok(record) => {
                         store
                             .finish_idempotency_key(&caller.tenant, key, record.id.as_str())
@@ -121,4 +118,15 @@ pub async fn create_once(
             }
         }
     }
+}
+
+/// Marks the answer to a retried create (`Idempotent-Replayed: true`), as idempotent APIs do.
+pub fn replayed_if(replayed: bool, mut res: axum::response::Response) -> axum::response::Response {
+    if replayed {
+        res.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    res
 }

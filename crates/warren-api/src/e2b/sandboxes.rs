@@ -144,11 +144,17 @@ pub async fn create(
         auto_resume: req.auto_resume.map(|r| r.enabled),
         ..Default::default()
     };
-    let (record, replayed) =
-        crate::idempotency::create_once(&state, &caller, key.as_deref(), uri.path(), &body, create)
-            .await?;
+    let (record, replayed) = crate::idempotency::create_once(
+        &state,
+        &caller,
+        key.as_deref(),
+        uri.path(),
+        &body,
+        crate::routes::sandboxes::create_detached(&state, &caller, create),
+    )
+    .await?;
     let res = (StatusCode::CREATED, Json(issued(&state, &caller, &record)?)).into_response();
-    Ok(crate::routes::sandboxes::replayed_if(replayed, res))
+    Ok(crate::idempotency::replayed_if(replayed, res))
 }
 
 /// `GET /v2/sandboxes` (and `GET /sandboxes`, which takes `metadata` only): E2B's parameters,

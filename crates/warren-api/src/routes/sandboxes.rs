@@ -142,14 +142,12 @@ pub async fn create(
             key.as_deref(),
             "/v1/sandboxes",
             &body,
-            req,
+            create_detached(&state, &caller, req),
         )
         .await?;
         let wire = with_token(&state, &caller, &record, Some(&rid))?;
-        return Ok(replayed_if(
-            replayed,
-            (StatusCode::CREATED, Json(wire)).into_response(),
-        ));
+        let res = (StatusCode::CREATED, Json(wire)).into_response();
+        return Ok(crate::idempotency::replayed_if(replayed, res));
     }
     if key.is_some() {
         return Err(ApiError::bad_request(
@@ -181,20 +179,6 @@ pub async fn create(
         sandboxes.push(with_token(&state, &caller, record, Some(&rid))?);
     }
     Ok((StatusCode::CREATED, Json(json!({ "sandboxes": sandboxes }))).into_response())
-}
-
-/// Marks the answer to a retried create (`Idempotent-Replayed: true`), as idempotent APIs do.
-pub(crate) fn replayed_if(
-    replayed: bool,
-    mut res: axum::response::Response,
-) -> axum::response::Response {
-    if replayed {
-        res.headers_mut().insert(
-            "idempotent-replayed",
-            axum::http::HeaderValue::from_static("true"),
-        );
-    }
-    res
 }
 
 /// Most sandboxes one create may ask for (`count`).
