@@ -130,6 +130,8 @@ def test_templates_carry_git_and_curl_and_the_user_owns_its_workspace(e2b_env):
     try:
         out = sb.commands.run("git --version && curl --version | head -1").stdout
         assert "git version" in out and "curl" in out, out
+        # `localhost` resolves (debootstrap writes no /etc/hosts; servers and proxies dial it).
+        assert "127.0.0.1" in sb.commands.run("getent ahostsv4 localhost").stdout
         # E2B's commands run as `user`: it can create files in the workspace agents are pointed at.
         sb.commands.run("echo mine > /workspace/by-user && stat -c %U /workspace /workspace/by-user")
         owners = sb.commands.run("stat -c %U /workspace /workspace/by-user").stdout.split()

@@ -1,10 +1,13 @@
 // Opens the desktop's VNC viewer URL (VIEWER_URL, as the API returned it) in Debian's headless
 // Chromium through playwright-core, waits until noVNC has connected and drawn, and checks the
-// screenshot (SHOT) is not blank.
+// screenshot (SHOT) is not blank. HOST_RULES (optional) is Chromium's --host-resolver-rules, for
+// URLs under a domain the test's DNS does not know.
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox"] });
+const args = ["--no-sandbox"];
+if (process.env.HOST_RULES) args.push(`--host-resolver-rules=${process.env.HOST_RULES}`);
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args });
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   await page.goto(process.env.VIEWER_URL);

@@ -112,6 +112,7 @@ pub(crate) async fn build(
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(fs_root.join("workspace"))?;
         write_files(&fs_root, files)?;
+        name_localhost(&fs_root)?;
         allow_pip_install(&fs_root)?;
         add_user_account(&fs_root)?;
         shift_ownership(&fs_root)
@@ -246,6 +247,21 @@ fn write_files(root: &Path, files: &[(&str, &str, u32)]) -> std::io::Result<()> 
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
     }
     Ok(())
+}
+
+/// debootstrap writes no /etc/hosts (Docker and the vendors' VMs provide one at run time), so
+/// `localhost` would not resolve in a sandbox: noVNC's proxy, database clients and test servers
+/// all dial it by name.
+fn name_localhost(root: &Path) -> std::io::Result<()> {
+    let hosts = root.join("etc/hosts");
+    let text = std::fs::read_to_string(&hosts).unwrap_or_default();
+    if text.split_whitespace().any(|w| w == "localhost") {
+        return Ok(());
+    }
+    std::fs::write(
+        &hosts,
+        format!("{text}127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+    )
 }
 
 fn allow_pip_install(root: &Path) -> std::io::Result<()> {

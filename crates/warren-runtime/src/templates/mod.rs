@@ -80,8 +80,9 @@ pub fn recipe_hash(r: &Recipe) -> String {
     }
     h.update(format!("shift={}", crate::namespaces::ID_BASE));
     // Bumped when the build itself changes (v2: pip may install into the system's Python; v3:
-    // the `user` account E2B's clients expect).
-    h.update(b"build=v3");
+    // the `user` account E2B's clients expect; v4: /etc/hosts names localhost, /workspace
+    // belongs to `user`).
+    h.update(b"build=v4");
     hex::encode(h.finalize())
 }
 

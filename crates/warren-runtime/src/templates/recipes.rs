@@ -68,7 +68,32 @@ const DESKTOP_PACKAGES: &[&str] = &[
     "tesseract-ocr",
     "tesseract-ocr-eng",
     "fonts-dejavu-core",
+    // What E2B's desktop SDK (e2b-desktop, @e2b/desktop) drives on the same template: its own X
+    // server on :0 (Xvfb, checked with xdpyinfo), an Xfce session, x11vnc behind noVNC's
+    // proxy for its stream, scrot for screenshots, xdg-open and gtk-launch for `open`/`launch`.
+    "xvfb",
+    "xauth",
+    "xfce4",
+    "xfce4-terminal",
+    "dbus-x11",
+    "x11vnc",
+    "scrot",
+    "xdg-utils",
+    "libgtk-3-bin",
 ];
+
+/// E2B's desktop SDK runs noVNC from `/opt/noVNC` (where E2B's image keeps it):
+/// `cd /opt/noVNC/utils && ./novnc_proxy … --web /opt/noVNC`. Debian's is in /usr/share/novnc.
+const E2B_NOVNC_PROXY_PATH: &str = "/opt/noVNC/utils/novnc_proxy";
+const E2B_NOVNC_PROXY: &str = r##"#!/bin/sh
+# noVNC's proxy at the path E2B's desktop SDK runs it from; the web root is Debian's.
+for a in "$@"; do
+  case "$a" in /opt/noVNC*) a="/usr/share/novnc${a#/opt/noVNC}" ;; esac
+  set -- "$@" "$a"
+  shift
+done
+exec /usr/share/novnc/utils/novnc_proxy "$@"
+"##;
 
 /// The desktop's start command (see `DESKTOP_START`).
 const DESKTOP_START_PATH: &str = "/usr/local/bin/warren-desktop";
@@ -142,7 +167,7 @@ pub fn builtin_recipes() -> Vec<Recipe> {
             id: "3",
             name: "desktop",
             display_name: "Desktop",
-            description: "A graphical desktop on display :1 (VNC, window manager, xterm, Firefox) with the code-interpreter's Python, Node.js and Go, for computer-use agents",
+            description: "A graphical desktop on display :1 (VNC, window manager, xterm, Firefox) with the code-interpreter's Python, Node.js and Go, for computer-use agents; also what E2B's desktop SDK drives (Xvfb on :0, Xfce, x11vnc, noVNC)",
             category: "desktop",
             language: "python",
             resources: Resources {
@@ -152,7 +177,10 @@ pub fn builtin_recipes() -> Vec<Recipe> {
             },
             suite: "bookworm",
             packages: [CODE_INTERPRETER_PACKAGES, DESKTOP_PACKAGES].concat(),
-            files: &[(DESKTOP_START_PATH, DESKTOP_START, 0o755)],
+            files: &[
+                (DESKTOP_START_PATH, DESKTOP_START, 0o755),
+                (E2B_NOVNC_PROXY_PATH, E2B_NOVNC_PROXY, 0o755),
+            ],
             start_cmd: Some(DESKTOP_START_PATH),
             // Written once the X server and the window manager are up and the panel started:
             // windows opened from then on are managed.
