@@ -167,7 +167,9 @@ pub fn builtin_recipes() -> Vec<Recipe> {
             id: "3",
             name: "desktop",
             display_name: "Desktop",
-            description: "A graphical desktop on display :1 (VNC, window manager, xterm, Firefox) with the code-interpreter's Python, Node.js and Go, for computer-use agents; also what E2B's desktop SDK drives (Xvfb on :0, Xfce, x11vnc, noVNC)",
+            // Short: the hopx CLI's JSON output breaks lines longer than its console (a long
+            // description put a line break inside a JSON string).
+            description: "A graphical desktop on display :1 (VNC, window manager, xterm, Firefox) with the code-interpreter's Python, Node.js and Go, for computer-use agents",
             category: "desktop",
             language: "python",
             resources: Resources {
