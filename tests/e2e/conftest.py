@@ -239,6 +239,16 @@ def raw(server, method, path, **kw):
     return requests.request(method, server["base_url"] + path, headers=headers, timeout=120, **kw)
 
 
+def wait_for_status(server, sid, status, tries=100):
+    """The sandbox's Hopx status once it is `status` (polled every 0.1 s), or the last one seen."""
+    for _ in range(tries):
+        state = raw(server, "GET", f"/v1/sandboxes/{sid}").json()["status"]
+        if state == status:
+            break
+        time.sleep(0.1)
+    return state
+
+
 @pytest.fixture
 def e2b_env(server, monkeypatch):
     """The E2B SDKs pointed at the suite's server (one address for API and sandboxes)."""

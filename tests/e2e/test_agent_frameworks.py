@@ -9,17 +9,17 @@ import subprocess
 import pytest
 
 from conftest import ROOT, WILDCARD_DOMAIN, new_key
+from test_sdk_matrix import install_dir
+from entries import VERSIONS  # noqa: E402 (tests/matrix, put on the path by test_sdk_matrix)
 
 pytestmark = pytest.mark.wildcard
 
-INSTALLED = os.environ.get("WARREN_MATRIX_DIR",
-                           os.path.join(os.environ.get("WARREN_CACHE_DIR", "/var/cache/warren"), "ci", "matrix"))
-OPENAI_AGENTS = os.path.join(INSTALLED, "py-openai-agents-0.24.0")
+OPENAI_AGENTS = install_dir("python", next(e for e in VERSIONS["frameworks"] if e["package"] == "openai-agents[e2b]"))
 
 
 def test_openai_agents_e2b_sandbox_client_runs_without_a_model(server):
     if not os.path.exists(os.path.join(OPENAI_AGENTS, ".complete")):
-        pytest.skip("SKIPPED LOUDLY: openai-agents[e2b] 0.24.0 is not installed (tests/matrix/install)")
+        pytest.skip(f"SKIPPED LOUDLY: openai-agents[e2b] is not installed in {OPENAI_AGENTS} (tests/matrix/install)")
     env = dict(os.environ)
     env.update({
         "E2B_API_URL": server["base_url"], "E2B_SANDBOX_URL": server["base_url"],

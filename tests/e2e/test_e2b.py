@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import new_key, raw
+from conftest import new_key, raw, wait_for_status
 
 pytest.importorskip("e2b", reason="SKIPPED LOUDLY: the e2b SDK is not installed (scripts/test installs it)")
 
@@ -441,12 +441,7 @@ def test_auto_pause_at_the_timeout_then_connect_resumes(e2b_env):
         sb.commands.run("echo survived > /tmp/kept")
         detail = raw(e2b_env, "GET", f"/sandboxes/{sb.sandbox_id}").json()
         assert detail["lifecycle"]["onTimeout"] == "pause", detail
-        for _ in range(100):
-            state = raw(e2b_env, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["status"]
-            if state == "paused":
-                break
-            time.sleep(0.1)
-        assert state == "paused"
+        assert wait_for_status(e2b_env, sb.sandbox_id, "paused") == "paused"
         # Paused, it has no timeout left: it waits to be resumed.
         time.sleep(3)
         assert raw(e2b_env, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["status"] == "paused"

@@ -11,7 +11,7 @@ import pytest
 import re
 import threading
 
-from conftest import new_key, raw
+from conftest import new_key, raw, wait_for_status
 
 pytest.importorskip("e2b", reason="SKIPPED LOUDLY: the e2b SDK is not installed (scripts/test installs it)")
 
@@ -111,12 +111,7 @@ def test_auto_resume_wakes_a_sandbox_paused_at_its_timeout(e2b_env):
         sb.commands.run("echo survived > /tmp/kept")
         detail = raw(e2b_env, "GET", f"/sandboxes/{sb.sandbox_id}").json()
         assert detail["lifecycle"] == {"autoResume": True, "onTimeout": "pause"}, detail
-        for _ in range(100):
-            state = raw(e2b_env, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["status"]
-            if state == "paused":
-                break
-            time.sleep(0.1)
-        assert state == "paused"
+        assert wait_for_status(e2b_env, sb.sandbox_id, "paused") == "paused"
         # The next request to it (no connect) resumes it, with its state and its own timeout.
         assert sb.commands.run("cat /tmp/kept").stdout == "survived\n"
         rec = raw(e2b_env, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()

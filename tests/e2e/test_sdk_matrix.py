@@ -7,22 +7,24 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from conftest import ROOT, new_key
 
 MATRIX = os.path.join(ROOT, "tests", "matrix")
-VERSIONS = json.load(open(os.path.join(MATRIX, "versions.json")))
+sys.path.insert(0, MATRIX)
+from entries import install_dir_name, sdk_releases  # noqa: E402
+
 INSTALLED = os.environ.get("WARREN_MATRIX_DIR",
                            os.path.join(os.environ.get("WARREN_CACHE_DIR", "/var/cache/warren"), "ci", "matrix"))
-ENTRIES = [(lang, e) for lang in ("python", "js") for e in VERSIONS[lang]]
+ENTRIES = sdk_releases()
 DOC = os.path.join(ROOT, "docs", "compatibility.md")
 
 
 def install_dir(lang, entry):
-    tag = entry["package"].replace("@", "").replace("/", "-")
-    return os.path.join(INSTALLED, f"{'py' if lang == 'python' else 'js'}-{tag}-{entry['version']}")
+    return os.path.join(INSTALLED, install_dir_name(lang, entry))
 
 
 @pytest.fixture(scope="module")

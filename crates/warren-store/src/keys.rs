@@ -87,7 +87,7 @@ impl KeyShape {
 
     /// The shape of a key whose listing prefix is `prefix`.
     fn of_prefix(prefix: &str) -> Self {
-        if prefix.starts_with("e2b_") {
+        if prefix.starts_with(Self::E2b.label(KeyEnvironment::Live)) {
             Self::E2b
         } else {
             Self::Warren
@@ -152,7 +152,12 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 const SHOWN_RANDOM: usize = 4;
 
 fn shown_prefix(secret: &str) -> String {
-    let label = ["wrn_live_", "wrn_test_", "e2b_"]
+    let labels = [
+        KeyShape::Warren.label(KeyEnvironment::Live),
+        KeyShape::Warren.label(KeyEnvironment::Test),
+        KeyShape::E2b.label(KeyEnvironment::Live),
+    ];
+    let label = labels
         .iter()
         .find(|l| secret.starts_with(**l))
         .map_or(0, |l| l.len());

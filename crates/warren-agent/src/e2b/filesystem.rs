@@ -110,12 +110,9 @@ struct PathReq {
     #[serde(default)]
     recursive: Option<bool>,
     /// Watches: each event carries the entry's `EntryInfo` when it can be stat-ed.
+    /// (`allowNetworkMounts` needs no field: inotify is asked for any mount either way.)
     #[serde(default, alias = "include_entry", rename = "includeEntry")]
     include_entry: bool,
-    /// Watches on network mounts: allowed either way here (inotify is asked for any mount, and
-    /// what it reports is reported).
-    #[serde(default, alias = "allow_network_mounts", rename = "allowNetworkMounts")]
-    _allow_network_mounts: bool,
 }
 
 async fn request(headers: &HeaderMap, body: Body) -> Result<(PathReq, User, PathBuf), RpcError> {

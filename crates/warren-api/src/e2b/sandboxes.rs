@@ -221,11 +221,10 @@ impl ListFilter {
     fn keeps(&self, r: &SandboxRecord) -> bool {
         has_metadata(r, &self.metadata)
             && self.started_after.is_none_or(|t| r.created_at >= t)
-            && self.template.as_deref().is_none_or(|t| {
-                r.template_id == t
-                    || r.template_name == t
-                    || r.template_name == template_name(Some(t))
-            })
+            && self
+                .template
+                .as_deref()
+                .is_none_or(|t| r.template_id == t || r.template_name == template_name(Some(t)))
     }
 }
 
