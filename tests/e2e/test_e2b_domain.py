@@ -93,8 +93,17 @@ def domain_env(domain_server, monkeypatch):
     return domain_server
 
 
-# Run in a fresh interpreter: the Python SDK's resolver (hickory, in Rust) reads /etc/hosts once,
-# when its first client is made, so the sandbox's hosts must exist before that.
+# Each step runs in a fresh interpreter: the Python SDK (e2b >= 2.6x) keeps one Rust HTTP
+# transport per process, whose trust roots (SSL_CERT_FILE) and resolver (hickory, /etc/hosts) are
+# read once, when the first client is made. Earlier tests of this session made one without
+# Warren's CA, and the sandbox's hosts must exist before the step that uses them starts.
+CREATE_BY_DOMAIN = r"""
+from e2b_code_interpreter import Sandbox as CodeSandbox
+sb = CodeSandbox.create()
+assert sb.get_info().sandbox_id == sb.sandbox_id
+print(sb.sandbox_id)
+"""
+
 USE_BY_DOMAIN = r"""
 import sys, time, requests
 from e2b import Sandbox
@@ -116,23 +125,28 @@ for _ in range(50):
     time.sleep(0.1)
 assert r.text == "domain", r.text
 assert sb.sandbox_id in [s.sandbox_id for s in Sandbox.list().next_items()]
+Sandbox.kill(sb.sandbox_id)
 print("domain ok")
 """
 
 
-def test_python_sdks_over_https_wildcard_hosts(domain_env):
+def run_python(script, *args):
     import sys
-    from e2b_code_interpreter import Sandbox as CodeSandbox
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                       timeout=180, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
 
-    sb = CodeSandbox.create()
+
+def test_python_sdks_over_https_wildcard_hosts(domain_env):
+    sid = run_python(CREATE_BY_DOMAIN).strip().splitlines()[-1]
     try:
-        assert sb.get_info().sandbox_id == sb.sandbox_id
-        add_hosts(*sandbox_hosts(sb.sandbox_id))
-        r = subprocess.run([sys.executable, "-c", USE_BY_DOMAIN, sb.sandbox_id], capture_output=True,
-                           text=True, timeout=180, env=dict(os.environ))
-        assert r.returncode == 0 and "domain ok" in r.stdout, r.stdout + r.stderr
+        add_hosts(*sandbox_hosts(sid))
+        assert "domain ok" in run_python(USE_BY_DOMAIN, sid)
     finally:
-        sb.kill()
+        # Gone already when the script got to its end; 404 then.
+        requests.delete(f"https://api.{DOMAIN}/sandboxes/{sid}", headers={"X-API-Key": API_KEY},
+                        verify=domain_env["ca"], timeout=30)
     # The Python SDK offers HTTP/2 over TLS; envd's streams were served over it.
     log = open(domain_env["log"]).read()
     assert any("process.Process/Start" in l and "HTTP/2.0" in l for l in log.splitlines()), log[-3000:]
