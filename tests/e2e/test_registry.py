@@ -75,10 +75,13 @@ def tar_gz(files):
     return gzip.compress(raw_tar.getvalue(), mtime=0), raw_tar.getvalue()
 
 
-def host_binaries_layer():
+MINI_USERLAND = ["/bin/bash", "/bin/cat", "/bin/ls", "/bin/echo", "/usr/bin/env"]
+
+
+def host_binaries_layer(exes=MINI_USERLAND):
     """A tiny runnable userland from the host: bash, coreutils it needs, their libraries."""
     files = {"bin": None, "etc": None, "tmp": None}
-    for exe in ["/bin/bash", "/bin/cat", "/bin/ls", "/bin/echo", "/usr/bin/env"]:
+    for exe in exes:
         real = os.path.realpath(exe)
         files[exe.lstrip("/")] = open(real, "rb").read()
         libs = subprocess.run(["ldd", real], capture_output=True, text=True).stdout
@@ -100,7 +103,7 @@ def host_binaries_layer():
     return dict(sorted(files.items()))
 
 
-def push(registry, repo, tag, auth=None):
+def push(registry, repo, tag, auth=None, first_layer=None):
     s = requests.Session()
     if auth:
         s.auth = auth
@@ -118,7 +121,7 @@ def push(registry, repo, tag, auth=None):
         return digest
 
     layers, diff_ids = [], []
-    for files in [host_binaries_layer(),
+    for files in [first_layer or host_binaries_layer(),
                   {"etc": None, "etc/layer2.txt": b"from layer two\n", "etc/.wh.removed-by-layer2.txt": b"", "data": None}]:
         gz, plain = tar_gz(files)
         layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(gz), "size": len(gz)})

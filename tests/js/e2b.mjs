@@ -3,7 +3,9 @@
 // Usage: node e2b.mjs E1. Exits non-zero on the first failed assertion.
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import { Sandbox, CommandExitError, NotFoundError, FilesystemEventType } from "e2b";
+import { Sandbox, CommandExitError, NotFoundError, FilesystemEventType, Template, waitForPort } from "e2b";
+import os from "node:os";
+import path from "node:path";
 import { Sandbox as CodeSandbox } from "@e2b/code-interpreter";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -117,6 +119,37 @@ const scenarios = {
       assert.equal(isolated.error.name, "NameError");
     } finally {
       await sbx.kill();
+    }
+  },
+  // The template builder: COPY by hash upload, RUN as the default user and as root, ENV, WORKDIR,
+  // a start command with a ready check; then a sandbox of it.
+  async T1() {
+    const ctx = fs.mkdtempSync(path.join(os.tmpdir(), "e2b-js-tpl-"));
+    fs.writeFileSync(path.join(ctx, "hello.txt"), "from js\n");
+    const name = `e2b-js-${Math.random().toString(36).slice(2, 10)}`;
+    const template = Template({ fileContextPath: ctx })
+      .fromTemplate("base")
+      .copy("hello.txt", "/home/user/hello.txt")
+      .setEnvs({ JS_GREETING: "hi-js" })
+      .runCmd("whoami > /home/user/who.txt")
+      .runCmd("id -un > /opt/root-who", { user: "root" })
+      .setWorkdir("/home/user/work")
+      .setStartCmd("python3 -m http.server 8124", waitForPort(8124));
+    const logs = [];
+    const info = await Template.build(template, name, { onBuildLogs: (e) => logs.push(e.message) });
+    assert.ok(info.templateId);
+    assert.ok(logs.some((m) => m.includes("RUN")), logs.join("\n"));
+    assert.ok(await Template.exists(name));
+    const sbx = await Sandbox.create(name);
+    try {
+      assert.equal(await sbx.files.read("/home/user/hello.txt"), "from js\n");
+      assert.equal(await sbx.files.read("/home/user/who.txt"), "user\n");
+      assert.equal(await sbx.files.read("/opt/root-who"), "root\n");
+      assert.equal((await sbx.commands.run("echo $JS_GREETING; pwd")).stdout, "hi-js\n/home/user/work\n");
+      assert.ok((await sbx.commands.run("curl -s http://127.0.0.1:8124/")).stdout.includes("Directory listing"));
+    } finally {
+      await sbx.kill();
+      fs.rmSync(ctx, { recursive: true, force: true });
     }
   },
 };

@@ -55,11 +55,7 @@ pub async fn purge_forever(store: Store, retention: Duration) {
     }
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::clock::now_ms;
 
 /// A mutating control-plane action, as its route declares it (`routes::audited`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

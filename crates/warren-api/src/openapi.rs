@@ -95,7 +95,8 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         e2b_create, e2b_list_v1, e2b_list_v2, e2b_get, e2b_kill, e2b_set_timeout, e2b_refresh,
         e2b_connect, e2b_pause, e2b_resume, e2b_metrics, e2b_logs, e2b_snapshots, e2b_fork,
         e2b_list_snapshots, e2b_delete_template, e2b_network, e2b_secret_create, e2b_secret_list,
-        e2b_secret_get, e2b_secret_update, e2b_secret_delete,
+        e2b_secret_get, e2b_secret_update, e2b_secret_delete, e2b_build_request,
+        e2b_build_file, e2b_build_trigger, e2b_build_status, e2b_template_alias,
         mcp_post, mcp_get, mcp_delete,
     ),
     components(schemas(
@@ -706,6 +707,56 @@ fn e2b_secret_update() {}
         (status = 404, description = "No such secret", body = E2bError)))]
 #[allow(dead_code)]
 fn e2b_secret_delete() {}
+
+/// Ask for a template build (E2B's `Template.build`): `{name, cpuCount, memoryMB,
+/// minFreeDiskMb}`; the caller's own template of that name is rebuilt. Tags other than
+/// `default` are refused.
+#[utoipa::path(post, path = "/v3/templates", tag = "e2b",
+    responses((status = 202, description = "`{templateID, buildID, public, names, tags, aliases}`"),
+        (status = 409, description = "A built-in name, or a build in progress", body = E2bError),
+        (status = "4XX", description = "Bad input", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_build_request() {}
+
+/// Where to upload a COPY step's context (a tar, gzipped or not, PUT without credentials).
+#[utoipa::path(get, path = "/templates/{id}/files/{hash}", tag = "e2b",
+    params(("id" = String, Path, description = "Template id of a requested build"),
+        ("hash" = String, Path, description = "The SDK's hash of the files (hex)")),
+    responses((status = 201, description = "`{present: false, url}`"),
+        (status = 404, description = "No build of the template was asked for", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_build_file() {}
+
+/// Start a requested build with its steps (`fromImage` or `fromTemplate`, `steps`, `force`,
+/// `startCmd`, `readyCmd`, `fromImageRegistry`); it runs in the background.
+#[utoipa::path(post, path = "/v2/templates/{id}/builds/{build}", tag = "e2b",
+    params(("id" = String, Path, description = "Template id"),
+        ("build" = String, Path, description = "Build id")),
+    responses((status = 202, description = "Started"),
+        (status = 404, description = "No such requested build", body = E2bError),
+        (status = "4XX", description = "Bad steps or base", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_build_trigger() {}
+
+/// A build's status and its log entries from `logsOffset` (at most 100 per answer).
+#[utoipa::path(get, path = "/templates/{id}/builds/{build}/status", tag = "e2b",
+    params(("id" = String, Path, description = "Template id"),
+        ("build" = String, Path, description = "Build id"),
+        ("logsOffset" = Option<u32>, Query, description = "Entries already read"),
+        ("limit" = Option<u32>, Query, description = "Most entries to return (100)"),
+        ("level" = Option<String>, Query, description = "Lowest level: debug, info, warn, error")),
+    responses((status = 200, description = "`{templateID, buildID, status, logEntries, logs, reason?}`"),
+        (status = 404, description = "No such build", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_build_status() {}
+
+/// Whether a template name (or E2B's name of a built-in one) is a template the caller can use.
+#[utoipa::path(get, path = "/templates/aliases/{alias}", tag = "e2b",
+    params(("alias" = String, Path, description = "Template name")),
+    responses((status = 200, description = "`{templateID, public}`"),
+        (status = 404, description = "No such template", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_template_alias() {}
 
 // ---------- MCP ----------
 

@@ -5,6 +5,7 @@
 //! sandboxes' id range so root inside a sandbox owns what root owned in the image.
 
 use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -208,34 +209,36 @@ fn unpack_image_layer_shifted(
 /// goes to `dest/<name>` when `dest` ends in `/` or there are several sources, else to `dest`.
 /// Owned by `owner` (uid, gid inside the sandbox; root by default), in the canonical id range of
 /// layers.
-pub fn unpack_copy(
-    reader: impl Read,
-    dir: &Path,
-    sources: &[String],
-    dest: &str,
-    owner: (u32, u32),
-    mode: Option<u32>,
-) -> Result<usize, LayerError> {
-    unpack_copy_shifted(
-        reader,
-        dir,
-        sources,
-        dest,
-        owner,
-        mode,
-        crate::namespaces::ID_BASE,
-    )
+pub fn unpack_copy(reader: impl Read, dir: &Path, plan: &CopyPlan) -> Result<usize, LayerError> {
+    unpack_copy_shifted(reader, dir, plan, crate::namespaces::ID_BASE)
+}
+
+/// What a COPY step places where.
+pub struct CopyPlan<'a> {
+    pub sources: &'a [String],
+    pub dest: &'a str,
+    /// uid, gid inside the sandbox.
+    pub owner: (u32, u32),
+    pub mode: Option<u32>,
+    /// The layers the new one goes on (topmost first): a destination parent the layer must hold
+    /// takes its owner and mode from there, or it would hide them (an overlay's upper directory
+    /// wins), e.g. leave `/home/user` owned by root after a COPY into it.
+    pub lower: &'a [PathBuf],
 }
 
 fn unpack_copy_shifted(
     reader: impl Read,
     dir: &Path,
-    sources: &[String],
-    dest: &str,
-    owner: (u32, u32),
-    mode: Option<u32>,
+    plan: &CopyPlan,
     id_base: u32,
 ) -> Result<usize, LayerError> {
+    let CopyPlan {
+        sources,
+        dest,
+        owner,
+        mode,
+        lower,
+    } = *plan;
     let dest_rel = safe_relative(Path::new(dest.trim_start_matches('/')))
         .ok_or_else(|| LayerError::Invalid(format!("invalid COPY destination {dest}")))?;
     let into_dir = dest.ends_with('/') || sources.len() > 1;
@@ -250,14 +253,35 @@ fn unpack_copy_shifted(
         std::os::unix::fs::lchown(p, Some(id_base + owner.0), Some(id_base + owner.1))
             .map_err(io(format!("chown {}", p.display())))
     };
-    // The destination's parents exist in the layer, owned like the rest of the image (root).
-    let mut built = dir.to_path_buf();
-    for c in dest_rel.components() {
-        built.push(c);
-        if !built.exists() {
-            std::fs::create_dir(&built).map_err(io("create COPY destination"))?;
-            std::os::unix::fs::lchown(&built, Some(id_base), Some(id_base))
-                .map_err(io("chown COPY destination"))?;
+    // The destination's parents exist in the layer, owned as in the layers below (stored there
+    // already shifted), else like the rest of the image (root).
+    // The destination itself only when things go into it: `COPY file /opt/tool.sh` makes a file.
+    let count = dest_rel.components().count();
+    let parents = if into_dir {
+        count
+    } else {
+        count.saturating_sub(1)
+    };
+    let mut rel = PathBuf::new();
+    for c in dest_rel.components().take(parents) {
+        rel.push(c);
+        let built = dir.join(&rel);
+        if built.exists() {
+            continue;
+        }
+        std::fs::create_dir(&built).map_err(io("create COPY destination"))?;
+        let below = lower
+            .iter()
+            .find_map(|l| std::fs::symlink_metadata(l.join(&rel)).ok())
+            .filter(|m| m.is_dir());
+        let (uid, gid) = below
+            .as_ref()
+            .map_or((id_base, id_base), |m| (m.uid(), m.gid()));
+        std::os::unix::fs::lchown(&built, Some(uid), Some(gid))
+            .map_err(io("chown COPY destination"))?;
+        if let Some(m) = below {
+            std::fs::set_permissions(&built, std::fs::Permissions::from_mode(m.mode() & 0o7777))
+                .map_err(io("chmod COPY destination"))?;
         }
     }
     let mut archive = tar::Archive::new(maybe_gunzip(reader)?);
@@ -304,7 +328,6 @@ fn unpack_copy_shifted(
         }
         if let Some(m) = mode {
             if !entry.header().entry_type().is_symlink() {
-                use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(m))
                     .map_err(io("chmod COPY target"))?;
             }
@@ -362,6 +385,16 @@ mod tests {
         b.into_inner().expect("tar")
     }
 
+    fn plan<'a>(sources: &'a [String], dest: &'a str, mode: Option<u32>) -> CopyPlan<'a> {
+        CopyPlan {
+            sources,
+            dest,
+            owner: (0, 0),
+            mode,
+            lower: &[],
+        }
+    }
+
     #[test]
     fn copy_places_directory_contents_and_files_like_a_dockerfile() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -375,10 +408,7 @@ mod tests {
         let n = unpack_copy_shifted(
             &ctx[..],
             dir.path(),
-            &["app/".into()],
-            "/srv/app",
-            (0, 0),
-            None,
+            &plan(&["app/".into()], "/srv/app", None),
             id,
         )
         .expect("copy dir");
@@ -392,14 +422,20 @@ mod tests {
         unpack_copy_shifted(
             &ctx[..],
             dir.path(),
-            &["req.txt".into()],
-            "/etc/",
-            (0, 0),
-            Some(0o600),
+            &plan(&["req.txt".into()], "/etc/", Some(0o600)),
             id,
         )
         .expect("copy file");
         assert!(dir.path().join("etc/req.txt").exists());
+        // A file to a path not ending in `/` becomes that file.
+        unpack_copy_shifted(
+            &ctx[..],
+            dir.path(),
+            &plan(&["req.txt".into()], "/opt/tool.sh", None),
+            id,
+        )
+        .expect("copy file to a file path");
+        assert!(dir.path().join("opt/tool.sh").is_file());
         // The tar crate refuses to write `..`; a hostile client's archive can hold it anyway.
         let mut h = tar::Header::new_old();
         h.as_old_mut().name[..12].copy_from_slice(b"../../escape");
@@ -410,8 +446,33 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         b.append(&h, &b"x"[..]).expect("append");
         let evil = b.into_inner().expect("tar");
-        unpack_copy_shifted(&evil[..], dir.path(), &[".".into()], "/x", (0, 0), None, id)
+        unpack_copy_shifted(&evil[..], dir.path(), &plan(&[".".into()], "/x", None), id)
             .expect("skip");
         assert!(!dir.path().join("../escape").exists());
+    }
+
+    #[test]
+    fn copy_keeps_the_owner_and_mode_of_parents_from_the_layers_below() {
+        let lower = tempfile::tempdir().expect("tmp");
+        let home = lower.path().join("home/user");
+        std::fs::create_dir_all(&home).expect("home");
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+        let upper = tempfile::tempdir().expect("tmp");
+        let ctx = tarball(&[("a.txt", Some(b"a"))]);
+        let id = nix::unistd::getuid().as_raw();
+        let sources = ["a.txt".to_string()];
+        let layers = [lower.path().to_path_buf()];
+        let plan = CopyPlan {
+            sources: &sources,
+            dest: "/home/user/",
+            owner: (0, 0),
+            mode: None,
+            lower: &layers,
+        };
+        unpack_copy_shifted(&ctx[..], upper.path(), &plan, id).expect("copy");
+        let made = std::fs::metadata(upper.path().join("home/user")).expect("made");
+        assert_eq!(made.mode() & 0o7777, 0o750);
+        assert_eq!(made.uid(), std::fs::metadata(&home).expect("lower").uid());
+        assert!(upper.path().join("home/user/a.txt").exists());
     }
 }

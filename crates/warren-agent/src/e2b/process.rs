@@ -269,8 +269,11 @@ fn spawn(
     }
     let workdir = match config.cwd.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => user.resolve(c),
-        None if user.home.is_dir() => user.home.clone(),
-        None => "/".into(),
+        None => match crate::routes::template_workdir().filter(|d| d.is_dir()) {
+            Some(dir) => dir,
+            None if user.home.is_dir() => user.home.clone(),
+            None => "/".into(),
+        },
     };
     if !workdir.is_dir() {
         return Err(RpcError::invalid(format!(

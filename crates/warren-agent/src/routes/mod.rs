@@ -171,6 +171,15 @@ pub fn default_workdir() -> std::path::PathBuf {
         .unwrap_or_else(|| "/workspace".into())
 }
 
+/// The template's own WORKDIR, when it set one (not the platform's `/workspace`): E2B's
+/// commands start there, as a template's last `set_workdir` is theirs on E2B.
+pub fn template_workdir() -> Option<std::path::PathBuf> {
+    DEFAULT_WORKDIR
+        .get()
+        .filter(|d| d.as_path() != std::path::Path::new("/workspace"))
+        .cloned()
+}
+
 /// The working directory of a run: the requested one (resolved like any path), else the
 /// template's WORKDIR. The SDKs send `/workspace` when the caller named none, so that value also
 /// means "the default" — a template with a WORKDIR runs there.

@@ -15,7 +15,7 @@ pub enum BuildError {
     NoUpload { step: usize, hash: String },
     #[error("step {step}: permissions must be octal, got {got}")]
     Permissions { step: usize, got: String },
-    #[error("COPY owner must be numeric (uid:gid) or root, got {0}")]
+    #[error("COPY owner {0} is no user (or group) of the image: give a name, name:group, uid:gid or root")]
     Owner(String),
     #[error("step {step}: {source}")]
     Copy { step: usize, source: LayerError },

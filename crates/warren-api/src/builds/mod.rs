@@ -9,9 +9,10 @@ mod error;
 pub mod registry;
 pub mod spec;
 pub mod uploads;
+mod users;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -41,6 +42,8 @@ pub struct Build {
 
 struct BuildInner {
     log: String,
+    /// Where each line of `log` starts, and when it was written (unix ms): E2B's log entries.
+    lines: Vec<(usize, i64)>,
     status: &'static str,
     progress: u32,
     current_step: Option<String>,
@@ -65,6 +68,8 @@ impl Build {
     pub fn log(&self, line: impl AsRef<str>) {
         let mut g = self.lock();
         if g.log.len() < MAX_LOG {
+            let start = g.log.len();
+            g.lines.push((start, crate::clock::now_ms()));
             g.log.push_str(line.as_ref());
             if !line.as_ref().ends_with('\n') {
                 g.log.push('\n');
@@ -80,6 +85,24 @@ impl Build {
             .find(|&i| g.log.is_char_boundary(i))
             .unwrap_or(g.log.len());
         (g.log[start..].to_owned(), g.log.len())
+    }
+
+    /// Up to `max` log lines from line `first` on, each with when it was written (unix ms).
+    pub fn lines_from(&self, first: usize, max: usize) -> Vec<(i64, String)> {
+        let g = self.lock();
+        let ends = g.lines.iter().skip(1).map(|&(s, _)| s).chain([g.log.len()]);
+        g.lines
+            .iter()
+            .zip(ends)
+            .skip(first)
+            .take(max)
+            .map(|(&(start, at), end)| (at, g.log[start..end].trim_end().to_owned()))
+            .collect()
+    }
+
+    /// Why the build failed, once it has.
+    pub fn error(&self) -> Option<String> {
+        self.lock().error.clone()
     }
 
     pub fn view(&self) -> BuildView {
@@ -103,9 +126,60 @@ impl Build {
 #[derive(Default)]
 pub struct Builds {
     running: Mutex<HashMap<String, Arc<Build>>>,
+    /// E2B's builds by their own ids, asked for before their steps are sent.
+    requested: Mutex<HashMap<String, Requested>>,
 }
 
+/// A build asked for ahead of its steps (E2B's `POST /v3/templates`): the template id and
+/// build id the SDK is told, and the sandboxes' resources.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    pub tenant: String,
+    pub template_id: String,
+    pub build_id: String,
+    pub name: String,
+    pub cpu: Option<u32>,
+    pub memory_mb: Option<u32>,
+    pub disk_gb: Option<u32>,
+    pub at: i64,
+    pub started: bool,
+}
+
+/// How long a requested build is remembered (its id is polled while it runs).
+const REQUESTED_KEPT_SECONDS: i64 = 24 * 3600;
+
 impl Builds {
+    fn requested_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Requested>> {
+        self.requested.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn request(&self, r: Requested) {
+        let mut m = self.requested_map();
+        m.retain(|_, old| old.at > r.at - REQUESTED_KEPT_SECONDS);
+        m.insert(r.build_id.clone(), r);
+    }
+
+    /// The caller's requested build `build_id` of template `template_id`.
+    pub fn requested(&self, tenant: &str, template_id: &str, build_id: &str) -> Option<Requested> {
+        self.requested_map()
+            .get(build_id)
+            .filter(|r| r.tenant == tenant && r.template_id == template_id)
+            .cloned()
+    }
+
+    /// Whether the caller has asked for a build of `template_id` (its files may be uploaded).
+    pub fn is_requested(&self, tenant: &str, template_id: &str) -> bool {
+        self.requested_map()
+            .values()
+            .any(|r| r.tenant == tenant && r.template_id == template_id)
+    }
+
+    pub fn mark_started(&self, build_id: &str) {
+        if let Some(r) = self.requested_map().get_mut(build_id) {
+            r.started = true;
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<Build>> {
         self.running
             .lock()
@@ -119,6 +193,7 @@ impl Builds {
             template_id: template_id.to_owned(),
             inner: Mutex::new(BuildInner {
                 log: String::new(),
+                lines: Vec::new(),
                 status: "building",
                 progress: 0,
                 current_step: None,
@@ -223,11 +298,11 @@ async fn execute(
         memory_mb: req.memory.unwrap_or(2048).clamp(128, 262_144),
         disk_mb: req.disk_gb.unwrap_or(10).clamp(1, 1024) * 1024,
     };
-    let steps: Vec<(Step, bool)> = req
-        .steps
-        .iter()
-        .map(Step::parse)
-        .collect::<Result<_, _>>()?;
+    let steps = req.parsed_steps()?;
+    if req.e2b {
+        spec.user.get_or_insert_with(|| "user".into());
+        spec.workdir.get_or_insert_with(|| "/home/user".into());
+    }
     let total = steps.len().max(1) as u32;
     let mut invalidated = req.skip_cache;
     for (i, (step, skip)) in steps.iter().enumerate() {
@@ -249,6 +324,10 @@ async fn execute(
                 };
                 spec.key = key(&[&spec.key, "WORKDIR", &dir]);
                 spec.workdir = Some(dir);
+            }
+            Step::User(u) if req.e2b => {
+                build.log(format!("  RUN and COPY steps now act as {u}"));
+                spec.user = Some(u.clone());
             }
             Step::User(u) => {
                 build.log(format!("  USER {u}: recorded; runs keep root inside the sandbox (the sandbox is the boundary)"));
@@ -272,11 +351,23 @@ async fn execute(
                             step: n,
                             hash: files_hash.clone(),
                         })?;
+                // E2B's dialect: a relative destination is under the workdir, and files belong
+                // to the current user unless the step names one.
+                let dest = match (&spec.workdir, req.e2b) {
+                    (Some(w), true) if !dest.starts_with('/') => {
+                        format!("{}/{dest}", w.trim_end_matches('/'))
+                    }
+                    _ => dest.clone(),
+                };
+                let owner = match owner {
+                    None if req.e2b => spec.user.clone(),
+                    o => o.clone(),
+                };
                 let k = key(&[
                     &spec.key,
                     "COPY",
                     &sources.join(","),
-                    dest,
+                    &dest,
                     &content_hash,
                     owner.as_deref().unwrap_or(""),
                     permissions.as_deref().unwrap_or(""),
@@ -287,7 +378,8 @@ async fn execute(
                     invalidated = true;
                     let staged = ctx.layers.staging(&k)?;
                     let (sources, dest) = (sources.clone(), dest.clone());
-                    let owner = parse_owner(owner.as_deref())?;
+                    let owner = users::resolve_owner(owner.as_deref(), &spec.layers)?;
+                    let lower = spec.layers.clone();
                     let mode = match permissions.as_deref() {
                         Some(p) => Some(u32::from_str_radix(p, 8).map_err(|_| {
                             BuildError::Permissions {
@@ -303,10 +395,15 @@ async fn execute(
                             what: "open the uploaded files",
                             source,
                         })?;
-                        warren_runtime::layers::unpack_copy(
-                            f, &target, &sources, &dest, owner, mode,
-                        )
-                        .map_err(|source| BuildError::Copy { step: n, source })
+                        let plan = warren_runtime::layers::CopyPlan {
+                            sources: &sources,
+                            dest: &dest,
+                            owner,
+                            mode,
+                            lower: &lower,
+                        };
+                        warren_runtime::layers::unpack_copy(f, &target, &plan)
+                            .map_err(|source| BuildError::Copy { step: n, source })
                     })
                     .await
                     .map_err(|_| BuildError::Panicked("the COPY step"))??;
@@ -316,17 +413,33 @@ async fn execute(
                 spec.layers.insert(0, ctx.layers.path(&k));
                 spec.key = k;
             }
-            Step::Run(cmd) => {
+            Step::Run { command, user } => {
+                // E2B's dialect runs as the step's user or the current one, in the workdir,
+                // both made when missing; Hopx's runs as root where the sandbox starts.
+                let (script, workdir) = if req.e2b {
+                    let user = user.clone().or_else(|| spec.user.clone());
+                    let dir = spec.workdir.clone().unwrap_or_else(|| "/".into());
+                    let user = user.unwrap_or_else(|| "root".into());
+                    (users::as_user(command, &user, Path::new(&dir)), None)
+                } else {
+                    (command.clone(), spec.workdir.clone())
+                };
+                let cmd = &script;
                 let env_json = serde_json::to_string(&spec.env).unwrap_or_default();
-                let workdir = spec.workdir.clone().unwrap_or_default();
-                let k = key(&[&spec.key, "RUN", cmd, &env_json, &workdir]);
+                let k = key(&[
+                    &spec.key,
+                    "RUN",
+                    cmd,
+                    &env_json,
+                    workdir.as_deref().unwrap_or_default(),
+                ]);
                 let built =
                     ctx.layers.is_ready(&k) || ctx.lifecycle.cluster.holder_of(&k).is_some();
                 if !invalidated && built {
                     build.log("  ✓ cached");
                 } else {
                     invalidated = true;
-                    run_step(ctx, build, &spec, cmd, resources, &k)
+                    run_step(ctx, build, &spec, cmd, workdir.as_deref(), resources, &k)
                         .await
                         .map_err(|e| BuildError::Run {
                             step: n,
@@ -356,20 +469,6 @@ async fn execute(
     Ok(spec)
 }
 
-fn parse_owner(owner: Option<&str>) -> Result<(u32, u32), BuildError> {
-    let Some(o) = owner else { return Ok((0, 0)) };
-    let id = |s: &str| match s {
-        "root" | "" => Ok(0),
-        s => s
-            .parse::<u32>()
-            .ok()
-            .filter(|&n| n < 65_536)
-            .ok_or_else(|| BuildError::Owner(o.to_owned())),
-    };
-    let (u, g) = o.split_once(':').unwrap_or((o, o));
-    Ok((id(u)?, id(g)?))
-}
-
 /// Runs one RUN step in a build sandbox with internet access; its writable layer becomes layer
 /// `key`. Output goes to the build log as it is produced.
 async fn run_step(
@@ -377,6 +476,7 @@ async fn run_step(
     build: &Build,
     spec: &TemplateSpec,
     cmd: &str,
+    workdir: Option<&str>,
     resources: Resources,
     key: &str,
 ) -> Result<(), BuildError> {
@@ -390,7 +490,7 @@ async fn run_step(
                     key,
                     command: cmd,
                     env: &spec.env,
-                    workdir: spec.workdir.as_deref(),
+                    workdir,
                     resources,
                 },
                 |line| build.log(format!("  {line}")),
@@ -407,7 +507,7 @@ async fn run_step(
         template_name: format!("build-{key:.12}"),
         layers: spec.layers.clone(),
         persistent_upper: Some(staged.clone()),
-        workdir: spec.workdir.clone(),
+        workdir: workdir.map(str::to_owned),
         resources,
         internet_access: true,
         egress: None,
@@ -418,7 +518,7 @@ async fn run_step(
         .lifecycle
         .start_build_sandbox(&ctx.tenant, sandbox)
         .await?;
-    let result = follow_run(&sandbox.agent, build, cmd, spec).await;
+    let result = follow_run(&sandbox.agent, build, cmd, workdir, spec).await;
     ctx.lifecycle.end_build_sandbox(sandbox).await;
     match result {
         Ok(0) => {
@@ -443,11 +543,12 @@ async fn follow_run(
     agent: &AgentLink,
     build: &Build,
     cmd: &str,
+    workdir: Option<&str>,
     spec: &TemplateSpec,
 ) -> Result<i64, warren_node::AgentError> {
     let req = CommandRequest {
         env: Some(spec.env.clone()),
-        workdir: spec.workdir.clone(),
+        workdir: workdir.map(str::to_owned),
         ..warren_node::bash(cmd, RUN_TIMEOUT_SECS)
     };
     warren_node::build_step::follow(agent, &req, |line| build.log(format!("  {line}"))).await

@@ -9,7 +9,11 @@ pub use crate::template_spec::{ReadyCheck, TemplateSpec};
 /// One build step, normalised from either dialect.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    Run(String),
+    /// A shell command; `user` only from E2B's dialect (`run_cmd(..., user=)`).
+    Run {
+        command: String,
+        user: Option<String>,
+    },
     Copy {
         sources: Vec<String>,
         dest: String,
@@ -53,7 +57,10 @@ impl Step {
         };
         let skip = v["skipCache"].as_bool().unwrap_or(false);
         let step = match kind.as_str() {
-            "RUN" => Step::Run(args.join(" ")),
+            "RUN" => Step::Run {
+                command: args.join(" "),
+                user: None,
+            },
             "COPY" => Step::Copy {
                 sources: arg(0)?.split(',').map(str::to_owned).collect(),
                 dest: arg(1)?,
@@ -78,9 +85,69 @@ impl Step {
         Ok((step, skip))
     }
 
+    /// One step of E2B's v2 template builder (`TemplateStep`): RUN `[command, user?]`, COPY
+    /// `[src, dest, user, mode]`, ENV `[k1, v1, k2, v2, …]`, WORKDIR `[path]`, USER `[name]`;
+    /// `force` skips the cache from this step on. ENV gives one step per pair.
+    pub fn parse_e2b(v: &Value) -> Result<Vec<(Step, bool)>, StepError> {
+        let kind = v["type"].as_str().unwrap_or("").to_ascii_uppercase();
+        let args: Vec<String> = v["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let arg = |i: usize| {
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| StepError::MissingArgument {
+                    kind: kind.clone(),
+                    n: i + 1,
+                })
+        };
+        let given = |i: usize| args.get(i).filter(|a| !a.is_empty()).cloned();
+        let force = v["force"].as_bool().unwrap_or(false);
+        let steps = match kind.as_str() {
+            "RUN" => vec![Step::Run {
+                command: arg(0)?,
+                user: given(1),
+            }],
+            "COPY" => vec![Step::Copy {
+                sources: vec![arg(0)?],
+                dest: arg(1)?,
+                files_hash: v["filesHash"].as_str().unwrap_or("").to_owned(),
+                owner: given(2),
+                permissions: given(3),
+            }],
+            "ENV" => {
+                if args.is_empty() || !args.len().is_multiple_of(2) {
+                    return Err(StepError::MissingArgument {
+                        kind,
+                        n: args.len() + 1,
+                    });
+                }
+                args.chunks(2)
+                    .map(|kv| Step::Env(kv[0].clone(), kv[1].clone()))
+                    .collect()
+            }
+            "WORKDIR" => vec![Step::Workdir(arg(0)?)],
+            "USER" => vec![Step::User(arg(0)?)],
+            other => return Err(StepError::Unknown(other.to_owned())),
+        };
+        Ok(steps.into_iter().map(|s| (s, force)).collect())
+    }
+
     pub fn describe(&self) -> String {
         match self {
-            Step::Run(c) => format!("RUN {c}"),
+            Step::Run {
+                command,
+                user: None,
+            } => format!("RUN {command}"),
+            Step::Run {
+                command,
+                user: Some(u),
+            } => format!("RUN (as {u}) {command}"),
             Step::Copy { sources, dest, .. } => format!("COPY {} {dest}", sources.join(" ")),
             Step::Env(k, _) => format!("ENV {k}=…"),
             Step::Workdir(p) => format!("WORKDIR {p}"),
@@ -121,6 +188,25 @@ pub struct BuildRequest {
     /// names none (a create's `network` replaces it whole).
     #[serde(default)]
     pub network: Option<warren_wire::control::EgressPolicy>,
+    /// Steps in E2B's dialect (`e2b::templates`): RUN and COPY act as the current user, who is
+    /// `user` in `/home/user` until a USER or WORKDIR step says otherwise, as on E2B.
+    #[serde(skip)]
+    pub e2b: bool,
+}
+
+impl BuildRequest {
+    /// The steps, normalised, each with whether it skips the cache.
+    pub fn parsed_steps(&self) -> Result<Vec<(Step, bool)>, StepError> {
+        if self.e2b {
+            let mut all = Vec::new();
+            for s in &self.steps {
+                all.extend(Step::parse_e2b(s)?);
+            }
+            Ok(all)
+        } else {
+            self.steps.iter().map(Step::parse).collect()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +247,32 @@ mod tests {
                 permissions: None
             }
         );
+        let e2b = [
+            json!({"type": "ENV", "args": ["A", "1", "B", "2"], "force": false}),
+            json!({"type": "RUN", "args": ["pip install x", "root"], "force": true}),
+            json!({"type": "COPY", "args": ["app.py", "/app/", "user", "0755"], "filesHash": "ab"}),
+        ];
+        let steps: Vec<(Step, bool)> = e2b
+            .iter()
+            .flat_map(|s| Step::parse_e2b(s).expect("e2b step"))
+            .collect();
+        assert_eq!(steps[0].0, Step::Env("A".into(), "1".into()));
+        assert_eq!(steps[1].0, Step::Env("B".into(), "2".into()));
+        assert_eq!(
+            steps[2],
+            (
+                Step::Run {
+                    command: "pip install x".into(),
+                    user: Some("root".into())
+                },
+                true
+            )
+        );
+        assert!(
+            matches!(&steps[3].0, Step::Copy { owner: Some(o), permissions: Some(m), .. } if o == "user" && m == "0755")
+        );
+        assert!(Step::parse_e2b(&json!({"type": "ENV", "args": ["A"]})).is_err());
+        assert!(Step::parse_e2b(&json!({"type": "HEALTHCHECK", "args": []})).is_err());
         let ready: ReadyCheck =
             serde_json::from_value(json!({"type": "process", "name": "nginx"})).expect("js ready");
         assert!(ready.probe().expect("probe").contains("nginx"));

@@ -8,6 +8,7 @@
 mod sandboxes;
 mod secrets;
 mod snapshots;
+mod templates;
 
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::Response;
@@ -92,6 +93,23 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/sandboxes/{id}/network",
             put(sandboxes::set_network).layer(audit(A::SandboxNetwork)),
         )
+        .route(
+            "/v3/templates",
+            post(templates::request).layer(audit(A::TemplateBuild)),
+        )
+        .route(
+            "/templates/{id}/files/{hash}",
+            get(templates::file_upload).layer(audit(A::TemplateUploadLink)),
+        )
+        .route(
+            "/v2/templates/{id}/builds/{build}",
+            post(templates::trigger).layer(audit(A::TemplateBuild)),
+        )
+        .route(
+            "/templates/{id}/builds/{build}/status",
+            get(templates::status),
+        )
+        .route("/templates/aliases/{alias}", get(templates::alias))
         .route(
             "/secrets",
             post(secrets::create)

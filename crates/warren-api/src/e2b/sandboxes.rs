@@ -30,7 +30,7 @@ const CLIENT_ID: &str = "warren";
 const MAX_PAGE: usize = 1000;
 
 /// E2B's template names for Warren's built-in templates: the SDKs' defaults among them.
-fn template_name(requested: Option<&str>) -> String {
+pub(super) fn template_name(requested: Option<&str>) -> String {
     match requested.map(str::trim).filter(|t| !t.is_empty()) {
         None | Some("base") => "base".into(),
         Some("code-interpreter-v1") | Some("code-interpreter") => "code-interpreter".into(),

@@ -23,7 +23,7 @@ use crate::request_id::RequestId;
 use crate::state::AppState;
 
 /// Largest COPY context accepted.
-const MAX_UPLOAD: u64 = 2 * 1024 * 1024 * 1024;
+pub(crate) const MAX_UPLOAD: u64 = 2 * 1024 * 1024 * 1024;
 
 #[derive(Deserialize)]
 pub struct UploadLinkRequest {
@@ -32,7 +32,7 @@ pub struct UploadLinkRequest {
     content_length: Option<u64>,
 }
 
-fn origin(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn origin(state: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -123,7 +123,7 @@ pub async fn upload(
     Ok(Json(json!({ "uploaded": true, "bytes": written })))
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| {
@@ -138,6 +138,28 @@ pub async fn build(
     Extension(rid): Extension<RequestId>,
     Json(req): Json<BuildRequest>,
 ) -> ApiResult<impl IntoResponse> {
+    let id = start(&state, &caller, req, None).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BuildStarted {
+            logs_url: format!("{}/v1/templates/build/{id}/logs", origin(&state, &headers)),
+            build_id: id.clone(),
+            template_id: id,
+            status: "building".into(),
+            request_id: rid.0,
+        }),
+    ))
+}
+
+/// Checks a build request, records its template as `building` (a new one, with `new_id` when
+/// given, or the caller's own when `update` is set) and runs the build in the background.
+/// Returns the template's id. Both APIs' builds start here.
+pub(crate) async fn start(
+    state: &AppState,
+    caller: &Caller,
+    req: BuildRequest,
+    new_id: Option<String>,
+) -> ApiResult<String> {
     if !valid_name(&req.name) {
         return Err(ApiError::bad_request(
             "name: 1 to 64 characters of a-z, 0-9, '-', '_' or '.'",
@@ -146,9 +168,8 @@ pub async fn build(
     let Some(from) = req.from_image.clone().filter(|f| !f.trim().is_empty()) else {
         return Err(ApiError::bad_request("from_image is required"));
     };
-    for s in &req.steps {
-        crate::builds::spec::Step::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
+    req.parsed_steps()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Some(r) = &req.ready_cmd {
         r.probe()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -191,7 +212,7 @@ pub async fn build(
             ))
         }
         Some(t) => t.id,
-        None => format!("tpl_{}", hex::encode(rand::random::<[u8; 6]>())),
+        None => new_id.unwrap_or_else(new_template_id),
     };
     let t = now();
     let record = TemplateRecord {
@@ -244,6 +265,14 @@ pub async fn build(
                     &build,
                 )
                 .await
+                // E2B's builder starts every image as `user` in `/home/user`, whatever the
+                // image's own USER and WORKDIR (`builds::execute` sets them).
+                .map(|mut image| {
+                    if req.e2b {
+                        (image.user, image.workdir) = (None, None);
+                    }
+                    image
+                })
                 .map_err(builds::BuildError::from),
             Err(e) => Err(e),
         };
@@ -255,16 +284,11 @@ pub async fn build(
             }
         }
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(BuildStarted {
-            logs_url: format!("{}/v1/templates/build/{id}/logs", origin(&state, &headers)),
-            build_id: id.clone(),
-            template_id: id,
-            status: "building".into(),
-            request_id: rid.0,
-        }),
-    ))
+    Ok(id)
+}
+
+pub(crate) fn new_template_id() -> String {
+    format!("tpl_{}", hex::encode(rand::random::<[u8; 6]>()))
 }
 
 async fn owned_build(

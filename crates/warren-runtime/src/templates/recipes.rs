@@ -22,8 +22,16 @@ pub struct Recipe {
     pub ready_cmd: Option<&'static str>,
 }
 
-/// Besides Python: what agents' setup steps and E2B's `git` module run first (git, curl).
-const BASE_PACKAGES: &[&str] = &["python3", "ca-certificates", "procps", "git", "curl"];
+/// Besides Python: what agents' setup steps and E2B's `git` module run first (git, curl), and
+/// `ss` (iproute2), which E2B's `wait_for_port` ready check runs.
+const BASE_PACKAGES: &[&str] = &[
+    "python3",
+    "ca-certificates",
+    "procps",
+    "git",
+    "curl",
+    "iproute2",
+];
 const CODE_INTERPRETER_PACKAGES: &[&str] = &[
     "python3",
     "python3-numpy",
@@ -44,6 +52,7 @@ const CODE_INTERPRETER_PACKAGES: &[&str] = &[
     "procps",
     "git",
     "curl",
+    "iproute2",
 ];
 
 /// What a computer-use agent needs on top of `code-interpreter` (the Hopx SDK's install hint

@@ -413,3 +413,5 @@ pub struct Secret {
     pub created_at: String,
     pub updated_at: String,
 }
+
+pub mod templates;
