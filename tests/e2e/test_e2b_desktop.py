@@ -1,5 +1,5 @@
-"""E2B's desktop SDK (PyPI `e2b-desktop`), unmodified, on Warren's `desktop` template (the Hopx
-desktop's template, which also carries what E2B's SDK drives: Xvfb on :0, Xfce, x11vnc, noVNC).
+"""E2B's desktop SDKs (PyPI `e2b-desktop`, npm `@e2b/desktop`), unmodified, on Warren's `desktop`
+template (the Hopx desktop's template, which also carries what E2B's SDK drives: Xvfb on :0, Xfce, x11vnc, noVNC).
 Its stream URL is `https://6080-<id>.<domain>/vnc.html`, which only the domain setup routes, so
 this runs in the wildcard-domain session; Chromium (playwright-core) opens it with the domain
 mapped to the server and sees noVNC connect and draw."""
@@ -62,3 +62,17 @@ def test_e2b_desktop_sdk_drives_the_desktop_and_streams_it(server, desktop, tmp_
     r = subprocess.run(["node", "viewer.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     desktop.stream.stop()
+
+
+def test_e2b_desktop_js_sdk_drives_the_desktop_and_streams_it(server):
+    """The same with E2B's desktop SDK for JS (npm `@e2b/desktop`), unmodified: tests/js/e2b_desktop.mjs."""
+    if not os.path.isdir(os.path.join(JS_DIR, "node_modules", "@e2b", "desktop")):
+        pytest.fail("@e2b/desktop is not installed: run scripts/test (it runs npm ci in tests/js)")
+    need_a_browser()
+    port = urllib.parse.urlsplit(server["base_url"]).port
+    env = dict(os.environ, E2B_API_URL=server["base_url"], E2B_SANDBOX_URL=server["base_url"],
+               E2B_API_KEY=server["api_key"], E2B_DOMAIN=WILDCARD_DOMAIN, SERVER_PORT=str(port),
+               HOST_RULES=f"MAP *.{WILDCARD_DOMAIN} 127.0.0.1")
+    r = subprocess.run(["node", "e2b_desktop.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "desktop-js ok" in r.stdout

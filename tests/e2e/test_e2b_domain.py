@@ -15,7 +15,9 @@ import time
 import pytest
 import requests
 
-from conftest import API_KEY, WARREN
+from conftest import API_KEY, WARREN, new_key
+from test_sdk_matrix import MATRIX, install_dir, rewrite_row, run_smoke
+from entries import sdk_releases  # noqa: E402 (tests/matrix, on the path test_sdk_matrix puts it)
 
 pytestmark = pytest.mark.wildcard
 
@@ -70,7 +72,7 @@ def domain_server():
             time.sleep(0.2)
         else:
             raise RuntimeError("the E2B-domain server did not start:\n" + open(log.name).read())
-        yield {"ca": ca, "log": log.name}
+        yield {"ca": ca, "log": log.name, "data_dir": data_dir}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -158,3 +160,35 @@ def test_js_sdks_over_https_wildcard_hosts(domain_env):
     r = subprocess.run(["node", "e2b.mjs", "D1"], cwd=js, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "D1 ok" in r.stdout
+
+
+DOMAIN_ONLY = [(lang, e) for lang, e in sdk_releases() if e.get("setup") == "domain"]
+
+
+@pytest.mark.parametrize("lang,entry", DOMAIN_ONLY,
+                         ids=[f"{lang}-{e['package']}-{e['version']}" for lang, e in DOMAIN_ONLY])
+def test_domain_only_sdk_releases_run_their_smoke_scenario(domain_env, lang, entry):
+    """The matrix's releases that only know E2B_DOMAIN (tests/matrix/versions.json, `setup`):
+    their smoke scenario over HTTPS, every name under the domain resolved to the server by a
+    preload (tests/matrix/resolve) where DNS would. Their rows of docs/compatibility.md."""
+    if not os.path.exists(os.path.join(install_dir(lang, entry), ".complete")):
+        pytest.skip(f"SKIPPED LOUDLY: {entry['package']} {entry['version']} is not installed")
+    resolve = os.path.join(MATRIX, "resolve")
+    # Releases of E2B's SDKs up to 2.31 refuse a key not shaped like E2B's before sending it.
+    key = new_key(domain_env, "matrix", fmt="e2b")
+    env = dict(os.environ, E2B_DOMAIN=DOMAIN, E2B_API_KEY=key, WARREN_TEST_RESOLVE_DOMAIN=DOMAIN,
+               PYTHONPATH=resolve, NODE_OPTIONS=f"--import={os.path.join(resolve, 'resolve.mjs')}")
+    for var in ("E2B_API_URL", "E2B_SANDBOX_URL"):
+        env.pop(var, None)
+    result, row = run_smoke(lang, entry, env)
+    if entry.get("refused"):
+        # A release Warren refuses by design: the refusal it must meet, and why.
+        refused = not result.get("ok") and entry["refused"] in result.get("error", "")
+        row.update(result=f"refused as it must be ({entry['why_refused']})" if refused else "FAIL", error="")
+        rewrite_row(row)
+        assert refused, f"expected a {entry['refused']}: {result}"
+        return
+    if result.get("ok"):
+        row["result"] = "pass (domain setup)"
+    rewrite_row(row)
+    assert result.get("ok"), f"{result.get('error')}\n{result.get('trace', '')}"
