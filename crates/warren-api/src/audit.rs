@@ -83,6 +83,8 @@ pub enum ControlAction {
     NodeActivate,
     SecretPut,
     SecretDelete,
+    VolumeCreate,
+    VolumeDelete,
 }
 
 impl ControlAction {
@@ -112,6 +114,8 @@ impl ControlAction {
             NodeActivate => "node.activate",
             SecretPut => "secret.put",
             SecretDelete => "secret.delete",
+            VolumeCreate => "volume.create",
+            VolumeDelete => "volume.delete",
         }
     }
 

@@ -30,6 +30,7 @@ mod template_spec;
 mod testing;
 pub mod tls;
 mod tokens;
+mod volumes;
 
 pub use lifecycle::PoolTarget;
 pub use serve::{serve, shutdown_signal, stop_sandboxes, ServeConfig};

@@ -10,9 +10,9 @@ use utoipa::openapi::path::HttpMethod;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use warren_wire::control::{
-    CreateSandboxRequest, EgressPolicy, ErrorEnvelope, ErrorObject, ListPage, NewSecret, Sandbox,
-    SandboxResources, SandboxUsage, SecretInfo, SecretList, SetTimeoutRequest, Snapshot, Template,
-    TemplateResources, TokenResponse,
+    CreateSandboxRequest, EgressPolicy, ErrorEnvelope, ErrorObject, ListPage, NewSecret, NewVolume,
+    Sandbox, SandboxResources, SandboxUsage, SecretInfo, SecretList, SetTimeoutRequest, Snapshot,
+    Template, TemplateResources, TokenResponse, VolumeInfo, VolumeList,
 };
 use warren_wire::e2b;
 
@@ -86,6 +86,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         create_sandbox, list_sandboxes, get_sandbox, delete_sandbox, pause_sandbox,
         resume_sandbox, set_sandbox_timeout, set_sandbox_network, get_sandbox_network, refresh_sandbox_token,
         put_secret, list_secrets, delete_secret, sandbox_usage,
+        create_volume, list_volumes, get_volume, delete_volume,
         take_snapshot, list_snapshots, get_snapshot, delete_snapshot,
         list_templates, get_template, delete_template,
         upload_link, upload_context, build_template, build_status, build_logs,
@@ -97,10 +98,13 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         e2b_list_snapshots, e2b_delete_template, e2b_network, e2b_secret_create, e2b_secret_list,
         e2b_secret_get, e2b_secret_update, e2b_secret_delete, e2b_build_request,
         e2b_build_file, e2b_build_trigger, e2b_build_status, e2b_template_alias,
+        e2b_volume_create, e2b_volume_list, e2b_volume_get, e2b_volume_delete,
+        e2b_volume_stat, e2b_volume_chmod, e2b_volume_remove, e2b_volume_list_dir,
+        e2b_volume_mkdir, e2b_volume_read, e2b_volume_write,
         mcp_post, mcp_get, mcp_delete,
     ),
     components(schemas(
-        CreateSandboxRequest, EgressPolicy, NewSecret, SecretInfo, SecretList, SandboxResources, Sandbox, ListPage<Sandbox>,
+        CreateSandboxRequest, EgressPolicy, NewSecret, SecretInfo, SecretList, NewVolume, VolumeInfo, VolumeList, SandboxResources, Sandbox, ListPage<Sandbox>,
         ListPage<Template>, SetTimeoutRequest, TokenResponse, TemplateResources, Template,
         Snapshot, SandboxUsage, ErrorEnvelope, ErrorObject, Sandboxes, E2bError, e2b::Sandbox,
         e2b::ListedSandbox, e2b::SandboxDetail, e2b::NetworkConfig, e2b::Lifecycle,
@@ -111,6 +115,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
     security(("api_key" = []), ("bearer" = [])),
     tags(
         (name = "sandboxes", description = "Sandboxes (Hopx API)"),
+        (name = "volumes", description = "Persistent volumes of the tenant, the same as E2B's `/volumes` (Warren extension)"),
         (name = "secrets", description = "Credentials the host brokers: a sandbox holds a placeholder, and the egress proxy puts the value in its place only in HTTPS requests to the secret's hosts (Warren extension)"),
         (name = "snapshots", description = "Snapshots of running sandboxes and copies of them (Warren extension)"),
         (name = "templates", description = "Templates and their builds (Hopx API)"),
@@ -282,6 +287,37 @@ fn list_secrets() {}
         (status = 404, description = "No such secret", body = ErrorEnvelope)))]
 #[allow(dead_code)]
 fn delete_secret() {}
+
+/// Create a persistent volume of the tenant (the same volumes as E2B's `/volumes`).
+#[utoipa::path(post, path = "/v1/volumes", tag = "volumes",
+    request_body = NewVolume,
+    responses((status = 201, description = "Created", body = VolumeInfo),
+        (status = 409, description = "The name is taken", body = ErrorEnvelope),
+        (status = "4XX", description = "A bad name", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn create_volume() {}
+
+/// The tenant's volumes.
+#[utoipa::path(get, path = "/v1/volumes", tag = "volumes",
+    responses((status = 200, description = "Volumes", body = VolumeList)))]
+#[allow(dead_code)]
+fn list_volumes() {}
+
+/// One volume, by id or name.
+#[utoipa::path(get, path = "/v1/volumes/{id}", tag = "volumes",
+    params(("id" = String, Path, description = "Volume id or name")),
+    responses((status = 200, description = "The volume", body = VolumeInfo),
+        (status = 404, description = "No such volume", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn get_volume() {}
+
+/// Delete a volume and its files.
+#[utoipa::path(delete, path = "/v1/volumes/{id}", tag = "volumes",
+    params(("id" = String, Path, description = "Volume id or name")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such volume", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn delete_volume() {}
 
 /// A new token for the sandbox's agent.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/token/refresh", tag = "sandboxes",
@@ -757,6 +793,104 @@ fn e2b_build_status() {}
         (status = 404, description = "No such template", body = E2bError)))]
 #[allow(dead_code)]
 fn e2b_template_alias() {}
+
+/// Create a volume (E2B): `{name}` → `{volumeID, name, token}` (a taken name: 400, as on E2B).
+#[utoipa::path(post, path = "/volumes", tag = "e2b",
+    responses((status = 201, description = "`{volumeID, name, token}`"),
+        (status = "4XX", description = "A bad or taken name", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_create() {}
+
+/// The caller's volumes (E2B): `[{volumeID, name}]`.
+#[utoipa::path(get, path = "/volumes", tag = "e2b",
+    responses((status = 200, description = "Volumes")))]
+#[allow(dead_code)]
+fn e2b_volume_list() {}
+
+/// One volume with a new token for its content API (E2B).
+#[utoipa::path(get, path = "/volumes/{id}", tag = "e2b",
+    params(("id" = String, Path, description = "Volume id or name")),
+    responses((status = 200, description = "`{volumeID, name, token}`"),
+        (status = 404, description = "No such volume", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_get() {}
+
+/// Delete a volume and its files (E2B).
+#[utoipa::path(delete, path = "/volumes/{id}", tag = "e2b",
+    params(("id" = String, Path, description = "Volume id or name")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such volume", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_delete() {}
+
+/// An entry of a volume, not following a symlink (content API: the volume's token as
+/// `Authorization: Bearer`; every path stays beneath the volume).
+#[utoipa::path(get, path = "/volumecontent/{id}/path", tag = "e2b", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Volume id"),
+        ("path" = String, Query, description = "Path in the volume")),
+    responses((status = 200, description = "`VolumeEntryStat`"),
+        (status = 404, description = "No such path", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_stat() {}
+
+/// Set an entry's `uid`, `gid`, `mode` (content API).
+#[utoipa::path(patch, path = "/volumecontent/{id}/path", tag = "e2b", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Volume id"),
+        ("path" = String, Query, description = "Path in the volume")),
+    responses((status = 200, description = "`VolumeEntryStat`"),
+        (status = 404, description = "No such path", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_chmod() {}
+
+/// Remove a file, a symlink, or a directory with everything in it (not the root).
+#[utoipa::path(delete, path = "/volumecontent/{id}/path", tag = "e2b", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Volume id"),
+        ("path" = String, Query, description = "Path in the volume")),
+    responses((status = 204, description = "Removed"),
+        (status = 404, description = "No such path", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_remove() {}
+
+/// The entries of a directory, `depth` levels down (1 to 10).
+#[utoipa::path(get, path = "/volumecontent/{id}/dir", tag = "e2b", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Volume id"),
+        ("path" = String, Query, description = "Directory"),
+        ("depth" = Option<u32>, Query, description = "Levels (1)")),
+    responses((status = 200, description = "`[VolumeEntryStat]`"),
+        (status = 404, description = "No such directory", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_list_dir() {}
+
+/// Make a directory (`force`: with its missing parents).
+#[utoipa::path(post, path = "/volumecontent/{id}/dir", tag = "e2b", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Volume id"),
+        ("path" = String, Query, description = "Directory"),
+        ("uid" = Option<u32>, Query, description = "Owner"), ("gid" = Option<u32>, Query, description = "Group"),
+        ("mode" = Option<u32>, Query, description = "Mode"), ("force" = Option<bool>, Query, description = "Make parents")),
+    responses((status = 201, description = "`VolumeEntryStat`"),
+        (status = 409, description = "It exists", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_mkdir() {}
+
+/// A file's bytes.
+#[utoipa::path(get, path = "/volumecontent/{id}/file", tag = "e2b", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Volume id"),
+        ("path" = String, Query, description = "File")),
+    responses((status = 200, description = "The bytes (application/octet-stream)"),
+        (status = 404, description = "No such file", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_read() {}
+
+/// Write a file from the body (`force`: replace an existing one; else 409).
+#[utoipa::path(put, path = "/volumecontent/{id}/file", tag = "e2b", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Volume id"),
+        ("path" = String, Query, description = "File"),
+        ("uid" = Option<u32>, Query, description = "Owner"), ("gid" = Option<u32>, Query, description = "Group"),
+        ("mode" = Option<u32>, Query, description = "Mode"), ("force" = Option<bool>, Query, description = "Replace")),
+    responses((status = 201, description = "`VolumeEntryStat`"),
+        (status = 409, description = "It exists", body = E2bError)))]
+#[allow(dead_code)]
+fn e2b_volume_write() {}
 
 // ---------- MCP ----------
 

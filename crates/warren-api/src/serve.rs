@@ -387,6 +387,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         builds: Arc::new(builds::Builds::default()),
         layers: Arc::new(warren_runtime::layers::LayerStore::new(&cfg.cache_dir)),
         uploads: Arc::new(builds::uploads::Uploads::new(&cfg.data_dir)),
+        volumes: Arc::new(crate::volumes::Volumes::new(&cfg.data_dir)),
         registry: Arc::new(builds::registry::Registry::new(
             &cfg.cache_dir,
             cfg.insecure_registries.clone(),

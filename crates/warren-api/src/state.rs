@@ -35,6 +35,7 @@ pub struct AppState {
     pub layers: Arc<warren_runtime::layers::LayerStore>,
     pub uploads: Arc<crate::builds::uploads::Uploads>,
     pub registry: Arc<crate::builds::registry::Registry>,
+    pub volumes: Arc<crate::volumes::Volumes>,
     pub node_id: String,
     pub region: String,
 }

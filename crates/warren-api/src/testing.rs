@@ -120,6 +120,7 @@ impl Harness {
             builds: Arc::new(crate::builds::Builds::default()),
             layers: Arc::new(warren_runtime::layers::LayerStore::new(&cache)),
             uploads: Arc::new(crate::builds::uploads::Uploads::new(&data)),
+            volumes: Arc::new(crate::volumes::Volumes::new(&data)),
             registry: Arc::new(crate::builds::registry::Registry::new(
                 &cache,
                 Vec::new(),

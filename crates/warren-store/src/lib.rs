@@ -17,6 +17,7 @@ mod sandboxes;
 mod secrets;
 mod snapshots;
 mod templates;
+mod volumes;
 
 use std::path::Path;
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub use sandboxes::{ClaimPooled, NewSandbox, OnTimeout, SandboxPage, SandboxReco
 pub use secrets::SecretRecord;
 pub use snapshots::SnapshotRecord;
 pub use templates::{TemplateRecord, TemplateStatus};
+pub use volumes::VolumeRecord;
 
 /// A store operation failed
 #[derive(Debug, thiserror::Error)]

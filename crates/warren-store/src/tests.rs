@@ -41,6 +41,7 @@ on_both_backends!(
     fork_snapshots_are_unused_once_no_copy_runs,
     an_idempotency_key_is_claimed_once_per_tenant_and_day,
     e2b_shaped_keys_work_and_keep_their_shape_when_rotated,
+    volumes_are_named_once_per_tenant_and_seen_only_by_it,
 );
 
 /// Where a test's store lives.
@@ -678,4 +679,62 @@ async fn e2b_shaped_keys_work_and_keep_their_shape_when_rotated(db: Db) {
         .expect("rotate")
         .expect("rotated");
     assert!(new.secret.starts_with("e2b_"), "rotation keeps the shape");
+}
+
+async fn volumes_are_named_once_per_tenant_and_seen_only_by_it(db: Db) {
+    let store = db.open().await;
+    let vol = |id: &str, tenant: &str, name: &str, at| crate::VolumeRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        name: name.into(),
+        quota_bytes: 1 << 30,
+        created_at: at,
+    };
+    assert!(store
+        .insert_volume(&vol("v1", "acme", "data", 10))
+        .await
+        .expect("insert"));
+    assert!(!store
+        .insert_volume(&vol("v2", "acme", "data", 11))
+        .await
+        .expect("same name"));
+    assert!(store
+        .insert_volume(&vol("v3", "other", "data", 12))
+        .await
+        .expect("other tenant"));
+    assert!(store
+        .insert_volume(&vol("v4", "acme", "models", 13))
+        .await
+        .expect("second"));
+    let names: Vec<String> = store
+        .list_volumes("acme")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, ["data", "models"]);
+    assert_eq!(
+        store
+            .find_volume("acme", "data")
+            .await
+            .expect("by name")
+            .map(|v| v.id),
+        Some("v1".into())
+    );
+    assert_eq!(
+        store
+            .find_volume("acme", "v4")
+            .await
+            .expect("by id")
+            .map(|v| v.name),
+        Some("models".into())
+    );
+    assert_eq!(
+        store.find_volume("acme", "v3").await.expect("not theirs"),
+        None
+    );
+    assert!(!store.delete_volume("acme", "v3").await.expect("not theirs"));
+    assert!(store.delete_volume("acme", "v1").await.expect("delete"));
+    assert_eq!(store.find_volume("acme", "data").await.expect("gone"), None);
 }

@@ -9,6 +9,7 @@ mod sandboxes;
 mod secrets;
 mod snapshots;
 mod templates;
+mod volumes;
 
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::Response;
@@ -110,6 +111,32 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(templates::status),
         )
         .route("/templates/aliases/{alias}", get(templates::alias))
+        .route(
+            "/volumes",
+            post(volumes::create)
+                .layer(audit(A::VolumeCreate))
+                .get(volumes::list),
+        )
+        .route(
+            "/volumes/{id}",
+            delete(volumes::delete)
+                .layer(audit(A::VolumeDelete))
+                .get(volumes::get),
+        )
+        .route(
+            "/volumecontent/{id}/path",
+            get(volumes::stat)
+                .patch(volumes::set_metadata)
+                .delete(volumes::remove),
+        )
+        .route(
+            "/volumecontent/{id}/dir",
+            get(volumes::list_dir).post(volumes::make_dir),
+        )
+        .route(
+            "/volumecontent/{id}/file",
+            get(volumes::read_file).put(volumes::write_file),
+        )
         .route(
             "/secrets",
             post(secrets::create)

@@ -14,6 +14,7 @@ pub mod snapshots;
 pub mod templates;
 #[cfg(test)]
 mod tests;
+pub mod volumes;
 
 use axum::extract::{Request, State};
 use axum::middleware::{self, from_fn_with_state};
@@ -160,6 +161,18 @@ fn api_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/templates/build/{id}/status", get(builds::status))
         .route("/v1/templates/build/{id}/logs", get(builds::logs))
+        .route(
+            "/v1/volumes",
+            post(volumes::create)
+                .layer(audit(A::VolumeCreate))
+                .get(volumes::list),
+        )
+        .route(
+            "/v1/volumes/{id}",
+            delete(volumes::delete)
+                .layer(audit(A::VolumeDelete))
+                .get(volumes::get),
+        )
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{name_or_id}",

@@ -415,3 +415,4 @@ pub struct Secret {
 }
 
 pub mod templates;
+pub mod volumes;
