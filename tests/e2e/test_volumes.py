@@ -3,12 +3,14 @@
 setup) and through Warren's `/v1/volumes`; the content API with the volume's token: files,
 directories, metadata, listing with depth, and paths that try to leave the volume. Mounting
 volumes into sandboxes is not served yet: `volumeMounts` is still refused by name."""
+import os
+import subprocess
 import uuid
 
 import pytest
 import requests
 
-from conftest import new_key, raw
+from conftest import WARREN, new_key, raw
 
 pytest.importorskip("e2b", reason="SKIPPED LOUDLY: the e2b SDK is not installed (scripts/test installs it)")
 
@@ -115,3 +117,21 @@ def test_names_are_checked_and_tenants_see_only_their_own(volume_env):
     finally:
         assert raw(volume_env, "DELETE", f"/v1/volumes/{vid}").status_code == 204
     assert raw(volume_env, "GET", f"/v1/volumes/{vid}").status_code == 404
+
+
+def test_the_cli_creates_lists_and_deletes_volumes(server):
+    env = dict(os.environ, WARREN_URL=server["base_url"], WARREN_API_KEY=server["api_key"])
+
+    def cli(*args):
+        return subprocess.run([WARREN, "volume", *args], env=env, capture_output=True, text=True, timeout=60)
+
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    made = cli("create", name)
+    assert made.returncode == 0, made.stderr
+    vid = made.stdout.split()[0]
+    assert vid.startswith("vol_")
+    assert f"{vid}\t{name}\t" in cli("list").stdout
+    taken = cli("create", name)
+    assert taken.returncode != 0 and "exists" in taken.stderr
+    assert cli("delete", name).returncode == 0
+    assert name not in cli("list").stdout

@@ -449,21 +449,21 @@ pub struct SecretList {
 }
 
 /// `POST /v1/volumes` (Warren extension): a persistent volume of the tenant.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewVolume {
     /// 1 to 64 letters, digits, `_` or `-`; unique within the tenant.
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeInfo {
     pub id: String,
     pub name: String,
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeList {
     pub volumes: Vec<VolumeInfo>,
 }

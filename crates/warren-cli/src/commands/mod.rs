@@ -10,6 +10,7 @@ mod sandbox;
 mod secrets;
 mod serve;
 mod template;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ pub enum Command {
     /// only to the secret's hosts.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Persistent volumes: create, list, delete (their files: E2B's volume content API).
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Build or list template root file systems.
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -108,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => keys::run(c).await,
         Command::Audit(a) => audit::run(a).await,
         Command::Secrets(c) => secrets::run(c).await,
+        Command::Volume(c) => volume::run(c).await,
         Command::Doctor(a) => doctor::run(a).await,
         Command::Template(c) => template::run(c).await,
         Command::Sandbox(c) => sandbox::run_sandbox(c).await,

@@ -1,0 +1,61 @@
+//! `warren volume`: your persistent volumes (the same as E2B's `/volumes`). Mounting them into
+//! sandboxes is not served yet.
+
+use std::process::ExitCode;
+
+use warren_wire::control::{NewVolume, VolumeInfo, VolumeList};
+
+use crate::client::{Client, ClientOpts, NO_BODY};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Letters, digits, '_' and '-'; unique among your volumes.
+        name: String,
+    },
+    /// List your volumes.
+    List {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Delete a volume and its files.
+    Delete {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// Its id or name.
+        volume: String,
+    },
+}
+
+pub async fn run(c: VolumeCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        VolumeCommand::Create { opts, name } => {
+            let v: VolumeInfo = Client::new(&opts)?
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/volumes",
+                    Some(&NewVolume { name }),
+                )
+                .await?;
+            println!("{}\t{}", v.id, v.name);
+        }
+        VolumeCommand::List { opts } => {
+            let list: VolumeList = Client::new(&opts)?
+                .call(reqwest::Method::GET, "/v1/volumes", NO_BODY)
+                .await?;
+            for v in list.volumes {
+                println!("{}\t{}\t{}", v.id, v.name, v.created_at);
+            }
+        }
+        VolumeCommand::Delete { opts, volume } => {
+            Client::new(&opts)?
+                .call_no_answer(reqwest::Method::DELETE, &format!("/v1/volumes/{volume}"))
+                .await?;
+            println!("deleted {volume}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
