@@ -36,10 +36,16 @@ pub enum StepError {
     Unknown(String),
 }
 
-impl Step {
-    pub fn parse(v: &Value) -> Result<(Step, bool), StepError> {
+/// A step's `type` (upper-cased) and `args` (as strings), as both dialects send them.
+struct RawStep {
+    kind: String,
+    args: Vec<String>,
+}
+
+impl RawStep {
+    fn of(v: &Value) -> Self {
         let kind = v["type"].as_str().unwrap_or("").to_ascii_uppercase();
-        let args: Vec<String> = v["args"]
+        let args = v["args"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -47,6 +53,13 @@ impl Step {
                     .collect()
             })
             .unwrap_or_default();
+        Self { kind, args }
+    }
+}
+
+impl Step {
+    pub fn parse(v: &Value) -> Result<(Step, bool), StepError> {
+        let RawStep { kind, args } = RawStep::of(v);
         let arg = |i: usize| {
             args.get(i)
                 .cloned()
@@ -89,15 +102,7 @@ impl Step {
     /// `[src, dest, user, mode]`, ENV `[k1, v1, k2, v2, …]`, WORKDIR `[path]`, USER `[name]`;
     /// `force` skips the cache from this step on. ENV gives one step per pair.
     pub fn parse_e2b(v: &Value) -> Result<Vec<(Step, bool)>, StepError> {
-        let kind = v["type"].as_str().unwrap_or("").to_ascii_uppercase();
-        let args: Vec<String> = v["args"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let RawStep { kind, args } = RawStep::of(v);
         let arg = |i: usize| {
             args.get(i)
                 .cloned()

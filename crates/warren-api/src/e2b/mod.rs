@@ -119,7 +119,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/volumes/{id}",
-            delete(volumes::delete)
+            // The same delete as Warren's `/v1/volumes/{id}` (204 / 404).
+            delete(crate::routes::volumes::delete)
                 .layer(audit(A::VolumeDelete))
                 .get(volumes::get),
         )

@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::clock::{now, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::query::ApiQuery;
-use crate::routes::volumes::{create_volume, delete_volume, find_volume, not_found};
+use crate::routes::volumes::{create_volume, find_volume, not_found};
 use crate::state::AppState;
 use crate::volumes::content::{clean, ContentError, Entry, VolumeFiles};
 use crate::volumes::{token_allows, token_for};
@@ -68,16 +68,6 @@ pub async fn get(
 ) -> ApiResult<Json<VolumeAndToken>> {
     let v = find_volume(&state, &caller.tenant, &id).await?;
     Ok(Json(with_token(&state, v)?))
-}
-
-/// `DELETE /volumes/{id}` (204).
-pub async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    delete_volume(&state, &caller.tenant, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The volume a content call names, if its bearer token is that volume's.
