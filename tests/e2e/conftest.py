@@ -92,7 +92,10 @@ def leftovers():
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     out["veth"] = sorted(l.split(":")[1].strip().split("@")[0] for l in links.splitlines() if ": wv" in l)
     mounts = open("/proc/self/mountinfo").read()
-    out["mounts"] = [l for l in mounts.splitlines() if "/sandboxes/" in l]
+    # A sandbox's own mounts, volumes' file systems (and gVisor's views of them), their loop devices.
+    out["mounts"] = [l for l in mounts.splitlines() if "/sandboxes/" in l or "/volumes/" in l]
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    out["loops"] = [l for l in loops.splitlines() if "/volumes/" in l]
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     out["nft"] = [l for l in tables.splitlines()
                   if l.strip() == "table inet warren" or l.strip().startswith("table netdev warren_egress_")]
@@ -113,7 +116,7 @@ def no_more_leftovers_than(before, timeout=10):
 
 
 # What `leftovers()` finds once no server runs and every sandbox is gone.
-NOTHING_LEFT = {"netns": [], "veth": [], "mounts": [], "nft": [], "cgroups": []}
+NOTHING_LEFT = {"netns": [], "veth": [], "mounts": [], "loops": [], "nft": [], "cgroups": []}
 
 
 def warren_cgroups():

@@ -28,9 +28,10 @@ def refused(server, method, path, body, *names):
 
 
 def test_e2b_create_fields_are_served_or_refused_by_name(e2b_env):
-    # Fields E2B defines that Warren does not serve: a 400 naming each, not a sandbox without it.
+    # Fields E2B defines that Warren does not serve (or a volume that does not exist): a 400
+    # naming each, not a sandbox without it.
     for kwargs, name in [
-        ({"volume_mounts": {"/data": "vol"}}, "volumeMounts"),
+        ({"volume_mounts": {"/data": "no-such-volume"}}, "no-such-volume"),
         ({"mcp": {"exa": {"apiKey": "x"}}}, "mcp"),
         ({"lifecycle": {"on_timeout": {"action": "pause", "mode": "filesystem"}}}, "autoPauseMemory"),
     ]:

@@ -1,8 +1,10 @@
-"""Persistent volumes, first part (issue 32): create, list, get, delete through E2B's SDK
-(`e2b.Volume`, unmodified; its content API found through E2B_VOLUME_API_URL in the one-address
-setup) and through Warren's `/v1/volumes`; the content API with the volume's token: files,
-directories, metadata, listing with depth, and paths that try to leave the volume. Mounting
-volumes into sandboxes is not served yet: `volumeMounts` is still refused by name."""
+"""Persistent volumes (issue 32): create, list, get, delete through E2B's SDK (`e2b.Volume`,
+unmodified; its content API found through E2B_VOLUME_API_URL in the one-address setup) and
+through Warren's `/v1/volumes`; the content API with the volume's token: files, directories,
+metadata, listing with depth, and paths that try to leave the volume. Mounted into sandboxes:
+E2B's `volume_mounts` and Warren's `volumes` field, shared by many sandboxes at once (namespace
+and gVisor tiers), read-only mounts, owners as each sandbox's users, a delete refused while
+mounted, snapshot copies mounting their source's volumes, and the refusals by name."""
 import os
 import subprocess
 import uuid
@@ -14,7 +16,7 @@ from conftest import WARREN, new_key, raw
 
 pytest.importorskip("e2b", reason="SKIPPED LOUDLY: the e2b SDK is not installed (scripts/test installs it)")
 
-from e2b import NotFoundException, Volume  # noqa: E402
+from e2b import NotFoundException, Sandbox, Volume  # noqa: E402
 
 
 @pytest.fixture
@@ -135,3 +137,166 @@ def test_the_cli_creates_lists_and_deletes_volumes(server):
     assert taken.returncode != 0 and "exists" in taken.stderr
     assert cli("delete", name).returncode == 0
     assert name not in cli("list").stdout
+
+
+def tiers(server):
+    return raw(server, "GET", "/health").json().get("isolation_tiers", [])
+
+
+def test_e2b_volume_mounts_share_files_between_sandboxes(volume_env):
+    vol = Volume.create(f"shared-{uuid.uuid4().hex[:8]}")
+    sandboxes = []
+    try:
+        vol.write_file("/seed.txt", "from the content API")
+        a = Sandbox.create(template="base", volume_mounts={"/mnt/data": vol})
+        sandboxes.append(a)
+        # The SDK's default user (`user`) reads what the content API wrote and writes its own.
+        assert a.files.read("/mnt/data/seed.txt") == "from the content API"
+        a.files.write("/mnt/data/by-a.txt", "line 1\n")
+        a.commands.run("echo line 2 >> /mnt/data/by-a.txt && mkdir /mnt/data/dir && mv /mnt/data/by-a.txt /mnt/data/dir/log.txt")
+        assert a.get_info().volume_mounts == [{"name": vol.name, "path": "/mnt/data"}]
+        # A second sandbox, by volume name, sees it at once; so does the content API, owned by `user`.
+        b = Sandbox.create(template="base", volume_mounts={"/data": vol.name})
+        sandboxes.append(b)
+        assert b.files.read("/data/dir/log.txt") == "line 1\nline 2\n"
+        assert b.commands.run("stat -c %U /data/dir/log.txt").stdout.strip() == "user"
+        stat = vol.get_info("/dir/log.txt")
+        assert (stat.uid, stat.gid, stat.size) == (1000, 1000, 14)
+        # Written in b as root, seen in a as root.
+        b.commands.run("echo root > /data/root.txt", user="root")
+        assert a.commands.run("stat -c %U:%a /mnt/data/root.txt").stdout.strip() == "root:644"
+        # Nothing of the volume is in a sandbox that does not mount it.
+        c = Sandbox.create(template="base")
+        sandboxes.append(c)
+        assert c.commands.run("ls /mnt/data 2>&1 || true").stdout.strip().endswith("No such file or directory")
+        # Mounted: the delete is refused with a 409 naming the sandboxes; once they end, it goes.
+        r = raw(volume_env, "DELETE", f"/volumes/{vol.volume_id}")
+        assert r.status_code == 409 and a.sandbox_id in r.text and b.sandbox_id in r.text, r.text
+        a.kill()
+        b.kill()
+        # The files outlived both sandboxes.
+        assert vol.read_file("/dir/log.txt") == "line 1\nline 2\n"
+        assert Volume.destroy(vol.volume_id)
+    finally:
+        for s in sandboxes:
+            try:
+                s.kill()
+            except Exception:
+                pass
+        Volume.destroy(vol.volume_id)
+
+
+@pytest.mark.parametrize("tier", ["namespaces", "gvisor"])
+def test_warren_volumes_field_read_only_and_tiers(volume_env, tier):
+    """Warren's own create field, over raw HTTP: read-write and read-only mounts of one volume in
+    a sandbox of each tier, shown on GET; a read-only mount refuses writes with EROFS."""
+    if tier not in tiers(volume_env):
+        pytest.skip(f"SKIPPED LOUDLY: the {tier} tier is not available on this machine")
+    name = f"data-{tier}-{uuid.uuid4().hex[:6]}"
+    assert raw(volume_env, "POST", "/v1/volumes", json={"name": name}).status_code == 201
+    mounts = [{"name": name, "path": "/data", "read_only": False},
+              {"name": name, "path": "/ro", "read_only": True}]
+    r = raw(volume_env, "POST", "/v1/sandboxes", json={"template_name": "base", "isolation": tier, "volumes": mounts})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    try:
+        shown = raw(volume_env, "GET", f"/v1/sandboxes/{sid}").json()["volumes"]
+        assert shown == mounts, shown
+        sb = Sandbox.connect(sid)
+        out = sb.commands.run("echo hi > /data/f && cat /ro/f && ((echo no > /ro/g) 2>&1 || true)", user="root")
+        assert out.stdout.splitlines()[0] == "hi", out.stdout
+        assert "Read-only file system" in out.stdout, out.stdout
+        # Owners as the sandbox's users, whatever the tier (python: gVisor's statx fails coreutils' stat).
+        owners = sb.commands.run(
+            "touch /data/by-user && python3 -c 'import os,stat; print(*[f\"{stat.filemode(os.stat(p).st_mode)}:{os.stat(p).st_uid}\" "
+            "for p in (\"/data\", \"/ro\", \"/data/f\", \"/ro/by-user\")])'").stdout.split()
+        assert owners == ["drwxrwxrwx:0", "drwxrwxrwx:0", "-rw-r--r--:0", "-rw-r--r--:1000"], owners
+        stat = Volume.connect(raw(volume_env, "GET", f"/v1/volumes/{name}").json()["id"]).get_info("/by-user")
+        assert (stat.uid, stat.gid) == (1000, 1000), stat
+        # A copy of its snapshot mounts the same volume again (snapshots never copy volumes).
+        if tier == "namespaces":
+            snap = raw(volume_env, "POST", f"/v1/sandboxes/{sid}/snapshot")
+            assert snap.status_code in (200, 201), snap.text
+            copy = raw(volume_env, "POST", "/v1/sandboxes", json={"snapshot_id": snap.json()["id"]})
+            assert copy.status_code == 201, copy.text
+            cid = copy.json()["id"]
+            try:
+                assert raw(volume_env, "GET", f"/v1/sandboxes/{cid}").json()["volumes"] == mounts
+                Sandbox.connect(sid).commands.run("echo later > /data/after-snapshot", user="root")
+                assert Sandbox.connect(cid).files.read("/data/after-snapshot") == "later\n"
+            finally:
+                raw(volume_env, "DELETE", f"/v1/sandboxes/{cid}")
+    finally:
+        raw(volume_env, "DELETE", f"/v1/sandboxes/{sid}")
+    assert raw(volume_env, "DELETE", f"/v1/volumes/{name}").status_code == 204
+
+
+def test_mounts_are_refused_by_name_when_they_cannot_be_served(volume_env):
+    name = f"refs-{uuid.uuid4().hex[:6]}"
+    assert raw(volume_env, "POST", "/v1/volumes", json={"name": name}).status_code == 201
+    try:
+        def refused(body, *words):
+            r = raw(volume_env, "POST", "/v1/sandboxes", json={"template_name": "base", **body})
+            assert r.status_code == 400, r.text
+            for w in words:
+                assert w in r.json()["error"]["message"], (w, r.text)
+
+        refused({"volumes": [{"name": "no-such-volume", "path": "/data"}]}, "no-such-volume")
+        refused({"volumes": [{"name": name, "path": "data"}]}, "absolute")
+        refused({"volumes": [{"name": name, "path": "/data/../etc"}]}, "clean")
+        refused({"volumes": [{"name": name, "path": "/run"}]}, "/run/warren")
+        refused({"volumes": [{"name": name, "path": "/proc/x"}]}, "/proc")
+        refused({"volumes": [{"name": name, "path": "/a"}, {"name": name, "path": "/a"}]}, "twice")
+        refused({"volumes": [{"name": name, "path": "/a", "mode": "rw"}]}, "mode")
+        if "microvm" in tiers(volume_env):
+            refused({"isolation": "microvm", "volumes": [{"name": name, "path": "/a"}]}, "microVM")
+        # Another tenant's volume does not exist for this one.
+        other = new_key(volume_env, f"vol-mnt-{uuid.uuid4().hex[:6]}")
+        r = requests.post(f"{volume_env['base_url']}/v1/sandboxes", headers={"X-API-Key": other},
+                          json={"template_name": "base", "volumes": [{"name": name, "path": "/data"}]})
+        assert r.status_code == 400 and name in r.text, r.text
+        # E2B's wire: an unknown name in volumeMounts is E2B's 400.
+        r = raw(volume_env, "POST", "/sandboxes", json={"templateID": "base", "volumeMounts": [{"name": "nope", "path": "/x"}]})
+        assert r.status_code == 400 and "nope" in r.json()["message"], r.text
+    finally:
+        raw(volume_env, "DELETE", f"/v1/volumes/{name}")
+
+
+def test_a_volume_is_as_large_as_its_size_and_a_tenant_has_a_total(volume_env):
+    """The size is a file system's: past it, the sandbox's own writes fail with ENOSPC and the
+    content API answers 507 (half an upload is not left behind); the organization's volumes add
+    up to at most `--max-volume-mb`."""
+    name = f"small-{uuid.uuid4().hex[:6]}"
+    r = raw(volume_env, "POST", "/v1/volumes", json={"name": name, "size_mb": 16})
+    assert r.status_code == 201 and r.json()["size_mb"] == 16, r.text
+    vid = r.json()["id"]
+    try:
+        r = raw(volume_env, "POST", "/v1/sandboxes", json={"template_name": "base", "volumes": [{"name": name, "path": "/data"}]})
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        try:
+            out = Sandbox.connect(sid).commands.run(
+                "dd if=/dev/zero of=/data/big bs=1M count=32 2>&1; df -m /data | tail -1", user="root")
+            assert "No space left on device" in out.stdout, out.stdout
+            used = raw(volume_env, "GET", f"/v1/volumes/{name}").json()
+            assert 12 <= used["used_mb"] <= 16 and used["size_mb"] == 16, used
+            token = raw(volume_env, "GET", f"/volumes/{vid}").json()["token"]
+            put = requests.put(f"{volume_env['base_url']}/volumecontent/{vid}/file", params={"path": "/more.bin"},
+                               data=b"x" * (8 << 20), headers={"Authorization": f"Bearer {token}"})
+            assert put.status_code == 507 and "full" in put.json()["message"], (put.status_code, put.text)
+            listed = requests.get(f"{volume_env['base_url']}/volumecontent/{vid}/dir", params={"path": "/"},
+                                  headers={"Authorization": f"Bearer {token}"}).json()
+            assert [e["name"] for e in listed] == ["big"], listed
+            # Room again once the sandbox removes its file.
+            Sandbox.connect(sid).commands.run("rm /data/big", user="root")
+            again = requests.put(f"{volume_env['base_url']}/volumecontent/{vid}/file", params={"path": "/more.bin"},
+                                 data=b"x" * (8 << 20), headers={"Authorization": f"Bearer {token}"})
+            assert again.status_code == 201, again.text
+        finally:
+            raw(volume_env, "DELETE", f"/v1/sandboxes/{sid}")
+    finally:
+        raw(volume_env, "DELETE", f"/v1/volumes/{vid}")
+    r = raw(volume_env, "POST", "/v1/volumes", json={"name": name, "size_mb": 8})
+    assert r.status_code == 400 and "size_mb" in r.json()["error"]["message"], r.text
+    r = raw(volume_env, "POST", "/v1/volumes", json={"name": name, "size_mb": 200_000})
+    assert r.status_code == 403 and "--max-volume-mb" in r.json()["error"]["message"], r.text

@@ -19,9 +19,11 @@ pub struct RateLimited {
 
 /// A new sandbox would take an organization past one of its quotas.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{resource} limit reached: organization {tenant} uses {current} of {limit} {unit} and this sandbox needs {need} (the operator raises it with `warren serve {flag}`)")]
+#[error("{resource} limit reached: organization {tenant} uses {current} of {limit} {unit} and this {what} needs {need} (the operator raises it with `warren serve {flag}`)")]
 pub struct QuotaExceeded {
     pub resource: &'static str,
+    /// What was asked for: a sandbox, a volume.
+    pub what: &'static str,
     pub unit: &'static str,
     /// The `warren serve` flag that sets this quota.
     pub flag: &'static str,
@@ -39,6 +41,34 @@ pub struct Limits {
     pub max_sandboxes_per_tenant: u64,
     pub max_vcpu_per_tenant: u64,
     pub max_memory_mb_per_tenant: u64,
+    /// Total size (MB) of an organization's volumes.
+    pub max_volume_mb_per_tenant: u64,
+}
+
+/// Each volume's size when its create names none (E2B's never does): images are sparse, so a
+/// volume costs the host only what is written to it.
+pub const DEFAULT_VOLUME_MB: u64 = 10 * 1024;
+
+/// Whether one more volume of `need` MB keeps the tenant within its volume quota.
+pub fn check_volume_quota(
+    limits: &Limits,
+    tenant: &str,
+    current_mb: u64,
+    need_mb: u64,
+) -> Result<(), QuotaExceeded> {
+    if current_mb.saturating_add(need_mb) <= limits.max_volume_mb_per_tenant {
+        return Ok(());
+    }
+    Err(QuotaExceeded {
+        resource: "volume",
+        what: "volume",
+        unit: "MB of volumes",
+        flag: "--max-volume-mb",
+        tenant: tenant.to_owned(),
+        limit: limits.max_volume_mb_per_tenant,
+        current: current_mb,
+        need: need_mb,
+    })
 }
 
 /// How far the memory limits of an organization's sandboxes may add up beyond the host's memory.
@@ -66,6 +96,7 @@ impl Limits {
             max_sandboxes_per_tenant: 1000,
             max_vcpu_per_tenant: u64::MAX,
             max_memory_mb_per_tenant: memory_mb * MEMORY_OVERCOMMIT,
+            max_volume_mb_per_tenant: 100 * 1024,
         }
     }
 }
@@ -155,6 +186,7 @@ pub fn admit(
         if current.saturating_add(need) > limit {
             return Err(QuotaExceeded {
                 resource,
+                what: "sandbox",
                 unit,
                 flag,
                 tenant: tenant.to_owned(),

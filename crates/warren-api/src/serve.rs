@@ -206,6 +206,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 .then_some("the server was stopped with --stop-sandboxes-on-exit"),
         )
         .await;
+    // Sandboxes that run on keep their own mounts of their volumes.
+    p.lifecycle.volumes().unmount_all();
     if let (0, Some(node)) = (kept, &p.node) {
         node.release_host().await;
         tracing::info!("shut down; no sandbox is left running");
@@ -228,6 +230,7 @@ pub async fn stop_sandboxes(cfg: ServeConfig) -> anyhow::Result<usize> {
     p.lifecycle
         .shut_down(Some("stopped with `warren stop-sandboxes`"))
         .await;
+    p.lifecycle.volumes().unmount_all();
     if let Some(node) = &p.node {
         node.release_host().await;
     }
@@ -358,6 +361,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
                 crate::secrets::SecretVault::open(store.clone(), &cfg.data_dir)
                     .context("open the secret store")?,
             ),
+            volumes: Arc::new(crate::volumes::Volumes::new(&cfg.data_dir)),
         },
     ));
     // Set once: the gate was made before the lifecycle existed.
@@ -387,7 +391,7 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
         builds: Arc::new(builds::Builds::default()),
         layers: Arc::new(warren_runtime::layers::LayerStore::new(&cfg.cache_dir)),
         uploads: Arc::new(builds::uploads::Uploads::new(&cfg.data_dir)),
-        volumes: Arc::new(crate::volumes::Volumes::new(&cfg.data_dir)),
+        volumes: lifecycle.volumes().clone(),
         registry: Arc::new(builds::registry::Registry::new(
             &cfg.cache_dir,
             cfg.insecure_registries.clone(),

@@ -46,6 +46,7 @@ impl Default for Setup {
                 max_sandboxes_per_tenant: 100,
                 max_vcpu_per_tenant: u64::MAX,
                 max_memory_mb_per_tenant: u64::MAX,
+                max_volume_mb_per_tenant: u64::MAX,
             },
             tiers: vec![Tier::Namespaces, Tier::Gvisor],
             allow_isolation_override: true,
@@ -89,6 +90,7 @@ impl Harness {
                 vault: Arc::new(
                     crate::secrets::SecretVault::open(store.clone(), &data).expect("secret store"),
                 ),
+                volumes: Arc::new(crate::volumes::Volumes::new(&data)),
             },
         ));
         let key = store
@@ -120,7 +122,7 @@ impl Harness {
             builds: Arc::new(crate::builds::Builds::default()),
             layers: Arc::new(warren_runtime::layers::LayerStore::new(&cache)),
             uploads: Arc::new(crate::builds::uploads::Uploads::new(&data)),
-            volumes: Arc::new(crate::volumes::Volumes::new(&data)),
+            volumes: lifecycle.volumes().clone(),
             registry: Arc::new(crate::builds::registry::Registry::new(
                 &cache,
                 Vec::new(),

@@ -32,6 +32,18 @@ pub struct SandboxSpec {
     /// Start from a snapshot that carries memory (a directory a tier's `snapshot` wrote, see
     /// `Snapshot::saved_state`) instead of booting: processes, memory and files as they were.
     pub saved_state: Option<PathBuf>,
+    /// Persistent volumes mounted into the sandbox (they are not part of its snapshots).
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A host directory shown inside a sandbox at `target`. Owners on disk are in the canonical id
+/// range, as the template layers' are, and each sandbox sees them with its own ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub source: PathBuf,
+    /// Absolute, clean path inside the sandbox (checked where the request entered).
+    pub target: String,
+    pub read_only: bool,
 }
 
 impl SandboxSpec {

@@ -124,6 +124,7 @@ impl GvisorDriver {
         root: &Path,
         dir: &Path,
         net: &SandboxNet,
+        volumes: &[PathBuf],
     ) -> Result<oci_spec::runtime::Spec, DriverError> {
         let workdir = spec.workdir.clone().unwrap_or_else(|| "/workspace".into());
         let boot_env =
@@ -140,6 +141,13 @@ impl GvisorDriver {
             json!({"destination": "/.warren", "type": "bind", "source": self.host.agent_bundle(), "options": ["rbind", "ro"]}),
             json!({"destination": "/run/warren", "type": "bind", "source": dir.join("run"), "options": ["rbind", "rw"]}),
         ];
+        // Volumes reach the Sentry through the gofer, from their idmapped mounts on the host
+        // (`host::idmapped::show_volumes`); `--overlay2=root:memory` overlays the root only, so
+        // writes land in the volume.
+        for (v, shown) in spec.volumes.iter().zip(volumes) {
+            let access = if v.read_only { "ro" } else { "rw" };
+            mounts.push(json!({"destination": v.target, "type": "bind", "source": shown, "options": ["rbind", access, "nosuid", "nodev"]}));
+        }
         if spec.reaches_out() {
             if let Some(resolv) = &self.host.network().resolv_conf {
                 let path = dir.join("resolv.conf");
@@ -214,7 +222,9 @@ impl GvisorDriver {
         // this a test runner forking 150 processes would end the sandbox.
         host.cgroup
             .set_max_tasks(u64::from(spec.resources.max_pids()) * HOST_TASKS_PER_PROCESS)?;
-        let oci = self.bundle(spec, &root, dir, &host.net)?;
+        let volumes = crate::host::idmapped::show_volumes(&spec.volumes, dir)
+            .map_err(|e| DriverError::Unsupported(format!("volumes: {e}")))?;
+        let oci = self.bundle(spec, &root, dir, &host.net, &volumes)?;
         oci.save(dir.join("bundle/config.json"))?;
         let log = std::fs::File::create(dir.join("runsc.log")).map_err(io("runsc log"))?;
         let mut cmd = self.runsc();
@@ -268,6 +278,13 @@ impl GvisorDriver {
         }
         if let Some(m) = &live.lower_mount {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if !crate::host::idmapped::hide_volumes(&live.dir) {
+            // Removing the directory would remove the volume's files through the mount.
+            return Err(DriverError::Unsupported(format!(
+                "a volume is still mounted under {}",
+                live.dir.display()
+            )));
         }
         // The rest (cgroup, network namespace, directory) is the host layer's teardown.
         Ok(self.host.teardown(live.host, &live.dir).await?)
@@ -391,7 +408,9 @@ impl IsolationDriver for GvisorDriver {
                 }
                 let _ =
                     nix::mount::umount2(&e.path().join("lower"), nix::mount::MntFlags::MNT_DETACH);
-                let _ = tokio::fs::remove_dir_all(e.path()).await;
+                if crate::host::idmapped::hide_volumes(&e.path()) {
+                    let _ = tokio::fs::remove_dir_all(e.path()).await;
+                }
             }
         }
     }

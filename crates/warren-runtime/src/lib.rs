@@ -13,6 +13,6 @@ mod tiers;
 
 pub use driver::{
     AdoptedSandbox, DriverError, IsolationDriver, NotAdopted, SandboxHandle, SandboxSpec,
-    SandboxUsage, Snapshot, SnapshotTaken, StartedSandbox,
+    SandboxUsage, Snapshot, SnapshotTaken, StartedSandbox, VolumeMount,
 };
 pub use tiers::AnyDriver;

@@ -34,7 +34,7 @@ pub use sandboxes::{ClaimPooled, NewSandbox, OnTimeout, SandboxPage, SandboxReco
 pub use secrets::SecretRecord;
 pub use snapshots::SnapshotRecord;
 pub use templates::{TemplateRecord, TemplateStatus};
-pub use volumes::VolumeRecord;
+pub use volumes::{MountRecord, VolumeDeleted, VolumeRecord};
 
 /// A store operation failed
 #[derive(Debug, thiserror::Error)]

@@ -734,7 +734,43 @@ async fn volumes_are_named_once_per_tenant_and_seen_only_by_it(db: Db) {
         store.find_volume("acme", "v3").await.expect("not theirs"),
         None
     );
-    assert!(!store.delete_volume("acme", "v3").await.expect("not theirs"));
-    assert!(store.delete_volume("acme", "v1").await.expect("delete"));
+    use crate::VolumeDeleted;
+    assert_eq!(
+        store.delete_volume("acme", "v3").await.expect("not theirs"),
+        VolumeDeleted::NotFound
+    );
+    // Mounted by a live sandbox: refused, naming it; once the sandbox ended, deleted.
+    let user = add_for(&store, "acme", 20, None).await;
+    let mount = crate::MountRecord {
+        volume_id: "v1".into(),
+        name: Some("data".into()),
+        path: "/mnt/data".into(),
+        read_only: true,
+    };
+    store
+        .record_mounts(user.as_str(), std::slice::from_ref(&mount))
+        .await
+        .expect("mounts");
+    assert_eq!(
+        store.mounts_of(user.as_str()).await.expect("mounts of"),
+        std::slice::from_ref(&mount)
+    );
+    assert_eq!(
+        store.delete_volume("acme", "v1").await.expect("in use"),
+        VolumeDeleted::InUse(vec![user.as_str().to_owned()])
+    );
+    store
+        .end_sandbox(&user, SandboxStatus::Deleted, None, 30)
+        .await
+        .expect("end");
+    assert_eq!(
+        store.delete_volume("acme", "v1").await.expect("delete"),
+        VolumeDeleted::Deleted
+    );
     assert_eq!(store.find_volume("acme", "data").await.expect("gone"), None);
+    // The ended sandbox still says where it had the volume; the name is gone with it.
+    assert_eq!(
+        store.mounts_of(user.as_str()).await.expect("mounts of")[0].name,
+        None
+    );
 }

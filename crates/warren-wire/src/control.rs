@@ -57,6 +57,23 @@ pub struct CreateSandboxRequest {
     /// `{"sandboxes": [...]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// Warren extension (E2B's `volumeMounts`): persistent volumes (`/v1/volumes`) to mount.
+    /// A copy of a snapshot naming none mounts its source sandbox's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<SandboxVolume>>,
+}
+
+/// A persistent volume mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxVolume {
+    /// The volume's name (or id).
+    pub name: String,
+    /// Where it shows in the sandbox: an absolute path.
+    pub path: String,
+    /// Writes through this mount fail with EROFS.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// A snapshot of a running sandbox (Warren extension).
@@ -219,6 +236,9 @@ pub struct Sandbox {
     pub token_expires_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The persistent volumes it mounts (Warren extension), shown on `GET /v1/sandboxes/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<SandboxVolume>>,
 }
 
 /// A page of a list. `has_more: true` must come with a usable `next_cursor` or Py's `iter` loops.
@@ -454,6 +474,10 @@ pub struct SecretList {
 pub struct NewVolume {
     /// 1 to 64 letters, digits, `_` or `-`; unique within the tenant.
     pub name: String,
+    /// Its size: writes past it fail with ENOSPC (16 MB to 16 TB; default 10240). Counted
+    /// against the organization's volume quota; the host's disk holds only what is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -461,6 +485,10 @@ pub struct VolumeInfo {
     pub id: String,
     pub name: String,
     pub created_at: String,
+    pub size_mb: u64,
+    /// MB in use (file data and the file system's own), on `GET /v1/volumes/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -513,6 +513,7 @@ async fn run_step(
         egress: None,
         env_vars: spec.env.clone(),
         saved_state: None,
+        volumes: Vec::new(),
     };
     let sandbox = ctx
         .lifecycle

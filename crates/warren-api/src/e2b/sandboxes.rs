@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use warren_core::{SandboxId, SandboxStatus};
 use warren_store::{OnTimeout, SandboxRecord};
-use warren_wire::control::{CreateSandboxRequest, EgressPolicy};
+use warren_wire::control::{CreateSandboxRequest, EgressPolicy, SandboxVolume};
 use warren_wire::e2b::{
     ConnectBody, Lifecycle, ListedSandbox, NetworkConfig, NewSandbox, PauseBody, RefreshBody,
     Sandbox, SandboxDetail, TimeoutBody,
@@ -142,6 +142,16 @@ pub async fn create(
         network,
         auto_pause: req.auto_pause,
         auto_resume: req.auto_resume.map(|r| r.enabled),
+        volumes: req.volume_mounts.map(|mounts| {
+            mounts
+                .into_iter()
+                .map(|m| SandboxVolume {
+                    name: m.name,
+                    path: m.path,
+                    read_only: false,
+                })
+                .collect()
+        }),
         ..Default::default()
     };
     let (record, replayed) = crate::idempotency::create_once(
@@ -378,7 +388,17 @@ pub async fn get(
             allow_public_traffic: Some(true),
             ..Default::default()
         });
+    let volume_mounts = crate::routes::volumes::mounts_shown(&state, &rec.id)
+        .await?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| warren_wire::e2b::VolumeMount {
+            name: m.name,
+            path: m.path,
+        })
+        .collect();
     Ok(Json(SandboxDetail {
+        volume_mounts,
         listed: listed(&rec),
         envd_access_token: token,
         allow_internet_access: rec.internet_access,

@@ -40,7 +40,14 @@ pub async fn create(
     caller: Caller,
     Json(req): Json<NewVolume>,
 ) -> ApiResult<impl IntoResponse> {
-    let v = create_volume(&state, &caller.tenant, &req.name, ApiError::bad_request).await?;
+    let v = create_volume(
+        &state,
+        &caller.tenant,
+        &req.name,
+        None,
+        ApiError::bad_request,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(with_token(&state, v)?)))
 }
 
@@ -106,7 +113,23 @@ fn content_error(e: ContentError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "PATH_ALREADY_EXISTS", e.to_string())
         }
         ContentError::Bad(_) => ApiError::bad_request(e.to_string()),
+        ContentError::Full(_) => volume_full(e.to_string()),
         ContentError::Io { .. } => ApiError::internal("volume content", e),
+    }
+}
+
+/// 507: the volume's size is reached (`warren volume create --size-mb` makes a larger one).
+fn volume_full(why: String) -> ApiError {
+    ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "VOLUME_FULL", why)
+}
+
+/// A failed write of an upload's bytes: a full volume is the user's to act on, not a 500.
+fn write_error(path: &str, e: std::io::Error) -> ApiError {
+    match e.raw_os_error() {
+        Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => {
+            volume_full(format!("the volume is full: no room for {path}"))
+        }
+        _ => ApiError::internal("write the volume file", e),
     }
 }
 
@@ -248,15 +271,25 @@ pub async fn write_file(
     let file = blocking(move || writer.create_file(&target, replace, q.uid, q.gid, q.mode)).await?;
     let mut file = tokio::fs::File::from_std(file);
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::internal("write the volume file", e))?;
+    let written: ApiResult<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| write_error(&q.path, e))?;
+        }
+        file.sync_all().await.map_err(|e| write_error(&q.path, e))
     }
-    file.flush()
-        .await
-        .map_err(|e| ApiError::internal("write the volume file", e))?;
+    .await;
+    if let Err(e) = written {
+        // Half a new file is no file: it goes. (A replaced one was truncated by the open.)
+        if !replace {
+            let (gone, remover) = (rel.clone(), opener.clone());
+            let _ = blocking(move || remover.remove(&gone)).await;
+        }
+        return Err(e);
+    }
     let e = blocking(move || opener.stat(&rel)).await?;
     Ok((StatusCode::CREATED, Json(stat_of(e))))
 }

@@ -35,6 +35,8 @@ pub(super) struct Asked {
     /// Brokered secrets: the env vars holding their placeholders, what the record keeps, and
     /// what the node's egress proxy needs.
     pub secrets: Option<AskedSecrets>,
+    /// Persistent volumes to mount, in path order.
+    pub volumes: Vec<warren_store::MountRecord>,
 }
 
 pub(super) struct AskedSecrets {
@@ -131,6 +133,9 @@ impl Lifecycle {
         // A template's default policy, when the create names none.
         let egress = egress.or_else(|| stored.as_ref().and_then(|s| s.network.clone()));
         let tier = self.asked_tier(req, snapshot.as_ref(), stored.as_ref())?;
+        let volumes = self
+            .asked_volumes(req.volumes.as_deref(), snapshot.as_ref(), who.tenant)
+            .await?;
         let mut secrets = match &req.secrets {
             Some(wanted) if !wanted.is_empty() => {
                 let (env, kept, bindings) = self
@@ -171,6 +176,7 @@ impl Lifecycle {
             metadata,
             egress,
             secrets,
+            volumes,
         })
     }
 
@@ -216,7 +222,7 @@ impl Lifecycle {
     }
 
     /// Chooses the node and resolves how the sandbox runs there. A snapshot's copy runs where its
-    /// layer is: on this control plane's own node.
+    /// layer is, and volumes where their directories are: on this control plane's own node.
     async fn place(&self, asked: &Asked, region: Option<&str>) -> LifecycleResult<Placed> {
         let template = &asked.template;
         let keys: Vec<String> = asked
@@ -224,7 +230,7 @@ impl Lifecycle {
             .as_ref()
             .map(|s| layer_keys(&s.layers))
             .unwrap_or_default();
-        let placement = if asked.snapshot.is_some() {
+        let placement = if asked.snapshot.is_some() || !asked.volumes.is_empty() {
             self.local()?;
             Placement::Local
         } else {
@@ -254,6 +260,11 @@ impl Lifecycle {
             Placement::Local => self.on_local_node(asked, source).await?,
             Placement::Remote(view) => self.on_joined_node(asked, &view, source)?,
         };
+        if placed.tier == Tier::Microvm && !asked.volumes.is_empty() {
+            return Err(LifecycleError::Invalid(
+                warren_runtime::microvm::VOLUMES_UNSERVED.into(),
+            ));
+        }
         // A template whose ready check cannot be run is refused before anything is recorded.
         placed
             .run
@@ -336,6 +347,8 @@ impl Lifecycle {
             // Placeholders in its environment are set at start; a rule's secrets are not.
             || asked.secrets.as_ref().is_some_and(|s| !s.env.is_empty())
             || asked.snapshot.is_some()
+            // Warm sandboxes mount nothing; a volume is mounted as the sandbox's root is made.
+            || !asked.volumes.is_empty()
             // A policy's allowed destinations keep a link that no internet access would take
             // away: such a sandbox is made with exactly that link, cold.
             || (asked.egress.is_some() && req.internet_access == Some(false))
@@ -375,6 +388,7 @@ impl Lifecycle {
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
         let closing = self.starts_allowed().await?;
+        let volumes = self.node_mounts(who.tenant, &asked.volumes).await?;
         let record = self.admit_and_record(asked, &placed, req, who).await?;
         let id = record.id.clone();
         let order = StartOrder {
@@ -393,6 +407,7 @@ impl Lifecycle {
             env_vars,
             tier: placed.tier,
             owner: who.tenant.to_owned(),
+            volumes,
         };
         let started = match placed.node.start(order).await {
             Ok(s) => s,
@@ -444,6 +459,7 @@ impl Lifecycle {
         };
         let _admission = self.admission.lock().await;
         self.admit(who.tenant, asked.template.resources).await?;
+        self.volumes_still_there(who.tenant, &asked.volumes).await?;
         let record = self
             .store
             .insert_sandbox(
@@ -468,6 +484,11 @@ impl Lifecycle {
                 now(),
             )
             .await?;
+        if !asked.volumes.is_empty() {
+            self.store
+                .record_mounts(record.id.as_str(), &asked.volumes)
+                .await?;
+        }
         Ok(record)
     }
 }

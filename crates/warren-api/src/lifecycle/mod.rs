@@ -21,6 +21,7 @@ mod snapshots;
 mod templates;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,8 @@ pub struct Lifecycle {
     /// Where snapshot layers are kept (`snapshots.rs`).
     snapshots_dir: std::path::PathBuf,
     vault: Arc<crate::secrets::SecretVault>,
+    /// Persistent volumes' files, mounted into sandboxes that name them (`volumes.rs`).
+    volumes: Arc<crate::volumes::Volumes>,
 }
 
 /// How a `Lifecycle` is set up.
@@ -82,6 +85,8 @@ pub struct LifecycleConfig {
     pub snapshots_dir: std::path::PathBuf,
     /// Secrets brokered for sandboxes.
     pub vault: Arc<crate::secrets::SecretVault>,
+    /// Persistent volumes' files.
+    pub volumes: Arc<crate::volumes::Volumes>,
 }
 
 impl Lifecycle {
@@ -105,12 +110,18 @@ impl Lifecycle {
             pools: pool::Pools::default(),
             snapshots_dir: cfg.snapshots_dir,
             vault: cfg.vault,
+            volumes: cfg.volumes,
         }
     }
 
     /// The tenant-scoped secret store.
     pub fn vault(&self) -> &crate::secrets::SecretVault {
         &self.vault
+    }
+
+    /// Persistent volumes' files.
+    pub fn volumes(&self) -> &Arc<crate::volumes::Volumes> {
+        &self.volumes
     }
 
     #[cfg(test)]

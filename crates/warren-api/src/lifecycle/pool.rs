@@ -375,6 +375,7 @@ impl Lifecycle {
             secrets: Vec::new(),
             tier,
             owner: POOL_TENANT.to_owned(),
+            volumes: Vec::new(),
         };
         let started = match node.start(order).await {
             Ok(s) => s,

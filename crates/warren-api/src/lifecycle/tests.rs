@@ -542,6 +542,7 @@ async fn a_restart_takes_over_survivors_and_records_the_rest_as_stopped() {
             allow_isolation_override: true,
             snapshots_dir: h.dir.path().join("snapshots"),
             vault: h.lifecycle.vault_arc(),
+            volumes: h.lifecycle.volumes().clone(),
         },
     );
     let report = next.restore().await.expect("restored");
@@ -702,6 +703,7 @@ async fn a_build_sandbox_counts_in_the_quota_until_it_ends() {
         egress: None,
         env_vars: Default::default(),
         saved_state: None,
+        volumes: Vec::new(),
     };
     let build = h
         .lifecycle

@@ -55,6 +55,7 @@ impl NodeHandle for LocalNode {
                 egress,
                 env_vars: order.env_vars,
                 saved_state: order.run.saved_state,
+                volumes: order.volumes,
             },
             tier: Some(order.tier),
             owner: order.owner,

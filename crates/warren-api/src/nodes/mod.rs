@@ -43,6 +43,8 @@ pub struct StartOrder {
     pub tier: Tier,
     /// The tenant it belongs to (rates and audit records on the node follow it).
     pub owner: String,
+    /// Persistent volumes to mount (directories on this control plane's own machine).
+    pub volumes: Vec<warren_runtime::VolumeMount>,
 }
 
 /// A sandbox a node started (or took over) and that is ready.

@@ -297,6 +297,12 @@ impl NodeHandle for RemoteNode {
     }
 
     async fn start(&self, order: StartOrder) -> Result<NodeStarted, NodeCallError> {
+        if !order.volumes.is_empty() {
+            // The lifecycle places such creates on its own node; this guards the invariant.
+            return Err(NodeCallError::Unsupported(
+                "volumes are mounted on the control plane's own node only".into(),
+            ));
+        }
         let ready = order
             .run
             .ready_probe()

@@ -87,6 +87,7 @@ fn to_wire(state: &AppState, r: &SandboxRecord, rid: Option<&RequestId>) -> Sand
         auth_token: None,
         token_expires_at: None,
         request_id: rid.map(|r| r.0.clone()),
+        volumes: None,
     }
 }
 
@@ -145,7 +146,8 @@ pub async fn create(
             create_detached(&state, &caller, req),
         )
         .await?;
-        let wire = with_token(&state, &caller, &record, Some(&rid))?;
+        let mut wire = with_token(&state, &caller, &record, Some(&rid))?;
+        wire.volumes = super::volumes::mounts_shown(&state, &record.id).await?;
         let res = (StatusCode::CREATED, Json(wire)).into_response();
         return Ok(crate::idempotency::replayed_if(replayed, res));
     }
@@ -257,7 +259,9 @@ pub async fn get(
         .lifecycle
         .get_owned(&parse_id(&id)?, &caller.tenant)
         .await?;
-    Ok(Json(to_wire(&state, &rec, Some(&rid))))
+    let mut wire = to_wire(&state, &rec, Some(&rid));
+    wire.volumes = super::volumes::mounts_shown(&state, &rec.id).await?;
+    Ok(Json(wire))
 }
 
 /// What the sandbox uses, measured from outside it (`GET /v1/sandboxes/{id}/usage`).

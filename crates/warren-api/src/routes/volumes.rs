@@ -4,17 +4,19 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use warren_store::VolumeRecord;
-use warren_wire::control::{NewVolume, VolumeInfo, VolumeList};
+use warren_store::{VolumeDeleted, VolumeRecord};
+use warren_wire::control::{NewVolume, SandboxVolume, VolumeInfo, VolumeList};
 
 use crate::auth::Caller;
 use crate::clock::{now, rfc3339};
 use crate::error::{ApiError, ApiResult};
+use crate::limits::{check_volume_quota, DEFAULT_VOLUME_MB};
 use crate::state::AppState;
 use crate::volumes::{new_id, valid_name};
 
-/// Each volume's size limit (not yet enforced on writes: issue 32).
-const DEFAULT_QUOTA_BYTES: i64 = 10 * 1024 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+/// The sizes a volume may have: ext4's smallest useful, and a bound well under its largest.
+const SIZE_MB: std::ops::RangeInclusive<u64> = 16..=16 * 1024 * 1024;
 
 pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::new(
@@ -24,11 +26,13 @@ pub(crate) fn not_found(id: &str) -> ApiError {
     )
 }
 
-/// Records and makes a volume; a taken name is `taken`'s error (E2B answers 400, Warren 409).
+/// Records and makes a volume of `size_mb` (the default when None) within the tenant's volume
+/// quota; a taken name is `taken`'s error (E2B answers 400, Warren 409).
 pub(crate) async fn create_volume(
     state: &AppState,
     tenant: &str,
     name: &str,
+    size_mb: Option<u64>,
     taken: impl FnOnce(String) -> ApiError,
 ) -> ApiResult<VolumeRecord> {
     if !valid_name(name) {
@@ -36,19 +40,40 @@ pub(crate) async fn create_volume(
             "name: 1 to 64 characters of letters, digits, '_' and '-'",
         ));
     }
+    let size_mb = size_mb.unwrap_or(DEFAULT_VOLUME_MB);
+    if !SIZE_MB.contains(&size_mb) {
+        return Err(ApiError::bad_request(format!(
+            "size_mb: {} to {}; got {size_mb}",
+            SIZE_MB.start(),
+            SIZE_MB.end()
+        )));
+    }
+    let held: u64 = state
+        .store
+        .list_volumes(tenant)
+        .await?
+        .iter()
+        .map(|v| u64::try_from(v.quota_bytes).unwrap_or(0) / MIB)
+        .sum();
+    check_volume_quota(state.lifecycle.limits(), tenant, held, size_mb)?;
     let v = VolumeRecord {
         id: new_id(),
         tenant: tenant.to_owned(),
         name: name.to_owned(),
-        quota_bytes: DEFAULT_QUOTA_BYTES,
+        quota_bytes: i64::try_from(size_mb * MIB).unwrap_or(i64::MAX),
         created_at: now(),
     };
     if !state.store.insert_volume(&v).await? {
         return Err(taken(format!("a volume named {name} exists already")));
     }
-    if let Err(e) = state.volumes.create(&v.tenant, &v.id) {
-        let _ = state.store.delete_volume(&v.tenant, &v.id).await;
-        return Err(ApiError::internal("make the volume's directory", e));
+    let volumes = state.volumes.clone();
+    let (t, id) = (v.tenant.clone(), v.id.clone());
+    let made = tokio::task::spawn_blocking(move || volumes.create(&t, &id, size_mb * MIB))
+        .await
+        .map_err(|e| ApiError::internal("make the volume", e))?;
+    if let Err(e) = made {
+        let _ = state.lifecycle.delete_volume(&v.tenant, &v.id).await;
+        return Err(ApiError::internal("make the volume", e));
     }
     Ok(v)
 }
@@ -66,10 +91,25 @@ pub(crate) async fn find_volume(
         .ok_or_else(|| not_found(id))
 }
 
-/// Deletes the record, then the files.
+/// Deletes the record, then the files; a volume a sandbox mounts is kept (409, naming them).
 pub(crate) async fn delete_volume(state: &AppState, tenant: &str, id: &str) -> ApiResult<()> {
     let v = find_volume(state, tenant, id).await?;
-    state.store.delete_volume(&v.tenant, &v.id).await?;
+    match state.lifecycle.delete_volume(&v.tenant, &v.id).await? {
+        VolumeDeleted::Deleted => {}
+        VolumeDeleted::NotFound => return Err(not_found(id)),
+        VolumeDeleted::InUse(sandboxes) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "VOLUME_IN_USE",
+                format!(
+                    "volume {} is mounted by sandbox {}: kill {} first",
+                    v.name,
+                    sandboxes.join(", "),
+                    if sandboxes.len() == 1 { "it" } else { "them" }
+                ),
+            ))
+        }
+    }
     state
         .volumes
         .remove(&v.tenant, &v.id)
@@ -77,8 +117,28 @@ pub(crate) async fn delete_volume(state: &AppState, tenant: &str, id: &str) -> A
         .map_err(|e| ApiError::internal("remove the volume's files", e))
 }
 
+/// The volumes a sandbox mounts, as the API shows them; None when it mounts none.
+pub(crate) async fn mounts_shown(
+    state: &AppState,
+    id: &warren_core::SandboxId,
+) -> ApiResult<Option<Vec<SandboxVolume>>> {
+    let mounts = state.store.mounts_of(id.as_str()).await?;
+    Ok((!mounts.is_empty()).then(|| {
+        mounts
+            .into_iter()
+            .map(|m| SandboxVolume {
+                name: m.name.unwrap_or(m.volume_id),
+                path: m.path,
+                read_only: m.read_only,
+            })
+            .collect()
+    }))
+}
+
 fn info(v: VolumeRecord) -> VolumeInfo {
     VolumeInfo {
+        size_mb: u64::try_from(v.quota_bytes).unwrap_or(0) / MIB,
+        used_mb: None,
         id: v.id,
         name: v.name,
         created_at: rfc3339(v.created_at),
@@ -90,7 +150,7 @@ pub async fn create(
     caller: Caller,
     Json(body): Json<NewVolume>,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
-    let v = create_volume(&state, &caller.tenant, &body.name, |why| {
+    let v = create_volume(&state, &caller.tenant, &body.name, body.size_mb, |why| {
         ApiError::new(StatusCode::CONFLICT, "CONFLICT", why)
     })
     .await?;
@@ -109,7 +169,16 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VolumeInfo>> {
-    Ok(Json(info(find_volume(&state, &caller.tenant, &id).await?)))
+    let v = find_volume(&state, &caller.tenant, &id).await?;
+    let volumes = state.volumes.clone();
+    let (t, vid) = (v.tenant.clone(), v.id.clone());
+    let used = tokio::task::spawn_blocking(move || volumes.usage(&t, &vid))
+        .await
+        .map_err(|e| ApiError::internal("measure the volume", e))?
+        .map_err(|e| ApiError::internal("measure the volume", e))?;
+    let mut shown = info(v);
+    shown.used_mb = Some(used.0.div_ceil(MIB));
+    Ok(Json(shown))
 }
 
 pub async fn delete(

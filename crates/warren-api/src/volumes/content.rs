@@ -22,6 +22,9 @@ pub enum ContentError {
     Exists(String),
     #[error("{0}")]
     Bad(String),
+    /// The volume's file system has no room left (its size is its quota).
+    #[error("the volume is full: no room for {0}")]
+    Full(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -81,6 +84,7 @@ fn io_err<'a>(what: &'static str, rel: &'a Path) -> impl FnOnce(Errno) -> Conten
     move |e| match e {
         Errno::NOENT | Errno::NOTDIR => ContentError::NotFound(shown(rel)),
         Errno::EXIST => ContentError::Exists(shown(rel)),
+        Errno::NOSPC | Errno::DQUOT => ContentError::Full(shown(rel)),
         Errno::XDEV | Errno::LOOP => ContentError::Bad(format!(
             "path {} leads outside the volume or through a symlink",
             shown(rel)

@@ -1,10 +1,11 @@
 //! Persistent volumes, single-machine backend: a directory per volume under
 //! `<data-dir>/volumes/<tenant digest>/<id>`, indexed in the store (`VolumeRecord`). Both APIs
 //! create, list and delete them; E2B's content API reads and writes their files with a token
-//! scoped to one volume (`content`). Mounting into sandboxes comes next (issue 32): until then a
-//! create that asks for one is refused by name.
+//! scoped to one volume (`content`). Creates mount them (`lifecycle/volumes.rs`): the namespace
+//! tier through idmapped mounts, gVisor through its gofer.
 
 pub mod content;
+mod image;
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::tokens::TokenSigner;
 use content::{ContentError, VolumeFiles, ID_BASE};
+pub use image::ImageError;
 
 /// E2B's rule for volume names.
 pub fn valid_name(name: &str) -> bool {
@@ -60,36 +62,107 @@ impl Volumes {
         }
     }
 
-    fn dir(&self, tenant: &str, id: &str) -> PathBuf {
+    /// The volume's directory on this machine.
+    pub fn dir(&self, tenant: &str, id: &str) -> PathBuf {
         self.root
             .join(hex::encode(Sha256::digest(tenant.as_bytes())))
             .join(id)
     }
 
-    /// Makes the volume's empty directory, owned by root inside sandboxes.
-    pub fn create(&self, tenant: &str, id: &str) -> std::io::Result<()> {
+    /// Makes the volume: an empty file system of `bytes` (`image.rs`), mounted at its
+    /// directory, whose root is root's inside sandboxes and open to every user of them (mode
+    /// 0777): Hopx's SDKs run as root, E2B's as `user`, and both write to it.
+    pub fn create(&self, tenant: &str, id: &str, bytes: u64) -> Result<(), ImageError> {
         use std::os::unix::fs::PermissionsExt;
         let dir = self.dir(tenant, id);
+        let fail = |what| move |source| ImageError::Io { what, source };
         if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent)?;
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+            std::fs::create_dir_all(parent).map_err(fail("make the tenant's volume directory"))?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+                .map_err(fail("protect the tenant's volume directory"))?;
         }
-        std::fs::create_dir(&dir)?;
-        std::os::unix::fs::chown(&dir, Some(ID_BASE), Some(ID_BASE))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        let made = image::make(&image::image_of(&dir), bytes, ID_BASE)
+            .and_then(|()| image::mount(&image::image_of(&dir), &dir))
+            .and_then(|()| {
+                // mkfs's lost+found is fsck's, not the user's; fsck makes it again if it needs one.
+                let _ = std::fs::remove_dir(dir.join("lost+found"));
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(fail("open the volume to its sandboxes' users"))
+            });
+        if made.is_err() {
+            let _ = image::unmount(&dir);
+            let _ = std::fs::remove_file(image::image_of(&dir));
+            let _ = std::fs::remove_dir(&dir);
+        }
+        made
+    }
+
+    /// The volume's directory, its file system mounted there (after a restart of the machine,
+    /// or of a server that unmounted it on its way out).
+    pub fn mounted(&self, tenant: &str, id: &str) -> Result<PathBuf, ImageError> {
+        let dir = self.dir(tenant, id);
+        let img = image::image_of(&dir);
+        // A volume made before volumes had images is a plain directory, without a size limit.
+        if img.exists() || !dir.is_dir() {
+            image::mount(&img, &dir)?;
+        }
+        Ok(dir)
     }
 
     pub fn files(&self, tenant: &str, id: &str) -> Result<VolumeFiles, ContentError> {
-        VolumeFiles::open(&self.dir(tenant, id))
+        let dir = self.mounted(tenant, id).map_err(|e| ContentError::Io {
+            what: "mount the volume",
+            path: "/".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        VolumeFiles::open(&dir)
     }
 
-    /// Deletes the volume's files (std's `remove_dir_all` does not follow symlinks).
-    pub async fn remove(&self, tenant: &str, id: &str) -> std::io::Result<()> {
+    /// Bytes used and the volume's size.
+    pub fn usage(&self, tenant: &str, id: &str) -> Result<(u64, u64), ImageError> {
+        image::usage(&self.mounted(tenant, id)?)
+    }
+
+    /// Deletes the volume's files: unmounts its file system and removes the image.
+    pub async fn remove(&self, tenant: &str, id: &str) -> Result<(), ImageError> {
         let dir = self.dir(tenant, id);
-        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await {
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::other("removing the volume panicked")),
+        let removed = tokio::task::spawn_blocking(move || {
+            image::unmount(&dir)?;
+            let gone = |r: std::io::Result<()>| match r {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+            gone(std::fs::remove_file(image::image_of(&dir)))
+                .and_then(|()| gone(std::fs::remove_dir(&dir)))
+                .map_err(|source| ImageError::Io {
+                    what: "remove the volume's image",
+                    source,
+                })
+        })
+        .await;
+        removed.unwrap_or_else(|_| {
+            Err(ImageError::Io {
+                what: "remove the volume",
+                source: std::io::Error::other("the removal panicked"),
+            })
+        })
+    }
+
+    /// Unmounts every volume's file system from this machine's view (at shutdown): sandboxes
+    /// that run on keep their own mounts, and the loop device goes with the last of them.
+    pub fn unmount_all(&self) {
+        let Ok(tenants) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for tenant in tenants.flatten() {
+            let Ok(volumes) = std::fs::read_dir(tenant.path()) else {
+                continue;
+            };
+            for v in volumes.flatten() {
+                if let Err(e) = image::unmount(&v.path()) {
+                    tracing::warn!(volume = %v.path().display(), error = %e, "cannot unmount a volume");
+                }
+            }
         }
     }
 }

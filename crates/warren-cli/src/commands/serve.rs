@@ -132,6 +132,10 @@ pub struct ServeArgs {
     /// sandbox is refused while the machine's available memory is below its reserve.
     #[arg(long)]
     max_memory_mb: Option<u64>,
+    /// Total size (MB) of an organization's persistent volumes [default: 102400]. Volumes are
+    /// sparse: they take from the host's disk only what is written to them.
+    #[arg(long)]
+    max_volume_mb: Option<u64>,
     /// Run no sandboxes on this machine: a control plane for nodes that joined (`warren node`).
     #[arg(long)]
     no_local_node: bool,
@@ -221,6 +225,9 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     if let Some(v) = a.max_memory_mb {
         limits.max_memory_mb_per_tenant = v;
+    }
+    if let Some(v) = a.max_volume_mb {
+        limits.max_volume_mb_per_tenant = v;
     }
     Ok(ServeConfig {
         listen: a.listen,

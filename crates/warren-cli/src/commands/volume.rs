@@ -1,5 +1,5 @@
-//! `warren volume`: your persistent volumes (the same as E2B's `/volumes`). Mounting them into
-//! sandboxes is not served yet.
+//! `warren volume`: your persistent volumes (the same as E2B's `/volumes`), which creates mount
+//! with `"volumes": [{"name", "path"}]` (docs/volumes.md).
 
 use std::process::ExitCode;
 
@@ -15,6 +15,9 @@ pub enum VolumeCommand {
         opts: ClientOpts,
         /// Letters, digits, '_' and '-'; unique among your volumes.
         name: String,
+        /// Its size in MB: writes past it fail with "No space left on device" [default: 10240].
+        #[arg(long)]
+        size_mb: Option<u64>,
     },
     /// List your volumes.
     List {
@@ -32,22 +35,26 @@ pub enum VolumeCommand {
 
 pub async fn run(c: VolumeCommand) -> anyhow::Result<ExitCode> {
     match c {
-        VolumeCommand::Create { opts, name } => {
+        VolumeCommand::Create {
+            opts,
+            name,
+            size_mb,
+        } => {
             let v: VolumeInfo = Client::new(&opts)?
                 .call(
                     reqwest::Method::POST,
                     "/v1/volumes",
-                    Some(&NewVolume { name }),
+                    Some(&NewVolume { name, size_mb }),
                 )
                 .await?;
-            println!("{}\t{}", v.id, v.name);
+            println!("{}\t{}\t{} MB", v.id, v.name, v.size_mb);
         }
         VolumeCommand::List { opts } => {
             let list: VolumeList = Client::new(&opts)?
                 .call(reqwest::Method::GET, "/v1/volumes", NO_BODY)
                 .await?;
             for v in list.volumes {
-                println!("{}\t{}\t{}", v.id, v.name, v.created_at);
+                println!("{}\t{}\t{} MB\t{}", v.id, v.name, v.size_mb, v.created_at);
             }
         }
         VolumeCommand::Delete { opts, volume } => {

@@ -185,6 +185,7 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
             },
             env_vars: req.env_vars.clone(),
             saved_state: None,
+            volumes: Vec::new(),
         },
         tier,
         owner: req.owner.clone(),

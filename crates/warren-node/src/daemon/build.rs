@@ -88,6 +88,7 @@ async fn step(
             egress: None,
             env_vars: req.env.clone(),
             saved_state: None,
+            volumes: Vec::new(),
         },
         tier: Some(Tier::Namespaces),
         owner: req.owner.clone(),

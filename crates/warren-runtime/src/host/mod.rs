@@ -5,6 +5,7 @@
 
 pub mod cgroups;
 pub mod egress;
+pub mod idmapped;
 pub mod ids;
 mod netlink;
 pub mod network;

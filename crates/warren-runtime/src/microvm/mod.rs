@@ -50,6 +50,14 @@ pub const GUEST_AGENT_PORT: u16 = 7777;
 /// sandbox's cgroup limit so that the guest can use all the memory it was given.
 const VMM_OVERHEAD_MB: u32 = 192;
 
+/// Why a microVM mounts no volume: the ways a host directory reaches a QEMU guest (virtio-fs, 9p)
+/// block the `migrate` that pause, fork and hibernate are made of, and the NFS route E2B takes
+/// needs nfs in the host kernel, which Warren's hosts lack. The control plane refuses such a
+/// create before it gets here; this is the tier's own guard.
+pub const VOLUMES_UNSERVED: &str = "volumes are not mounted into microVM sandboxes: a host \
+     directory shared with a QEMU guest (virtio-fs, 9p) blocks the migration pause and fork are \
+     made of; use the namespaces or gvisor tier";
+
 pub struct MicrovmConfig {
     pub qemu: PathBuf,
     /// An unpacked Debian kernel package (`boot/vmlinuz-*`, `lib/modules/*`).
@@ -514,6 +522,9 @@ impl IsolationDriver for MicrovmDriver {
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<StartedSandbox, DriverError> {
+        if !spec.volumes.is_empty() {
+            return Err(DriverError::Unsupported(VOLUMES_UNSERVED.into()));
+        }
         let dir = self.cfg.state_dir.join(spec.id.as_str());
         let mut resources = spec.resources;
         resources.memory_mb += VMM_OVERHEAD_MB;

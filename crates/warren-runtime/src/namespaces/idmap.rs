@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::sched::{unshare, CloneFlags};
@@ -97,41 +97,12 @@ pub fn user_namespace(from: u32, to: u32) -> Result<OwnedFd, IdmapError> {
 
 /// Mounts a clone of `layer` at `target`, read-only and with `userns`'s id mapping attached.
 pub fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(), IdmapError> {
-    use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
-    let step = |what: &str| format!("{what} {}", layer.display());
-    let tree = open_tree(
-        rustix::fs::CWD,
-        layer,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
-    )
-    .map_err(|e| IdmapError {
-        step: step("clone the mount of"),
-        source: e.into(),
-    })?;
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    // SAFETY: mount_setattr reads `attr` (valid for the given size) and an empty C string; the
-    // tree and namespace descriptors are open for the duration of the call.
-    let set = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if set != 0 {
-        return Err(IdmapError {
-            step: step("attach the sandbox's ids to"),
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    let tree = crate::host::idmapped::clone_mount(layer, libc::MOUNT_ATTR_RDONLY, Some(userns))
+        .map_err(|e| IdmapError {
+            step: e.step,
+            source: e.source,
+        })?;
+    use rustix::mount::{move_mount, MoveMountFlags};
     move_mount(
         &tree,
         "",
@@ -140,7 +111,7 @@ pub fn mount_idmapped(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<(
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
     .map_err(|e| IdmapError {
-        step: step("mount the idmapped"),
+        step: format!("mount the idmapped {}", layer.display()),
         source: e.into(),
     })
 }

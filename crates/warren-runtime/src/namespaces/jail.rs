@@ -64,6 +64,9 @@ pub struct JailSpec {
     /// its owner.
     #[serde(default)]
     pub agent_env: std::collections::BTreeMap<String, String>,
+    /// Persistent volumes, owned on disk by the layers' range and shown like the layers.
+    #[serde(default)]
+    pub volumes: Vec<crate::driver::VolumeMount>,
 }
 
 fn canonical_base() -> u32 {
@@ -95,6 +98,8 @@ pub enum JailError {
     Harden(#[from] super::harden::HardenError),
     #[error(transparent)]
     Idmap(#[from] super::idmap::IdmapError),
+    #[error(transparent)]
+    Volume(#[from] super::volume_mounts::VolumeMountError),
 }
 
 fn sys<T>(step: impl Into<String>, r: nix::Result<T>) -> Result<T, JailError> {
@@ -468,6 +473,7 @@ fn build_root(spec: &JailSpec, idmap: Option<&OwnedFd>, root: &Path) -> Result<(
         }
         bind(&resolv, &target, true)?;
     }
+    super::volume_mounts::mount_volumes(root, &spec.volumes, idmap, base)?;
     Ok(())
 }
 

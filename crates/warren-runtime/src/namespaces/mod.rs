@@ -6,6 +6,7 @@ pub mod harden;
 mod idmap;
 pub mod jail;
 pub mod snapshot;
+mod volume_mounts;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -131,6 +132,7 @@ impl NamespaceDriver {
             max_processes: spec.resources.max_pids().into(),
             agent_args,
             agent_env: spec.env_vars.clone(),
+            volumes: spec.volumes.clone(),
         };
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path).map_err(io("agent log"))?;

@@ -44,10 +44,18 @@ pub struct NewSandbox {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub iam: Option<serde_json::Value>,
-    /// Volumes to mount: not served yet.
+    /// Persistent volumes to mount, by name.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub volume_mounts: Option<Vec<serde_json::Value>>,
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+}
+
+/// `volumeMounts[]`: a volume by name, and where the sandbox sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = E2bVolumeMount)]
+pub struct VolumeMount {
+    pub name: String,
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -75,9 +83,6 @@ impl NewSandbox {
         }
         if self.iam.as_ref().is_some_and(is_set) {
             return Some("iam: workload identity tokens are not served by Warren".into());
-        }
-        if self.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
-            return Some("volumeMounts: volumes are not served by Warren yet".into());
         }
         if self.auto_pause_memory == Some(false) {
             return Some(
@@ -253,6 +258,8 @@ pub struct SandboxDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkConfig>,
     pub lifecycle: Lifecycle,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
