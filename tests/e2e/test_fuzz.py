@@ -43,13 +43,22 @@ def fuzz(spec_path, url, header, *extra, checks="not_a_server_error"):
     return report
 
 
-def delete_all(server):
+def volumes(server):
+    return {v["id"] for v in raw(server, "GET", "/v1/volumes").json()["volumes"]}
+
+
+def delete_all(server, volumes_before=None):
+    """The fuzzer's sandboxes, then the volumes it made (a volume's file system is mounted while
+    it exists: it is the tenant's data, not a leftover, until the test that made it is done)."""
     for s in raw(server, "GET", "/v1/sandboxes?limit=1000").json()["data"]:
         raw(server, "DELETE", f"/v1/sandboxes/{s['id']}")
+    if volumes_before is not None:
+        for v in volumes(server) - volumes_before:
+            assert raw(server, "DELETE", f"/v1/volumes/{v}").status_code == 204, v
 
 
 def test_fuzzing_the_control_plane_and_an_agent_breaks_nothing(server):
-    before = leftovers()
+    before, volumes_before = leftovers(), volumes(server)
     public, agent_spec = spec("openapi_public.json"), spec("openapi_agent.json")
     fuzz(public, server["base_url"], f"X-API-Key: {server['api_key']}",
          "--exclude-path-regex", "/v1/templates/(build|files)")
@@ -69,14 +78,14 @@ def test_fuzzing_the_control_plane_and_an_agent_breaks_nothing(server):
         assert sb.run_code("print(1 + 1)").stdout == "2\n"
     finally:
         sb.kill()
-    delete_all(server)
+    delete_all(server, volumes_before)
     left = no_more_leftovers_than(before)
     new = {k: sorted(set(left[k]) - set(before[k])) for k in left}
     assert not any(new.values()), f"kernel objects left behind: {new} (before: {before})"
 
 
 def test_fuzzing_with_our_own_openapi_document_finds_no_errors_and_no_schema_drift(server, tmp_path):
-    before = leftovers()
+    before, volumes_before = leftovers(), volumes(server)
     doc = requests.get(server["base_url"] + "/openapi.json", timeout=10)
     assert doc.status_code == 200 and doc.json()["openapi"].startswith("3.1")
     path = tmp_path / "openapi.json"
@@ -92,7 +101,7 @@ def test_fuzzing_with_our_own_openapi_document_finds_no_errors_and_no_schema_dri
          "--exclude-operation-id", "e2b_network",
          "--exclude-path-regex", "/v1/templates/(build|files)|^/mcp$",
          checks="not_a_server_error,response_schema_conformance")
-    delete_all(server)
+    delete_all(server, volumes_before)
     left = no_more_leftovers_than(before)
     new = {k: sorted(set(left[k]) - set(before[k])) for k in left}
     assert not any(new.values()), f"kernel objects left behind: {new}"

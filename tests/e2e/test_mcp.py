@@ -2,6 +2,7 @@
 `warren mcp` over stdio (WARREN_URL + WARREN_API_KEY) and streamable HTTP at `/mcp` with an API
 key. The tools are those of the official `hopx-mcp`, with its names and parameters."""
 import asyncio
+import os
 import json
 import time
 
@@ -110,6 +111,38 @@ async def exercise(session):
         deleted = await call(session, "delete_sandbox", id=sid)
         assert deleted["status"] == "deleted"
     return sid
+
+
+def test_volume_tools_keep_an_agents_files_across_sandboxes(server):
+    """Warren's own tools beside hopx-mcp's: a volume made, mounted by two sandboxes one after
+    the other (what the first wrote, the second reads), listed, and deleted once unmounted."""
+    params = StdioServerParameters(command=WARREN, args=["mcp"], env={
+        "WARREN_URL": server["base_url"], "WARREN_API_KEY": server["api_key"], "PATH": "/usr/bin:/bin"})
+    name = f"mcp-{os.getpid()}"
+
+    async def run(session):
+        await session.initialize()
+        made = await call(session, "create_volume", name=name, size_mb=64)
+        assert made["size_mb"] == 64
+        assert name in [v["name"] for v in (await call(session, "list_volumes"))["volumes"]]
+        for step, command in [("write", "echo kept > /memory/note"), ("read", "cat /memory/note")]:
+            sb = await call(session, "create_sandbox", template_id="base",
+                            volumes=[{"name": name, "path": "/memory"}])
+            ran = await call(session, "run_command", sandbox_id=sb["id"], command=command)
+            if step == "read":
+                assert ran["stdout"] == "kept\n", ran
+                # Mounted: the delete is refused, and says by whom.
+                refused = await error_of(session, "delete_volume", name=name)
+                assert refused["status"] == 409 and sb["id"] in str(refused), refused
+            await call(session, "delete_sandbox", id=sb["id"])
+        assert (await call(session, "delete_volume", name=name))["status"] == "deleted"
+
+    async def main():
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                await run(session)
+
+    asyncio.run(main())
 
 
 def test_stdio_server_runs_code_and_files_for_an_agent(server):

@@ -300,3 +300,46 @@ def test_a_volume_is_as_large_as_its_size_and_a_tenant_has_a_total(volume_env):
     assert r.status_code == 400 and "size_mb" in r.json()["error"]["message"], r.text
     r = raw(volume_env, "POST", "/v1/volumes", json={"name": name, "size_mb": 200_000})
     assert r.status_code == 403 and "--max-volume-mb" in r.json()["error"]["message"], r.text
+
+
+def test_a_clone_copies_files_owners_and_links_and_then_goes_its_own_way(volume_env, server):
+    env = dict(os.environ, WARREN_URL=server["base_url"], WARREN_API_KEY=server["api_key"])
+
+    def cli(*args):
+        return subprocess.run([WARREN, "volume", *args], env=env, capture_output=True, text=True, timeout=120)
+
+    src = f"src-{uuid.uuid4().hex[:6]}"
+    assert cli("create", src, "--size-mb", "64").returncode == 0
+    r = raw(volume_env, "POST", "/v1/sandboxes", json={"template_name": "base", "volumes": [{"name": src, "path": "/v"}]})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    copies = []
+    try:
+        sb = Sandbox.connect(sid)
+        sb.commands.run("mkdir -p /v/d && echo one > /v/d/f && ln -s /etc/passwd /v/link && ln /v/d/f /v/hard "
+                        "&& dd if=/dev/zero of=/v/big bs=1M count=20 2>/dev/null")
+        made = cli("clone", src, f"{src}-copy")
+        assert made.returncode == 0, made.stderr
+        copy_id = made.stdout.split()[0]
+        copies.append(copy_id)
+        assert made.stdout.split("\t")[2].strip() == "64 MB", made.stdout
+        copy = Volume.connect(copy_id)
+        assert copy.read_file("/d/f") == "one\n"
+        f = copy.get_info("/d/f")
+        assert (f.uid, f.gid) == (1000, 1000), f
+        link = copy.get_info("/link")
+        assert link.type.value == "symlink" and link.target == "/etc/passwd", link
+        # A copy, not a view: the source changes, the copy does not.
+        sb.commands.run("echo two > /v/d/f")
+        assert copy.read_file("/d/f") == "one\n"
+        # Files that do not fit the size asked: 507, and no half-made volume is left.
+        small = raw(volume_env, "POST", f"/v1/volumes/{src}/clone", json={"name": f"{src}-small", "size_mb": 16})
+        assert small.status_code == 507 and "size_mb" in small.json()["error"]["message"], small.text
+        assert raw(volume_env, "GET", f"/v1/volumes/{src}-small").status_code == 404
+        taken = raw(volume_env, "POST", f"/v1/volumes/{src}/clone", json={"name": f"{src}-copy"})
+        assert taken.status_code == 409, taken.text
+    finally:
+        raw(volume_env, "DELETE", f"/v1/sandboxes/{sid}")
+        for c in copies:
+            raw(volume_env, "DELETE", f"/v1/volumes/{c}")
+        raw(volume_env, "DELETE", f"/v1/volumes/{src}")

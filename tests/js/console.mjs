@@ -1,7 +1,8 @@
 // The web console in Debian's headless Chromium through playwright-core, as a person uses it:
 // a refused key, sign-in, create, terminal echo, file upload then download, a background
 // process's output, extend, pause and resume, the list with live usage, templates and a build
-// log, keys (create, rotate, revoke), secrets (stored, listed, deleted), the audit trail filtered, another tenant's sandbox
+// log, keys (create, rotate, revoke), secrets (stored, listed, deleted), volumes (made, listed,
+// deleted), the audit trail filtered, another tenant's sandbox
 // refused, kill, sign-out, and a member key's narrower console. Each page's screenshot goes to
 // SHOTS and must not be blank.
 //
@@ -127,6 +128,19 @@ async function theRest(page, context, id, seenUrls) {
   await shot(page, "07b-secrets");
   await secretRow.getByTestId("delete-secret").click();
   await secretRow.waitFor({ state: "detached" });
+
+  // Volumes: made from the page with a size, listed, deleted.
+  await page.getByTestId("nav-volumes").click();
+  await page.getByTestId("volume-name").fill("console-volume");
+  await page.getByTestId("volume-size").fill("64");
+  await page.getByTestId("create-volume").click();
+  const volumeRow = page.locator('[data-volume="console-volume"]');
+  await volumeRow.waitFor();
+  assert.match(await volumeRow.innerText(), /64 MB/);
+  assert.match(await volumeRow.innerText(), /vol_[0-9a-f]{16}/);
+  await shot(page, "07c-volumes");
+  await volumeRow.getByTestId("delete-volume").click();
+  await volumeRow.waitFor({ state: "detached" });
 
   // The audit trail, filtered to the sandbox: its creation and the token the console asked for.
   await page.getByTestId("nav-audit").click();

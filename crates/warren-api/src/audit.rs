@@ -85,6 +85,7 @@ pub enum ControlAction {
     SecretDelete,
     VolumeCreate,
     VolumeDelete,
+    VolumeClone,
 }
 
 impl ControlAction {
@@ -116,6 +117,7 @@ impl ControlAction {
             SecretDelete => "secret.delete",
             VolumeCreate => "volume.create",
             VolumeDelete => "volume.delete",
+            VolumeClone => "volume.clone",
         }
     }
 

@@ -10,9 +10,10 @@ use utoipa::openapi::path::HttpMethod;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use warren_wire::control::{
-    CreateSandboxRequest, EgressPolicy, ErrorEnvelope, ErrorObject, ListPage, NewSecret, NewVolume,
-    Sandbox, SandboxResources, SandboxUsage, SecretInfo, SecretList, SetTimeoutRequest, Snapshot,
-    Template, TemplateResources, TokenResponse, VolumeInfo, VolumeList,
+    CloneVolume, CreateSandboxRequest, EgressPolicy, ErrorEnvelope, ErrorObject, ListPage,
+    NewSecret, NewVolume, Sandbox, SandboxResources, SandboxUsage, SecretInfo, SecretList,
+    SetTimeoutRequest, Snapshot, Template, TemplateResources, TokenResponse, VolumeInfo,
+    VolumeList,
 };
 use warren_wire::e2b;
 
@@ -86,7 +87,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         create_sandbox, list_sandboxes, get_sandbox, delete_sandbox, pause_sandbox,
         resume_sandbox, set_sandbox_timeout, set_sandbox_network, get_sandbox_network, refresh_sandbox_token,
         put_secret, list_secrets, delete_secret, sandbox_usage,
-        create_volume, list_volumes, get_volume, delete_volume,
+        create_volume, list_volumes, get_volume, delete_volume, clone_volume,
         take_snapshot, list_snapshots, get_snapshot, delete_snapshot,
         list_templates, get_template, delete_template,
         upload_link, upload_context, build_template, build_status, build_logs,
@@ -104,7 +105,7 @@ pub async fn serve() -> axum::Json<&'static utoipa::openapi::OpenApi> {
         mcp_post, mcp_get, mcp_delete,
     ),
     components(schemas(
-        CreateSandboxRequest, EgressPolicy, NewSecret, SecretInfo, SecretList, NewVolume, VolumeInfo, VolumeList, SandboxResources, Sandbox, ListPage<Sandbox>,
+        CreateSandboxRequest, EgressPolicy, NewSecret, SecretInfo, SecretList, NewVolume, CloneVolume, VolumeInfo, VolumeList, SandboxResources, Sandbox, ListPage<Sandbox>,
         ListPage<Template>, SetTimeoutRequest, TokenResponse, TemplateResources, Template,
         Snapshot, SandboxUsage, ErrorEnvelope, ErrorObject, Sandboxes, E2bError, e2b::Sandbox,
         e2b::ListedSandbox, e2b::SandboxDetail, e2b::NetworkConfig, e2b::Lifecycle,
@@ -315,9 +316,23 @@ fn get_volume() {}
 #[utoipa::path(delete, path = "/v1/volumes/{id}", tag = "volumes",
     params(("id" = String, Path, description = "Volume id or name")),
     responses((status = 204, description = "Deleted"),
-        (status = 404, description = "No such volume", body = ErrorEnvelope)))]
+        (status = 404, description = "No such volume", body = ErrorEnvelope),
+        (status = 409, description = "Sandboxes mount it (named in the message)", body = ErrorEnvelope)))]
 #[allow(dead_code)]
 fn delete_volume() {}
+
+/// A new volume with a copy of this one's files (owners, modes, links kept). Sandboxes writing
+/// to the source meanwhile may leave the copy with a file half-written, as any copy of a live
+/// directory would.
+#[utoipa::path(post, path = "/v1/volumes/{id}/clone", tag = "volumes",
+    params(("id" = String, Path, description = "Volume id or name")),
+    request_body = CloneVolume,
+    responses((status = 201, description = "The copy", body = VolumeInfo),
+        (status = 404, description = "No such volume", body = ErrorEnvelope),
+        (status = 409, description = "The name is taken", body = ErrorEnvelope),
+        (status = 507, description = "The files do not fit the size asked", body = ErrorEnvelope)))]
+#[allow(dead_code)]
+fn clone_volume() {}
 
 /// A new token for the sandbox's agent.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/token/refresh", tag = "sandboxes",

@@ -297,6 +297,36 @@ pub struct CreateSandbox {
     pub internet_access: Option<bool>,
     /// Environment variables of every command and run in the sandbox.
     pub env_vars: Env,
+    /// Persistent volumes to mount (Warren extension; create them with create_volume).
+    pub volumes: Option<Vec<MountVolume>>,
+}
+
+#[derive(Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct MountVolume {
+    /// The volume's name.
+    pub name: String,
+    /// Where the sandbox sees it: an absolute path such as /data.
+    pub path: String,
+    /// Mount it read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct CreateVolume {
+    /// Letters, digits, '_' and '-'; unique among your volumes.
+    pub name: String,
+    /// Its size in MB (default 10240); writes past it fail with ENOSPC.
+    pub size_mb: Option<u64>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+pub struct VolumeRef {
+    /// The volume's name or id.
+    pub name: String,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -591,6 +621,9 @@ impl WarrenMcp {
         if let Some(env) = p.env_vars {
             body["env_vars"] = json!(env);
         }
+        if let Some(volumes) = p.volumes {
+            body["volumes"] = json!(volumes);
+        }
         answer(
             self.control(&ext, Method::POST, "/v1/sandboxes", Some(body))
                 .await
@@ -602,6 +635,53 @@ impl WarrenMcp {
                         "expires_at": s["expires_at"],
                     })
                 }),
+        )
+    }
+
+    #[tool(
+        description = "GET /v1/volumes: your persistent volumes (name, size), which \
+        create_sandbox mounts with `volumes`."
+    )]
+    async fn list_volumes(&self, ext: Extensions) -> CallToolResult {
+        answer(self.control(&ext, Method::GET, "/v1/volumes", None).await)
+    }
+
+    #[tool(
+        description = "POST /v1/volumes: create a persistent volume: files that outlive \
+        sandboxes and are shared by every sandbox that mounts it."
+    )]
+    async fn create_volume(
+        &self,
+        ext: Extensions,
+        Parameters(p): Parameters<CreateVolume>,
+    ) -> CallToolResult {
+        let mut body = json!({"name": p.name});
+        if let Some(size) = p.size_mb {
+            body["size_mb"] = json!(size);
+        }
+        answer(
+            self.control(&ext, Method::POST, "/v1/volumes", Some(body))
+                .await,
+        )
+    }
+
+    #[tool(
+        description = "DELETE /v1/volumes/{name}: delete a volume and its files (refused \
+        while a sandbox mounts it)."
+    )]
+    async fn delete_volume(
+        &self,
+        ext: Extensions,
+        Parameters(p): Parameters<VolumeRef>,
+    ) -> CallToolResult {
+        if let Err(e) = check_path_part("name", &p.name) {
+            return answer(Err(e));
+        }
+        let path = format!("/v1/volumes/{}", p.name);
+        answer(
+            self.control(&ext, Method::DELETE, &path, None)
+                .await
+                .map(|_| json!({"status": "deleted", "name": p.name})),
         )
     }
 

@@ -480,6 +480,17 @@ pub struct NewVolume {
     pub size_mb: Option<u64>,
 }
 
+/// `POST /v1/volumes/{id}/clone` (Warren extension): a new volume holding a copy of the files.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneVolume {
+    /// The new volume's name.
+    pub name: String,
+    /// Its size [default: the source's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_mb: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeInfo {
     pub id: String,

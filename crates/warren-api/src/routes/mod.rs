@@ -173,6 +173,10 @@ fn api_routes(state: &AppState) -> Router<AppState> {
                 .layer(audit(A::VolumeDelete))
                 .get(volumes::get),
         )
+        .route(
+            "/v1/volumes/{id}/clone",
+            post(volumes::clone).layer(audit(A::VolumeClone)),
+        )
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{name_or_id}",

@@ -5,14 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use warren_store::{VolumeDeleted, VolumeRecord};
-use warren_wire::control::{NewVolume, SandboxVolume, VolumeInfo, VolumeList};
+use warren_wire::control::{CloneVolume, NewVolume, SandboxVolume, VolumeInfo, VolumeList};
 
 use crate::auth::Caller;
 use crate::clock::{now, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::limits::{check_volume_quota, DEFAULT_VOLUME_MB};
 use crate::state::AppState;
-use crate::volumes::{new_id, valid_name};
+use crate::volumes::{new_id, valid_name, ImageError};
 
 const MIB: u64 = 1024 * 1024;
 /// The sizes a volume may have: ext4's smallest useful, and a bound well under its largest.
@@ -179,6 +179,43 @@ pub async fn get(
     let mut shown = info(v);
     shown.used_mb = Some(used.0.div_ceil(MIB));
     Ok(Json(shown))
+}
+
+/// `POST /v1/volumes/{id}/clone`: a new volume with a copy of the files.
+pub async fn clone(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<CloneVolume>,
+) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
+    let source = find_volume(&state, &caller.tenant, &id).await?;
+    let size_mb = body
+        .size_mb
+        .unwrap_or(u64::try_from(source.quota_bytes).unwrap_or(0) / MIB);
+    let copy = create_volume(&state, &caller.tenant, &body.name, Some(size_mb), |why| {
+        ApiError::new(StatusCode::CONFLICT, "CONFLICT", why)
+    })
+    .await?;
+    let volumes = state.volumes.clone();
+    let (t, from, to) = (copy.tenant.clone(), source.id.clone(), copy.id.clone());
+    let copied = tokio::task::spawn_blocking(move || volumes.copy_files(&t, &from, &to))
+        .await
+        .map_err(|e| ApiError::internal("copy the volume", e))?;
+    if let Err(e) = copied {
+        let _ = delete_volume(&state, &caller.tenant, &copy.id).await;
+        return Err(match e {
+            ImageError::Full(_) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "VOLUME_FULL",
+                format!(
+                    "volume {}'s files do not fit in {size_mb} MB: clone it with a larger size_mb",
+                    source.name
+                ),
+            ),
+            e => ApiError::internal("copy the volume", e),
+        });
+    }
+    Ok((StatusCode::CREATED, Json(info(copy))))
 }
 
 pub async fn delete(

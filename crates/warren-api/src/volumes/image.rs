@@ -31,6 +31,9 @@ pub enum ImageError {
     },
     #[error("{tool} failed: {output}")]
     Tool { tool: &'static str, output: String },
+    /// The file system has no room for what was asked.
+    #[error("the volume is full: {0}")]
+    Full(String),
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ImageError {

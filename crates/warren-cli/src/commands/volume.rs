@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use warren_wire::control::{NewVolume, VolumeInfo, VolumeList};
+use warren_wire::control::{CloneVolume, NewVolume, VolumeInfo, VolumeList};
 
 use crate::client::{Client, ClientOpts, NO_BODY};
 
@@ -24,7 +24,19 @@ pub enum VolumeCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Delete a volume and its files.
+    /// Make a new volume with a copy of a volume's files.
+    Clone {
+        #[command(flatten)]
+        opts: ClientOpts,
+        /// The volume to copy: its id or name.
+        volume: String,
+        /// The new volume's name.
+        name: String,
+        /// The new volume's size in MB [default: the source's].
+        #[arg(long)]
+        size_mb: Option<u64>,
+    },
+    /// Delete a volume and its files (refused while a sandbox mounts it).
     Delete {
         #[command(flatten)]
         opts: ClientOpts,
@@ -56,6 +68,21 @@ pub async fn run(c: VolumeCommand) -> anyhow::Result<ExitCode> {
             for v in list.volumes {
                 println!("{}\t{}\t{} MB\t{}", v.id, v.name, v.size_mb, v.created_at);
             }
+        }
+        VolumeCommand::Clone {
+            opts,
+            volume,
+            name,
+            size_mb,
+        } => {
+            let v: VolumeInfo = Client::new(&opts)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/volumes/{volume}/clone"),
+                    Some(&CloneVolume { name, size_mb }),
+                )
+                .await?;
+            println!("{}\t{}\t{} MB", v.id, v.name, v.size_mb);
         }
         VolumeCommand::Delete { opts, volume } => {
             Client::new(&opts)?

@@ -167,7 +167,10 @@ export type Sandbox = {
   status_reason?: string;
   resources: { vcpu: number; memory_mb: number; disk_mb: number };
   internet_access: boolean;
+  volumes?: { name: string; path: string; read_only: boolean }[];
 };
+
+export type Volume = { id: string; name: string; size_mb: number; used_mb?: number; created_at: string };
 
 export type Template = {
   id: string;

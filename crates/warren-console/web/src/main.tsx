@@ -9,6 +9,7 @@ import { SandboxPage } from "./pages/SandboxPage";
 import { Templates } from "./pages/Templates";
 import { Keys } from "./pages/Keys";
 import { Secrets } from "./pages/Secrets";
+import { Volumes } from "./pages/Volumes";
 import { Audit } from "./pages/Audit";
 
 function App() {
@@ -30,6 +31,7 @@ function App() {
     ["sandboxes", "Sandboxes"],
     ["templates", "Templates"],
     ["secrets", "Secrets"],
+    ["volumes", "Volumes"],
     ...(admin
       ? [
           ["keys", "API keys"],
@@ -41,6 +43,7 @@ function App() {
   if (page === "sandboxes" && id) body = <SandboxPage id={id} />;
   else if (page === "templates") body = <Templates />;
   else if (page === "secrets") body = <Secrets />;
+  else if (page === "volumes") body = <Volumes />;
   else if (page === "keys" && admin) body = <Keys />;
   else if (page === "audit" && admin) body = <Audit />;
   else body = <Sandboxes />;

@@ -47,6 +47,12 @@ export function SandboxPage({ id }: { id: string }) {
           </dd>
           <dt>Internet</dt>
           <dd>{s.internet_access ? "on" : "off"}</dd>
+          <dt>Volumes</dt>
+          <dd data-testid="sandbox-volumes">
+            {s.volumes?.length
+              ? s.volumes.map((v) => `${v.name} at ${v.path}${v.read_only ? " (read-only)" : ""}`).join(", ")
+              : "none"}
+          </dd>
           <dt>Created</dt>
           <dd>
             {when(s.created_at)} ({age(s.created_at)})
