@@ -343,3 +343,15 @@ def test_a_clone_copies_files_owners_and_links_and_then_goes_its_own_way(volume_
         for c in copies:
             raw(volume_env, "DELETE", f"/v1/volumes/{c}")
         raw(volume_env, "DELETE", f"/v1/volumes/{src}")
+
+
+def test_the_js_sdk_mounts_volumes_too(volume_env):
+    """npm `e2b`, unmodified: Volume.create / writeFile / readFile / destroy and volumeMounts by
+    volume and by name (scenario V1 in tests/js/e2b.mjs)."""
+    js = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "js")
+    if not os.path.isdir(os.path.join(js, "node_modules", "e2b")):
+        pytest.fail("the E2B JS SDK is not installed: run scripts/test (it runs npm install in tests/js)")
+    r = subprocess.run(["node", "e2b.mjs", "V1"], cwd=js, env=dict(os.environ), capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "V1 ok" in r.stdout

@@ -3,7 +3,7 @@
 // Usage: node e2b.mjs E1. Exits non-zero on the first failed assertion.
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import { Sandbox, CommandExitError, NotFoundError, FilesystemEventType, Template, waitForPort } from "e2b";
+import { Sandbox, CommandExitError, NotFoundError, FilesystemEventType, Template, Volume, waitForPort } from "e2b";
 import os from "node:os";
 import path from "node:path";
 import { Sandbox as CodeSandbox } from "@e2b/code-interpreter";
@@ -119,6 +119,28 @@ const scenarios = {
       assert.equal(isolated.error.name, "NameError");
     } finally {
       await sbx.kill();
+    }
+  },
+  // Volumes: made, written through the content API, mounted by two sandboxes at once (by volume
+  // and by name), shown by getInfo, kept after both end. Needs E2B_VOLUME_API_URL.
+  async V1() {
+    const vol = await Volume.create(`js-vol-${Math.random().toString(36).slice(2, 10)}`);
+    const made = [];
+    try {
+      await vol.writeFile("/from-api.txt", "api\n");
+      const a = await Sandbox.create("base", { volumeMounts: { "/mnt/v": vol } });
+      made.push(a);
+      const b = await Sandbox.create("base", { volumeMounts: { "/data": vol.name } });
+      made.push(b);
+      assert.equal(await a.files.read("/mnt/v/from-api.txt"), "api\n");
+      await a.files.write("/mnt/v/from-a.txt", "a\n");
+      assert.equal(await b.files.read("/data/from-a.txt"), "a\n");
+      assert.deepEqual((await b.getInfo()).volumeMounts, [{ name: vol.name, path: "/data" }]);
+      for (const s of made) await s.kill();
+      assert.equal(await vol.readFile("/from-a.txt"), "a\n");
+    } finally {
+      for (const s of made) await s.kill().catch(() => {});
+      assert.ok(await Volume.destroy(vol.volumeId));
     }
   },
   // The template builder: COPY by hash upload, RUN as the default user and as root, ENV, WORKDIR,
