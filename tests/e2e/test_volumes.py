@@ -284,9 +284,19 @@ def test_a_volume_is_as_large_as_its_size_and_a_tenant_has_a_total(volume_env):
             put = requests.put(f"{volume_env['base_url']}/volumecontent/{vid}/file", params={"path": "/more.bin"},
                                data=b"x" * (8 << 20), headers={"Authorization": f"Bearer {token}"})
             assert put.status_code == 507 and "full" in put.json()["message"], (put.status_code, put.text)
+            # Replacing a file with an upload that does not fit keeps the old file whole.
+            Sandbox.connect(sid).commands.run("rm /data/big && echo old > /data/keep.txt && "
+                                              "dd if=/dev/zero of=/data/big bs=1M count=32 2>/dev/null; true", user="root")
+            replace = requests.put(f"{volume_env['base_url']}/volumecontent/{vid}/file",
+                                   params={"path": "/keep.txt", "force": "true"},
+                                   data=b"x" * (8 << 20), headers={"Authorization": f"Bearer {token}"})
+            assert replace.status_code == 507, replace.text
+            kept = requests.get(f"{volume_env['base_url']}/volumecontent/{vid}/file", params={"path": "/keep.txt"},
+                                headers={"Authorization": f"Bearer {token}"})
+            assert kept.content == b"old\n", kept.content[:40]
             listed = requests.get(f"{volume_env['base_url']}/volumecontent/{vid}/dir", params={"path": "/"},
                                   headers={"Authorization": f"Bearer {token}"}).json()
-            assert [e["name"] for e in listed] == ["big"], listed
+            assert sorted(e["name"] for e in listed) == ["big", "keep.txt"], listed
             # Room again once the sandbox removes its file.
             Sandbox.connect(sid).commands.run("rm /data/big", user="root")
             again = requests.put(f"{volume_env['base_url']}/volumecontent/{vid}/file", params={"path": "/more.bin"},

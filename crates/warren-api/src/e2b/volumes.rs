@@ -268,7 +268,8 @@ pub async fn write_file(
     let replace = q.force.unwrap_or(false);
     let (target, opener) = (rel.clone(), std::sync::Arc::new(files));
     let writer = opener.clone();
-    let file = blocking(move || writer.create_file(&target, replace, q.uid, q.gid, q.mode)).await?;
+    let (file, upload) =
+        blocking(move || writer.create_file(&target, replace, q.uid, q.gid, q.mode)).await?;
     let mut file = tokio::fs::File::from_std(file);
     let mut stream = body.into_data_stream();
     let written: ApiResult<()> = async {
@@ -282,14 +283,13 @@ pub async fn write_file(
         file.sync_all().await.map_err(|e| write_error(&q.path, e))
     }
     .await;
+    drop(file);
     if let Err(e) = written {
-        // Half a new file is no file: it goes. (A replaced one was truncated by the open.)
-        if !replace {
-            let (gone, remover) = (rel.clone(), opener.clone());
-            let _ = blocking(move || remover.remove(&gone)).await;
-        }
+        // Half a file is no file: the old one (if any) stays as it was.
+        let _ = tokio::task::spawn_blocking(move || upload.abandon()).await;
         return Err(e);
     }
+    blocking(move || upload.commit()).await?;
     let e = blocking(move || opener.stat(&rel)).await?;
     Ok((StatusCode::CREATED, Json(stat_of(e))))
 }

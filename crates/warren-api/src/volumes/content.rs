@@ -33,6 +33,39 @@ pub enum ContentError {
     },
 }
 
+/// An upload under way (`VolumeFiles::create_file`): its bytes are in `temp` until `commit`.
+pub struct Upload {
+    dir: OwnedFd,
+    temp: String,
+    name: std::ffi::OsString,
+    rel: PathBuf,
+    replace: bool,
+}
+
+impl Upload {
+    /// Gives the complete file its name: atomically replacing the old one when asked to, else
+    /// only if the name is still free.
+    pub fn commit(self) -> Result<(), ContentError> {
+        let flags = if self.replace {
+            rustix::fs::RenameFlags::empty()
+        } else {
+            rustix::fs::RenameFlags::NOREPLACE
+        };
+        let renamed =
+            rustix::fs::renameat_with(&self.dir, &self.temp, &self.dir, &self.name, flags)
+                .map_err(io_err("name", &self.rel));
+        if renamed.is_err() {
+            self.abandon();
+        }
+        renamed
+    }
+
+    /// Removes the incomplete file.
+    pub fn abandon(self) {
+        let _ = rustix::fs::unlinkat(&self.dir, &self.temp, AtFlags::empty());
+    }
+}
+
 /// One entry as E2B's `VolumeEntryStat` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -85,6 +118,7 @@ fn io_err<'a>(what: &'static str, rel: &'a Path) -> impl FnOnce(Errno) -> Conten
         Errno::NOENT | Errno::NOTDIR => ContentError::NotFound(shown(rel)),
         Errno::EXIST => ContentError::Exists(shown(rel)),
         Errno::NOSPC | Errno::DQUOT => ContentError::Full(shown(rel)),
+        Errno::ISDIR => ContentError::Bad(format!("{} is a directory", shown(rel))),
         Errno::XDEV | Errno::LOOP => ContentError::Bad(format!(
             "path {} leads outside the volume or through a symlink",
             shown(rel)
@@ -303,7 +337,9 @@ impl VolumeFiles {
     }
 
     /// `PUT …/file`: a new file (an existing one only with `replace`), owned and moded as asked.
-    /// The caller writes the body into it.
+    /// The caller writes the body into the returned file, then commits the upload: the bytes go
+    /// to a hidden file beside the target that takes its name only once complete, so an upload
+    /// that fails half-way (a full volume, a dropped connection) leaves the old file as it was.
     pub fn create_file(
         &self,
         rel: &Path,
@@ -311,30 +347,44 @@ impl VolumeFiles {
         uid: Option<u32>,
         gid: Option<u32>,
         mode: Option<u32>,
-    ) -> Result<std::fs::File, ContentError> {
+    ) -> Result<(std::fs::File, Upload), ContentError> {
         let (uid, gid) = (check_id(uid, "uid")?, check_id(gid, "gid")?);
         let (dir, name) = self.parent_of(rel)?;
         let Some(name) = name else {
             return Err(ContentError::Bad("the volume's root is not a file".into()));
         };
-        let how = if replace { OFlags::TRUNC } else { OFlags::EXCL };
+        if !replace && rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+            return Err(ContentError::Exists(shown(rel)));
+        }
+        let temp = format!(".warren-upload-{}", hex::encode(rand::random::<[u8; 8]>()));
         let mode = Mode::from_raw_mode(mode.unwrap_or(0o644) & 0o7777);
         let fd = rustix::fs::openat2(
             &dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | how,
+            &temp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             mode,
             beneath(),
         )
         .map_err(io_err("create", rel))?;
-        rustix::fs::fchown(
+        let upload = Upload {
+            dir,
+            temp,
+            name: name.to_owned(),
+            rel: rel.to_owned(),
+            replace,
+        };
+        let owned = rustix::fs::fchown(
             &fd,
             Some(Uid::from_raw(uid.unwrap_or(ID_BASE))),
             Some(Gid::from_raw(gid.unwrap_or(ID_BASE))),
         )
-        .map_err(io_err("chown", rel))?;
-        rustix::fs::fchmod(&fd, mode).map_err(io_err("chmod", rel))?;
-        Ok(std::fs::File::from(fd))
+        .map_err(io_err("chown", rel))
+        .and_then(|()| rustix::fs::fchmod(&fd, mode).map_err(io_err("chmod", rel)));
+        if let Err(e) = owned {
+            upload.abandon();
+            return Err(e);
+        }
+        Ok((std::fs::File::from(fd), upload))
     }
 
     /// `DELETE …/path`: a file, a symlink (not what it points to), or a directory with all in it.
