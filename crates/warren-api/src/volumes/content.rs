@@ -518,20 +518,39 @@ mod tests {
             .make_dir(&deep, true, None, None, Some(0o750))
             .expect("mkdir -p");
         let f = clean("/a/b/c/x.txt").expect("p");
-        files
-            .create_file(&f, false, None, None, None)
-            .expect("create")
-            .write_all(b"hello")
-            .expect("write");
+        let write = |replace, bytes: &[u8]| {
+            let (mut file, upload) = files
+                .create_file(&f, replace, None, None, None)
+                .expect("create");
+            file.write_all(bytes).expect("write");
+            upload
+        };
+        write(false, b"hello").commit().expect("commit");
         assert!(matches!(
             files.create_file(&f, false, None, None, None),
             Err(ContentError::Exists(_))
         ));
+        // An upload abandoned half-way leaves the file as it was, and nothing beside it.
+        write(true, b"half").abandon();
+        let mut s = String::new();
         files
-            .create_file(&f, true, None, None, None)
-            .expect("replace")
-            .write_all(b"hi")
-            .expect("write");
+            .open_read(&f)
+            .expect("read")
+            .read_to_string(&mut s)
+            .expect("read");
+        assert_eq!(s, "hello");
+        // Two uploads of a new name at once: the first to finish has it, the other is refused.
+        let g = clean("/a/b/c/y.txt").expect("p");
+        let (_, first) = files
+            .create_file(&g, false, None, None, None)
+            .expect("first");
+        let (_, second) = files
+            .create_file(&g, false, None, None, None)
+            .expect("second");
+        first.commit().expect("first wins");
+        assert!(matches!(second.commit(), Err(ContentError::Exists(_))));
+        files.remove(&g).expect("rm");
+        write(true, b"hi").commit().expect("replace");
         let mut s = String::new();
         files
             .open_read(&f)
