@@ -53,7 +53,7 @@ pub(crate) async fn create_volume(
         .list_volumes(tenant)
         .await?
         .iter()
-        .map(|v| u64::try_from(v.quota_bytes).unwrap_or(0) / MIB)
+        .map(size_mb_of)
         .sum();
     check_volume_quota(state.lifecycle.limits(), tenant, held, size_mb)?;
     let v = VolumeRecord {
@@ -135,9 +135,14 @@ pub(crate) async fn mounts_shown(
     }))
 }
 
+/// A volume's size in MB (the store keeps bytes).
+fn size_mb_of(v: &VolumeRecord) -> u64 {
+    u64::try_from(v.quota_bytes).unwrap_or(0) / MIB
+}
+
 fn info(v: VolumeRecord) -> VolumeInfo {
     VolumeInfo {
-        size_mb: u64::try_from(v.quota_bytes).unwrap_or(0) / MIB,
+        size_mb: size_mb_of(&v),
         used_mb: None,
         id: v.id,
         name: v.name,
@@ -189,9 +194,7 @@ pub async fn clone(
     Json(body): Json<CloneVolume>,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
     let source = find_volume(&state, &caller.tenant, &id).await?;
-    let size_mb = body
-        .size_mb
-        .unwrap_or(u64::try_from(source.quota_bytes).unwrap_or(0) / MIB);
+    let size_mb = body.size_mb.unwrap_or_else(|| size_mb_of(&source));
     let copy = create_volume(&state, &caller.tenant, &body.name, Some(size_mb), |why| {
         ApiError::new(StatusCode::CONFLICT, "CONFLICT", why)
     })

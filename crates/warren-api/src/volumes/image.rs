@@ -12,9 +12,10 @@
 //! the device to be freed with the last unmount (autoclear), so sandboxes that outlive the server
 //! keep their mounts while the server's own is gone.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use warren_runtime::host::idmapped::is_mount_point;
 
 /// The image file of a volume whose directory is `dir`.
 pub fn image_of(dir: &Path) -> PathBuf {
@@ -73,18 +74,9 @@ pub fn make(image: &Path, bytes: u64, owner: u32) -> Result<(), ImageError> {
     )
 }
 
-/// Whether something is mounted at `dir` (it is on another device than its parent).
-pub fn is_mounted(dir: &Path) -> bool {
-    let parent = dir.parent().unwrap_or(Path::new("/"));
-    match (std::fs::metadata(dir), std::fs::metadata(parent)) {
-        (Ok(d), Ok(p)) => d.dev() != p.dev(),
-        _ => false,
-    }
-}
-
 /// Mounts the image at `dir` unless it is mounted there already.
 pub fn mount(image: &Path, dir: &Path) -> Result<(), ImageError> {
-    if is_mounted(dir) {
+    if is_mount_point(dir) {
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(io("make the volume's mount point"))?;
@@ -99,7 +91,7 @@ pub fn mount(image: &Path, dir: &Path) -> Result<(), ImageError> {
 
 /// Detaches the mount at `dir` (sandboxes keep their own clones of it).
 pub fn unmount(dir: &Path) -> Result<(), ImageError> {
-    if !is_mounted(dir) {
+    if !is_mount_point(dir) {
         return Ok(());
     }
     nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).map_err(|e| ImageError::Io {

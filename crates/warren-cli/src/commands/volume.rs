@@ -45,6 +45,11 @@ pub enum VolumeCommand {
     },
 }
 
+/// A made volume, as `list` shows it (without the date): id, name, size.
+fn print_made(v: &VolumeInfo) {
+    println!("{}\t{}\t{} MB", v.id, v.name, v.size_mb);
+}
+
 pub async fn run(c: VolumeCommand) -> anyhow::Result<ExitCode> {
     match c {
         VolumeCommand::Create {
@@ -59,7 +64,7 @@ pub async fn run(c: VolumeCommand) -> anyhow::Result<ExitCode> {
                     Some(&NewVolume { name, size_mb }),
                 )
                 .await?;
-            println!("{}\t{}\t{} MB", v.id, v.name, v.size_mb);
+            print_made(&v);
         }
         VolumeCommand::List { opts } => {
             let list: VolumeList = Client::new(&opts)?
@@ -82,7 +87,7 @@ pub async fn run(c: VolumeCommand) -> anyhow::Result<ExitCode> {
                     Some(&CloneVolume { name, size_mb }),
                 )
                 .await?;
-            println!("{}\t{}\t{} MB", v.id, v.name, v.size_mb);
+            print_made(&v);
         }
         VolumeCommand::Delete { opts, volume } => {
             Client::new(&opts)?

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use crate::driver::VolumeMount;
-use crate::host::ids::{CANONICAL_BASE, RANGE_SIZE};
+use crate::host::ids::{CANONICAL_BASE, FIRST_RANGE, RANGE_SIZE};
 
 /// A step of making an idmapped mount that failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +75,31 @@ pub fn clone_mount(
 /// A user namespace whose only use is its mapping of ids `inside..inside+65536` onto
 /// `outside..`, to attach to mounts. Made from the multi-threaded server by a helper process that
 /// enters a new user namespace before it execs (`sleep`), whose maps this process writes; the
-/// helper is then killed, and the namespace lives on through the returned descriptor.
-pub fn mapping_namespace(inside: u32, outside: u32) -> Result<OwnedFd, IdmappedError> {
+/// helper is then killed, and the namespace lives on through the returned descriptor. With
+/// `maker`, the helper first becomes that host id, as the jail does before it makes a sandbox's
+/// own namespace (some hosts forbid unprivileged ids to make one).
+pub fn mapping_namespace(
+    inside: u32,
+    outside: u32,
+    maker: Option<u32>,
+) -> Result<OwnedFd, IdmappedError> {
     let mut cmd = std::process::Command::new("sleep");
     cmd.arg("30")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and only makes one system call.
+    // SAFETY: setgroups, setresgid, setresuid and unshare are plain system calls, safe between
+    // fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if let Some(id) = maker {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(id, id, id) != 0
+                    || libc::setresuid(id, id, id) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)
         });
     }
@@ -123,7 +138,7 @@ pub fn show_volumes(
     if volumes.is_empty() {
         return Ok(Vec::new());
     }
-    let userns = mapping_namespace(CANONICAL_BASE, 0)?;
+    let userns = mapping_namespace(CANONICAL_BASE, 0, None)?;
     let mut shown = Vec::with_capacity(volumes.len());
     for (i, v) in volumes.iter().enumerate() {
         let target = shown_dir(sandbox_dir).join(i.to_string());
@@ -164,8 +179,17 @@ pub fn hide_volumes(sandbox_dir: &Path) -> bool {
     clear
 }
 
-/// Whether `path` is on another device than its parent directory.
-fn is_mount_point(path: &Path) -> bool {
+/// Whether sandboxes can have ids of their own here: a user namespace made as an unprivileged
+/// range id (which some hosts forbid), and a detached clone of `dir`'s mount with its mapping
+/// attached (dropped again).
+pub fn idmap_works(dir: &Path) -> Result<(), IdmappedError> {
+    std::fs::create_dir_all(dir).map_err(failed("create the layers directory"))?;
+    let userns = mapping_namespace(CANONICAL_BASE, FIRST_RANGE, Some(FIRST_RANGE))?;
+    clone_mount(dir, 0, Some(&userns)).map(drop)
+}
+
+/// Whether `path` is on another device than its parent directory (a symlink never is).
+pub fn is_mount_point(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let parent = path.parent().unwrap_or(Path::new("/"));
     match (std::fs::symlink_metadata(path), std::fs::metadata(parent)) {

@@ -155,7 +155,7 @@ impl Host {
             .map_err(HostError::Egress)?;
         let network = Network::init(base, names, proxy.clone()).await?;
         let dir = cfg.layers_dir.clone();
-        let own_ids = match tokio::task::spawn_blocking(move || ids::idmap_works(&dir)).await {
+        let own_ids = match tokio::task::spawn_blocking(move || idmapped::idmap_works(&dir)).await {
             Ok(Ok(())) => true,
             Ok(Err(why)) => {
                 tracing::warn!(
