@@ -36,15 +36,7 @@ pub struct SandboxSpec {
     pub volumes: Vec<VolumeMount>,
 }
 
-/// A host directory shown inside a sandbox at `target`. Owners on disk are in the canonical id
-/// range, as the template layers' are, and each sandbox sees them with its own ids.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumeMount {
-    pub source: PathBuf,
-    /// Absolute, clean path inside the sandbox (checked where the request entered).
-    pub target: String,
-    pub read_only: bool,
-}
+pub use crate::host::idmapped::VolumeMount;
 
 impl SandboxSpec {
     /// Whether the sandbox gets a link out (and so a resolver): internet access, or a policy

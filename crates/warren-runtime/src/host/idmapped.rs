@@ -8,8 +8,19 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use crate::driver::VolumeMount;
+use serde::{Deserialize, Serialize};
+
 use crate::host::ids::{CANONICAL_BASE, FIRST_RANGE, RANGE_SIZE};
+
+/// A host directory shown inside a sandbox at `target`. Owners on disk are in the canonical id
+/// range, as the template layers' are, and each sandbox sees them with its own ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub source: PathBuf,
+    /// Absolute, clean path inside the sandbox (checked where the request entered).
+    pub target: String,
+    pub read_only: bool,
+}
 
 /// A step of making an idmapped mount that failed.
 #[derive(Debug, thiserror::Error)]
