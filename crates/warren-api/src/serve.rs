@@ -69,6 +69,9 @@ pub struct ServeConfig {
     pub no_local_node: bool,
     /// What `warren node` must present to join (none: no node can join).
     pub node_join_secret: Option<warren_core::Secret>,
+    /// The cluster's shared volume store, attached (`--volumes-juicefs`); none: volumes are
+    /// images on this machine.
+    pub shared_volumes: Option<std::sync::Arc<warren_volume_fs::SharedStore>>,
     /// On SIGTERM/SIGINT, stop every sandbox instead of leaving them running for the next
     /// server to take over.
     pub stop_sandboxes_on_exit: bool,
@@ -361,7 +364,10 @@ async fn assemble(cfg: &ServeConfig) -> anyhow::Result<Platform> {
                 crate::secrets::SecretVault::open(store.clone(), &cfg.data_dir)
                     .context("open the secret store")?,
             ),
-            volumes: Arc::new(crate::volumes::Volumes::new(&cfg.data_dir)),
+            volumes: Arc::new(match &cfg.shared_volumes {
+                Some(store) => crate::volumes::Volumes::shared(&cfg.data_dir, store.clone()),
+                None => crate::volumes::Volumes::new(&cfg.data_dir),
+            }),
         },
     ));
     // Set once: the gate was made before the lifecycle existed.

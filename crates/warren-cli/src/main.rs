@@ -18,6 +18,9 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let commands::Command::VolumeView { source, mountpoint } = &cli.command {
+        return commands::shared_volumes::serve_view(source, mountpoint);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -156,6 +156,19 @@ pub struct StartRequest {
     /// Secrets the node's egress proxy brokers for it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretBinding>,
+    /// Volumes of the shared store to mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<SharedVolumeMount>,
+}
+
+/// A volume of the cluster's shared store, mounted into a sandbox on a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedVolumeMount {
+    /// Where the volume is inside the store (`<tenant digest>/<volume id>`).
+    pub key: String,
+    /// Where the sandbox sees it.
+    pub path: String,
+    pub read_only: bool,
 }
 
 /// The answer to a start.

@@ -222,7 +222,8 @@ impl Lifecycle {
     }
 
     /// Chooses the node and resolves how the sandbox runs there. A snapshot's copy runs where its
-    /// layer is, and volumes where their directories are: on this control plane's own node.
+    /// layer is, and single-machine volumes where their images are: on this control plane's own
+    /// node. Shared volumes are on every node.
     async fn place(&self, asked: &Asked, region: Option<&str>) -> LifecycleResult<Placed> {
         let template = &asked.template;
         let keys: Vec<String> = asked
@@ -230,7 +231,9 @@ impl Lifecycle {
             .as_ref()
             .map(|s| layer_keys(&s.layers))
             .unwrap_or_default();
-        let placement = if asked.snapshot.is_some() || !asked.volumes.is_empty() {
+        // A shared volume store is on every node; the single-machine one only here.
+        let volumes_here_only = !asked.volumes.is_empty() && !self.volumes.is_shared();
+        let placement = if asked.snapshot.is_some() || volumes_here_only {
             self.local()?;
             Placement::Local
         } else {
@@ -388,7 +391,9 @@ impl Lifecycle {
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
         let closing = self.starts_allowed().await?;
-        let volumes = self.node_mounts(who.tenant, &asked.volumes).await?;
+        let volumes = self
+            .node_mounts(who.tenant, &asked.volumes, placed.node_id.is_some())
+            .await?;
         let record = self.admit_and_record(asked, &placed, req, who).await?;
         let id = record.id.clone();
         let order = StartOrder {

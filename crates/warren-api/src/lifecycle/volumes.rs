@@ -110,22 +110,31 @@ impl Lifecycle {
             .collect()
     }
 
-    /// The mounts as the node makes them: each volume's directory on this machine, its file
-    /// system mounted there.
+    /// The mounts as the node makes them. On this machine: each volume's directory, its file
+    /// system mounted there (or the shared store's view of it). For a joined node: where the
+    /// volume is inside the shared store, which the node resolves in its own view.
     pub(super) async fn node_mounts(
         &self,
         tenant: &str,
         mounts: &[MountRecord],
+        joined_node: bool,
     ) -> LifecycleResult<Vec<warren_runtime::VolumeMount>> {
         let mut shown = Vec::with_capacity(mounts.len());
         for m in mounts {
-            let (volumes, t, id) = (self.volumes.clone(), tenant.to_owned(), m.volume_id.clone());
-            let dir = tokio::task::spawn_blocking(move || volumes.mounted(&t, &id))
-                .await
-                .map_err(|e| LifecycleError::Unavailable(format!("mount a volume: {e}")))?
-                .map_err(|e| LifecycleError::Unavailable(format!("volume at {}: {e}", m.path)))?;
+            let source = if joined_node {
+                std::path::PathBuf::from(crate::volumes::Volumes::key(tenant, &m.volume_id))
+            } else {
+                let (volumes, t, id) =
+                    (self.volumes.clone(), tenant.to_owned(), m.volume_id.clone());
+                tokio::task::spawn_blocking(move || volumes.mount_source(&t, &id))
+                    .await
+                    .map_err(|e| LifecycleError::Unavailable(format!("mount a volume: {e}")))?
+                    .map_err(|e| {
+                        LifecycleError::Unavailable(format!("volume at {}: {e}", m.path))
+                    })?
+            };
             shown.push(warren_runtime::VolumeMount {
-                source: dir,
+                source,
                 target: m.path.clone(),
                 read_only: m.read_only,
             });

@@ -43,7 +43,9 @@ pub struct StartOrder {
     pub tier: Tier,
     /// The tenant it belongs to (rates and audit records on the node follow it).
     pub owner: String,
-    /// Persistent volumes to mount (directories on this control plane's own machine).
+    /// Persistent volumes to mount: for this control plane's own node, directories on this
+    /// machine; for a joined node, each volume's place inside the shared store (`Volumes::key`),
+    /// which the node finds in its own view of the store.
     pub volumes: Vec<warren_runtime::VolumeMount>,
 }
 

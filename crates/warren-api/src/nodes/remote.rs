@@ -11,7 +11,7 @@ use warren_core::{SandboxId, Tier};
 use warren_node::AgentLink;
 use warren_runtime::{SandboxSpec, SnapshotTaken};
 use warren_wire::cluster::{
-    BuildStepRequest, MeasuredUsage, NodeApiError, StartReply, StartRequest,
+    BuildStepRequest, MeasuredUsage, NodeApiError, SharedVolumeMount, StartReply, StartRequest,
 };
 
 use super::{AdoptOrder, HandOver, NodeCallError, NodeHandle, NodeStarted, StartOrder};
@@ -297,12 +297,6 @@ impl NodeHandle for RemoteNode {
     }
 
     async fn start(&self, order: StartOrder) -> Result<NodeStarted, NodeCallError> {
-        if !order.volumes.is_empty() {
-            // The lifecycle places such creates on its own node; this guards the invariant.
-            return Err(NodeCallError::Unsupported(
-                "volumes are mounted on the control plane's own node only".into(),
-            ));
-        }
         let ready = order
             .run
             .ready_probe()
@@ -323,6 +317,15 @@ impl NodeHandle for RemoteNode {
             owner: order.owner,
             start_cmd: order.run.start_cmd,
             ready,
+            volumes: order
+                .volumes
+                .into_iter()
+                .map(|v| SharedVolumeMount {
+                    key: v.source.to_string_lossy().into_owned(),
+                    path: v.target,
+                    read_only: v.read_only,
+                })
+                .collect(),
         };
         let reply = self.start_call(&req).await?;
         Ok(NodeStarted {

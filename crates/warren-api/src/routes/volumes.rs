@@ -182,7 +182,7 @@ pub async fn get(
         .map_err(|e| ApiError::internal("measure the volume", e))?
         .map_err(|e| ApiError::internal("measure the volume", e))?;
     let mut shown = info(v);
-    shown.used_mb = Some(used.0.div_ceil(MIB));
+    shown.used_mb = Some(used.div_ceil(MIB));
     Ok(Json(shown))
 }
 

@@ -1,15 +1,19 @@
-//! Persistent volumes, single-machine backend: a directory per volume under
-//! `<data-dir>/volumes/<tenant digest>/<id>`, indexed in the store (`VolumeRecord`). Both APIs
-//! create, list and delete them; E2B's content API reads and writes their files with a token
-//! scoped to one volume (`content`). Creates mount them (`lifecycle/volumes.rs`): the namespace
-//! tier through idmapped mounts, gVisor through its gofer.
+//! Persistent volumes: a directory per volume, `<tenant digest>/<id>`, indexed in the store
+//! (`VolumeRecord`). Two backends hold the directories: on one machine, each volume is its own
+//! ext4 image under `<data-dir>/volumes` (`image.rs`); in a cluster, a directory of the shared
+//! JuiceFS store every node mounts (`warren-volume-fs`), sized by a JuiceFS directory quota.
+//! Both APIs create, list and delete them; E2B's content API reads and writes their files with
+//! a token scoped to one volume (`content`). Creates mount them (`lifecycle/volumes.rs`): the
+//! namespace tier through idmapped mounts, gVisor through its gofer.
 
 pub mod content;
 mod image;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use warren_volume_fs::SharedStore;
 
 use crate::tokens::TokenSigner;
 use content::{ContentError, VolumeFiles, ID_BASE};
@@ -53,20 +57,58 @@ pub fn token_allows(signer: &TokenSigner, token: &str, volume_id: &str) -> bool 
 
 pub struct Volumes {
     root: PathBuf,
+    /// The cluster's shared store, when volumes live there (`--volumes-juicefs`).
+    shared: Option<Arc<SharedStore>>,
+}
+
+fn store_error(e: warren_volume_fs::StoreError) -> ImageError {
+    ImageError::Tool {
+        tool: "juicefs",
+        output: e.to_string(),
+    }
 }
 
 impl Volumes {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             root: data_dir.join("volumes"),
+            shared: None,
         }
+    }
+
+    /// Volumes in the cluster's shared store, which this machine has attached.
+    pub fn shared(data_dir: &Path, store: Arc<SharedStore>) -> Self {
+        Self {
+            root: data_dir.join("volumes"),
+            shared: Some(store),
+        }
+    }
+
+    /// Whether every node of the cluster reaches the volumes (else only this machine does).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Where the volume is inside its backend's root: the same on every node.
+    pub fn key(tenant: &str, id: &str) -> String {
+        format!("{}/{id}", hex::encode(Sha256::digest(tenant.as_bytes())))
     }
 
     /// The volume's directory on this machine.
     pub fn dir(&self, tenant: &str, id: &str) -> PathBuf {
-        self.root
-            .join(hex::encode(Sha256::digest(tenant.as_bytes())))
-            .join(id)
+        match &self.shared {
+            Some(store) => store.files().join(Self::key(tenant, id)),
+            None => self.root.join(Self::key(tenant, id)),
+        }
+    }
+
+    /// What a sandbox on this machine mounts: the shared store's id-keeping view of the volume,
+    /// or the volume's own file system, mounted.
+    pub fn mount_source(&self, tenant: &str, id: &str) -> Result<PathBuf, ImageError> {
+        match &self.shared {
+            Some(store) => Ok(store.view().join(Self::key(tenant, id))),
+            None => self.mounted(tenant, id),
+        }
     }
 
     /// Makes the volume: an empty file system of `bytes` (`image.rs`), mounted at its
@@ -76,6 +118,9 @@ impl Volumes {
         use std::os::unix::fs::PermissionsExt;
         let dir = self.dir(tenant, id);
         let fail = |what| move |source| ImageError::Io { what, source };
+        if let Some(store) = &self.shared {
+            return self.create_shared(store, tenant, id, bytes);
+        }
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(fail("make the tenant's volume directory"))?;
             std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
@@ -97,10 +142,45 @@ impl Volumes {
         made
     }
 
+    /// A directory of the shared store, root's inside sandboxes and open to all their users,
+    /// limited to `bytes` by a JuiceFS quota.
+    fn create_shared(
+        &self,
+        store: &SharedStore,
+        tenant: &str,
+        id: &str,
+        bytes: u64,
+    ) -> Result<(), ImageError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.dir(tenant, id);
+        let fail = |what| move |source| ImageError::Io { what, source };
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(fail("make the tenant's volume directory"))?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+                .map_err(fail("protect the tenant's volume directory"))?;
+        }
+        std::fs::create_dir(&dir).map_err(fail("make the volume's directory"))?;
+        let made = std::os::unix::fs::chown(&dir, Some(ID_BASE), Some(ID_BASE))
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)))
+            .map_err(fail("hand the volume to its sandboxes' users"))
+            .and_then(|()| {
+                store
+                    .set_size(&Self::key(tenant, id), bytes)
+                    .map_err(store_error)
+            });
+        if made.is_err() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        made
+    }
+
     /// The volume's directory, its file system mounted there (after a restart of the machine,
     /// or of a server that unmounted it on its way out).
     pub fn mounted(&self, tenant: &str, id: &str) -> Result<PathBuf, ImageError> {
         let dir = self.dir(tenant, id);
+        if self.shared.is_some() {
+            return Ok(dir);
+        }
         let img = image::image_of(&dir);
         // A volume made before volumes had images is a plain directory, without a size limit.
         if img.exists() || !dir.is_dir() {
@@ -147,15 +227,31 @@ impl Volumes {
         })
     }
 
-    /// Bytes used and the volume's size.
-    pub fn usage(&self, tenant: &str, id: &str) -> Result<(u64, u64), ImageError> {
-        image::usage(&self.mounted(tenant, id)?)
+    /// Bytes the volume's files take.
+    pub fn usage(&self, tenant: &str, id: &str) -> Result<u64, ImageError> {
+        match &self.shared {
+            Some(store) => store.used(&Self::key(tenant, id)).map_err(store_error),
+            None => image::usage(&self.mounted(tenant, id)?).map(|(used, _)| used),
+        }
     }
 
     /// Deletes the volume's files: unmounts its file system and removes the image.
     pub async fn remove(&self, tenant: &str, id: &str) -> Result<(), ImageError> {
         let dir = self.dir(tenant, id);
+        let (shared, key) = (self.shared.clone(), Self::key(tenant, id));
         let removed = tokio::task::spawn_blocking(move || {
+            if let Some(store) = shared {
+                // A quota left on a removed directory would count against nothing, but JuiceFS
+                // keeps it: drop it first.
+                let _ = store.drop_size(&key);
+                return match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ImageError::Io {
+                        what: "remove the volume's files",
+                        source: e,
+                    }),
+                    _ => Ok(()),
+                };
+            }
             image::unmount(&dir)?;
             let gone = |r: std::io::Result<()>| match r {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -180,6 +276,10 @@ impl Volumes {
     /// Unmounts every volume's file system from this machine's view (at shutdown): sandboxes
     /// that run on keep their own mounts, and the loop device goes with the last of them.
     pub fn unmount_all(&self) {
+        if let Some(store) = &self.shared {
+            store.detach();
+            return;
+        }
         let Ok(tenants) = std::fs::read_dir(&self.root) else {
             return;
         };

@@ -9,6 +9,7 @@ mod node;
 mod sandbox;
 mod secrets;
 mod serve;
+pub mod shared_volumes;
 mod template;
 mod volume;
 
@@ -86,6 +87,12 @@ pub enum Command {
     /// Internal: set up one sandbox (started by the server; reads its spec on stdin).
     #[command(hide = true)]
     Jail,
+    /// Internal: serve the id-keeping view of a shared volume store (started by the server).
+    #[command(hide = true)]
+    VolumeView {
+        source: PathBuf,
+        mountpoint: PathBuf,
+    },
 }
 
 /// The PEM files of `--egress-upstream-ca` (serve and node), read now so that a wrong path stops
@@ -123,10 +130,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(a) => node::run(*a).await,
         Command::Nodes(c) => node::nodes(c).await,
         Command::Mcp(opts) => mcp::run(opts).await,
-        Command::Jail => unreachable_jail(),
+        Command::Jail | Command::VolumeView { .. } => unreachable_jail(),
     }
 }
 
 fn unreachable_jail() -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`warren jail` is dispatched before the runtime starts")
+    anyhow::bail!("`warren jail` and `warren volume-view` are dispatched before the runtime starts")
 }

@@ -40,6 +40,8 @@ enum NodeAction {
 
 #[derive(clap::Args, Debug)]
 struct DaemonArgs {
+    #[command(flatten)]
+    shared_volumes: super::shared_volumes::SharedVolumeArgs,
     /// The control plane's URL (or its load balancer's).
     #[arg(long, env = "WARREN_CONTROL_PLANE")]
     control_plane: Option<String>,
@@ -199,6 +201,7 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|s| !s.is_empty())
         .context("WARREN_NODE_JOIN_SECRET must hold the cluster's join secret")?;
+    let shared = a.shared_volumes.attach(&a.data_dir)?;
     let cfg = DaemonConfig {
         control_plane,
         control_plane_ca: a.control_plane_ca,
@@ -228,10 +231,14 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         max_sandboxes: a.max_sandboxes,
         tls,
         wildcard_domain: a.wildcard_domain,
+        shared_volumes: shared.as_ref().map(|s| s.view()),
     };
-    warren_node::daemon::run(cfg, warren_api::shutdown_signal())
-        .await
-        .context("node failed")?;
+    let ran = warren_node::daemon::run(cfg, warren_api::shutdown_signal()).await;
+    // Sandboxes that run on keep their own mounts of the view (and through it, the store).
+    if let Some(store) = shared {
+        store.detach();
+    }
+    ran.context("node failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,8 @@ use warren_api::{PublicMode, ServeConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    shared_volumes: super::shared_volumes::SharedVolumeArgs,
     /// Address of the control-plane API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -229,6 +231,7 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     if let Some(v) = a.max_volume_mb {
         limits.max_volume_mb_per_tenant = v;
     }
+    let shared_volumes = a.shared_volumes.attach(&a.data_dir)?;
     Ok(ServeConfig {
         listen: a.listen,
         data_dir: a.data_dir,
@@ -272,5 +275,6 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
             .node_join_secret
             .filter(|s| !s.is_empty())
             .map(warren_core::Secret::new),
+        shared_volumes,
     })
 }

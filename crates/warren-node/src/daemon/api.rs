@@ -165,6 +165,10 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
             )
         }
     };
+    let volumes = match d.shared_mounts(&req.volumes) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e),
+    };
     let resources = Resources {
         vcpu: req.vcpu,
         memory_mb: req.memory_mb,
@@ -185,7 +189,7 @@ async fn start_detached(d: Arc<Daemon>, req: StartRequest) -> Response {
             },
             env_vars: req.env_vars.clone(),
             saved_state: None,
-            volumes: Vec::new(),
+            volumes,
         },
         tier,
         owner: req.owner.clone(),

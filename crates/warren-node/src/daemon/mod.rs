@@ -57,6 +57,9 @@ pub struct DaemonConfig {
     /// `{port}-{id}.<domain>` (relayed by a control plane, or straight from clients) are routed by
     /// Host header on the node's API address.
     pub wildcard_domain: Option<String>,
+    /// This node's id-keeping view of the cluster's shared volume store, when it has one
+    /// (`warren node --volumes-juicefs`): volumes are mounted from `<view>/<key>`.
+    pub shared_volumes: Option<PathBuf>,
 }
 
 pub struct NodeTls {
@@ -235,6 +238,7 @@ async fn serve(
         reporter,
         wildcard_domain: cfg.wildcard_domain.clone(),
         layer_fetch: tokio::sync::Mutex::new(()),
+        shared_volumes: cfg.shared_volumes.clone(),
     });
     tracing::info!(node = %node_id, listen = %cfg.listen, control_plane = %cfg.control_plane, "warren node is serving");
     let app = api::router(daemon);

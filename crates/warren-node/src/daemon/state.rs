@@ -56,9 +56,40 @@ pub struct Daemon {
     pub wildcard_domain: Option<String>,
     /// One layer download at a time (a second start for the same template waits and finds it).
     pub layer_fetch: tokio::sync::Mutex<()>,
+    /// The view of the shared volume store (see `DaemonConfig::shared_volumes`).
+    pub shared_volumes: Option<PathBuf>,
 }
 
 impl Daemon {
+    /// The mounts of a start's shared volumes, each from this node's view of the store.
+    pub fn shared_mounts(
+        &self,
+        asked: &[warren_wire::cluster::SharedVolumeMount],
+    ) -> Result<Vec<warren_runtime::VolumeMount>, String> {
+        if asked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(view) = &self.shared_volumes else {
+            return Err(
+                "this node has no shared volume store (start it with --volumes-juicefs, as \
+                        the control planes)"
+                    .into(),
+            );
+        };
+        asked
+            .iter()
+            .map(|m| {
+                volume_source(view, &m.key)
+                    .map(|source| warren_runtime::VolumeMount {
+                        source,
+                        target: m.path.clone(),
+                        read_only: m.read_only,
+                    })
+                    .ok_or_else(|| format!("volume key {:?} is not <tenant>/<volume>", m.key))
+            })
+            .collect()
+    }
+
     /// The host paths of a template's layers on this node: a built-in template prepared here
     /// (built on first use), a built one's layers fetched from the control plane once.
     pub async fn layers_of(
@@ -181,5 +212,44 @@ impl Daemon {
             "layer fetched from the control plane"
         );
         Ok(())
+    }
+}
+
+/// The directory of the volume `key` (`<tenant digest>/<volume id>`) in the view: two plain
+/// components, so that nothing the control plane sends names a directory outside it.
+fn volume_source(view: &std::path::Path, key: &str) -> Option<PathBuf> {
+    let plain =
+        |c: &str| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    match key.split_once('/') {
+        Some((tenant, volume)) if plain(tenant) && plain(volume) => {
+            Some(view.join(tenant).join(volume))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod volume_key_tests {
+    use std::path::Path;
+
+    #[test]
+    fn keys_name_two_plain_components_inside_the_view() {
+        let view = Path::new("/v");
+        assert_eq!(
+            super::volume_source(view, "ab12/vol_9f").as_deref(),
+            Some(Path::new("/v/ab12/vol_9f"))
+        );
+        for bad in [
+            "",
+            "ab12",
+            "ab12/",
+            "/vol",
+            "../x",
+            "ab/../../etc",
+            "ab/c/d",
+            "ab/..",
+        ] {
+            assert_eq!(super::volume_source(view, bad), None, "{bad}");
+        }
     }
 }
