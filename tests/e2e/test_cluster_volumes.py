@@ -282,6 +282,20 @@ def test_a_full_volume_is_enospc_in_the_sandbox_and_507_in_the_content_api(share
         assert "big.bin" not in str(listed), listed
         eventually(lambda: api(c, "GET", f"/v1/volumes/{vol['id']}").json()["used_mb"] >= 32,
                    "the volume's use as JuiceFS counts it")
+        # A clone too small for the files: 507, and no half-made volume; one large enough copies.
+        small = f"small-{uuid.uuid4().hex[:6]}"
+        r = api(c, "POST", f"/v1/volumes/{vol['id']}/clone", json={"name": small, "size_mb": 16})
+        assert r.status_code == 507, r.text
+        assert small not in api(c, "GET", "/v1/volumes").text
+        r = api(c, "POST", f"/v1/volumes/{vol['id']}/clone", json={"name": f"copy-{uuid.uuid4().hex[:6]}", "size_mb": 256})
+        assert r.status_code == 201, r.text
+        copy = r.json()
+        other = make_sandbox(c, "a", [{"name": copy["name"], "path": "/copy"}])
+        try:
+            assert run(c, other, "ls /copy | wc -l").strip() == run(c, sid, "ls /data | wc -l").strip()
+        finally:
+            api(c, "DELETE", f"/v1/sandboxes/{other}")
+        assert api(c, "DELETE", f"/v1/volumes/{copy['id']}").status_code == 204
     finally:
         api(c, "DELETE", f"/v1/sandboxes/{sid}")
         api(c, "DELETE", f"/v1/volumes/{vol['id']}")

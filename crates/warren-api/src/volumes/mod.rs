@@ -217,7 +217,8 @@ impl Volumes {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        Err(if stderr.contains("No space left") {
+        // A full image says ENOSPC; a JuiceFS quota says EDQUOT.
+        Err(if stderr.contains("No space left") || stderr.contains("quota exceeded") {
             ImageError::Full(stderr)
         } else {
             ImageError::Tool {
