@@ -116,8 +116,10 @@ def shared_store(root):
     os.makedirs(os.path.join(root, "weed"))
     ports = [f"-{p}={free_port()}" for p in ("master.port", "volume.port", "filer.port", "admin.port",
                                              "s3.port.iceberg", "s3.port.lance")]
-    weed_proc = subprocess.Popen([weed, "mini", f"-dir={root}/weed", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                                  f"-s3.port={s3}", f"-s3.config={config}", "-webdav=false", *ports],
+    weed_proc = subprocess.Popen([weed, f"-logdir={root}", "mini", f"-dir={root}/weed", "-ip=127.0.0.1",
+                                  "-ip.bind=127.0.0.1", f"-s3.port={s3}", f"-s3.config={config}", "-webdav=false",
+                                  f"-s3.localSocket={root}/s3.sock", f"-filer.localSocket={root}/filer.sock",
+                                  *ports],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     for _ in range(300):
         try:

@@ -61,8 +61,10 @@ class SharedCluster:
         os.makedirs(data)
         ports = {f"-{p}": str(free_port()) for p in (
             "master.port", "volume.port", "filer.port", "admin.port", "s3.port.iceberg", "s3.port.lance")}
-        args = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        # Its logs and sockets stay in the test's directory (by default they land in /tmp).
+        args = [weed, f"-logdir={self.root}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-s3.port={self.s3_port}", f"-s3.config={config}", "-webdav=false",
+                f"-s3.localSocket={self.root}/s3.sock", f"-filer.localSocket={self.root}/filer.sock",
                 *[f"{k}={v}" for k, v in ports.items()]]
         self.procs["weed"] = subprocess.Popen(args, stdout=self.log("weed"), stderr=subprocess.STDOUT,
                                               start_new_session=True)
