@@ -119,11 +119,12 @@ async fn serve(args: Args, env: BTreeMap<String, String>) -> anyhow::Result<()> 
     nix::unistd::dup2(2, 1).context("redirect stdout")?;
     tracing::info!(socket = ?args.socket, tcp = ?args.tcp, "agent listening");
     {
-        // The stateful interpreter starts now, while the client is still busy creating.
+        // The stateful interpreter starts now, while the client is still busy creating, unless
+        // the machine is busy (a burst of creates): then once it is not.
         let state = state.clone();
         tokio::spawn(async move {
             let env = state.process_env(None);
-            state.kernel.warm(&env).await;
+            state.kernel.warm_when_idle(&env).await;
         });
     }
     let app = routes::router(state.clone())

@@ -47,6 +47,21 @@ static CREATE_SECONDS: LazyLock<Option<Histogram>> = LazyLock::new(|| {
     )
 });
 
+static REQUEST_SECONDS: LazyLock<Option<Histogram>> = LazyLock::new(|| {
+    registered(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "warren_http_request_seconds",
+                "Time the server held each request (API and sandbox traffic), until its answer's last byte",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .ok(),
+    )
+});
+
 static PLACEMENT_FAILURES: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
     registered(
         IntCounter::new(
@@ -130,6 +145,12 @@ pub fn set_pools(sizes: &[(String, warren_core::Tier, usize)]) {
 pub fn count_request(status: u16) {
     if let Some(m) = REQUESTS.as_ref() {
         m.with_label_values(&[&status.to_string()]).inc();
+    }
+}
+
+pub fn observe_request(seconds: f64) {
+    if let Some(m) = REQUEST_SECONDS.as_ref() {
+        m.observe(seconds);
     }
 }
 

@@ -1,6 +1,11 @@
 //! Gives every request an id, sends it as `X-Request-ID`, and renders errors (ours and axum's own
 //! rejections) into the JSON envelope carrying that id.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -57,7 +62,44 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }
-    res
+    if path.starts_with("/v1/internal/") || path == "/metrics" {
+        return res;
+    }
+    res.map(|inner| Body::new(TimedBody { inner, started }))
+}
+
+/// An answer's body that reports, once sent (or abandoned), how long the server held its request:
+/// a streamed answer (a command's output) ends long after its headers, and the time the server
+/// spends per sandbox lifecycle is what `bench/burst.py` sets apart from the client's.
+struct TimedBody {
+    inner: Body,
+    started: Instant,
+}
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        crate::metrics::observe_request(self.started.elapsed().as_secs_f64());
+    }
 }
 
 async fn render_error(res: Response, id: &str) -> Response {

@@ -15,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 
+mod idle;
+
 use crate::exec::MAX_CAPTURE;
 use crate::tree;
 
@@ -194,6 +196,13 @@ impl Kernel {
         self.capture_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(MAIN_CAPTURE_DIR))
+    }
+
+    /// Starts the interpreter ahead of the first cell once the machine has a CPU to spare (see
+    /// `idle`); a cell that comes first starts it itself.
+    pub async fn warm_when_idle(&self, env: &BTreeMap<String, String>) {
+        idle::until_a_cpu_is_free().await;
+        self.warm(env).await;
     }
 
     /// Starts the interpreter ahead of the first cell, so that cell does not pay for it.

@@ -218,14 +218,16 @@ impl Volumes {
         }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         // A full image says ENOSPC; a JuiceFS quota says EDQUOT.
-        Err(if stderr.contains("No space left") || stderr.contains("quota exceeded") {
-            ImageError::Full(stderr)
-        } else {
-            ImageError::Tool {
-                tool: "cp",
-                output: stderr,
-            }
-        })
+        Err(
+            if stderr.contains("No space left") || stderr.contains("quota exceeded") {
+                ImageError::Full(stderr)
+            } else {
+                ImageError::Tool {
+                    tool: "cp",
+                    output: stderr,
+                }
+            },
+        )
     }
 
     /// Bytes the volume's files take.
