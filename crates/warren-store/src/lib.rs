@@ -30,7 +30,9 @@ pub use idempotency::KeyClaim;
 pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeyShape, KeySpec, NewApiKey, Role};
 pub use leader::Leadership;
 pub use nodes::NodeRecord;
-pub use sandboxes::{ClaimPooled, NewSandbox, OnTimeout, SandboxPage, SandboxRecord, TenantUsage};
+pub use sandboxes::{
+    ClaimPooled, NewSandbox, OnTimeout, Quota, SandboxPage, SandboxRecord, TenantUsage,
+};
 pub use secrets::SecretRecord;
 pub use snapshots::SnapshotRecord;
 pub use templates::{TemplateRecord, TemplateStatus};
@@ -70,9 +72,13 @@ pub struct Store {
     backend: Backend,
 }
 
-/// Connections per control plane. SQLite serialises writers anyway; PostgreSQL is shared by
-/// several control planes, each holding this many.
-const SQLITE_CONNECTIONS: u32 = 4;
+/// Connections per control plane. SQLite runs one writer at a time anyway, and a second
+/// connection's writer waits in SQLite's busy handler, which sleeps (1, 2, 5, 10… ms) between
+/// tries: under a burst of creates those sleeps were most of a create's time. One connection
+/// queues statements in order instead (each takes tens of microseconds; no store method holds
+/// the connection while it awaits anything else). PostgreSQL is shared by several control
+/// planes, each holding this many.
+const SQLITE_CONNECTIONS: u32 = 1;
 const POSTGRES_CONNECTIONS: u32 = 16;
 
 impl Store {

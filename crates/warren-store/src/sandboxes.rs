@@ -73,6 +73,7 @@ impl OnTimeout {
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct NewSandbox<'a> {
     pub id: &'a SandboxId,
     pub template_id: &'a str,
@@ -125,60 +126,37 @@ impl Store {
         now: i64,
     ) -> Result<SandboxRecord, StoreError> {
         let expires_at = s.timeout_seconds.map(|t| now.saturating_add(t));
-        sqlx::query(
-            "INSERT INTO sandboxes (id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
-             internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation, \
-             node_id, region, metadata, egress, on_timeout, snapshot_id, secret_bindings) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-        )
-        .bind(s.id.as_str())
-        .bind(s.template_id)
-        .bind(s.template_name)
-        .bind(SandboxStatus::Creating.as_str())
-        .bind(i64::from(s.resources.vcpu))
-        .bind(i64::from(s.resources.memory_mb))
-        .bind(i64::from(s.resources.disk_mb))
-        .bind(i64::from(s.internet_access))
-        .bind(s.timeout_seconds)
-        .bind(expires_at)
-        .bind(now)
-        .bind(now)
-        .bind(s.key_id)
-        .bind(s.tenant)
-        .bind(s.isolation.as_str())
-        .bind(s.node_id)
-        .bind(s.region)
-        .bind(s.metadata)
-        .bind(s.egress)
-        .bind(s.on_timeout.column())
-        .bind(s.snapshot_id)
-        .bind(s.secret_bindings)
-        .execute(&self.pool)
-        .await?;
-        Ok(SandboxRecord {
-            id: s.id.clone(),
-            template_id: s.template_id.to_owned(),
-            template_name: s.template_name.to_owned(),
-            status: SandboxStatus::Creating,
-            resources: s.resources,
-            internet_access: s.internet_access,
-            timeout_seconds: s.timeout_seconds,
-            expires_at,
-            created_at: now,
-            key_id: s.key_id.map(str::to_owned),
-            tenant: s.tenant.to_owned(),
-            isolation: s.isolation,
-            runtime_handle: None,
-            listen_port: None,
-            status_reason: None,
-            node_id: s.node_id.map(str::to_owned),
-            region: s.region.map(str::to_owned),
-            metadata: s.metadata.map(str::to_owned),
-            egress: s.egress.map(str::to_owned),
-            on_timeout: s.on_timeout,
-            snapshot_id: s.snapshot_id.map(str::to_owned),
-            secret_bindings: s.secret_bindings.map(str::to_owned),
-        })
+        bind_new(sqlx::query(&insert_sql(None)), &s, expires_at, now)
+            .execute(&self.pool)
+            .await?;
+        Ok(new_record(&s, expires_at, now))
+    }
+
+    /// Records a new sandbox only if its tenant's live sandboxes, with it, stay within `quota`:
+    /// the check and the insert are one step, so creates never queue on a lock of the control
+    /// plane's to check quotas (SQLite runs one statement at a time; PostgreSQL's control planes
+    /// take a per-tenant transaction lock). None: over quota, nothing recorded.
+    pub async fn insert_sandbox_within(
+        &self,
+        s: NewSandbox<'_>,
+        quota: Quota,
+        now: i64,
+    ) -> Result<Option<SandboxRecord>, StoreError> {
+        let expires_at = s.timeout_seconds.map(|t| now.saturating_add(t));
+        let sql = insert_sql(Some(&within_quota("$14", "$5", "$6", 23)));
+        let query = bind_new(sqlx::query(&sql), &s, expires_at, now);
+        let query = quota.bind(query);
+        let inserted = match self.backend {
+            crate::Backend::Sqlite => query.execute(&self.pool).await?,
+            crate::Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                tenant_lock(&mut tx, s.tenant).await?;
+                let done = query.execute(&mut *tx).await?;
+                tx.commit().await?;
+                done
+            }
+        };
+        Ok((inserted.rows_affected() == 1).then(|| new_record(&s, expires_at, now)))
     }
 
     pub async fn get_sandbox(&self, id: &SandboxId) -> Result<Option<SandboxRecord>, StoreError> {
@@ -282,26 +260,38 @@ impl Store {
         id: &SandboxId,
         pool_tenant: &str,
         claim: ClaimPooled<'_>,
+        quota: Quota,
         now: i64,
     ) -> Result<Option<SandboxRecord>, StoreError> {
         let expires_at = claim.timeout_seconds.map(|t| now.saturating_add(t));
-        let done = sqlx::query(
+        let sql = format!(
             "UPDATE sandboxes SET tenant = $1, key_id = $2, timeout_seconds = $3, expires_at = $4, \
              internet_access = $5, metadata = $6, on_timeout = $7, created_at = $8, updated_at = $8 \
-             WHERE id = $9 AND tenant = $10 AND status = 'running'",
-        )
-        .bind(claim.tenant)
-        .bind(claim.key_id)
-        .bind(claim.timeout_seconds)
-        .bind(expires_at)
-        .bind(i64::from(claim.internet_access))
-        .bind(claim.metadata)
-        .bind(claim.on_timeout.column())
-        .bind(now)
-        .bind(id.as_str())
-        .bind(pool_tenant)
-        .execute(&self.pool)
-        .await?;
+             WHERE id = $9 AND tenant = $10 AND status = 'running' AND {}",
+            within_quota("$1", "sandboxes.vcpu", "sandboxes.memory_mb", 11)
+        );
+        let query = sqlx::query(&sql)
+            .bind(claim.tenant)
+            .bind(claim.key_id)
+            .bind(claim.timeout_seconds)
+            .bind(expires_at)
+            .bind(i64::from(claim.internet_access))
+            .bind(claim.metadata)
+            .bind(claim.on_timeout.column())
+            .bind(now)
+            .bind(id.as_str())
+            .bind(pool_tenant);
+        let query = quota.bind(query);
+        let done = match self.backend {
+            crate::Backend::Sqlite => query.execute(&self.pool).await?,
+            crate::Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                tenant_lock(&mut tx, claim.tenant).await?;
+                let done = query.execute(&mut *tx).await?;
+                tx.commit().await?;
+                done
+            }
+        };
         if done.rows_affected() == 0 {
             return Ok(None);
         }
@@ -501,6 +491,125 @@ impl Store {
             memory_mb: count("mem")?,
         })
     }
+}
+
+/// The record of a sandbox just inserted.
+fn new_record(s: &NewSandbox<'_>, expires_at: Option<i64>, now: i64) -> SandboxRecord {
+    SandboxRecord {
+        id: s.id.clone(),
+        template_id: s.template_id.to_owned(),
+        template_name: s.template_name.to_owned(),
+        status: SandboxStatus::Creating,
+        resources: s.resources,
+        internet_access: s.internet_access,
+        timeout_seconds: s.timeout_seconds,
+        expires_at,
+        created_at: now,
+        key_id: s.key_id.map(str::to_owned),
+        tenant: s.tenant.to_owned(),
+        isolation: s.isolation,
+        runtime_handle: None,
+        listen_port: None,
+        status_reason: None,
+        node_id: s.node_id.map(str::to_owned),
+        region: s.region.map(str::to_owned),
+        metadata: s.metadata.map(str::to_owned),
+        egress: s.egress.map(str::to_owned),
+        on_timeout: s.on_timeout,
+        snapshot_id: s.snapshot_id.map(str::to_owned),
+        secret_bindings: s.secret_bindings.map(str::to_owned),
+    }
+}
+/// How many more live sandboxes, vCPUs and MB of memory a tenant may hold beyond the store's
+/// count (its quotas less what the control plane counts elsewhere, e.g. build sandboxes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub sandboxes: u64,
+    pub vcpu: u64,
+    pub memory_mb: u64,
+}
+
+impl Quota {
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        q.bind(big(self.sandboxes))
+            .bind(big(self.vcpu))
+            .bind(big(self.memory_mb))
+    }
+}
+
+/// A condition that holds while the live sandboxes of the tenant named by parameter `tenant`,
+/// with one more using `vcpu` and `memory` (parameters or columns), stay within the quota bound
+/// as parameters `first`, `first + 1` and `first + 2` (`Quota::bind`).
+fn within_quota(tenant: &str, vcpu: &str, memory: &str, first: u32) -> String {
+    let live = format!("FROM sandboxes AS q WHERE q.tenant = {tenant} AND q.status IN {LIVE}");
+    format!(
+        "(SELECT COUNT(*) {live}) + 1 <= ${first} \
+         AND (SELECT COALESCE(SUM(q.vcpu), 0) {live}) + {vcpu} <= ${} \
+         AND (SELECT COALESCE(SUM(q.memory_mb), 0) {live}) + {memory} <= ${}",
+        first + 1,
+        first + 2
+    )
+}
+
+/// Serialises quota checks of one tenant across PostgreSQL control planes, until the
+/// transaction ends.
+async fn tenant_lock(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The sandbox insert; with a condition, only if it holds.
+fn insert_sql(condition: Option<&str>) -> String {
+    const COLUMNS: &str = "id, template_id, template_name, status, vcpu, memory_mb, disk_mb, \
+         internet_access, timeout_seconds, expires_at, created_at, updated_at, key_id, tenant, isolation, \
+         node_id, region, metadata, egress, on_timeout, snapshot_id, secret_bindings";
+    const VALUES: &str =
+        "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20, $21, $22";
+    match condition {
+        None => format!("INSERT INTO sandboxes ({COLUMNS}) VALUES ({VALUES})"),
+        Some(c) => format!("INSERT INTO sandboxes ({COLUMNS}) SELECT {VALUES} WHERE {c}"),
+    }
+}
+
+fn bind_new<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    s: &NewSandbox<'q>,
+    expires_at: Option<i64>,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(s.id.as_str().to_owned())
+        .bind(s.template_id)
+        .bind(s.template_name)
+        .bind(SandboxStatus::Creating.as_str())
+        .bind(i64::from(s.resources.vcpu))
+        .bind(i64::from(s.resources.memory_mb))
+        .bind(i64::from(s.resources.disk_mb))
+        .bind(i64::from(s.internet_access))
+        .bind(s.timeout_seconds)
+        .bind(expires_at)
+        .bind(now)
+        .bind(now)
+        .bind(s.key_id)
+        .bind(s.tenant)
+        .bind(s.isolation.as_str())
+        .bind(s.node_id)
+        .bind(s.region)
+        .bind(s.metadata)
+        .bind(s.egress)
+        .bind(s.on_timeout.column())
+        .bind(s.snapshot_id)
+        .bind(s.secret_bindings)
 }
 
 fn sandbox_from_row(r: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> {

@@ -26,6 +26,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    creates_and_claims_stay_within_quota_even_all_at_once,
     keys_are_stored_hashed_and_can_be_revoked,
     rotation_keeps_the_old_key_for_the_grace_period_and_expiry_ends_keys,
     tenants_see_only_their_sandboxes_and_usage,
@@ -251,6 +252,85 @@ async fn tenants_see_only_their_sandboxes_and_usage(db: Db) {
     );
     let usage = store.tenant_usage("b").await.expect("usage");
     assert_eq!((usage.sandboxes, usage.vcpu, usage.memory_mb), (1, 1, 512));
+}
+
+/// A sandbox of `RES` for `tenant`, recorded only within `quota`.
+async fn add_within(store: &Store, tenant: &str, quota: crate::Quota) -> Option<SandboxId> {
+    let id = SandboxId::generate();
+    let new = NewSandbox {
+        metadata: None,
+        egress: None,
+        on_timeout: crate::OnTimeout::Kill,
+        snapshot_id: None,
+        secret_bindings: None,
+        id: &id,
+        template_id: "2",
+        template_name: "code-interpreter",
+        resources: RES,
+        internet_access: false,
+        timeout_seconds: None,
+        key_id: None,
+        tenant,
+        isolation: Tier::Namespaces,
+        node_id: None,
+        region: None,
+    };
+    let recorded = store.insert_sandbox_within(new, quota, 1).await;
+    recorded.expect("insert").map(|r| r.id)
+}
+
+async fn creates_and_claims_stay_within_quota_even_all_at_once(db: Db) {
+    let store = db.open().await;
+    let three = crate::Quota {
+        sandboxes: 3,
+        vcpu: 100,
+        memory_mb: 1 << 20,
+    };
+    // Twenty at once (on PostgreSQL over several connections): exactly three get in.
+    let mut tries = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tries.spawn(async move { add_within(&store, "t", three).await });
+    }
+    let got: Vec<Option<SandboxId>> = tries.join_all().await;
+    assert_eq!(got.iter().flatten().count(), 3, "{got:?}");
+    assert_eq!(store.tenant_usage("t").await.expect("usage").sandboxes, 3);
+    // Other tenants have their own count; memory is checked as well as the number.
+    assert!(add_within(&store, "u", three).await.is_some());
+    let small = crate::Quota {
+        memory_mb: u64::from(RES.memory_mb) * 2 - 1,
+        ..three
+    };
+    assert!(add_within(&store, "v", small).await.is_some());
+    assert!(add_within(&store, "v", small).await.is_none());
+    // An ended sandbox makes room again.
+    let first = got.iter().flatten().next().expect("one got in").clone();
+    store
+        .end_sandbox(&first, SandboxStatus::Stopped, None, 2)
+        .await
+        .expect("end");
+    assert!(add_within(&store, "t", three).await.is_some());
+    // A warm sandbox is claimed only within the claiming tenant's quota.
+    let warm = add_for(&store, "warren:pool", 1, None).await;
+    let claim = |tenant| crate::ClaimPooled {
+        tenant,
+        key_id: None,
+        timeout_seconds: None,
+        internet_access: true,
+        metadata: None,
+        on_timeout: crate::OnTimeout::Kill,
+    };
+    let full = store
+        .claim_pooled_sandbox(&warm, "warren:pool", claim("t"), three, 3)
+        .await
+        .expect("claim");
+    assert!(full.is_none(), "t is at its quota");
+    let taken = store
+        .claim_pooled_sandbox(&warm, "warren:pool", claim("w"), three, 3)
+        .await
+        .expect("claim")
+        .expect("w has room");
+    assert_eq!(taken.tenant, "w");
 }
 
 async fn audit_is_queryable_and_purged_by_age(db: Db) {

@@ -41,7 +41,7 @@ impl Lifecycle {
         tenant: &str,
         resources: Resources,
     ) -> LifecycleResult<()> {
-        let _admission = self.admission.lock().await;
+        let _admission = self.admission.write().await;
         self.admit(tenant, resources).await?;
         self.build_sandboxes()
             .insert(id.clone(), (tenant.to_owned(), resources));

@@ -65,8 +65,10 @@ impl Lifecycle {
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
         let _under_way = self.pools.create_under_way();
+        let began = std::time::Instant::now();
         let asked = self.check_request(&req, who).await?;
         let placed = self.place(&asked, req.region.as_deref()).await?;
+        let checked_and_placed = began.elapsed();
         // The template's environment, overridden by the caller's env_vars.
         let mut env_vars = placed.run.env.clone();
         env_vars.extend(req.env_vars.clone().unwrap_or_default());
@@ -77,7 +79,13 @@ impl Lifecycle {
         if let Some(taken) = self.take_warm(&asked, &placed, &req, who).await? {
             return Ok(taken);
         }
-        self.start_new(&asked, placed, env_vars, &req, who).await
+        let started = self.start_new(&asked, placed, env_vars, &req, who).await;
+        tracing::debug!(
+            check_place_ms = checked_and_placed.as_secs_f64() * 1e3,
+            total_ms = began.elapsed().as_secs_f64() * 1e3,
+            "cold create"
+        );
+        started
     }
 
     /// Checks the request's own fields and finds the template (or snapshot) it names.
@@ -390,11 +398,13 @@ impl Lifecycle {
         req: &CreateSandboxRequest,
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
+        let began = std::time::Instant::now();
         let closing = self.starts_allowed().await?;
         let volumes = self
             .node_mounts(who.tenant, &asked.volumes, placed.node_id.is_some())
             .await?;
         let record = self.admit_and_record(asked, &placed, req, who).await?;
+        let admitted = began.elapsed();
         let id = record.id.clone();
         let order = StartOrder {
             id: id.clone(),
@@ -426,6 +436,7 @@ impl Lifecycle {
                 )));
             }
         };
+        let node_started = began.elapsed();
         // Running, with what a server that restarts from here on needs to take it over.
         let recorded = self
             .store
@@ -439,6 +450,14 @@ impl Lifecycle {
         if record.expires_at.is_some() {
             self.expiry_changed.notify_one();
         }
+        // Where a create's time goes, to find what queues under a burst (RUST_LOG=warren_api=debug).
+        tracing::debug!(
+            sandbox = %id,
+            admit_ms = admitted.as_secs_f64() * 1e3,
+            start_ms = (node_started - admitted).as_secs_f64() * 1e3,
+            record_ms = (began.elapsed() - node_started).as_secs_f64() * 1e3,
+            "sandbox admitted and started"
+        );
         Ok(SandboxRecord {
             status: SandboxStatus::Running,
             listen_port: started.port,
@@ -462,33 +481,42 @@ impl Lifecycle {
             }
             None => None,
         };
-        let _admission = self.admission.lock().await;
-        self.admit(who.tenant, asked.template.resources).await?;
+        let _admission = self.admission.read().await;
         self.volumes_still_there(who.tenant, &asked.volumes).await?;
-        let record = self
-            .store
-            .insert_sandbox(
-                NewSandbox {
-                    id: &SandboxId::generate(),
-                    template_id: &asked.template.id,
-                    template_name: &asked.template.name,
-                    resources: asked.template.resources,
-                    internet_access: req.internet_access.unwrap_or(true),
-                    timeout_seconds: req.timeout_seconds,
-                    key_id: Some(who.key_id),
-                    tenant: who.tenant,
-                    isolation: placed.tier,
-                    node_id: placed.node_id.as_deref(),
-                    region: Some(&placed.region),
-                    metadata: asked.metadata.as_deref(),
-                    egress: egress.as_deref(),
-                    on_timeout: on_timeout(req)?,
-                    snapshot_id: asked.snapshot.as_ref().map(|s| s.id.as_str()),
-                    secret_bindings: asked.secrets.as_ref().map(|s| s.kept.as_str()),
-                },
-                now(),
+        let new = NewSandbox {
+            id: &SandboxId::generate(),
+            template_id: &asked.template.id,
+            template_name: &asked.template.name,
+            resources: asked.template.resources,
+            internet_access: req.internet_access.unwrap_or(true),
+            timeout_seconds: req.timeout_seconds,
+            key_id: Some(who.key_id),
+            tenant: who.tenant,
+            isolation: placed.tier,
+            node_id: placed.node_id.as_deref(),
+            region: Some(&placed.region),
+            metadata: asked.metadata.as_deref(),
+            egress: egress.as_deref(),
+            on_timeout: on_timeout(req)?,
+            snapshot_id: asked.snapshot.as_ref().map(|s| s.id.as_str()),
+            secret_bindings: asked.secrets.as_ref().map(|s| s.kept.as_str()),
+        };
+        // Refused by the store: over a quota, which `admit` names; unless a sandbox that ended
+        // meanwhile made room, then once more.
+        let mut record = None;
+        for _ in 0..2 {
+            let quota = self.quota_left(who.tenant);
+            record = self.store.insert_sandbox_within(new, quota, now()).await?;
+            if record.is_some() {
+                break;
+            }
+            self.admit(who.tenant, asked.template.resources).await?;
+        }
+        let record = record.ok_or_else(|| {
+            LifecycleError::Unavailable(
+                "the tenant's quota is changing under many creates; try again".into(),
             )
-            .await?;
+        })?;
         if !asked.volumes.is_empty() {
             self.store
                 .record_mounts(record.id.as_str(), &asked.volumes)

@@ -59,8 +59,11 @@ pub struct Lifecycle {
     expiry_changed: Notify,
     /// Resumes on request, one at a time: a burst of requests to a paused sandbox resumes it once.
     resuming: tokio::sync::Mutex<()>,
-    /// Serialises quota check + insert, so concurrent creates cannot overshoot a quota together.
-    admission: tokio::sync::Mutex<()>,
+    /// Creates hold it shared: their quota check is one step with their insert in the store
+    /// (`Store::insert_sandbox_within`), so they need not queue on each other. Exclusive for
+    /// what the store cannot see in that step: a build sandbox's admission (counted here, not
+    /// in the store) and a volume's delete (a create checks its volumes, then records its mounts).
+    admission: tokio::sync::RwLock<()>,
     /// Held (read) by every start from admission until its sandbox is live, so shutdown (write)
     /// waits for starts under way instead of missing them; true once shutdown has begun.
     closing: tokio::sync::RwLock<bool>,
@@ -104,7 +107,7 @@ impl Lifecycle {
             allow_isolation_override: cfg.allow_isolation_override,
             expiry_changed: Notify::new(),
             resuming: tokio::sync::Mutex::new(()),
-            admission: tokio::sync::Mutex::new(()),
+            admission: tokio::sync::RwLock::new(()),
             closing: tokio::sync::RwLock::new(false),
             build_sandboxes: Mutex::new(HashMap::new()),
             pools: pool::Pools::default(),
@@ -200,7 +203,24 @@ impl Lifecycle {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks the tenant's quotas for one more sandbox of `resources`; call with `admission` held.
+    /// What the tenant may still start beyond the store's count of its live sandboxes: its
+    /// quotas less its build sandboxes (which only this control plane counts).
+    fn quota_left(&self, tenant: &str) -> warren_store::Quota {
+        let mut left = warren_store::Quota {
+            sandboxes: self.limits.max_sandboxes_per_tenant,
+            vcpu: self.limits.max_vcpu_per_tenant,
+            memory_mb: self.limits.max_memory_mb_per_tenant,
+        };
+        for (_, r) in self.build_sandboxes().values().filter(|(t, _)| t == tenant) {
+            left.sandboxes = left.sandboxes.saturating_sub(1);
+            left.vcpu = left.vcpu.saturating_sub(u64::from(r.vcpu));
+            left.memory_mb = left.memory_mb.saturating_sub(u64::from(r.memory_mb));
+        }
+        left
+    }
+
+    /// Checks the tenant's quotas for one more sandbox of `resources`, naming the one it would
+    /// exceed; call with `admission` held exclusively, or to say why a checked insert refused.
     async fn admit(&self, tenant: &str, resources: Resources) -> LifecycleResult<()> {
         let mut usage: TenantUsage = self.store.tenant_usage(tenant).await?;
         for (_, r) in self.build_sandboxes().values().filter(|(t, _)| t == tenant) {

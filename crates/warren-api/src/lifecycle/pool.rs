@@ -420,11 +420,7 @@ impl Lifecycle {
         self.pools.wake.notify_one();
         let closing = self.starts_allowed().await?;
         let claimed = {
-            let _admission = self.admission.lock().await;
-            if let Err(e) = self.admit(who.tenant, template.resources).await {
-                self.pools.put_back(&template.id, tier, id);
-                return Err(e);
-            }
+            let _admission = self.admission.read().await;
             self.store
                 .claim_pooled_sandbox(
                     &id,
@@ -437,11 +433,22 @@ impl Lifecycle {
                         metadata,
                         on_timeout: on_timeout(req)?,
                     },
+                    self.quota_left(who.tenant),
                     now(),
                 )
                 .await?
         };
         let Some(record) = claimed else {
+            // Over a quota, or the warm sandbox ended meanwhile: one still warm goes back.
+            let still_warm = self
+                .store
+                .get_sandbox(&id)
+                .await?
+                .is_some_and(|r| r.tenant == POOL_TENANT && r.status == SandboxStatus::Running);
+            if still_warm {
+                self.pools.put_back(&template.id, tier, id);
+            }
+            self.admit(who.tenant, template.resources).await?;
             return Ok(None);
         };
         self.hand_over(node, &record, req).await?;

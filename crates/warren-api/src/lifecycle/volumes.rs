@@ -142,7 +142,8 @@ impl Lifecycle {
         Ok(shown)
     }
 
-    /// Checks again, with the admission lock held, that each volume still exists: a delete
+    /// Checks again, with the admission lock held (shared; a delete takes it exclusively), that
+    /// each volume still exists: a delete
     /// between the create's check and now would otherwise leave it mounting a removed directory.
     pub(super) async fn volumes_still_there(
         &self,
@@ -167,7 +168,7 @@ impl Lifecycle {
 
     /// Deletes a volume's record unless a sandbox that has not ended mounts it.
     pub async fn delete_volume(&self, tenant: &str, id: &str) -> LifecycleResult<VolumeDeleted> {
-        let _admission = self.admission.lock().await;
+        let _admission = self.admission.write().await;
         Ok(self.store.delete_volume(tenant, id).await?)
     }
 }
