@@ -110,8 +110,9 @@ pub struct Node {
     listeners: Listeners,
     events: mpsc::Sender<NodeEvent>,
     meter: crate::usage::UsageMeter,
-    /// Sandbox starts under way at once (see `concurrent_starts`).
-    starts: tokio::sync::Semaphore,
+    /// Sandbox starts under way at once, per tier (see `concurrent_starts`): a tier whose starts
+    /// are slow (an emulated VM's boot) never holds up another's.
+    starts: std::collections::HashMap<Tier, tokio::sync::Semaphore>,
 }
 
 impl Node {
@@ -129,14 +130,18 @@ impl Node {
         }
         let node = Arc::new(Self {
             host: cfg.host,
-            tiers: cfg.tiers,
             bundles_in_use: Mutex::new(HashSet::new()),
             registry,
             proxy,
             listeners: cfg.listeners,
             events,
             meter: crate::usage::UsageMeter::default(),
-            starts: tokio::sync::Semaphore::new(concurrent_starts()),
+            starts: cfg
+                .tiers
+                .iter()
+                .map(|d| (d.tier(), tokio::sync::Semaphore::new(concurrent_starts())))
+                .collect(),
+            tiers: cfg.tiers,
         });
         (node, received)
     }
@@ -183,8 +188,12 @@ impl Node {
     /// open). A VM guest is told the host's time first.
     pub async fn start(&self, mut req: SandboxStart) -> Result<Started, NodeError> {
         let driver = self.driver(req.tier)?;
-        // A closed semaphore is never made; the error arm only satisfies the type.
-        let _turn = self.starts.acquire().await.ok();
+        // Semaphores are never closed: `ok()` only satisfies the type.
+        let turn = self.starts.get(&driver.tier());
+        let _turn = match turn {
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
         let id = req.spec.id.clone();
         // With TLS terminated for some host (brokered secrets, header rules), TLS clients must
         // trust the CA the egress proxy presents.
