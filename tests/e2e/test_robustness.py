@@ -7,7 +7,7 @@ import subprocess
 import requests
 from hopx_ai import Sandbox
 
-from conftest import raw
+from conftest import WARREN, raw
 
 
 def agent(sb):
@@ -112,6 +112,23 @@ def test_too_many_env_vars_and_absurd_timeouts_are_refused_up_front(server):
     r = raw(server, "PUT", f"/v1/sandboxes/{sid}/timeout", json={"timeout_seconds": 10**15})
     assert r.status_code == 400, r.text
     raw(server, "DELETE", f"/v1/sandboxes/{sid}")
+    # The Hopx SDK names no lifetime unless asked: such a sandbox gets the server's default (an
+    # hour), so an abandoned one ends instead of running forever.
+    sb = Sandbox.create(template="base", base_url=server["base_url"], api_key=server["api_key"])
+    try:
+        shown = raw(server, "GET", f"/v1/sandboxes/{sb.sandbox_id}").json()
+        assert shown["timeout_seconds"] == 3600 and shown["expires_at"], shown
+    finally:
+        sb.kill()
+
+
+def test_lifetime_flags_are_checked_before_the_server_starts(tmp_path):
+    for flags, says in ((["--max-timeout", "0"], "--max-timeout must be between"),
+                        (["--default-timeout=-1"], "--default-timeout must be 0"),
+                        (["--default-timeout", "700", "--max-timeout", "600"], "longer than --max-timeout")):
+        out = subprocess.run([WARREN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), *flags],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and says in out.stderr, (flags, out.stderr)
 
 
 def test_stop_and_start_of_the_vendor_spec_pause_and_resume(server):

@@ -43,7 +43,16 @@ pub struct Limits {
     pub max_memory_mb_per_tenant: u64,
     /// Total size (MB) of an organization's volumes.
     pub max_volume_mb_per_tenant: u64,
+    /// The lifetime of a sandbox whose create names none (the Hopx SDKs send none by default);
+    /// None: such sandboxes run until deleted.
+    pub default_timeout_seconds: Option<i64>,
+    /// The longest lifetime a create or a timeout change may ask for.
+    pub max_timeout_seconds: i64,
 }
+
+/// A sandbox's lifetime when its create names none: abandoned sandboxes (an agent that crashed,
+/// a notebook closed) end within the hour instead of piling up.
+pub const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
 
 /// Each volume's size when its create names none (E2B's never does): images are sparse, so a
 /// volume costs the host only what is written to it.
@@ -97,6 +106,8 @@ impl Limits {
             max_vcpu_per_tenant: u64::MAX,
             max_memory_mb_per_tenant: memory_mb * MEMORY_OVERCOMMIT,
             max_volume_mb_per_tenant: 100 * 1024,
+            default_timeout_seconds: Some(DEFAULT_TIMEOUT_SECONDS),
+            max_timeout_seconds: crate::lifecycle::MAX_TIMEOUT_SECONDS,
         }
     }
 }

@@ -47,6 +47,8 @@ impl Default for Setup {
                 max_vcpu_per_tenant: u64::MAX,
                 max_memory_mb_per_tenant: u64::MAX,
                 max_volume_mb_per_tenant: u64::MAX,
+                default_timeout_seconds: None,
+                max_timeout_seconds: crate::lifecycle::MAX_TIMEOUT_SECONDS,
             },
             tiers: vec![Tier::Namespaces, Tier::Gvisor],
             allow_isolation_override: true,

@@ -17,8 +17,9 @@ pub const MAX_ENV_VARS: usize = 1000;
 /// variable, and the kernel refuses any single one over 128 KiB at exec.
 pub const MAX_ENV_BYTES: usize = 120 * 1024;
 
-/// Checks `timeout_seconds` of a create or a timeout change.
-pub(super) fn check_timeout(seconds: i64) -> LifecycleResult<()> {
+/// Checks `timeout_seconds` of a create or a timeout change against the server's maximum
+/// (`max`, at most `MAX_TIMEOUT_SECONDS`).
+pub(super) fn check_timeout(seconds: i64, max: i64) -> LifecycleResult<()> {
     if seconds <= 0 {
         return Err(LifecycleError::Invalid(
             "timeout_seconds must be a positive number of seconds".into(),
@@ -27,6 +28,11 @@ pub(super) fn check_timeout(seconds: i64) -> LifecycleResult<()> {
     if seconds > MAX_TIMEOUT_SECONDS {
         return Err(LifecycleError::Invalid(format!(
             "timeout_seconds may be at most {MAX_TIMEOUT_SECONDS} (365 days); got {seconds}"
+        )));
+    }
+    if seconds > max {
+        return Err(LifecycleError::Invalid(format!(
+            "timeout_seconds may be at most {max} on this server (warren serve --max-timeout); got {seconds}"
         )));
     }
     Ok(())

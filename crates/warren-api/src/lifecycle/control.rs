@@ -172,7 +172,7 @@ impl Lifecycle {
         id: &SandboxId,
         seconds: i64,
     ) -> LifecycleResult<SandboxRecord> {
-        check_timeout(seconds)?;
+        check_timeout(seconds, self.limits.max_timeout_seconds)?;
         let rec = self.get(id).await?;
         if !rec.status.is_live() {
             return Err(LifecycleError::InvalidState {

@@ -61,9 +61,11 @@ pub(super) struct Placed {
 impl Lifecycle {
     pub async fn create(
         self: &Arc<Self>,
-        req: CreateSandboxRequest,
+        mut req: CreateSandboxRequest,
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
+        // A create that names no lifetime gets the server's default (`--default-timeout`).
+        req.timeout_seconds = req.timeout_seconds.or(self.limits.default_timeout_seconds);
         let _under_way = self.pools.create_under_way();
         let began = std::time::Instant::now();
         let asked = self.check_request(&req, who).await?;
@@ -109,7 +111,7 @@ impl Lifecycle {
                 LifecycleError::Invalid("template_name or template_id is required".into())
             })?;
         if let Some(t) = req.timeout_seconds {
-            check_timeout(t)?;
+            check_timeout(t, self.limits.max_timeout_seconds)?;
         }
         on_timeout(req)?;
         if let Some(env) = &req.env_vars {

@@ -115,6 +115,36 @@ async fn concurrent_creates_never_overshoot_the_quota() {
 }
 
 #[tokio::test]
+async fn a_create_without_a_lifetime_gets_the_default_and_none_may_pass_the_maximum() {
+    let mut setup = Setup::default();
+    setup.limits.default_timeout_seconds = Some(300);
+    setup.limits.max_timeout_seconds = 600;
+    let h = Harness::with(setup).await;
+    h.built_template("py", None).await;
+    let rec = create_py(&h).await;
+    assert_eq!(rec.timeout_seconds, Some(300));
+    let expires = rec.expires_at.expect("it expires");
+    assert!((295..=305).contains(&(expires - rec.created_at)), "{rec:?}");
+
+    let mut long = create_of("py");
+    long.timeout_seconds = Some(601);
+    match h.lifecycle.create(long, h.who()).await {
+        Err(LifecycleError::Invalid(why)) => assert!(why.contains("--max-timeout"), "{why}"),
+        other => panic!("expected a refusal naming --max-timeout, got {other:?}"),
+    }
+    match h.lifecycle.set_timeout(&rec.id, 601).await {
+        Err(LifecycleError::Invalid(why)) => assert!(why.contains("--max-timeout"), "{why}"),
+        other => panic!("expected a refusal naming --max-timeout, got {other:?}"),
+    }
+    let kept = h
+        .lifecycle
+        .set_timeout(&rec.id, 600)
+        .await
+        .expect("at the maximum");
+    assert_eq!(kept.timeout_seconds, Some(600));
+}
+
+#[tokio::test]
 async fn a_start_that_fails_is_recorded_with_its_reason_and_frees_the_quota() {
     let h = Harness::with(quota(1)).await;
     h.built_template("py", None).await;

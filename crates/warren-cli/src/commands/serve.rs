@@ -138,6 +138,15 @@ pub struct ServeArgs {
     /// sparse: they take from the host's disk only what is written to them.
     #[arg(long)]
     max_volume_mb: Option<u64>,
+    /// Lifetime (seconds) of a sandbox whose create names none (the Hopx SDKs send none unless
+    /// asked), so abandoned sandboxes end instead of piling up; 0: such sandboxes run until
+    /// deleted [default: 3600]. E2B's SDKs always send one (5 minutes unless told).
+    #[arg(long, value_name = "SECONDS", env = "WARREN_DEFAULT_TIMEOUT")]
+    default_timeout: Option<i64>,
+    /// Longest lifetime (seconds) a create or a timeout change may ask for, for every
+    /// organization; longer is refused with a 400 naming this flag [default: 31536000, a year].
+    #[arg(long, value_name = "SECONDS", env = "WARREN_MAX_TIMEOUT")]
+    max_timeout: Option<i64>,
     /// Run no sandboxes on this machine: a control plane for nodes that joined (`warren node`).
     #[arg(long)]
     no_local_node: bool,
@@ -199,6 +208,41 @@ pub fn init_logging(json: bool) {
     }
 }
 
+/// Applies `--default-timeout` and `--max-timeout`, refusing values no sandbox could have.
+fn lifetimes(
+    limits: &mut warren_api::limits::Limits,
+    default: Option<i64>,
+    max: Option<i64>,
+) -> anyhow::Result<()> {
+    let cap = warren_api::MAX_TIMEOUT_SECONDS;
+    if let Some(max) = max {
+        if !(1..=cap).contains(&max) {
+            anyhow::bail!("--max-timeout must be between 1 and {cap} seconds; got {max}");
+        }
+        limits.max_timeout_seconds = max;
+    }
+    match default {
+        Some(0) => limits.default_timeout_seconds = None,
+        Some(d) if d < 0 => {
+            anyhow::bail!("--default-timeout must be 0 (never) or a number of seconds; got {d}")
+        }
+        Some(d) => limits.default_timeout_seconds = Some(d),
+        None => {}
+    }
+    match limits.default_timeout_seconds {
+        // Only the built-in default gives way to a lower maximum; an asked default must fit.
+        Some(d) if d > limits.max_timeout_seconds && default.is_none() => {
+            limits.default_timeout_seconds = Some(limits.max_timeout_seconds);
+        }
+        Some(d) if d > limits.max_timeout_seconds => anyhow::bail!(
+            "--default-timeout {d} is longer than --max-timeout {}",
+            limits.max_timeout_seconds
+        ),
+        _ => {}
+    }
+    Ok(())
+}
+
 fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     let public = match a.wildcard_domain {
         Some(domain) => PublicMode::Wildcard {
@@ -231,6 +275,7 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     if let Some(v) = a.max_volume_mb {
         limits.max_volume_mb_per_tenant = v;
     }
+    lifetimes(&mut limits, a.default_timeout, a.max_timeout)?;
     let shared_volumes = a.shared_volumes.attach(&a.data_dir)?;
     Ok(ServeConfig {
         listen: a.listen,
