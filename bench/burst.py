@@ -172,7 +172,7 @@ def main():
     sizes = [int(s) for s in args.sizes.split(",")]
     sdks = args.sdks.split(",")
 
-    proc, url, key = start_server(args.server_args)
+    proc, url, key = start_server(args.server_args, by_demand=True)
     env = dict(os.environ, E2B_API_URL=url, E2B_SANDBOX_URL=url, E2B_API_KEY=key, WARREN_URL=url,
                WARREN_API_KEY=key)
     env.pop("E2B_DOMAIN", None)

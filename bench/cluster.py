@@ -82,7 +82,7 @@ def main():
     port = free_port()
     cp_url = f"http://127.0.0.1:{port}"
     log = lambda name: open(os.path.join(root, name + ".log"), "w")  # noqa: E731
-    procs = [subprocess.Popen([WARREN, "serve", "--database-url", db, "--listen", f"127.0.0.1:{port}",
+    procs = [subprocess.Popen([WARREN, "serve", "--no-pool", "--database-url", db, "--listen", f"127.0.0.1:{port}",
                                "--no-local-node", "--data-dir", f"{root}/cp", "--no-prebuild"],
                               stdout=log("cp"), stderr=subprocess.STDOUT, env=env)]
     node_argv = {ip: [WARREN, "node", "--control-plane", cp_url, "--listen", f"{ip}:7070",

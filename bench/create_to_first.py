@@ -79,7 +79,11 @@ def floor(runs, template):
         report("floor: unshare + chroot template python3", timed(chroot + code, runs))
 
 
-def start_server(extra=()):
+def start_server(extra=(), by_demand=False):
+    """A throwaway `warren serve`; without `--pool` in `extra` and unless `by_demand`, with
+    `--no-pool` (what these benchmarks call cold: every create starts a sandbox)."""
+    if not by_demand and "--pool" not in extra:
+        extra = ["--no-pool", *extra]
     data_dir = tempfile.mkdtemp(prefix="warren-bench-")
     # Removed when the benchmark exits (after the caller has stopped the server).
     atexit.register(shutil.rmtree, data_dir, True)
@@ -111,13 +115,15 @@ POOL = 0
 
 
 def wait_pool(url, key):
-    """With --pool: waits (untimed) until the server's warm pool is full again."""
+    """With --pool: waits (untimed) until the server's warm pool is full again (by demand: until
+    it holds one)."""
     if not POOL:
         return
+    want = 1 if POOL < 0 else POOL
     for _ in range(3000):
         text = requests.get(f"{url}/metrics", headers={"X-API-Key": key}).text
         ready = sum(int(float(l.split()[-1])) for l in text.splitlines() if l.startswith("warren_pool_ready{"))
-        if ready >= POOL:
+        if ready >= want:
             time.sleep(0.06)  # past the filler's quiet period
             return
         time.sleep(0.01)
@@ -201,7 +207,8 @@ def main():
     ap.add_argument("--template", default="code-interpreter")
     ap.add_argument("--isolation", default="namespaces", help="tier of the created sandboxes (namespaces, gvisor, microvm)")
     ap.add_argument("--pool", type=int, default=0,
-                    help="keep this many warm sandboxes of the template on the tier (warren serve --pool)")
+                    help="keep this many warm sandboxes of the template on the tier (warren serve --pool); "
+                         "-1: the server's default, pools by demand; 0: none (--no-pool)")
     ap.add_argument("--burst", type=int, default=0,
                     help="also create this many sandboxes at once (repeated until --runs samples), as an agent "
                          "fanning out does, and time each one's create -> first result")
@@ -213,9 +220,9 @@ def main():
     url, key = os.environ.get("WARREN_URL"), os.environ.get("WARREN_API_KEY")
     if not (url and key):
         extra = ["--isolation", args.isolation]
-        if args.pool:
+        if args.pool > 0:
             extra += ["--pool", f"{args.template}={args.pool}"]
-        proc, url, key = start_server(extra)
+        proc, url, key = start_server(extra, by_demand=args.pool < 0)
     try:
         print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} cpus  template={args.template}  "
               f"isolation={args.isolation}  pool={args.pool}", flush=True)

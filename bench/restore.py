@@ -43,7 +43,7 @@ class Server:
         with open(self.log, "a") as log:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(
-                [WARREN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
+                [WARREN, "serve", "--no-pool", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
                  "--no-prebuild", "--max-sandboxes", "1000", "--max-vcpu", "100000",
                  "--max-memory-mb", "100000000"],
                 stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, WARREN_API_KEY=self.key),

@@ -161,6 +161,10 @@ def server():
         [WARREN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir, "--no-prebuild",
          "--egress-upstream-ca", os.path.join(upstream_ca, "ca.pem"),
          "--stop-sandboxes-on-exit",
+         # No warm pools by demand on the shared server: their sandboxes would come and go
+         # between the leftover checks around each test (test_pool.py tests them on servers of
+         # its own).
+         "--no-pool",
          # explicit quotas so tests do not depend on the machine's size
          "--max-sandboxes", "8", "--max-vcpu", "64", "--max-memory-mb", "65536", "--max-upload-mb", "64",
          *[a for name, ip in EGRESS_PINS.items() for a in ("--egress-resolve", f"{name}={ip}")], *mode],

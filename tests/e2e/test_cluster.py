@@ -62,7 +62,7 @@ class Cluster:
         port = int(url.rsplit(":", 1)[1]) if url else free_port()
         url = f"http://127.0.0.1:{port}"
         data = os.path.join(self.root, f"cp-{port}")
-        args = [WARREN, "serve", "--database-url", self.db, "--listen", f"127.0.0.1:{port}",
+        args = [WARREN, "serve", "--no-pool", "--database-url", self.db, "--listen", f"127.0.0.1:{port}",
                 "--no-local-node", "--data-dir", data, "--no-prebuild"]
         self.cps[url] = subprocess.Popen(args, stdout=self.log(f"cp-{port}"), stderr=subprocess.STDOUT, env=self.env)
         wait_for(lambda: requests.get(url + "/health", timeout=1).ok, 60, f"control plane {url}")

@@ -87,7 +87,7 @@ class SharedCluster:
     def start_cp(self):
         self.cp_port = getattr(self, "cp_port", None) or free_port()
         self.cp = f"http://127.0.0.1:{self.cp_port}"
-        args = [WARREN, "serve", "--database-url", self.db, "--listen", f"127.0.0.1:{self.cp_port}",
+        args = [WARREN, "serve", "--no-pool", "--database-url", self.db, "--listen", f"127.0.0.1:{self.cp_port}",
                 "--no-local-node", "--data-dir", os.path.join(self.root, "cp"), "--no-prebuild",
                 *self.shared_args()]
         self.procs["cp"] = subprocess.Popen(args, stdout=self.log("cp"), stderr=subprocess.STDOUT, env=self.env)

@@ -33,7 +33,7 @@ def wildcard_cluster():
     port = free_port()
     cp = f"http://127.0.0.1:{port}"
     log = lambda name: open(os.path.join(root, name + ".log"), "w")  # noqa: E731
-    procs = [subprocess.Popen([WARREN, "serve", "--database-url", db, "--listen", f"127.0.0.1:{port}",
+    procs = [subprocess.Popen([WARREN, "serve", "--no-pool", "--database-url", db, "--listen", f"127.0.0.1:{port}",
                                "--no-local-node", "--data-dir", f"{root}/cp", "--no-prebuild",
                                "--wildcard-domain", DOMAIN], stdout=log("cp"), stderr=subprocess.STDOUT, env=env)]
     try:

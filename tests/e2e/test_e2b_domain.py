@@ -54,7 +54,7 @@ def domain_server():
     data_dir = tempfile.mkdtemp(prefix="warren-e2b-domain-")
     log = open(os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen(
-        [WARREN, "serve", "--listen", "127.0.0.1:443", "--data-dir", data_dir, "--no-prebuild",
+        [WARREN, "serve", "--no-pool", "--listen", "127.0.0.1:443", "--data-dir", data_dir, "--no-prebuild",
          "--stop-sandboxes-on-exit", "--tls", "--wildcard-domain", DOMAIN],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, WARREN_API_KEY=API_KEY))
     add_hosts(f"api.{DOMAIN}")

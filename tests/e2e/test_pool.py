@@ -217,3 +217,51 @@ def test_a_create_with_an_egress_policy_takes_a_warm_sandbox_and_the_policy_hold
     finally:
         s.term()
     assert leftovers() == NOTHING_LEFT, leftovers()
+
+
+def demand_ceiling():
+    """What the server allows one template by demand here (one per 2 GB of memory, 1..16)."""
+    kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
+    return max(1, min(16, kb // 1024 // 2048))
+
+
+def test_without_pool_flags_pools_follow_demand_and_no_pool_keeps_none(data_dir):
+    s = Server(data_dir, ["--stop-sandboxes-on-exit"], by_demand=True)
+    s.start()
+    try:
+        # A new server keeps one warm sandbox of the default template: its first create is warm.
+        fill(s, 1)
+        sb = Sandbox.create(template=TEMPLATE, base_url=s.base_url, api_key=s.key)
+        try:
+            assert agent_age(sb) >= WARM_AGE, "the first create did not take the warm sandbox"
+            assert sb.run_code("print(6 * 7)").stdout == "42\n"
+            # Timeouts still apply: the server's default lifetime.
+            assert s.api("GET", f"/v1/sandboxes/{sb.sandbox_id}").json()["timeout_seconds"] == 3600
+        finally:
+            sb.kill()
+        # Creates in the last minute size the pool (up to the machine's ceiling).
+        for _ in range(3):
+            Sandbox.create(template=TEMPLATE, base_url=s.base_url, api_key=s.key).kill()
+        want = min(4, demand_ceiling())
+        wait_until(lambda: pool_ready(s) >= want, 180, f"the pool to grow to {want} by demand")
+        # A template nobody created has no pool.
+        text = s.api("GET", "/metrics").text
+        templates = {l.split('template="')[1].split('"')[0] for l in text.splitlines()
+                     if l.startswith("warren_pool_ready{") and float(l.split()[-1]) > 0}
+        assert len(templates) == 1, text
+    finally:
+        s.term()
+    assert leftovers() == NOTHING_LEFT, leftovers()
+
+    s = Server(data_dir, ["--stop-sandboxes-on-exit", "--no-pool"], by_demand=True)
+    s.start()
+    try:
+        sb = Sandbox.create(template=TEMPLATE, base_url=s.base_url, api_key=s.key)
+        sb.kill()
+        time.sleep(3)
+        assert pool_ready(s) == 0 and running_sandboxes() == 0, "--no-pool keeps no warm sandbox"
+    finally:
+        s.term()
+    out = subprocess.run([WARREN, "serve", "--no-pool", "--pool", f"{TEMPLATE}=1"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0 and "--no-pool" in out.stderr, out.stderr

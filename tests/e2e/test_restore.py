@@ -28,8 +28,9 @@ CACHE = os.environ.get("WARREN_CACHE_DIR", "/var/cache/warren")
 class Server:
     """One `warren serve` on a fixed port and data dir, restartable."""
 
-    def __init__(self, data_dir, extra=()):
+    def __init__(self, data_dir, extra=(), by_demand=False):
         self.data_dir = data_dir
+        self.by_demand = by_demand
         self.port = free_port()
         self.key = "wrn_test_" + os.urandom(16).hex()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -45,6 +46,9 @@ class Server:
         self.proc = subprocess.Popen(
             [WARREN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
              "--no-prebuild", "--max-sandboxes", "32", "--max-vcpu", "256", "--max-memory-mb", "262144",
+             # Warm pools only where a test asks for them (`--pool`, or `by_demand`): they would
+             # be sandboxes of their own in the counts the tests make.
+             *([] if self.by_demand or "--pool" in self.extra else ["--no-pool"]),
              *self.extra],
             stdout=log, stderr=subprocess.STDOUT, env=env,
             # Its own session: signals for the test runner never reach it, nor it the runner.

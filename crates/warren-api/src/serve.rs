@@ -77,6 +77,9 @@ pub struct ServeConfig {
     pub stop_sandboxes_on_exit: bool,
     /// Warm pools to keep (`--pool TEMPLATE=N`).
     pub pools: Vec<crate::lifecycle::PoolTarget>,
+    /// Without `pools`: warm pools sized by the recent creates of built-in templates
+    /// (false: `--no-pool`).
+    pub pools_by_demand: bool,
 }
 
 /// Host names and addresses a generated certificate must cover.
@@ -159,7 +162,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         );
     }
     p.lifecycle
-        .configure_pools(cfg.pools.clone())
+        .configure_pools(cfg.pools.clone(), cfg.pools_by_demand)
         .await
         .context("warm pools")?;
     tokio::spawn(p.lifecycle.clone().keep_pools());

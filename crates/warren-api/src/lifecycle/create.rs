@@ -368,6 +368,9 @@ impl Lifecycle {
         {
             return Ok(None);
         }
+        if asked.template.tenant.is_none() {
+            self.pools.note_demand(&asked.template.name, placed.tier);
+        }
         let claimed = self
             .claim_pooled(
                 placed.node.as_ref(),

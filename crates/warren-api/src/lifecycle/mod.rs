@@ -15,6 +15,7 @@ mod control;
 mod create;
 mod error;
 mod pool;
+mod pool_demand;
 mod reaper;
 mod restore;
 mod snapshots;

@@ -86,10 +86,17 @@ impl std::str::FromStr for PoolTarget {
     }
 }
 
+/// The template a server without `--pool` keeps one warm sandbox of from the start.
+const FIRST_WARM_TEMPLATE: &str = "code-interpreter";
+
 /// The pool of ready sandboxes, keyed by (template id, tier), oldest first.
 #[derive(Default)]
 pub(crate) struct Pools {
+    /// Pools asked for with `--pool`; when there are none, `demand` sizes them (unless off).
     targets: Mutex<Vec<PoolTarget>>,
+    demand: super::pool_demand::Demand,
+    /// Pools sized by demand, each at most this many (0: no pools by demand).
+    demand_ceiling: AtomicUsize,
     ready: Mutex<HashMap<(String, Tier), VecDeque<SandboxId>>>,
     /// Wakes the filler: a sandbox was taken, or one left.
     wake: Notify,
@@ -117,10 +124,27 @@ impl Pools {
     }
 
     fn targets(&self) -> Vec<PoolTarget> {
-        self.targets
+        let fixed = self
+            .targets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        match self.demand_ceiling.load(Ordering::Relaxed) {
+            0 => fixed,
+            ceiling => self.demand.targets(ceiling),
+        }
+    }
+
+    fn by_demand(&self) -> bool {
+        self.demand_ceiling.load(Ordering::Relaxed) > 0
+    }
+
+    /// Counts a create that a warm sandbox of `template` (a built-in's name) on `tier` could
+    /// have answered, for pools sized by demand.
+    pub(crate) fn note_demand(&self, template: &str, tier: Tier) {
+        if self.by_demand() {
+            self.demand.note(template, tier);
+        }
     }
 
     pub(crate) fn create_under_way(&self) -> CreateUnderWay<'_> {
@@ -183,8 +207,14 @@ impl Lifecycle {
         self.pools.sizes()
     }
 
-    /// Checks and sets the pools to keep; the filler (`keep_pools`) starts them.
-    pub async fn configure_pools(&self, targets: Vec<PoolTarget>) -> LifecycleResult<()> {
+    /// Checks and sets the pools to keep; the filler (`keep_pools`) starts them. Without
+    /// targets and with `by_demand`, pools follow the creates of built-in templates
+    /// (`pool_demand`), starting with one warm sandbox of the first template.
+    pub async fn configure_pools(
+        &self,
+        targets: Vec<PoolTarget>,
+        by_demand: bool,
+    ) -> LifecycleResult<()> {
         if !targets.is_empty() && !self.has_local_node() {
             return Err(LifecycleError::Invalid(
                 "--pool needs a node on this control plane (not --no-local-node)".into(),
@@ -193,7 +223,21 @@ impl Lifecycle {
         for t in &targets {
             self.pool_template(t).await?;
         }
+        let by_demand = by_demand && targets.is_empty() && self.has_local_node();
         *self.pools.targets.lock().unwrap_or_else(|p| p.into_inner()) = targets;
+        if by_demand {
+            self.pools
+                .demand_ceiling
+                .store(super::pool_demand::ceiling(), Ordering::Relaxed);
+            let first = PoolTarget {
+                template: FIRST_WARM_TEMPLATE.to_owned(),
+                tier: None,
+                size: 1,
+            };
+            if let Ok((template, tier)) = self.pool_template(&first).await {
+                self.pools.note_demand(&template.name, tier);
+            }
+        }
         Ok(())
     }
 
@@ -229,7 +273,7 @@ impl Lifecycle {
     /// first (restore has adopted them).
     pub async fn keep_pools(self: Arc<Self>) {
         self.reload_pools().await;
-        if self.pools.targets().is_empty() {
+        if self.pools.targets().is_empty() && !self.pools.by_demand() {
             return;
         }
         let mut retry = RETRY_FIRST;
@@ -238,10 +282,12 @@ impl Lifecycle {
                 return;
             }
             let mut started_one = false;
+            let mut kept = Vec::new();
             for target in self.pools.targets() {
                 let Ok((template, tier)) = self.pool_template(&target).await else {
                     continue;
                 };
+                kept.push((template.id.clone(), tier));
                 let mut have = self.pools.count(&template.id, tier);
                 while have > target.size {
                     if let Some(id) = self.pools.take(&template.id, tier) {
@@ -272,6 +318,14 @@ impl Lifecycle {
                         tracing::warn!(template = %template.name, %tier, error = %e, "cannot start a warm sandbox; retrying in {:?}", retry);
                         tokio::time::sleep(retry).await;
                         retry = (retry * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+            // A pool demand no longer asks for gives its sandboxes back, one per round.
+            for (template_id, tier, n) in self.pools.sizes() {
+                if n > 0 && !kept.contains(&(template_id.clone(), tier)) {
+                    if let Some(id) = self.pools.take(&template_id, tier) {
+                        self.stop(&id, SandboxStatus::Stopped, None).await;
                     }
                 }
             }

@@ -449,7 +449,7 @@ async fn warm(h: &Harness, n: usize) {
 async fn two_warm_base(h: &Harness) -> tokio::task::JoinHandle<()> {
     h.builtin_ready("base");
     h.lifecycle
-        .configure_pools(vec!["base=2".parse::<PoolTarget>().expect("pool")])
+        .configure_pools(vec!["base=2".parse::<PoolTarget>().expect("pool")], false)
         .await
         .expect("configured");
     let filler = tokio::spawn(h.lifecycle.clone().keep_pools());

@@ -111,8 +111,15 @@ pub struct ServeArgs {
     /// Keep N warm sandboxes of TEMPLATE started ahead of time (repeatable): a create that
     /// matches takes one and answers in milliseconds. TEMPLATE@TIER=N for another tier than the
     /// default. Warm sandboxes count in no quota until taken and survive a restart.
+    ///
+    /// Without --pool, built-in templates get warm pools by demand: as many warm sandboxes as
+    /// were created in the last minute (up to one per 2 GB of the machine's memory, at most 16),
+    /// one for five minutes after the last create, none after; `code-interpreter` starts with one.
     #[arg(long = "pool", value_name = "TEMPLATE=N")]
     pools: Vec<warren_api::PoolTarget>,
+    /// Keep no warm sandboxes at all (every create starts one).
+    #[arg(long, conflicts_with = "pools")]
+    no_pool: bool,
     /// Days audit events are kept before they are purged.
     #[arg(long, default_value_t = 30)]
     audit_retention_days: u64,
@@ -314,6 +321,7 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
         allow_isolation_override: !a.no_isolation_override,
         database_url: a.database_url,
         stop_sandboxes_on_exit: a.stop_sandboxes_on_exit,
+        pools_by_demand: !a.no_pool,
         pools: a.pools,
         no_local_node: a.no_local_node,
         node_join_secret: a
