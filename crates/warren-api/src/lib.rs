@@ -32,6 +32,7 @@ pub mod tls;
 mod tokens;
 mod volumes;
 
-pub use lifecycle::{PoolTarget, MAX_TIMEOUT_SECONDS};
+pub use lifecycle::PoolTarget;
+pub use limits::MAX_TIMEOUT_SECONDS;
 pub use serve::{serve, shutdown_signal, stop_sandboxes, ServeConfig};
 pub use state::PublicMode;

@@ -50,6 +50,10 @@ pub struct Limits {
     pub max_timeout_seconds: i64,
 }
 
+/// Longest timeout a sandbox may have: a year. Larger values are refused rather than clamped, so
+/// that a typo (milliseconds for seconds) is noticed; `--max-timeout` may lower it.
+pub const MAX_TIMEOUT_SECONDS: i64 = 365 * 86_400;
+
 /// A sandbox's lifetime when its create names none: abandoned sandboxes (an agent that crashed,
 /// a notebook closed) end within the hour instead of piling up.
 pub const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
@@ -107,7 +111,7 @@ impl Limits {
             max_memory_mb_per_tenant: memory_mb * MEMORY_OVERCOMMIT,
             max_volume_mb_per_tenant: 100 * 1024,
             default_timeout_seconds: Some(DEFAULT_TIMEOUT_SECONDS),
-            max_timeout_seconds: crate::lifecycle::MAX_TIMEOUT_SECONDS,
+            max_timeout_seconds: MAX_TIMEOUT_SECONDS,
         }
     }
 }

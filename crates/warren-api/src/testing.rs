@@ -48,7 +48,7 @@ impl Default for Setup {
                 max_memory_mb_per_tenant: u64::MAX,
                 max_volume_mb_per_tenant: u64::MAX,
                 default_timeout_seconds: None,
-                max_timeout_seconds: crate::lifecycle::MAX_TIMEOUT_SECONDS,
+                max_timeout_seconds: crate::limits::MAX_TIMEOUT_SECONDS,
             },
             tiers: vec![Tier::Namespaces, Tier::Gvisor],
             allow_isolation_override: true,

@@ -8,9 +8,7 @@ use warren_wire::control::CreateSandboxRequest;
 
 use super::{LifecycleError, LifecycleResult};
 
-/// Longest timeout a sandbox may have: a year. Larger values are refused rather than clamped, so
-/// that a typo (milliseconds for seconds) is noticed.
-pub const MAX_TIMEOUT_SECONDS: i64 = 365 * 86_400;
+use crate::limits::MAX_TIMEOUT_SECONDS;
 /// Most environment variables a create may set.
 pub const MAX_ENV_VARS: usize = 1000;
 /// Largest environment a create may set, JSON-encoded: it reaches the sandbox's agent as one

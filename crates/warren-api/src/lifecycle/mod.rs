@@ -32,7 +32,6 @@ use warren_core::{Resources, SandboxId, SandboxStatus};
 use warren_store::{SandboxRecord, Store, TenantUsage};
 
 pub use build_sandboxes::RemoteStep;
-pub use checks::MAX_TIMEOUT_SECONDS;
 pub use error::{LifecycleError, LifecycleResult};
 pub use pool::{PoolTarget, POOL_TENANT};
 pub use templates::{RootfsUnavailable, TemplateRoots};

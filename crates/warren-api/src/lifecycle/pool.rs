@@ -131,7 +131,16 @@ impl Pools {
             .clone();
         match self.demand_ceiling.load(Ordering::Relaxed) {
             0 => fixed,
-            ceiling => self.demand.targets(ceiling),
+            ceiling => self
+                .demand
+                .targets(ceiling)
+                .into_iter()
+                .map(|(template, tier, size)| PoolTarget {
+                    template,
+                    tier: Some(tier),
+                    size,
+                })
+                .collect(),
         }
     }
 

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use warren_core::Tier;
 
-use super::PoolTarget;
-
 /// Creates counted for a pool's size.
 const WINDOW: Duration = Duration::from_secs(60);
 /// How long a template keeps a warm sandbox after its last create.
@@ -47,34 +45,34 @@ impl Demand {
         }
     }
 
-    /// The pools demand asks for now, each at most `ceiling`; templates idle for long are
-    /// forgotten.
-    pub(crate) fn targets(&self, ceiling: usize) -> Vec<PoolTarget> {
+    /// The pools demand asks for now, as (template name, tier, size), each at most `ceiling`;
+    /// templates idle for long are forgotten.
+    pub(crate) fn targets(&self, ceiling: usize) -> Vec<(String, Tier, usize)> {
         self.targets_at(ceiling, Instant::now())
     }
 
-    fn targets_at(&self, ceiling: usize, now: Instant) -> Vec<PoolTarget> {
+    fn targets_at(&self, ceiling: usize, now: Instant) -> Vec<(String, Tier, usize)> {
         let mut recent = self.recent();
         recent.retain(|_, times| {
             times
                 .back()
                 .is_some_and(|last| now.duration_since(*last) < IDLE_AFTER)
         });
-        let mut targets: Vec<PoolTarget> = recent
+        let mut targets: Vec<(String, Tier, usize)> = recent
             .iter()
             .map(|((template, tier), times)| {
                 let last_minute = times
                     .iter()
                     .filter(|t| now.duration_since(**t) < WINDOW)
                     .count();
-                PoolTarget {
-                    template: template.clone(),
-                    tier: Some(*tier),
-                    size: last_minute.clamp(1, ceiling.max(1)),
-                }
+                (
+                    template.clone(),
+                    *tier,
+                    last_minute.clamp(1, ceiling.max(1)),
+                )
             })
             .collect();
-        targets.sort_by(|a, b| a.template.cmp(&b.template));
+        targets.sort_by(|a, b| a.0.cmp(&b.0));
         targets
     }
 }
@@ -104,7 +102,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(d.targets_at(8, t0).is_empty(), "no creates, no pool");
         d.note_at("code-interpreter", Tier::Namespaces, t0);
-        let size = |at| d.targets_at(8, at).first().map_or(0, |t| t.size);
+        let size = |at| d.targets_at(8, at).first().map_or(0, |t| t.2);
         assert_eq!(size(t0), 1);
         for _ in 0..20 {
             d.note_at("code-interpreter", Tier::Namespaces, t0);
@@ -131,12 +129,7 @@ mod tests {
         d.note_at("base", Tier::Gvisor, t0);
         d.note_at("base", Tier::Gvisor, t0);
         let targets = d.targets_at(8, t0);
-        let of = |tier| {
-            targets
-                .iter()
-                .find(|t| t.tier == Some(tier))
-                .map(|t| t.size)
-        };
+        let of = |tier| targets.iter().find(|t| t.1 == tier).map(|t| t.2);
         assert_eq!((of(Tier::Namespaces), of(Tier::Gvisor)), (Some(1), Some(2)));
     }
 }
