@@ -269,10 +269,12 @@ def test_a_full_volume_is_enospc_in_the_sandbox_and_507_in_the_content_api(share
         # Every mount learns a new volume's size within JuiceFS's heartbeat: write until refused.
         out = run(c, sid, "for i in $(seq 1 40); do "
                           "dd if=/dev/zero of=/data/f$i bs=1M count=8 conv=fsync 2>/tmp/err || break; "
-                          "sleep 0.2; done; cat /tmp/err; du -sm /data | cut -f1")
+                          "sleep 0.5; done; cat /tmp/err; du -sm /data | cut -f1")
         assert "No space left on device" in out, out
         used = int(out.split()[-1])
-        assert used <= 64 + 16, f"{used} MB written to a 64 MB volume"
+        # JuiceFS counts a client's use about once a second (docs/volumes.md): on a loaded machine
+        # the write that crosses the size may be followed by a few more 8 MB ones.
+        assert used <= 64 + 24, f"{used} MB written to a 64 MB volume"
         # The control plane's JuiceFS client learns other clients' use within seconds: an upload
         # larger than the whole volume is refused whatever it has learnt.
         token = api(c, "GET", f"/volumes/{vol['id']}").json()["token"]
