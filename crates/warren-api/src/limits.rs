@@ -95,14 +95,7 @@ impl Limits {
     /// cap (cgroups share the cores fairly), memory limits up to `MEMORY_OVERCOMMIT` times the
     /// host's memory. Several organizations sharing a machine set lower ones.
     pub fn for_this_host() -> Self {
-        let memory_mb = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(8192, |kb| kb / 1024);
+        let memory_mb = warren_runtime::host::memory().map_or(8192, |(total, _)| total >> 20);
         Self {
             key_requests_per_second: 100,
             tenant_requests_per_second: 300,

@@ -145,17 +145,7 @@ impl Store {
         let expires_at = s.timeout_seconds.map(|t| now.saturating_add(t));
         let sql = insert_sql(Some(&within_quota("$14", "$5", "$6", 23)));
         let query = bind_new(sqlx::query(&sql), &s, expires_at, now);
-        let query = quota.bind(query);
-        let inserted = match self.backend {
-            crate::Backend::Sqlite => query.execute(&self.pool).await?,
-            crate::Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                tenant_lock(&mut tx, s.tenant).await?;
-                let done = query.execute(&mut *tx).await?;
-                tx.commit().await?;
-                done
-            }
-        };
+        let inserted = self.run_for_tenant(s.tenant, quota.bind(query)).await?;
         Ok((inserted.rows_affected() == 1).then(|| new_record(&s, expires_at, now)))
     }
 
@@ -281,17 +271,7 @@ impl Store {
             .bind(now)
             .bind(id.as_str())
             .bind(pool_tenant);
-        let query = quota.bind(query);
-        let done = match self.backend {
-            crate::Backend::Sqlite => query.execute(&self.pool).await?,
-            crate::Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                tenant_lock(&mut tx, claim.tenant).await?;
-                let done = query.execute(&mut *tx).await?;
-                tx.commit().await?;
-                done
-            }
-        };
+        let done = self.run_for_tenant(claim.tenant, quota.bind(query)).await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
@@ -555,17 +535,29 @@ fn within_quota(tenant: &str, vcpu: &str, memory: &str, first: u32) -> String {
     )
 }
 
-/// Serialises quota checks of one tenant across PostgreSQL control planes, until the
-/// transaction ends.
-async fn tenant_lock(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    tenant: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(tenant)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+impl Store {
+    /// Runs a statement that checks `tenant`'s quota: on SQLite as it is (one statement at a
+    /// time); on PostgreSQL in a transaction holding the tenant's lock, so checks of one tenant
+    /// by several control planes never run side by side.
+    async fn run_for_tenant<'q>(
+        &self,
+        tenant: &str,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
+        match self.backend {
+            crate::Backend::Sqlite => Ok(query.execute(&self.pool).await?),
+            crate::Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(tenant)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = query.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+        }
+    }
 }
 
 /// The sandbox insert; with a condition, only if it holds.

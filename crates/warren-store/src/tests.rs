@@ -97,6 +97,28 @@ async fn add_for(store: &Store, tenant: &str, now: i64, timeout: Option<i64>) ->
     add_copy(store, tenant, now, timeout, None).await
 }
 
+/// A sandbox of `RES` on this control plane's node, with nothing optional set.
+fn sandbox_of<'a>(id: &'a SandboxId, tenant: &'a str) -> NewSandbox<'a> {
+    NewSandbox {
+        metadata: None,
+        egress: None,
+        on_timeout: crate::OnTimeout::Kill,
+        snapshot_id: None,
+        secret_bindings: None,
+        id,
+        template_id: "2",
+        template_name: "code-interpreter",
+        resources: RES,
+        internet_access: false,
+        timeout_seconds: None,
+        key_id: None,
+        tenant,
+        isolation: Tier::Namespaces,
+        node_id: None,
+        region: None,
+    }
+}
+
 /// A running sandbox, a copy of `snapshot` if one is named.
 async fn add_copy(
     store: &Store,
@@ -109,22 +131,9 @@ async fn add_copy(
     store
         .insert_sandbox(
             NewSandbox {
-                metadata: None,
-                egress: None,
-                on_timeout: crate::OnTimeout::Kill,
                 snapshot_id: snapshot,
-                secret_bindings: None,
-                id: &id,
-                template_id: "2",
-                template_name: "code-interpreter",
-                resources: RES,
-                internet_access: false,
                 timeout_seconds: timeout,
-                key_id: None,
-                tenant,
-                isolation: Tier::Namespaces,
-                node_id: None,
-                region: None,
+                ..sandbox_of(&id, tenant)
             },
             now,
         )
@@ -257,24 +266,7 @@ async fn tenants_see_only_their_sandboxes_and_usage(db: Db) {
 /// A sandbox of `RES` for `tenant`, recorded only within `quota`.
 async fn add_within(store: &Store, tenant: &str, quota: crate::Quota) -> Option<SandboxId> {
     let id = SandboxId::generate();
-    let new = NewSandbox {
-        metadata: None,
-        egress: None,
-        on_timeout: crate::OnTimeout::Kill,
-        snapshot_id: None,
-        secret_bindings: None,
-        id: &id,
-        template_id: "2",
-        template_name: "code-interpreter",
-        resources: RES,
-        internet_access: false,
-        timeout_seconds: None,
-        key_id: None,
-        tenant,
-        isolation: Tier::Namespaces,
-        node_id: None,
-        region: None,
-    };
+    let new = sandbox_of(&id, tenant);
     let recorded = store.insert_sandbox_within(new, quota, 1).await;
     recorded.expect("insert").map(|r| r.id)
 }
@@ -543,22 +535,9 @@ async fn sandboxes_are_found_by_node_and_region(db: Db) {
         store
             .insert_sandbox(
                 NewSandbox {
-                    metadata: None,
-                    egress: None,
-                    on_timeout: crate::OnTimeout::Kill,
-                    snapshot_id: None,
-                    secret_bindings: None,
-                    id: &id,
-                    template_id: "2",
-                    template_name: "code-interpreter",
-                    resources: RES,
-                    internet_access: false,
-                    timeout_seconds: None,
-                    key_id: None,
-                    tenant: "default",
-                    isolation: Tier::Namespaces,
                     node_id,
                     region,
+                    ..sandbox_of(&id, "default")
                 },
                 1,
             )

@@ -79,14 +79,7 @@ impl Demand {
 
 /// How many warm sandboxes one template may have by demand on this machine.
 pub(crate) fn ceiling() -> usize {
-    let total_mb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(4096, |kb| kb / 1024);
+    let total_mb = warren_runtime::host::memory().map_or(4096, |(total, _)| total >> 20);
     usize::try_from(total_mb / MB_PER_WARM)
         .unwrap_or(MOST)
         .clamp(1, MOST)
