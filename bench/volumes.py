@@ -21,6 +21,7 @@ Usage (as root, after scripts/test built everything and made tests/.venv):
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def shared_store(root):
     def stop():
         weed_proc.terminate()
         weed_proc.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
     return ["--volumes-juicefs", meta, "--juicefs", juicefs], stop
 
 
