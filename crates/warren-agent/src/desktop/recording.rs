@@ -185,17 +185,32 @@ pub async fn start(State(d): State<DesktopState>, bytes: Bytes) -> Result<Respon
     args.push(&path_arg);
     let log = std::fs::File::create(PathBuf::from(LOG_DIR).join(format!("{id}.log"))).ok();
     let mut cmd = x::command("ffmpeg");
-    cmd.args(&args)
+    // Progress on stdout tells when the first frame is in, so the call returns once the
+    // recording has begun (on a busy machine ffmpeg can take a second to start).
+    cmd.args(["-progress", "pipe:1", "-stats_period", "0.1"])
+        .args(&args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(log.map(Stdio::from).unwrap_or_else(Stdio::null));
-    let child = cmd.spawn().map_err(|e| {
+    let mut child = cmd.spawn().map_err(|e| {
         AgentError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL_ERROR",
             format!("cannot run ffmpeg: {e}"),
         )
     })?;
+    if let Some(progress) = child.stdout.take() {
+        if !first_frame(progress).await {
+            let _ = child.kill().await;
+            return Err(AgentError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "RECORDING_FAILED",
+                format!(
+                    "ffmpeg stopped before its first frame; see /desktop/debug/logs ({id}.log)"
+                ),
+            ));
+        }
+    }
     let mut rec = Recording {
         format,
         path,
@@ -207,6 +222,32 @@ pub async fn start(State(d): State<DesktopState>, bytes: Bytes) -> Result<Respon
     book.by_id.insert(id.clone(), rec);
     book.latest = Some(id);
     Ok(Json(answer).into_response())
+}
+
+/// How long a start waits for ffmpeg's first frame before answering anyway.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until ffmpeg reports a frame (true), or stops first (false); then keeps draining its
+/// progress in the background so a full pipe never stalls it. A slow start past the timeout is
+/// answered as recording: ffmpeg is still running and may yet catch up.
+async fn first_frame(progress: tokio::process::ChildStdout) -> bool {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(progress).lines();
+    let started = tokio::time::timeout(FIRST_FRAME_TIMEOUT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let frames = line.strip_prefix("frame=").map(str::trim);
+            if frames.is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0)) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(true);
+    if started {
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    }
+    started
 }
 
 fn hex_id() -> String {
