@@ -73,6 +73,8 @@ pub enum ControlAction {
     SnapshotDelete,
     /// The server's own: a sandbox's timeout passed.
     SandboxExpire,
+    /// The server's own: a sandbox unused for `--idle-pause` was paused.
+    SandboxIdlePause,
     TemplateBuild,
     TemplateDelete,
     TemplateUploadLink,
@@ -105,6 +107,7 @@ impl ControlAction {
             SandboxSnapshot => "sandbox.snapshot",
             SnapshotDelete => "snapshot.delete",
             SandboxExpire => "sandbox.expire",
+            SandboxIdlePause => "sandbox.idle_pause",
             TemplateBuild => "template.build",
             TemplateDelete => "template.delete",
             TemplateUploadLink => "template.upload_link",

@@ -48,6 +48,9 @@ pub struct Limits {
     pub default_timeout_seconds: Option<i64>,
     /// The longest lifetime a create or a timeout change may ask for.
     pub max_timeout_seconds: i64,
+    /// Running sandboxes unused this long are paused, and resumed by their next request; None:
+    /// never.
+    pub idle_pause_seconds: Option<u64>,
 }
 
 /// Longest timeout a sandbox may have: a year. Larger values are refused rather than clamped, so
@@ -105,6 +108,7 @@ impl Limits {
             max_volume_mb_per_tenant: 100 * 1024,
             default_timeout_seconds: Some(DEFAULT_TIMEOUT_SECONDS),
             max_timeout_seconds: MAX_TIMEOUT_SECONDS,
+            idle_pause_seconds: None,
         }
     }
 }

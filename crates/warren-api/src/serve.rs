@@ -475,12 +475,22 @@ async fn lead_periodic_jobs(
                     "this control plane runs the periodic jobs (reaper, audit retention)"
                 );
                 let reaper = tokio::spawn(lifecycle.clone().reap_forever());
+                let idle_pause = lifecycle.limits().idle_pause_seconds.map(|s| {
+                    tokio::spawn(
+                        lifecycle
+                            .clone()
+                            .pause_idle_forever(std::time::Duration::from_secs(s)),
+                    )
+                });
                 let purge = tokio::spawn(crate::audit::purge_forever(store.clone(), retention));
                 while lead.still_held().await {
                     tokio::time::sleep(RETRY).await;
                 }
                 reaper.abort();
                 purge.abort();
+                if let Some(idle_pause) = idle_pause {
+                    idle_pause.abort();
+                }
                 tracing::warn!(
                     "lost the lead of the periodic jobs; another control plane takes them"
                 );

@@ -49,6 +49,7 @@ impl Default for Setup {
                 max_volume_mb_per_tenant: u64::MAX,
                 default_timeout_seconds: None,
                 max_timeout_seconds: crate::limits::MAX_TIMEOUT_SECONDS,
+                idle_pause_seconds: None,
             },
             tiers: vec![Tier::Namespaces, Tier::Gvisor],
             allow_isolation_override: true,

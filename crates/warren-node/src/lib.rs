@@ -4,6 +4,7 @@
 //! templates, tokens, where audit records go) and calls the node through `Node`'s typed
 //! commands: in-process today, over the network once a cluster has several nodes.
 
+mod activity;
 mod agent_link;
 pub mod build_step;
 pub mod daemon;

@@ -16,6 +16,7 @@ use warren_runtime::{
 use warren_wire::agent::{CommandRequest, CommandResponse};
 use warren_wire::cluster::MeasuredUsage;
 
+use crate::activity::Activity;
 use crate::agent_link::AgentLink;
 use crate::error::{NoRoom, NodeError};
 use crate::gate::Gate;
@@ -234,6 +235,7 @@ impl Node {
             port_host: started.port_host,
             owner: req.owner,
             state: RunState::Running,
+            activity: Activity::new(),
         };
         self.register(&id, &driver, target, started.exited);
         let port = match (&self.listeners, req.listen) {
@@ -304,6 +306,7 @@ impl Node {
             } else {
                 RunState::Running
             },
+            activity: Activity::new(),
         };
         let (id, paused) = (req.id, adopted.paused);
         self.register(&id, &driver, target, adopted.exited);
@@ -440,7 +443,55 @@ impl Node {
             }
         }
         self.registry.set_state(id, RunState::Running);
+        if let Some(t) = self.registry.target(id) {
+            t.activity.touch(); // its idle time starts again
+        }
         Ok(())
+    }
+
+    /// Pauses a sandbox if it is still unused for `idle_for`; a request that arrived while it
+    /// was being paused resumes it at once (false). The proxy counts a request as open before it
+    /// reads the sandbox's state, so a request either sees it paused (and asks the Gate to
+    /// resume it) or is seen here.
+    pub async fn pause_if_idle(
+        &self,
+        id: &SandboxId,
+        idle_for: std::time::Duration,
+    ) -> Result<bool, NodeError> {
+        let target = self
+            .registry
+            .target(id)
+            .ok_or_else(|| NodeError::NotRunning(id.clone()))?;
+        if target.activity.idle_for() < idle_for {
+            return Ok(false);
+        }
+        self.pause(id).await?;
+        if target.activity.idle_for() < idle_for {
+            self.resume(id).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The running sandboxes unused for at least `idle_for` (see `activity.rs`); each one's CPU
+    /// time is read on the way, so call this at least every `idle_for` to count CPU use.
+    pub fn idle_sandboxes(&self, idle_for: std::time::Duration) -> Vec<SandboxId> {
+        let running: Vec<(SandboxId, AnyDriver, std::sync::Arc<Activity>)> = self
+            .registry
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.target.state == RunState::Running)
+            .map(|(id, e)| (id.clone(), e.driver.clone(), e.target.activity.clone()))
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|(id, driver, activity)| {
+                if let Some(u) = driver.usage(&id) {
+                    activity.saw_cpu(u.cpu_ns);
+                }
+                (activity.idle_for() >= idle_for).then_some(id)
+            })
+            .collect()
     }
 
     /// Gives a live sandbox to another tenant (a warm sandbox taken by a create): rate limits

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use warren_core::SandboxId;
 use warren_runtime::AnyDriver;
 
+use crate::activity::Activity;
 use crate::agent_link::AgentLink;
 
 /// Running or paused (a sandbox in any other state is not in the registry).
@@ -29,6 +30,8 @@ pub struct Target {
     /// The tenant the sandbox belongs to (rate limits and audit).
     pub owner: String,
     pub state: RunState,
+    /// When it was last in use (`activity.rs`).
+    pub activity: std::sync::Arc<Activity>,
 }
 
 pub(crate) struct Entry {

@@ -28,6 +28,21 @@ pub fn agent_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Put in a request's extensions: kept until its exchange is over, i.e. its response body is
+/// done or, for a WebSocket, the connection closed (what counts a sandbox as in use).
+#[derive(Clone)]
+pub struct KeepWhileOpen {
+    _held: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl KeepWhileOpen {
+    pub fn new(held: impl std::any::Any + Send + Sync) -> Self {
+        Self {
+            _held: std::sync::Arc::new(held),
+        }
+    }
+}
+
 /// Sends one request over a fresh HTTP/1 connection on `io` and returns the upstream response.
 /// `what` names the upstream in error messages. A WebSocket upgrade (the agent's streams and
 /// terminals, or an app inside the sandbox) is joined end to end once both sides switched, and
@@ -41,6 +56,7 @@ where
         as_http1_upgrade(&mut req);
     }
     let client_upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let keep = req.extensions_mut().remove::<KeepWhileOpen>();
     to_http1(&mut req);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
         Ok(x) => x,
@@ -67,7 +83,9 @@ where
     };
     if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) = (res.status(), client_upgrade) {
         let upstream = hyper::upgrade::on(&mut res);
+        let keep = keep.clone();
         tokio::spawn(async move {
+            let _open = keep;
             if let (Ok(client), Ok(upstream)) = (client.await, upstream.await) {
                 let _ = tokio::io::copy_bidirectional(
                     &mut TokioIo::new(client),
@@ -88,7 +106,16 @@ where
             }
         }
     }
-    res.map(Body::new)
+    match keep {
+        Some(keep) => res.map(|b| {
+            use http_body_util::BodyExt;
+            Body::new(b.map_frame(move |f| {
+                let _ = &keep;
+                f
+            }))
+        }),
+        None => res.map(Body::new),
+    }
 }
 
 /// A WebSocket opened over HTTP/2: a CONNECT naming a protocol (browsers use it wherever the

@@ -163,13 +163,39 @@ impl Store {
         status: SandboxStatus,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sandboxes SET status = $1, updated_at = $2 WHERE id = $3")
+        // A live sandbox's reason (why it was paused) goes with the state it explained.
+        let sql = if status.is_live() {
+            "UPDATE sandboxes SET status = $1, status_reason = NULL, updated_at = $2 WHERE id = $3"
+        } else {
+            "UPDATE sandboxes SET status = $1, updated_at = $2 WHERE id = $3"
+        };
+        sqlx::query(sql)
             .bind(status.as_str())
             .bind(now)
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records a running sandbox as paused, with why; false when it no longer runs (a request
+    /// or a delete came first).
+    pub async fn set_sandbox_paused_because(
+        &self,
+        id: &SandboxId,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET status = 'paused', status_reason = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'running'",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Records that a sandbox ended (`status` is stopped, deleted or error), with the reason

@@ -193,14 +193,24 @@ impl Lifecycle {
             Ok(r) => r,
             Err(_) => return false,
         };
+        let paused_idle = rec
+            .status_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(super::idle::IDLE_PAUSE_REASON));
         match rec.status {
             SandboxStatus::Running => return true,
             SandboxStatus::Paused if rec.on_timeout == OnTimeout::PauseUntilRequest => {}
+            SandboxStatus::Paused if paused_idle => {}
             _ => return false,
         }
         if let Err(e) = self.resume(id).await {
             tracing::warn!(sandbox = %id, error = %e, "cannot resume a sandbox on a request");
             return false;
+        }
+        if paused_idle {
+            // Its timeout kept running while it slept.
+            tracing::info!(sandbox = %id, "idle sandbox resumed by a request");
+            return true;
         }
         let timeout = rec.timeout_seconds.unwrap_or(DEFAULT_RESUMED_TIMEOUT);
         if let Err(e) = self.set_timeout(id, timeout).await {

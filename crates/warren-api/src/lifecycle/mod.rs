@@ -14,6 +14,7 @@ mod checks;
 mod control;
 mod create;
 mod error;
+mod idle;
 mod pool;
 mod pool_demand;
 mod reaper;

@@ -81,7 +81,13 @@ impl Lifecycle {
     /// paused. False when it could not be paused: it is then stopped like any other.
     async fn pause_at_timeout(&self, id: &warren_core::SandboxId) -> bool {
         let paused = match self.get(id).await {
-            Ok(r) if r.status == SandboxStatus::Paused => true,
+            // Paused for idleness before: from now on paused by its timeout (no request
+            // resumes it unless its owner asked for that).
+            Ok(r) if r.status == SandboxStatus::Paused => self
+                .store
+                .set_sandbox_status(id, SandboxStatus::Paused, now())
+                .await
+                .is_ok(),
             Ok(_) => match self.pause(id).await {
                 Ok(_) => true,
                 Err(e) => {

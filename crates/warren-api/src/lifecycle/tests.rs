@@ -884,3 +884,70 @@ async fn network_rules_name_existing_secrets_only() {
     let rec = h.lifecycle.create(req, h.who()).await.expect("created");
     assert_eq!(crate::egress::stored(&rec), Some(rule("k")));
 }
+
+#[tokio::test]
+async fn idle_sandboxes_are_paused_with_a_reason_and_a_request_resumes_them() {
+    let h = Harness::new().await;
+    h.built_template("py", None).await;
+    let filler = two_warm_base(&h).await;
+    let mut req = create_of("py");
+    req.timeout_seconds = Some(600);
+    let idle = h.lifecycle.create(req, h.who()).await.expect("created");
+    let busy = create_py(&h).await;
+    let warm: Vec<SandboxId> = h
+        .node
+        .sandboxes()
+        .into_iter()
+        .filter(|id| *id != idle.id && *id != busy.id)
+        .collect();
+    let mut reported = warm.clone();
+    reported.push(idle.id.clone());
+    h.node.set_idle(&reported);
+
+    let paused = h.lifecycle.pause_idle_once(Duration::from_secs(60)).await;
+    assert_eq!(paused, 1, "only the idle sandbox, never a warm one");
+    let rec = h.lifecycle.get(&idle.id).await.expect("kept");
+    assert_eq!(rec.status, SandboxStatus::Paused);
+    assert!(
+        rec.status_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("60 s unused") && r.contains("next request")),
+        "{:?}",
+        rec.status_reason
+    );
+    assert_eq!(rec.expires_at, idle.expires_at, "its timeout keeps running");
+    assert_eq!(
+        h.lifecycle.get(&busy.id).await.expect("kept").status,
+        SandboxStatus::Running
+    );
+    assert!(warm
+        .iter()
+        .all(|id| !h.node.sandbox(id).expect("warm").paused));
+    let (audit, _) = h
+        .store
+        .query_audit(&warren_store::AuditQuery {
+            tenant: Some(TENANT.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "sandbox.idle_pause"
+            && e.sandbox_id.as_deref() == Some(idle.id.as_str())));
+
+    // Its next request wakes it, and the reason goes with the pause.
+    assert!(h.lifecycle.resume_on_request(&idle.id).await);
+    let rec = h.lifecycle.get(&idle.id).await.expect("kept");
+    assert_eq!(rec.status, SandboxStatus::Running);
+    assert_eq!(rec.status_reason, None);
+    assert_eq!(rec.expires_at, idle.expires_at);
+    // A sandbox the node no longer reports idle (a request came) stays running.
+    h.node.set_idle(&[]);
+    assert_eq!(
+        h.lifecycle.pause_idle_once(Duration::from_secs(60)).await,
+        0
+    );
+    filler.abort();
+}

@@ -55,6 +55,8 @@ struct State {
     survivors: BTreeMap<SandboxId, bool>,
     /// How long each start takes.
     start_delay: Duration,
+    /// What `idle_sandboxes` reports (the running ones among them).
+    idle: BTreeSet<SandboxId>,
 }
 
 pub struct FakeNode {
@@ -88,6 +90,11 @@ impl FakeNode {
 
     pub fn set_no_room(&self, short: bool) {
         self.state().no_room = short;
+    }
+
+    /// The sandboxes the node reports unused from now on.
+    pub fn set_idle(&self, ids: &[SandboxId]) {
+        self.state().idle = ids.iter().cloned().collect();
     }
 
     pub fn set_start_delay(&self, delay: Duration) {
@@ -192,6 +199,27 @@ impl NodeHandle for FakeNode {
             s.paused = false;
         }
         Ok(())
+    }
+
+    async fn idle_sandboxes(&self, _idle_for: Duration) -> Result<Vec<SandboxId>, NodeCallError> {
+        let s = self.state();
+        Ok(s.idle
+            .iter()
+            .filter(|id| s.sandboxes.get(*id).is_some_and(|b| !b.paused))
+            .cloned()
+            .collect())
+    }
+
+    async fn pause_if_idle(
+        &self,
+        id: &SandboxId,
+        _idle_for: Duration,
+    ) -> Result<bool, NodeCallError> {
+        if !self.state().idle.contains(id) {
+            return Ok(false);
+        }
+        self.pause(id).await?;
+        Ok(true)
     }
 
     async fn usage(&self, id: &SandboxId) -> Result<MeasuredUsage, NodeCallError> {

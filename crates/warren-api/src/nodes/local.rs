@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use warren_core::{SandboxId, Tier};
@@ -80,6 +81,27 @@ impl NodeHandle for LocalNode {
 
     async fn resume(&self, id: &SandboxId) -> Result<(), NodeCallError> {
         Ok(self.0.resume(id).await?)
+    }
+
+    async fn idle_sandboxes(&self, idle_for: Duration) -> Result<Vec<SandboxId>, NodeCallError> {
+        // Reads every running sandbox's cgroup: off the async workers.
+        let node = self.0.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || node.idle_sandboxes(idle_for))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "the idle check failed");
+                    Vec::new()
+                }),
+        )
+    }
+
+    async fn pause_if_idle(
+        &self,
+        id: &SandboxId,
+        idle_for: Duration,
+    ) -> Result<bool, NodeCallError> {
+        Ok(self.0.pause_if_idle(id, idle_for).await?)
     }
 
     async fn usage(&self, id: &SandboxId) -> Result<MeasuredUsage, NodeCallError> {

@@ -10,6 +10,7 @@ mod remote;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use warren_core::{Resources, SandboxId, Tier};
@@ -152,6 +153,15 @@ pub trait NodeHandle: Send + Sync {
     async fn stop(&self, id: &SandboxId) -> Result<(), NodeCallError>;
     async fn pause(&self, id: &SandboxId) -> Result<(), NodeCallError>;
     async fn resume(&self, id: &SandboxId) -> Result<(), NodeCallError>;
+    /// Its running sandboxes unused for at least `idle_for`: no request through its proxy and
+    /// no CPU use to speak of (`warren_node::Node::idle_sandboxes`).
+    async fn idle_sandboxes(&self, idle_for: Duration) -> Result<Vec<SandboxId>, NodeCallError>;
+    /// Pauses the sandbox if it is still unused for `idle_for`; false when it was in use.
+    async fn pause_if_idle(
+        &self,
+        id: &SandboxId,
+        idle_for: Duration,
+    ) -> Result<bool, NodeCallError>;
     /// What the sandbox uses, measured from outside it.
     async fn usage(&self, id: &SandboxId) -> Result<MeasuredUsage, NodeCallError>;
     /// Captures a sandbox into `dir` (see `IsolationDriver::snapshot`).

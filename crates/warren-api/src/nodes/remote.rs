@@ -214,6 +214,26 @@ impl RemoteNode {
         self.json(res).await
     }
 
+    async fn idle_call(&self, idle_for: Duration) -> Result<Vec<SandboxId>, RemoteError> {
+        let ids: Vec<String> = self.idle_ids(idle_for).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|i| SandboxId::parse(i).ok())
+            .collect())
+    }
+
+    async fn idle_ids(&self, idle_for: Duration) -> Result<Vec<String>, RemoteError> {
+        let res = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/node/v1/idle?seconds={}", idle_for.as_secs()),
+                None::<&()>,
+                Duration::from_secs(30),
+            )
+            .await?;
+        self.json(res).await
+    }
+
     async fn resume_call(&self, id: &SandboxId) -> Result<(), RemoteError> {
         self.call(
             reqwest::Method::POST,
@@ -349,6 +369,31 @@ impl NodeHandle for RemoteNode {
     async fn resume(&self, id: &SandboxId) -> Result<(), NodeCallError> {
         self.reporting()?;
         Ok(self.resume_call(id).await?)
+    }
+
+    async fn idle_sandboxes(&self, idle_for: Duration) -> Result<Vec<SandboxId>, NodeCallError> {
+        self.reporting()?;
+        Ok(self.idle_call(idle_for).await?)
+    }
+
+    async fn pause_if_idle(
+        &self,
+        id: &SandboxId,
+        idle_for: Duration,
+    ) -> Result<bool, NodeCallError> {
+        self.reporting()?;
+        let res = self
+            .call(
+                reqwest::Method::POST,
+                &format!(
+                    "/node/v1/sandboxes/{id}/pause?if_idle_for={}",
+                    idle_for.as_secs()
+                ),
+                None::<&()>,
+                Duration::from_secs(60),
+            )
+            .await?;
+        Ok(res.status() == reqwest::StatusCode::NO_CONTENT)
     }
 
     async fn usage(&self, id: &SandboxId) -> Result<MeasuredUsage, NodeCallError> {

@@ -154,6 +154,17 @@ pub struct ServeArgs {
     /// organization; longer is refused with a 400 naming this flag [default: 31536000, a year].
     #[arg(long, value_name = "SECONDS", env = "WARREN_MAX_TIMEOUT")]
     max_timeout: Option<i64>,
+    /// Pause running sandboxes unused this long (no request through their host, no open
+    /// stream or port connection, under 1% of a core of CPU); the next request that reaches one
+    /// resumes it, and its timeout keeps running. Off by default: a sandbox that only talks out
+    /// (a bot polling a queue) looks unused from outside; 0: never.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "WARREN_IDLE_PAUSE",
+        default_value_t = 0
+    )]
+    idle_pause: u64,
     /// Run no sandboxes on this machine: a control plane for nodes that joined (`warren node`).
     #[arg(long)]
     no_local_node: bool,
@@ -283,6 +294,7 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
         limits.max_volume_mb_per_tenant = v;
     }
     lifetimes(&mut limits, a.default_timeout, a.max_timeout)?;
+    limits.idle_pause_seconds = (a.idle_pause > 0).then_some(a.idle_pause);
     let shared_volumes = a.shared_volumes.attach(&a.data_dir)?;
     Ok(ServeConfig {
         listen: a.listen,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/node/v1/sandboxes/{id}/resume", post(resume))
         .route("/node/v1/sandboxes/{id}/commands", post(run_command))
         .route("/node/v1/sandboxes/{id}/usage", get(usage))
+        .route("/node/v1/idle", get(idle))
         .route("/node/v1/layers/{key}", get(layer))
         .route("/node/v1/builds/steps", post(super::build::run_step))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -240,16 +241,35 @@ async fn destroy(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Respon
     .await
 }
 
-async fn pause(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {
+#[derive(serde::Deserialize)]
+struct PauseQuery {
+    /// Pause only if still unused this long (idle pause); 200 without pausing when in use.
+    if_idle_for: Option<u64>,
+}
+
+async fn pause(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<PauseQuery>,
+) -> Response {
     let Ok(id) = SandboxId::parse(&id) else {
         return bad_id();
     };
     detached(async move {
-        match d.node.pause(&id).await {
-            Ok(()) => {
+        let paused = match q.if_idle_for {
+            Some(s) => {
+                d.node
+                    .pause_if_idle(&id, std::time::Duration::from_secs(s))
+                    .await
+            }
+            None => d.node.pause(&id).await.map(|()| true),
+        };
+        match paused {
+            Ok(true) => {
                 d.saved.set_paused(id.as_str(), true);
                 StatusCode::NO_CONTENT.into_response()
             }
+            Ok(false) => StatusCode::OK.into_response(),
             Err(e) => node_error(e),
         }
     })
@@ -294,6 +314,25 @@ async fn usage(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response
     match d.node.measured_usage(&id).await {
         Some(u) => Json(u).into_response(),
         None => node_error(NodeError::NotRunning(id)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct IdleFor {
+    seconds: u64,
+}
+
+/// The running sandboxes unused for `seconds` (the control plane pauses them).
+async fn idle(State(d): State<Arc<Daemon>>, Query(q): Query<IdleFor>) -> Response {
+    let node = d.node.clone();
+    let idle_for = std::time::Duration::from_secs(q.seconds);
+    match tokio::task::spawn_blocking(move || node.idle_sandboxes(idle_for)).await {
+        Ok(ids) => Json(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            format!("idle check: {e}"),
+        ),
     }
 }
 

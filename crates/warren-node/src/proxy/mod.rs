@@ -22,7 +22,7 @@ use warren_core::SandboxId;
 
 use crate::gate::{AgentAction, AgentCall, Gate, Refusal};
 use crate::registry::{Registry, RunState, Target};
-use crate::transport::{agent_error, send_over};
+use crate::transport::{agent_error, send_over, KeepWhileOpen};
 
 pub use recording::status_outcome;
 
@@ -102,6 +102,12 @@ fn into_agent_path(mut req: Request, prefix: &str) -> Request {
         *req.uri_mut() = uri;
     }
     req
+}
+
+/// The sandbox counts as in use until this request's exchange is over (`activity.rs`).
+fn in_use_while_open(target: &Target, req: &mut Request) {
+    let open = target.activity.in_use();
+    req.extensions_mut().insert(KeepWhileOpen::new(open));
 }
 
 fn not_running() -> Response {
@@ -307,7 +313,12 @@ impl Proxy {
             }
             _ => (req, None),
         };
-        if target.state == RunState::Paused && !self.gate.resume_on_request(&id).await {
+        let mut req = req;
+        in_use_while_open(&target, &mut req);
+        // Read again after the request counts as open (see `Node::pause_if_idle`).
+        if self.registry.target(&id).map(|t| t.state) == Some(RunState::Paused)
+            && !self.gate.resume_on_request(&id).await
+        {
             return refuse(
                 dialect,
                 StatusCode::CONFLICT,
@@ -375,6 +386,18 @@ impl Proxy {
         let Some(target) = self.registry.target(&id) else {
             return not_running();
         };
+        let mut req = req;
+        in_use_while_open(&target, &mut req);
+        // An app served from a sandbox paused for idleness wakes with its next visitor.
+        if self.registry.target(&id).map(|t| t.state) == Some(RunState::Paused)
+            && !self.gate.resume_on_request(&id).await
+        {
+            return agent_error(
+                StatusCode::CONFLICT,
+                "SANDBOX_STOPPED",
+                "Sandbox is paused; resume it first",
+            );
+        }
         let (netns, host) = (target.netns.clone(), target.port_host);
         let dialled = tokio::task::spawn_blocking(move || {
             warren_runtime::host::network::in_netns(&netns, move || {
