@@ -125,7 +125,10 @@ def test_too_many_env_vars_and_absurd_timeouts_are_refused_up_front(server):
 def test_lifetime_flags_are_checked_before_the_server_starts(tmp_path):
     for flags, says in ((["--max-timeout", "0"], "--max-timeout must be between"),
                         (["--default-timeout=-1"], "--default-timeout must be 0"),
-                        (["--default-timeout", "700", "--max-timeout", "600"], "longer than --max-timeout")):
+                        (["--default-timeout", "700", "--max-timeout", "600"], "longer than --max-timeout"),
+                        (["--tenant-max-timeout", "lab"], "ORG=SECONDS"),
+                        (["--tenant-max-timeout", "lab=0"], "1 to 31536000 seconds"),
+                        (["--idle-pause=-1"], "--idle-pause")):
         out = subprocess.run([WARREN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), *flags],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode != 0 and says in out.stderr, (flags, out.stderr)

@@ -48,9 +48,20 @@ pub struct Limits {
     pub default_timeout_seconds: Option<i64>,
     /// The longest lifetime a create or a timeout change may ask for.
     pub max_timeout_seconds: i64,
+    /// Organizations whose longest lifetime differs from `max_timeout_seconds`
+    /// (`--tenant-max-timeout ORG=SECONDS`).
+    pub max_timeout_by_tenant: std::collections::HashMap<String, i64>,
     /// Running sandboxes unused this long are paused, and resumed by their next request; None:
     /// never.
     pub idle_pause_seconds: Option<u64>,
+}
+
+/// The longest lifetime `tenant`'s sandboxes may have, and the flag that set it.
+pub fn max_timeout_of(limits: &Limits, tenant: &str) -> (i64, &'static str) {
+    match limits.max_timeout_by_tenant.get(tenant) {
+        Some(s) => (*s, "--tenant-max-timeout"),
+        None => (limits.max_timeout_seconds, "--max-timeout"),
+    }
 }
 
 /// Longest timeout a sandbox may have: a year. Larger values are refused rather than clamped, so
@@ -108,6 +119,7 @@ impl Limits {
             max_volume_mb_per_tenant: 100 * 1024,
             default_timeout_seconds: Some(DEFAULT_TIMEOUT_SECONDS),
             max_timeout_seconds: MAX_TIMEOUT_SECONDS,
+            max_timeout_by_tenant: Default::default(),
             idle_pause_seconds: None,
         }
     }

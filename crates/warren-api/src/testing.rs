@@ -49,6 +49,7 @@ impl Default for Setup {
                 max_volume_mb_per_tenant: u64::MAX,
                 default_timeout_seconds: None,
                 max_timeout_seconds: crate::limits::MAX_TIMEOUT_SECONDS,
+                max_timeout_by_tenant: Default::default(),
                 idle_pause_seconds: None,
             },
             tiers: vec![Tier::Namespaces, Tier::Gvisor],

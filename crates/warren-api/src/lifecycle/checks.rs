@@ -17,7 +17,8 @@ pub const MAX_ENV_BYTES: usize = 120 * 1024;
 
 /// Checks `timeout_seconds` of a create or a timeout change against the server's maximum
 /// (`max`, at most `MAX_TIMEOUT_SECONDS`).
-pub(super) fn check_timeout(seconds: i64, max: i64) -> LifecycleResult<()> {
+/// `max`: the longest lifetime the sandbox's organization may ask for, and the flag that set it.
+pub(super) fn check_timeout(seconds: i64, (max, flag): (i64, &str)) -> LifecycleResult<()> {
     if seconds <= 0 {
         return Err(LifecycleError::Invalid(
             "timeout_seconds must be a positive number of seconds".into(),
@@ -30,7 +31,7 @@ pub(super) fn check_timeout(seconds: i64, max: i64) -> LifecycleResult<()> {
     }
     if seconds > max {
         return Err(LifecycleError::Invalid(format!(
-            "timeout_seconds may be at most {max} on this server (warren serve --max-timeout); got {seconds}"
+            "timeout_seconds may be at most {max} for this organization (warren serve {flag}); got {seconds}"
         )));
     }
     Ok(())

@@ -172,8 +172,11 @@ impl Lifecycle {
         id: &SandboxId,
         seconds: i64,
     ) -> LifecycleResult<SandboxRecord> {
-        check_timeout(seconds, self.limits.max_timeout_seconds)?;
         let rec = self.get(id).await?;
+        check_timeout(
+            seconds,
+            crate::limits::max_timeout_of(&self.limits, &rec.tenant),
+        )?;
         if !rec.status.is_live() {
             return Err(LifecycleError::InvalidState {
                 action: "set the timeout of",

@@ -16,6 +16,7 @@ use super::templates::builtin_spec;
 use super::{Lifecycle, LifecycleError, LifecycleResult, Requester, TemplateRoots};
 use crate::clock::now;
 use crate::cluster::{layer_keys, NodeView, Placement, TemplateNeed, Wanted};
+use crate::limits::max_timeout_of;
 use crate::nodes::{NodeHandle, StartOrder};
 use crate::template_spec::TemplateSpec;
 
@@ -64,8 +65,12 @@ impl Lifecycle {
         mut req: CreateSandboxRequest,
         who: Requester<'_>,
     ) -> LifecycleResult<SandboxRecord> {
-        // A create that names no lifetime gets the server's default (`--default-timeout`).
-        req.timeout_seconds = req.timeout_seconds.or(self.limits.default_timeout_seconds);
+        // A create that names no lifetime gets the server's default (`--default-timeout`), or
+        // its organization's longest if that is shorter.
+        let (longest, _) = max_timeout_of(&self.limits, who.tenant);
+        req.timeout_seconds = req
+            .timeout_seconds
+            .or(self.limits.default_timeout_seconds.map(|d| d.min(longest)));
         let _under_way = self.pools.create_under_way();
         let began = std::time::Instant::now();
         let asked = self.check_request(&req, who).await?;
@@ -111,7 +116,7 @@ impl Lifecycle {
                 LifecycleError::Invalid("template_name or template_id is required".into())
             })?;
         if let Some(t) = req.timeout_seconds {
-            check_timeout(t, self.limits.max_timeout_seconds)?;
+            check_timeout(t, max_timeout_of(&self.limits, who.tenant))?;
         }
         on_timeout(req)?;
         if let Some(env) = &req.env_vars {

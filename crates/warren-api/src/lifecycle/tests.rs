@@ -145,6 +145,49 @@ async fn a_create_without_a_lifetime_gets_the_default_and_none_may_pass_the_maxi
 }
 
 #[tokio::test]
+async fn an_organization_may_have_its_own_longest_lifetime() {
+    let mut setup = Setup::default();
+    setup.limits.default_timeout_seconds = Some(3600);
+    setup.limits.max_timeout_seconds = 7200;
+    setup
+        .limits
+        .max_timeout_by_tenant
+        .insert(TENANT.to_owned(), 120);
+    setup
+        .limits
+        .max_timeout_by_tenant
+        .insert("lab".to_owned(), 86_400);
+    let h = Harness::with(setup).await;
+    h.built_template("py", None).await;
+    // No lifetime asked: the default, cut to the organization's longest.
+    let rec = create_py(&h).await;
+    assert_eq!(rec.timeout_seconds, Some(120));
+    let mut long = create_of("py");
+    long.timeout_seconds = Some(121);
+    match h.lifecycle.create(long, h.who()).await {
+        Err(LifecycleError::Invalid(why)) => {
+            assert!(
+                why.contains("--tenant-max-timeout") && why.contains("120"),
+                "{why}"
+            )
+        }
+        other => panic!("expected a refusal naming --tenant-max-timeout, got {other:?}"),
+    }
+    // Another organization may go past the server-wide maximum.
+    h.builtin_ready("base");
+    let mut day = create_of("base");
+    day.timeout_seconds = Some(86_400);
+    let lab_key = h.key_id.clone();
+    let lab = super::Requester {
+        tenant: "lab",
+        key_id: &lab_key,
+    };
+    let rec = h.lifecycle.create(day, lab).await.expect("created");
+    assert_eq!(rec.timeout_seconds, Some(86_400));
+    assert!(h.lifecycle.set_timeout(&rec.id, 86_401).await.is_err());
+}
+
+#[tokio::test]
 async fn a_start_that_fails_is_recorded_with_its_reason_and_frees_the_quota() {
     let h = Harness::with(quota(1)).await;
     h.built_template("py", None).await;

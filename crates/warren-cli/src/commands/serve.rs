@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// organization; longer is refused with a 400 naming this flag [default: 31536000, a year].
     #[arg(long, value_name = "SECONDS", env = "WARREN_MAX_TIMEOUT")]
     max_timeout: Option<i64>,
+    /// The longest lifetime for one organization (its tenant name, as in `warren keys create
+    /// --tenant`), above or below `--max-timeout`; repeat for several organizations.
+    #[arg(long, value_name = "ORG=SECONDS", value_parser = tenant_seconds)]
+    tenant_max_timeout: Vec<(String, i64)>,
     /// Pause running sandboxes unused this long (no request through their host, no open
     /// stream or port connection, under 1% of a core of CPU); the next request that reaches one
     /// resumes it, and its timeout keeps running. Off by default: a sandbox that only talks out
@@ -226,6 +230,22 @@ pub fn init_logging(json: bool) {
     }
 }
 
+fn tenant_seconds(s: &str) -> Result<(String, i64), String> {
+    let (org, secs) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ORG=SECONDS, got {s:?}"))?;
+    let secs: i64 = secs
+        .parse()
+        .map_err(|_| format!("{secs:?} is not a number of seconds"))?;
+    let cap = warren_api::MAX_TIMEOUT_SECONDS;
+    if org.is_empty() || !(1..=cap).contains(&secs) {
+        return Err(format!(
+            "expected an organization and 1 to {cap} seconds, got {s:?}"
+        ));
+    }
+    Ok((org.to_owned(), secs))
+}
+
 /// Applies `--default-timeout` and `--max-timeout`, refusing values no sandbox could have.
 fn lifetimes(
     limits: &mut warren_api::limits::Limits,
@@ -294,6 +314,7 @@ fn config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
         limits.max_volume_mb_per_tenant = v;
     }
     lifetimes(&mut limits, a.default_timeout, a.max_timeout)?;
+    limits.max_timeout_by_tenant = a.tenant_max_timeout.into_iter().collect();
     limits.idle_pause_seconds = (a.idle_pause > 0).then_some(a.idle_pause);
     let shared_volumes = a.shared_volumes.attach(&a.data_dir)?;
     Ok(ServeConfig {
