@@ -67,6 +67,9 @@ pub struct JailSpec {
     /// Persistent volumes, owned on disk by the layers' range and shown like the layers.
     #[serde(default)]
     pub volumes: Vec<crate::driver::VolumeMount>,
+    /// The mount namespace to start from instead of the host's (`base_mounts.rs`).
+    #[serde(default)]
+    pub base_mounts: Option<PathBuf>,
 }
 
 fn canonical_base() -> u32 {
@@ -127,6 +130,15 @@ pub fn run_from_stdin() -> Result<i32, JailError> {
 fn run(spec: &JailSpec) -> Result<i32, JailError> {
     let netns = io("open netns", fs::File::open(&spec.netns))?;
     sys("join netns", setns(netns.as_fd(), CloneFlags::CLONE_NEWNET))?;
+    if let Some(base) = &spec.base_mounts {
+        // Only slower without it (the server may have ended, taking it along): go on.
+        let entered = fs::File::open(base).and_then(|ns| {
+            setns(ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(std::io::Error::from)
+        });
+        if let Err(e) = entered {
+            eprintln!("warren jail: starting from the host's mounts ({e})");
+        }
+    }
     // Made before the pid namespace: its helper must not become that namespace's init.
     let idmap = if spec.id_base != spec.layer_id_base {
         Some(super::idmap::user_namespace(

@@ -2,6 +2,7 @@
 //! overlay root file system. Starts in milliseconds; shares the host kernel (see docs/security.md
 //! for what that means for hostile code).
 
+mod base_mounts;
 pub mod harden;
 mod idmap;
 pub mod jail;
@@ -25,6 +26,7 @@ use crate::driver::{
 };
 use crate::host::cgroups::SandboxCgroup;
 use crate::host::{Host, IdChoice, ProcessRef, SandboxHost, START_TIMEOUT};
+use base_mounts::BaseMounts;
 use jail::{JailSpec, RUN_MOUNT};
 
 /// Host uid/gid that root inside a build sandbox maps to, and that template layers are owned by
@@ -48,6 +50,8 @@ struct LiveSandbox {
 pub struct NamespaceDriver {
     cfg: NamespaceConfig,
     host: Arc<Host>,
+    /// What jails start from (`base_mounts.rs`); None: the host's mounts.
+    base_mounts: Option<BaseMounts>,
     live: Mutex<HashMap<SandboxId, LiveSandbox>>,
 }
 
@@ -59,9 +63,17 @@ impl NamespaceDriver {
                 what: "state dir".into(),
                 source,
             })?;
+        let base_mounts = match BaseMounts::new() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "jails start from the host's mounts (slower with many sandboxes)");
+                None
+            }
+        };
         Ok(Self {
             cfg,
             host,
+            base_mounts,
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -133,6 +145,11 @@ impl NamespaceDriver {
             agent_args,
             agent_env: spec.env_vars.clone(),
             volumes: spec.volumes.clone(),
+            // Volumes are mounted on the host after the base was taken.
+            base_mounts: match (&self.base_mounts, spec.volumes.is_empty()) {
+                (Some(base), true) => Some(base.path()),
+                _ => None,
+            },
         };
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path).map_err(io("agent log"))?;
