@@ -74,3 +74,17 @@ def test_doctor_reports_every_tier_with_a_measured_start():
         flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
         if "constant_tsc" in flags and "nonstop_tsc" in flags:
             assert 100_000 < vm["host_tsc_khz"] < 20_000_000
+
+
+def test_version_and_health_name_the_release_and_its_commit(server):
+    """An operator applying a security fix checks what runs: `warren --version` and `/health`
+    give the version and the commit the binary was built from."""
+    out = subprocess.run([WARREN, "--version"], capture_output=True, text=True, timeout=30).stdout
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    head = subprocess.run(["git", "-C", repo, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    version = open(os.path.join(repo, "Cargo.toml")).read().split('version = "', 1)[1].split('"', 1)[0]
+    assert out.startswith(f"warren {version} (commit "), out
+    health = raw(server, "GET", "/health").json()
+    assert health["version"] == version and out.strip().endswith(f"{health['commit']})"), (health, out)
+    if head.returncode == 0:
+        assert health["commit"] == head.stdout.strip(), "built from another commit than the checkout's"

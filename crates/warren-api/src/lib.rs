@@ -32,6 +32,17 @@ pub mod tls;
 mod tokens;
 mod volumes;
 
+/// This build's version, and the commit it was built from (`build.rs`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("WARREN_COMMIT");
+/// What `warren --version` prints after the name.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WARREN_COMMIT"),
+    ")"
+);
+
 pub use lifecycle::PoolTarget;
 pub use limits::MAX_TIMEOUT_SECONDS;
 pub use serve::{serve, shutdown_signal, stop_sandboxes, ServeConfig};

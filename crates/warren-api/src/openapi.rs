@@ -163,7 +163,8 @@ struct E2bError {
 
 // ---------- system ----------
 
-/// Whether the server can create sandboxes, and which templates are built already.
+/// Whether the server can create sandboxes, which templates are built already, and the
+/// server's `version` and the `commit` it was built from.
 #[utoipa::path(get, path = "/health", tag = "system", security(()),
     responses((status = 200, description = "Serving", body = Object)))]
 #[allow(dead_code)]

@@ -14,7 +14,8 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "message": "Warren is running",
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::VERSION,
+        "commit": crate::COMMIT,
         "isolation": state.cluster.default_tier(),
         "isolation_tiers": state.cluster.tiers(),
         "local_node": state.cluster.local.is_some(),

@@ -74,6 +74,8 @@ async fn health_is_open_and_the_api_needs_a_key() {
     let (status, body, _) = call(&h, Method::GET, "/health", &[], None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["commit"].as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(body["isolation_tiers"], json!(["namespaces", "gvisor"]));
 
     let (status, body, headers) = call(&h, Method::GET, "/v1/sandboxes", &[], None).await;

@@ -26,7 +26,7 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/warren";
 #[derive(Parser, Debug)]
 #[command(
     name = "warren",
-    version,
+    version = warren_api::LONG_VERSION,
     about = "Self-hosted, Hopx-compatible code-execution sandboxes"
 )]
 pub struct Cli {
