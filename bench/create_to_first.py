@@ -34,7 +34,8 @@ import requests
 from hopx_ai import Sandbox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WARREN = os.path.join(ROOT, "target", "release", "warren")
+# WARREN_BIN runs another build (e.g. a release tag's, to compare): its agent must lie beside it.
+WARREN = os.environ.get("WARREN_BIN") or os.path.join(ROOT, "target", "release", "warren")
 
 
 def pct(samples, p):

@@ -307,6 +307,19 @@ def test_node_api_refuses_tenant_keys_and_sandbox_tokens(cluster):
             assert r.status_code in (400, 401), (path, r.status_code)
         r = requests.post(cp + "/v1/internal/nodes/join", json={}, headers={"Authorization": "Bearer wrong"}, timeout=10)
         assert r.status_code in (400, 401), r.status_code
+        # A node of a release whose node protocol this control plane does not speak is refused, by name.
+        newer = {"node_id": "from-the-future", "name": "n", "api_url": "http://127.0.0.9:1", "public_host": "127.0.0.9",
+                 "public_scheme": "http", "labels": {},
+                 "report": {"tiers": ["namespaces"], "capacity": {"vcpu": 1, "memory_mb": 1024, "disk_mb": 1024, "sandboxes": 1},
+                            "used": {"sandboxes": 0, "memory_mb": 0, "vcpu": 0}, "templates": [], "layers": [],
+                            "sandboxes": [], "exited": []}, "protocol": 99, "version": "9.0.0 (commit abc)"}
+        r = requests.post(cp + "/v1/internal/nodes/join", json=newer, headers={"Authorization": f"Bearer {JOIN_SECRET}"},
+                          timeout=10)
+        assert r.status_code == 409, r.text
+        said = r.json()["error"]
+        assert said["code"] == "NODE_PROTOCOL_UNSUPPORTED" and "protocol 99" in said["message"] \
+            and "warren 9.0.0" in said["message"] and "speaks 1 to 1" in said["message"], said
+        assert "from-the-future" not in requests.get(cp + "/v1/admin/nodes", headers={"X-API-Key": KEY}, timeout=10).text
     finally:
         sb.kill()
 

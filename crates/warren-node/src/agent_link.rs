@@ -192,6 +192,15 @@ impl AgentLink {
 
     /// Tells the agent of a copy resumed from another sandbox's memory its own id
     /// (`POST /warren/identity`).
+    /// The agent protocol it speaks (its `/health`; 1 when it names none, as 0.1.0's agents).
+    pub async fn protocol(&self) -> Result<u32, AgentError> {
+        let health: serde_json::Value = self.call(Method::GET, "/health", None::<&()>).await?;
+        Ok(health
+            .get("protocol")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(1, |p| u32::try_from(p).unwrap_or(u32::MAX)))
+    }
+
     pub async fn set_identity(&self, id: &str) -> Result<(), AgentError> {
         self.call::<_, serde_json::Value>(
             Method::POST,

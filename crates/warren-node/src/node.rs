@@ -292,6 +292,18 @@ impl Node {
             .driver(Some(req.tier))
             .map_err(|e| NotAdopted(e.to_string()))?;
         let adopted = driver.adopt(&req.id, &req.handle, req.paused).await?;
+        // An agent of another release may speak a protocol this node does not (a frozen one
+        // cannot answer: it is asked when it is resumed, by its first request).
+        if !adopted.paused {
+            let agent = AgentLink::new(adopted.agent_socket.clone());
+            let asked = tokio::time::timeout(std::time::Duration::from_secs(5), agent.protocol());
+            if let Ok(Ok(p)) = asked.await {
+                if let Some(why) = warren_wire::agent::unsupported_agent_protocol(p) {
+                    let _ = driver.destroy(&req.id).await;
+                    return Err(NotAdopted(why));
+                }
+            }
+        }
         self.bundles_in_use
             .lock()
             .unwrap_or_else(|p| p.into_inner())

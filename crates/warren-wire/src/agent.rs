@@ -4,6 +4,24 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The protocol between a node and the agents in its sandboxes, in the agent's `/health`
+/// (`protocol`; agents of 0.1.0 name none: they speak 1). Sandboxes outlive servers, so a node
+/// takes over agents speaking `MIN_AGENT_PROTOCOL..=AGENT_PROTOCOL` and refuses others by name.
+pub const AGENT_PROTOCOL: u32 = 1;
+pub const MIN_AGENT_PROTOCOL: u32 = 1;
+
+/// Why a node cannot speak to an agent that says it speaks `protocol`, if it cannot.
+pub fn unsupported_agent_protocol(protocol: u32) -> Option<String> {
+    let speaks = MIN_AGENT_PROTOCOL..=AGENT_PROTOCOL;
+    (!speaks.contains(&protocol)).then(|| {
+        format!(
+            "its agent speaks agent protocol {protocol}; this node speaks {} to {}: run a Warren release that speaks it",
+            speaks.start(),
+            speaks.end()
+        )
+    })
+}
+
 /// `POST /execute` (and `/execute/background`). The docs say `working_dir`; the SDKs send
 /// `workdir`. Both are accepted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,4 +282,21 @@ pub struct UploadResponse {
     pub size: u64,
     pub message: String,
     pub timestamp: String,
+}
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+
+    #[test]
+    fn agents_of_this_and_earlier_releases_are_spoken_to_and_others_refused_by_name() {
+        assert_eq!(unsupported_agent_protocol(AGENT_PROTOCOL), None);
+        assert_eq!(unsupported_agent_protocol(MIN_AGENT_PROTOCOL), None);
+        let why = unsupported_agent_protocol(AGENT_PROTOCOL + 1).expect("refused");
+        assert!(
+            why.contains(&format!("protocol {}", AGENT_PROTOCOL + 1)),
+            "{why}"
+        );
+        assert!(unsupported_agent_protocol(0).is_some());
+    }
 }

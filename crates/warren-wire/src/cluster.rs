@@ -25,6 +25,17 @@ pub struct NodeUse {
     pub vcpu: u32,
 }
 
+/// The node link's protocol: what a control plane and its nodes must share. Raised by a change
+/// the other side would misread; a control plane takes nodes speaking
+/// `MIN_NODE_PROTOCOL..=NODE_PROTOCOL` and refuses others with a message naming both versions.
+pub const NODE_PROTOCOL: u32 = 1;
+pub const MIN_NODE_PROTOCOL: u32 = 1;
+
+/// Nodes of 0.1.0 sent no protocol: they speak the first.
+fn first_protocol() -> u32 {
+    1
+}
+
 /// `POST /v1/internal/nodes/join`, with `Authorization: Bearer <join secret>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -43,6 +54,12 @@ pub struct JoinRequest {
     /// planes trust it for this node only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_pem: Option<String>,
+    /// The node link protocol it speaks (`NODE_PROTOCOL` of its build).
+    #[serde(default = "first_protocol")]
+    pub protocol: u32,
+    /// Its Warren version and commit, for messages.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// The answer to a join.

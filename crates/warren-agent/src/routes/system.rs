@@ -19,6 +19,7 @@ pub async fn health(State(state): State<AgentState>) -> Json<Value> {
         "status": "healthy",
         "agent": "warren-agent",
         "version": VERSION,
+        "protocol": warren_wire::agent::AGENT_PROTOCOL,
         "uptime_seconds": state.started.elapsed().as_secs(),
         "vm_id": state.sandbox_id(),
         "active_streams": 0,

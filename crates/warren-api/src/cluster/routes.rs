@@ -72,6 +72,26 @@ pub async fn join(
     if !bearer(&headers).is_some_and(|b| same_secret(b, secret.expose())) {
         return Err(ApiError::unauthorized("wrong join secret"));
     }
+    let speaks = warren_wire::cluster::MIN_NODE_PROTOCOL..=warren_wire::cluster::NODE_PROTOCOL;
+    if !speaks.contains(&req.protocol) {
+        let node_version = if req.version.is_empty() {
+            "an unknown version".to_owned()
+        } else {
+            format!("warren {}", req.version)
+        };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "NODE_PROTOCOL_UNSUPPORTED",
+            format!(
+                "node {:?} ({node_version}) speaks node protocol {}; this control plane (warren {}) speaks {} to {}: run the same Warren release on both (upgrade the control plane first)",
+                req.node_id,
+                req.protocol,
+                crate::LONG_VERSION,
+                speaks.start(),
+                speaks.end()
+            ),
+        ));
+    }
     let valid_id = !req.node_id.is_empty()
         && req.node_id.len() <= 64
         && req

@@ -60,6 +60,8 @@ pub struct DaemonConfig {
     /// This node's id-keeping view of the cluster's shared volume store, when it has one
     /// (`warren node --volumes-juicefs`): volumes are mounted from `<view>/<key>`.
     pub shared_volumes: Option<PathBuf>,
+    /// This build's version and commit, sent at join (messages of a refused join name it).
+    pub version: String,
 }
 
 pub struct NodeTls {
@@ -164,6 +166,8 @@ async fn serve(
         public_scheme: scheme.into(),
         labels: cfg.labels.clone(),
         report: reporter.report(Vec::new()),
+        protocol: warren_wire::cluster::NODE_PROTOCOL,
+        version: cfg.version.clone(),
     };
     // Listening before joining: a control plane places sandboxes here as soon as the join is
     // accepted, and its calls then wait in the listen backlog until the API serves them, rather
