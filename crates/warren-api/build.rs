@@ -18,12 +18,19 @@ fn main() {
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=WARREN_COMMIT={commit}");
-    // Built again when HEAD moves (a commit, a checkout), not on every edit.
+    // Built again when HEAD moves (a commit, a checkout), not on every edit. Only paths that
+    // exist: cargo runs a build script whose watched file is missing on every build, and with it
+    // recompiles this crate and everything above it.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{branch}");
+        let dir = std::path::Path::new(&dir);
+        for watched in [
+            dir.join("HEAD"),
+            dir.join("refs/heads"),
+            dir.join("packed-refs"),
+        ] {
+            if watched.exists() {
+                println!("cargo:rerun-if-changed={}", watched.display());
+            }
         }
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
     }
 }
