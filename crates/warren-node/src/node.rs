@@ -292,10 +292,10 @@ impl Node {
             .driver(Some(req.tier))
             .map_err(|e| NotAdopted(e.to_string()))?;
         let adopted = driver.adopt(&req.id, &req.handle, req.paused).await?;
-        // An agent of another release may speak a protocol this node does not (a frozen one
-        // cannot answer: it is asked when it is resumed, by its first request).
+        let agent = AgentLink::new(adopted.agent_socket);
+        // An agent of another release may speak a protocol this node does not. A frozen one
+        // cannot answer, and is taken over unasked.
         if !adopted.paused {
-            let agent = AgentLink::new(adopted.agent_socket.clone());
             let asked = tokio::time::timeout(std::time::Duration::from_secs(5), agent.protocol());
             if let Ok(Ok(p)) = asked.await {
                 if let Some(why) = warren_wire::agent::unsupported_agent_protocol(p) {
@@ -309,7 +309,7 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .insert(req.handle.agent_bundle.clone());
         let target = Target {
-            agent: AgentLink::new(adopted.agent_socket),
+            agent,
             netns: netns_path(&req.handle),
             port_host: adopted.port_host,
             owner: req.owner,
@@ -488,7 +488,7 @@ impl Node {
     /// The running sandboxes unused for at least `idle_for` (see `activity.rs`); each one's CPU
     /// time is read on the way, so call this at least every `idle_for` to count CPU use.
     pub fn idle_sandboxes(&self, idle_for: std::time::Duration) -> Vec<SandboxId> {
-        let running: Vec<(SandboxId, AnyDriver, std::sync::Arc<Activity>)> = self
+        let running: Vec<(SandboxId, AnyDriver, Arc<Activity>)> = self
             .registry
             .lock()
             .iter()
@@ -498,8 +498,8 @@ impl Node {
         running
             .into_iter()
             .filter_map(|(id, driver, activity)| {
-                if let Some(u) = driver.usage(&id) {
-                    activity.saw_cpu(u.cpu_ns);
+                if let Some(cpu_ns) = driver.cpu_ns(&id) {
+                    activity.saw_cpu(cpu_ns);
                 }
                 (activity.idle_for() >= idle_for).then_some(id)
             })

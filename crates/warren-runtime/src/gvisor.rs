@@ -352,6 +352,10 @@ impl IsolationDriver for GvisorDriver {
         Some(self.cgroup_of(id).ok()?.usage())
     }
 
+    fn cpu_ns(&self, id: &SandboxId) -> Option<u64> {
+        self.cgroup_of(id).ok()?.cpu_ns()
+    }
+
     async fn adopt(
         &self,
         id: &SandboxId,

@@ -50,6 +50,9 @@ impl IsolationDriver for AnyDriver {
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
         each!(self, d => d.usage(id))
     }
+    fn cpu_ns(&self, id: &SandboxId) -> Option<u64> {
+        each!(self, d => d.cpu_ns(id))
+    }
     async fn adopt(
         &self,
         id: &SandboxId,

@@ -65,10 +65,10 @@ impl Lifecycle {
         // One at a time with request-driven resumes, which read what is recorded here.
         let _one_at_a_time = self.resuming.lock().await;
         let started = std::time::Instant::now();
-        match self.get(id).await {
-            Ok(r) if r.status == SandboxStatus::Running && r.tenant != POOL_TENANT => {}
+        let tenant = match self.get(id).await {
+            Ok(r) if r.status == SandboxStatus::Running && r.tenant != POOL_TENANT => r.tenant,
             _ => return false,
-        }
+        };
         let reason = format!(
             "{IDLE_PAUSE_REASON} {} s unused; its next request resumes it",
             idle_for.as_secs()
@@ -104,20 +104,14 @@ impl Lifecycle {
             return false;
         }
         tracing::info!(sandbox = %id, idle_s = idle_for.as_secs(), "idle sandbox paused");
-        if let Ok(rec) = self.get(id).await {
-            let event = warren_store::AuditEvent {
-                at: crate::audit::now_ms(),
-                tenant: rec.tenant,
-                sandbox_id: Some(id.to_string()),
-                action: ControlAction::SandboxIdlePause.as_str().into(),
-                outcome: "paused".into(),
-                duration_ms: started.elapsed().as_millis() as i64,
-                ..Default::default()
-            };
-            if let Err(e) = self.store.append_audit(&[event]).await {
-                tracing::warn!(error = %e, "cannot audit an idle pause");
-            }
-        }
+        self.audit_own(
+            &tenant,
+            id,
+            ControlAction::SandboxIdlePause,
+            "paused",
+            started,
+        )
+        .await;
         true
     }
 }

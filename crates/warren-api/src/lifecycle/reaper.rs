@@ -41,19 +41,14 @@ impl Lifecycle {
                                 .await;
                             "ok"
                         };
-                        // Lifecycle actions of the server itself are audited too (no key).
-                        let event = warren_store::AuditEvent {
-                            at: crate::audit::now_ms(),
-                            tenant: s.tenant.clone(),
-                            sandbox_id: Some(s.id.to_string()),
-                            action: ControlAction::SandboxExpire.as_str().into(),
-                            outcome: outcome.into(),
-                            duration_ms: started.elapsed().as_millis() as i64,
-                            ..Default::default()
-                        };
-                        if let Err(e) = self.store.append_audit(&[event]).await {
-                            tracing::warn!(error = %e, "cannot audit an expiry");
-                        }
+                        self.audit_own(
+                            &s.tenant,
+                            &s.id,
+                            ControlAction::SandboxExpire,
+                            outcome,
+                            started,
+                        )
+                        .await;
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "reaper cannot read the store"),
@@ -74,6 +69,29 @@ impl Lifecycle {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.expiry_changed.notified() => {}
             }
+        }
+    }
+
+    /// Records a lifecycle action of the server itself (no key) in the audit trail.
+    pub(super) async fn audit_own(
+        &self,
+        tenant: &str,
+        id: &warren_core::SandboxId,
+        action: ControlAction,
+        outcome: &str,
+        started: std::time::Instant,
+    ) {
+        let event = warren_store::AuditEvent {
+            at: crate::audit::now_ms(),
+            tenant: tenant.to_owned(),
+            sandbox_id: Some(id.to_string()),
+            action: action.as_str().into(),
+            outcome: outcome.into(),
+            duration_ms: started.elapsed().as_millis() as i64,
+            ..Default::default()
+        };
+        if let Err(e) = self.store.append_audit(&[event]).await {
+            tracing::warn!(error = %e, action = action.as_str(), "cannot audit a lifecycle action");
         }
     }
 

@@ -675,19 +675,7 @@ async fn sandboxes_are_stopped_as_their_timeout_passes_or_paused_when_asked() {
         h.lifecycle.get(&lasting.id).await.expect("kept").status,
         SandboxStatus::Running
     );
-    let (audited, _) = h
-        .store
-        .query_audit(&warren_store::AuditQuery {
-            tenant: Some(TENANT.into()),
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
-    assert!(audited
-        .iter()
-        .any(|e| e.action == "sandbox.expire"
-            && e.sandbox_id.as_deref() == Some(expiring.id.as_str())));
+    assert!(audited(&h, "sandbox.expire", &expiring.id).await);
 }
 
 #[tokio::test]
@@ -966,19 +954,7 @@ async fn idle_sandboxes_are_paused_with_a_reason_and_a_request_resumes_them() {
     assert!(warm
         .iter()
         .all(|id| !h.node.sandbox(id).expect("warm").paused));
-    let (audit, _) = h
-        .store
-        .query_audit(&warren_store::AuditQuery {
-            tenant: Some(TENANT.into()),
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
-    assert!(audit
-        .iter()
-        .any(|e| e.action == "sandbox.idle_pause"
-            && e.sandbox_id.as_deref() == Some(idle.id.as_str())));
+    assert!(audited(&h, "sandbox.idle_pause", &idle.id).await);
 
     // Its next request wakes it, and the reason goes with the pause.
     assert!(h.lifecycle.resume_on_request(&idle.id).await);
@@ -993,4 +969,20 @@ async fn idle_sandboxes_are_paused_with_a_reason_and_a_request_resumes_them() {
         0
     );
     filler.abort();
+}
+
+/// Whether `TENANT`'s audit trail records `action` on sandbox `id`.
+async fn audited(h: &Harness, action: &str, id: &SandboxId) -> bool {
+    let (events, _) = h
+        .store
+        .query_audit(&warren_store::AuditQuery {
+            tenant: Some(TENANT.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    events
+        .iter()
+        .any(|e| e.action == action && e.sandbox_id.as_deref() == Some(id.as_str()))
 }

@@ -215,14 +215,6 @@ impl RemoteNode {
     }
 
     async fn idle_call(&self, idle_for: Duration) -> Result<Vec<SandboxId>, RemoteError> {
-        let ids: Vec<String> = self.idle_ids(idle_for).await?;
-        Ok(ids
-            .iter()
-            .filter_map(|i| SandboxId::parse(i).ok())
-            .collect())
-    }
-
-    async fn idle_ids(&self, idle_for: Duration) -> Result<Vec<String>, RemoteError> {
         let res = self
             .call(
                 reqwest::Method::GET,
@@ -231,7 +223,11 @@ impl RemoteNode {
                 Duration::from_secs(30),
             )
             .await?;
-        self.json(res).await
+        let ids: Vec<String> = self.json(res).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|i| SandboxId::parse(i).ok())
+            .collect())
     }
 
     async fn resume_call(&self, id: &SandboxId) -> Result<(), RemoteError> {

@@ -198,6 +198,14 @@ impl Proxy {
         Ok(key_id)
     }
 
+    /// Whether sandbox `id` is paused and stays so: a paused one is resumed if the Gate lets its
+    /// requests wake it. Call once the request counts as open (`in_use_while_open`): the state is
+    /// read after that, so an idle pause racing the request sees it (`Node::pause_if_idle`).
+    async fn paused_after_asking(&self, id: &SandboxId) -> bool {
+        self.registry.target(id).map(|t| t.state) == Some(RunState::Paused)
+            && !self.gate.resume_on_request(id).await
+    }
+
     /// Handles one agent request for sandbox `id`. The answer carries an `X-Request-ID` (the SDKs
     /// put it in their errors) that the audit trail records too.
     pub async fn to_agent(&self, id: SandboxId, req: Request) -> Response {
@@ -315,10 +323,7 @@ impl Proxy {
         };
         let mut req = req;
         in_use_while_open(&target, &mut req);
-        // Read again after the request counts as open (see `Node::pause_if_idle`).
-        if self.registry.target(&id).map(|t| t.state) == Some(RunState::Paused)
-            && !self.gate.resume_on_request(&id).await
-        {
+        if self.paused_after_asking(&id).await {
             return refuse(
                 dialect,
                 StatusCode::CONFLICT,
@@ -389,9 +394,7 @@ impl Proxy {
         let mut req = req;
         in_use_while_open(&target, &mut req);
         // An app served from a sandbox paused for idleness wakes with its next visitor.
-        if self.registry.target(&id).map(|t| t.state) == Some(RunState::Paused)
-            && !self.gate.resume_on_request(&id).await
-        {
+        if self.paused_after_asking(&id).await {
             return agent_error(
                 StatusCode::CONFLICT,
                 "SANDBOX_STOPPED",

@@ -5,7 +5,6 @@
 //! with the host's own ids.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -94,43 +93,37 @@ pub fn mapping_namespace(
     outside: u32,
     maker: Option<u32>,
 ) -> Result<OwnedFd, IdmappedError> {
-    let mut cmd = std::process::Command::new("sleep");
-    cmd.arg("30")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: setgroups, setresgid, setresuid and unshare are plain system calls, safe between
-    // fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(id) = maker {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setresgid(id, id, id) != 0
-                    || libc::setresuid(id, id, id) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)
-        });
-    }
-    let mut helper = cmd.spawn().map_err(failed("start the id-map helper"))?;
-    let pid = helper.id();
     let map = format!("{inside} {outside} {RANGE_SIZE}\n");
-    let made = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
-        .map_err(failed("write the helper's uid_map"))
-        .and_then(|()| {
-            std::fs::write(format!("/proc/{pid}/gid_map"), &map)
-                .map_err(failed("write the helper's gid_map"))
-        })
-        .and_then(|()| {
-            std::fs::File::open(format!("/proc/{pid}/ns/user"))
-                .map(OwnedFd::from)
-                .map_err(failed("open the helper's user namespace"))
-        });
-    let _ = helper.kill();
-    let _ = helper.wait();
-    made
+    let before_exec = move || {
+        if let Some(id) = maker {
+            // SAFETY: plain system calls, safe between fork and exec.
+            let became = unsafe {
+                libc::setgroups(0, std::ptr::null()) == 0
+                    && libc::setresgid(id, id, id) == 0
+                    && libc::setresuid(id, id, id) == 0
+            };
+            if !became {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)
+    };
+    let inside_helper = |pid: u32| {
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map)
+            .map_err(failed("write the helper's uid_map"))
+            .and_then(|()| {
+                std::fs::write(format!("/proc/{pid}/gid_map"), &map)
+                    .map_err(failed("write the helper's gid_map"))
+            })
+            .and_then(|()| {
+                std::fs::File::open(format!("/proc/{pid}/ns/user"))
+                    .map(OwnedFd::from)
+                    .map_err(failed("open the helper's user namespace"))
+            })
+    };
+    // SAFETY: `before_exec` makes system calls only (setgroups, setresgid, setresuid, unshare).
+    unsafe { super::with_helper_process(before_exec, inside_helper) }
+        .map_err(failed("start the id-map helper"))?
 }
 
 /// Where a gVisor sandbox's volumes are shown on the host, under its directory.

@@ -14,6 +14,7 @@ pub mod slot;
 mod spawn;
 
 pub use cgroups::SandboxUsage;
+pub(crate) use process::with_helper_process;
 pub use process::ProcessRef;
 pub use spawn::AgentUp;
 

@@ -66,6 +66,34 @@ impl ProcessRef {
     }
 }
 
+/// Runs `inside` with the pid of a short-lived `sleep` child that ran `before_exec` first, then
+/// kills the child: how the multi-threaded server gets a namespace made for it (the child
+/// unshares, `inside` opens `/proc/<pid>/ns/...`, and the descriptor keeps the namespace).
+///
+/// # Safety
+/// `before_exec` runs between fork and exec of a multi-threaded process: it may only make
+/// system calls, on data made before the fork (no allocation, no locks).
+pub(crate) unsafe fn with_helper_process<T>(
+    before_exec: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    inside: impl FnOnce(u32) -> T,
+) -> std::io::Result<T> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("30")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: the caller's promise about `before_exec`.
+    unsafe {
+        cmd.pre_exec(before_exec);
+    }
+    let mut helper = cmd.spawn()?;
+    let made = inside(helper.id());
+    let _ = helper.kill();
+    let _ = helper.wait();
+    Ok(made)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@
 //! namespace as before: volumes are mounted on the host after this copy was taken.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 /// A mount namespace copied from the host's, without the network namespaces' names.
@@ -22,14 +21,9 @@ pub struct BaseMounts {
 impl BaseMounts {
     /// Made by a short-lived `sleep` child that unshares its mount namespace before it execs.
     pub fn new() -> std::io::Result<Self> {
-        let mut cmd = std::process::Command::new("sleep");
-        cmd.arg("30")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        // SAFETY: only system calls between fork and exec, with arguments made before the fork.
-        unsafe {
-            cmd.pre_exec(|| {
+        let before_exec = || {
+            // SAFETY: system calls on static strings.
+            unsafe {
                 if libc::unshare(libc::CLONE_NEWNS) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -48,14 +42,14 @@ impl BaseMounts {
                 // servers): every layer goes, with the names mounted on it.
                 let names = c"/run/netns";
                 while libc::umount2(names.as_ptr(), libc::MNT_DETACH) == 0 {}
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn()?;
-        let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", child.id())).map(OwnedFd::from);
-        let _ = child.kill();
-        let _ = child.wait();
-        Ok(Self { ns: ns? })
+            }
+            Ok(())
+        };
+        let open_ns =
+            |pid: u32| std::fs::File::open(format!("/proc/{pid}/ns/mnt")).map(OwnedFd::from);
+        // SAFETY: `before_exec` makes system calls only, with arguments made before the fork.
+        let ns = unsafe { crate::host::with_helper_process(before_exec, open_ns) }??;
+        Ok(Self { ns })
     }
 
     /// Where a jail (a child of this process) opens it.

@@ -258,6 +258,10 @@ impl IsolationDriver for NamespaceDriver {
         Ok(self.host.teardown(live.host, &live.dir).await?)
     }
 
+    fn cpu_ns(&self, id: &SandboxId) -> Option<u64> {
+        self.cgroup_of(id).ok()?.cpu_ns()
+    }
+
     fn usage(&self, id: &SandboxId) -> Option<SandboxUsage> {
         let (cgroup, init) = {
             let live = self.live();
