@@ -73,7 +73,7 @@ def test_kubernetes_control_planes_are_replicated_and_nodes_privileged_with_a_ho
 
 def test_systemd_units_pass_only_real_flags_and_variables():
     units = sorted(glob.glob(os.path.join(DEPLOY, "systemd", "*.service")))
-    assert len(units) == 2
+    assert len(units) == 3
     for unit in units:
         text = open(unit).read()
         exec_start = re.search(r"^ExecStart=(.+)$", text, re.M).group(1)

@@ -28,7 +28,8 @@ CACHE = os.environ.get("WARREN_CACHE_DIR", "/var/cache/warren")
 class Server:
     """One `warren serve` on a fixed port and data dir, restartable."""
 
-    def __init__(self, data_dir, extra=(), by_demand=False):
+    def __init__(self, data_dir, extra=(), by_demand=False, binary=WARREN):
+        self.binary = binary  # another release's `warren` (test_upgrade.py)
         self.data_dir = data_dir
         self.by_demand = by_demand
         self.port = free_port()
@@ -44,7 +45,7 @@ class Server:
         log.write(f"\n===== start {time.time()} =====\n")
         log.flush()
         self.proc = subprocess.Popen(
-            [WARREN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
+            [self.binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
              "--no-prebuild", "--max-sandboxes", "32", "--max-vcpu", "256", "--max-memory-mb", "262144",
              # Warm pools only where a test asks for them (`--pool`, or `by_demand`): they would
              # be sandboxes of their own in the counts the tests make.

@@ -245,6 +245,18 @@ scenarios.D0 = async () => {
   }
 };
 
+// A sandbox the previous release made, after the upgrade (test_upgrade.py): SANDBOX_ID with the
+// state test_restore.prepare left in it, tagged TAG.
+scenarios.U1 = async () => {
+  const sb = await Sandbox.connect(process.env.SANDBOX_ID, apiKey, baseURL);
+  const tag = process.env.TAG;
+  assert.equal(await sb.files.read("/workspace/kept.txt"), `file of ${tag}`);
+  assert.equal((await sb.runCode("print(restored_variable)")).stdout, `${tag}\n`);
+  assert.equal((await sb.commands.run("echo $WARREN_RESTORE_TAG")).stdout.trim(), tag);
+  await sb.files.write("/workspace/from-js.txt", "written after the upgrade");
+  assert.equal(await sb.files.read("/workspace/from-js.txt"), "written after the upgrade");
+};
+
 // The desktop API with the JS SDK's own paths and bodies, on a `desktop` sandbox the Python test
 // made (SANDBOX_ID).
 scenarios.D1 = async () => {

@@ -26,6 +26,9 @@ pub enum NodeError {
     /// its egress policy cannot be put in place (the message says why)
     #[error("{0}")]
     Egress(String),
+    /// its agent speaks a protocol this node does not (the message says which)
+    #[error("{0}")]
+    AgentProtocol(String),
 }
 
 /// The machine is short of memory for one more sandbox.

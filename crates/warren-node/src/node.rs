@@ -236,6 +236,7 @@ impl Node {
             owner: req.owner,
             state: RunState::Running,
             activity: Activity::new(),
+            protocol_unasked: false,
         };
         self.register(&id, &driver, target, started.exited);
         let port = match (&self.listeners, req.listen) {
@@ -294,14 +295,11 @@ impl Node {
         let adopted = driver.adopt(&req.id, &req.handle, req.paused).await?;
         let agent = AgentLink::new(adopted.agent_socket);
         // An agent of another release may speak a protocol this node does not. A frozen one
-        // cannot answer, and is taken over unasked.
+        // cannot answer: it is asked when it resumes (`resume`).
         if !adopted.paused {
-            let asked = tokio::time::timeout(std::time::Duration::from_secs(5), agent.protocol());
-            if let Ok(Ok(p)) = asked.await {
-                if let Some(why) = warren_wire::agent::unsupported_agent_protocol(p) {
-                    let _ = driver.destroy(&req.id).await;
-                    return Err(NotAdopted(why));
-                }
+            if let Some(why) = unsupported_protocol_of(&agent).await {
+                let _ = driver.destroy(&req.id).await;
+                return Err(NotAdopted(why));
             }
         }
         self.bundles_in_use
@@ -319,6 +317,7 @@ impl Node {
                 RunState::Running
             },
             activity: Activity::new(),
+            protocol_unasked: adopted.paused,
         };
         let (id, paused) = (req.id, adopted.paused);
         self.register(&id, &driver, target, adopted.exited);
@@ -449,6 +448,15 @@ impl Node {
             .driver(id)
             .ok_or_else(|| NodeError::NotRunning(id.clone()))?;
         driver.resume(id).await?;
+        if let Some(t) = self.registry.target(id).filter(|t| t.protocol_unasked) {
+            // Frozen by another release and not asked at the take-over: one this node cannot
+            // speak to is frozen again, with its memory and files, for a release that can.
+            if let Some(why) = unsupported_protocol_of(&t.agent).await {
+                driver.pause(id).await?;
+                return Err(NodeError::AgentProtocol(why));
+            }
+            self.registry.set_protocol_asked(id);
+        }
         if driver.has_own_clock() {
             if let Some(agent) = self.agent(id) {
                 set_clock(id, &agent).await;
@@ -621,6 +629,16 @@ impl Node {
     /// Every sandbox running (or paused) on this node.
     pub fn list(&self) -> Vec<SandboxId> {
         self.registry.lock().keys().cloned().collect()
+    }
+}
+
+/// Why this node cannot speak to `agent`, if it cannot (an agent that does not answer within a
+/// few seconds is given the benefit of the doubt: a busy sandbox is not an incompatible one).
+async fn unsupported_protocol_of(agent: &AgentLink) -> Option<String> {
+    let asked = tokio::time::timeout(std::time::Duration::from_secs(5), agent.protocol()).await;
+    match asked {
+        Ok(Ok(p)) => warren_wire::agent::unsupported_agent_protocol(p),
+        _ => None,
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Target {
     pub state: RunState,
     /// When it was last in use (`activity.rs`).
     pub activity: std::sync::Arc<Activity>,
+    /// Taken over while frozen: its agent, perhaps of another release, has not said which
+    /// protocol it speaks yet (it is asked when it resumes).
+    pub protocol_unasked: bool,
 }
 
 pub(crate) struct Entry {
@@ -75,6 +78,12 @@ impl Registry {
     pub fn set_state(&self, id: &SandboxId, state: RunState) {
         if let Some(e) = self.lock().get_mut(id) {
             e.target.state = state;
+        }
+    }
+
+    pub fn set_protocol_asked(&self, id: &SandboxId) {
+        if let Some(e) = self.lock().get_mut(id) {
+            e.target.protocol_unasked = false;
         }
     }
 }

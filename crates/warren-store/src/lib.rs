@@ -12,6 +12,7 @@ mod idempotency;
 mod keys;
 mod leader;
 mod nodes;
+mod release;
 mod row;
 mod sandboxes;
 mod secrets;
@@ -30,6 +31,7 @@ pub use idempotency::KeyClaim;
 pub use keys::{hash_key, ApiKeyRecord, KeyEnvironment, KeyShape, KeySpec, NewApiKey, Role};
 pub use leader::Leadership;
 pub use nodes::NodeRecord;
+pub use release::{known_schema, RELEASE};
 pub use sandboxes::{
     ClaimPooled, NewSandbox, OnTimeout, Quota, SandboxPage, SandboxRecord, TenantUsage,
 };
@@ -49,6 +51,20 @@ pub enum StoreError {
     },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// the store was migrated by a newer release than this one (a downgrade)
+    #[error(
+        "the store at {location} was last opened by Warren {} (store schema {found}), newer than \
+         this Warren {} (store schema {known}): downgrades are not supported; run that release \
+         or a later one, or restore the data from a backup taken before the upgrade",
+        written_by.as_deref().unwrap_or("(a newer release)"),
+        release::RELEASE
+    )]
+    NewerRelease {
+        location: String,
+        written_by: Option<String>,
+        found: i64,
+        known: i64,
+    },
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
     /// a stored row holds a value the code does not know (a newer server wrote it?)
@@ -132,10 +148,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10)),
         };
         let pool = options.connect(url).await.map_err(open_err)?;
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
-        }
+        release::migrate(&pool, backend, location).await?;
         Ok(Self { pool, backend })
     }
 

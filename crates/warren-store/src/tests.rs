@@ -43,6 +43,7 @@ on_both_backends!(
     an_idempotency_key_is_claimed_once_per_tenant_and_day,
     e2b_shaped_keys_work_and_keep_their_shape_when_rotated,
     volumes_are_named_once_per_tenant_and_seen_only_by_it,
+    a_store_a_newer_release_migrated_is_refused_and_left_as_it_was,
 );
 
 /// Where a test's store lives.
@@ -426,6 +427,64 @@ async fn state_survives_reopen(db: Db) {
     let s = store.get_sandbox(&id).await.expect("get").expect("present");
     assert_eq!(s.status, SandboxStatus::Running);
     assert_eq!(store.live_sandboxes().await.expect("live").len(), 1);
+}
+
+/// A downgrade: a newer release migrated the store past what this build knows (here, one
+/// migration more and its release recorded). Opening it fails before anything is written, naming
+/// both releases; once that migration is gone again (the newer release's backup restored), the
+/// store opens with its sandboxes.
+async fn a_store_a_newer_release_migrated_is_refused_and_left_as_it_was(db: Db) {
+    let store = db.open().await;
+    let id = add(&store, 5, None).await;
+    let known = crate::known_schema(store.backend());
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from the future', TRUE, $2, 1)",
+    )
+    .bind(known + 1)
+    .bind(vec![0u8; 48])
+    .execute(&store.pool)
+    .await
+    .expect("add a newer migration");
+    sqlx::query("UPDATE store_release SET version = '9.9.9' WHERE id = 1")
+        .execute(&store.pool)
+        .await
+        .expect("record a newer release");
+    let refused = match &db {
+        Db::Sqlite(dir) => Store::open(dir.path()).await,
+        Db::Postgres(url) => Store::connect(url).await,
+    };
+    let message = match refused {
+        Err(e @ crate::StoreError::NewerRelease { .. }) => e.to_string(),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a store of a newer release was opened"),
+    };
+    assert!(message.contains("Warren 9.9.9"), "{message}");
+    assert!(
+        message.contains(&format!("this Warren {}", crate::RELEASE)),
+        "{message}"
+    );
+    assert!(
+        message.contains("downgrades are not supported"),
+        "{message}"
+    );
+    let (release,): (String,) = sqlx::query_as("SELECT version FROM store_release WHERE id = 1")
+        .fetch_one(&store.pool)
+        .await
+        .expect("release");
+    assert_eq!(release, "9.9.9", "the refused open wrote to the store");
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(known + 1)
+        .execute(&store.pool)
+        .await
+        .expect("restore");
+    let store = db.open().await;
+    assert!(store.get_sandbox(&id).await.expect("get").is_some());
+    let (release,): (String,) = sqlx::query_as("SELECT version FROM store_release WHERE id = 1")
+        .fetch_one(&store.pool)
+        .await
+        .expect("release");
+    assert_eq!(release, crate::RELEASE);
 }
 
 async fn runtime_handles_are_kept_until_the_sandbox_ends(db: Db) {

@@ -123,7 +123,7 @@ impl From<NodeError> for NodeCallError {
             NodeError::NotRunning(_) => Self::NotRunning,
             NodeError::NoSuchTier { .. } => Self::NoSuchTier(e.to_string()),
             NodeError::NotReady(why) => Self::NotReady(why.to_string()),
-            NodeError::Egress(why) => Self::Unsupported(why),
+            NodeError::Egress(why) | NodeError::AgentProtocol(why) => Self::Unsupported(why),
             NodeError::Driver(warren_runtime::DriverError::Unsupported(why)) => {
                 Self::Unsupported(why)
             }

@@ -10,7 +10,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     shared_volumes: super::shared_volumes::SharedVolumeArgs,
     /// Address of the control-plane API.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "WARREN_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Where the store, keys and per-sandbox state live.
     #[arg(long, env = "WARREN_DATA_DIR", default_value = super::DEFAULT_DATA_DIR)]
