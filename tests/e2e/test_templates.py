@@ -137,8 +137,10 @@ def test_a_template_chooses_its_isolation_tier(server):
     finally:
         t = time.monotonic()
         sb.kill()
-    # runsc is told to stop the sandbox (it used to give up on it and wait 5 s before killing)
-    assert time.monotonic() - t < 2.5, f"killing a gVisor sandbox took {time.monotonic() - t:.1f} s"
+    # runsc is told to stop the sandbox, and what it has not stopped after a moment is killed:
+    # a kill never waits out runsc's 5 s for a clean stop (it usually takes 50-150 ms, now and
+    # then about 2 s).
+    assert time.monotonic() - t < 4.5, f"killing a gVisor sandbox took {time.monotonic() - t:.1f} s"
     # a per-sandbox choice overrides the template's, and an unknown tier is a clear 400
     over = raw(server, "POST", "/v1/sandboxes", json={"template_name": name, "isolation": "namespaces"})
     assert over.status_code == 201 and over.json()["isolation"] == "namespaces"
