@@ -133,6 +133,17 @@ def tiers_of(server):
     return server.api("GET", "/health").json()["isolation_tiers"]
 
 
+def tiers_announced(server, what):
+    """The tiers `server` runs, printed; a tier this host lacks is said loudly (`what` is skipped
+    on it)."""
+    tiers = tiers_of(server)
+    print(f"{what} on the tiers {tiers}")
+    for wanted in ("gvisor", "microvm"):
+        if wanted not in tiers:
+            print(f"SKIPPED LOUDLY: {what} on the {wanted} tier (not available on this host)")
+    return tiers
+
+
 HEARTBEAT = "while true; do date +%s.%N >> /workspace/heartbeat; sleep 0.25; done"
 
 
@@ -200,11 +211,7 @@ def terminal_echo(server, sid):
 def test_sandboxes_survive_kill_9_and_sigterm_on_every_tier(data_dir):
     server = Server(data_dir)
     server.start()
-    tiers = tiers_of(server)
-    print(f"live restore on the tiers {tiers}")
-    for wanted in ("gvisor", "microvm"):
-        if wanted not in tiers:
-            print(f"SKIPPED LOUDLY: live restore on the {wanted} tier (not available on this host)")
+    tiers = tiers_announced(server, "live restore")
     sandboxes = {}  # id -> (tier, tag, paused)
     for tier in tiers:
         # Created at once (microVMs boot for seconds under emulation).

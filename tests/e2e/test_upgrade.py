@@ -20,7 +20,7 @@ from hopx_ai import Sandbox
 
 from conftest import JS_DIR, WARREN, free_port, start_postgres
 from test_restore import (Server, check_state, clock_offset, data_dir, prepare, terminal_echo,  # noqa: F401
-                          tiers_of, traces_of, wait_until)
+                          tiers_announced, traces_of, wait_until)
 
 pytestmark = pytest.mark.restore
 
@@ -82,11 +82,7 @@ def migrations_of_sqlite(path):
 def test_an_upgrade_keeps_every_tier_s_sandboxes_running_and_a_downgrade_is_refused(data_dir, monkeypatch):
     server = Server(data_dir, binary=PREVIOUS)
     server.start()
-    tiers = tiers_of(server)
-    print(f"upgrade from {PREVIOUS_VERSION} on the tiers {tiers}")
-    for wanted in ("gvisor", "microvm"):
-        if wanted not in tiers:
-            print(f"SKIPPED LOUDLY: upgrade on the {wanted} tier (not available on this host)")
+    tiers = tiers_announced(server, f"upgrade from {PREVIOUS_VERSION}")
     sandboxes = {}  # id -> {tier, tag, paused}
     for tier in tiers:
         for i, paused in enumerate((False, True)):

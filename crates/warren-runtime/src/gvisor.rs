@@ -294,7 +294,8 @@ impl GvisorDriver {
             let waited =
                 tokio::time::timeout(std::time::Duration::from_millis(250), delete.wait()).await;
             if waited.is_err() {
-                kill_all(&live.host.cgroup).await;
+                let cgroup = live.host.cgroup.clone();
+                let _ = tokio::task::spawn_blocking(move || cgroup.empty()).await;
                 let _ = delete.wait().await;
             }
         }
@@ -310,22 +311,6 @@ impl GvisorDriver {
         }
         // The rest (cgroup, network namespace, directory) is the host layer's teardown.
         Ok(self.host.teardown(live.host, &live.dir).await?)
-    }
-}
-
-/// SIGKILL to every process of `cgroup`, then waits (up to 2 s) until they are gone. A frozen
-/// cgroup is thawed: its killed processes die only once they run.
-async fn kill_all(cgroup: &SandboxCgroup) {
-    for pid in cgroup.pids() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    let _ = cgroup.thaw();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    while !cgroup.pids().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 

@@ -89,7 +89,7 @@ async fn applied_schema(pool: &AnyPool, backend: Backend) -> Result<Option<i64>,
 }
 
 /// The release recorded by the last open, if the store has that record (0.1.0 did not write it).
-async fn last_release(pool: &AnyPool) -> Option<String> {
+pub(crate) async fn last_release(pool: &AnyPool) -> Option<String> {
     sqlx::query_as::<_, (String,)>("SELECT version FROM store_release WHERE id = 1")
         .fetch_optional(pool)
         .await

@@ -510,7 +510,7 @@ impl SandboxCgroup {
     /// delivered on thaw. Page cache charged to the group stays charged (reclaiming it on every
     /// stop made churn a third slower and dropped pages the next sandboxes read again); it is
     /// reclaimable, and the next sandbox's own limit reclaims it when it needs the room.
-    fn empty(&self) -> Result<(), CgroupError> {
+    pub(crate) fn empty(&self) -> Result<(), CgroupError> {
         if !self.dirs.iter().any(|d| d.exists()) {
             return Ok(());
         }
