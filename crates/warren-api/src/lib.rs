@@ -32,16 +32,30 @@ pub mod tls;
 mod tokens;
 mod volumes;
 
-/// This build's version, and the commit it was built from (`build.rs`).
+use std::sync::OnceLock;
+
+/// This build's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const COMMIT: &str = env!("WARREN_COMMIT");
+
+/// The commit this build was made from. The `warren` binary embeds it (its build script) and
+/// tells this crate at start-up: embedded here, every commit recompiled the API and everything
+/// above it, minutes of each build.
+static COMMIT: OnceLock<&'static str> = OnceLock::new();
+
+/// Called once by the binary, before serving.
+pub fn set_commit(commit: &'static str) {
+    let _ = COMMIT.set(commit);
+}
+
+/// The commit, or "unknown" where no binary said it (this crate's own tests).
+pub fn commit() -> &'static str {
+    COMMIT.get().copied().unwrap_or("unknown")
+}
+
 /// What `warren --version` prints after the name.
-pub const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("WARREN_COMMIT"),
-    ")"
-);
+pub fn long_version() -> String {
+    format!("{VERSION} (commit {})", commit())
+}
 
 pub use lifecycle::PoolTarget;
 pub use limits::MAX_TIMEOUT_SECONDS;

@@ -8,6 +8,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = commands::Cli::parse();
+    warren_api::set_commit(commands::COMMIT);
     // The jail must run before any thread exists (it forks): dispatch it before the runtime starts.
     if let commands::Command::Jail = cli.command {
         return match warren_runtime::namespaces::jail::run_from_stdin() {

@@ -86,7 +86,7 @@ pub async fn join(
                 "node {:?} ({node_version}) speaks node protocol {}; this control plane (warren {}) speaks {} to {}: run the same Warren release on both (upgrade the control plane first)",
                 req.node_id,
                 req.protocol,
-                crate::LONG_VERSION,
+                crate::long_version(),
                 speaks.start(),
                 speaks.end()
             ),

@@ -15,7 +15,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "status": "ok",
         "message": "Warren is running",
         "version": crate::VERSION,
-        "commit": crate::COMMIT,
+        "commit": crate::commit(),
         "isolation": state.cluster.default_tier(),
         "isolation_tiers": state.cluster.tiers(),
         "local_node": state.cluster.local.is_some(),

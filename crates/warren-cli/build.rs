@@ -1,6 +1,7 @@
 //! Puts the commit this build was made from into `WARREN_COMMIT` (`warren --version`,
 //! `/health`): from the environment when a packager sets it, else from git, else "unknown" (a
-//! source tarball).
+//! source tarball). Here, in the binary crate, so that a commit recompiles only the binary; the
+//! libraries learn it at start-up (`warren_api::set_commit`).
 
 use std::process::Command;
 
