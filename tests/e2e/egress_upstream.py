@@ -4,10 +4,21 @@ echo on :443. The echo answers JSON: the Host the request named and every header
 /redirect answers 302 to http://other.test/."""
 import json
 import socket
+import socketserver
 import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Server(ThreadingHTTPServer):
+    """Binds without `HTTPServer`'s reverse lookup of its own address (`socket.getfqdn`): that
+    asked the machine's resolver, beyond the test's namespace, and waited out its timeouts for
+    40 s before the hosts were up."""
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -45,9 +56,9 @@ def main():
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     for a in addrs:
-        plain = ThreadingHTTPServer((a, 80), Echo)
+        plain = Server((a, 80), Echo)
         threading.Thread(target=plain.serve_forever, daemon=True).start()
-        tls = ThreadingHTTPServer((a, 443), Echo)
+        tls = Server((a, 443), Echo)
         tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
         threading.Thread(target=tls.serve_forever, daemon=True).start()
         threading.Thread(target=udp_echo, args=(a,), daemon=True).start()
