@@ -42,7 +42,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// above it, minutes of each build.
 static COMMIT: OnceLock<&'static str> = OnceLock::new();
 
-/// Called once by the binary, before serving.
+/// Called once by the binary, first thing (before `long_version` is read).
 pub fn set_commit(commit: &'static str) {
     let _ = COMMIT.set(commit);
 }
@@ -52,9 +52,11 @@ pub fn commit() -> &'static str {
     COMMIT.get().copied().unwrap_or("unknown")
 }
 
-/// What `warren --version` prints after the name.
-pub fn long_version() -> String {
-    format!("{VERSION} (commit {})", commit())
+/// What `warren --version` prints after the name; formatted once (the command line's help
+/// needs it for the life of the process).
+pub fn long_version() -> &'static str {
+    static LONG_VERSION: OnceLock<String> = OnceLock::new();
+    LONG_VERSION.get_or_init(|| format!("{VERSION} (commit {})", commit()))
 }
 
 pub use lifecycle::PoolTarget;

@@ -7,8 +7,9 @@ mod stream;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // `build.rs` embeds the commit; `--version` (in parse) and the server read it from the API.
+    warren_api::set_commit(env!("WARREN_COMMIT"));
     let cli = commands::Cli::parse();
-    warren_api::set_commit(commands::COMMIT);
     // The jail must run before any thread exists (it forks): dispatch it before the runtime starts.
     if let commands::Command::Jail = cli.command {
         return match warren_runtime::namespaces::jail::run_from_stdin() {

@@ -20,22 +20,13 @@ use clap::{Parser, Subcommand};
 
 use crate::client::ClientOpts;
 
-/// This build's version and commit (`build.rs` embeds the commit).
-pub const COMMIT: &str = env!("WARREN_COMMIT");
-const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("WARREN_COMMIT"),
-    ")"
-);
-
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/warren";
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/warren";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "warren",
-    version = LONG_VERSION,
+    version = warren_api::long_version(),
     about = "Self-hosted, Hopx-compatible code-execution sandboxes"
 )]
 pub struct Cli {

@@ -203,7 +203,7 @@ async fn daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         .context("WARREN_NODE_JOIN_SECRET must hold the cluster's join secret")?;
     let shared = a.shared_volumes.attach(&a.data_dir)?;
     let cfg = DaemonConfig {
-        version: warren_api::long_version(),
+        version: warren_api::long_version().to_owned(),
         control_plane,
         control_plane_ca: a.control_plane_ca,
         listen: a.listen,
